@@ -1,0 +1,14 @@
+//! fleetpilot's intelligence, as pure functions: time series in, numbers out.
+//!
+//! No IO, no async, no clocks: the server's control loop, the backtest and the evaluation commands all call
+//! the same code, and it can be tested and benchmarked alone.
+
+pub mod anomaly;
+pub mod backtest;
+pub mod decision;
+pub mod error;
+pub mod forecast;
+pub mod mase;
+pub mod nab;
+
+pub use error::Error;

@@ -1,0 +1,440 @@
+//! The agent's main loop: collect (GPUs, serving engines) -> batch -> send -> apply commands -> report.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::nvml::NvmlSource;
+use crate::protocol::{Batch, Command, CommandAction, CommandResult, NodeInfo, PROTOCOL_VERSION, ServingSample};
+use crate::scrape::{self, EngineTracker};
+use crate::sender::{SendError, Sender, SenderConfig};
+use crate::sim::{NodeSim, SimConfig, Trace};
+
+/// Where GPU readings come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuSourceKind {
+    /// NVML if it initialises, else none.
+    Auto,
+    /// NVML, failing start-up if it is unavailable.
+    Nvml,
+    /// The simulator.
+    Sim,
+    /// No GPU telemetry.
+    None,
+}
+
+/// Simulator settings of the agent.
+#[derive(Debug, Clone)]
+pub struct SimSettings {
+    /// GPUs on the node.
+    pub gpus: u32,
+    /// Trace CSV; a synthetic diurnal load when absent.
+    pub trace: Option<PathBuf>,
+    /// Trace seconds per wall second.
+    pub speedup: f64,
+    /// Position of this node in its group.
+    pub node_index: u32,
+    /// Nodes in the group.
+    pub nodes_total: u32,
+    /// Group replicas at start.
+    pub initial_replicas: u32,
+    /// Cold start, trace seconds.
+    pub cold_start_secs: f64,
+    /// Shared trace epoch, Unix ms (defaults to the agent's start).
+    pub epoch_ms: Option<i64>,
+    /// A GPU that runs hot now and then.
+    pub hot_gpu: Option<u32>,
+}
+
+/// Everything the agent needs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Control-plane base URL.
+    pub server_url: String,
+    /// Bearer token.
+    pub token: String,
+    /// Node identity.
+    pub agent_id: String,
+    /// Host name reported.
+    pub hostname: String,
+    /// Sampling and upload interval.
+    pub interval: Duration,
+    /// Agent group.
+    pub group: Option<String>,
+    /// Deployment served (`namespace/name`).
+    pub deployment: Option<String>,
+    /// GPU source.
+    pub gpu_source: GpuSourceKind,
+    /// Simulator settings (used when `gpu_source` is `sim`).
+    pub sim: SimSettings,
+    /// Serving-engine `/metrics` URLs to scrape.
+    pub engine_urls: Vec<String>,
+    /// Batches held while the server is unreachable.
+    pub max_queued: usize,
+    /// Shell command run for `rebatch` on real engines (gets FLEETPILOT_* variables).
+    pub rebatch_hook: Option<String>,
+}
+
+/// Counters the agent keeps about itself.
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    /// Batches acknowledged.
+    pub batches_acked: AtomicU64,
+    /// GPU samples collected.
+    pub gpu_samples: AtomicU64,
+    /// Serving samples collected.
+    pub serving_samples: AtomicU64,
+    /// Scrape errors (request failures and unreadable lines).
+    pub scrape_errors: AtomicU64,
+    /// Commands applied successfully.
+    pub commands_ok: AtomicU64,
+    /// Commands rejected or failed.
+    pub commands_failed: AtomicU64,
+    /// Batches the server refused.
+    pub batches_refused: AtomicU64,
+}
+
+enum GpuSource {
+    Nvml(Box<NvmlSource>),
+    Sim(Box<NodeSim>),
+    None,
+}
+
+impl GpuSource {
+    fn label(&self) -> &'static str {
+        match self {
+            GpuSource::Nvml(_) => "nvml",
+            GpuSource::Sim(_) => "simulated",
+            GpuSource::None => "none",
+        }
+    }
+}
+
+struct EngineScrape {
+    url: String,
+    tracker: EngineTracker,
+    last: Option<Instant>,
+}
+
+/// A running agent.
+pub struct Agent {
+    cfg: AgentConfig,
+    source: GpuSource,
+    engines: Vec<EngineScrape>,
+    sender: Sender,
+    http: reqwest::Client,
+    seq: u64,
+    results: Vec<CommandResult>,
+    applied: VecDeque<String>,
+    applied_set: HashSet<String>,
+    stats: Arc<AgentStats>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Agent {
+    /// Sets the agent up: picks the GPU source (one clear log line when there is no GPU), loads the trace.
+    pub fn new(cfg: AgentConfig) -> anyhow::Result<Self> {
+        let source = match cfg.gpu_source {
+            GpuSourceKind::Sim => {
+                let trace = match &cfg.sim.trace {
+                    Some(p) => {
+                        let text = std::fs::read_to_string(p)
+                            .map_err(|e| anyhow::anyhow!("reading trace {}: {e}", p.display()))?;
+                        Trace::parse_csv(&text).map_err(|e| anyhow::anyhow!("trace {}: {e}", p.display()))?
+                    }
+                    None => Trace::synthetic(10.0, 360, 42),
+                };
+                let s = &cfg.sim;
+                GpuSource::Sim(Box::new(NodeSim::new(
+                    SimConfig {
+                        node: cfg.agent_id.clone(),
+                        gpus: s.gpus,
+                        node_index: s.node_index,
+                        nodes_total: s.nodes_total.max(1),
+                        speedup: s.speedup,
+                        epoch_ms: s.epoch_ms.unwrap_or_else(now_ms),
+                        initial_replicas: s.initial_replicas,
+                        cold_start_secs: s.cold_start_secs,
+                        prefill_tps: 1000.0,
+                        decode_tps: 100.0,
+                        hot_gpu: s.hot_gpu,
+                        deployment: cfg.deployment.clone().unwrap_or_else(|| "default/sim".into()),
+                        seed: 42,
+                    },
+                    trace,
+                )))
+            }
+            GpuSourceKind::Nvml => GpuSource::Nvml(Box::new(NvmlSource::init().map_err(|e| anyhow::anyhow!(e))?)),
+            GpuSourceKind::Auto => match NvmlSource::init() {
+                Ok(n) => {
+                    tracing::info!(gpus = n.count(), driver = %n.driver_version(), "NVML GPU telemetry enabled");
+                    GpuSource::Nvml(Box::new(n))
+                }
+                Err(e) => {
+                    tracing::warn!(reason = %e, "no GPU: reporting this node as \"no GPU\"; other collectors keep running");
+                    GpuSource::None
+                }
+            },
+            GpuSourceKind::None => GpuSource::None,
+        };
+        let sender = Sender::new(SenderConfig {
+            server_url: cfg.server_url.clone(),
+            token: cfg.token.clone(),
+            max_queued: cfg.max_queued,
+        });
+        let engines = cfg
+            .engine_urls
+            .iter()
+            .map(|u| EngineScrape { url: u.clone(), tracker: EngineTracker::new(), last: None })
+            .collect();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default();
+        Ok(Self {
+            seq: 0,
+            cfg,
+            source,
+            engines,
+            sender,
+            http,
+            results: Vec::new(),
+            applied: VecDeque::new(),
+            applied_set: HashSet::new(),
+            stats: Arc::new(AgentStats::default()),
+        })
+    }
+
+    /// The agent's counters.
+    pub fn stats(&self) -> Arc<AgentStats> {
+        self.stats.clone()
+    }
+
+    async fn scrape_engines(&mut self, now: i64) -> Vec<ServingSample> {
+        let mut out = Vec::new();
+        let deployment = self.cfg.deployment.clone().unwrap_or_else(|| "default/unknown".into());
+        for e in &mut self.engines {
+            let text = match self.http.get(&e.url).send().await.and_then(|r| r.error_for_status()) {
+                Ok(r) => match r.text().await {
+                    Ok(t) => t,
+                    Err(err) => {
+                        self.stats.scrape_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(url = %e.url, error = %err, "engine scrape failed");
+                        continue;
+                    }
+                },
+                Err(err) => {
+                    self.stats.scrape_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(url = %e.url, error = %err, "engine scrape failed");
+                    continue;
+                }
+            };
+            let parsed = scrape::parse(&text);
+            if !parsed.errors.is_empty() {
+                self.stats.scrape_errors.fetch_add(parsed.errors.len() as u64, Ordering::Relaxed);
+            }
+            let elapsed = e.last.map(|t| t.elapsed().as_secs_f64());
+            e.last = Some(Instant::now());
+            let Some(elapsed) = elapsed else {
+                e.tracker.update(&parsed, 1.0);
+                continue;
+            };
+            if let Some(s) = e.tracker.update(&parsed, elapsed) {
+                let engine = match s.engine {
+                    scrape::Engine::Vllm => "vllm",
+                    scrape::Engine::Triton => "triton",
+                    scrape::Engine::Tgi => "tgi",
+                };
+                let q = |l: &Option<scrape::LatencyQuantiles>| l.as_ref().map(|l| (l.p50_s, l.p95_s, l.p99_s));
+                let (t50, t95, t99) = q(&s.ttft).map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c)));
+                let (i50, i95, i99) = q(&s.itl).map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c)));
+                out.push(ServingSample {
+                    ts_ms: now,
+                    deployment: deployment.clone(),
+                    replica: replica_name(&self.cfg.agent_id, &e.url),
+                    engine: engine.into(),
+                    queue_depth: s.queue_depth.max(0.0),
+                    running: s.running.max(0.0),
+                    kv_cache_pct: s.kv_cache_pct.map(|v| v.clamp(0.0, 100.0)),
+                    ttft_p50_s: t50,
+                    ttft_p95_s: t95,
+                    ttft_p99_s: t99,
+                    itl_p50_s: i50,
+                    itl_p95_s: i95,
+                    itl_p99_s: i99,
+                    requests_per_s: s.requests_per_s.max(0.0),
+                    prompt_tokens_per_s: s.prompt_tokens_per_s.max(0.0),
+                    generation_tokens_per_s: s.generation_tokens_per_s.max(0.0),
+                    batch_size_mean: s.batch_size_mean,
+                });
+            }
+        }
+        out
+    }
+
+    /// Collects one batch.
+    async fn collect(&mut self) -> Batch {
+        let now = now_ms();
+        let (gpus, mut serving) = match &mut self.source {
+            GpuSource::Nvml(n) => (n.sample(now), Vec::new()),
+            GpuSource::Sim(s) => s.sample(now),
+            GpuSource::None => (Vec::new(), Vec::new()),
+        };
+        serving.extend(self.scrape_engines(now).await);
+        self.stats.gpu_samples.fetch_add(gpus.len() as u64, Ordering::Relaxed);
+        self.stats.serving_samples.fetch_add(serving.len() as u64, Ordering::Relaxed);
+        // Strictly increasing without stored state: milliseconds since the epoch, bumped if two batches share one.
+        self.seq = (self.seq + 1).max(now as u64);
+        Batch {
+            version: PROTOCOL_VERSION,
+            agent_id: self.cfg.agent_id.clone(),
+            seq: self.seq,
+            sent_at_ms: now,
+            node: NodeInfo {
+                hostname: self.cfg.hostname.clone(),
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+                gpu_source: self.source.label().into(),
+                group: self.cfg.group.clone(),
+                deployment: self.cfg.deployment.clone(),
+            },
+            gpus,
+            serving,
+            command_results: std::mem::take(&mut self.results),
+        }
+    }
+
+    /// Executes a command once (a repeated id is acknowledged again without re-executing).
+    async fn execute(&mut self, c: Command) {
+        if self.applied_set.contains(&c.id) {
+            return;
+        }
+        let outcome = self.apply(&c.action).await;
+        let (ok, message) = match outcome {
+            Ok(m) => {
+                self.stats.commands_ok.fetch_add(1, Ordering::Relaxed);
+                (true, m)
+            }
+            Err(m) => {
+                self.stats.commands_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(id = %c.id, reason = %m, "command rejected");
+                (false, m)
+            }
+        };
+        self.results.push(CommandResult { id: c.id.clone(), ok, message });
+        self.applied.push_back(c.id.clone());
+        self.applied_set.insert(c.id);
+        while self.applied.len() > 10_000 {
+            if let Some(old) = self.applied.pop_front() {
+                self.applied_set.remove(&old);
+            }
+        }
+    }
+
+    async fn apply(&mut self, a: &CommandAction) -> Result<String, String> {
+        match a {
+            CommandAction::SetReplicas { group, replicas } => {
+                if self.cfg.group.as_deref() != Some(group.as_str()) {
+                    return Err(format!("this node is not in agent group {group:?}"));
+                }
+                match &mut self.source {
+                    GpuSource::Sim(s) => {
+                        s.set_replicas(*replicas, now_ms());
+                        tracing::info!(replicas, "simulated group follows the new replica count");
+                        Ok(format!("simulated group now targets {} replicas", s.desired()))
+                    }
+                    _ => Err("replica counts of real nodes are set through Kubernetes, not the agent".into()),
+                }
+            }
+            CommandAction::Rebatch { deployment, max_batch_size, max_queue_delay_us } => {
+                if self.cfg.deployment.as_deref() != Some(deployment.as_str()) {
+                    return Err(format!("deployment {deployment:?} is not served on this node"));
+                }
+                if !(1..=4096).contains(max_batch_size) || *max_queue_delay_us > 10_000_000 {
+                    return Err("max_batch_size must be 1..=4096 and max_queue_delay_us at most 10 s".into());
+                }
+                match &mut self.source {
+                    GpuSource::Sim(s) => {
+                        s.set_batching(*max_batch_size, *max_queue_delay_us);
+                        Ok(format!("simulated engine batches up to {max_batch_size}, delay {max_queue_delay_us} us"))
+                    }
+                    _ => match &self.cfg.rebatch_hook {
+                        Some(hook) => run_hook(hook, deployment, *max_batch_size, *max_queue_delay_us).await,
+                        None => Err("no rebatch hook configured (--rebatch-hook)".into()),
+                    },
+                }
+            }
+        }
+    }
+
+    /// Runs until `shutdown` flips: one collection per interval, sends as the server allows.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Arc<AgentStats> {
+        let mut next_send = Instant::now();
+        let mut ticker = tokio::time::interval(self.cfg.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            let b = self.collect().await;
+            self.sender.push(b);
+            if Instant::now() < next_send {
+                continue;
+            }
+            while self.sender.queued() > 0 {
+                match self.sender.send_next().await {
+                    Ok(Some(ack)) => {
+                        self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
+                        for c in ack.commands {
+                            self.execute(c).await;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(SendError::Retry { reason, retry_in }) => {
+                        tracing::warn!(%reason, queued = self.sender.queued(), ?retry_in, "control plane unavailable; holding batches");
+                        next_send = Instant::now() + retry_in;
+                        break;
+                    }
+                    Err(e @ SendError::Refused { .. }) => {
+                        self.stats.batches_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "batch dropped");
+                    }
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+        self.stats
+    }
+}
+
+fn replica_name(agent: &str, url: &str) -> String {
+    let host = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or(url);
+    format!("{agent}/{host}")
+}
+
+async fn run_hook(hook: &str, deployment: &str, batch: u32, delay_us: u64) -> Result<String, String> {
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(hook)
+        .env("FLEETPILOT_DEPLOYMENT", deployment)
+        .env("FLEETPILOT_MAX_BATCH_SIZE", batch.to_string())
+        .env("FLEETPILOT_MAX_QUEUE_DELAY_US", delay_us.to_string())
+        .output()
+        .await
+        .map_err(|e| format!("rebatch hook could not start: {e}"))?;
+    if out.status.success() {
+        Ok(format!("rebatch hook applied batch {batch}, delay {delay_us} us"))
+    } else {
+        Err(format!("rebatch hook failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}

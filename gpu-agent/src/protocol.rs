@@ -1,0 +1,441 @@
+//! The wire protocol between `fleetpilot-agent` and the control plane (version 1, JSON over HTTP).
+//!
+//! This module is the single definition both sides compile against; `docs/protocol.md` describes it for
+//! other implementations. Every struct rejects unknown fields so a typo in a hand-written client is a 400,
+//! not silently dropped data. `validate()` checks ranges and is what the server runs before storing anything.
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version carried in every batch; the server refuses versions it does not know.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Media type of a JSON-encoded [`Batch`].
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// Limits that keep one batch from monopolising the server.
+pub const MAX_GPU_SAMPLES_PER_BATCH: usize = 100_000;
+/// See [`MAX_GPU_SAMPLES_PER_BATCH`].
+pub const MAX_SERVING_SAMPLES_PER_BATCH: usize = 100_000;
+
+/// One upload from one agent: everything it sampled since its previous upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// Must equal [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// Stable identity of the node (one agent per node).
+    pub agent_id: String,
+    /// Strictly increasing per agent; with `agent_id` it makes a re-sent batch idempotent.
+    pub seq: u64,
+    /// Agent wall clock when the batch was sealed, Unix milliseconds.
+    pub sent_at_ms: i64,
+    /// Node facts, sent with every batch so a restarted server learns them without a handshake.
+    pub node: NodeInfo,
+    /// Per-GPU samples.
+    #[serde(default)]
+    pub gpus: Vec<GpuSample>,
+    /// Per-replica serving-engine samples.
+    #[serde(default)]
+    pub serving: Vec<ServingSample>,
+    /// Results of commands the agent executed since its previous batch.
+    #[serde(default)]
+    pub command_results: Vec<CommandResult>,
+}
+
+/// What the agent knows about its node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeInfo {
+    /// Host name as the node reports it.
+    pub hostname: String,
+    /// Agent version string.
+    pub agent_version: String,
+    /// `"nvml"`, `"simulated"` or `"none"` (no GPU / no driver).
+    pub gpu_source: String,
+    /// Agent group the node belongs to (the target of agent-group scaling policies), if any.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Deployment the node's serving engine belongs to, as `namespace/name`, if known.
+    #[serde(default)]
+    pub deployment: Option<String>,
+}
+
+/// One GPU at one instant. Units follow NVIDIA's DCGM exporter where it has a counterpart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuSample {
+    /// Unix milliseconds.
+    pub ts_ms: i64,
+    /// Index on the node (DCGM `gpu` label).
+    pub gpu_index: u32,
+    /// GPU UUID (DCGM `UUID` label), e.g. `GPU-5fd4f087-...`.
+    pub uuid: String,
+    /// Marketing name, e.g. `NVIDIA H100 80GB HBM3`.
+    #[serde(default)]
+    pub model: String,
+    /// GPU utilisation, percent 0..=100 (DCGM_FI_DEV_GPU_UTIL).
+    pub util_pct: f64,
+    /// Framebuffer used, bytes (DCGM reports MiB).
+    pub mem_used_bytes: u64,
+    /// Framebuffer total, bytes.
+    pub mem_total_bytes: u64,
+    /// Board power draw, watts (DCGM_FI_DEV_POWER_USAGE).
+    pub power_w: f64,
+    /// GPU temperature, Celsius (DCGM_FI_DEV_GPU_TEMP).
+    pub temp_c: f64,
+    /// SM clock, MHz (DCGM_FI_DEV_SM_CLOCK).
+    pub sm_clock_mhz: u32,
+    /// Memory clock, MHz (DCGM_FI_DEV_MEM_CLOCK).
+    #[serde(default)]
+    pub mem_clock_mhz: u32,
+    /// NVML clock-event (throttle) reasons bitmask (DCGM_FI_DEV_CLOCK_THROTTLE_REASONS).
+    #[serde(default)]
+    pub throttle_reasons: u64,
+    /// Volatile uncorrectable ECC errors, cumulative.
+    #[serde(default)]
+    pub ecc_dbe_total: u64,
+    /// Last XID error seen (0 = none) (DCGM_FI_DEV_XID_ERRORS).
+    #[serde(default)]
+    pub xid_last: u32,
+    /// Fraction of time SMs were active, 0..=1 (DCGM_FI_PROF_SM_ACTIVE), where available.
+    #[serde(default)]
+    pub sm_active: Option<f64>,
+    /// Fraction of time tensor pipes were active, 0..=1 (DCGM_FI_PROF_PIPE_TENSOR_ACTIVE), where available.
+    #[serde(default)]
+    pub tensor_active: Option<f64>,
+}
+
+/// One serving-engine replica over one sampling interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingSample {
+    /// Unix milliseconds at the end of the interval.
+    pub ts_ms: i64,
+    /// Deployment as `namespace/name`.
+    pub deployment: String,
+    /// Replica identity (pod name, or `node/engine-N`).
+    pub replica: String,
+    /// `vllm`, `triton`, `tgi` or `sim`.
+    pub engine: String,
+    /// Requests waiting for admission.
+    pub queue_depth: f64,
+    /// Requests being processed.
+    pub running: f64,
+    /// KV-cache use, percent 0..=100.
+    #[serde(default)]
+    pub kv_cache_pct: Option<f64>,
+    /// Time to first token over the interval, seconds.
+    #[serde(default)]
+    pub ttft_p50_s: Option<f64>,
+    /// See `ttft_p50_s`.
+    #[serde(default)]
+    pub ttft_p95_s: Option<f64>,
+    /// See `ttft_p50_s`.
+    #[serde(default)]
+    pub ttft_p99_s: Option<f64>,
+    /// Inter-token latency over the interval, seconds.
+    #[serde(default)]
+    pub itl_p50_s: Option<f64>,
+    /// See `itl_p50_s`.
+    #[serde(default)]
+    pub itl_p95_s: Option<f64>,
+    /// See `itl_p50_s`.
+    #[serde(default)]
+    pub itl_p99_s: Option<f64>,
+    /// Completed requests per second.
+    #[serde(default)]
+    pub requests_per_s: f64,
+    /// Prompt (prefill) tokens per second.
+    pub prompt_tokens_per_s: f64,
+    /// Generated (decode) tokens per second.
+    pub generation_tokens_per_s: f64,
+    /// Mean batch size over the interval, where the engine exposes it.
+    #[serde(default)]
+    pub batch_size_mean: Option<f64>,
+}
+
+/// The server's answer to an accepted batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchAck {
+    /// The acknowledged sequence number: the batch is durably stored (or was already).
+    pub seq: u64,
+    /// True when this `(agent_id, seq)` had been stored before and the batch was not stored again.
+    pub duplicate: bool,
+    /// Commands for this agent, oldest first.
+    #[serde(default)]
+    pub commands: Vec<Command>,
+}
+
+/// A command from the control plane to one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// Unique id; executing the same id twice is a no-op.
+    pub id: String,
+    /// What to do.
+    pub action: CommandAction,
+}
+
+/// The actions an agent understands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CommandAction {
+    /// Change the serving engine's batching.
+    Rebatch {
+        /// Deployment as `namespace/name`.
+        deployment: String,
+        /// Maximum batch size.
+        max_batch_size: u32,
+        /// Batching delay, microseconds.
+        max_queue_delay_us: u64,
+    },
+    /// The agent group's desired replica count (the simulated fleet follows it; real nodes ignore it).
+    SetReplicas {
+        /// Agent group.
+        group: String,
+        /// Desired replicas for the whole group.
+        replicas: u32,
+    },
+}
+
+/// Outcome of one command, reported in the next batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandResult {
+    /// The command's id.
+    pub id: String,
+    /// Whether it was applied.
+    pub ok: bool,
+    /// What happened, for the operator.
+    pub message: String,
+}
+
+/// A validation failure naming the offending field with its JSON path.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `gpus[3].util_pct`.
+    pub field: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+fn err(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+    FieldError { field: field.into(), reason: reason.into() }
+}
+
+fn check_range(field: impl FnOnce() -> String, v: f64, lo: f64, hi: f64) -> Result<(), FieldError> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(err(field(), format!("must be a finite number in {lo}..={hi}, got {v}")))
+    }
+}
+
+fn check_opt(field: impl FnOnce() -> String, v: Option<f64>, lo: f64, hi: f64) -> Result<(), FieldError> {
+    match v {
+        Some(v) => check_range(field, v, lo, hi),
+        None => Ok(()),
+    }
+}
+
+fn check_ident(field: &str, v: &str, max: usize) -> Result<(), FieldError> {
+    if v.is_empty() || v.len() > max {
+        return Err(err(field, format!("must be 1..={max} characters")));
+    }
+    if v.chars().any(|c| c.is_control()) {
+        return Err(err(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Milliseconds: year 2000 .. year 2200, which rejects seconds-instead-of-milliseconds mistakes.
+const TS_MIN_MS: i64 = 946_684_800_000;
+const TS_MAX_MS: i64 = 7_258_118_400_000;
+/// Largest latency we accept, seconds (a day); anything above is a unit error.
+const MAX_LATENCY_S: f64 = 86_400.0;
+
+impl Batch {
+    /// Checks every field; the first problem found is returned with its path.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.version != PROTOCOL_VERSION {
+            return Err(err(
+                "version",
+                format!("unsupported protocol version {}, this server speaks {PROTOCOL_VERSION}", self.version),
+            ));
+        }
+        check_ident("agent_id", &self.agent_id, 128)?;
+        check_ident("node.hostname", &self.node.hostname, 255)?;
+        if self.gpus.len() > MAX_GPU_SAMPLES_PER_BATCH {
+            return Err(err("gpus", format!("at most {MAX_GPU_SAMPLES_PER_BATCH} samples per batch")));
+        }
+        if self.serving.len() > MAX_SERVING_SAMPLES_PER_BATCH {
+            return Err(err("serving", format!("at most {MAX_SERVING_SAMPLES_PER_BATCH} samples per batch")));
+        }
+        if let Some(d) = &self.node.deployment {
+            parse_deployment(d).map_err(|r| err("node.deployment", r))?;
+        }
+        for (i, g) in self.gpus.iter().enumerate() {
+            let f = |name: &str| format!("gpus[{i}].{name}");
+            if !(TS_MIN_MS..=TS_MAX_MS).contains(&g.ts_ms) {
+                return Err(err(f("ts_ms"), "must be Unix milliseconds between 2000 and 2200"));
+            }
+            check_ident(&f("uuid"), &g.uuid, 96)?;
+            check_range(|| f("util_pct"), g.util_pct, 0.0, 100.0)?;
+            check_range(|| f("power_w"), g.power_w, 0.0, 100_000.0)?;
+            check_range(|| f("temp_c"), g.temp_c, -50.0, 200.0)?;
+            if g.mem_used_bytes > g.mem_total_bytes {
+                return Err(err(f("mem_used_bytes"), "must not exceed mem_total_bytes"));
+            }
+            check_opt(|| f("sm_active"), g.sm_active, 0.0, 1.0)?;
+            check_opt(|| f("tensor_active"), g.tensor_active, 0.0, 1.0)?;
+        }
+        for (i, s) in self.serving.iter().enumerate() {
+            let f = |name: &str| format!("serving[{i}].{name}");
+            if !(TS_MIN_MS..=TS_MAX_MS).contains(&s.ts_ms) {
+                return Err(err(f("ts_ms"), "must be Unix milliseconds between 2000 and 2200"));
+            }
+            parse_deployment(&s.deployment).map_err(|r| err(f("deployment"), r))?;
+            check_ident(&f("replica"), &s.replica, 253)?;
+            check_ident(&f("engine"), &s.engine, 32)?;
+            check_range(|| f("queue_depth"), s.queue_depth, 0.0, 1e9)?;
+            check_range(|| f("running"), s.running, 0.0, 1e9)?;
+            check_opt(|| f("kv_cache_pct"), s.kv_cache_pct, 0.0, 100.0)?;
+            for (name, v) in [
+                ("ttft_p50_s", s.ttft_p50_s),
+                ("ttft_p95_s", s.ttft_p95_s),
+                ("ttft_p99_s", s.ttft_p99_s),
+                ("itl_p50_s", s.itl_p50_s),
+                ("itl_p95_s", s.itl_p95_s),
+                ("itl_p99_s", s.itl_p99_s),
+            ] {
+                check_opt(|| f(name), v, 0.0, MAX_LATENCY_S)?;
+            }
+            check_range(|| f("requests_per_s"), s.requests_per_s, 0.0, 1e9)?;
+            check_range(|| f("prompt_tokens_per_s"), s.prompt_tokens_per_s, 0.0, 1e12)?;
+            check_range(|| f("generation_tokens_per_s"), s.generation_tokens_per_s, 0.0, 1e12)?;
+            check_opt(|| f("batch_size_mean"), s.batch_size_mean, 0.0, 1e6)?;
+        }
+        for (i, r) in self.command_results.iter().enumerate() {
+            check_ident(&format!("command_results[{i}].id"), &r.id, 64)?;
+            if r.message.len() > 4096 {
+                return Err(err(format!("command_results[{i}].message"), "at most 4096 characters"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of metric values carried (one GPU sample carries [`GPU_METRICS_PER_SAMPLE`]).
+    pub fn metric_values(&self) -> usize {
+        self.gpus.len() * GPU_METRICS_PER_SAMPLE + self.serving.len() * SERVING_METRICS_PER_SAMPLE
+    }
+}
+
+/// Metric values in one [`GpuSample`] (for throughput accounting).
+pub const GPU_METRICS_PER_SAMPLE: usize = 12;
+/// Metric values in one [`ServingSample`].
+pub const SERVING_METRICS_PER_SAMPLE: usize = 13;
+
+/// Splits `namespace/name`, checking both halves are Kubernetes-style names.
+pub fn parse_deployment(s: &str) -> Result<(&str, &str), String> {
+    let Some((ns, name)) = s.split_once('/') else {
+        return Err(format!("must be `namespace/name`, got {s:?}"));
+    };
+    for part in [ns, name] {
+        let ok = !part.is_empty()
+            && part.len() <= 253
+            && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !part.starts_with('-')
+            && !part.ends_with('-');
+        if !ok {
+            return Err(format!("{part:?} is not a valid Kubernetes name (lowercase letters, digits, '-', '.')"));
+        }
+    }
+    Ok((ns, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch() -> Batch {
+        Batch {
+            version: PROTOCOL_VERSION,
+            agent_id: "node-1".into(),
+            seq: 1,
+            sent_at_ms: 1_700_000_000_000,
+            node: NodeInfo {
+                hostname: "node-1".into(),
+                agent_version: "0.1.0".into(),
+                gpu_source: "simulated".into(),
+                group: Some("sim".into()),
+                deployment: Some("default/llama".into()),
+            },
+            gpus: vec![GpuSample {
+                ts_ms: 1_700_000_000_000,
+                gpu_index: 0,
+                uuid: "GPU-1".into(),
+                model: "H100".into(),
+                util_pct: 50.0,
+                mem_used_bytes: 1,
+                mem_total_bytes: 2,
+                power_w: 300.0,
+                temp_c: 60.0,
+                sm_clock_mhz: 1980,
+                mem_clock_mhz: 2619,
+                throttle_reasons: 0,
+                ecc_dbe_total: 0,
+                xid_last: 0,
+                sm_active: Some(0.5),
+                tensor_active: None,
+            }],
+            serving: vec![],
+            command_results: vec![],
+        }
+    }
+
+    #[test]
+    fn a_valid_batch_passes() {
+        assert_eq!(batch().validate(), Ok(()));
+    }
+
+    #[test]
+    fn utilization_above_100_names_the_field() {
+        let mut b = batch();
+        b.gpus[0].util_pct = 101.0;
+        let e = b.validate().unwrap_err();
+        assert_eq!(e.field, "gpus[0].util_pct");
+    }
+
+    #[test]
+    fn nan_is_rejected() {
+        let mut b = batch();
+        b.gpus[0].temp_c = f64::NAN;
+        assert_eq!(b.validate().unwrap_err().field, "gpus[0].temp_c");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let mut v = serde_json::to_value(batch()).unwrap();
+        v["gpus"][0]["bogus"] = serde_json::json!(1);
+        let e = serde_json::from_value::<Batch>(v).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn deployment_names_are_checked() {
+        assert!(parse_deployment("ns/name").is_ok());
+        assert!(parse_deployment("ns").is_err());
+        assert!(parse_deployment("NS/x").is_err());
+        assert!(parse_deployment("/x").is_err());
+    }
+
+    #[test]
+    fn commands_round_trip_with_a_kind_tag() {
+        let c = Command { id: "c1".into(), action: CommandAction::SetReplicas { group: "g".into(), replicas: 3 } };
+        let s = serde_json::to_string(&c).unwrap();
+        assert!(s.contains(r#""kind":"set_replicas""#), "{s}");
+        assert_eq!(serde_json::from_str::<Command>(&s).unwrap(), c);
+    }
+}

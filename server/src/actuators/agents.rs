@@ -1,0 +1,52 @@
+//! Commands to agents: replica counts for agent groups, batching for deployments.
+
+use gpu_agent::protocol::CommandAction;
+use sqlx::PgPool;
+
+use super::ActuateError;
+use crate::db;
+
+/// Queues commands; agents pick them up with their next upload.
+#[derive(Clone)]
+pub struct AgentActuator {
+    pool: PgPool,
+}
+
+impl AgentActuator {
+    /// An actuator over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Tells every node of `group` the group's desired replica count.
+    pub async fn set_replicas(&self, group: &str, replicas: u32, decision_id: i64) -> Result<(), ActuateError> {
+        let nodes: Vec<String> = sqlx::query_scalar("SELECT node_id FROM nodes WHERE agent_group = $1")
+            .bind(group)
+            .fetch_all(&self.pool)
+            .await?;
+        if nodes.is_empty() {
+            return Err(ActuateError::EmptyGroup(group.to_string()));
+        }
+        let action = CommandAction::SetReplicas { group: group.to_string(), replicas };
+        for n in nodes {
+            db::ingest::enqueue_command(&self.pool, &n, &action, Some(decision_id)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a rebatch command to every node serving `deployment`; returns how many nodes got it.
+    pub async fn rebatch(
+        &self,
+        nodes: &[String],
+        deployment: &str,
+        max_batch_size: u32,
+        max_queue_delay_us: u64,
+        decision_id: i64,
+    ) -> Result<usize, ActuateError> {
+        let action = CommandAction::Rebatch { deployment: deployment.to_string(), max_batch_size, max_queue_delay_us };
+        for n in nodes {
+            db::ingest::enqueue_command(&self.pool, n, &action, Some(decision_id)).await?;
+        }
+        Ok(nodes.len())
+    }
+}

@@ -1,0 +1,230 @@
+//! Typed configuration: defaults, then an optional TOML file, then `FLEETPILOT_*` environment variables
+//! (nested fields with `__`, e.g. `FLEETPILOT_PAGERDUTY__ROUTING_KEY`), then `DATABASE_URL`.
+//! Unknown fields are rejected so a typo fails at start instead of being ignored.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A secret string: never printed by `Debug`, never serialised back out in clear.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The clear value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether no value is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "<unset>" } else { "<redacted>" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Serialising is only used to seed figment with defaults; secrets have none worth leaking.
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Everything the control plane can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address to listen on, e.g. `127.0.0.1:8080` (port 0 picks a free one).
+    pub listen: String,
+    /// URL operators reach the dashboard at (used in alert links); defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// PostgreSQL URL; without it a private cluster is started under `data_dir`.
+    pub database_url: Option<String>,
+    /// Working directory for the private cluster and other state.
+    pub data_dir: PathBuf,
+    /// Bearer token for the REST API (`Authorization: Bearer ...`).
+    pub api_token: Secret,
+    /// Bearer token agents use for ingest.
+    pub agent_token: Secret,
+    /// Ingest settings.
+    pub ingest: IngestSettings,
+    /// Control-loop settings.
+    pub control: ControlSettings,
+    /// Kubernetes access.
+    pub kube: KubeSettings,
+    /// Alert rules and delivery.
+    pub alerts: AlertSettings,
+    /// PagerDuty Events API v2 delivery.
+    pub pagerduty: PagerDutySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            database_url: None,
+            data_dir: PathBuf::from(".fleetpilot"),
+            api_token: Secret::default(),
+            agent_token: Secret::default(),
+            ingest: IngestSettings::default(),
+            control: ControlSettings::default(),
+            kube: KubeSettings::default(),
+            alerts: AlertSettings::default(),
+            pagerduty: PagerDutySettings::default(),
+        }
+    }
+}
+
+/// Ingest settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Batches being stored at once; more get 429 with Retry-After.
+    pub max_in_flight: usize,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// Days of raw samples kept (older daily partitions are dropped).
+    pub retention_days: u32,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self { max_in_flight: 64, max_body_bytes: 16 * 1024 * 1024, retention_days: 7 }
+    }
+}
+
+/// Control-loop settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSettings {
+    /// Whether this replica runs the control loop at all (it still needs the leader lock).
+    pub enabled: bool,
+    /// Seconds between ticks.
+    pub tick_secs: f64,
+    /// Seconds of history each decision looks at.
+    pub lookback_secs: u32,
+    /// Width of the time buckets the history is aggregated into, seconds.
+    pub bucket_secs: u32,
+    /// Scale-down stabilization window, seconds (HPA's default is 300): a scale-down never goes below the
+    /// highest recommendation of this window, and none happens before the loop has watched that long.
+    pub scale_down_stabilization_secs: u32,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self { enabled: true, tick_secs: 5.0, lookback_secs: 1800, bucket_secs: 10, scale_down_stabilization_secs: 300 }
+    }
+}
+
+/// Kubernetes access: an explicit API server URL, else in-cluster, else kubeconfig; none is fine.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubeSettings {
+    /// API server URL, e.g. `https://10.0.0.1:6443` (or a fake server in tests).
+    pub api_url: Option<String>,
+    /// Bearer token for `api_url`.
+    pub token: Secret,
+    /// Use kubeconfig / in-cluster discovery when `api_url` is not set.
+    pub discover: bool,
+}
+
+/// Alert rule settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// GPU temperature that fires the `gpu-temperature` rule, Celsius.
+    pub gpu_temp_c: f64,
+    /// Seconds without data after which a node is `silent`.
+    pub node_silent_secs: u32,
+    /// Seconds between evaluations.
+    pub eval_secs: f64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self { gpu_temp_c: 85.0, node_silent_secs: 60, eval_secs: 2.0 }
+    }
+}
+
+/// PagerDuty Events API v2 delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagerDutySettings {
+    /// Events API endpoint.
+    pub url: String,
+    /// Integration (routing) key; empty disables delivery.
+    pub routing_key: Secret,
+}
+
+impl Default for PagerDutySettings {
+    fn default() -> Self {
+        Self { url: "https://events.pagerduty.com/v2/enqueue".into(), routing_key: Secret::default() }
+    }
+}
+
+/// Configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Parsing or merging failed (the message names the field and the source).
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Defaults <- file (if given) <- `FLEETPILOT_*` <- `DATABASE_URL`, then validated.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError::Invalid(format!("config file {} does not exist", f.display())));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(Env::prefixed("FLEETPILOT_").split("__").ignore(&["pg_bin"]));
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            fig = fig.merge(Serialized::default("database_url", url));
+        }
+        let s: Settings = fig.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Range checks figment cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |f: &str, why: &str| Err(ConfigError::Invalid(format!("{f}: {why}")));
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("listen", "must be an address like 127.0.0.1:8080");
+        }
+        if self.ingest.max_in_flight == 0 {
+            return bad("ingest.max_in_flight", "must be at least 1");
+        }
+        if self.ingest.retention_days == 0 {
+            return bad("ingest.retention_days", "must be at least 1");
+        }
+        if !(self.control.tick_secs.is_finite() && self.control.tick_secs >= 0.05) {
+            return bad("control.tick_secs", "must be at least 0.05");
+        }
+        if self.control.bucket_secs == 0 || self.control.lookback_secs < self.control.bucket_secs * 4 {
+            return bad("control.lookback_secs", "must cover at least 4 buckets");
+        }
+        if !(self.alerts.eval_secs.is_finite() && self.alerts.eval_secs >= 0.05) {
+            return bad("alerts.eval_secs", "must be at least 0.05");
+        }
+        if self.api_token.is_empty() || self.agent_token.is_empty() {
+            return bad("api_token/agent_token", "both must be set (FLEETPILOT_API_TOKEN, FLEETPILOT_AGENT_TOKEN)");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,420 @@
+//! The control loop: read -> decide (with `forecasting`) -> act -> record.
+//!
+//! One testable step, [`ControlLoop::tick`], driven by an injected `now`; [`ControlLoop::run_until_stopped`]
+//! wraps it with leader election (a Postgres advisory lock held on a dedicated connection), so with several
+//! server replicas exactly one acts, and leadership moves as soon as the leader's connection drops.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use forecasting::anomaly::{Detector, Score};
+use forecasting::decision::{DecisionInput, decide};
+use forecasting::forecast::{ForecastConfig, forecast};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::actuators::Actuators;
+use crate::config::ControlSettings;
+use crate::db;
+use crate::db::control::{NewDecision, Point};
+use crate::db::policies::StoredPolicy;
+use crate::domain::policy::{Metric, PolicySpec, TargetKind};
+use crate::telemetry::Metrics;
+
+/// Anomaly score at or above which the latest point counts as anomalous.
+pub const ANOMALY_THRESHOLD: f64 = 0.7;
+/// Forecast interval level used as headroom.
+pub const FORECAST_LEVEL: f64 = 0.9;
+
+/// What one policy's step did.
+#[derive(Debug, Clone)]
+pub struct PolicyOutcome {
+    /// Policy.
+    pub policy_id: Uuid,
+    /// Recorded decision.
+    pub decision_id: i64,
+    /// Replicas before.
+    pub current: u32,
+    /// Replicas decided.
+    pub desired: u32,
+    /// Whether the target now runs `desired` (acted, or nothing to do).
+    pub applied: bool,
+    /// Why acting failed.
+    pub error: Option<String>,
+}
+
+/// What a tick did.
+#[derive(Debug, Clone, Default)]
+pub struct TickOutcome {
+    /// One entry per policy that could be evaluated.
+    pub policies: Vec<PolicyOutcome>,
+    /// Policies whose step failed, with the error.
+    pub failures: Vec<(Uuid, String)>,
+}
+
+/// When this replica started watching a policy, and its recent (time, recommendation) pairs.
+type Recommendations = (DateTime<Utc>, VecDeque<(DateTime<Utc>, u32)>);
+
+/// A policy's streaming anomaly detector.
+struct Watch {
+    detector: Detector,
+    last_bucket: i64,
+    last_score: Option<Score>,
+}
+
+/// The control loop.
+pub struct ControlLoop {
+    pool: PgPool,
+    settings: ControlSettings,
+    actuators: Actuators,
+    metrics: Metrics,
+    batch_sizes: Mutex<HashMap<Uuid, u32>>,
+    /// Recommendations per policy within the stabilization window, and when this replica started watching.
+    recommendations: Mutex<HashMap<Uuid, Recommendations>>,
+    /// Per-policy streaming anomaly detector and the last bucket it was fed.
+    detectors: Mutex<HashMap<Uuid, Watch>>,
+    leading: Arc<AtomicBool>,
+}
+
+impl ControlLoop {
+    /// A loop over `pool` acting through `actuators`.
+    pub fn new(pool: PgPool, settings: ControlSettings, actuators: Actuators, metrics: Metrics) -> Self {
+        Self {
+            pool,
+            settings,
+            actuators,
+            metrics,
+            batch_sizes: Mutex::new(HashMap::new()),
+            recommendations: Mutex::new(HashMap::new()),
+            detectors: Mutex::new(HashMap::new()),
+            leading: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Set while this replica holds the leader lock.
+    pub fn leadership(&self) -> Arc<AtomicBool> {
+        self.leading.clone()
+    }
+
+    /// Evaluates every live policy once, as of `now`.
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickOutcome, sqlx::Error> {
+        let started = Instant::now();
+        let mut out = TickOutcome::default();
+        for p in db::policies::list(&self.pool).await? {
+            let span = tracing::info_span!("policy", name = %p.spec.name, version = p.version);
+            match self.step(&p, now).instrument(span).await {
+                Ok(o) => out.policies.push(o),
+                Err(e) => {
+                    tracing::warn!(policy = %p.spec.name, error = %e, "policy step failed");
+                    out.failures.push((p.id, e.to_string()));
+                }
+            }
+        }
+        self.metrics.control_ticks.inc();
+        self.metrics.control_tick_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    async fn series(&self, spec: &PolicySpec, since: DateTime<Utc>) -> Result<(Vec<Point>, Vec<String>), sqlx::Error> {
+        let deployment = spec.deployment();
+        let group = (spec.target.kind == TargetKind::AgentGroup).then_some(spec.target.name.as_str());
+        let nodes = db::control::nodes_of(&self.pool, &deployment, group).await?;
+        let bucket = self.settings.bucket_secs;
+        let points = match spec.metric {
+            Metric::GpuUtilization => db::control::gpu_util_series(&self.pool, &nodes, since, bucket).await?,
+            m => db::control::serving_series(&self.pool, &deployment, m, since, bucket).await?,
+        };
+        Ok((points, nodes))
+    }
+
+    async fn step(&self, p: &StoredPolicy, now: DateTime<Utc>) -> Result<PolicyOutcome, sqlx::Error> {
+        let spec = &p.spec;
+        let bucket = i64::from(self.settings.bucket_secs);
+        let since = now - chrono::Duration::seconds(i64::from(self.settings.lookback_secs));
+        let (points, nodes) = self.series(spec, since).await?;
+        let history = fill_gaps(&points, bucket);
+        let last = points.last().copied();
+        let fresh = last.filter(|l| now.timestamp() - l.bucket_secs <= 3 * bucket);
+
+        // Current replicas: what the target says, else what we last applied, else the policy's floor.
+        let (current, current_source) = match self.actuators.current(spec).await {
+            Ok(Some(n)) => (n, "target"),
+            Ok(None) | Err(_) => match db::control::last_applied_replicas(&self.pool, p.id).await? {
+                Some(n) => (n, "last decision"),
+                None => (spec.min_replicas.max(1), "policy minimum"),
+            },
+        };
+
+        // Forecast the total over the cold-start horizon; the upper bound is the headroom.
+        let horizon = (i64::from(spec.cold_start_secs).max(bucket) as f64 / bucket as f64).ceil() as usize;
+        let mut forecast_id = None;
+        let mut forecast_upper = None;
+        let mut forecast_json = serde_json::Value::Null;
+        if history.len() >= 3 {
+            match forecast(&history, horizon, FORECAST_LEVEL, &ForecastConfig::default()) {
+                Ok(f) => {
+                    let upper = f.upper.iter().copied().fold(0.0_f64, f64::max);
+                    forecast_upper = Some(upper);
+                    let model = format!("{:?}", f.model);
+                    forecast_json = json!({ "model": model, "period": f.period, "horizon_steps": horizon, "upper_max": upper, "level": f.level });
+                    forecast_id = Some(
+                        db::control::insert_forecast(
+                            &self.pool,
+                            p.id,
+                            now,
+                            self.settings.bucket_secs,
+                            &model,
+                            &history,
+                            &f,
+                        )
+                        .await?,
+                    );
+                }
+                Err(e) => forecast_json = json!({ "error": e.to_string() }),
+            }
+        }
+
+        // Anomaly score of the latest complete bucket, from a streaming detector fed each bucket once.
+        let score = self.score_anomalies(p.id, &points, now.timestamp() - now.timestamp().rem_euclid(bucket));
+        let latest_anomalous = score.as_ref().is_some_and(|s| s.score >= ANOMALY_THRESHOLD);
+        let anomaly_json =
+            score.as_ref().map(|s| json!({ "score": s.score, "component": s.component, "explanation": s.to_string() }));
+
+        let observed_per_replica = fresh.map(|l| l.total / f64::from(current.max(1)));
+        let stabilization_floor = self.stabilization_floor(p.id, now, current);
+        let input = DecisionInput {
+            current_replicas: current,
+            min_replicas: spec.min_replicas,
+            max_replicas: spec.max_replicas,
+            target_per_replica: spec.target_value,
+            observed_per_replica,
+            forecast_total_upper: forecast_upper,
+            latest_anomalous,
+            tolerance: spec.tolerance,
+            stabilization_floor,
+        };
+        let decision = decide(&input);
+        self.remember(p.id, now, decision.recommended);
+        let inputs = json!({
+            "metric": spec.metric,
+            "target_value": spec.target_value,
+            "observed_total": fresh.map(|l| l.total),
+            "observed_members": fresh.map(|l| l.members),
+            "observed_per_replica": observed_per_replica,
+            "history_points": history.len(),
+            "current_source": current_source,
+            "forecast": forecast_json,
+            "anomaly": anomaly_json,
+        });
+        let target = spec.target_label();
+        let decision_id = db::control::insert_decision(
+            &self.pool,
+            &NewDecision {
+                policy_id: p.id,
+                policy_version: p.version,
+                decided_at: now,
+                target: &target,
+                current,
+                decision: &decision,
+                inputs,
+                forecast_id,
+                dry_run: spec.dry_run,
+            },
+        )
+        .await?;
+
+        let (applied, error) = if spec.dry_run {
+            self.metrics.decisions.with_label_values(&["dry_run"]).inc();
+            (false, None)
+        } else if decision.desired == current && current_source == "target" {
+            self.metrics.decisions.with_label_values(&["unchanged"]).inc();
+            (true, None)
+        } else {
+            match self.actuators.scale(spec, decision.desired, decision_id).await {
+                Ok(()) => {
+                    self.metrics.decisions.with_label_values(&["applied"]).inc();
+                    if decision.desired != current {
+                        tracing::info!(target = %target, from = current, to = decision.desired, reason = %decision.reason, "scaled");
+                    }
+                    (true, None)
+                }
+                Err(e) => {
+                    self.metrics.decisions.with_label_values(&["failed"]).inc();
+                    tracing::warn!(target = %target, error = %e, "scaling failed");
+                    (false, Some(e.to_string()))
+                }
+            }
+        };
+        db::control::mark_decision(&self.pool, decision_id, applied, error.as_deref()).await?;
+        if !spec.dry_run {
+            self.rebatch(p, &nodes, now, decision_id).await?;
+        }
+        Ok(PolicyOutcome { policy_id: p.id, decision_id, current, desired: decision.desired, applied, error })
+    }
+
+    /// The highest recommendation of the stabilization window; until this replica has watched a policy for a
+    /// whole window (e.g. right after a leadership change) it is the current count, so nothing scales down on
+    /// partial evidence.
+    fn stabilization_floor(&self, policy: Uuid, now: DateTime<Utc>, current: u32) -> Option<u32> {
+        let window = chrono::Duration::seconds(i64::from(self.settings.scale_down_stabilization_secs));
+        let mut map = self.recommendations.lock().unwrap_or_else(|e| e.into_inner());
+        let (since, recs) = map.entry(policy).or_insert_with(|| (now, VecDeque::new()));
+        while recs.front().is_some_and(|(t, _)| *t < now - window) {
+            recs.pop_front();
+        }
+        if now - *since < window {
+            return Some(current);
+        }
+        recs.iter().map(|(_, r)| *r).max()
+    }
+
+    /// Feeds complete buckets (before `current_bucket`) not seen yet to the policy's streaming detector;
+    /// returns the score of the newest bucket fed so far.
+    fn score_anomalies(&self, policy: Uuid, points: &[Point], current_bucket: i64) -> Option<Score> {
+        let mut map = self.detectors.lock().unwrap_or_else(|e| e.into_inner());
+        let w = map.entry(policy).or_insert_with(|| Watch {
+            detector: Detector::default(),
+            last_bucket: i64::MIN,
+            last_score: None,
+        });
+        let from = w.last_bucket;
+        for p in points.iter().filter(|p| p.bucket_secs > from && p.bucket_secs < current_bucket) {
+            w.last_score = Some(w.detector.update(p.bucket_secs, p.total));
+            w.last_bucket = p.bucket_secs;
+        }
+        w.last_score
+    }
+
+    fn remember(&self, policy: Uuid, now: DateTime<Utc>, recommended: u32) {
+        let mut map = self.recommendations.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(policy).or_insert_with(|| (now, VecDeque::new())).1.push_back((now, recommended));
+    }
+
+    /// Moves the deployment's batch size toward the largest that keeps inter-token latency p95 under the
+    /// SLO: shrink by a quarter above the SLO, grow by a quarter below 60 % of it while requests queue.
+    /// The dead band between the two is the hysteresis; a command goes out only on change.
+    async fn rebatch(
+        &self,
+        p: &StoredPolicy,
+        nodes: &[String],
+        now: DateTime<Utc>,
+        decision_id: i64,
+    ) -> Result<(), sqlx::Error> {
+        let Some(r) = &p.spec.rebatch else { return Ok(()) };
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let since = now - chrono::Duration::seconds(i64::from(self.settings.bucket_secs) * 3);
+        let (itl_p95, _batch, queue) = db::control::latest_latency(&self.pool, &p.spec.deployment(), since).await?;
+        let current = {
+            let map = self.batch_sizes.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(&p.id).copied()
+        };
+        let start = current.unwrap_or(r.min_batch_size.max(r.max_batch_size / 2));
+        let slo_s = r.itl_slo_ms / 1000.0;
+        let next = match itl_p95 {
+            Some(l) if l > slo_s => ((f64::from(start) * 0.75).floor() as u32).max(r.min_batch_size),
+            Some(l) if l < 0.6 * slo_s && queue > 0.5 => {
+                ((f64::from(start) * 1.25).ceil() as u32).min(r.max_batch_size)
+            }
+            _ => start,
+        }
+        .clamp(r.min_batch_size, r.max_batch_size);
+        if current == Some(next) {
+            return Ok(());
+        }
+        match self.actuators.agents.rebatch(nodes, &p.spec.deployment(), next, r.max_queue_delay_us, decision_id).await
+        {
+            Ok(n) => {
+                tracing::info!(deployment = %p.spec.deployment(), batch = next, nodes = n, "rebatch queued");
+                self.batch_sizes.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, next);
+            }
+            Err(e) => tracing::warn!(error = %e, "rebatch failed"),
+        }
+        Ok(())
+    }
+
+    /// Runs ticks every `tick_secs` while this replica holds the leader lock, until `shutdown` flips.
+    pub async fn run_until_stopped(self, mut shutdown: watch::Receiver<bool>) {
+        let period = Duration::from_secs_f64(self.settings.tick_secs);
+        let mut leader: Option<sqlx::PgConnection> = None;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if leader.is_none() {
+                leader = self.try_lead().await;
+                if leader.is_some() {
+                    tracing::info!("this replica now leads the control loop");
+                    self.metrics.leader.set(1);
+                    self.leading.store(true, Ordering::Relaxed);
+                }
+            } else if let Some(conn) = leader.as_mut() {
+                // A broken leader connection means the lock is gone too.
+                if sqlx::query("SELECT 1").execute(&mut *conn).await.is_err() {
+                    tracing::warn!("lost the leader connection; stepping down");
+                    leader = None;
+                    self.metrics.leader.set(0);
+                    self.leading.store(false, Ordering::Relaxed);
+                }
+            }
+            if leader.is_some()
+                && let Err(e) = self.tick(Utc::now()).await
+            {
+                tracing::warn!(error = %e, "control tick failed");
+            }
+            let wait = if leader.is_some() { period } else { period.min(Duration::from_secs(2)) };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        if let Some(conn) = leader {
+            self.leading.store(false, Ordering::Relaxed);
+            let _ = sqlx::Connection::close(conn).await;
+            self.metrics.leader.set(0);
+        }
+    }
+
+    async fn try_lead(&self) -> Option<sqlx::PgConnection> {
+        let mut conn = self.pool.acquire().await.ok()?.detach();
+        match db::control::try_lead(&mut conn).await {
+            Ok(true) => Some(conn),
+            _ => None,
+        }
+    }
+}
+
+/// Expands points to one value per bucket from the first to the last, carrying the last value over gaps
+/// (a silent agent is missing data, not zero demand).
+pub fn fill_gaps(points: &[Point], bucket_secs: i64) -> Vec<f64> {
+    let mut out = Vec::with_capacity(points.len());
+    let mut prev: Option<Point> = None;
+    for p in points {
+        if let Some(q) = prev {
+            let missing = ((p.bucket_secs - q.bucket_secs) / bucket_secs.max(1) - 1).clamp(0, 10_000);
+            out.extend(std::iter::repeat_n(q.total, missing as usize));
+        }
+        out.push(p.total);
+        prev = Some(*p);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_carry_the_last_value() {
+        let p = |b, t| Point { bucket_secs: b, total: t, members: 1 };
+        assert_eq!(fill_gaps(&[p(0, 1.0), p(10, 2.0), p(40, 5.0)], 10), vec![1.0, 2.0, 2.0, 2.0, 5.0]);
+        assert!(fill_gaps(&[], 10).is_empty());
+    }
+}

@@ -1,0 +1,199 @@
+//! Reads and writes of the control loop: metric series, decisions, forecasts.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::domain::policy::Metric;
+
+/// One aggregated point: the metric summed over the deployment's replicas (or GPUs) in a time bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Bucket start, Unix seconds.
+    pub bucket_secs: i64,
+    /// Sum over replicas of their mean in the bucket.
+    pub total: f64,
+    /// How many replicas (or GPUs) reported in the bucket.
+    pub members: i64,
+}
+
+/// Nodes serving `deployment` or belonging to agent `group`.
+pub async fn nodes_of(pool: &PgPool, deployment: &str, group: Option<&str>) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT node_id FROM nodes WHERE deployment = $1 OR ($2::text IS NOT NULL AND agent_group = $2) ORDER BY node_id")
+        .bind(deployment)
+        .bind(group)
+        .fetch_all(pool)
+        .await
+}
+
+/// Total GPU utilisation of `nodes` per bucket since `since`.
+pub async fn gpu_util_series(
+    pool: &PgPool,
+    nodes: &[String],
+    since: DateTime<Utc>,
+    bucket_secs: u32,
+) -> Result<Vec<Point>, sqlx::Error> {
+    let rows: Vec<(i64, f64, i64)> = sqlx::query_as(
+        "SELECT b, sum(v)::float8, count(*) FROM ( \
+           SELECT floor(extract(epoch FROM ts) / $3)::bigint * $3 AS b, node_id, gpu_index, avg(util_pct) AS v \
+           FROM gpu_samples WHERE node_id = ANY($1) AND ts >= $2 GROUP BY 1, 2, 3) t \
+         GROUP BY b ORDER BY b",
+    )
+    .bind(nodes)
+    .bind(since)
+    .bind(i64::from(bucket_secs))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(b, total, members)| Point { bucket_secs: b, total, members }).collect())
+}
+
+/// A serving metric of `deployment` summed over replicas per bucket since `since`.
+pub async fn serving_series(
+    pool: &PgPool,
+    deployment: &str,
+    metric: Metric,
+    since: DateTime<Utc>,
+    bucket_secs: u32,
+) -> Result<Vec<Point>, sqlx::Error> {
+    // The column comes from a closed enum, never from input.
+    let column = match metric {
+        Metric::QueueDepthPerReplica => "queue_depth",
+        Metric::KvCachePct => "coalesce(kv_cache_pct, 0)",
+        Metric::TokensPerSecPerReplica => "generation_tokens_per_s",
+        Metric::GpuUtilization => "running",
+    };
+    let sql = format!(
+        "SELECT b, sum(v)::float8, count(*) FROM ( \
+           SELECT floor(extract(epoch FROM ts) / $3)::bigint * $3 AS b, replica, avg({column}) AS v \
+           FROM serving_samples WHERE deployment = $1 AND ts >= $2 GROUP BY 1, 2) t \
+         GROUP BY b ORDER BY b"
+    );
+    let rows: Vec<(i64, f64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(deployment)
+        .bind(since)
+        .bind(i64::from(bucket_secs))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|(b, total, members)| Point { bucket_secs: b, total, members }).collect())
+}
+
+/// Latest inter-token latency p95 (seconds, max over replicas) and mean batch size of a deployment.
+pub async fn latest_latency(
+    pool: &PgPool,
+    deployment: &str,
+    since: DateTime<Utc>,
+) -> Result<(Option<f64>, Option<f64>, f64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT max(itl_p95_s)::float8, avg(batch_size_mean)::float8, coalesce(avg(queue_depth), 0)::float8 \
+         FROM serving_samples WHERE deployment = $1 AND ts >= $2",
+    )
+    .bind(deployment)
+    .bind(since)
+    .fetch_one(pool)
+    .await
+}
+
+/// Stores a forecast; returns its id.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_forecast(
+    pool: &PgPool,
+    policy: Uuid,
+    made_at: DateTime<Utc>,
+    step_secs: u32,
+    model: &str,
+    history: &[f64],
+    f: &forecasting::forecast::DemandForecast,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO forecasts (policy_id, made_at, step_secs, model, history, point, lower, upper, level) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+    )
+    .bind(policy)
+    .bind(made_at)
+    .bind(step_secs as i32)
+    .bind(model)
+    .bind(history)
+    .bind(&f.point)
+    .bind(&f.lower)
+    .bind(&f.upper)
+    .bind(f.level)
+    .fetch_one(pool)
+    .await
+}
+
+/// A decision about to be recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewDecision<'a> {
+    /// Policy.
+    pub policy_id: Uuid,
+    /// Its version at decision time.
+    pub policy_version: i32,
+    /// When.
+    pub decided_at: DateTime<Utc>,
+    /// Target label.
+    pub target: &'a str,
+    /// Replicas before.
+    pub current: u32,
+    /// The decision.
+    pub decision: &'a forecasting::decision::Decision,
+    /// Every input, for the record.
+    pub inputs: serde_json::Value,
+    /// Forecast used.
+    pub forecast_id: Option<i64>,
+    /// Whether it is recorded only.
+    pub dry_run: bool,
+}
+
+/// Stores a decision; returns its id.
+pub async fn insert_decision(pool: &PgPool, d: &NewDecision<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO decisions (policy_id, policy_version, decided_at, target, current_replicas, desired_replicas, \
+         winner, reason, proposals, inputs, forecast_id, dry_run) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+    )
+    .bind(d.policy_id)
+    .bind(d.policy_version)
+    .bind(d.decided_at)
+    .bind(d.target)
+    .bind(d.current as i32)
+    .bind(d.decision.desired as i32)
+    .bind(&d.decision.winner)
+    .bind(&d.decision.reason)
+    .bind(serde_json::to_value(&d.decision.proposals).unwrap_or_default())
+    .bind(&d.inputs)
+    .bind(d.forecast_id)
+    .bind(d.dry_run)
+    .fetch_one(pool)
+    .await
+}
+
+/// Marks a decision applied, or records why it could not be.
+pub async fn mark_decision(pool: &PgPool, id: i64, applied: bool, error: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE decisions SET applied = $2, error = $3 WHERE id = $1")
+        .bind(id)
+        .bind(applied)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The replicas the last applied decision of a policy asked for.
+pub async fn last_applied_replicas(pool: &PgPool, policy: Uuid) -> Result<Option<u32>, sqlx::Error> {
+    let v: Option<i32> = sqlx::query_scalar(
+        "SELECT desired_replicas FROM decisions WHERE policy_id = $1 AND applied ORDER BY decided_at DESC LIMIT 1",
+    )
+    .bind(policy)
+    .fetch_optional(pool)
+    .await?;
+    Ok(v.map(|v| v.max(0) as u32))
+}
+
+/// Leader election: a session-level advisory lock held on one dedicated connection.
+pub const LEADER_LOCK_KEY: i64 = 0x666c_6565_7470_696c; // "fleetpil"
+
+/// Tries to take the leader lock on `conn`.
+pub async fn try_lead(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK_KEY).fetch_one(conn).await
+}

@@ -1,0 +1,123 @@
+//! All SQL lives under this module and nowhere else. Queries are bound-parameter only; the few dynamic
+//! identifiers (partition names, whitelisted metric columns) are built from values we generate, never from
+//! input, and marked with `AssertSqlSafe` at that one spot.
+
+pub mod alerts;
+pub mod control;
+pub mod dashboard;
+pub mod ingest;
+pub mod policies;
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{Days, NaiveDate, Utc};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// The embedded migrations (`migrations/` at the workspace root).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Tables partitioned by day on `ts`.
+pub const PARTITIONED_TABLES: [&str; 2] = ["gpu_samples", "serving_samples"];
+
+/// Opens a pool, waiting up to 30 s for the server to accept connections.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    // Connect once with retries so a just-started private cluster has time to finish recovery.
+    let conn = crate::pg::connect_retrying(url, Duration::from_secs(30)).await?;
+    sqlx::Connection::close(conn).await?;
+    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10)).connect(url).await
+}
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Creates daily partitions on demand and remembers which exist.
+#[derive(Debug, Default)]
+pub struct Partitions {
+    known: Mutex<HashSet<NaiveDate>>,
+}
+
+impl Partitions {
+    /// Makes sure every table has a partition for each of `days`.
+    pub async fn ensure(&self, pool: &PgPool, days: impl IntoIterator<Item = NaiveDate>) -> Result<(), sqlx::Error> {
+        let missing: Vec<NaiveDate> = {
+            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            let mut v: Vec<NaiveDate> = days.into_iter().filter(|d| !known.contains(d)).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        for day in missing {
+            for table in PARTITIONED_TABLES {
+                create_partition(pool, table, day).await?;
+            }
+            self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(day);
+        }
+        Ok(())
+    }
+
+    /// Partitions for yesterday through the day after tomorrow (clock skew and midnight both covered).
+    pub async fn ensure_around_now(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let today = Utc::now().date_naive();
+        let days = [
+            today.checked_sub_days(Days::new(1)),
+            Some(today),
+            today.succ_opt(),
+            today.succ_opt().and_then(|d| d.succ_opt()),
+        ];
+        self.ensure(pool, days.into_iter().flatten()).await
+    }
+}
+
+fn partition_name(table: &str, day: NaiveDate) -> String {
+    format!("{table}_{}", day.format("%Y%m%d"))
+}
+
+async fn create_partition(pool: &PgPool, table: &str, day: NaiveDate) -> Result<(), sqlx::Error> {
+    let Some(next) = day.succ_opt() else { return Ok(()) };
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {table} FOR VALUES FROM ('{} 00:00:00+00') TO ('{} 00:00:00+00')",
+        partition_name(table, day),
+        day.format("%Y-%m-%d"),
+        next.format("%Y-%m-%d"),
+    );
+    match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await {
+        Ok(_) => Ok(()),
+        // Two server replicas creating the same partition at once: the loser's error is harmless.
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P07") | Some("23505")) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Drops daily partitions entirely older than `retention_days`; returns the dropped table names.
+pub async fn drop_expired_partitions(pool: &PgPool, retention_days: u32) -> Result<Vec<String>, sqlx::Error> {
+    let cutoff = Utc::now().date_naive() - chrono::Duration::days(i64::from(retention_days));
+    let mut dropped = Vec::new();
+    for table in PARTITIONED_TABLES {
+        let children: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1",
+        )
+        .bind(table)
+        .fetch_all(pool)
+        .await?;
+        for child in children {
+            let Some(day) = child.rsplit('_').next().and_then(|d| NaiveDate::parse_from_str(d, "%Y%m%d").ok()) else {
+                continue;
+            };
+            if day < cutoff && child == partition_name(table, day) {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {child}"))).execute(pool).await?;
+                dropped.push(child);
+            }
+        }
+    }
+    sqlx::query("DELETE FROM ingest_batches WHERE received_at < now() - make_interval(days => $1)")
+        .bind(retention_days as i32)
+        .execute(pool)
+        .await?;
+    Ok(dropped)
+}

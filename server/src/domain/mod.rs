@@ -1,0 +1,3 @@
+//! Validated domain types: parsed at the edge, trusted past it.
+
+pub mod policy;

@@ -1,0 +1,117 @@
+//! The JSON error every route returns: `{"error": "...", "field": "..."}` with the right status.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[error("{status}: {error}")]
+pub struct ApiError {
+    /// HTTP status.
+    #[serde(skip)]
+    pub status: StatusCode,
+    /// What went wrong, for a person.
+    pub error: String,
+    /// The offending field (JSON path), when one is to blame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Seconds to wait before retrying (429/503).
+    #[serde(skip)]
+    pub retry_after_secs: Option<u32>,
+}
+
+impl ApiError {
+    /// 400 naming a field.
+    pub fn field(field: impl Into<String>, error: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, error: error.into(), field: Some(field.into()), retry_after_secs: None }
+    }
+    /// 400 without a single field to blame.
+    pub fn bad_request(error: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, error: error.into(), field: None, retry_after_secs: None }
+    }
+    /// 401.
+    pub fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            error: "missing or invalid bearer token".into(),
+            field: None,
+            retry_after_secs: None,
+        }
+    }
+    /// 404.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self { status: StatusCode::NOT_FOUND, error: what.into(), field: None, retry_after_secs: None }
+    }
+    /// 409.
+    pub fn conflict(field: impl Into<String>, error: impl Into<String>) -> Self {
+        Self { status: StatusCode::CONFLICT, error: error.into(), field: Some(field.into()), retry_after_secs: None }
+    }
+    /// 429 with Retry-After.
+    pub fn busy(retry_after_secs: u32) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error: "ingest queue is full; retry later".into(),
+            field: None,
+            retry_after_secs: Some(retry_after_secs),
+        }
+    }
+    /// 500; the detail is logged, not returned.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error: "internal error (see server log)".into(),
+            field: None,
+            retry_after_secs: None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        let mut r = HttpResponse::build(self.status);
+        if let Some(s) = self.retry_after_secs {
+            r.insert_header(("Retry-After", s.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        r.json(self)
+    }
+}
+
+/// Parses a JSON body into `T`, naming the failing field by its path (`gpus[0].util_pct`).
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.to_string();
+            // serde_path_to_error's path ends at an unknown field but stops at the parent of a missing one.
+            let missing = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+            let field = match missing {
+                Some(name) if path == "." => name.to_string(),
+                Some(name) => format!("{path}.{name}"),
+                None if path == "." => String::new(),
+                None => path,
+            };
+            if field.is_empty() {
+                Err(ApiError::bad_request(format!("malformed JSON body: {msg}")))
+            } else {
+                Err(ApiError::field(field, msg))
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The JSON API under `/api/v1`.
+
+pub mod ingest;
+pub mod policies;
+pub mod reads;
+
+use actix_web::web;
+
+/// Registers the API routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(ingest::ingest)
+        .service(policies::create)
+        .service(policies::list)
+        .service(policies::get)
+        .service(policies::update)
+        .service(policies::delete)
+        .service(reads::decisions)
+        .service(reads::alerts)
+        .service(reads::nodes);
+}

@@ -1,0 +1,77 @@
+//! `/api/v1/policies`: create, list, get, update (new version), delete.
+
+use actix_web::{HttpResponse, delete as del, get, post, put, web};
+use uuid::Uuid;
+
+use crate::auth::ApiAuth;
+use crate::db::policies::{self as store, Write};
+use crate::domain::policy::PolicySpec;
+use crate::error::{ApiError, parse_json};
+use crate::state::AppState;
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::field("id", "must be a UUID"))
+}
+
+fn parse_spec(body: &[u8]) -> Result<PolicySpec, ApiError> {
+    let spec: PolicySpec = parse_json(body)?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Creates a policy (201).
+#[post("/api/v1/policies")]
+pub async fn create(_a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let spec = parse_spec(&body)?;
+    match store::create(&state.pool, &spec).await? {
+        Write::Ok(p) => {
+            Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/policies/{}", p.id))).json(p))
+        }
+        Write::NameTaken => Err(ApiError::conflict("name", format!("a policy named {:?} exists", spec.name))),
+        Write::NotFound => Err(ApiError::internal("created policy vanished")),
+    }
+}
+
+/// Lists live policies.
+#[get("/api/v1/policies")]
+pub async fn list(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(store::list(&state.pool).await?))
+}
+
+/// One policy.
+#[get("/api/v1/policies/{id}")]
+pub async fn get(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    match store::get(&state.pool, id).await? {
+        Some(p) => Ok(HttpResponse::Ok().json(p)),
+        None => Err(ApiError::not_found(format!("no policy {id}"))),
+    }
+}
+
+/// Replaces a policy's spec; its version goes up by one.
+#[put("/api/v1/policies/{id}")]
+pub async fn update(
+    _a: ApiAuth,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let spec = parse_spec(&body)?;
+    match store::update(&state.pool, id, &spec).await? {
+        Write::Ok(p) => Ok(HttpResponse::Ok().json(p)),
+        Write::NameTaken => Err(ApiError::conflict("name", format!("a policy named {:?} exists", spec.name))),
+        Write::NotFound => Err(ApiError::not_found(format!("no policy {id}"))),
+    }
+}
+
+/// Deletes a policy (204); its decisions stay.
+#[del("/api/v1/policies/{id}")]
+pub async fn delete(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    if store::delete(&state.pool, id).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::not_found(format!("no policy {id}")))
+    }
+}

@@ -1,0 +1,184 @@
+//! Building and running the control plane: database, migrations, HTTP server and background tasks.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, dev::Server, middleware, web};
+use anyhow::Context as _;
+use sqlx::PgPool;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::actuators::{Actuators, agents::AgentActuator, kube::KubeScaler};
+use crate::alerts::{AlertEngine, outbox::OutboxWorker};
+use crate::config::Settings;
+use crate::control::ControlLoop;
+use crate::db::{self, Partitions};
+use crate::error::ApiError;
+use crate::pg::{PgOptions, PrivatePostgres};
+use crate::routes;
+use crate::state::AppState;
+use crate::telemetry::Metrics;
+
+/// Opens the configured database, or starts the private cluster when none is configured.
+pub async fn open_database(settings: &Settings) -> anyhow::Result<(PgPool, Option<PrivatePostgres>)> {
+    let (url, pg) = match &settings.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let opts = PgOptions { data_dir: settings.data_dir.join("pgdata"), ephemeral: false };
+            let pg = tokio::task::spawn_blocking(move || PrivatePostgres::start(&opts)).await??;
+            crate::pg::ensure_database(&pg.url_for("postgres"), crate::pg::DATABASE).await?;
+            (pg.url(), Some(pg))
+        }
+    };
+    let pool = db::connect(&url, 20).await.context("connecting to PostgreSQL")?;
+    db::migrate(&pool).await.context("running migrations")?;
+    Ok((pool, pg))
+}
+
+/// A built, bound, not yet running control plane.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    pg: Option<PrivatePostgres>,
+}
+
+impl Application {
+    /// Opens the database (private cluster if needed), migrates, binds `settings.listen`, and starts the
+    /// control loop, alert evaluation and outbox worker.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (pool, pg) = open_database(&settings).await?;
+        let mut app = Self::build_with_pool(settings, pool).await?;
+        app.pg = pg;
+        Ok(app)
+    }
+
+    /// Like [`Application::build`] with an existing pool (migrations are run).
+    pub async fn build_with_pool(settings: Settings, pool: PgPool) -> anyhow::Result<Self> {
+        db::migrate(&pool).await.context("running migrations")?;
+        let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+        let partitions = Arc::new(Partitions::default());
+        partitions.ensure_around_now(&pool).await?;
+        let metrics = Metrics::new();
+        let state = AppState {
+            pool: pool.clone(),
+            ingest_permits: Arc::new(Semaphore::new(settings.ingest.max_in_flight)),
+            settings: Arc::new(settings.clone()),
+            partitions,
+            metrics: metrics.clone(),
+        };
+        let server = http_server(listener, state.clone())?;
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let kube = KubeScaler::from_settings(&settings.kube).await?;
+        let actuators = Actuators { kube, agents: AgentActuator::new(pool.clone()) };
+        if settings.control.enabled {
+            let control = ControlLoop::new(pool.clone(), settings.control.clone(), actuators, metrics.clone());
+            let deliver = !settings.pagerduty.routing_key.is_empty();
+            let alerts = AlertEngine::new(pool.clone(), settings.alerts.clone(), deliver, public_url.clone());
+            // Alerts are evaluated by whichever replica leads the control loop.
+            tasks.push(tokio::spawn(alerts.run_until_stopped(control.leadership(), rx.clone())));
+            tasks.push(tokio::spawn(control.run_until_stopped(rx.clone())));
+        }
+        if !settings.pagerduty.routing_key.is_empty() {
+            let worker = OutboxWorker::new(
+                pool.clone(),
+                settings.pagerduty.url.clone(),
+                settings.pagerduty.routing_key.clone(),
+                metrics,
+            );
+            tasks.push(tokio::spawn(worker.run_until_stopped(rx.clone())));
+        }
+        tasks.push(tokio::spawn(maintenance(state.clone(), rx)));
+        Ok(Self { port, server, state, shutdown, tasks, pg: None })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Handler state (pool, settings, metrics).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A handle that stops the application when signalled.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown handle fires (or the server stops), then stops background tasks,
+    /// the HTTP server and the private database, in that order.
+    pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let mut rx = self.shutdown.subscribe();
+        let server = tokio::spawn(self.server);
+        tokio::select! {
+            _ = rx.wait_for(|v| *v) => {}
+        }
+        let _ = self.shutdown.send(true);
+        handle.stop(true).await;
+        let _ = server.await;
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        self.state.pool.close().await;
+        if let Some(mut pg) = self.pg.take() {
+            tokio::task::spawn_blocking(move || pg.stop()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Hourly: create upcoming partitions, drop expired ones.
+async fn maintenance(state: AppState, mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if let Err(e) = state.partitions.ensure_around_now(&state.pool).await {
+            tracing::warn!(error = %e, "creating partitions failed");
+        }
+        match db::drop_expired_partitions(&state.pool, state.settings.ingest.retention_days).await {
+            Ok(d) if !d.is_empty() => tracing::info!(dropped = ?d, "expired partitions dropped"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "dropping expired partitions failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = rx.changed() => {}
+        }
+    }
+}
+
+fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
+    let body_limit = state.settings.ingest.max_body_bytes;
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(body_limit))
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::bad_request(format!("query string: {e}")).into()),
+            )
+            .app_data(
+                web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(format!("path: {e}")).into()),
+            )
+            .wrap(middleware::Compress::default())
+            .wrap(middleware::NormalizePath::trim())
+            .configure(routes::configure)
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(ApiError::not_found("no such route"))
+            }))
+    })
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(10)
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,211 @@
+//! The whole flow: agent -> ingest -> Postgres -> control loop (forecast, decision) -> Kubernetes scale
+//! and PagerDuty trigger/resolve -> dashboard.
+
+use std::time::Duration;
+
+use gpu_agent::agent::{Agent, AgentConfig, GpuSourceKind, SimSettings};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::fakes;
+use crate::helpers::{eventually, spawn_app};
+
+/// A steady load of 8 busy replicas (40 requests of 1000 prompt + 100 output tokens per 10 s step).
+fn heavy_trace() -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("fleetpilot-heavy-trace-{}.csv", std::process::id()));
+    let mut text = String::from("timestamp,requests,prompt_tokens,output_tokens\n");
+    for i in 0..360 {
+        text.push_str(&format!(
+            "2024-01-01 {:02}:{:02}:{:02},40,40000,4000\n",
+            i * 10 / 3600,
+            (i * 10 / 60) % 60,
+            (i * 10) % 60
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn agent_config(server: &str, token: &str) -> AgentConfig {
+    AgentConfig {
+        server_url: server.to_string(),
+        token: token.to_string(),
+        agent_id: "node-a".into(),
+        hostname: "node-a.test".into(),
+        interval: Duration::from_millis(200),
+        group: None,
+        deployment: Some("ml/llama".into()),
+        gpu_source: GpuSourceKind::Sim,
+        sim: SimSettings {
+            gpus: 4,
+            trace: Some(heavy_trace()),
+            speedup: 10.0,
+            node_index: 0,
+            nodes_total: 1,
+            initial_replicas: 4,
+            cold_start_secs: 120.0,
+            epoch_ms: None,
+            hot_gpu: None,
+        },
+        engine_urls: Vec::new(),
+        max_queued: 1000,
+        rebatch_hook: None,
+    }
+}
+
+fn start_agent(cfg: AgentConfig) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(false);
+    let agent = Agent::new(cfg).unwrap();
+    let h = tokio::spawn(async move {
+        agent.run(rx).await;
+    });
+    (tx, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_from_agent_to_kubernetes_pagerduty_and_dashboard_works_end_to_end() {
+    let (kube, kube_replicas) = fakes::kube_api("ml", "llama", 2).await;
+    let pd = fakes::pagerduty().await;
+    let app = spawn_app(|s| {
+        s.kube.api_url = Some(kube.url.clone());
+        s.pagerduty.url = format!("{}/v2/enqueue", pd.url);
+        s.pagerduty.routing_key = fleetpilot::config::Secret::new("R0UT1NGKEY");
+        s.alerts.node_silent_secs = 3;
+    })
+    .await;
+
+    let policy = app
+        .api_post(
+            "/api/v1/policies",
+            &json!({
+                "name": "llama",
+                "target": {"kind": "deployment", "namespace": "ml", "name": "llama"},
+                "min_replicas": 1, "max_replicas": 10,
+                "metric": "gpu_utilization", "target_value": 50,
+                "cold_start_secs": 5
+            }),
+        )
+        .await;
+    assert_eq!(policy.status(), 201, "{}", policy.text().await.unwrap());
+
+    // The simulated node runs 4 saturated replicas of a deployment Kubernetes says has 2: per-replica
+    // utilisation far above the 50 % target must scale it up.
+    let (stop_agent, agent) = start_agent(agent_config(&app.address, &app.agent_token));
+
+    let samples = eventually(Duration::from_secs(20), "GPU samples stored", || async {
+        let n = app.count("SELECT count(*) FROM gpu_samples").await;
+        (n >= 8).then_some(n)
+    })
+    .await;
+    assert!(samples >= 8);
+
+    let patch = eventually(Duration::from_secs(30), "a PATCH of the deployment's scale", || async {
+        kube.recorded().into_iter().find(|r| r.method == "PATCH")
+    })
+    .await;
+    assert_eq!(patch.path, "/apis/apps/v1/namespaces/ml/deployments/llama/scale");
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    let patched = patch.body.pointer("/spec/replicas").and_then(Value::as_u64).unwrap();
+    // The replicas sent are exactly what the recorded, applied decision asked for.
+    let (desired, current, reason): (i32, i32, String) = sqlx::query_as(
+        "SELECT desired_replicas, current_replicas, reason FROM decisions WHERE applied AND desired_replicas <> current_replicas ORDER BY id LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(patched, desired as u64, "decision: {reason}");
+    assert_eq!(current, 2);
+    assert!(desired > 2 && desired <= 10, "{desired}: {reason}");
+    assert_eq!(*kube_replicas.lock().unwrap(), desired as u32);
+    // Once a few buckets of history exist, decisions are made with a stored forecast and an anomaly score.
+    eventually(Duration::from_secs(20), "a decision with its forecast and anomaly inputs", || async {
+        let n = app
+            .count("SELECT count(*) FROM decisions d JOIN forecasts f ON f.id = d.forecast_id WHERE d.inputs->'anomaly' IS NOT NULL AND d.inputs->'anomaly' <> 'null'::jsonb")
+            .await;
+        (n >= 1).then_some(())
+    })
+    .await;
+
+    // The dashboard lists the node.
+    let page = app.http.get(format!("{}/", app.address)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("node-a"), "dashboard lists the node");
+    assert!(html.contains("deployment ml/llama"), "dashboard lists the decision's target");
+
+    // Silence the node: PagerDuty gets one trigger, then a resolve with the same dedup_key when it is back.
+    stop_agent.send(true).unwrap();
+    agent.await.unwrap();
+    let trigger = eventually(Duration::from_secs(20), "a PagerDuty trigger", || async {
+        pd.recorded().into_iter().find(|r| r.body["event_action"] == "trigger")
+    })
+    .await;
+    assert_eq!(trigger.path, "/v2/enqueue");
+    let b = &trigger.body;
+    assert_eq!(b["routing_key"], "R0UT1NGKEY");
+    assert_eq!(b["dedup_key"], "fleetpilot/node-silent/node-a");
+    assert!(b["payload"]["summary"].as_str().unwrap().contains("node-a"));
+    assert_eq!(b["payload"]["source"], "node-a");
+    assert_eq!(b["payload"]["severity"], "critical");
+    assert!(b["links"][0]["href"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+
+    let (stop_agent, agent) = start_agent(agent_config(&app.address, &app.agent_token));
+    let resolve = eventually(Duration::from_secs(20), "a PagerDuty resolve", || async {
+        pd.recorded().into_iter().find(|r| r.body["event_action"] == "resolve")
+    })
+    .await;
+    assert_eq!(resolve.body["dedup_key"], b["dedup_key"]);
+    assert_eq!(resolve.body["routing_key"], "R0UT1NGKEY");
+    let triggers = pd.recorded().iter().filter(|r| r.body["event_action"] == "trigger").count();
+    assert_eq!(triggers, 1, "one incident, one trigger");
+
+    // The routing key is never stored.
+    let stored = app.count("SELECT count(*) FROM alert_deliveries WHERE payload::text LIKE '%R0UT1NGKEY%'").await;
+    assert_eq!(stored, 0);
+
+    stop_agent.send(true).unwrap();
+    agent.await.unwrap();
+    app.stop().await;
+    kube.stop().await;
+    pd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_group_policy_scales_the_simulated_fleet_through_agent_commands() {
+    let app = spawn_app(|_| {}).await;
+    let r = app
+        .api_post(
+            "/api/v1/policies",
+            &json!({
+                "name": "sim",
+                "target": {"kind": "agent_group", "name": "sim", "deployment": "demo/llama"},
+                "min_replicas": 1, "max_replicas": 4,
+                "metric": "gpu_utilization", "target_value": 60,
+                "cold_start_secs": 2,
+                "rebatch": {"min_batch_size": 4, "max_batch_size": 64, "itl_slo_ms": 50}
+            }),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let mut cfg = agent_config(&app.address, &app.agent_token);
+    cfg.agent_id = "sim-1".into();
+    cfg.group = Some("sim".into());
+    cfg.deployment = Some("demo/llama".into());
+    cfg.sim.initial_replicas = 1;
+    let (stop, agent) = start_agent(cfg);
+    // The saturated single replica is scaled up by a set_replicas command the agent executes and reports.
+    let (ok, result): (bool, String) = eventually(Duration::from_secs(30), "a completed set_replicas command", || async {
+        sqlx::query_as("SELECT ok, result FROM commands WHERE action->>'kind' = 'set_replicas' AND completed_at IS NOT NULL LIMIT 1")
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(ok, "{result}");
+    assert!(result.contains("replicas"), "{result}");
+    let rebatch = app.count("SELECT count(*) FROM commands WHERE action->>'kind' = 'rebatch'").await;
+    assert!(rebatch >= 1, "a rebatch command is queued for the deployment's agents");
+    stop.send(true).unwrap();
+    agent.await.unwrap();
+    app.stop().await;
+}

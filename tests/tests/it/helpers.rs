@@ -1,0 +1,163 @@
+//! Spawning the app and the cluster it runs against.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use fleetpilot::config::{Secret, Settings};
+use fleetpilot::pg::{PgOptions, PrivatePostgres};
+use fleetpilot::startup::Application;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+/// The admin URL of the cluster the tests use: `FLEETPILOT_TEST_DATABASE_URL` if set (an existing server,
+/// connecting to its `postgres` database), else a private cluster started once per test process. The private
+/// cluster lives in a temporary directory and dies with the process (parent-death signal).
+fn admin_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("FLEETPILOT_TEST_DATABASE_URL") {
+            return url;
+        }
+        clean_stale_dirs();
+        let dir = std::env::temp_dir().join(format!("fleetpilot-test-pg-{}", std::process::id()));
+        let pg = PrivatePostgres::start(&PgOptions { data_dir: dir, ephemeral: true })
+            .unwrap_or_else(|e| panic!("starting the private PostgreSQL for tests: {e}"));
+        let url = pg.url_for("postgres");
+        // Keep it running for the life of the process; the parent-death signal stops it at exit.
+        std::mem::forget(pg);
+        url
+    })
+}
+
+/// Removes the data directories of earlier test processes that are gone.
+fn clean_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix("fleetpilot-test-pg-").and_then(|p| p.split('.').next()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !PathBuf::from(format!("/proc/{pid}")).exists() {
+            let p = e.path();
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        }
+    }
+}
+
+/// A fresh, migrated database; returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = tokio::task::spawn_blocking(admin_url).await.unwrap().to_string();
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    fleetpilot::pg::ensure_database(&admin, &name).await.unwrap();
+    let base = admin.rsplit_once('/').unwrap().0;
+    format!("{base}/{name}")
+}
+
+/// A running app.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// API token.
+    pub api_token: String,
+    /// Agent token.
+    pub agent_token: String,
+    /// Pool on the app's database.
+    pub pool: PgPool,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    shutdown: watch::Sender<bool>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Settings for a test app; tweak with `customize`.
+pub fn test_settings() -> Settings {
+    let mut s = Settings {
+        listen: "127.0.0.1:0".into(),
+        api_token: Secret::new("test-api-token"),
+        agent_token: Secret::new("test-agent-token"),
+        ..Settings::default()
+    };
+    s.control.tick_secs = 0.5;
+    s.control.bucket_secs = 1;
+    s.control.lookback_secs = 300;
+    s.alerts.eval_secs = 0.3;
+    s
+}
+
+/// Starts the app on a fresh database.
+pub async fn spawn_app(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let url = fresh_database().await;
+    spawn_app_on(&url, customize).await
+}
+
+/// Starts the app on an existing database (e.g. to restart it).
+pub async fn spawn_app_on(url: &str, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut settings = test_settings();
+    settings.database_url = Some(url.to_string());
+    customize(&mut settings);
+    let pool = fleetpilot::db::connect(url, 10).await.unwrap();
+    let app = Application::build_with_pool(settings.clone(), pool.clone()).await.unwrap();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = app.shutdown_handle();
+    let handle = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        api_token: settings.api_token.expose().to_string(),
+        agent_token: settings.agent_token.expose().to_string(),
+        pool,
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    /// Stops the app and waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+    }
+
+    /// POST JSON to the API with the API token.
+    pub async fn api_post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.http.post(format!("{}{path}", self.address)).bearer_auth(&self.api_token).json(body).send().await.unwrap()
+    }
+
+    /// POST a raw body to ingest with the agent token.
+    pub async fn ingest_raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/v1/ingest", self.address))
+            .bearer_auth(&self.agent_token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A scalar query.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,10 @@
+//! fleetpilot's integration tests: the real server on port 0 against a fresh database in a private
+//! PostgreSQL cluster, with fake Kubernetes and PagerDuty servers (real HTTP on 127.0.0.1) that record
+//! every request.
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod end_to_end;
+mod fakes;
+mod helpers;
+mod postgres;
