@@ -91,8 +91,13 @@ impl Default for Settings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestSettings {
-    /// Batches being stored at once; more get 429 with Retry-After.
-    pub max_in_flight: usize,
+    /// Samples (GPU + serving rows) queued or being written at most; beyond it ingest answers 429 with
+    /// Retry-After (memory stays bounded).
+    pub max_queued_rows: usize,
+    /// Rows written per transaction at most (group commit).
+    pub max_group_rows: usize,
+    /// Writer tasks draining the queue.
+    pub writers: usize,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
     /// Days of raw samples kept (older daily partitions are dropped).
@@ -101,7 +106,13 @@ pub struct IngestSettings {
 
 impl Default for IngestSettings {
     fn default() -> Self {
-        Self { max_in_flight: 64, max_body_bytes: 16 * 1024 * 1024, retention_days: 7 }
+        Self {
+            max_queued_rows: 250_000,
+            max_group_rows: 20_000,
+            writers: 2,
+            max_body_bytes: 32 * 1024 * 1024,
+            retention_days: 7,
+        }
     }
 }
 
@@ -207,8 +218,11 @@ impl Settings {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad("listen", "must be an address like 127.0.0.1:8080");
         }
-        if self.ingest.max_in_flight == 0 {
-            return bad("ingest.max_in_flight", "must be at least 1");
+        if self.ingest.max_queued_rows < 200_002 {
+            return bad("ingest.max_queued_rows", "must hold at least one maximal batch (200002 rows)");
+        }
+        if self.ingest.max_group_rows == 0 || self.ingest.writers == 0 {
+            return bad("ingest.max_group_rows/writers", "must be at least 1");
         }
         if self.ingest.retention_days == 0 {
             return bad("ingest.retention_days", "must be at least 1");

@@ -56,6 +56,10 @@ impl ApiError {
             retry_after_secs: Some(retry_after_secs),
         }
     }
+    /// 503 with Retry-After: nothing was stored, try again.
+    pub fn unavailable(error: impl Into<String>) -> Self {
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, error: error.into(), field: None, retry_after_secs: Some(1) }
+    }
     /// 500; the detail is logged, not returned.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");

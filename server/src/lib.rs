@@ -10,6 +10,7 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod ingest;
 pub mod pg;
 pub mod routes;
 pub mod startup;

@@ -183,7 +183,7 @@ impl PrivatePostgres {
                 .stdout(Stdio::from(log.try_clone().map_err(|e| PgError::Io("dup log".into(), e))?));
             cmd.stderr(Stdio::from(log2.try_clone().map_err(|e| PgError::Io("dup log".into(), e))?));
             let (pid, exited) = spawn_supervised(cmd, user.as_ref())?;
-            match wait_ready(port, &exited, Duration::from_secs(60)) {
+            match wait_ready(&bin, port, &exited, Duration::from_secs(60)) {
                 Ok(()) => {
                     let pg = PrivatePostgres { data_dir: data_dir.clone(), port, pid, exited, stopped: false };
                     tracing::info!(port, data_dir = %data_dir.display(), "private PostgreSQL is up");
@@ -318,16 +318,27 @@ fn spawn_supervised(mut cmd: Command, user: Option<&User>) -> Result<(i32, mpsc:
     Ok((pid, exit_rx))
 }
 
-fn wait_ready(port: u16, exited: &mpsc::Receiver<()>, timeout: Duration) -> Result<(), PgError> {
+/// Waits until the server accepts connections (`pg_isready`; an open TCP port alone still answers "the
+/// database system is starting up" during recovery).
+fn wait_ready(bin: &Path, port: u16, exited: &mpsc::Receiver<()>, timeout: Duration) -> Result<(), PgError> {
     let start = Instant::now();
+    let isready = bin.join("pg_isready");
     while start.elapsed() < timeout {
         if exited.try_recv().is_ok() {
             return Err(PgError::Command { what: "postgres".into(), detail: "exited during start-up".into() });
         }
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            // Accepting TCP is not yet accepting queries ("the database system is starting up"); the caller's
-            // connection retries cover that window.
-            return Ok(());
+            let ready = if isready.is_file() {
+                Command::new(&isready)
+                    .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", SUPERUSER, "-d", "postgres"])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            } else {
+                true // the caller's connection retries cover the start-up window
+            };
+            if ready {
+                return Ok(());
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }

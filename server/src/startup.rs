@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::{App, HttpServer, dev::Server, middleware, web};
 use anyhow::Context as _;
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actuators::{Actuators, agents::AgentActuator, kube::KubeScaler};
@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::control::ControlLoop;
 use crate::db::{self, Partitions};
 use crate::error::ApiError;
+use crate::ingest::{IngestQueue, QueueLimits};
 use crate::pg::{PgOptions, PrivatePostgres};
 use crate::routes;
 use crate::state::AppState;
@@ -43,6 +44,7 @@ pub struct Application {
     state: AppState,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    writers: Vec<JoinHandle<()>>,
     pg: Option<PrivatePostgres>,
 }
 
@@ -65,9 +67,15 @@ impl Application {
         let partitions = Arc::new(Partitions::default());
         partitions.ensure_around_now(&pool).await?;
         let metrics = Metrics::new();
+        let limits = QueueLimits {
+            max_queued_rows: settings.ingest.max_queued_rows,
+            max_group_rows: settings.ingest.max_group_rows,
+            writers: settings.ingest.writers,
+        };
+        let (ingest, writers) = IngestQueue::start(pool.clone(), partitions.clone(), metrics.clone(), limits);
         let state = AppState {
             pool: pool.clone(),
-            ingest_permits: Arc::new(Semaphore::new(settings.ingest.max_in_flight)),
+            ingest,
             settings: Arc::new(settings.clone()),
             partitions,
             metrics: metrics.clone(),
@@ -96,7 +104,7 @@ impl Application {
             tasks.push(tokio::spawn(worker.run_until_stopped(rx.clone())));
         }
         tasks.push(tokio::spawn(maintenance(state.clone(), rx)));
-        Ok(Self { port, server, state, shutdown, tasks, pg: None })
+        Ok(Self { port, server, state, shutdown, tasks, writers, pg: None })
     }
 
     /// The bound port.
@@ -129,8 +137,15 @@ impl Application {
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
-        self.state.pool.close().await;
-        if let Some(mut pg) = self.pg.take() {
+        // The HTTP server is stopped: dropping the last queue handle lets the writers drain and exit.
+        let Self { state, writers, pg, .. } = self;
+        let pool = state.pool.clone();
+        drop(state);
+        for w in writers {
+            let _ = w.await;
+        }
+        pool.close().await;
+        if let Some(mut pg) = pg {
             tokio::task::spawn_blocking(move || pg.stop()).await?;
         }
         Ok(())

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 
 use crate::config::Settings;
 use crate::db::Partitions;
+use crate::ingest::IngestQueue;
 use crate::telemetry::Metrics;
 
 /// Everything a handler needs; cheap to clone.
@@ -18,8 +18,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Daily partitions known to exist.
     pub partitions: Arc<Partitions>,
-    /// Bounds concurrent ingest; an empty semaphore means 429.
-    pub ingest_permits: Arc<Semaphore>,
+    /// The bounded ingest queue.
+    pub ingest: IngestQueue,
     /// Self-metrics.
     pub metrics: Metrics,
 }

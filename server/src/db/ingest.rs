@@ -1,11 +1,13 @@
 //! The ingest write path: one transaction per batch, bulk `INSERT ... SELECT FROM UNNEST` per table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use gpu_agent::protocol::{Batch, Command, CommandAction, CommandResult, GpuSample};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use super::copy::CopyBinary;
 
 /// What happened to a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,86 +23,159 @@ pub fn ts(ms: i64) -> DateTime<Utc> {
 
 /// Stores a validated batch exactly once, plus node facts and command results.
 pub async fn store_batch(pool: &PgPool, b: &Batch) -> Result<StoreOutcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO nodes (node_id, hostname, agent_version, gpu_source, agent_group, deployment, last_seen) \
-         VALUES ($1, $2, $3, $4, $5, $6, now()) \
-         ON CONFLICT (node_id) DO UPDATE SET hostname = $2, agent_version = $3, gpu_source = $4, \
-         agent_group = $5, deployment = $6, last_seen = now()",
-    )
-    .bind(&b.agent_id)
-    .bind(&b.node.hostname)
-    .bind(&b.node.agent_version)
-    .bind(&b.node.gpu_source)
-    .bind(&b.node.group)
-    .bind(&b.node.deployment)
-    .execute(&mut *tx)
-    .await?;
-
-    let fresh: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO ingest_batches (node_id, seq, gpu_samples, serving_samples) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT DO NOTHING RETURNING seq",
-    )
-    .bind(&b.agent_id)
-    .bind(b.seq as i64)
-    .bind(b.gpus.len() as i32)
-    .bind(b.serving.len() as i32)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if fresh.is_none() {
-        record_command_results(&mut tx, &b.agent_id, &b.command_results).await?;
-        tx.commit().await?;
-        return Ok(StoreOutcome { duplicate: true });
-    }
-    if !b.gpus.is_empty() {
-        insert_gpu_samples(&mut tx, &b.agent_id, &b.gpus).await?;
-        upsert_gpu_latest(&mut tx, &b.agent_id, &b.gpus).await?;
-    }
-    if !b.serving.is_empty() {
-        insert_serving_samples(&mut tx, &b.agent_id, b).await?;
-    }
-    record_command_results(&mut tx, &b.agent_id, &b.command_results).await?;
-    tx.commit().await?;
-    Ok(StoreOutcome { duplicate: false })
+    let out = store_group(pool, &[b]).await?;
+    Ok(out.into_iter().next().unwrap_or(StoreOutcome { duplicate: true }))
 }
 
-async fn insert_gpu_samples(tx: &mut sqlx::PgConnection, node: &str, gpus: &[GpuSample]) -> Result<(), sqlx::Error> {
-    let n = gpus.len();
-    let mut c = GpuColumns::with_capacity(n);
-    for g in gpus {
-        c.push(g);
+/// Stores several validated batches in one transaction (group commit): one dedup statement, one binary
+/// `COPY` per table, one upsert of the latest readings. Returns one outcome per batch, in order; a batch
+/// whose `(agent_id, seq)` was stored before (or appears earlier in the group) is a duplicate and is not
+/// stored again.
+pub async fn store_group(pool: &PgPool, batches: &[&Batch]) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+    if batches.is_empty() {
+        return Ok(Vec::new());
     }
-    sqlx::query(
-        "INSERT INTO gpu_samples (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, \
-         power_w, temp_c, sm_clock_mhz, mem_clock_mhz, throttle_reasons, ecc_dbe_total, xid_last, sm_active, tensor_active) \
-         SELECT $1, * FROM UNNEST($2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::real[], $7::bigint[], \
-         $8::bigint[], $9::real[], $10::real[], $11::int[], $12::int[], $13::bigint[], $14::bigint[], $15::int[], \
-         $16::real[], $17::real[])",
+    let mut tx = pool.begin().await?;
+    upsert_nodes(&mut tx, batches).await?;
+
+    let fresh: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO ingest_batches (node_id, seq, gpu_samples, serving_samples) \
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::int[]) \
+         ON CONFLICT DO NOTHING RETURNING node_id, seq",
     )
-    .bind(node)
-    .bind(&c.gpu_index)
-    .bind(&c.ts)
-    .bind(&c.uuid)
-    .bind(&c.model)
-    .bind(&c.util)
-    .bind(&c.mem_used)
-    .bind(&c.mem_total)
-    .bind(&c.power)
-    .bind(&c.temp)
-    .bind(&c.sm_clock)
-    .bind(&c.mem_clock)
-    .bind(&c.throttle)
-    .bind(&c.ecc)
-    .bind(&c.xid)
-    .bind(&c.sm_active)
-    .bind(&c.tensor_active)
+    .bind(batches.iter().map(|b| b.agent_id.as_str()).collect::<Vec<_>>())
+    .bind(batches.iter().map(|b| b.seq as i64).collect::<Vec<_>>())
+    .bind(batches.iter().map(|b| b.gpus.len() as i32).collect::<Vec<_>>())
+    .bind(batches.iter().map(|b| b.serving.len() as i32).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut fresh: HashSet<(String, i64)> = fresh.into_iter().collect();
+    // The first occurrence of a key in the group is the one stored.
+    let outcomes: Vec<StoreOutcome> = batches
+        .iter()
+        .map(|b| StoreOutcome { duplicate: !fresh.remove(&(b.agent_id.clone(), b.seq as i64)) })
+        .collect();
+    let stored: Vec<&Batch> = batches.iter().zip(&outcomes).filter(|(_, o)| !o.duplicate).map(|(b, _)| *b).collect();
+
+    let gpu_rows: usize = stored.iter().map(|b| b.gpus.len()).sum();
+    if gpu_rows > 0 {
+        let payload =
+            encode_gpu_rows(stored.iter().flat_map(|b| b.gpus.iter().map(|g| (b.agent_id.as_str(), g))), gpu_rows);
+        copy_in(&mut tx, GPU_COPY, payload).await?;
+        upsert_gpu_latest(&mut tx, &stored).await?;
+    }
+    let serving_rows: usize = stored.iter().map(|b| b.serving.len()).sum();
+    if serving_rows > 0 {
+        copy_in(&mut tx, SERVING_COPY, encode_serving_rows(&stored, serving_rows)).await?;
+    }
+    for b in batches {
+        record_command_results(&mut tx, &b.agent_id, &b.command_results).await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn upsert_nodes(tx: &mut sqlx::PgConnection, batches: &[&Batch]) -> Result<(), sqlx::Error> {
+    // One row per node (the last batch's facts win): ON CONFLICT cannot touch a row twice per statement.
+    let mut latest: HashMap<&str, &Batch> = HashMap::new();
+    for b in batches {
+        latest.insert(b.agent_id.as_str(), b);
+    }
+    let nodes: Vec<&Batch> = latest.into_values().collect();
+    sqlx::query(
+        "INSERT INTO nodes (node_id, hostname, agent_version, gpu_source, agent_group, deployment, last_seen) \
+         SELECT n, h, v, s, g, d, now() \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS t(n, h, v, s, g, d) \
+         ON CONFLICT (node_id) DO UPDATE SET hostname = excluded.hostname, agent_version = excluded.agent_version, \
+         gpu_source = excluded.gpu_source, agent_group = excluded.agent_group, deployment = excluded.deployment, \
+         last_seen = now()",
+    )
+    .bind(nodes.iter().map(|b| b.agent_id.as_str()).collect::<Vec<_>>())
+    .bind(nodes.iter().map(|b| b.node.hostname.as_str()).collect::<Vec<_>>())
+    .bind(nodes.iter().map(|b| b.node.agent_version.as_str()).collect::<Vec<_>>())
+    .bind(nodes.iter().map(|b| b.node.gpu_source.as_str()).collect::<Vec<_>>())
+    .bind(nodes.iter().map(|b| b.node.group.as_deref()).collect::<Vec<_>>())
+    .bind(nodes.iter().map(|b| b.node.deployment.as_deref()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-#[derive(Default)]
-struct GpuColumns {
+/// Streams a binary COPY payload.
+pub async fn copy_in(conn: &mut sqlx::PgConnection, statement: &str, payload: Vec<u8>) -> Result<u64, sqlx::Error> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    copy.send(payload).await?;
+    copy.finish().await
+}
+
+/// Columns of `gpu_samples`, in COPY order.
+pub const GPU_COPY: &str = "COPY gpu_samples (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, \
+     mem_total_bytes, power_w, temp_c, sm_clock_mhz, mem_clock_mhz, throttle_reasons, ecc_dbe_total, xid_last, \
+     sm_active, tensor_active) FROM STDIN (FORMAT binary)";
+
+/// Encodes `(node, sample)` rows for [`GPU_COPY`].
+pub fn encode_gpu_rows<'a>(rows: impl Iterator<Item = (&'a str, &'a GpuSample)>, capacity_rows: usize) -> Vec<u8> {
+    let mut c = CopyBinary::with_capacity(capacity_rows * 160);
+    for (node, g) in rows {
+        c.row(17);
+        c.text(node);
+        c.i32(clamp_i32(u64::from(g.gpu_index)));
+        c.ts_ms(g.ts_ms);
+        c.text(&g.uuid);
+        c.text(&g.model);
+        c.f32(g.util_pct as f32);
+        c.i64(clamp_i64(g.mem_used_bytes));
+        c.i64(clamp_i64(g.mem_total_bytes));
+        c.f32(g.power_w as f32);
+        c.f32(g.temp_c as f32);
+        c.i32(clamp_i32(u64::from(g.sm_clock_mhz)));
+        c.i32(clamp_i32(u64::from(g.mem_clock_mhz)));
+        c.i64(g.throttle_reasons as i64);
+        c.i64(clamp_i64(g.ecc_dbe_total));
+        c.i32(clamp_i32(u64::from(g.xid_last)));
+        c.opt_f32(g.sm_active.map(|v| v as f32));
+        c.opt_f32(g.tensor_active.map(|v| v as f32));
+    }
+    c.finish()
+}
+
+/// Columns of `serving_samples`, in COPY order.
+pub const SERVING_COPY: &str = "COPY serving_samples (node_id, deployment, replica, ts, engine, queue_depth, running, \
+     kv_cache_pct, ttft_p50_s, ttft_p95_s, ttft_p99_s, itl_p50_s, itl_p95_s, itl_p99_s, requests_per_s, \
+     prompt_tokens_per_s, generation_tokens_per_s, batch_size_mean) FROM STDIN (FORMAT binary)";
+
+fn encode_serving_rows(batches: &[&Batch], rows: usize) -> Vec<u8> {
+    let mut c = CopyBinary::with_capacity(rows * 160);
+    let f = |v: Option<f64>| v.map(|v| v as f32);
+    for b in batches {
+        for s in &b.serving {
+            c.row(18);
+            c.text(&b.agent_id);
+            c.text(&s.deployment);
+            c.text(&s.replica);
+            c.ts_ms(s.ts_ms);
+            c.text(&s.engine);
+            c.f32(s.queue_depth as f32);
+            c.f32(s.running as f32);
+            c.opt_f32(f(s.kv_cache_pct));
+            c.opt_f32(f(s.ttft_p50_s));
+            c.opt_f32(f(s.ttft_p95_s));
+            c.opt_f32(f(s.ttft_p99_s));
+            c.opt_f32(f(s.itl_p50_s));
+            c.opt_f32(f(s.itl_p95_s));
+            c.opt_f32(f(s.itl_p99_s));
+            c.f32(s.requests_per_s as f32);
+            c.f32(s.prompt_tokens_per_s as f32);
+            c.f32(s.generation_tokens_per_s as f32);
+            c.opt_f32(f(s.batch_size_mean));
+        }
+    }
+    c.finish()
+}
+
+/// Columns of the `gpu_latest` upsert.
+struct LatestColumns {
+    node: Vec<String>,
     gpu_index: Vec<i32>,
     ts: Vec<DateTime<Utc>>,
     uuid: Vec<String>,
@@ -111,54 +186,8 @@ struct GpuColumns {
     power: Vec<f32>,
     temp: Vec<f32>,
     sm_clock: Vec<i32>,
-    mem_clock: Vec<i32>,
     throttle: Vec<i64>,
-    ecc: Vec<i64>,
     xid: Vec<i32>,
-    sm_active: Vec<Option<f32>>,
-    tensor_active: Vec<Option<f32>>,
-}
-
-impl GpuColumns {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            gpu_index: Vec::with_capacity(n),
-            ts: Vec::with_capacity(n),
-            uuid: Vec::with_capacity(n),
-            model: Vec::with_capacity(n),
-            util: Vec::with_capacity(n),
-            mem_used: Vec::with_capacity(n),
-            mem_total: Vec::with_capacity(n),
-            power: Vec::with_capacity(n),
-            temp: Vec::with_capacity(n),
-            sm_clock: Vec::with_capacity(n),
-            mem_clock: Vec::with_capacity(n),
-            throttle: Vec::with_capacity(n),
-            ecc: Vec::with_capacity(n),
-            xid: Vec::with_capacity(n),
-            sm_active: Vec::with_capacity(n),
-            tensor_active: Vec::with_capacity(n),
-        }
-    }
-
-    fn push(&mut self, g: &GpuSample) {
-        self.gpu_index.push(clamp_i32(u64::from(g.gpu_index)));
-        self.ts.push(ts(g.ts_ms));
-        self.uuid.push(g.uuid.clone());
-        self.model.push(g.model.clone());
-        self.util.push(g.util_pct as f32);
-        self.mem_used.push(clamp_i64(g.mem_used_bytes));
-        self.mem_total.push(clamp_i64(g.mem_total_bytes));
-        self.power.push(g.power_w as f32);
-        self.temp.push(g.temp_c as f32);
-        self.sm_clock.push(clamp_i32(u64::from(g.sm_clock_mhz)));
-        self.mem_clock.push(clamp_i32(u64::from(g.mem_clock_mhz)));
-        self.throttle.push(g.throttle_reasons as i64);
-        self.ecc.push(clamp_i64(g.ecc_dbe_total));
-        self.xid.push(clamp_i32(u64::from(g.xid_last)));
-        self.sm_active.push(g.sm_active.map(|v| v as f32));
-        self.tensor_active.push(g.tensor_active.map(|v| v as f32));
-    }
 }
 
 fn clamp_i32(v: u64) -> i32 {
@@ -169,35 +198,60 @@ fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-async fn upsert_gpu_latest(tx: &mut sqlx::PgConnection, node: &str, gpus: &[GpuSample]) -> Result<(), sqlx::Error> {
+async fn upsert_gpu_latest(tx: &mut sqlx::PgConnection, batches: &[&Batch]) -> Result<(), sqlx::Error> {
     // ON CONFLICT cannot touch one row twice per statement: keep the newest sample per GPU first.
-    let mut newest: HashMap<u32, &GpuSample> = HashMap::new();
-    for g in gpus {
-        newest
-            .entry(g.gpu_index)
-            .and_modify(|cur| {
-                if g.ts_ms > cur.ts_ms {
-                    *cur = g
-                }
-            })
-            .or_insert(g);
+    let mut newest: HashMap<(&str, u32), &GpuSample> = HashMap::new();
+    for b in batches {
+        for g in &b.gpus {
+            let e = newest.entry((b.agent_id.as_str(), g.gpu_index)).or_insert(g);
+            if g.ts_ms > e.ts_ms {
+                *e = g;
+            }
+        }
     }
-    let mut c = GpuColumns::with_capacity(newest.len());
-    for g in newest.values() {
-        c.push(g);
+    let n = newest.len();
+    let mut c = LatestColumns {
+        node: Vec::with_capacity(n),
+        gpu_index: Vec::with_capacity(n),
+        ts: Vec::with_capacity(n),
+        uuid: Vec::with_capacity(n),
+        model: Vec::with_capacity(n),
+        util: Vec::with_capacity(n),
+        mem_used: Vec::with_capacity(n),
+        mem_total: Vec::with_capacity(n),
+        power: Vec::with_capacity(n),
+        temp: Vec::with_capacity(n),
+        sm_clock: Vec::with_capacity(n),
+        throttle: Vec::with_capacity(n),
+        xid: Vec::with_capacity(n),
+    };
+    for ((node, _), g) in newest {
+        c.node.push(node.to_string());
+        c.gpu_index.push(clamp_i32(u64::from(g.gpu_index)));
+        c.ts.push(ts(g.ts_ms));
+        c.uuid.push(g.uuid.clone());
+        c.model.push(g.model.clone());
+        c.util.push(g.util_pct as f32);
+        c.mem_used.push(clamp_i64(g.mem_used_bytes));
+        c.mem_total.push(clamp_i64(g.mem_total_bytes));
+        c.power.push(g.power_w as f32);
+        c.temp.push(g.temp_c as f32);
+        c.sm_clock.push(clamp_i32(u64::from(g.sm_clock_mhz)));
+        c.throttle.push(g.throttle_reasons as i64);
+        c.xid.push(clamp_i32(u64::from(g.xid_last)));
     }
     sqlx::query(
         "INSERT INTO gpu_latest (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, \
          power_w, temp_c, sm_clock_mhz, throttle_reasons, xid_last) \
-         SELECT $1, * FROM UNNEST($2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::real[], $7::bigint[], \
-         $8::bigint[], $9::real[], $10::real[], $11::int[], $12::bigint[], $13::int[]) \
+         SELECT * FROM UNNEST($1::text[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::real[], \
+         $7::bigint[], $8::bigint[], $9::real[], $10::real[], $11::int[], $12::bigint[], $13::int[]) \
          ON CONFLICT (node_id, gpu_index) DO UPDATE SET ts = excluded.ts, uuid = excluded.uuid, model = excluded.model, \
          util_pct = excluded.util_pct, mem_used_bytes = excluded.mem_used_bytes, mem_total_bytes = excluded.mem_total_bytes, \
          power_w = excluded.power_w, temp_c = excluded.temp_c, sm_clock_mhz = excluded.sm_clock_mhz, \
          throttle_reasons = excluded.throttle_reasons, xid_last = excluded.xid_last \
          WHERE excluded.ts > gpu_latest.ts",
     )
-    .bind(node)
+    .bind(&c.node)
     .bind(&c.gpu_index)
     .bind(&c.ts)
     .bind(&c.uuid)
@@ -210,43 +264,6 @@ async fn upsert_gpu_latest(tx: &mut sqlx::PgConnection, node: &str, gpus: &[GpuS
     .bind(&c.sm_clock)
     .bind(&c.throttle)
     .bind(&c.xid)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-async fn insert_serving_samples(tx: &mut sqlx::PgConnection, node: &str, b: &Batch) -> Result<(), sqlx::Error> {
-    let s = &b.serving;
-    let f = |get: fn(&gpu_agent::protocol::ServingSample) -> f64| s.iter().map(|x| get(x) as f32).collect::<Vec<f32>>();
-    let o = |get: fn(&gpu_agent::protocol::ServingSample) -> Option<f64>| {
-        s.iter().map(|x| get(x).map(|v| v as f32)).collect::<Vec<Option<f32>>>()
-    };
-    sqlx::query(
-        "INSERT INTO serving_samples (node_id, deployment, replica, ts, engine, queue_depth, running, kv_cache_pct, \
-         ttft_p50_s, ttft_p95_s, ttft_p99_s, itl_p50_s, itl_p95_s, itl_p99_s, requests_per_s, prompt_tokens_per_s, \
-         generation_tokens_per_s, batch_size_mean) \
-         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::real[], $7::real[], \
-         $8::real[], $9::real[], $10::real[], $11::real[], $12::real[], $13::real[], $14::real[], $15::real[], \
-         $16::real[], $17::real[], $18::real[])",
-    )
-    .bind(node)
-    .bind(s.iter().map(|x| x.deployment.clone()).collect::<Vec<_>>())
-    .bind(s.iter().map(|x| x.replica.clone()).collect::<Vec<_>>())
-    .bind(s.iter().map(|x| ts(x.ts_ms)).collect::<Vec<_>>())
-    .bind(s.iter().map(|x| x.engine.clone()).collect::<Vec<_>>())
-    .bind(f(|x| x.queue_depth))
-    .bind(f(|x| x.running))
-    .bind(o(|x| x.kv_cache_pct))
-    .bind(o(|x| x.ttft_p50_s))
-    .bind(o(|x| x.ttft_p95_s))
-    .bind(o(|x| x.ttft_p99_s))
-    .bind(o(|x| x.itl_p50_s))
-    .bind(o(|x| x.itl_p95_s))
-    .bind(o(|x| x.itl_p99_s))
-    .bind(f(|x| x.requests_per_s))
-    .bind(f(|x| x.prompt_tokens_per_s))
-    .bind(f(|x| x.generation_tokens_per_s))
-    .bind(o(|x| x.batch_size_mean))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -274,22 +291,22 @@ async fn record_command_results(
     Ok(())
 }
 
-/// Commands not yet completed by `node`, oldest first; marks them delivered.
-pub async fn pending_commands(pool: &PgPool, node: &str) -> Result<Vec<Command>, sqlx::Error> {
-    let mut rows: Vec<(Uuid, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
+/// Commands not yet completed by each of `nodes`, oldest first; marks them delivered.
+pub async fn pending_commands_for(pool: &PgPool, nodes: &[&str]) -> Result<HashMap<String, Vec<Command>>, sqlx::Error> {
+    let mut rows: Vec<(String, Uuid, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE commands SET delivered_at = coalesce(delivered_at, now()) \
-         WHERE id IN (SELECT id FROM commands WHERE node_id = $1 AND completed_at IS NULL ORDER BY created_at LIMIT 100) \
-         RETURNING id, action, created_at",
+         WHERE completed_at IS NULL AND node_id = ANY($1) \
+         RETURNING node_id, id, action, created_at",
     )
-    .bind(node)
+    .bind(nodes)
     .fetch_all(pool)
     .await?;
-    // RETURNING has no order; the agent applies commands in creation order.
-    rows.sort_by_key(|r| r.2);
-    let mut out = Vec::with_capacity(rows.len());
-    for (id, action, _) in rows {
+    // RETURNING has no order; agents apply commands in creation order.
+    rows.sort_by_key(|r| r.3);
+    let mut out: HashMap<String, Vec<Command>> = HashMap::new();
+    for (node, id, action, _) in rows {
         match serde_json::from_value::<CommandAction>(action) {
-            Ok(action) => out.push(Command { id: id.to_string(), action }),
+            Ok(action) => out.entry(node).or_default().push(Command { id: id.to_string(), action }),
             Err(e) => tracing::error!(%id, error = %e, "stored command does not parse; skipping it"),
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod control;
+pub mod copy;
 pub mod dashboard;
 pub mod ingest;
 pub mod policies;

@@ -242,15 +242,34 @@ async fn policies_reject_bad_specs_naming_the_field_and_keep_what_was_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_ingest_queue_answers_429_with_retry_after() {
+    // No writer drains the queue, and it holds one batch: the first batch waits, the second is refused.
     let app = spawn_app(|s| {
         s.control.enabled = false;
-        s.ingest.max_in_flight = 0;
+        s.ingest.max_queued_rows = 5;
+        s.ingest.writers = 0;
     })
     .await;
-    let r = app.ingest_raw(serde_json::to_vec(&batch(1)).unwrap()).await;
+    let first = {
+        let http = app.http.clone();
+        let url = format!("{}/api/v1/ingest", app.address);
+        let token = app.agent_token.clone();
+        let body = serde_json::to_vec(&batch(1)).unwrap();
+        tokio::spawn(async move {
+            http.post(url).bearer_auth(token).header("content-type", "application/json").body(body).send().await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let r = app.ingest_raw(serde_json::to_vec(&batch(2)).unwrap()).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers().get("retry-after").unwrap(), "1");
     nothing_stored(&app).await;
+    // A batch larger than the whole queue can never fit: that is a 400, not a retry.
+    let mut big = batch(3);
+    let gpu = big["gpus"][0].clone();
+    big["gpus"] = serde_json::Value::Array(vec![gpu; 10]);
+    let r = app.ingest_raw(serde_json::to_vec(&big).unwrap()).await;
+    assert_eq!(r.status(), 400);
+    first.abort();
     app.stop().await;
 }
 

@@ -1,0 +1,220 @@
+//! The ingest pipeline: handlers decode and validate, then hand batches to a bounded queue; writer tasks
+//! drain it in groups and store each group in one transaction (group commit), so thousands of small agent
+//! uploads per second cost a few transactions, one binary `COPY` per table each. A batch is acknowledged
+//! only after its group committed. When the queue is full the handler answers 429 with `Retry-After`
+//! instead of growing memory.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use gpu_agent::protocol::{Batch, Command};
+use sqlx::PgPool;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::db::{self, Partitions};
+use crate::telemetry::Metrics;
+
+/// What the writer answers for one batch.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The batch had been stored before.
+    pub duplicate: bool,
+    /// Commands waiting for the batch's node.
+    pub commands: Vec<Command>,
+}
+
+/// Why a batch was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue is full: retry later.
+    #[error("ingest queue is full")]
+    Busy,
+    /// The batch alone is larger than the whole queue.
+    #[error("batch of {0} rows exceeds the ingest queue ({1} rows)")]
+    TooLarge(usize, usize),
+    /// The server is shutting down.
+    #[error("ingest is shutting down")]
+    Closed,
+}
+
+struct Job {
+    batch: Batch,
+    _permit: OwnedSemaphorePermit,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<Stored, String>>,
+}
+
+/// Limits of the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Rows (GPU + serving samples) queued or being written at most.
+    pub max_queued_rows: usize,
+    /// Rows written per transaction at most.
+    pub max_group_rows: usize,
+    /// Writer tasks.
+    pub writers: usize,
+}
+
+/// Handle to the pipeline; cheap to clone.
+#[derive(Clone)]
+pub struct IngestQueue {
+    tx: mpsc::Sender<Job>,
+    /// Keeps the channel open even with no writer running (writers exit when every sender is gone).
+    _rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    rows: Arc<Semaphore>,
+    max_rows: usize,
+}
+
+fn rows_of(b: &Batch) -> usize {
+    b.gpus.len() + b.serving.len() + 1
+}
+
+impl IngestQueue {
+    /// Starts the writers; they stop once every handle is dropped and the queue is drained.
+    pub fn start(
+        pool: PgPool,
+        partitions: Arc<Partitions>,
+        metrics: Metrics,
+        limits: QueueLimits,
+    ) -> (Self, Vec<JoinHandle<()>>) {
+        let (tx, rx) = mpsc::channel::<Job>(65_536);
+        let rx = Arc::new(Mutex::new(rx));
+        // Zero writers is refused by configuration validation; tests use it to hold the queue full.
+        let writers = (0..limits.writers)
+            .map(|_| {
+                let w = Writer {
+                    pool: pool.clone(),
+                    partitions: partitions.clone(),
+                    metrics: metrics.clone(),
+                    rx: rx.clone(),
+                    max_group_rows: limits.max_group_rows.max(1),
+                };
+                tokio::spawn(w.run())
+            })
+            .collect();
+        let q = Self {
+            tx,
+            _rx: rx,
+            rows: Arc::new(Semaphore::new(limits.max_queued_rows)),
+            max_rows: limits.max_queued_rows,
+        };
+        (q, writers)
+    }
+
+    /// Queues a validated batch; the receiver yields once it is committed (or failed).
+    pub fn submit(&self, batch: Batch) -> Result<oneshot::Receiver<Result<Stored, String>>, SubmitError> {
+        let rows = rows_of(&batch);
+        if rows > self.max_rows {
+            return Err(SubmitError::TooLarge(rows, self.max_rows));
+        }
+        let permit = self.rows.clone().try_acquire_many_owned(rows as u32).map_err(|_| SubmitError::Busy)?;
+        let (reply, rx) = oneshot::channel();
+        let job = Job { batch, _permit: permit, enqueued: Instant::now(), reply };
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Busy,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+        })?;
+        Ok(rx)
+    }
+}
+
+struct Writer {
+    pool: PgPool,
+    partitions: Arc<Partitions>,
+    metrics: Metrics,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    max_group_rows: usize,
+}
+
+impl Writer {
+    async fn run(self) {
+        loop {
+            let group = {
+                let mut rx = self.rx.lock().await;
+                let Some(first) = rx.recv().await else { return };
+                let mut rows = rows_of(&first.batch);
+                let mut group = vec![first];
+                while rows < self.max_group_rows {
+                    match rx.try_recv() {
+                        Ok(j) => {
+                            rows += rows_of(&j.batch);
+                            group.push(j);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                group
+            };
+            self.write(group).await;
+        }
+    }
+
+    async fn write(&self, group: Vec<Job>) {
+        let started = Instant::now();
+        let result = self.store(&group).await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(stored) => {
+                let mut samples = 0u64;
+                for (job, s) in group.into_iter().zip(stored) {
+                    if s.duplicate {
+                        self.metrics.ingest_batches.with_label_values(&["duplicate"]).inc();
+                    } else {
+                        self.metrics.ingest_batches.with_label_values(&["stored"]).inc();
+                        samples += job.batch.metric_values() as u64;
+                    }
+                    self.metrics.ingest_seconds.observe(job.enqueued.elapsed().as_secs_f64());
+                    let _ = job.reply.send(Ok(s));
+                }
+                self.metrics.ingest_samples.inc_by(samples);
+                tracing::trace!(?elapsed, samples, "group stored");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, batches = group.len(), "storing an ingest group failed; agents will retry");
+                for job in group {
+                    self.metrics.ingest_batches.with_label_values(&["error"]).inc();
+                    let _ = job.reply.send(Err(e.to_string()));
+                }
+                // Do not spin on a database that is down.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    async fn store(&self, group: &[Job]) -> Result<Vec<Stored>, sqlx::Error> {
+        let mut days: Vec<NaiveDate> = group
+            .iter()
+            .flat_map(|j| {
+                j.batch
+                    .gpus
+                    .iter()
+                    .map(|g| g.ts_ms)
+                    .chain(j.batch.serving.iter().map(|s| s.ts_ms))
+                    .map(|ms| db::ingest::ts(ms).date_naive())
+            })
+            .collect();
+        days.sort_unstable();
+        days.dedup();
+        self.partitions.ensure(&self.pool, days).await?;
+        let batches: Vec<&Batch> = group.iter().map(|j| &j.batch).collect();
+        let outcomes = db::ingest::store_group(&self.pool, &batches).await?;
+        let nodes: Vec<&str> = {
+            let mut n: Vec<&str> = batches.iter().map(|b| b.agent_id.as_str()).collect();
+            n.sort_unstable();
+            n.dedup();
+            n
+        };
+        let mut commands = db::ingest::pending_commands_for(&self.pool, &nodes).await?;
+        // Each node's commands go in the reply to its newest batch of the group.
+        let mut out: Vec<Stored> =
+            outcomes.iter().map(|o| Stored { duplicate: o.duplicate, commands: Vec::new() }).collect();
+        for (i, b) in batches.iter().enumerate().rev() {
+            if let Some(c) = commands.remove(b.agent_id.as_str()) {
+                out[i].commands = c;
+            }
+        }
+        Ok(out)
+    }
+}
