@@ -3,7 +3,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -11,8 +11,9 @@ use tokio::sync::watch;
 use crate::nvml::NvmlSource;
 use crate::protocol::{Batch, Command, CommandAction, CommandResult, NodeInfo, PROTOCOL_VERSION, ServingSample};
 use crate::scrape::{self, EngineTracker};
-use crate::sender::{SendError, Sender, SenderConfig};
+use crate::sender::{Backoff, Sender, SenderConfig};
 use crate::sim::{NodeSim, SimConfig, Trace};
+use crate::spool::SpoolConfig;
 
 /// Where GPU readings come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -74,29 +75,24 @@ pub struct AgentConfig {
     pub sim: SimSettings,
     /// Serving-engine `/metrics` URLs to scrape.
     pub engine_urls: Vec<String>,
-    /// Batches held while the server is unreachable.
+    /// Batches held in memory while the server is unreachable, when no on-disk spool is configured
+    /// ([`AgentOptions::spool`]).
     pub max_queued: usize,
     /// Shell command run for `rebatch` on real engines (gets FLEETPILOT_* variables).
     pub rebatch_hook: Option<String>,
 }
 
-/// Counters the agent keeps about itself.
-#[derive(Debug, Default)]
-pub struct AgentStats {
-    /// Batches acknowledged.
-    pub batches_acked: AtomicU64,
-    /// GPU samples collected.
-    pub gpu_samples: AtomicU64,
-    /// Serving samples collected.
-    pub serving_samples: AtomicU64,
-    /// Scrape errors (request failures and unreadable lines).
-    pub scrape_errors: AtomicU64,
-    /// Commands applied successfully.
-    pub commands_ok: AtomicU64,
-    /// Commands rejected or failed.
-    pub commands_failed: AtomicU64,
-    /// Batches the server refused.
-    pub batches_refused: AtomicU64,
+pub use crate::selfmetrics::AgentStats;
+
+/// Settings beyond [`AgentConfig`] (kept apart so existing struct literals of `AgentConfig` stay valid).
+#[derive(Debug, Clone, Default)]
+pub struct AgentOptions {
+    /// The spool; `None` holds up to [`AgentConfig::max_queued`] batches in memory (lost on restart).
+    pub spool: Option<SpoolConfig>,
+    /// Limit of one upload; defaults to 5 s (the loop waits for it, so it bounds a stall of sampling).
+    pub request_timeout: Option<Duration>,
+    /// Waits between failed sends; defaults to 1 s doubling up to 30 s, with jitter.
+    pub backoff: Option<Backoff>,
 }
 
 enum GpuSource {
@@ -140,8 +136,14 @@ fn now_ms() -> i64 {
 }
 
 impl Agent {
-    /// Sets the agent up: picks the GPU source (one clear log line when there is no GPU), loads the trace.
+    /// Sets the agent up with an in-memory spool of `cfg.max_queued` batches.
     pub fn new(cfg: AgentConfig) -> anyhow::Result<Self> {
+        Self::with_options(cfg, AgentOptions::default())
+    }
+
+    /// Sets the agent up: picks the GPU source (one clear log line when there is no GPU), loads the trace,
+    /// opens the spool (indexing batches a previous run left there).
+    pub fn with_options(cfg: AgentConfig, opts: AgentOptions) -> anyhow::Result<Self> {
         let source = match cfg.gpu_source {
             GpuSourceKind::Sim => {
                 let trace = match &cfg.sim.trace {
@@ -185,11 +187,18 @@ impl Agent {
             },
             GpuSourceKind::None => GpuSource::None,
         };
-        let sender = Sender::new(SenderConfig {
-            server_url: cfg.server_url.clone(),
-            token: cfg.token.clone(),
-            max_queued: cfg.max_queued,
-        });
+        let stats = Arc::new(AgentStats::default());
+        let spool = opts.spool.unwrap_or(SpoolConfig { dir: None, max_bytes: u64::MAX, max_batches: cfg.max_queued });
+        let sender = Sender::new(
+            SenderConfig {
+                server_url: cfg.server_url.clone(),
+                token: cfg.token.clone(),
+                spool,
+                request_timeout: opts.request_timeout.unwrap_or(Duration::from_secs(5)),
+                backoff: opts.backoff.unwrap_or_default(),
+            },
+            stats.clone(),
+        )?;
         let engines = cfg
             .engine_urls
             .iter()
@@ -197,7 +206,9 @@ impl Agent {
             .collect();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default();
         Ok(Self {
-            seq: 0,
+            // Batches from a previous run may still wait in the spool (or be acknowledged with a later clock):
+            // new ones must come after them.
+            seq: sender.max_seq(),
             cfg,
             source,
             engines,
@@ -206,7 +217,7 @@ impl Agent {
             results: Vec::new(),
             applied: VecDeque::new(),
             applied_set: HashSet::new(),
-            stats: Arc::new(AgentStats::default()),
+            stats,
         })
     }
 
@@ -371,9 +382,9 @@ impl Agent {
         }
     }
 
-    /// Runs until `shutdown` flips: one collection per interval, sends as the server allows.
+    /// Runs until `shutdown` flips: one collection per interval, delivered (or spooled) at once, so a command
+    /// queued on the server arrives with the next acknowledgement, at most one interval later.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Arc<AgentStats> {
-        let mut next_send = Instant::now();
         let mut ticker = tokio::time::interval(self.cfg.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -385,31 +396,10 @@ impl Agent {
                 break;
             }
             let b = self.collect().await;
-            self.sender.push(b);
-            if Instant::now() < next_send {
-                continue;
-            }
-            while self.sender.queued() > 0 {
-                match self.sender.send_next().await {
-                    Ok(Some(ack)) => {
-                        self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
-                        for c in ack.commands {
-                            self.execute(c).await;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(SendError::Retry { reason, retry_in }) => {
-                        tracing::warn!(%reason, queued = self.sender.queued(), ?retry_in, "control plane unavailable; holding batches");
-                        next_send = Instant::now() + retry_in;
-                        break;
-                    }
-                    Err(e @ SendError::Refused { .. }) => {
-                        self.stats.batches_refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, "batch dropped");
-                    }
-                }
-                if *shutdown.borrow() {
-                    break;
+            // Replay gets at most one interval so sampling keeps its cadence after a long outage.
+            for ack in self.sender.deliver(&b, self.cfg.interval).await {
+                for c in ack.commands {
+                    self.execute(c).await;
                 }
             }
         }

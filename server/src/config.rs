@@ -102,6 +102,12 @@ pub struct IngestSettings {
     pub max_body_bytes: usize,
     /// Days of raw samples kept (older daily partitions are dropped).
     pub retention_days: u32,
+    /// Days of 1-minute rollups kept.
+    pub rollup_1m_retention_days: u32,
+    /// Days of 1-hour rollups kept.
+    pub rollup_1h_retention_days: u32,
+    /// Seconds between rollup runs.
+    pub rollup_secs: f64,
 }
 
 impl Default for IngestSettings {
@@ -112,6 +118,9 @@ impl Default for IngestSettings {
             writers: 2,
             max_body_bytes: 32 * 1024 * 1024,
             retention_days: 7,
+            rollup_1m_retention_days: 35,
+            rollup_1h_retention_days: 400,
+            rollup_secs: 30.0,
         }
     }
 }

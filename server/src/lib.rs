@@ -4,6 +4,7 @@
 pub mod actuators;
 pub mod alerts;
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod control;
 pub mod db;

@@ -30,6 +30,9 @@ enum Cmd {
         #[arg(long, env = "FLEETPILOT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Benchmarks; each ends with one line of `key=value` figures.
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Run the demo: private Postgres, control plane, simulated agents replaying a real trace.
     Demo {
         /// Dashboard address (a free port is used if 8080 is busy).
@@ -49,6 +52,28 @@ enum Cmd {
         speedup: f64,
         /// Working directory (private database).
         #[arg(long, default_value = ".fleetpilot/demo")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// End-to-end HTTP ingest against the private PostgreSQL, next to a bulk-COPY ceiling.
+    Ingest {
+        /// Seconds of the saturation phase (the 80 % latency phase runs half as long).
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Concurrent simulated agents.
+        #[arg(long, default_value_t = 32)]
+        agents: usize,
+        /// GPUs per agent.
+        #[arg(long, default_value_t = 8)]
+        gpus: usize,
+        /// Readings per GPU in one batch.
+        #[arg(long, default_value_t = 10)]
+        readings: usize,
+        /// Working directory (wiped).
+        #[arg(long, default_value = ".fleetpilot/bench-ingest")]
         data_dir: PathBuf,
     },
 }
@@ -79,6 +104,16 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("migrations applied");
             Ok(())
+        }
+        Cmd::Bench(BenchCmd::Ingest { seconds, agents, gpus, readings, data_dir }) => {
+            let opts = fleetpilot::bench::ingest::IngestBenchOptions {
+                seconds,
+                agents,
+                gpus,
+                readings_per_batch: readings,
+                data_dir,
+            };
+            fleetpilot::bench::ingest::run(opts).await.map(|_| ())
         }
         Cmd::Demo { listen, agents, gpus, trace, speedup, data_dir } => {
             if !(speedup.is_finite() && speedup > 0.0 && speedup <= 1000.0) {

@@ -103,6 +103,7 @@ impl Application {
             );
             tasks.push(tokio::spawn(worker.run_until_stopped(rx.clone())));
         }
+        tasks.push(tokio::spawn(rollups(state.pool.clone(), settings.ingest.rollup_secs, rx.clone())));
         tasks.push(tokio::spawn(maintenance(state.clone(), rx)));
         Ok(Self { port, server, state, shutdown, tasks, writers, pg: None })
     }
@@ -152,6 +153,22 @@ impl Application {
     }
 }
 
+/// Every `secs`: roll up what is complete (one replica at a time).
+async fn rollups(pool: PgPool, secs: f64, mut rx: watch::Receiver<bool>) {
+    let period = std::time::Duration::from_secs_f64(secs.max(0.1));
+    while !*rx.borrow() {
+        match db::rollups::run(&pool, chrono::Utc::now()).await {
+            Ok(s) if s.minute_rows > 0 => tracing::debug!(ranges = s.ranges, rows = s.minute_rows, "rolled up"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "rollup failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = rx.changed() => {}
+        }
+    }
+}
+
 /// Hourly: create upcoming partitions, drop expired ones.
 async fn maintenance(state: AppState, mut rx: watch::Receiver<bool>) {
     while !*rx.borrow() {
@@ -162,6 +179,10 @@ async fn maintenance(state: AppState, mut rx: watch::Receiver<bool>) {
             Ok(d) if !d.is_empty() => tracing::info!(dropped = ?d, "expired partitions dropped"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "dropping expired partitions failed"),
+        }
+        let i = &state.settings.ingest;
+        if let Err(e) = db::rollups::expire(&state.pool, i.rollup_1m_retention_days, i.rollup_1h_retention_days).await {
+            tracing::warn!(error = %e, "expiring rollups failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}

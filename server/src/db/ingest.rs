@@ -68,6 +68,17 @@ pub async fn store_group(pool: &PgPool, batches: &[&Batch]) -> Result<Vec<StoreO
     if serving_rows > 0 {
         copy_in(&mut tx, SERVING_COPY, encode_serving_rows(&stored, serving_rows)).await?;
     }
+    // Late samples (replayed after an outage) land in minutes that may be rolled up already.
+    let cutoff_ms = super::rollups::late_cutoff(Utc::now()).timestamp_millis();
+    let mut late: Vec<DateTime<Utc>> = stored
+        .iter()
+        .flat_map(|b| b.gpus.iter().map(|g| g.ts_ms).chain(b.serving.iter().map(|s| s.ts_ms)))
+        .filter(|ms| *ms < cutoff_ms)
+        .map(|ms| ts(ms - ms.rem_euclid(60_000)))
+        .collect();
+    late.sort_unstable();
+    late.dedup();
+    super::rollups::mark_dirty(&mut tx, &late).await?;
     for b in batches {
         record_command_results(&mut tx, &b.agent_id, &b.command_results).await?;
     }

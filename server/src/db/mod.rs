@@ -8,6 +8,8 @@ pub mod copy;
 pub mod dashboard;
 pub mod ingest;
 pub mod policies;
+pub mod rollups;
+pub mod series;
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -3,6 +3,7 @@
 pub mod ingest;
 pub mod policies;
 pub mod reads;
+pub mod series;
 
 use actix_web::web;
 
@@ -16,5 +17,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(policies::delete)
         .service(reads::decisions)
         .service(reads::alerts)
-        .service(reads::nodes);
+        .service(reads::nodes)
+        .service(series::gpu)
+        .service(series::deployment)
+        .service(series::fleet);
 }

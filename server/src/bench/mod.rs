@@ -1,0 +1,21 @@
+//! `fleetpilot bench ...`: benchmarks that print their figures and, last, one line of `key=value` pairs.
+
+pub mod ingest;
+
+/// Peak resident set size of a process, MiB (`VmHWM` from /proc).
+pub fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The `q`-quantile (0..=1) of `v` (sorted in place), nearest rank.
+pub fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let idx = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[idx]
+}
