@@ -8,3 +8,4 @@ mod end_to_end;
 mod fakes;
 mod helpers;
 mod postgres;
+mod store;
