@@ -9,6 +9,7 @@ pub mod decision;
 pub mod error;
 pub mod forecast;
 pub mod mase;
+pub mod model;
 pub mod nab;
 
 pub use error::Error;

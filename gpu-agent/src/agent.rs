@@ -46,6 +46,9 @@ pub struct SimSettings {
     pub initial_replicas: u32,
     /// Cold start, trace seconds.
     pub cold_start_secs: f64,
+    /// Replica speed relative to the reference replica of ../shared/EVAL.md (1000 prompt + 100 output
+    /// tokens/s).
+    pub replica_speed: f64,
     /// Shared trace epoch, Unix ms (defaults to the agent's start).
     pub epoch_ms: Option<i64>,
     /// A GPU that runs hot now and then.
@@ -165,8 +168,8 @@ impl Agent {
                         epoch_ms: s.epoch_ms.unwrap_or_else(now_ms),
                         initial_replicas: s.initial_replicas,
                         cold_start_secs: s.cold_start_secs,
-                        prefill_tps: 1000.0,
-                        decode_tps: 100.0,
+                        prefill_tps: 1000.0 * s.replica_speed,
+                        decode_tps: 100.0 * s.replica_speed,
                         hot_gpu: s.hot_gpu,
                         deployment: cfg.deployment.clone().unwrap_or_else(|| "default/sim".into()),
                         seed: 42,

@@ -65,6 +65,8 @@ pub struct Settings {
     pub sim_replicas: u32,
     /// Simulator: replica cold start, trace seconds.
     pub sim_cold_start_secs: f64,
+    /// Simulator: replica speed relative to the reference replica (1000 prompt + 100 output tokens/s).
+    pub sim_replica_speed: f64,
     /// Simulator: shared trace start, Unix ms.
     pub sim_epoch_ms: Option<i64>,
 }
@@ -93,6 +95,7 @@ impl Default for Settings {
             sim_nodes: 1,
             sim_replicas: 2,
             sim_cold_start_secs: 120.0,
+            sim_replica_speed: 1.0,
             sim_epoch_ms: None,
         }
     }
@@ -185,6 +188,12 @@ impl Settings {
         if !(self.sim_speedup.is_finite() && self.sim_speedup > 0.0) {
             return Err(invalid("sim_speedup (--sim-speedup, FLEETPILOT_SIM_SPEEDUP)", "must be positive"));
         }
+        if !(self.sim_replica_speed.is_finite() && self.sim_replica_speed > 0.0) {
+            return Err(invalid(
+                "sim_replica_speed (--sim-replica-speed, FLEETPILOT_SIM_REPLICA_SPEED)",
+                "must be positive",
+            ));
+        }
         if !(self.sim_cold_start_secs.is_finite() && self.sim_cold_start_secs >= 0.0) {
             return Err(invalid(
                 "sim_cold_start_secs (--sim-cold-start-secs, FLEETPILOT_SIM_COLD_START_SECS)",
@@ -242,6 +251,7 @@ impl Settings {
                 nodes_total: self.sim_nodes,
                 initial_replicas: self.sim_replicas,
                 cold_start_secs: self.sim_cold_start_secs,
+                replica_speed: self.sim_replica_speed,
                 epoch_ms: self.sim_epoch_ms,
                 hot_gpu: None,
             },

@@ -140,6 +140,11 @@ struct RunArgs {
     #[arg(long, env = "FLEETPILOT_SIM_COLD_START_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     sim_cold_start_secs: Option<f64>,
+    /// Simulator: replica speed as a multiple of the reference replica (1000 prompt + 100 output tokens/s)
+    /// [default: 1].
+    #[arg(long, env = "FLEETPILOT_SIM_REPLICA_SPEED")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sim_replica_speed: Option<f64>,
     /// Simulator: shared trace start, Unix ms [default: now].
     #[arg(long, env = "FLEETPILOT_SIM_EPOCH_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]

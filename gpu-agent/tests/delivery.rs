@@ -41,6 +41,7 @@ fn config(server: &str, agent_id: &str, interval: Duration) -> AgentConfig {
             nodes_total: 1,
             initial_replicas: 2,
             cold_start_secs: 120.0,
+            replica_speed: 1.0,
             epoch_ms: None,
             hot_gpu: None,
         },

@@ -138,6 +138,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
                 nodes_total: opts.agents,
                 initial_replicas: capacity.div_ceil(3).max(1),
                 cold_start_secs: 120.0,
+                // Four reference replicas' worth per GPU: the fleet's 12 GPUs cover the trace's peak with
+                // headroom, so scaling up and down is visible.
+                replica_speed: 4.0,
                 epoch_ms: Some(epoch_ms),
                 hot_gpu: (i == 1).then_some(opts.gpus - 1),
             },

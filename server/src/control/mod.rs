@@ -79,6 +79,7 @@ pub struct ControlLoop {
     recommendations: Mutex<HashMap<Uuid, Recommendations>>,
     /// Per-policy streaming anomaly detector and the last bucket it was fed.
     detectors: Mutex<HashMap<Uuid, Watch>>,
+    last_resend: Mutex<HashMap<Uuid, DateTime<Utc>>>,
     leading: Arc<AtomicBool>,
 }
 
@@ -93,6 +94,7 @@ impl ControlLoop {
             batch_sizes: Mutex::new(HashMap::new()),
             recommendations: Mutex::new(HashMap::new()),
             detectors: Mutex::new(HashMap::new()),
+            last_resend: Mutex::new(HashMap::new()),
             leading: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -232,7 +234,7 @@ impl ControlLoop {
         let (applied, error) = if spec.dry_run {
             self.metrics.decisions.with_label_values(&["dry_run"]).inc();
             (false, None)
-        } else if decision.desired == current && current_source == "target" {
+        } else if decision.desired == current && !self.resend_due(p.id, spec, now) {
             self.metrics.decisions.with_label_values(&["unchanged"]).inc();
             (true, None)
         } else {
@@ -272,6 +274,20 @@ impl ControlLoop {
             return Some(current);
         }
         recs.iter().map(|(_, r)| *r).max()
+    }
+
+    /// Agents do not report the group's replica count, so an unchanged agent-group decision is re-sent now and
+    /// then (a restarted simulator converges); everything else acts only on change.
+    fn resend_due(&self, policy: Uuid, spec: &PolicySpec, now: DateTime<Utc>) -> bool {
+        if spec.target.kind != TargetKind::AgentGroup {
+            return false;
+        }
+        let mut last = self.last_resend.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.get(&policy).is_none_or(|t| now - *t >= chrono::Duration::seconds(60));
+        if due {
+            last.insert(policy, now);
+        }
+        due
     }
 
     /// Feeds complete buckets (before `current_bucket`) not seen yet to the policy's streaming detector;

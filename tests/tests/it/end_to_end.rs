@@ -44,6 +44,7 @@ fn agent_config(server: &str, token: &str) -> AgentConfig {
             nodes_total: 1,
             initial_replicas: 4,
             cold_start_secs: 120.0,
+            replica_speed: 1.0,
             epoch_ms: None,
             hot_gpu: None,
         },
