@@ -5,9 +5,11 @@
 
 pub mod anomaly;
 pub mod backtest;
+pub mod clustering;
 pub mod decision;
 pub mod error;
 pub mod forecast;
+pub mod latency_model;
 pub mod mase;
 pub mod model;
 pub mod nab;
