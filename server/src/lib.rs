@@ -11,6 +11,7 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod evaluate;
 pub mod ingest;
 pub mod pg;
 pub mod routes;

@@ -30,6 +30,36 @@ enum Cmd {
         #[arg(long, env = "FLEETPILOT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Evaluations of ../shared/EVAL.md (anomaly detection on NAB, forecasting by rolling-origin MASE).
+    #[command(subcommand)]
+    Eval(EvalCmd),
+    /// Replay a demand trace through EVAL.md's fleet model for fleetpilot's policy and the reference policies.
+    Backtest {
+        /// Trace CSV (`timestamp,requests,prompt_tokens,output_tokens`).
+        #[arg(long)]
+        trace: PathBuf,
+        /// Output directory: <policy>.csv, summary.csv, backtest.svg.
+        #[arg(long)]
+        out: PathBuf,
+        /// Prefill rate of one replica, prompt tokens/s.
+        #[arg(long, default_value_t = 1000.0)]
+        prefill_tps: f64,
+        /// Decode rate of one replica, output tokens/s.
+        #[arg(long, default_value_t = 100.0)]
+        decode_tps: f64,
+        /// Replica cold start, seconds.
+        #[arg(long, default_value_t = 120.0)]
+        cold_start_s: f64,
+        /// GPUs per replica.
+        #[arg(long, default_value_t = 1.0)]
+        gpus_per_replica: f64,
+        /// SLO: maximum queueing delay, seconds.
+        #[arg(long, default_value_t = 2.0)]
+        slo_delay_s: f64,
+        /// Trace step, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        step_s: f64,
+    },
     /// Benchmarks; each ends with one line of `key=value` figures.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -53,6 +83,40 @@ enum Cmd {
         /// Working directory (private database).
         #[arg(long, default_value = ".fleetpilot/demo")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EvalCmd {
+    /// Score the anomaly detector on a NAB-layout directory (data/, labels/combined_windows.json).
+    Nab {
+        /// NAB directory.
+        #[arg(long, default_value = "../shared/data/nab")]
+        data: PathBuf,
+        /// Where the per-file results go (<out>/<category>/fleetpilot_<file>.csv).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Rolling-origin MASE of the forecaster and the seasonal-naive and last-value baselines.
+    Forecast {
+        /// Series CSV.
+        #[arg(long)]
+        series: PathBuf,
+        /// Horizon, steps.
+        #[arg(long)]
+        horizon: usize,
+        /// Seasonal period, steps (1 = none).
+        #[arg(long, default_value_t = 1)]
+        season: usize,
+        /// Warm-up W, steps (default: two seasons, or 60 without a season).
+        #[arg(long)]
+        warmup: Option<usize>,
+        /// Stride between origins (default: the horizon).
+        #[arg(long)]
+        stride: Option<usize>,
+        /// Which column is the series.
+        #[arg(long, value_enum, default_value_t = fleetpilot::evaluate::SeriesColumn::Value)]
+        column: fleetpilot::evaluate::SeriesColumn,
     },
 }
 
@@ -104,6 +168,22 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("migrations applied");
             Ok(())
+        }
+        Cmd::Eval(EvalCmd::Nab { data, out }) => fleetpilot::evaluate::nab(&data, &out).map(|_| ()),
+        Cmd::Eval(EvalCmd::Forecast { series, horizon, season, warmup, stride, column }) => {
+            anyhow::ensure!(horizon >= 1, "--horizon must be at least 1");
+            fleetpilot::evaluate::forecast(&series, horizon, season, warmup, stride, column).map(|_| ())
+        }
+        Cmd::Backtest { trace, out, prefill_tps, decode_tps, cold_start_s, gpus_per_replica, slo_delay_s, step_s } => {
+            let profile = forecasting::backtest::Profile {
+                prefill_rate: prefill_tps,
+                decode_rate: decode_tps,
+                cold_start_s,
+                gpus_per_replica,
+                slo_s: slo_delay_s,
+                step_s,
+            };
+            fleetpilot::evaluate::backtest(&trace, &out, profile).map(|_| ())
         }
         Cmd::Bench(BenchCmd::Ingest { seconds, agents, gpus, readings, data_dir }) => {
             let opts = fleetpilot::bench::ingest::IngestBenchOptions {

@@ -1,0 +1,288 @@
+//! The evaluation commands of ../shared/EVAL.md: `eval nab`, `eval forecast` and `backtest`. File reading
+//! and writing live here; all the arithmetic is in the pure `forecasting` crate.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use forecasting::anomaly::Detector;
+use forecasting::backtest::{
+    self as bt, FleetpilotPolicy, HpaPolicy, KpaPolicy, Policy, Profile, Summary, TraceStep, format_steps_csv,
+    format_summary_csv, simulate,
+};
+use forecasting::mase::{IntervalForecast, MaseReport, RollingOrigin, evaluate};
+use forecasting::model::{Fitted, ModelConfig};
+use forecasting::nab::{self, ScoredFile};
+use indicatif::{ProgressBar, ProgressStyle};
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b.set_message(what.to_string());
+    b
+}
+
+/// Parses `timestamp,value,...`: (timestamps, values of column `col`). A bad line is an error naming it.
+fn timestamp_value_csv(text: &str, col: usize, path: &Path) -> anyhow::Result<(Vec<String>, Vec<f64>)> {
+    let mut ts = Vec::new();
+    let mut vs = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').collect();
+        let (Some(t), Some(v)) = (f.first(), f.get(col)) else {
+            bail!("{}:{}: expected at least {} columns", path.display(), i + 1, col + 1);
+        };
+        let v: f64 =
+            v.trim().parse().with_context(|| format!("{}:{}: {v:?} is not a number", path.display(), i + 1))?;
+        ts.push(t.trim().to_string());
+        vs.push(v);
+    }
+    Ok((ts, vs))
+}
+
+/// `fleetpilot eval nab --data DIR --out DIR`: runs the detector on every file of a NAB-layout directory,
+/// writes `<out>/<category>/fleetpilot_<file>.csv`, and prints the NAB score of each profile.
+pub fn nab(data: &Path, out: &Path) -> anyhow::Result<Vec<nab::CorpusScore>> {
+    let labels_path = data.join("labels/combined_windows.json");
+    let labels: BTreeMap<String, Vec<(String, String)>> =
+        serde_json::from_str(&read(&labels_path)?).with_context(|| format!("parsing {}", labels_path.display()))?;
+    let progress = bar(labels.len() as u64, "detecting");
+    let mut files = Vec::with_capacity(labels.len());
+    for (key, windows) in &labels {
+        let path = data.join("data").join(key);
+        let (timestamps, values) = timestamp_value_csv(&read(&path)?, 1, &path)?;
+        let micros: Vec<i64> = timestamps
+            .iter()
+            .map(|t| nab::parse_timestamp_micros(t).with_context(|| format!("{}: bad timestamp {t:?}", path.display())))
+            .collect::<anyhow::Result<_>>()?;
+        let spans: Vec<(i64, i64)> = windows
+            .iter()
+            .map(|(a, b)| {
+                Ok((
+                    nab::parse_timestamp_micros(a).context("window start")?,
+                    nab::parse_timestamp_micros(b).context("window end")?,
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let mut detector = Detector::default();
+        let scores: Vec<f64> =
+            micros.iter().zip(&values).map(|(t, v)| detector.update(t / 1_000_000, *v).score).collect();
+        let (category, file) =
+            key.split_once('/').with_context(|| format!("label key {key:?} is not category/file"))?;
+        let dir = out.join(category);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let csv = nab::format_results_csv(&timestamps, &values, &scores).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        std::fs::write(dir.join(format!("fleetpilot_{file}")), csv)?;
+        files.push(ScoredFile { name: key.clone(), windows: nab::window_rows(&micros, &spans), scores });
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let windows: usize = files.iter().map(|f| f.windows.len()).sum();
+    println!("NAB v1.1, detector `fleetpilot`, {} files, {windows} windows; results in {}", files.len(), out.display());
+    let mut out_scores = Vec::new();
+    for p in nab::PROFILES {
+        let s = nab::score_corpus(&files, &p).map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!(
+            "  {:<20} score {:6.2}  threshold {:.6}  TP {} FP {} FN {}",
+            p.name, s.normalized, s.threshold, s.true_positives, s.false_positives, s.false_negatives
+        );
+        out_scores.push(s);
+    }
+    let line =
+        out_scores.iter().map(|s| format!("{}={:.2}", s.profile.name, s.normalized)).collect::<Vec<_>>().join(" ");
+    println!("{line}");
+    Ok(out_scores)
+}
+
+/// The production forecaster as a rolling-origin forecaster.
+fn model_forecaster(train: &[f64], h: usize) -> IntervalForecast {
+    match Fitted::fit(train, &ModelConfig::default()).and_then(|m| m.forecast(h, &[0.8, 0.95])) {
+        Ok(f) if f.intervals.len() == 2 => {
+            let (i80, i95) = (&f.intervals[0], &f.intervals[1]);
+            IntervalForecast {
+                point: f.point.clone(),
+                lo80: i80.lower.clone(),
+                hi80: i80.upper.clone(),
+                lo95: i95.lower.clone(),
+                hi95: i95.upper.clone(),
+            }
+        }
+        _ => IntervalForecast::point_only(vec![train.last().copied().unwrap_or(0.0); h]),
+    }
+}
+
+/// Which column of the CSV is the series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SeriesColumn {
+    /// The second column (`timestamp,value`, e.g. NAB).
+    Value,
+    /// Replica-seconds of work from a trace (`prompt_tokens/1000 + output_tokens/100`).
+    Work,
+    /// A trace's `requests` column.
+    Requests,
+}
+
+/// `fleetpilot eval forecast`: rolling-origin MASE (EVAL.md section 2) of the model and both baselines.
+pub fn forecast(
+    series: &Path,
+    horizon: usize,
+    season: usize,
+    warmup: Option<usize>,
+    stride: Option<usize>,
+    column: SeriesColumn,
+) -> anyhow::Result<MaseReport> {
+    let text = read(series)?;
+    let y: Vec<f64> = match column {
+        SeriesColumn::Value => timestamp_value_csv(&text, 1, series)?.1,
+        SeriesColumn::Requests => timestamp_value_csv(&text, 1, series)?.1,
+        SeriesColumn::Work => {
+            let trace = bt::parse_trace_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", series.display()))?;
+            trace.iter().map(|s| s.prompt_tokens / 1000.0 + s.output_tokens / 100.0).collect()
+        }
+    };
+    let m = season.max(1);
+    let warmup = warmup.unwrap_or(if m > 1 { 2 * m } else { 60 });
+    let settings = RollingOrigin { season: m, horizon, warmup, stride: stride.unwrap_or(horizon) };
+    let origins = y.len().saturating_sub(warmup + horizon) / settings.stride + 1;
+    let progress = bar(origins as u64, "origins");
+    let mut f = |train: &[f64], h: usize| {
+        progress.inc(1);
+        model_forecaster(train, h)
+    };
+    let r = evaluate(&y, &settings, &mut f).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    progress.finish_and_clear();
+    let fmt = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
+    println!(
+        "{}: {} points, m={m} h={horizon} W={warmup} stride={}, {} origins",
+        series.display(),
+        y.len(),
+        settings.stride,
+        r.origins
+    );
+    println!(
+        "  MASE model {}   seasonal-naive {}   last-value {}",
+        fmt(r.mase_model),
+        fmt(r.mase_seasonal_naive),
+        fmt(r.mase_last_value)
+    );
+    println!("  interval coverage: 80% -> {:.1}%, 95% -> {:.1}%", r.coverage80 * 100.0, r.coverage95 * 100.0);
+    println!(
+        "mase_model={} mase_seasonal_naive={} mase_last_value={} coverage80={:.3} coverage95={:.3}",
+        fmt(r.mase_model),
+        fmt(r.mase_seasonal_naive),
+        fmt(r.mase_last_value),
+        r.coverage80,
+        r.coverage95
+    );
+    Ok(r)
+}
+
+/// `fleetpilot backtest`: replays a trace through EVAL.md's model v1 for fleetpilot's policy and the reference
+/// policies; writes `<out>/<policy>.csv`, `<out>/summary.csv` and `<out>/backtest.svg`.
+pub fn backtest(trace_path: &Path, out: &Path, profile: Profile) -> anyhow::Result<Vec<Summary>> {
+    profile.validate().map_err(|e| anyhow::anyhow!("profile: {e}"))?;
+    let trace: Vec<TraceStep> =
+        bt::parse_trace_csv(&read(trace_path)?).map_err(|e| anyhow::anyhow!("{}: {e}", trace_path.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let bad = |e: bt::BacktestError| anyhow::anyhow!("{e}");
+    let mut policies: Vec<Box<dyn Policy>> = vec![
+        Box::new(FleetpilotPolicy::default()),
+        Box::new(bt::static_peak(&trace, &profile).map_err(bad)?),
+        Box::new(bt::static_best(&trace, &profile).map_err(bad)?),
+        Box::new(HpaPolicy::new()),
+        Box::new(KpaPolicy::new()),
+    ];
+    let progress = bar(policies.len() as u64, "policies");
+    let mut summaries = Vec::new();
+    let mut runs = Vec::new();
+    for p in policies.iter_mut() {
+        let r = simulate(&trace, &profile, p.as_mut()).map_err(bad)?;
+        std::fs::write(out.join(format!("{}.csv", r.summary.policy)), format_steps_csv(&r.rows))?;
+        summaries.push(r.summary.clone());
+        runs.push(r);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    std::fs::write(out.join("summary.csv"), format_summary_csv(&summaries))?;
+    plot(&runs, &profile, &out.join("backtest.svg"))?;
+    let mut table = String::new();
+    let _ = writeln!(table, "{:<12} {:>10} {:>14} {:>16}", "policy", "GPU-hours", "SLO attain.", "actions/hour");
+    for s in &summaries {
+        let _ = writeln!(
+            table,
+            "{:<12} {:>10.1} {:>13.2}% {:>16.1}",
+            s.policy,
+            s.gpu_hours,
+            s.slo_attainment * 100.0,
+            s.actions_per_hour
+        );
+    }
+    print!("{table}");
+    println!("wrote {}/<policy>.csv, summary.csv, backtest.svg", out.display());
+    Ok(summaries)
+}
+
+fn plot(runs: &[bt::BacktestResult], profile: &Profile, path: &PathBuf) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let steps = runs.first().map_or(0, |r| r.rows.len());
+    let max_r = runs.iter().flat_map(|r| r.rows.iter().map(|x| f64::from(x.ready + x.pending))).fold(1.0, f64::max);
+    let max_d = runs.first().map_or(1.0, |r| r.rows.iter().map(|x| x.work / profile.step_s).fold(1.0, f64::max));
+    let root = SVGBackend::new(path, (1200, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("demand (busy replicas) and replicas per policy; dots: SLO violations", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0..steps.max(1), 0.0..(max_r.max(max_d) * 1.1))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart.configure_mesh().x_desc("step").y_desc("replicas").draw().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(r) = runs.first() {
+        chart
+            .draw_series(LineSeries::new(
+                r.rows.iter().map(|x| (x.step, x.work / profile.step_s)),
+                BLACK.stroke_width(1),
+            ))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label("demand")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
+    }
+    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN];
+    for (run, color) in runs.iter().zip(colors.iter().cycle()) {
+        let c = *color;
+        chart
+            .draw_series(LineSeries::new(
+                run.rows.iter().map(|x| (x.step, f64::from(x.ready + x.pending))),
+                c.stroke_width(2),
+            ))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label(run.summary.policy.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], c));
+        chart
+            .draw_series(
+                run.rows
+                    .iter()
+                    .filter(|x| x.violation)
+                    .map(|x| Circle::new((x.step, f64::from(x.ready + x.pending)), 2, c.filled())),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
