@@ -122,6 +122,21 @@ enum EvalCmd {
 
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
+    /// Read path at fleet scale: fleet overview and one GPU's 24-hour and 1-hour series.
+    Query {
+        /// GPUs in the fleet.
+        #[arg(long, default_value_t = 10_000)]
+        gpus: usize,
+        /// Minutes of raw 1 s samples loaded for every GPU (the queried GPU gets 24 h).
+        #[arg(long, default_value_t = 10)]
+        raw_minutes: i64,
+        /// Timed runs per query.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Working directory (wiped).
+        #[arg(long, default_value = ".fleetpilot/bench-query")]
+        data_dir: PathBuf,
+    },
     /// End-to-end HTTP ingest against the private PostgreSQL, next to a bulk-COPY ceiling.
     Ingest {
         /// Seconds of the saturation phase (the 80 % latency phase runs half as long).
@@ -184,6 +199,15 @@ async fn main() -> anyhow::Result<()> {
                 step_s,
             };
             fleetpilot::evaluate::backtest(&trace, &out, profile).map(|_| ())
+        }
+        Cmd::Bench(BenchCmd::Query { gpus, raw_minutes, runs, data_dir }) => {
+            fleetpilot::bench::query::run(fleetpilot::bench::query::QueryBenchOptions {
+                gpus,
+                raw_minutes,
+                runs,
+                data_dir,
+            })
+            .await
         }
         Cmd::Bench(BenchCmd::Ingest { seconds, agents, gpus, readings, data_dir }) => {
             let opts = fleetpilot::bench::ingest::IngestBenchOptions {

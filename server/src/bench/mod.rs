@@ -1,6 +1,7 @@
 //! `fleetpilot bench ...`: benchmarks that print their figures and, last, one line of `key=value` pairs.
 
 pub mod ingest;
+pub mod query;
 
 /// Peak resident set size of a process, MiB (`VmHWM` from /proc).
 pub fn peak_rss_mb(pid: u32) -> Option<f64> {
