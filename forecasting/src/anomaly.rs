@@ -1,9 +1,10 @@
 //! Streaming, causal, explainable anomaly detector for one time series.
 //!
 //! [`Detector::update`] consumes one `(timestamp, value)` at a time and returns a [`Score`] in `[0, 1]`
-//! computed from the rows seen so far only (causal). The state is a bounded window of recent values,
-//! a small bitset and a handful of scalars (about 5.5 KB); one update costs a small bounded amount
-//! of work (binary searches and a memmove in a 512-value sorted window).
+//! computed from the rows seen so far only (causal). The state is a bounded window of recent values
+//! (the last two days in arrival order when that fits, at most 1024), a small bitset and a handful
+//! of scalars (about 6 KB at 5-minute sampling, at most about 7.6 KB); one update costs a small
+//! bounded amount of work (binary searches and a memmove in a 512-value sorted window).
 //!
 //! How a score is formed:
 //! 1. **Raw surprise signals**, each in `[0, 1]` per row:
@@ -13,8 +14,11 @@
 //!      stand-in for the sequence memory of HTM / contextual detectors (CAD OSE): a new regime
 //!      produces a burst of new transitions once, and is learned afterwards;
 //!    - *level*: two-sided extremeness `|2 rank - 1|` of the value within the recent window;
-//!    - *seasonal* (when the sampling interval divides a day): `|x - x one day ago|` in units of its
-//!      running mean absolute size (`/ seasonal_scale`, capped at 1).
+//!    - *seasonal* (when the sampling interval divides a day): `|x - x_ref|` in units of its running
+//!      mean absolute size (`/ seasonal_scale`, capped at 1), where `x_ref` is the closer of the
+//!      values one and two days earlier (so a one-off event yesterday does not echo today), compared
+//!      on a square-root scale while the series has been non-negative (variance-stabilising for
+//!      counts and other heavy-tailed positive metrics).
 //! 2. **Anomaly likelihood** (Numenta, Ahmad et al. 2017), per signal: the mean of the last
 //!    [`Config::short`] raw values is compared with the long-run mean and variance of that mean
 //!    (exponentially weighted over [`Config::lik_window`] rows, floored), and the Gaussian tail
@@ -45,7 +49,7 @@ pub enum Component {
     OutOfRange,
     /// Recent values sit unusually often at the extremes of the recent window.
     Level,
-    /// Recent values differ unusually from the same time one day (`period` rows) earlier.
+    /// Recent values differ unusually from the same time one (or two) days (`period` rows) earlier.
     Seasonal { period: usize },
     /// Recent values made unusually many never-seen transitions between value bins.
     Novelty,
@@ -95,7 +99,7 @@ impl fmt::Display for Score {
                 self.observed, self.expected
             ),
             Component::Seasonal { period } => format!(
-                "seasonal: value {:.4} vs {:.4} one day ({period} rows) earlier, recently unusually different",
+                "seasonal: value {:.4} vs {:.4} at the same time on a recent day (period {period} rows), recently unusually different",
                 self.observed, self.expected
             ),
             Component::Novelty => {
@@ -145,6 +149,12 @@ pub struct Config {
     pub seasonal: bool,
     /// Seasonal difference scale, in running mean absolute differences, that saturates its raw score.
     pub seasonal_scale: f64,
+    /// Days compared by the seasonal signal (1 or 2): the difference is taken to the closer of the
+    /// values at the same time of day on each of those days, so a one-off event does not echo a day later.
+    pub seasonal_days: usize,
+    /// Compare seasonal values on a square-root scale while the series has been non-negative
+    /// (variance-stabilising for counts and other heavy-tailed positive metrics).
+    pub seasonal_sqrt: bool,
     /// Use the transition novelty signal.
     pub novelty: bool,
     /// Bins across the range seen at warm-up for the novelty grid.
@@ -168,18 +178,22 @@ impl Default for Config {
             red_filter: true,
             level: true,
             seasonal: true,
-            seasonal_scale: 5.0,
+            seasonal_scale: 4.0,
+            seasonal_days: 2,
+            seasonal_sqrt: true,
             novelty: true,
             bins: 16,
         }
     }
 }
 
-/// Fixed-capacity window of recent values kept both in arrival order and sorted (stored as `f32`).
+/// Window of recent values kept in arrival order (a ring of `ring_cap` values, at least `cap`) and,
+/// for the latest `cap` of them, sorted (stored as `f32`).
 #[derive(Debug, Clone)]
 struct SortedWindow {
     ring: Vec<f32>,
     head: usize,
+    ring_cap: usize,
     sorted: Vec<f32>,
     cap: usize,
 }
@@ -187,24 +201,36 @@ struct SortedWindow {
 impl SortedWindow {
     fn new(cap: usize) -> Self {
         let cap = cap.max(4);
-        Self { ring: Vec::with_capacity(cap), head: 0, sorted: Vec::with_capacity(cap), cap }
+        Self { ring: Vec::with_capacity(cap), head: 0, ring_cap: cap, sorted: Vec::with_capacity(cap), cap }
     }
 
     fn len(&self) -> usize {
         self.sorted.len()
     }
 
+    /// Keeps at least `n` values in arrival order (only before the ring has wrapped).
+    fn keep_at_least(&mut self, n: usize) {
+        if n > self.ring_cap && self.ring.len() < self.ring_cap {
+            self.ring_cap = n;
+            self.ring.reserve_exact(n.saturating_sub(self.ring.len()));
+        }
+    }
+
     fn push(&mut self, x: f32) {
-        if self.ring.len() < self.cap {
-            self.ring.push(x);
-        } else {
-            let old = self.ring[self.head];
-            self.ring[self.head] = x;
-            self.head = (self.head + 1) % self.cap;
+        if self.sorted.len() >= self.cap
+            && let Some(old) = self.ago(self.cap - 1)
+        {
+            let old = old as f32;
             let i = self.sorted.partition_point(|&v| v < old);
             if i < self.sorted.len() {
                 self.sorted.remove(i);
             }
+        }
+        if self.ring.len() < self.ring_cap {
+            self.ring.push(x);
+        } else {
+            self.ring[self.head] = x;
+            self.head = (self.head + 1) % self.ring_cap;
         }
         let j = self.sorted.partition_point(|&v| v < x);
         self.sorted.insert(j, x);
@@ -240,7 +266,7 @@ impl SortedWindow {
         if k >= n {
             return None;
         }
-        let latest = if n < self.cap { n - 1 } else { (self.head + self.cap - 1) % self.cap };
+        let latest = if n < self.ring_cap { n - 1 } else { (self.head + self.ring_cap - 1) % self.ring_cap };
         Some(f64::from(self.ring[(latest + n - k) % n]))
     }
 }
@@ -406,7 +432,8 @@ impl Detector {
     /// Approximate memory held by this detector (inline plus heap), in bytes.
     pub fn state_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + (self.win.ring.capacity() + self.win.sorted.capacity()) * std::mem::size_of::<f32>()
+            + (self.win.ring_cap.max(self.win.ring.capacity()) + self.win.sorted.capacity())
+                * std::mem::size_of::<f32>()
             + NOVELTY_WORDS * std::mem::size_of::<u64>()
     }
 
@@ -448,6 +475,8 @@ impl Detector {
                     let p = (86_400 / dt) as usize;
                     if p >= 4 && p < self.cfg.window {
                         self.period = p;
+                        let days = self.cfg.seasonal_days.clamp(1, 2);
+                        self.win.keep_at_least(days * p + 1);
                     }
                 }
             }
@@ -494,10 +523,20 @@ impl Detector {
         // Seasonal: difference from one day earlier.
         let p = self.period;
         if cfg.seasonal && p > 0 && hist >= p {
-            let then = self.win.ago(p - 1).unwrap_or(x);
             // Compare at the stored (f32) precision so exact repeats give exactly 0.
-            let res = (f64::from(x as f32) - then).abs();
-            let floor = 1e-4 * range.abs() + 1e-9;
+            let xf = f64::from(x as f32);
+            let mut then = self.win.ago(p - 1).unwrap_or(x);
+            if cfg.seasonal_days >= 2
+                && let Some(before) = self.win.ago(2 * p - 1)
+                && (xf - before).abs() < (xf - then).abs()
+            {
+                then = before;
+            }
+            let (res, floor) = if cfg.seasonal_sqrt && self.min >= 0.0 && xf >= 0.0 {
+                ((xf.sqrt() - then.max(0.0).sqrt()).abs(), 1e-4 * range.abs().sqrt() + 1e-9)
+            } else {
+                ((xf - then).abs(), 1e-4 * range.abs() + 1e-9)
+            };
             let mad = self.season_mad.max(floor);
             let raw = (res / (cfg.seasonal_scale * mad)).min(1.0);
             self.season_n += 1.0;
@@ -749,5 +788,32 @@ mod tests {
     fn state_is_small() {
         let d = Detector::default();
         assert!(d.state_bytes() <= 6 * 1024, "{}", d.state_bytes());
+        // The two-day seasonal lag grows the arrival-order ring once the period is known; the
+        // largest period below the window (480 rows at 3-minute sampling) is the worst case.
+        for dt in [300, 180, 60] {
+            let mut d = Detector::default();
+            for i in 0..1200 {
+                d.update(i * dt, (i % 17) as f64);
+            }
+            assert!(d.state_bytes() <= 8 * 1024, "dt {dt}: {}", d.state_bytes());
+        }
+    }
+
+    #[test]
+    fn one_off_event_does_not_echo_a_day_later() {
+        // A daily pattern with one bump inside the range on day 3: the seasonal signal compares
+        // day 4 with the closer of days 3 and 2, so the bump is not reported again on day 4.
+        let mut g = gaussian(17);
+        let p = 288;
+        let values: Vec<f64> = (0..6 * p)
+            .map(|i| {
+                let base = 50.0 + 30.0 * (2.0 * std::f64::consts::PI * i as f64 / p as f64).sin();
+                let bump = if (3 * p + 100..3 * p + 130).contains(&i) { -25.0 } else { 0.0 };
+                base + bump + g()
+            })
+            .collect();
+        let scores = run(&values);
+        let echo = max_score(&scores[4 * p + 95..4 * p + 140]);
+        assert!(echo < 0.3, "echo {echo}");
     }
 }

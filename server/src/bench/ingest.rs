@@ -252,6 +252,30 @@ async fn ceiling(database_url: &str, opts: &IngestBenchOptions, rows: usize) -> 
     Ok(produced as f64 * GPU_METRICS_PER_SAMPLE as f64 / secs.max(1e-9))
 }
 
+/// Decode throughput of the wire encodings on one core, samples/s: JSON (what agents send) and postcard
+/// (a compact binary serde format), measured on the benchmark's own batch.
+pub fn decode_rates(opts: &IngestBenchOptions) -> (f64, f64, usize, usize) {
+    let (mut body, slot) = template(0, opts.gpus, opts.readings_per_batch, 1_700_000_000_000);
+    set_seq(&mut body, slot, 1);
+    let Ok(batch) = serde_json::from_slice::<gpu_agent::protocol::Batch>(&body) else { return (0.0, 0.0, 0, 0) };
+    let binary = postcard::to_allocvec(&batch).unwrap_or_default();
+    let samples = batch.metric_values() as f64;
+    let rate = |f: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_millis(700) {
+            if f() {
+                n += 1;
+            }
+        }
+        n as f64 * samples / start.elapsed().as_secs_f64()
+    };
+    let json =
+        rate(&|| serde_json::from_slice::<gpu_agent::protocol::Batch>(&body).is_ok_and(|b| b.validate().is_ok()));
+    let bin = rate(&|| postcard::from_bytes::<gpu_agent::protocol::Batch>(&binary).is_ok_and(|b| b.validate().is_ok()));
+    (json, bin, body.len(), binary.len())
+}
+
 /// Runs the benchmark and prints its figures; the last line is machine-readable.
 pub async fn run(opts: IngestBenchOptions) -> anyhow::Result<IngestBenchResult> {
     anyhow::ensure!(opts.seconds >= 1, "--seconds must be at least 1");
@@ -280,6 +304,10 @@ pub async fn run(opts: IngestBenchOptions) -> anyhow::Result<IngestBenchResult> 
         opts.gpus * opts.readings_per_batch * GPU_METRICS_PER_SAMPLE
     );
 
+    let (json_rate, bin_rate, json_bytes, bin_bytes) = decode_rates(&opts);
+    println!(
+        "decode + validate on one core: JSON {json_rate:.0} samples/s ({json_bytes} bytes/batch), postcard {bin_rate:.0} samples/s ({bin_bytes} bytes/batch)"
+    );
     // Warm-up: fills connection pools and the first partitions.
     let _ = phase(&server.url, "bench-agent", &opts, 0, 2.0, None).await;
     let sat = phase(&server.url, "bench-agent", &opts, 1_000_000, opts.seconds as f64, None).await;

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use gpu_agent::protocol::{Batch, Command, CommandAction, CommandResult, GpuSample};
+use gpu_agent::protocol::{Batch, Command, CommandAction, CommandResult, GpuSample, ServingSample};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -67,6 +67,7 @@ pub async fn store_group(pool: &PgPool, batches: &[&Batch]) -> Result<Vec<StoreO
     let serving_rows: usize = stored.iter().map(|b| b.serving.len()).sum();
     if serving_rows > 0 {
         copy_in(&mut tx, SERVING_COPY, encode_serving_rows(&stored, serving_rows)).await?;
+        upsert_serving_latest(&mut tx, &stored).await?;
     }
     // Late samples (replayed after an outage) land in minutes that may be rolled up already.
     let cutoff_ms = super::rollups::late_cutoff(Utc::now()).timestamp_millis();
@@ -182,6 +183,49 @@ fn encode_serving_rows(batches: &[&Batch], rows: usize) -> Vec<u8> {
         }
     }
     c.finish()
+}
+
+async fn upsert_serving_latest(tx: &mut sqlx::PgConnection, batches: &[&Batch]) -> Result<(), sqlx::Error> {
+    let mut newest: HashMap<(&str, &str), (&str, &ServingSample)> = HashMap::new();
+    for b in batches {
+        for s in &b.serving {
+            let e = newest.entry((s.deployment.as_str(), s.replica.as_str())).or_insert((b.agent_id.as_str(), s));
+            if s.ts_ms > e.1.ts_ms {
+                *e = (b.agent_id.as_str(), s);
+            }
+        }
+    }
+    let rows: Vec<(&str, &ServingSample)> = newest.into_values().collect();
+    let f = |get: fn(&ServingSample) -> f64| rows.iter().map(|(_, s)| get(s) as f32).collect::<Vec<f32>>();
+    let o =
+        |get: fn(&ServingSample) -> Option<f64>| rows.iter().map(|(_, s)| get(s).map(|v| v as f32)).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO serving_latest (deployment, replica, node_id, ts, engine, queue_depth, running, kv_cache_pct, \
+         ttft_p95_s, itl_p95_s, requests_per_s, generation_tokens_per_s, batch_size_mean) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::real[], $7::real[], \
+         $8::real[], $9::real[], $10::real[], $11::real[], $12::real[], $13::real[]) \
+         ON CONFLICT (deployment, replica) DO UPDATE SET node_id = excluded.node_id, ts = excluded.ts, \
+         engine = excluded.engine, queue_depth = excluded.queue_depth, running = excluded.running, \
+         kv_cache_pct = excluded.kv_cache_pct, ttft_p95_s = excluded.ttft_p95_s, itl_p95_s = excluded.itl_p95_s, \
+         requests_per_s = excluded.requests_per_s, generation_tokens_per_s = excluded.generation_tokens_per_s, \
+         batch_size_mean = excluded.batch_size_mean WHERE excluded.ts > serving_latest.ts",
+    )
+    .bind(rows.iter().map(|(_, s)| s.deployment.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, s)| s.replica.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(n, _)| *n).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, s)| ts(s.ts_ms)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, s)| s.engine.as_str()).collect::<Vec<_>>())
+    .bind(f(|s| s.queue_depth))
+    .bind(f(|s| s.running))
+    .bind(o(|s| s.kv_cache_pct))
+    .bind(o(|s| s.ttft_p95_s))
+    .bind(o(|s| s.itl_p95_s))
+    .bind(f(|s| s.requests_per_s))
+    .bind(f(|s| s.generation_tokens_per_s))
+    .bind(o(|s| s.batch_size_mean))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// Columns of the `gpu_latest` upsert.

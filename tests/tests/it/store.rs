@@ -34,6 +34,8 @@ async fn rollups_follow_raw_data_including_late_batches_and_series_pick_their_re
     let t0 = minute.timestamp_millis() + 5_000;
     let r = app.ingest_raw(serde_json::to_vec(&batch(1, t0, 40.0)).unwrap()).await;
     assert_eq!(r.status(), 200);
+    assert_eq!(app.count("SELECT count(*) FROM gpu_latest").await, 1, "one latest row per GPU");
+    assert_eq!(app.count("SELECT count(*) FROM serving_latest").await, 1, "one latest row per replica");
     let stats = fleetpilot::db::rollups::run(&app.pool, Utc::now()).await.unwrap();
     assert!(stats.minute_rows >= 2, "{stats:?}");
     let (n, mean, max, throttle): (i32, f32, f32, i64) = sqlx::query_as(
