@@ -115,7 +115,8 @@ impl Default for IngestSettings {
         Self {
             max_queued_rows: 250_000,
             max_group_rows: 20_000,
-            writers: 2,
+            // Group commit is latency-bound (COPY + commit per group): a few writers overlap them.
+            writers: 4,
             max_body_bytes: 32 * 1024 * 1024,
             retention_days: 7,
             rollup_1m_retention_days: 35,

@@ -142,8 +142,8 @@ enum BenchCmd {
         /// Seconds of the saturation phase (the 80 % latency phase runs half as long).
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// Concurrent simulated agents.
-        #[arg(long, default_value_t = 32)]
+        /// Concurrent simulated agents (each a node of `--gpus` GPUs uploading `--readings` readings per batch).
+        #[arg(long, default_value_t = 256)]
         agents: usize,
         /// GPUs per agent.
         #[arg(long, default_value_t = 8)]

@@ -83,11 +83,26 @@ async fn ingest_rejects_bad_batches_with_the_field_named_and_stores_nothing() {
     assert_eq!(again["duplicate"], true);
     assert_eq!(app.count("SELECT count(*) FROM gpu_samples").await, 2);
     assert_eq!(app.count("SELECT count(*) FROM serving_samples").await, 1);
+    // A gzip-compressed body is accepted the same way.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &serde_json::to_vec(&batch(9)).unwrap()).unwrap();
+    let r = app
+        .http
+        .post(format!("{}/api/v1/ingest", app.address))
+        .bearer_auth(&app.agent_token)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.count("SELECT count(*) FROM gpu_samples").await, 4);
     // ... and a bad batch after it loses nothing of what was accepted.
     let mut bad = batch(8);
     bad["gpus"][0]["util_pct"] = json!(1000);
     error_of(app.ingest_raw(serde_json::to_vec(&bad).unwrap()).await, 400).await;
-    assert_eq!(app.count("SELECT count(*) FROM gpu_samples").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM gpu_samples").await, 4);
     app.stop().await;
 }
 
