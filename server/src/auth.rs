@@ -2,6 +2,8 @@
 
 use std::future::{Ready, ready};
 
+use futures_util::future::LocalBoxFuture;
+
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use subtle::ConstantTimeEq as _;
 
@@ -32,13 +34,60 @@ impl FromRequest for ApiAuth {
     }
 }
 
-/// Proof that the request carried the agent token.
-pub struct AgentAuth;
+/// Who is uploading: the shared agent token (trusted simulators, bootstrap) or an enrolled node's own
+/// credential, which may only write that node's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentAuth {
+    /// The shared agent token.
+    Shared,
+    /// An enrolled node.
+    Node(String),
+}
 
 impl FromRequest for AgentAuth {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(check(req, |s| s.settings.agent_token.expose()).map(|()| AgentAuth))
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer(req).map(str::to_string);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal("app state missing"))?;
+            let token = token.ok_or_else(ApiError::unauthorized)?;
+            let shared = state.settings.agent_token.expose().as_bytes();
+            if !shared.is_empty() && bool::from(token.as_bytes().ct_eq(shared)) {
+                return Ok(AgentAuth::Shared);
+            }
+            match state.credentials.node_of(&state.pool, &token).await? {
+                Some(node) => Ok(AgentAuth::Node(node)),
+                None => Err(ApiError::unauthorized()),
+            }
+        })
+    }
+}
+
+/// Node credentials resolved recently (digest -> node), so uploads do not cost a lookup each.
+#[derive(Debug, Default)]
+pub struct CredentialCache {
+    map: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (Option<String>, std::time::Instant)>>,
+}
+
+impl CredentialCache {
+    /// The node of `credential`, if it is a valid node credential. Known credentials are cached for 60 s,
+    /// unknown ones for 5 s (so a rotated credential stops working within a minute).
+    pub async fn node_of(&self, pool: &sqlx::PgPool, credential: &str) -> Result<Option<String>, sqlx::Error> {
+        let key = crate::db::enroll::digest(credential);
+        if let Some((node, at)) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            let ttl = if node.is_some() { 60 } else { 5 };
+            if at.elapsed().as_secs() < ttl {
+                return Ok(node.clone());
+            }
+        }
+        let node = crate::db::enroll::node_of(pool, credential).await?;
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            map.clear();
+        }
+        map.insert(key, (node.clone(), std::time::Instant::now()));
+        Ok(node)
     }
 }

@@ -67,6 +67,9 @@ pub struct Settings {
     pub alerts: AlertSettings,
     /// PagerDuty Events API v2 delivery.
     pub pagerduty: PagerDutySettings,
+    /// Agent binary served to installers (`/download/fleetpilot-agent`); default: `fleetpilot-agent` next
+    /// to this executable.
+    pub agent_binary: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -83,6 +86,7 @@ impl Default for Settings {
             kube: KubeSettings::default(),
             alerts: AlertSettings::default(),
             pagerduty: PagerDutySettings::default(),
+            agent_binary: None,
         }
     }
 }

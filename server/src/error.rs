@@ -39,6 +39,10 @@ impl ApiError {
             retry_after_secs: None,
         }
     }
+    /// 403 naming a field.
+    pub fn forbidden(field: impl Into<String>, error: impl Into<String>) -> Self {
+        Self { status: StatusCode::FORBIDDEN, error: error.into(), field: Some(field.into()), retry_after_secs: None }
+    }
     /// 404.
     pub fn not_found(what: impl Into<String>) -> Self {
         Self { status: StatusCode::NOT_FOUND, error: what.into(), field: None, retry_after_secs: None }

@@ -79,6 +79,7 @@ impl Application {
             settings: Arc::new(settings.clone()),
             partitions,
             metrics: metrics.clone(),
+            credentials: Arc::default(),
         };
         let server = http_server(listener, state.clone())?;
         let (shutdown, rx) = watch::channel(false);

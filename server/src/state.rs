@@ -22,4 +22,6 @@ pub struct AppState {
     pub ingest: IngestQueue,
     /// Self-metrics.
     pub metrics: Metrics,
+    /// Node credentials resolved recently.
+    pub credentials: Arc<crate::auth::CredentialCache>,
 }

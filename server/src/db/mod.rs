@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod control;
 pub mod copy;
 pub mod dashboard;
+pub mod enroll;
 pub mod ingest;
 pub mod policies;
 pub mod rollups;

@@ -7,5 +7,6 @@ mod bad_input;
 mod end_to_end;
 mod fakes;
 mod helpers;
+mod install;
 mod postgres;
 mod store;

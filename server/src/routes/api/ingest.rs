@@ -11,7 +11,7 @@ use crate::state::AppState;
 /// Stores a batch once (idempotent on `(agent_id, seq)`) and answers only after it is committed.
 #[post("/api/v1/ingest")]
 #[tracing::instrument(name = "ingest", skip_all)]
-pub async fn ingest(_auth: AgentAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let m = &state.metrics;
     let rejected = || m.ingest_batches.with_label_values(&["rejected"]).inc();
     let batch: Batch = parse_json(&body).inspect_err(|_| rejected())?;
@@ -19,6 +19,12 @@ pub async fn ingest(_auth: AgentAuth, state: web::Data<AppState>, body: web::Byt
         rejected();
         ApiError::field(e.field, e.reason)
     })?;
+    if let AgentAuth::Node(node) = &auth
+        && *node != batch.agent_id
+    {
+        rejected();
+        return Err(ApiError::forbidden("agent_id", format!("this credential may only write node {node:?}")));
+    }
     let seq = batch.seq;
     let done = match state.ingest.submit(batch) {
         Ok(rx) => rx,

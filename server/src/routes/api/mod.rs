@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`.
 
+pub mod enroll;
 pub mod ingest;
 pub mod policies;
 pub mod reads;
@@ -20,5 +21,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(reads::nodes)
         .service(series::gpu)
         .service(series::deployment)
-        .service(series::fleet);
+        .service(series::fleet)
+        .service(enroll::create_token)
+        .service(enroll::enroll)
+        .service(enroll::enrollments);
 }

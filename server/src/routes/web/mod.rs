@@ -1,6 +1,7 @@
 //! HTML pages (askama templates in `templates/`) and the embedded static assets.
 
 pub mod dashboard;
+pub mod install;
 
 use actix_web::{HttpResponse, get, web};
 
@@ -23,5 +24,5 @@ pub async fn asset(file: web::Path<String>) -> HttpResponse {
 
 /// Registers the page routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(asset).service(dashboard::index);
+    cfg.service(asset).service(dashboard::index).service(install::install_sh).service(install::agent_binary);
 }
