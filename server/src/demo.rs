@@ -70,6 +70,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     settings.control.tick_secs = 2.0;
     settings.control.bucket_secs = 2;
     settings.control.lookback_secs = 900;
+    // 30 s of wall time is 5 minutes of trace time at the default 10x.
+    settings.control.scale_down_stabilization_secs = 30;
     settings.alerts.node_silent_secs = 15;
     settings.alerts.gpu_temp_c = 88.0;
     let app = match Application::build_with_pool(settings.clone(), pool.clone()).await {
@@ -136,7 +138,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
                 speedup: opts.speedup,
                 node_index: i,
                 nodes_total: opts.agents,
-                initial_replicas: capacity.div_ceil(3).max(1),
+                // The fleet starts at the policy's minimum; fleetpilot sizes it from there.
+                initial_replicas: 1,
                 cold_start_secs: 120.0,
                 // Four reference replicas' worth per GPU: the fleet's 12 GPUs cover the trace's peak with
                 // headroom, so scaling up and down is visible.

@@ -29,6 +29,8 @@ use crate::telemetry::Metrics;
 
 /// Anomaly score at or above which the latest point counts as anomalous.
 pub const ANOMALY_THRESHOLD: f64 = 0.7;
+/// Buckets of history needed before the forecast is computed and acted on.
+pub const MIN_FORECAST_POINTS: usize = 12;
 /// Forecast interval level used as headroom.
 pub const FORECAST_LEVEL: f64 = 0.9;
 
@@ -158,7 +160,8 @@ impl ControlLoop {
         let mut forecast_id = None;
         let mut forecast_upper = None;
         let mut forecast_json = serde_json::Value::Null;
-        if history.len() >= 3 {
+        // A forecast from a handful of points has intervals too wide to act on.
+        if history.len() >= MIN_FORECAST_POINTS {
             match forecast(&history, horizon, FORECAST_LEVEL, &ForecastConfig::default()) {
                 Ok(f) => {
                     let upper = f.upper.iter().copied().fold(0.0_f64, f64::max);

@@ -119,7 +119,7 @@ async fn the_flow_from_agent_to_kubernetes_pagerduty_and_dashboard_works_end_to_
     assert!(desired > 2 && desired <= 10, "{desired}: {reason}");
     assert_eq!(*kube_replicas.lock().unwrap(), desired as u32);
     // Once a few buckets of history exist, decisions are made with a stored forecast and an anomaly score.
-    eventually(Duration::from_secs(20), "a decision with its forecast and anomaly inputs", || async {
+    eventually(Duration::from_secs(45), "a decision with its forecast and anomaly inputs", || async {
         let n = app
             .count("SELECT count(*) FROM decisions d JOIN forecasts f ON f.id = d.forecast_id WHERE d.inputs->'anomaly' IS NOT NULL AND d.inputs->'anomaly' <> 'null'::jsonb")
             .await;
