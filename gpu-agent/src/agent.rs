@@ -14,6 +14,7 @@ use crate::scrape::{self, EngineTracker};
 use crate::sender::{Backoff, Sender, SenderConfig};
 use crate::sim::{NodeSim, SimConfig, Trace};
 use crate::spool::SpoolConfig;
+use crate::triton::TritonClient;
 
 /// Where GPU readings come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -132,6 +133,8 @@ pub struct Agent {
     applied: VecDeque<String>,
     applied_set: HashSet<String>,
     stats: Arc<AgentStats>,
+    /// Set by [`Agent::with_triton`]: `rebatch` reloads this Triton model instead of running the hook.
+    triton: Option<TritonClient>,
 }
 
 fn now_ms() -> i64 {
@@ -221,7 +224,25 @@ impl Agent {
             applied: VecDeque::new(),
             applied_set: HashSet::new(),
             stats,
+            triton: None,
         })
+    }
+
+    /// Makes `rebatch` reload `triton_model` on the Triton at `triton_url` with new dynamic-batching settings
+    /// (see [`crate::triton`]) instead of running `rebatch_hook`. Both `None`: no change; one without the
+    /// other is an error naming the missing one.
+    pub fn with_triton(mut self, triton_url: Option<String>, triton_model: Option<String>) -> anyhow::Result<Self> {
+        self.triton = match (triton_url, triton_model) {
+            (None, None) => None,
+            (Some(url), Some(model)) => {
+                let client = TritonClient::new(&url, &model, crate::triton::DEFAULT_LOAD_TIMEOUT)?;
+                tracing::info!(url = %url, model = %model, "rebatch reloads the Triton model with new batching");
+                Some(client)
+            }
+            (Some(_), None) => anyhow::bail!("triton_url is set but triton_model is not: both are needed"),
+            (None, Some(_)) => anyhow::bail!("triton_model is set but triton_url is not: both are needed"),
+        };
+        Ok(self)
     }
 
     /// The agent's counters.
@@ -376,9 +397,16 @@ impl Agent {
                         s.set_batching(*max_batch_size, *max_queue_delay_us);
                         Ok(format!("simulated engine batches up to {max_batch_size}, delay {max_queue_delay_us} us"))
                     }
-                    _ => match &self.cfg.rebatch_hook {
-                        Some(hook) => run_hook(hook, deployment, *max_batch_size, *max_queue_delay_us).await,
-                        None => Err("no rebatch hook configured (--rebatch-hook)".into()),
+                    // Triton takes batching changes at run time; engines whose batching is fixed at start
+                    // (vLLM --max-num-seqs, TGI) need the hook, which restarts them.
+                    _ => match (&self.triton, &self.cfg.rebatch_hook) {
+                        (Some(t), _) => {
+                            t.rebatch(*max_batch_size, *max_queue_delay_us).await.map_err(|e| e.to_string())
+                        }
+                        (None, Some(hook)) => run_hook(hook, deployment, *max_batch_size, *max_queue_delay_us).await,
+                        (None, None) => Err("no rebatch hook configured (--rebatch-hook) and no Triton model \
+                                             (--triton-url, --triton-model)"
+                            .into()),
                     },
                 }
             }

@@ -41,6 +41,10 @@ pub struct Settings {
     pub engine_urls: Vec<String>,
     /// Shell command applying a rebatch to a real engine.
     pub rebatch_hook: Option<String>,
+    /// Triton base URL for rebatching through the model-repository API.
+    pub triton_url: Option<String>,
+    /// Triton model that rebatch changes.
+    pub triton_model: Option<String>,
     /// On-disk spool directory; unset keeps batches in memory only.
     pub spool_dir: Option<PathBuf>,
     /// Spool size limit, bytes.
@@ -83,6 +87,8 @@ impl Default for Settings {
             gpu_source: GpuSourceKind::Auto,
             engine_urls: Vec::new(),
             rebatch_hook: None,
+            triton_url: None,
+            triton_model: None,
             spool_dir: None,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             max_queued: 3600,
@@ -133,6 +139,10 @@ pub struct Resolved {
     pub options: AgentOptions,
     /// Where to serve the agent's own `/metrics`, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Triton base URL for rebatching.
+    pub triton_url: Option<String>,
+    /// Triton model that rebatch changes.
+    pub triton_model: Option<String>,
 }
 
 impl Settings {
@@ -264,7 +274,7 @@ impl Settings {
             request_timeout: Some(Duration::from_secs_f64(self.request_timeout_secs)),
             backoff: None,
         };
-        Ok(Resolved { agent, options, metrics_addr })
+        Ok(Resolved { agent, options, metrics_addr, triton_url: self.triton_url, triton_model: self.triton_model })
     }
 }
 

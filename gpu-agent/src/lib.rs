@@ -26,3 +26,5 @@ pub mod sender;
 pub mod sim;
 #[cfg(feature = "agent")]
 pub mod spool;
+#[cfg(feature = "agent")]
+pub mod triton;

@@ -91,6 +91,15 @@ struct RunArgs {
     #[arg(long, env = "FLEETPILOT_REBATCH_HOOK")]
     #[serde(skip_serializing_if = "Option::is_none")]
     rebatch_hook: Option<String>,
+    /// Triton base URL (http://host:8000, model control mode "explicit"); with --triton-model, rebatch
+    /// reloads that model with the new batching through Triton's model-repository API.
+    #[arg(long, env = "FLEETPILOT_TRITON_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    triton_url: Option<String>,
+    /// Triton model that rebatch changes.
+    #[arg(long, env = "FLEETPILOT_TRITON_MODEL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    triton_model: Option<String>,
     /// Directory of the on-disk spool that holds batches while the control plane is unavailable and across
     /// restarts (e.g. /var/lib/fleetpilot-agent/spool). Unset or empty: batches wait in memory only.
     #[arg(long, env = "FLEETPILOT_SPOOL_DIR")]
@@ -176,7 +185,10 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
             "no spool_dir: batches wait in memory while the control plane is unavailable and are lost on restart"
         );
     }
-    let agent = Agent::with_options(resolved.agent, resolved.options)?;
+    let agent = Agent::with_options(resolved.agent, resolved.options)?
+        .with_triton(resolved.triton_url, resolved.triton_model)?;
+    // The bandwidth probe blocks about a second per GPU; it only logs ("unavailable" without CUDA).
+    tokio::task::spawn_blocking(gpu_agent::cuda::log_probe_all);
     let stats = agent.stats();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let metrics = match resolved.metrics_addr {

@@ -65,10 +65,13 @@ impl FromRequest for AgentAuth {
     }
 }
 
+/// A credential digest's node (None: not a node credential) and when that was looked up.
+type Resolved = (Option<String>, std::time::Instant);
+
 /// Node credentials resolved recently (digest -> node), so uploads do not cost a lookup each.
 #[derive(Debug, Default)]
 pub struct CredentialCache {
-    map: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (Option<String>, std::time::Instant)>>,
+    map: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Resolved>>,
 }
 
 impl CredentialCache {
