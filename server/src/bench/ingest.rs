@@ -18,7 +18,6 @@ use tokio::sync::Mutex;
 
 use super::{peak_rss_mb, quantile};
 use crate::db;
-use crate::pg::{PgOptions, PrivatePostgres};
 
 /// Options of the ingest benchmark.
 #[derive(Debug, Clone)]
@@ -283,17 +282,9 @@ pub async fn run(opts: IngestBenchOptions) -> anyhow::Result<IngestBenchResult> 
         opts.agents >= 1 && opts.gpus >= 1 && opts.readings_per_batch >= 1,
         "--agents, --gpus, --readings must be at least 1"
     );
-    let _ = std::fs::remove_dir_all(&opts.data_dir);
-    let pg_opts = PgOptions { data_dir: opts.data_dir.join("pgdata"), ephemeral: false };
-    let mut pg = tokio::task::spawn_blocking(move || PrivatePostgres::start(&pg_opts)).await??;
-    crate::pg::ensure_database(&pg.url_for("postgres"), "bench").await?;
-    let url = pg.url_for("bench");
-    {
-        let pool = db::connect(&url, 2).await?;
-        db::migrate(&pool).await?;
-        db::Partitions::default().ensure_around_now(&pool).await?;
-        pool.close().await;
-    }
+    // Durable settings, like production: the ceiling is measured under the same ones.
+    let (mut pg, url, pool) = super::fresh_database(&opts.data_dir, false).await?;
+    pool.close().await;
     let server = start_server(&url, "bench-api", "bench-agent").await?;
     let pid = server.child.id().unwrap_or(0);
     println!(

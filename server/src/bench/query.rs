@@ -10,7 +10,6 @@ use chrono::{Duration, DurationRound as _, Utc};
 
 use super::quantile;
 use crate::db::{self, copy::CopyBinary, series};
-use crate::pg::{PgOptions, PrivatePostgres};
 
 /// Options of the query benchmark.
 #[derive(Debug, Clone)]
@@ -40,14 +39,7 @@ async fn copy(conn: &mut sqlx::PgConnection, sql: &str, c: CopyBinary) -> anyhow
 pub async fn run(opts: QueryBenchOptions) -> anyhow::Result<()> {
     use sqlx::Connection as _;
     anyhow::ensure!(opts.gpus >= 1 && opts.runs >= 1, "--gpus and --runs must be at least 1");
-    let _ = std::fs::remove_dir_all(&opts.data_dir);
-    let pg_opts = PgOptions { data_dir: opts.data_dir.join("pgdata"), ephemeral: true };
-    let mut pg = tokio::task::spawn_blocking(move || PrivatePostgres::start(&pg_opts)).await??;
-    crate::pg::ensure_database(&pg.url_for("postgres"), "bench").await?;
-    let url = pg.url_for("bench");
-    let pool = db::connect(&url, 4).await?;
-    db::migrate(&pool).await?;
-    db::Partitions::default().ensure_around_now(&pool).await?;
+    let (mut pg, url, pool) = super::fresh_database(&opts.data_dir, true).await?;
     let mut conn = sqlx::PgConnection::connect(&url).await?;
     let now = Utc::now().duration_trunc(Duration::minutes(1))?;
     let load = Instant::now();
