@@ -22,9 +22,10 @@ use uuid::Uuid;
 use crate::actuators::Actuators;
 use crate::config::ControlSettings;
 use crate::db;
-use crate::db::control::{NewDecision, Point};
+use crate::db::control::NewDecision;
 use crate::db::policies::StoredPolicy;
-use crate::domain::policy::{Metric, PolicySpec, TargetKind};
+use crate::db::series::Point;
+use crate::domain::policy::{PolicySpec, TargetKind};
 use crate::telemetry::Metrics;
 
 /// Anomaly score at or above which the latest point counts as anomalous.
@@ -125,23 +126,27 @@ impl ControlLoop {
         Ok(out)
     }
 
-    async fn series(&self, spec: &PolicySpec, since: DateTime<Utc>) -> Result<(Vec<Point>, Vec<String>), sqlx::Error> {
-        let deployment = spec.deployment();
+    async fn series(&self, spec: &PolicySpec, now: DateTime<Utc>) -> Result<(Vec<Point>, Vec<String>), sqlx::Error> {
         let group = (spec.target.kind == TargetKind::AgentGroup).then_some(spec.target.name.as_str());
-        let nodes = db::control::nodes_of(&self.pool, &deployment, group).await?;
-        let bucket = self.settings.bucket_secs;
-        let points = match spec.metric {
-            Metric::GpuUtilization => db::control::gpu_util_series(&self.pool, &nodes, since, bucket).await?,
-            m => db::control::serving_series(&self.pool, &deployment, m, since, bucket).await?,
-        };
-        Ok((points, nodes))
+        let since = now - chrono::Duration::seconds(i64::from(self.settings.lookback_secs));
+        // `to` is open: include the bucket being filled right now.
+        let to = now + chrono::Duration::seconds(1);
+        db::series::deployment_metric(
+            &self.pool,
+            &spec.deployment(),
+            group,
+            spec.metric,
+            since,
+            to,
+            self.settings.bucket_secs,
+        )
+        .await
     }
 
     async fn step(&self, p: &StoredPolicy, now: DateTime<Utc>) -> Result<PolicyOutcome, sqlx::Error> {
         let spec = &p.spec;
         let bucket = i64::from(self.settings.bucket_secs);
-        let since = now - chrono::Duration::seconds(i64::from(self.settings.lookback_secs));
-        let (points, nodes) = self.series(spec, since).await?;
+        let (points, nodes) = self.series(spec, now).await?;
         let history = fill_gaps(&points, bucket);
         let last = points.last().copied();
         let fresh = last.filter(|l| now.timestamp() - l.bucket_secs <= 3 * bucket);

@@ -5,6 +5,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::domain::policy::Metric;
+
 /// Which table a series came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -172,4 +174,88 @@ pub async fn fleet_overview(pool: &PgPool, fresh_secs: u32) -> Result<FleetOverv
     .bind(f64::from(fresh_secs))
     .fetch_one(pool)
     .await
+}
+
+/// One aggregated point: the metric summed over the deployment's replicas (or GPUs) in a time bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point {
+    /// Bucket start, Unix seconds.
+    pub bucket_secs: i64,
+    /// Sum over replicas of their mean in the bucket.
+    pub total: f64,
+    /// How many replicas (or GPUs) reported in the bucket.
+    pub members: i64,
+}
+
+/// Nodes serving `deployment` or belonging to agent `group`.
+pub async fn nodes_of(pool: &PgPool, deployment: &str, group: Option<&str>) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT node_id FROM nodes WHERE deployment = $1 OR ($2::text IS NOT NULL AND agent_group = $2) ORDER BY node_id",
+    )
+    .bind(deployment)
+    .bind(group)
+    .fetch_all(pool)
+    .await
+}
+
+/// What a scaling policy sees: `metric` of a deployment (GPU utilisation of the nodes serving it or of its
+/// agent `group`) summed over replicas per `bucket_secs` bucket in `[from, to)`. Raw samples for ranges up
+/// to 2 hours or buckets under a minute, 1-minute rollups otherwise (the bucket is then a whole number of
+/// minutes). Used by the control loop and the API alike. Returns the points and the nodes considered.
+pub async fn deployment_metric(
+    pool: &PgPool,
+    deployment: &str,
+    group: Option<&str>,
+    metric: Metric,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket_secs: u32,
+) -> Result<(Vec<Point>, Vec<String>), sqlx::Error> {
+    let nodes = nodes_of(pool, deployment, group).await?;
+    let rollup = to - from > Duration::hours(2) && bucket_secs >= 60;
+    let bucket = if rollup { i64::from(bucket_secs).div_euclid(60).max(1) * 60 } else { i64::from(bucket_secs.max(1)) };
+    // Columns come from closed enums, never from input.
+    let sql = match (metric, rollup) {
+        (Metric::GpuUtilization, false) => "SELECT b, sum(v)::float8, count(*) FROM ( \
+               SELECT floor(extract(epoch FROM ts) / $3)::bigint * $3 AS b, node_id, gpu_index, avg(util_pct) AS v \
+               FROM gpu_samples WHERE node_id = ANY($1) AND ts >= $4 AND ts < $5 GROUP BY 1, 2, 3) t GROUP BY b ORDER BY b"
+            .to_string(),
+        (Metric::GpuUtilization, true) => "SELECT b, sum(v)::float8, count(*) FROM ( \
+               SELECT floor(extract(epoch FROM bucket) / $3)::bigint * $3 AS b, node_id, gpu_index, avg(util_mean) AS v \
+               FROM gpu_rollup_1m WHERE node_id = ANY($1) AND bucket >= $4 AND bucket < $5 GROUP BY 1, 2, 3) t GROUP BY b ORDER BY b"
+            .to_string(),
+        (m, false) => {
+            let column = match m {
+                Metric::QueueDepthPerReplica => "queue_depth",
+                Metric::KvCachePct => "coalesce(kv_cache_pct, 0)",
+                _ => "generation_tokens_per_s",
+            };
+            format!(
+                "SELECT b, sum(v)::float8, count(*) FROM ( \
+                 SELECT floor(extract(epoch FROM ts) / $3)::bigint * $3 AS b, replica, avg({column}) AS v \
+                 FROM serving_samples WHERE deployment = $2 AND ts >= $4 AND ts < $5 GROUP BY 1, 2) t GROUP BY b ORDER BY b"
+            )
+        }
+        (m, true) => {
+            let column = match m {
+                Metric::QueueDepthPerReplica => "queue_mean",
+                Metric::KvCachePct => "coalesce(kv_cache_mean, 0)",
+                _ => "generation_tps",
+            };
+            format!(
+                "SELECT b, sum(v)::float8, count(*) FROM ( \
+                 SELECT floor(extract(epoch FROM bucket) / $3)::bigint * $3 AS b, replica, avg({column}) AS v \
+                 FROM serving_rollup_1m WHERE deployment = $2 AND bucket >= $4 AND bucket < $5 GROUP BY 1, 2) t GROUP BY b ORDER BY b"
+            )
+        }
+    };
+    let rows: Vec<(i64, f64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&nodes)
+        .bind(deployment)
+        .bind(bucket)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await?;
+    Ok((rows.into_iter().map(|(b, total, members)| Point { bucket_secs: b, total, members }).collect(), nodes))
 }

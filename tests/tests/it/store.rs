@@ -83,6 +83,19 @@ async fn rollups_follow_raw_data_including_late_batches_and_series_pick_their_re
     assert_eq!(month["resolution"], "hour");
     let dep = get(format!("/api/v1/deployments/ml/llama/series?from={}", enc(minute - Duration::minutes(1)))).await;
     assert_eq!(dep["points"][0]["queue_depth"], 3.0);
+    let seen = get(format!(
+        "/api/v1/deployments/ml/llama/metric?metric=gpu_utilization&bucket_secs=60&from={}",
+        enc(minute - Duration::minutes(1))
+    ))
+    .await;
+    assert_eq!(seen["nodes"][0], "node-r");
+    assert!(seen["points"].as_array().unwrap().iter().any(|p| p["total"].as_f64().unwrap() > 0.0), "{seen}");
+    let queue = get(format!(
+        "/api/v1/deployments/ml/llama/metric?metric=queue_depth_per_replica&from={}",
+        enc(minute - Duration::minutes(1))
+    ))
+    .await;
+    assert_eq!(queue["points"][0]["total"], 3.0);
     let fleet = get("/api/v1/fleet".into()).await;
     assert_eq!(fleet["nodes"], 1);
 

@@ -21,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(reads::nodes)
         .service(series::gpu)
         .service(series::deployment)
+        .service(series::deployment_metric)
         .service(series::fleet)
         .service(enroll::create_token)
         .service(enroll::enroll)

@@ -74,6 +74,41 @@ pub async fn deployment(
     ))
 }
 
+/// `?metric=...&from=&to=&bucket_secs=&group=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricQuery {
+    metric: crate::domain::policy::Metric,
+    from: Option<String>,
+    to: Option<String>,
+    bucket_secs: Option<u32>,
+    group: Option<String>,
+}
+
+/// What a scaling policy on this deployment sees: the metric summed over replicas per bucket.
+#[get("/api/v1/deployments/{namespace}/{name}/metric")]
+pub async fn deployment_metric(
+    _a: ApiAuth,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    q: web::Query<MetricQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (ns, name) = path.into_inner();
+    let d = format!("{ns}/{name}");
+    gpu_agent::protocol::parse_deployment(&d).map_err(|e| ApiError::field("deployment", e))?;
+    let (from, to) = Range { from: q.from.clone(), to: q.to.clone() }.resolve()?;
+    let bucket = q.bucket_secs.unwrap_or(10);
+    if !(1..=86_400).contains(&bucket) {
+        return Err(ApiError::field("bucket_secs", "must be in 1..=86400"));
+    }
+    if (to - from).num_seconds() / i64::from(bucket) > 100_000 {
+        return Err(ApiError::field("bucket_secs", "too many buckets for the range (at most 100000)"));
+    }
+    let (points, nodes) =
+        series::deployment_metric(&state.pool, &d, q.group.as_deref(), q.metric, from, to, bucket).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "deployment": d, "metric": q.metric, "from": from, "to": to, "bucket_secs": bucket, "nodes": nodes, "points": points })))
+}
+
 /// The fleet at a glance.
 #[get("/api/v1/fleet")]
 pub async fn fleet(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
