@@ -122,6 +122,15 @@ enum EvalCmd {
 
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
+    /// Refit of N deployments' forecasts (1 week at 1 min) and one streaming anomaly update of M GPUs.
+    Forecast {
+        /// Deployments to refit.
+        #[arg(long, default_value_t = 500)]
+        deployments: usize,
+        /// GPU series to update.
+        #[arg(long, default_value_t = 10_000)]
+        gpus: usize,
+    },
     /// Read path at fleet scale: fleet overview and one GPU's 24-hour and 1-hour series.
     Query {
         /// GPUs in the fleet.
@@ -199,6 +208,9 @@ async fn main() -> anyhow::Result<()> {
                 step_s,
             };
             fleetpilot::evaluate::backtest(&trace, &out, profile).map(|_| ())
+        }
+        Cmd::Bench(BenchCmd::Forecast { deployments, gpus }) => {
+            tokio::task::spawn_blocking(move || fleetpilot::bench::forecast::run(deployments, gpus)).await?
         }
         Cmd::Bench(BenchCmd::Query { gpus, raw_minutes, runs, data_dir }) => {
             fleetpilot::bench::query::run(fleetpilot::bench::query::QueryBenchOptions {
