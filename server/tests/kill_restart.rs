@@ -2,7 +2,9 @@
 //! acknowledged sample is stored, none twice.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Child;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -10,17 +12,7 @@ use fleetpilot::pg::{PgOptions, PrivatePostgres};
 use gpu_agent::agent::{Agent, AgentConfig, GpuSourceKind, SimSettings};
 
 fn start_server(db: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_fleetpilot"))
-        .arg("serve")
-        .env("DATABASE_URL", db)
-        .env("FLEETPILOT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("FLEETPILOT_API_TOKEN", "api")
-        .env("FLEETPILOT_AGENT_TOKEN", "agent")
-        .env("FLEETPILOT_CONTROL__ENABLED", "false")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+    common::start_server(db, port, &[("FLEETPILOT_CONTROL__ENABLED", "false")])
 }
 
 async fn wait_ready(port: u16) {

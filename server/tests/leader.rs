@@ -2,23 +2,15 @@
 //! other within 10 s when the leader is SIGKILLed.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use fleetpilot::pg::{PgOptions, PrivatePostgres};
 
 fn start_server(db: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_fleetpilot"))
-        .arg("serve")
-        .env("DATABASE_URL", db)
-        .env("FLEETPILOT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("FLEETPILOT_API_TOKEN", "api")
-        .env("FLEETPILOT_AGENT_TOKEN", "agent")
-        .env("FLEETPILOT_CONTROL__TICK_SECS", "0.5")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+    common::start_server(db, port, &[("FLEETPILOT_CONTROL__TICK_SECS", "0.5")])
 }
 
 /// 1 when the server at `port` leads, 0 when it follows, None when it does not answer.
