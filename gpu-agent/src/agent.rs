@@ -6,10 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use crate::commands::{CommandClient, DEFAULT_POLL_WAIT, command_id};
 use crate::nvml::NvmlSource;
-use crate::protocol::{Batch, Command, CommandAction, CommandResult, NodeInfo, PROTOCOL_VERSION, ServingSample};
+use crate::protocol::{
+    Batch, CommandAction, CommandResult, IncomingCommand, NodeInfo, PROTOCOL_VERSION, ProbeSample,
+    ServingSample,
+};
 use crate::scrape::{self, EngineTracker};
 use crate::sender::{Backoff, Sender, SenderConfig};
 use crate::sim::{NodeSim, SimConfig, Trace};
@@ -97,6 +101,10 @@ pub struct AgentOptions {
     pub request_timeout: Option<Duration>,
     /// Waits between failed sends; defaults to 1 s doubling up to 30 s, with jitter.
     pub backoff: Option<Backoff>,
+    /// Longest wait of one command long poll; defaults to [`DEFAULT_POLL_WAIT`].
+    pub long_poll_wait: Option<Duration>,
+    /// Take commands only from upload acknowledgements (no long poll): at most one interval late.
+    pub no_long_poll: bool,
 }
 
 enum GpuSource {
@@ -135,6 +143,12 @@ pub struct Agent {
     stats: Arc<AgentStats>,
     /// Set by [`Agent::with_triton`]: `rebatch` reloads this Triton model instead of running the hook.
     triton: Option<TritonClient>,
+    /// Health-probe results waiting for the next batch.
+    probes: Vec<ProbeSample>,
+    /// Receipts and results reported outside the upload cycle.
+    commands: CommandClient,
+    /// Long-poll wait; `None` when commands come with uploads only.
+    long_poll: Option<Duration>,
 }
 
 fn now_ms() -> i64 {
@@ -211,6 +225,8 @@ impl Agent {
             .map(|u| EngineScrape { url: u.clone(), tracker: EngineTracker::new(), last: None })
             .collect();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default();
+        let wait = opts.long_poll_wait.unwrap_or(DEFAULT_POLL_WAIT);
+        let commands = CommandClient::new(&cfg.server_url, &cfg.token, &cfg.agent_id, wait);
         Ok(Self {
             // Batches from a previous run may still wait in the spool (or be acknowledged with a later clock):
             // new ones must come after them.
@@ -225,6 +241,9 @@ impl Agent {
             applied_set: HashSet::new(),
             stats,
             triton: None,
+            probes: Vec::new(),
+            commands,
+            long_poll: (!opts.no_long_poll).then_some(wait),
         })
     }
 
@@ -340,15 +359,50 @@ impl Agent {
             gpus,
             serving,
             command_results: std::mem::take(&mut self.results),
+            probes: std::mem::take(&mut self.probes),
         }
     }
 
-    /// Executes a command once (a repeated id is acknowledged again without re-executing).
-    async fn execute(&mut self, c: Command) {
-        if self.applied_set.contains(&c.id) {
+    /// Executes commands in order, then reports receipt and results at once (falling back to the next
+    /// upload when that fails).
+    async fn execute_all(&mut self, commands: Vec<IncomingCommand>) {
+        if commands.is_empty() {
             return;
         }
-        let outcome = self.apply(&c.action).await;
+        let received: Vec<String> = commands.iter().map(command_id).collect();
+        let mut results = Vec::new();
+        for c in commands {
+            if let Some(r) = self.execute(c).await {
+                results.push(r);
+            }
+        }
+        if results.is_empty() {
+            return;
+        }
+        if let Err(e) = self.commands.ack(received, results.clone()).await {
+            tracing::debug!(error = %e, "command results go with the next upload");
+            self.results.extend(results);
+        }
+    }
+
+    /// Executes a command once (a repeated id is not executed again); unknown or malformed commands are
+    /// rejected with the reason, nothing applied.
+    async fn execute(&mut self, c: IncomingCommand) -> Option<CommandResult> {
+        let id = command_id(&c);
+        if self.applied_set.contains(&id) {
+            return None;
+        }
+        let outcome = match &c {
+            IncomingCommand::Known(c) => self.apply(&c.action).await,
+            IncomingCommand::Unknown { rest, .. } => {
+                let action = rest.get("action").map_or_else(|| "(no action)".to_string(), |a| a.to_string());
+                let mut shown: String = action.chars().take(200).collect();
+                if shown.len() < action.len() {
+                    shown.push_str("...");
+                }
+                Err(format!("unknown or invalid command for agent {}: {shown}", env!("CARGO_PKG_VERSION")))
+            }
+        };
         let (ok, message) = match outcome {
             Ok(m) => {
                 self.stats.commands_ok.fetch_add(1, Ordering::Relaxed);
@@ -356,18 +410,18 @@ impl Agent {
             }
             Err(m) => {
                 self.stats.commands_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(id = %c.id, reason = %m, "command rejected");
+                tracing::warn!(%id, reason = %m, "command rejected");
                 (false, m)
             }
         };
-        self.results.push(CommandResult { id: c.id.clone(), ok, message });
-        self.applied.push_back(c.id.clone());
-        self.applied_set.insert(c.id);
+        self.applied.push_back(id.clone());
+        self.applied_set.insert(id.clone());
         while self.applied.len() > 10_000 {
             if let Some(old) = self.applied.pop_front() {
                 self.applied_set.remove(&old);
             }
         }
+        Some(CommandResult { id, ok, message: truncate(message, 4096) })
     }
 
     async fn apply(&mut self, a: &CommandAction) -> Result<String, String> {
@@ -383,6 +437,25 @@ impl Agent {
                         Ok(format!("simulated group now targets {} replicas", s.desired()))
                     }
                     _ => Err("replica counts of real nodes are set through Kubernetes, not the agent".into()),
+                }
+            }
+            CommandAction::Probe {} => {
+                let probes = self.probe().await;
+                let ok: Vec<f64> = probes.iter().filter_map(|p| p.bandwidth_gb_s).collect();
+                let first_error = probes.iter().find_map(|p| p.error.clone());
+                self.probes.extend(probes);
+                match (ok.is_empty(), first_error) {
+                    (true, Some(e)) => Err(e),
+                    (true, None) => Err(match &self.source {
+                        GpuSource::Sim(_) => "the simulated node has no GPUs to probe".to_string(),
+                        _ => crate::cuda::device_count()
+                            .err()
+                            .unwrap_or_else(|| "CUDA reports no devices to probe".to_string()),
+                    }),
+                    (false, _) => {
+                        let min = ok.iter().copied().fold(f64::INFINITY, f64::min);
+                        Ok(format!("probed {} GPUs: lowest bandwidth {min:.0} GB/s", ok.len()))
+                    }
                 }
             }
             CommandAction::Rebatch { deployment, max_batch_size, max_queue_delay_us } => {
@@ -413,29 +486,102 @@ impl Agent {
         }
     }
 
-    /// Runs until `shutdown` flips: one collection per interval, delivered (or spooled) at once, so a command
-    /// queued on the server arrives with the next acknowledgement, at most one interval later.
+    /// Runs the GPU health probe on every GPU (simulated GPUs answer at once; CUDA takes about a second per
+    /// GPU on a blocking thread). Without CUDA: an empty list, and [`crate::cuda::device_count`] says why.
+    async fn probe(&mut self) -> Vec<ProbeSample> {
+        if let GpuSource::Sim(s) = &mut self.source {
+            return s.probe(now_ms());
+        }
+        probe_samples(tokio::task::spawn_blocking(crate::cuda::log_probe_all).await.unwrap_or_default())
+    }
+
+    /// Runs until `shutdown` flips: one collection per interval, delivered (or spooled) at once. Commands
+    /// arrive through the long poll as soon as the server records them (or with the next acknowledgement,
+    /// at most one interval later); the health probe runs once at start and on command.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Arc<AgentStats> {
+        let (cmd_tx, mut cmd_rx) = mpsc::channel::<Vec<IncomingCommand>>(16);
+        let poller = self.long_poll.map(|_| {
+            tokio::spawn(crate::commands::poll_until_stopped(
+                self.commands.clone(),
+                cmd_tx.clone(),
+                self.stats.clone(),
+                shutdown.clone(),
+            ))
+        });
+        // The start-up probe of real GPUs takes seconds: it runs beside the loop, which keeps sampling.
+        let mut startup_probe = match &mut self.source {
+            GpuSource::Sim(s) => {
+                self.probes.extend(s.probe(now_ms()));
+                None
+            }
+            _ => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::task::spawn_blocking(move || {
+                    let _ = tx.send(crate::cuda::log_probe_all());
+                });
+                Some(rx)
+            }
+        };
         let mut ticker = tokio::time::interval(self.cfg.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = ticker.tick() => {}
+                _ = ticker.tick() => {
+                    let b = self.collect().await;
+                    // Replay gets at most one interval so sampling keeps its cadence after a long outage.
+                    let acks = self.sender.deliver(&b, self.cfg.interval).await;
+                    for ack in acks {
+                        self.execute_all(ack.commands).await;
+                    }
+                }
+                Some(commands) = cmd_rx.recv() => self.execute_all(commands).await,
+                r = async {
+                    match &mut startup_probe {
+                        Some(rx) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    startup_probe = None;
+                    self.probes.extend(probe_samples(r.unwrap_or_default()));
+                }
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {
                 break;
             }
-            let b = self.collect().await;
-            // Replay gets at most one interval so sampling keeps its cadence after a long outage.
-            for ack in self.sender.deliver(&b, self.cfg.interval).await {
-                for c in ack.commands {
-                    self.execute(c).await;
-                }
-            }
+        }
+        drop(cmd_tx);
+        if let Some(p) = poller {
+            let _ = p.await;
         }
         self.stats
     }
+}
+
+fn probe_samples(results: Vec<crate::cuda::ProbeResult>) -> Vec<ProbeSample> {
+    let now = now_ms();
+    results
+        .into_iter()
+        .map(|r| ProbeSample {
+            ts_ms: now,
+            gpu_index: u32::try_from(r.ordinal).unwrap_or(u32::MAX),
+            uuid: r.uuid,
+            bandwidth_gb_s: r.bandwidth_gb_s,
+            error: r.error.map(|e| truncate(e, 1024)),
+        })
+        .collect()
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max.saturating_sub(3);
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
 }
 
 fn replica_name(agent: &str, url: &str) -> String {

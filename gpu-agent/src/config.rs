@@ -55,6 +55,8 @@ pub struct Settings {
     pub metrics_addr: String,
     /// Limit of one upload, seconds.
     pub request_timeout_secs: f64,
+    /// Longest wait of one command long poll, seconds; 0 takes commands only from upload replies.
+    pub command_poll_secs: u64,
     /// Simulator: GPUs on this node.
     pub sim_gpus: u32,
     /// Simulator: trace CSV.
@@ -94,6 +96,7 @@ impl Default for Settings {
             max_queued: 3600,
             metrics_addr: DEFAULT_METRICS_ADDR.into(),
             request_timeout_secs: 5.0,
+            command_poll_secs: 25,
             sim_gpus: 4,
             sim_trace: None,
             sim_speedup: 10.0,
@@ -233,6 +236,12 @@ impl Settings {
                 "must be between 0.1 and 300",
             ));
         }
+        if self.command_poll_secs > 60 {
+            return Err(invalid(
+                "command_poll_secs (--command-poll-secs, FLEETPILOT_COMMAND_POLL_SECS)",
+                "must be between 0 (no long poll) and 60",
+            ));
+        }
         let metrics_addr = crate::selfmetrics::parse_metrics_addr(&self.metrics_addr).map_err(|e| {
             invalid(
                 "metrics_addr (--metrics-addr, FLEETPILOT_METRICS_ADDR)",
@@ -273,6 +282,8 @@ impl Settings {
             spool,
             request_timeout: Some(Duration::from_secs_f64(self.request_timeout_secs)),
             backoff: None,
+            long_poll_wait: Some(Duration::from_secs(self.command_poll_secs)),
+            no_long_poll: self.command_poll_secs == 0,
         };
         Ok(Resolved { agent, options, metrics_addr, triton_url: self.triton_url, triton_model: self.triton_model })
     }

@@ -70,6 +70,8 @@ extern "C" __global__ void fleetpilot_copy(const uint4* __restrict__ src, uint4*
 pub struct ProbeResult {
     /// CUDA ordinal.
     pub ordinal: usize,
+    /// The device's UUID formatted as NVML and DCGM print it (`GPU-xxxxxxxx-xxxx-...`), when readable.
+    pub uuid: Option<String>,
     /// Achievable device-memory bandwidth (read + write), GB/s (10^9 bytes), best of the runs.
     pub bandwidth_gb_s: Option<f64>,
     /// Why there is no bandwidth, when there is none.
@@ -99,9 +101,12 @@ pub fn probe_bandwidth(ordinal: usize) -> Result<f64, String> {
 pub fn probe_all() -> Vec<ProbeResult> {
     let n = device_count().unwrap_or(0);
     (0..n)
-        .map(|ordinal| match probe_bandwidth(ordinal) {
-            Ok(gb_s) => ProbeResult { ordinal, bandwidth_gb_s: Some(gb_s), error: None },
-            Err(e) => ProbeResult { ordinal, bandwidth_gb_s: None, error: Some(e) },
+        .map(|ordinal| {
+            let uuid = device_uuid(ordinal).ok();
+            match probe_bandwidth(ordinal) {
+                Ok(gb_s) => ProbeResult { ordinal, uuid, bandwidth_gb_s: Some(gb_s), error: None },
+                Err(e) => ProbeResult { ordinal, uuid, bandwidth_gb_s: None, error: Some(e) },
+            }
         })
         .collect()
 }
@@ -120,6 +125,21 @@ pub fn log_probe_all() -> Vec<ProbeResult> {
         }
     }
     results
+}
+
+/// Device `ordinal`'s UUID in NVML's notation, so probe results join NVML's samples by `uuid`.
+pub fn device_uuid(ordinal: usize) -> Result<String, String> {
+    guarded(|| {
+        let ctx = cudarc::driver::CudaContext::new(ordinal).map_err(|e| format!("CUDA device {ordinal}: {e:?}"))?;
+        let id = ctx.uuid().map_err(|e| format!("CUDA device {ordinal}: uuid: {e:?}"))?;
+        Ok(format_uuid(&id.bytes.map(|b| b as u8)))
+    })
+}
+
+/// `GPU-` and the 16 bytes as 8-4-4-4-12 lowercase hex, as `nvidia-smi -L` prints them.
+fn format_uuid(b: &[u8; 16]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("GPU-{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 /// Runs `f` only if libcuda loads, and turns a panic inside cudarc into an "unavailable" error.
@@ -230,6 +250,12 @@ mod tests {
     #[test]
     fn a_probe_of_a_device_that_does_not_exist_is_an_error() {
         assert!(super::probe_bandwidth(10_000).is_err());
+    }
+
+    #[test]
+    fn uuids_are_printed_like_nvml_prints_them() {
+        let b = [0x5f, 0xd4, 0xf0, 0x87, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e, 0x6f, 0x70, 0x81, 0x92, 0xa3, 0xb4, 0xc5];
+        assert_eq!(super::format_uuid(&b), "GPU-5fd4f087-1a2b-3c4d-5e6f-708192a3b4c5");
     }
 
     #[test]

@@ -214,7 +214,7 @@ fn ingest(s: &mut State, req: Request) -> Option<Response> {
         s.arrivals.push(key.clone());
         s.stored.insert(key, batch.clone());
     }
-    let ack = BatchAck { seq: batch.seq, duplicate, commands: s.commands.drain(..).collect() };
+    let ack = BatchAck { seq: batch.seq, duplicate, commands: s.commands.drain(..).map(Into::into).collect() };
     let body = serde_json::to_vec(&ack).unwrap_or_default();
     Some((200, vec![("content-type", "application/json".into())], body))
 }

@@ -9,6 +9,8 @@ pub mod agent;
 #[cfg(feature = "agent")]
 pub mod bench;
 #[cfg(feature = "agent")]
+pub mod commands;
+#[cfg(feature = "agent")]
 pub mod config;
 #[cfg(feature = "agent")]
 pub mod cuda;

@@ -121,6 +121,11 @@ struct RunArgs {
     #[arg(long, env = "FLEETPILOT_REQUEST_TIMEOUT_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     request_timeout_secs: Option<f64>,
+    /// Longest wait of one command long poll in seconds; commands arrive within milliseconds of their creation.
+    /// 0 takes commands only from upload replies (within one interval) [default: 25].
+    #[arg(long, env = "FLEETPILOT_COMMAND_POLL_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_poll_secs: Option<u64>,
     /// Simulator: GPUs on this node [default: 4].
     #[arg(long, env = "FLEETPILOT_SIM_GPUS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,8 +192,6 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let agent = Agent::with_options(resolved.agent, resolved.options)?
         .with_triton(resolved.triton_url, resolved.triton_model)?;
-    // The bandwidth probe blocks about a second per GPU; it only logs ("unavailable" without CUDA).
-    tokio::task::spawn_blocking(gpu_agent::cuda::log_probe_all);
     let stats = agent.stats();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let metrics = match resolved.metrics_addr {

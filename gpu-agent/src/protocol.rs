@@ -40,6 +40,27 @@ pub struct Batch {
     /// Results of commands the agent executed since its previous batch.
     #[serde(default)]
     pub command_results: Vec<CommandResult>,
+    /// Results of GPU health probes run since the previous batch (at start and on command).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeSample>,
+}
+
+/// One run of the active health probe on one GPU: the memory bandwidth a small nvrtc-compiled kernel achieved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSample {
+    /// Unix milliseconds when the probe finished.
+    pub ts_ms: i64,
+    /// CUDA ordinal of the GPU.
+    pub gpu_index: u32,
+    /// GPU UUID when known (matches [`GpuSample::uuid`]).
+    #[serde(default)]
+    pub uuid: Option<String>,
+    /// Achieved device-memory bandwidth, GB/s; `None` when the probe could not run.
+    pub bandwidth_gb_s: Option<f64>,
+    /// Why the probe could not run (no CUDA, compile or launch failure).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// What the agent knows about its node.
@@ -164,7 +185,85 @@ pub struct BatchAck {
     pub duplicate: bool,
     /// Commands for this agent, oldest first.
     #[serde(default)]
-    pub commands: Vec<Command>,
+    pub commands: Vec<IncomingCommand>,
+}
+
+/// A command as it arrives: one this agent understands, or one it must reject with a reason (a newer
+/// server, a malformed action). Parsing an acknowledgement or a poll reply never fails because of one command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IncomingCommand {
+    /// A command of a known kind with valid fields.
+    Known(Command),
+    /// Anything else that carries an id.
+    Unknown {
+        /// The command's id, so the rejection can be reported.
+        id: String,
+        /// The rest, kept for the rejection message.
+        #[serde(flatten)]
+        rest: serde_json::Map<String, serde_json::Value>,
+    },
+}
+
+impl From<Command> for IncomingCommand {
+    fn from(c: Command) -> Self {
+        Self::Known(c)
+    }
+}
+
+/// `GET /api/v1/commands?agent_id=...&wait_s=...`: the commands waiting for an agent, returned as soon as there
+/// are any or after `wait_s` seconds with none (long poll).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandPoll {
+    /// Commands for this agent, oldest first.
+    #[serde(default)]
+    pub commands: Vec<IncomingCommand>,
+}
+
+/// `POST /api/v1/commands/ack`: the agent confirms it received commands and reports the results of those it
+/// executed, without waiting for its next batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandAck {
+    /// The agent (its credential must be allowed to write this node).
+    pub agent_id: String,
+    /// Ids of commands received (executing or about to be).
+    #[serde(default)]
+    pub received: Vec<String>,
+    /// Results of commands executed.
+    #[serde(default)]
+    pub results: Vec<CommandResult>,
+}
+
+/// Most ids or results in one [`CommandAck`].
+pub const MAX_ACKS: usize = 1000;
+
+impl CommandAck {
+    /// Checks every field; the first problem found is returned with its path.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        check_ident("agent_id", &self.agent_id, 128)?;
+        if self.received.len() > MAX_ACKS {
+            return Err(err("received", format!("at most {MAX_ACKS} ids")));
+        }
+        if self.results.len() > MAX_ACKS {
+            return Err(err("results", format!("at most {MAX_ACKS} results")));
+        }
+        for (i, id) in self.received.iter().enumerate() {
+            check_ident(&format!("received[{i}]"), id, 64)?;
+        }
+        check_results("results", &self.results)
+    }
+}
+
+fn check_results(field: &str, results: &[CommandResult]) -> Result<(), FieldError> {
+    for (i, r) in results.iter().enumerate() {
+        check_ident(&format!("{field}[{i}].id"), &r.id, 64)?;
+        if r.message.len() > 4096 {
+            return Err(err(format!("{field}[{i}].message"), "at most 4096 characters"));
+        }
+    }
+    Ok(())
 }
 
 /// A command from the control plane to one agent.
@@ -197,6 +296,8 @@ pub enum CommandAction {
         /// Desired replicas for the whole group.
         replicas: u32,
     },
+    /// Run the GPU health probe (memory bandwidth) on every GPU now; results come back as [`ProbeSample`]s.
+    Probe {},
 }
 
 /// Outcome of one command, reported in the next batch.
@@ -317,10 +418,21 @@ impl Batch {
             check_range(|| f("generation_tokens_per_s"), s.generation_tokens_per_s, 0.0, 1e12)?;
             check_opt(|| f("batch_size_mean"), s.batch_size_mean, 0.0, 1e6)?;
         }
-        for (i, r) in self.command_results.iter().enumerate() {
-            check_ident(&format!("command_results[{i}].id"), &r.id, 64)?;
-            if r.message.len() > 4096 {
-                return Err(err(format!("command_results[{i}].message"), "at most 4096 characters"));
+        check_results("command_results", &self.command_results)?;
+        if self.probes.len() > MAX_PROBES_PER_BATCH {
+            return Err(err("probes", format!("at most {MAX_PROBES_PER_BATCH} probe results per batch")));
+        }
+        for (i, p) in self.probes.iter().enumerate() {
+            let f = |name: &str| format!("probes[{i}].{name}");
+            if !(TS_MIN_MS..=TS_MAX_MS).contains(&p.ts_ms) {
+                return Err(err(f("ts_ms"), "must be Unix milliseconds between 2000 and 2200"));
+            }
+            if let Some(u) = &p.uuid {
+                check_ident(&f("uuid"), u, 96)?;
+            }
+            check_opt(|| f("bandwidth_gb_s"), p.bandwidth_gb_s, 0.0, 1e6)?;
+            if p.error.as_ref().is_some_and(|e| e.len() > 1024) {
+                return Err(err(f("error"), "at most 1024 characters"));
             }
         }
         Ok(())
@@ -331,6 +443,9 @@ impl Batch {
         self.gpus.len() * GPU_METRICS_PER_SAMPLE + self.serving.len() * SERVING_METRICS_PER_SAMPLE
     }
 }
+
+/// Most probe results in one batch.
+pub const MAX_PROBES_PER_BATCH: usize = 1024;
 
 /// Metric values in one [`GpuSample`] (for throughput accounting).
 pub const GPU_METRICS_PER_SAMPLE: usize = 12;
@@ -392,6 +507,7 @@ mod tests {
             }],
             serving: vec![],
             command_results: vec![],
+            probes: vec![],
         }
     }
 
@@ -437,5 +553,27 @@ mod tests {
         let s = serde_json::to_string(&c).unwrap();
         assert!(s.contains(r#""kind":"set_replicas""#), "{s}");
         assert_eq!(serde_json::from_str::<Command>(&s).unwrap(), c);
+        let p = serde_json::to_string(&Command { id: "c2".into(), action: CommandAction::Probe {} }).unwrap();
+        assert_eq!(p, r#"{"id":"c2","action":{"kind":"probe"}}"#);
+    }
+
+    #[test]
+    fn an_unknown_command_kind_does_not_make_the_reply_unreadable() {
+        let text = r#"{"seq":1,"duplicate":false,"commands":[
+            {"id":"a","action":{"kind":"set_replicas","group":"g","replicas":2}},
+            {"id":"b","action":{"kind":"reboot_the_node"}},
+            {"id":"c","action":{"kind":"rebatch","deployment":"ns/x","max_batch_size":"lots","max_queue_delay_us":1}}]}"#;
+        let ack: BatchAck = serde_json::from_str(text).unwrap();
+        assert!(matches!(&ack.commands[0], IncomingCommand::Known(c) if c.id == "a"));
+        assert!(matches!(&ack.commands[1], IncomingCommand::Unknown { id, .. } if id == "b"));
+        assert!(matches!(&ack.commands[2], IncomingCommand::Unknown { id, .. } if id == "c"));
+    }
+
+    #[test]
+    fn acks_are_validated() {
+        let mut a = CommandAck { agent_id: "n".into(), received: vec!["x".into()], results: vec![] };
+        assert_eq!(a.validate(), Ok(()));
+        a.received.push(String::new());
+        assert_eq!(a.validate().unwrap_err().field, "received[1]");
     }
 }

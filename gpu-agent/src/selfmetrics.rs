@@ -55,6 +55,10 @@ pub struct AgentStats {
     pub commands_failed: AtomicU64,
     /// Unix ms of the last acknowledged send; 0 before the first.
     pub last_send_ms: AtomicU64,
+    /// Commands received through the long poll.
+    pub commands_polled: AtomicU64,
+    /// Long polls that failed (network, 5xx, auth) and were retried after a backoff.
+    pub command_poll_errors: AtomicU64,
 }
 
 impl AgentStats {
@@ -135,6 +139,16 @@ impl AgentStats {
         gauge("fleetpilot_agent_spool_bytes", "Bytes in the spool.", get(&self.spool_bytes))?;
         gauge("fleetpilot_agent_spool_batches", "Batches waiting in the spool.", get(&self.spool_batches))?;
         counter("fleetpilot_agent_scrape_errors_total", "Serving-engine scrape errors.", get(&self.scrape_errors))?;
+        counter(
+            "fleetpilot_agent_commands_polled_total",
+            "Commands received through the long poll.",
+            get(&self.commands_polled),
+        )?;
+        counter(
+            "fleetpilot_agent_command_poll_errors_total",
+            "Long polls for commands that failed and were retried.",
+            get(&self.command_poll_errors),
+        )?;
         labelled(
             "fleetpilot_agent_command_results_total",
             "Commands executed, by result.",

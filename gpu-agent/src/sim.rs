@@ -309,6 +309,23 @@ impl NodeSim {
         GroupState { ready: self.ready, pending, util, backlog: self.backlog, row }
     }
 
+    /// The health probe's answer for each simulated GPU: an H100's achievable copy bandwidth (about 2.9 TB/s)
+    /// with a little noise; the hot GPU (`hot_gpu`) measures 40 % lower, a degraded part that still reports
+    /// normal utilisation.
+    pub fn probe(&mut self, now_ms: i64) -> Vec<crate::protocol::ProbeSample> {
+        (0..self.cfg.gpus)
+            .map(|i| {
+                let nominal: f64 = if self.cfg.hot_gpu == Some(i) { 0.6 * 2900.0 } else { 2900.0 };
+                crate::protocol::ProbeSample {
+                    ts_ms: now_ms,
+                    gpu_index: i,
+                    uuid: Some(format!("GPU-sim-{}-{i:02}", self.cfg.node)),
+                    bandwidth_gb_s: Some((nominal + self.rng.random_range(-30.0..30.0)).round()),
+                    error: None,
+                }
+            })
+            .collect()
+    }
     /// Samples every GPU of this node and every replica it serves at `now_ms`.
     pub fn sample(&mut self, now_ms: i64) -> (Vec<GpuSample>, Vec<ServingSample>) {
         let g = self.advance(now_ms);

@@ -2,7 +2,7 @@
 //! `(agent_id, seq)`: every sample collected is stored exactly once across outages (dead server, 503, 429),
 //! across a restart during an outage, with a torn spool tail; a full spool drops the oldest batches and says
 //! how many; refused batches are not retried. Outages are short (a parameter) and the interval is 50 ms so
-//! the suite stays fast; nothing depends on the outage length.
+//! the suite stays fast; `long_outage.rs` runs the 5-minute scenario with production settings.
 
 // A failed setup step should fail the test on the spot.
 #![allow(clippy::unwrap_used)]
@@ -56,6 +56,7 @@ fn options(spool: &Path, max_bytes: u64) -> AgentOptions {
         spool: Some(SpoolConfig { dir: Some(spool.to_path_buf()), max_bytes, max_batches: usize::MAX }),
         request_timeout: Some(Duration::from_secs(1)),
         backoff: Some(Backoff { initial: Duration::from_millis(20), max: Duration::from_millis(200) }),
+        ..AgentOptions::default()
     }
 }
 

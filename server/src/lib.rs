@@ -8,6 +8,7 @@ pub mod bench;
 pub mod config;
 pub mod control;
 pub mod db;
+pub mod delivery;
 pub mod demo;
 pub mod domain;
 pub mod error;

@@ -122,6 +122,21 @@ enum EvalCmd {
 
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
+    /// Command delivery latency (server records -> agent acknowledges), long poll against upload replies only.
+    Commands {
+        /// Simulated agents (1 s uploads each).
+        #[arg(long, default_value_t = 200)]
+        agents: usize,
+        /// Commands per phase.
+        #[arg(long, default_value_t = 500)]
+        commands: usize,
+        /// Mean gap between commands, milliseconds.
+        #[arg(long, default_value_t = 20)]
+        gap_ms: u64,
+        /// Working directory (wiped).
+        #[arg(long, default_value = ".fleetpilot/bench-commands")]
+        data_dir: PathBuf,
+    },
     /// Refit of N deployments' forecasts (1 week at 1 min) and one streaming anomaly update of M GPUs.
     Forecast {
         /// Deployments to refit.
@@ -208,6 +223,10 @@ async fn main() -> anyhow::Result<()> {
                 step_s,
             };
             fleetpilot::evaluate::backtest(&trace, &out, profile).map(|_| ())
+        }
+        Cmd::Bench(BenchCmd::Commands { agents, commands, gap_ms, data_dir }) => {
+            let opts = fleetpilot::bench::commands::CommandBenchOptions { agents, commands, gap_ms, data_dir };
+            fleetpilot::bench::commands::run(opts).await.map(|_| ())
         }
         Cmd::Bench(BenchCmd::Forecast { deployments, gpus }) => {
             tokio::task::spawn_blocking(move || fleetpilot::bench::forecast::run(deployments, gpus)).await?

@@ -14,6 +14,7 @@ use crate::alerts::{AlertEngine, outbox::OutboxWorker};
 use crate::config::Settings;
 use crate::control::ControlLoop;
 use crate::db::{self, Partitions};
+use crate::delivery::CommandBus;
 use crate::error::ApiError;
 use crate::ingest::{IngestQueue, QueueLimits};
 use crate::pg::{PgOptions, PrivatePostgres};
@@ -73,6 +74,8 @@ impl Application {
             writers: settings.ingest.writers,
         };
         let (ingest, writers) = IngestQueue::start(pool.clone(), partitions.clone(), metrics.clone(), limits);
+        let (shutdown, rx) = watch::channel(false);
+        let commands = CommandBus::new(rx.clone());
         let state = AppState {
             pool: pool.clone(),
             ingest,
@@ -80,10 +83,10 @@ impl Application {
             partitions,
             metrics: metrics.clone(),
             credentials: Arc::default(),
+            commands: commands.clone(),
         };
         let server = http_server(listener, state.clone())?;
-        let (shutdown, rx) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(commands.listen_until_stopped(pool.clone(), rx.clone()))];
 
         let kube = KubeScaler::from_settings(&settings.kube).await?;
         let actuators = Actuators { kube, agents: AgentActuator::new(pool.clone()) };
@@ -184,6 +187,11 @@ async fn maintenance(state: AppState, mut rx: watch::Receiver<bool>) {
         let i = &state.settings.ingest;
         if let Err(e) = db::rollups::expire(&state.pool, i.rollup_1m_retention_days, i.rollup_1h_retention_days).await {
             tracing::warn!(error = %e, "expiring rollups failed");
+        }
+        match db::commands::expire(&state.pool).await {
+            Ok(n) if n > 0 => tracing::warn!(commands = n, "commands expired without a result"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiring commands failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}

@@ -24,4 +24,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Node credentials resolved recently.
     pub credentials: Arc<crate::auth::CredentialCache>,
+    /// Wakes command long polls.
+    pub commands: crate::delivery::CommandBus,
 }

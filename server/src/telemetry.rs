@@ -25,6 +25,8 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Alert deliveries by outcome: delivered, retry, failed.
     pub alert_deliveries: IntCounterVec,
+    /// Commands handed to agents, by path: poll (long poll) or upload (upload acknowledgement).
+    pub commands_delivered: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -69,9 +71,14 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("static metric definition is valid"),
+            commands_delivered: IntCounterVec::new(
+                Opts::new("fleetpilot_commands_delivered_total", "Commands handed to agents, by path"),
+                &["path"],
+            )
+            .expect("static metric definition is valid"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 8] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
             Box::new(m.ingest_batches.clone()),
             Box::new(m.ingest_samples.clone()),
             Box::new(m.ingest_seconds.clone()),
@@ -80,6 +87,7 @@ impl Metrics {
             Box::new(m.decisions.clone()),
             Box::new(m.leader.clone()),
             Box::new(m.alert_deliveries.clone()),
+            Box::new(m.commands_delivered.clone()),
         ];
         for c in collectors {
             // Names are unique constants: registration cannot fail.
@@ -94,6 +102,9 @@ impl Metrics {
         }
         for o in ["delivered", "retry", "failed"] {
             m.alert_deliveries.with_label_values(&[o]);
+        }
+        for p in ["poll", "upload"] {
+            m.commands_delivered.with_label_values(&[p]);
         }
         m
     }

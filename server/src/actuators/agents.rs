@@ -29,7 +29,7 @@ impl AgentActuator {
         }
         let action = CommandAction::SetReplicas { group: group.to_string(), replicas };
         for n in nodes {
-            db::ingest::enqueue_command(&self.pool, &n, &action, Some(decision_id)).await?;
+            db::commands::enqueue(&self.pool, &n, &action, Some(decision_id)).await?;
         }
         Ok(())
     }
@@ -45,7 +45,7 @@ impl AgentActuator {
     ) -> Result<usize, ActuateError> {
         let action = CommandAction::Rebatch { deployment: deployment.to_string(), max_batch_size, max_queue_delay_us };
         for n in nodes {
-            db::ingest::enqueue_command(&self.pool, n, &action, Some(decision_id)).await?;
+            db::commands::enqueue(&self.pool, n, &action, Some(decision_id)).await?;
         }
         Ok(nodes.len())
     }

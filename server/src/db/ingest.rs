@@ -3,9 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use gpu_agent::protocol::{Batch, Command, CommandAction, CommandResult, GpuSample, ServingSample};
+use gpu_agent::protocol::{Batch, GpuSample, ProbeSample, ServingSample};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::copy::CopyBinary;
 
@@ -80,11 +79,36 @@ pub async fn store_group(pool: &PgPool, batches: &[&Batch]) -> Result<Vec<StoreO
     late.sort_unstable();
     late.dedup();
     super::rollups::mark_dirty(&mut tx, &late).await?;
+    insert_probes(&mut tx, &stored).await?;
     for b in batches {
-        record_command_results(&mut tx, &b.agent_id, &b.command_results).await?;
+        if !b.command_results.is_empty() {
+            super::commands::acknowledge(&mut tx, &b.agent_id, &[], &b.command_results).await?;
+        }
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+async fn insert_probes(tx: &mut sqlx::PgConnection, stored: &[&Batch]) -> Result<(), sqlx::Error> {
+    let rows: Vec<(&str, &ProbeSample)> =
+        stored.iter().flat_map(|b| b.probes.iter().map(|p| (b.agent_id.as_str(), p))).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO gpu_probes (node_id, gpu_index, ts, uuid, bandwidth_gb_s, error) \
+         SELECT * FROM UNNEST($1::text[], $2::int[], $3::timestamptz[], $4::text[], $5::float8[], $6::text[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(rows.iter().map(|(n, _)| *n).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, p)| i32::try_from(p.gpu_index).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, p)| ts(p.ts_ms)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, p)| p.uuid.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, p)| p.bandwidth_gb_s).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, p)| p.error.as_deref()).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 async fn upsert_nodes(tx: &mut sqlx::PgConnection, batches: &[&Batch]) -> Result<(), sqlx::Error> {
@@ -324,64 +348,3 @@ async fn upsert_gpu_latest(tx: &mut sqlx::PgConnection, batches: &[&Batch]) -> R
     Ok(())
 }
 
-async fn record_command_results(
-    tx: &mut sqlx::PgConnection,
-    node: &str,
-    results: &[CommandResult],
-) -> Result<(), sqlx::Error> {
-    for r in results {
-        let Ok(id) = Uuid::parse_str(&r.id) else { continue };
-        // Only the node the command was for may complete it; the first result wins.
-        sqlx::query(
-            "UPDATE commands SET completed_at = now(), ok = $3, result = $4 \
-             WHERE id = $1 AND node_id = $2 AND completed_at IS NULL",
-        )
-        .bind(id)
-        .bind(node)
-        .bind(r.ok)
-        .bind(&r.message)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Commands not yet completed by each of `nodes`, oldest first; marks them delivered.
-pub async fn pending_commands_for(pool: &PgPool, nodes: &[&str]) -> Result<HashMap<String, Vec<Command>>, sqlx::Error> {
-    let mut rows: Vec<(String, Uuid, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
-        "UPDATE commands SET delivered_at = coalesce(delivered_at, now()) \
-         WHERE completed_at IS NULL AND node_id = ANY($1) \
-         RETURNING node_id, id, action, created_at",
-    )
-    .bind(nodes)
-    .fetch_all(pool)
-    .await?;
-    // RETURNING has no order; agents apply commands in creation order.
-    rows.sort_by_key(|r| r.3);
-    let mut out: HashMap<String, Vec<Command>> = HashMap::new();
-    for (node, id, action, _) in rows {
-        match serde_json::from_value::<CommandAction>(action) {
-            Ok(action) => out.entry(node).or_default().push(Command { id: id.to_string(), action }),
-            Err(e) => tracing::error!(%id, error = %e, "stored command does not parse; skipping it"),
-        }
-    }
-    Ok(out)
-}
-
-/// Queues a command for a node.
-pub async fn enqueue_command(
-    pool: &PgPool,
-    node: &str,
-    action: &CommandAction,
-    decision_id: Option<i64>,
-) -> Result<Uuid, sqlx::Error> {
-    let id = Uuid::new_v4();
-    sqlx::query("INSERT INTO commands (id, node_id, action, decision_id) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(node)
-        .bind(serde_json::to_value(action).unwrap_or_default())
-        .bind(decision_id)
-        .execute(pool)
-        .await?;
-    Ok(id)
-}

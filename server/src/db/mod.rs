@@ -3,6 +3,7 @@
 //! input, and marked with `AssertSqlSafe` at that one spot.
 
 pub mod alerts;
+pub mod commands;
 pub mod control;
 pub mod copy;
 pub mod dashboard;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use gpu_agent::protocol::{Batch, Command};
+use gpu_agent::protocol::{Batch, IncomingCommand};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -22,7 +22,7 @@ pub struct Stored {
     /// The batch had been stored before.
     pub duplicate: bool,
     /// Commands waiting for the batch's node.
-    pub commands: Vec<Command>,
+    pub commands: Vec<IncomingCommand>,
 }
 
 /// Why a batch was not taken.
@@ -206,7 +206,7 @@ impl Writer {
             n.dedup();
             n
         };
-        let mut commands = db::ingest::pending_commands_for(&self.pool, &nodes).await?;
+        let mut commands = db::commands::due_for(&self.pool, &nodes).await?;
         // Each node's commands go in the reply to its newest batch of the group.
         let mut out: Vec<Stored> =
             outcomes.iter().map(|o| Stored { duplicate: o.duplicate, commands: Vec::new() }).collect();

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod commands;
 mod end_to_end;
 mod fakes;
 mod helpers;

@@ -40,6 +40,9 @@ pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Byte
     };
     match done.await {
         Ok(Ok(stored)) => {
+            if !stored.commands.is_empty() {
+                m.commands_delivered.with_label_values(&["upload"]).inc_by(stored.commands.len() as u64);
+            }
             Ok(HttpResponse::Ok().json(BatchAck { seq, duplicate: stored.duplicate, commands: stored.commands }))
         }
         // Not committed: the agent keeps the batch and retries.

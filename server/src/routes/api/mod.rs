@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`.
 
+pub mod commands;
 pub mod enroll;
 pub mod ingest;
 pub mod policies;
@@ -11,6 +12,12 @@ use actix_web::web;
 /// Registers the API routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(ingest::ingest)
+        .service(commands::poll)
+        .service(commands::ack)
+        .service(commands::get_one)
+        .service(commands::of_node)
+        .service(commands::probe)
+        .service(commands::probes)
         .service(policies::create)
         .service(policies::list)
         .service(policies::get)
