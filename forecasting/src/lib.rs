@@ -8,10 +8,12 @@ pub mod backtest;
 pub mod clustering;
 pub mod decision;
 pub mod error;
+pub mod events;
 pub mod forecast;
 pub mod latency_model;
 pub mod mase;
 pub mod model;
 pub mod nab;
+pub mod peers;
 
 pub use error::Error;
