@@ -1,8 +1,8 @@
 //! Backtests on the real traces (`shared/data/traces`, standard profile).
 
 use forecasting::backtest::{
-    FleetpilotPolicy, HpaPolicy, KpaPolicy, Observation, Policy, Profile, Summary, TraceStep, format_steps_csv,
-    parse_trace_csv, replay, simulate, static_best, static_peak,
+    FleetpilotPolicy, HpaPolicy, KpaPolicy, Observation, Policy, Profile, StaticPolicy, Summary, TraceStep,
+    format_steps_csv, parse_trace_csv, replay, simulate, static_best, static_peak, trace_work,
 };
 
 const TRACES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/traces");
@@ -97,25 +97,73 @@ fn replaying_the_desired_column_reproduces_the_summary() {
     }
 }
 
+/// Issue #6: within 1.10x the GPU-hours of `static-best` and at least 35 % below `static-peak`, at most 20 scale
+/// actions per hour, more attainment than `hpa` and `kpa` (a tie only at 100 %), and at least 99.5 % attainment
+/// where a causal policy can reach it. On azure_code it cannot (see `azure_code_target_needs_foresight`): there
+/// fleetpilot must stay within 1.5 points of the ceiling of a policy without foresight.
 #[test]
 fn fleetpilot_meets_its_targets() {
     for name in ["azure_conv_10s", "azure_code_10s", "mooncake_conversation_10s"] {
         let trace = load(name);
         let r = references(&trace);
         let f = run(&trace, &mut FleetpilotPolicy::default());
+        println!(
+            "{name}: fleetpilot {:.2} GPU-h ({:.3}x static-best, {:.3}x static-peak) {:.3} % {:.1} actions/h",
+            f.gpu_hours,
+            f.gpu_hours / r.best.gpu_hours,
+            f.gpu_hours / r.peak.gpu_hours,
+            100.0 * f.slo_attainment,
+            f.actions_per_hour
+        );
         assert!(f.gpu_hours <= 1.10 * r.best.gpu_hours, "{name}: {f:?}");
         assert!(f.gpu_hours <= 0.65 * r.peak.gpu_hours, "{name}: {f:?}");
         assert!(f.actions_per_hour <= 20.0, "{name}: {f:?}");
-        assert!(f.slo_attainment >= r.hpa.slo_attainment, "{name}: {f:?}");
-        assert!(f.slo_attainment > r.kpa.slo_attainment, "{name}: {f:?}");
+        for other in [&r.hpa, &r.kpa] {
+            let tie_at_full = other.slo_attainment >= 1.0 && f.slo_attainment >= 1.0;
+            assert!(f.slo_attainment > other.slo_attainment || tie_at_full, "{name}: {f:?} vs {other:?}");
+        }
         if name == "azure_code_10s" {
-            // Known shortfall: bursts at steps 20-31 and 86 (2x anything seen before) cannot be anticipated
-            // causally within the GPU-hour budget; see the report.
-            assert!(f.slo_attainment >= 0.85, "{name}: {f:?}");
+            assert!(f.slo_attainment >= AZURE_CODE_CAUSAL_CEILING - 0.015, "{name}: {f:?}");
         } else {
             assert!(f.slo_attainment >= 0.995, "{name}: {f:?}");
         }
     }
+}
+
+/// Attainment ceiling on azure_code for a policy without foresight (derived in
+/// `azure_code_target_needs_foresight`).
+const AZURE_CODE_CAUSAL_CEILING: f64 = 0.8778;
+
+/// Why 99.5 % on azure_code needs foresight. The target may lose 0.5 % of the work (102.6 replica-s), but steps 23
+/// and 86 each carry more than that, so both must be met. Meeting a step of work w with no backlog takes
+/// `ceil(w / (Δ + L))` ready replicas, and the replicas ready at step t were started at step t - 1 - ceil(C / Δ) or
+/// earlier. At those commit points the largest step seen needed 9 and 41 replicas and the preceding minute was
+/// idle; 99.5 % needs 39 and 82 (4.3x and 2.0x). A policy that keeps the initial fleet (15) through the first burst
+/// and does not hold 2x its largest observed need through an idle spell loses at least 7.46 % + 4.76 %.
+#[test]
+fn azure_code_target_needs_foresight() {
+    let p = Profile::STANDARD;
+    let trace = load("azure_code_10s");
+    let work = trace_work(&trace, &p).expect("work");
+    let total: f64 = work.iter().sum();
+    let need = |w: f64| (w / (p.step_s + p.slo_s)).ceil() as u32;
+    let lead = p.cold_start_steps() + 1;
+    // (step, replicas needed then, largest need seen at the commit point)
+    for (t, needed, seen) in [(23, 39, 9), (86, 82, 41)] {
+        assert!(work[t] > 0.005 * total, "step {t}");
+        assert_eq!(need(work[t]), needed, "step {t}");
+        let committed = t - lead;
+        let largest = work[..=committed].iter().copied().fold(0.0, f64::max);
+        assert_eq!(need(largest), seen, "step {t}");
+        assert!(work[committed - 5..=committed].iter().all(|w| *w == 0.0), "step {t}");
+    }
+    // The first burst (steps 19-31) is served by what was committed by step 18, when the largest step seen needed
+    // 9 replicas; the initial fleet (15) loses 7.46 % of the work there, and step 86 alone is 4.76 %.
+    let initial = run(&trace[..32], &mut StaticPolicy::new("initial", 15));
+    let early_loss = (1.0 - initial.slo_attainment) * initial.total_work / total;
+    let ceiling = 1.0 - early_loss - work[86] / total;
+    assert!((early_loss - 0.0746).abs() < 5e-4, "{early_loss}");
+    assert!((ceiling - AZURE_CODE_CAUSAL_CEILING).abs() < 5e-4, "{ceiling}");
 }
 
 /// Two days of a real trace modulated by a daily cycle (trough 25% of the peak): tracking demand must beat the
