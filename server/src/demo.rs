@@ -10,7 +10,9 @@ use rand::Rng as _;
 
 use crate::config::{Secret, Settings};
 use crate::db;
-use crate::domain::policy::{Metric, PolicySpec, RebatchSpec, Target, TargetKind};
+use crate::domain::policy::{
+    BehaviorSpec, Metric, PolicySpec, RateKindSpec, RatePolicySpec, RebatchSpec, RulesSpec, Target, TargetKind,
+};
 use crate::pg::{PgOptions, PrivatePostgres};
 use crate::startup::Application;
 
@@ -95,8 +97,22 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         },
         min_replicas: 1,
         max_replicas: capacity,
-        metric: Metric::GpuUtilization,
-        target_value: 60.0,
+        metric: Some(Metric::GpuUtilization),
+        target_value: Some(60.0),
+        metrics: Vec::new(),
+        slo: None,
+        // HPA's rate limits and panic window, on the demo's faster clock.
+        behavior: BehaviorSpec {
+            scale_up: Some(RulesSpec {
+                stabilization_window_seconds: Some(0),
+                select_policy: None,
+                policies: Some(vec![RatePolicySpec { kind: RateKindSpec::Percent, value: 100, period_seconds: 2 }]),
+            }),
+            scale_down: None,
+        },
+        predictive: Default::default(),
+        panic: forecasting::decision::PanicSettings { threshold: 2.0, window_secs: 10 },
+        scale_to_zero_idle_secs: None,
         tolerance: 0.1,
         // 120 s of trace time at the demo's speed-up.
         cold_start_secs: (120.0 / opts.speedup).ceil().max(1.0) as u32,

@@ -4,14 +4,14 @@
 //! wraps it with leader election (a Postgres advisory lock held on a dedicated connection), so with several
 //! server replicas exactly one acts, and leadership moves as soon as the leader's connection drops.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use forecasting::anomaly::{Detector, Score};
-use forecasting::decision::{DecisionInput, decide};
+use forecasting::decision::{DecisionInput, DecisionState, MetricObservation, PredictiveMode, SloObservation, decide};
 use forecasting::forecast::{ForecastConfig, forecast};
 use serde_json::json;
 use sqlx::PgPool;
@@ -25,15 +25,15 @@ use crate::db;
 use crate::db::control::NewDecision;
 use crate::db::policies::StoredPolicy;
 use crate::db::series::Point;
-use crate::domain::policy::{PolicySpec, TargetKind};
+use crate::domain::policy::{Metric, PolicySpec, TargetKind};
 use crate::telemetry::Metrics;
 
 /// Anomaly score at or above which the latest point counts as anomalous.
 pub const ANOMALY_THRESHOLD: f64 = 0.7;
 /// Buckets of history needed before the forecast is computed and acted on.
 pub const MIN_FORECAST_POINTS: usize = 12;
-/// Forecast interval level used as headroom.
-pub const FORECAST_LEVEL: f64 = 0.9;
+/// Longest wait between two attempts to act on a failing target.
+pub const MAX_BACKOFF_SECS: i64 = 300;
 
 /// What one policy's step did.
 #[derive(Debug, Clone)]
@@ -61,8 +61,12 @@ pub struct TickOutcome {
     pub failures: Vec<(Uuid, String)>,
 }
 
-/// When this replica started watching a policy, and its recent (time, recommendation) pairs.
-type Recommendations = (DateTime<Utc>, VecDeque<(DateTime<Utc>, u32)>);
+/// Consecutive actuation failures of a policy and when the next attempt may happen.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    next_attempt: DateTime<Utc>,
+}
 
 /// A policy's streaming anomaly detector.
 struct Watch {
@@ -78,8 +82,10 @@ pub struct ControlLoop {
     actuators: Actuators,
     metrics: Metrics,
     batch_sizes: Mutex<HashMap<Uuid, u32>>,
-    /// Recommendations per policy within the stabilization window, and when this replica started watching.
-    recommendations: Mutex<HashMap<Uuid, Recommendations>>,
+    /// The decision engine's memory per policy (recommendations, changes, panic, idle), kept by the leader.
+    states: Mutex<HashMap<Uuid, DecisionState>>,
+    /// Actuation backoff per policy.
+    backoffs: Mutex<HashMap<Uuid, Backoff>>,
     /// Per-policy streaming anomaly detector and the last bucket it was fed.
     detectors: Mutex<HashMap<Uuid, Watch>>,
     last_resend: Mutex<HashMap<Uuid, DateTime<Utc>>>,
@@ -95,7 +101,8 @@ impl ControlLoop {
             actuators,
             metrics,
             batch_sizes: Mutex::new(HashMap::new()),
-            recommendations: Mutex::new(HashMap::new()),
+            states: Mutex::new(HashMap::new()),
+            backoffs: Mutex::new(HashMap::new()),
             detectors: Mutex::new(HashMap::new()),
             last_resend: Mutex::new(HashMap::new()),
             leading: Arc::new(AtomicBool::new(false)),
@@ -126,7 +133,12 @@ impl ControlLoop {
         Ok(out)
     }
 
-    async fn series(&self, spec: &PolicySpec, now: DateTime<Utc>) -> Result<(Vec<Point>, Vec<String>), sqlx::Error> {
+    async fn series(
+        &self,
+        spec: &PolicySpec,
+        metric: Metric,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Point>, Vec<String>), sqlx::Error> {
         let group = (spec.target.kind == TargetKind::AgentGroup).then_some(spec.target.name.as_str());
         let since = now - chrono::Duration::seconds(i64::from(self.settings.lookback_secs));
         // `to` is open: include the bucket being filled right now.
@@ -135,7 +147,7 @@ impl ControlLoop {
             &self.pool,
             &spec.deployment(),
             group,
-            spec.metric,
+            metric,
             since,
             to,
             self.settings.bucket_secs,
@@ -146,10 +158,32 @@ impl ControlLoop {
     async fn step(&self, p: &StoredPolicy, now: DateTime<Utc>) -> Result<PolicyOutcome, sqlx::Error> {
         let spec = &p.spec;
         let bucket = i64::from(self.settings.bucket_secs);
-        let (points, nodes) = self.series(spec, now).await?;
+        let targets = spec.targets();
+        let Some(first) = targets.first().copied() else {
+            return Err(sqlx::Error::Protocol(format!("policy {} has no metric target", spec.name)));
+        };
+        let (points, nodes) = self.series(spec, first.metric, now).await?;
         let history = fill_gaps(&points, bucket);
-        let last = points.last().copied();
-        let fresh = last.filter(|l| now.timestamp() - l.bucket_secs <= 3 * bucket);
+        let fresh_of = |points: &[Point]| {
+            points.last().copied().filter(|l| now.timestamp() - l.bucket_secs <= 3 * bucket)
+        };
+        let fresh = fresh_of(&points);
+        let mut metrics = vec![MetricObservation {
+            name: metric_name(first.metric).into(),
+            total: fresh.map(|l| l.total),
+            target_per_replica: first.target,
+        }];
+        let mut observed = vec![json!({ "metric": first.metric, "target": first.target, "total": fresh.map(|l| l.total), "members": fresh.map(|l| l.members) })];
+        for t in targets.iter().skip(1) {
+            let (pts, _) = self.series(spec, t.metric, now).await?;
+            let f = fresh_of(&pts);
+            metrics.push(MetricObservation {
+                name: metric_name(t.metric).into(),
+                total: f.map(|l| l.total),
+                target_per_replica: t.target,
+            });
+            observed.push(json!({ "metric": t.metric, "target": t.target, "total": f.map(|l| l.total), "members": f.map(|l| l.members) }));
+        }
 
         // Current replicas: what the target says, else what we last applied, else the policy's floor.
         let (current, current_source) = match self.actuators.current(spec).await {
@@ -160,19 +194,22 @@ impl ControlLoop {
             },
         };
 
-        // Forecast the total over the cold-start horizon; the upper bound is the headroom.
-        let horizon = (i64::from(spec.cold_start_secs).max(bucket) as f64 / bucket as f64).ceil() as usize;
+        // Forecast the total over the horizon (the cold start by default); the upper quantile is the headroom.
+        let horizon_secs = spec.predictive.horizon_secs.unwrap_or(spec.cold_start_secs);
+        let horizon = (i64::from(horizon_secs).max(bucket) as f64 / bucket as f64).ceil() as usize;
+        // The upper bound of the central interval at level L is the (1 + L) / 2 quantile.
+        let level = (2.0 * spec.predictive.quantile - 1.0).clamp(0.0, 0.98);
         let mut forecast_id = None;
         let mut forecast_upper = None;
         let mut forecast_json = serde_json::Value::Null;
         // A forecast from a handful of points has intervals too wide to act on.
-        if history.len() >= MIN_FORECAST_POINTS {
-            match forecast(&history, horizon, FORECAST_LEVEL, &ForecastConfig::default()) {
+        if spec.predictive.mode != PredictiveMode::Off && history.len() >= MIN_FORECAST_POINTS {
+            match forecast(&history, horizon, level, &ForecastConfig::default()) {
                 Ok(f) => {
                     let upper = f.upper.iter().copied().fold(0.0_f64, f64::max);
                     forecast_upper = Some(upper);
                     let model = format!("{:?}", f.model);
-                    forecast_json = json!({ "model": model, "period": f.period, "horizon_steps": horizon, "upper_max": upper, "level": f.level });
+                    forecast_json = json!({ "model": model, "period": f.period, "horizon_steps": horizon, "upper_max": upper, "quantile": spec.predictive.quantile, "mode": spec.predictive.mode });
                     forecast_id = Some(
                         db::control::insert_forecast(
                             &self.pool,
@@ -196,31 +233,59 @@ impl ControlLoop {
         let anomaly_json =
             score.as_ref().map(|s| json!({ "score": s.score, "component": s.component, "explanation": s.to_string() }));
 
-        let observed_per_replica = fresh.map(|l| l.total / f64::from(current.max(1)));
-        let stabilization_floor = self.stabilization_floor(p.id, now, current);
+        // Latency SLOs, worst replica over the last few buckets.
+        let mut slos = Vec::new();
+        if let Some(slo) = &spec.slo {
+            let since = now - chrono::Duration::seconds(bucket * 3);
+            let lat = db::control::latest_latency(&self.pool, &spec.deployment(), since).await?;
+            if let Some(t) = slo.ttft_p95_ms {
+                slos.push(SloObservation { name: "ttft_p95_ms".into(), observed: lat.ttft_p95_s.map(|v| v * 1000.0), target: t });
+            }
+            if let Some(t) = slo.itl_p95_ms {
+                slos.push(SloObservation { name: "itl_p95_ms".into(), observed: lat.itl_p95_s.map(|v| v * 1000.0), target: t });
+            }
+        }
+        let single_node_fault = if first.metric == Metric::GpuUtilization && !nodes.is_empty() {
+            let per_node = db::control::node_utilization(&self.pool, &nodes, now - chrono::Duration::seconds(bucket * 3)).await?;
+            single_node_fault(&per_node, first.target)
+        } else {
+            None
+        };
+
+        let mut behavior = spec.behavior.resolve();
+        if spec.behavior.scale_down.as_ref().and_then(|r| r.stabilization_window_seconds).is_none() {
+            behavior.scale_down.stabilization_window_secs = self.settings.scale_down_stabilization_secs;
+        }
         let input = DecisionInput {
+            now_secs: now.timestamp(),
             current_replicas: current,
             min_replicas: spec.min_replicas,
             max_replicas: spec.max_replicas,
-            target_per_replica: spec.target_value,
-            observed_per_replica,
+            metrics,
+            slos: slos.clone(),
+            predictive: spec.predictive.mode,
             forecast_total_upper: forecast_upper,
             latest_anomalous,
+            single_node_fault: single_node_fault.clone(),
             tolerance: spec.tolerance,
-            stabilization_floor,
+            behavior,
+            panic: spec.panic,
+            scale_to_zero_idle_secs: spec.scale_to_zero_idle_secs,
+            cold_start_secs: spec.cold_start_secs,
         };
-        let decision = decide(&input);
-        self.remember(p.id, now, decision.recommended);
+        let decision = {
+            let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+            decide(&input, states.entry(p.id).or_default())
+        };
         let inputs = json!({
-            "metric": spec.metric,
-            "target_value": spec.target_value,
-            "observed_total": fresh.map(|l| l.total),
-            "observed_members": fresh.map(|l| l.members),
-            "observed_per_replica": observed_per_replica,
+            "metrics": observed,
             "history_points": history.len(),
             "current_source": current_source,
             "forecast": forecast_json,
             "anomaly": anomaly_json,
+            "slos": slos,
+            "single_node_fault": single_node_fault,
+            "panic": decision.panic,
         });
         let target = spec.target_label();
         let decision_id = db::control::insert_decision(
@@ -245,18 +310,30 @@ impl ControlLoop {
         } else if decision.desired == current && !self.resend_due(p.id, spec, now) {
             self.metrics.decisions.with_label_values(&["unchanged"]).inc();
             (true, None)
+        } else if let Some(b) = self.backing_off(p.id, now) {
+            self.metrics.decisions.with_label_values(&["failed"]).inc();
+            let msg = format!(
+                "not sent: backing off after {} failed attempts; next try at {}",
+                b.failures,
+                b.next_attempt.format("%H:%M:%S")
+            );
+            (false, Some(msg))
         } else {
             match self.actuators.scale(spec, decision.desired, decision_id).await {
                 Ok(()) => {
                     self.metrics.decisions.with_label_values(&["applied"]).inc();
+                    self.backoffs.lock().unwrap_or_else(|e| e.into_inner()).remove(&p.id);
                     if decision.desired != current {
                         tracing::info!(target = %target, from = current, to = decision.desired, reason = %decision.reason, "scaled");
+                        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+                        states.entry(p.id).or_default().applied(now.timestamp(), current, decision.desired);
                     }
                     (true, None)
                 }
                 Err(e) => {
                     self.metrics.decisions.with_label_values(&["failed"]).inc();
-                    tracing::warn!(target = %target, error = %e, "scaling failed");
+                    let b = self.failed(p.id, now);
+                    tracing::warn!(target = %target, error = %e, failures = b.failures, retry_at = %b.next_attempt, "scaling failed");
                     (false, Some(e.to_string()))
                 }
             }
@@ -268,20 +345,20 @@ impl ControlLoop {
         Ok(PolicyOutcome { policy_id: p.id, decision_id, current, desired: decision.desired, applied, error })
     }
 
-    /// The highest recommendation of the stabilization window; until this replica has watched a policy for a
-    /// whole window (e.g. right after a leadership change) it is the current count, so nothing scales down on
-    /// partial evidence.
-    fn stabilization_floor(&self, policy: Uuid, now: DateTime<Utc>, current: u32) -> Option<u32> {
-        let window = chrono::Duration::seconds(i64::from(self.settings.scale_down_stabilization_secs));
-        let mut map = self.recommendations.lock().unwrap_or_else(|e| e.into_inner());
-        let (since, recs) = map.entry(policy).or_insert_with(|| (now, VecDeque::new()));
-        while recs.front().is_some_and(|(t, _)| *t < now - window) {
-            recs.pop_front();
-        }
-        if now - *since < window {
-            return Some(current);
-        }
-        recs.iter().map(|(_, r)| *r).max()
+    /// The policy's backoff when an attempt now would be too early.
+    fn backing_off(&self, policy: Uuid, now: DateTime<Utc>) -> Option<Backoff> {
+        let map = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&policy).copied().filter(|b| now < b.next_attempt)
+    }
+
+    /// Records a failed attempt: the next waits 5 s, 10 s, 20 s, ... up to [`MAX_BACKOFF_SECS`].
+    fn failed(&self, policy: Uuid, now: DateTime<Utc>) -> Backoff {
+        let mut map = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
+        let failures = map.get(&policy).map_or(0, |b| b.failures) + 1;
+        let wait = (5_i64 << (failures - 1).min(10)).min(MAX_BACKOFF_SECS);
+        let b = Backoff { failures, next_attempt: now + chrono::Duration::seconds(wait) };
+        map.insert(policy, b);
+        b
     }
 
     /// Agents do not report the group's replica count, so an unchanged agent-group decision is re-sent now and
@@ -315,11 +392,6 @@ impl ControlLoop {
         w.last_score
     }
 
-    fn remember(&self, policy: Uuid, now: DateTime<Utc>, recommended: u32) {
-        let mut map = self.recommendations.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(policy).or_insert_with(|| (now, VecDeque::new())).1.push_back((now, recommended));
-    }
-
     /// Moves the deployment's batch size toward the largest that keeps inter-token latency p95 under the
     /// SLO: shrink by a quarter above the SLO, grow by a quarter below 60 % of it while requests queue.
     /// The dead band between the two is the hysteresis; a command goes out only on change.
@@ -335,7 +407,8 @@ impl ControlLoop {
             return Ok(());
         }
         let since = now - chrono::Duration::seconds(i64::from(self.settings.bucket_secs) * 3);
-        let (itl_p95, _batch, queue) = db::control::latest_latency(&self.pool, &p.spec.deployment(), since).await?;
+        let lat = db::control::latest_latency(&self.pool, &p.spec.deployment(), since).await?;
+        let (itl_p95, queue) = (lat.itl_p95_s, lat.queue_depth);
         let current = {
             let map = self.batch_sizes.lock().unwrap_or_else(|e| e.into_inner());
             map.get(&p.id).copied()
@@ -415,6 +488,41 @@ impl ControlLoop {
     }
 }
 
+/// The metric's name in decisions.
+pub fn metric_name(m: Metric) -> &'static str {
+    match m {
+        Metric::GpuUtilization => "gpu_utilization",
+        Metric::QueueDepthPerReplica => "queue_depth_per_replica",
+        Metric::KvCachePct => "kv_cache_pct",
+        Metric::TokensPerSecPerReplica => "tokens_per_sec_per_replica",
+    }
+}
+
+/// One node whose GPUs run far above their peers' (a hot spot or a fault, e.g. a stuck kernel) while the rest of
+/// the fleet is near the target: the peer detector's evidence, in words; `None` otherwise.
+pub fn single_node_fault(per_node: &[(String, f64)], target: f64) -> Option<String> {
+    if per_node.len() < 3 {
+        return None;
+    }
+    let series: Vec<[f64; 1]> = per_node.iter().map(|(_, v)| [*v]).collect();
+    let refs: Vec<&[f64]> = series.iter().map(|s| s.as_slice()).collect();
+    let report = forecasting::peers::score_peers(&refs, &forecasting::peers::PeerConfig::default()).ok()?;
+    let outliers = report.outliers();
+    let [i] = outliers.as_slice() else { return None };
+    let ev = report.members.get(*i)?.evidence.as_ref()?;
+    let others: Vec<f64> = per_node.iter().enumerate().filter(|(j, _)| j != i).map(|(_, (_, v))| *v).collect();
+    let mean_others = others.iter().sum::<f64>() / others.len() as f64;
+    (ev.offset > 0.0 && mean_others <= target * 1.1).then(|| {
+        format!(
+            "node {} runs at {:.0}% while its {} peers are at a median {:.0}%: a single-node fault, not fleet demand",
+            per_node[*i].0,
+            ev.value,
+            others.len(),
+            ev.peer_median
+        )
+    })
+}
+
 /// Expands points to one value per bucket from the first to the last, carrying the last value over gaps
 /// (a silent agent is missing data, not zero demand).
 pub fn fill_gaps(points: &[Point], bucket_secs: i64) -> Vec<f64> {
@@ -434,6 +542,15 @@ pub fn fill_gaps(points: &[Point], bucket_secs: i64) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_hot_node_among_calm_peers_is_a_fault_and_a_busy_fleet_is_not() {
+        let nodes = |v: &[f64]| v.iter().enumerate().map(|(i, v)| (format!("n{i}"), *v)).collect::<Vec<_>>();
+        let f = single_node_fault(&nodes(&[55.0, 58.0, 60.0, 57.0, 99.0]), 60.0);
+        assert!(f.as_deref().is_some_and(|f| f.contains("node n4")), "{f:?}");
+        assert_eq!(single_node_fault(&nodes(&[95.0, 96.0, 97.0, 94.0, 99.0]), 60.0), None);
+        assert_eq!(single_node_fault(&nodes(&[55.0, 99.0]), 60.0), None);
+    }
 
     #[test]
     fn gaps_carry_the_last_value() {

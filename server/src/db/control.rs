@@ -5,19 +5,49 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Latest inter-token latency p95 (seconds, max over replicas) and mean batch size of a deployment.
+/// Latency and queue of a deployment over a recent window (worst replica for latencies).
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub struct LatestLatency {
+    /// Time-to-first-token p95, seconds, max over replicas.
+    pub ttft_p95_s: Option<f64>,
+    /// Inter-token latency p95, seconds, max over replicas.
+    pub itl_p95_s: Option<f64>,
+    /// Mean batch size over replicas.
+    pub batch_size_mean: Option<f64>,
+    /// Mean queue depth per replica.
+    pub queue_depth: f64,
+}
+
+/// Latency, batch and queue of a deployment since `since`.
 pub async fn latest_latency(
     pool: &PgPool,
     deployment: &str,
     since: DateTime<Utc>,
-) -> Result<(Option<f64>, Option<f64>, f64), sqlx::Error> {
+) -> Result<LatestLatency, sqlx::Error> {
     sqlx::query_as(
-        "SELECT max(itl_p95_s)::float8, avg(batch_size_mean)::float8, coalesce(avg(queue_depth), 0)::float8 \
+        "SELECT max(ttft_p95_s)::float8 AS ttft_p95_s, max(itl_p95_s)::float8 AS itl_p95_s, \
+         avg(batch_size_mean)::float8 AS batch_size_mean, coalesce(avg(queue_depth), 0)::float8 AS queue_depth \
          FROM serving_samples WHERE deployment = $1 AND ts >= $2",
     )
     .bind(deployment)
     .bind(since)
     .fetch_one(pool)
+    .await
+}
+
+/// Mean GPU utilisation of each of `nodes` over its GPUs' latest readings since `since`.
+pub async fn node_utilization(
+    pool: &PgPool,
+    nodes: &[String],
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, f64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT node_id, avg(util_pct)::float8 FROM gpu_latest WHERE node_id = ANY($1) AND ts >= $2 \
+         GROUP BY node_id ORDER BY node_id",
+    )
+    .bind(nodes)
+    .bind(since)
+    .fetch_all(pool)
     .await
 }
 

@@ -1,5 +1,6 @@
 //! Scaling policies: what a platform team declares for one deployment.
 
+use forecasting::decision::{Behavior, PanicSettings, PredictiveMode, RateKind, RatePolicy, ScalingRules, SelectPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -59,6 +60,172 @@ impl Metric {
     }
 }
 
+/// One metric held at a target value per replica.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricTarget {
+    /// The metric.
+    pub metric: Metric,
+    /// Target per replica.
+    pub target: f64,
+}
+
+/// Latency SLOs; a breach scales up and forbids scaling down.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloSpec {
+    /// Time-to-first-token p95 target, milliseconds.
+    #[serde(default)]
+    pub ttft_p95_ms: Option<f64>,
+    /// Inter-token latency p95 target, milliseconds.
+    #[serde(default)]
+    pub itl_p95_ms: Option<f64>,
+}
+
+/// How the forecast is used.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictiveSpec {
+    /// `off`, `forecast_only` (computed and recorded, never acted on) or `on`.
+    #[serde(default)]
+    pub mode: PredictiveMode,
+    /// Interval quantile used as headroom (0.5..=0.99; 0.9 = the upper bound of the 80 % interval).
+    #[serde(default = "default_quantile")]
+    pub quantile: f64,
+    /// How far ahead to look, seconds; defaults to the cold start (capacity started now serves only then).
+    #[serde(default)]
+    pub horizon_secs: Option<u32>,
+}
+
+fn default_quantile() -> f64 {
+    0.9
+}
+
+impl Default for PredictiveSpec {
+    fn default() -> Self {
+        Self { mode: PredictiveMode::On, quantile: default_quantile(), horizon_secs: None }
+    }
+}
+
+/// HPA's `behavior`, field for field (`scaleUp`/`scaleDown`, `stabilizationWindowSeconds`, `selectPolicy`,
+/// `policies: [{type: Pods|Percent, value, periodSeconds}]`), so an HPA's block can be pasted as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BehaviorSpec {
+    /// Scale-up rules; HPA's defaults when absent.
+    #[serde(default)]
+    pub scale_up: Option<RulesSpec>,
+    /// Scale-down rules; HPA's defaults when absent.
+    #[serde(default)]
+    pub scale_down: Option<RulesSpec>,
+}
+
+/// HPA's `HPAScalingRules`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RulesSpec {
+    /// Seconds; HPA's default (0 up, 300 down) when absent.
+    #[serde(default)]
+    pub stabilization_window_seconds: Option<u32>,
+    /// `Max` (default), `Min` or `Disabled`.
+    #[serde(default)]
+    pub select_policy: Option<SelectPolicySpec>,
+    /// Rate policies; HPA's defaults when absent.
+    #[serde(default)]
+    pub policies: Option<Vec<RatePolicySpec>>,
+}
+
+/// HPA's `selectPolicy` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SelectPolicySpec {
+    /// The most permissive policy.
+    Max,
+    /// The least permissive policy.
+    Min,
+    /// No scaling in this direction.
+    Disabled,
+}
+
+/// HPA's `HPAScalingPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RatePolicySpec {
+    /// `Pods` or `Percent`.
+    #[serde(rename = "type")]
+    pub kind: RateKindSpec,
+    /// Amount (at least 1).
+    pub value: u32,
+    /// Period, 1..=1800 seconds.
+    pub period_seconds: u32,
+}
+
+/// HPA's policy types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RateKindSpec {
+    /// Replicas.
+    Pods,
+    /// Percent.
+    Percent,
+}
+
+impl BehaviorSpec {
+    /// The behavior the decision engine applies, HPA's defaults filling what is absent.
+    pub fn resolve(&self) -> Behavior {
+        let d = Behavior::default();
+        let rules = |spec: &Option<RulesSpec>, default: ScalingRules| match spec {
+            None => default,
+            Some(r) => ScalingRules {
+                stabilization_window_secs: r.stabilization_window_seconds.unwrap_or(default.stabilization_window_secs),
+                select_policy: match r.select_policy {
+                    None => default.select_policy,
+                    Some(SelectPolicySpec::Max) => SelectPolicy::Max,
+                    Some(SelectPolicySpec::Min) => SelectPolicy::Min,
+                    Some(SelectPolicySpec::Disabled) => SelectPolicy::Disabled,
+                },
+                policies: match &r.policies {
+                    None => default.policies,
+                    Some(ps) => ps
+                        .iter()
+                        .map(|p| RatePolicy {
+                            kind: match p.kind {
+                                RateKindSpec::Pods => RateKind::Pods,
+                                RateKindSpec::Percent => RateKind::Percent,
+                            },
+                            value: p.value,
+                            period_secs: p.period_seconds,
+                        })
+                        .collect(),
+                },
+            },
+        };
+        Behavior { scale_up: rules(&self.scale_up, d.scale_up), scale_down: rules(&self.scale_down, d.scale_down) }
+    }
+
+    fn validate(&self) -> Result<(), ApiError> {
+        for (dir, r) in [("scaleUp", &self.scale_up), ("scaleDown", &self.scale_down)] {
+            let Some(r) = r else { continue };
+            if r.stabilization_window_seconds.is_some_and(|w| w > 3600) {
+                return Err(ApiError::field(
+                    format!("behavior.{dir}.stabilizationWindowSeconds"),
+                    "must be at most 3600",
+                ));
+            }
+            for (i, p) in r.policies.iter().flatten().enumerate() {
+                if p.value == 0 {
+                    return Err(ApiError::field(format!("behavior.{dir}.policies[{i}].value"), "must be at least 1"));
+                }
+                if !(1..=1800).contains(&p.period_seconds) {
+                    return Err(ApiError::field(
+                        format!("behavior.{dir}.policies[{i}].periodSeconds"),
+                        "must be in 1..=1800",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Batching the control loop may set on the deployment's engines.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,10 +265,30 @@ pub struct PolicySpec {
     pub min_replicas: u32,
     /// Most replicas.
     pub max_replicas: u32,
-    /// Metric held at `target_value` per replica.
-    pub metric: Metric,
-    /// Target per replica.
-    pub target_value: f64,
+    /// Metric held at `target_value` per replica (shorthand for one entry of `metrics`).
+    #[serde(default)]
+    pub metric: Option<Metric>,
+    /// Target per replica of `metric`.
+    #[serde(default)]
+    pub target_value: Option<f64>,
+    /// Several metric targets; the largest proposal wins (as in HPA). The first drives the forecast.
+    #[serde(default)]
+    pub metrics: Vec<MetricTarget>,
+    /// Latency SLOs (feedback: a breach scales up and forbids scaling down).
+    #[serde(default)]
+    pub slo: Option<SloSpec>,
+    /// HPA-compatible stabilization windows and rate policies.
+    #[serde(default)]
+    pub behavior: BehaviorSpec,
+    /// Forecast use.
+    #[serde(default)]
+    pub predictive: PredictiveSpec,
+    /// Burst handling: observed / target ratio that skips the rate limits, and how long it holds scale-down.
+    #[serde(default)]
+    pub panic: PanicSettings,
+    /// With `min_replicas` 0: seconds without demand (and none forecast) before scaling to zero.
+    #[serde(default)]
+    pub scale_to_zero_idle_secs: Option<u32>,
     /// HPA tolerance around the target (0.1 = 10 %).
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
@@ -114,6 +301,14 @@ pub struct PolicySpec {
     /// Optional rebatching.
     #[serde(default)]
     pub rebatch: Option<RebatchSpec>,
+}
+
+fn check_target(field: &str, m: Metric, v: f64) -> Result<(), ApiError> {
+    if v.is_finite() && v > 0.0 && v <= m.max_target() {
+        Ok(())
+    } else {
+        Err(ApiError::field(field, format!("must be a number in (0, {}] for {m:?}", m.max_target())))
+    }
 }
 
 fn k8s_name(field: &str, v: &str) -> Result<(), ApiError> {
@@ -168,12 +363,59 @@ impl PolicySpec {
         if self.max_replicas == 0 {
             return Err(ApiError::field("max_replicas", "must be at least 1"));
         }
-        if !(self.target_value.is_finite() && self.target_value > 0.0 && self.target_value <= self.metric.max_target())
-        {
-            return Err(ApiError::field(
-                "target_value",
-                format!("must be a number in (0, {}] for {:?}", self.metric.max_target(), self.metric),
-            ));
+        match (self.metric, self.target_value) {
+            (Some(m), Some(v)) => check_target("target_value", m, v)?,
+            (Some(_), None) => return Err(ApiError::field("target_value", "is required with metric")),
+            (None, Some(_)) => return Err(ApiError::field("metric", "is required with target_value")),
+            (None, None) if self.metrics.is_empty() => {
+                return Err(ApiError::field("metrics", "give at least one metric target (or metric + target_value)"));
+            }
+            (None, None) => {}
+        }
+        if self.metrics.len() > 8 {
+            return Err(ApiError::field("metrics", "at most 8 metric targets"));
+        }
+        for (i, m) in self.metrics.iter().enumerate() {
+            check_target(&format!("metrics[{i}].target"), m.metric, m.target)?;
+        }
+        if let Some(slo) = &self.slo {
+            for (name, v) in [("slo.ttft_p95_ms", slo.ttft_p95_ms), ("slo.itl_p95_ms", slo.itl_p95_ms)] {
+                if let Some(v) = v
+                    && !(v.is_finite() && v > 0.0 && v <= 600_000.0)
+                {
+                    return Err(ApiError::field(name, "must be a number of milliseconds in (0, 600000]"));
+                }
+            }
+        }
+        self.behavior.validate()?;
+        let q = self.predictive.quantile;
+        if !(q.is_finite() && (0.5..=0.99).contains(&q)) {
+            return Err(ApiError::field("predictive.quantile", "must be in 0.5..=0.99"));
+        }
+        if self.predictive.horizon_secs.is_some_and(|h| !(1..=86_400).contains(&h)) {
+            return Err(ApiError::field("predictive.horizon_secs", "must be in 1..=86400"));
+        }
+        let t = self.panic.threshold;
+        if !(t.is_finite() && (t == 0.0 || (1.0..=100.0).contains(&t))) {
+            return Err(ApiError::field("panic.threshold", "must be 0 (off) or in 1..=100"));
+        }
+        if self.panic.window_secs > 3600 {
+            return Err(ApiError::field("panic.window_secs", "must be at most 3600"));
+        }
+        match (self.min_replicas, self.scale_to_zero_idle_secs) {
+            (0, None) => {
+                return Err(ApiError::field(
+                    "scale_to_zero_idle_secs",
+                    "is required when min_replicas is 0 (seconds without demand before scaling to zero)",
+                ));
+            }
+            (m, Some(_)) if m > 0 => {
+                return Err(ApiError::field("scale_to_zero_idle_secs", "needs min_replicas 0"));
+            }
+            (_, Some(idle)) if !(60..=604_800).contains(&idle) => {
+                return Err(ApiError::field("scale_to_zero_idle_secs", "must be in 60..=604800"));
+            }
+            _ => {}
         }
         if !(self.tolerance.is_finite() && (0.0..=1.0).contains(&self.tolerance)) {
             return Err(ApiError::field("tolerance", "must be in 0..=1"));
@@ -199,6 +441,16 @@ impl PolicySpec {
             }
         }
         Ok(())
+    }
+
+    /// Every metric target: `metric` + `target_value` first, then `metrics`.
+    pub fn targets(&self) -> Vec<MetricTarget> {
+        let mut out = Vec::with_capacity(1 + self.metrics.len());
+        if let (Some(metric), Some(target)) = (self.metric, self.target_value) {
+            out.push(MetricTarget { metric, target });
+        }
+        out.extend(self.metrics.iter().copied());
+        out
     }
 
     /// The serving deployment (`namespace/name`) whose metrics drive this policy.
@@ -252,8 +504,37 @@ mod tests {
 
     #[test]
     fn utilization_target_above_100_is_refused() {
-        let s = PolicySpec { target_value: 120.0, ..spec() };
+        let s = PolicySpec { target_value: Some(120.0), ..spec() };
         assert_eq!(s.validate().unwrap_err().field.as_deref(), Some("target_value"));
+    }
+
+    #[test]
+    fn an_hpa_behavior_block_pastes_as_it_is_and_bad_values_name_their_field() {
+        let s: PolicySpec = crate::error::parse_json(
+            br#"{"name":"llama","target":{"kind":"deployment","namespace":"ml","name":"llama"},
+                "min_replicas":0,"max_replicas":8,"scale_to_zero_idle_secs":900,
+                "metrics":[{"metric":"queue_depth_per_replica","target":4}],"slo":{"itl_p95_ms":60},
+                "predictive":{"mode":"forecast_only","quantile":0.95},"panic":{"threshold":3,"window_secs":30},
+                "behavior":{"scaleDown":{"stabilizationWindowSeconds":600,
+                  "policies":[{"type":"Pods","value":2,"periodSeconds":60}],"selectPolicy":"Min"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.validate().map_err(|e| e.error), Ok(()));
+        let b = s.behavior.resolve();
+        assert_eq!(b.scale_down.stabilization_window_secs, 600);
+        assert_eq!(b.scale_down.select_policy, SelectPolicy::Min);
+        assert_eq!(b.scale_up, Behavior::default().scale_up);
+        assert_eq!(s.targets().len(), 1);
+        let mut bad = s.clone();
+        bad.behavior.scale_down.as_mut().unwrap().policies.as_mut().unwrap()[0].period_seconds = 0;
+        assert_eq!(
+            bad.validate().unwrap_err().field.as_deref(),
+            Some("behavior.scaleDown.policies[0].periodSeconds")
+        );
+        let bad = PolicySpec { scale_to_zero_idle_secs: None, ..s.clone() };
+        assert_eq!(bad.validate().unwrap_err().field.as_deref(), Some("scale_to_zero_idle_secs"));
+        let bad = PolicySpec { metrics: vec![], ..s };
+        assert_eq!(bad.validate().unwrap_err().field.as_deref(), Some("metrics"));
     }
 
     #[test]
