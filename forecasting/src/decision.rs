@@ -396,7 +396,8 @@ pub fn decide(input: &DecisionInput, state: &mut DecisionState) -> Decision {
         match (min, input.scale_to_zero_idle_secs, state.idle_since) {
             (0, Some(idle), Some(since)) if now - since >= i64::from(idle) => {
                 winner = "scale-to-zero".into();
-                reason = format!("no demand for {} s (idle period {idle} s) and none forecast: scale to zero", now - since);
+                reason =
+                    format!("no demand for {} s (idle period {idle} s) and none forecast: scale to zero", now - since);
             }
             (0, Some(idle), since) => {
                 rec = 1;
@@ -535,14 +536,8 @@ fn prune(state: &mut DecisionState, input: &DecisionInput, now: i64) {
     let b = &input.behavior;
     let keep_recs = i64::from(b.scale_up.stabilization_window_secs.max(b.scale_down.stabilization_window_secs));
     state.recommendations.retain(|(t, _)| now - t <= keep_recs);
-    let keep_changes = b
-        .scale_up
-        .policies
-        .iter()
-        .chain(&b.scale_down.policies)
-        .map(|p| i64::from(p.period_secs))
-        .max()
-        .unwrap_or(0);
+    let keep_changes =
+        b.scale_up.policies.iter().chain(&b.scale_down.policies).map(|p| i64::from(p.period_secs)).max().unwrap_or(0);
     state.changes.retain(|(t, _, _)| now - t < keep_changes);
 }
 

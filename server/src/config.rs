@@ -145,11 +145,21 @@ pub struct ControlSettings {
     /// Scale-down stabilization window, seconds (HPA's default is 300): a scale-down never goes below the
     /// highest recommendation of this window, and none happens before the loop has watched that long.
     pub scale_down_stabilization_secs: u32,
+    /// Shortest gap between two ticks, seconds: new samples wake the loop (so decisions follow data within
+    /// about this gap plus one tick), `tick_secs` is the longest gap.
+    pub min_tick_gap_secs: f64,
 }
 
 impl Default for ControlSettings {
     fn default() -> Self {
-        Self { enabled: true, tick_secs: 5.0, lookback_secs: 1800, bucket_secs: 10, scale_down_stabilization_secs: 300 }
+        Self {
+            enabled: true,
+            tick_secs: 5.0,
+            lookback_secs: 1800,
+            bucket_secs: 10,
+            scale_down_stabilization_secs: 300,
+            min_tick_gap_secs: 0.5,
+        }
     }
 }
 
@@ -243,6 +253,10 @@ impl Settings {
         }
         if !(self.control.tick_secs.is_finite() && self.control.tick_secs >= 0.05) {
             return bad("control.tick_secs", "must be at least 0.05");
+        }
+        let gap = self.control.min_tick_gap_secs;
+        if !(gap.is_finite() && (0.0..=self.control.tick_secs).contains(&gap)) {
+            return bad("control.min_tick_gap_secs", "must be between 0 and control.tick_secs");
         }
         if self.control.bucket_secs == 0 || self.control.lookback_secs < self.control.bucket_secs * 4 {
             return bad("control.lookback_secs", "must cover at least 4 buckets");

@@ -1,15 +1,19 @@
 //! Wakes long polls for commands on every server replica: one `LISTEN` connection per process fans
 //! PostgreSQL notifications (payload: node id) out to the waiting requests. A command is recorded in one
 //! replica's transaction and reaches the agent polling another within milliseconds of the commit, with no
-//! cluster machinery beyond the database every replica already shares.
+//! cluster machinery beyond the database every replica already shares. The same connection hears about
+//! committed samples, which wakes the control loop of the leading replica.
 
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::{broadcast, watch};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, broadcast, watch};
 
 use crate::db::commands::CHANNEL;
+use crate::db::control::INGESTED_CHANNEL;
 
 /// Wakes every waiter (after the listener reconnects, notifications may have been missed).
 const EVERYONE: &str = "*";
@@ -19,6 +23,7 @@ const EVERYONE: &str = "*";
 pub struct CommandBus {
     tx: broadcast::Sender<String>,
     stopped: watch::Receiver<bool>,
+    ingested: Arc<Notify>,
 }
 
 /// Why a wait ended.
@@ -36,7 +41,12 @@ impl CommandBus {
     /// A bus that reports [`Wake::Stopping`] once `stopped` flips.
     pub fn new(stopped: watch::Receiver<bool>) -> Self {
         let (tx, _) = broadcast::channel(4096);
-        Self { tx, stopped }
+        Self { tx, stopped, ingested: Arc::new(Notify::new()) }
+    }
+
+    /// Signalled whenever any replica commits samples (the control loop's wake-up).
+    pub fn ingested(&self) -> Arc<Notify> {
+        self.ingested.clone()
     }
 
     /// A subscription; take it before looking in the database so no notification falls in between.
@@ -85,6 +95,7 @@ impl CommandBus {
                     loop {
                         tokio::select! {
                             n = listener.try_recv() => match n {
+                                Ok(Some(n)) if n.channel() == INGESTED_CHANNEL => self.ingested.notify_one(),
                                 Ok(Some(n)) => self.publish(n.payload()),
                                 // The connection dropped; sqlx reconnects on the next call.
                                 Ok(None) => {
@@ -112,6 +123,6 @@ impl CommandBus {
 
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut l = PgListener::connect_with(pool).await?;
-    l.listen(CHANNEL).await?;
+    l.listen_all([CHANNEL, INGESTED_CHANNEL]).await?;
     Ok(l)
 }

@@ -122,6 +122,33 @@ enum EvalCmd {
 
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
+    /// Decision latency: a sample arriving at the server to the scale request reaching a fake API server.
+    Decision {
+        /// Load steps timed with fleetpilot's loop.
+        #[arg(long, default_value_t = 40)]
+        steps: usize,
+        /// Load steps timed with the periodic (5 s) baseline loop.
+        #[arg(long, default_value_t = 20)]
+        baseline_steps: usize,
+        /// Working directory (wiped).
+        #[arg(long, default_value = ".fleetpilot/bench-decision")]
+        data_dir: PathBuf,
+    },
+    /// One control-loop tick over N deployments and M GPUs on one core.
+    Tick {
+        /// Deployments (one policy each).
+        #[arg(long, default_value_t = 500)]
+        deployments: usize,
+        /// GPUs in the fleet.
+        #[arg(long, default_value_t = 10_000)]
+        gpus: usize,
+        /// Timed ticks.
+        #[arg(long, default_value_t = 10)]
+        ticks: usize,
+        /// Working directory (wiped).
+        #[arg(long, default_value = ".fleetpilot/bench-tick")]
+        data_dir: PathBuf,
+    },
     /// Command delivery latency (server records -> agent acknowledges), long poll against upload replies only.
     Commands {
         /// Simulated agents (1 s uploads each).
@@ -223,6 +250,14 @@ async fn main() -> anyhow::Result<()> {
                 step_s,
             };
             fleetpilot::evaluate::backtest(&trace, &out, profile).map(|_| ())
+        }
+        Cmd::Bench(BenchCmd::Decision { steps, baseline_steps, data_dir }) => {
+            let opts = fleetpilot::bench::decision::DecisionBenchOptions { steps, baseline_steps, data_dir };
+            fleetpilot::bench::decision::run(opts).await.map(|_| ())
+        }
+        Cmd::Bench(BenchCmd::Tick { deployments, gpus, ticks, data_dir }) => {
+            let opts = fleetpilot::bench::tick::TickBenchOptions { deployments, gpus, ticks, data_dir };
+            fleetpilot::bench::tick::run(opts).await.map(|_| ())
         }
         Cmd::Bench(BenchCmd::Commands { agents, commands, gap_ms, data_dir }) => {
             let opts = fleetpilot::bench::commands::CommandBenchOptions { agents, commands, gap_ms, data_dir };

@@ -86,12 +86,13 @@ impl Application {
             commands: commands.clone(),
         };
         let server = http_server(listener, state.clone())?;
-        let mut tasks = vec![tokio::spawn(commands.listen_until_stopped(pool.clone(), rx.clone()))];
+        let mut tasks = vec![tokio::spawn(commands.clone().listen_until_stopped(pool.clone(), rx.clone()))];
 
         let kube = KubeScaler::from_settings(&settings.kube).await?;
         let actuators = Actuators { kube, agents: AgentActuator::new(pool.clone()) };
         if settings.control.enabled {
-            let control = ControlLoop::new(pool.clone(), settings.control.clone(), actuators, metrics.clone());
+            let control = ControlLoop::new(pool.clone(), settings.control.clone(), actuators, metrics.clone())
+                .with_wake(commands.ingested());
             let deliver = !settings.pagerduty.routing_key.is_empty();
             let alerts = AlertEngine::new(pool.clone(), settings.alerts.clone(), deliver, public_url.clone());
             // Alerts are evaluated by whichever replica leads the control loop.

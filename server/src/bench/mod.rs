@@ -1,9 +1,11 @@
 //! `fleetpilot bench ...`: benchmarks that print their figures and, last, one line of `key=value` pairs.
 
 pub mod commands;
+pub mod decision;
 pub mod forecast;
 pub mod ingest;
 pub mod query;
+pub mod tick;
 
 /// A fresh private cluster under `data_dir` (wiped first) with a migrated `bench` database whose partitions
 /// around now exist; returns the cluster, the database URL and a pool on it.

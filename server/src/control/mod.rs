@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use forecasting::anomaly::{Detector, Score};
 use forecasting::decision::{DecisionInput, DecisionState, MetricObservation, PredictiveMode, SloObservation, decide};
 use forecasting::forecast::{ForecastConfig, forecast};
+use futures_util::StreamExt as _;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -28,10 +29,16 @@ use crate::db::series::Point;
 use crate::domain::policy::{Metric, PolicySpec, TargetKind};
 use crate::telemetry::Metrics;
 
+pub mod snapshot;
+
+use snapshot::Snapshot;
+
 /// Anomaly score at or above which the latest point counts as anomalous.
 pub const ANOMALY_THRESHOLD: f64 = 0.7;
 /// Buckets of history needed before the forecast is computed and acted on.
 pub const MIN_FORECAST_POINTS: usize = 12;
+/// Seconds a forecast is used before it is refitted (and stored again).
+pub const FORECAST_REFIT_SECS: i64 = 30;
 /// Longest wait between two attempts to act on a failing target.
 pub const MAX_BACKOFF_SECS: i64 = 300;
 
@@ -75,6 +82,38 @@ struct Watch {
     last_score: Option<Score>,
 }
 
+/// A policy's latest forecast.
+#[derive(Debug, Clone)]
+struct CachedForecast {
+    made_at: DateTime<Utc>,
+    version: i32,
+    upper: Option<f64>,
+    id: Option<i64>,
+    json: serde_json::Value,
+}
+
+/// One policy's decision before it is recorded and acted on.
+struct Plan {
+    policy: StoredPolicy,
+    current: u32,
+    decision: forecasting::decision::Decision,
+    inputs: serde_json::Value,
+    forecast_id: Option<i64>,
+    nodes: Vec<String>,
+}
+
+/// What a decision needs.
+enum Action {
+    /// Nothing: the target already runs the desired count.
+    Nothing,
+    /// Recorded only.
+    DryRun,
+    /// Not now: the target failed recently.
+    BackingOff(String),
+    /// Scale the target.
+    Scale,
+}
+
 /// The control loop.
 pub struct ControlLoop {
     pool: PgPool,
@@ -86,6 +125,14 @@ pub struct ControlLoop {
     states: Mutex<HashMap<Uuid, DecisionState>>,
     /// Actuation backoff per policy.
     backoffs: Mutex<HashMap<Uuid, Backoff>>,
+    /// Replicas this leader last applied per policy.
+    applied: Mutex<HashMap<Uuid, u32>>,
+    /// Latest forecast per policy.
+    forecasts: Mutex<HashMap<Uuid, CachedForecast>>,
+    /// The fleet's recent buckets.
+    snapshot: tokio::sync::RwLock<Snapshot>,
+    /// Signalled when samples are committed (by any replica).
+    wake: Option<Arc<tokio::sync::Notify>>,
     /// Per-policy streaming anomaly detector and the last bucket it was fed.
     detectors: Mutex<HashMap<Uuid, Watch>>,
     last_resend: Mutex<HashMap<Uuid, DateTime<Utc>>>,
@@ -103,10 +150,21 @@ impl ControlLoop {
             batch_sizes: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
             backoffs: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
+            forecasts: Mutex::new(HashMap::new()),
+            snapshot: tokio::sync::RwLock::new(Snapshot::default()),
+            wake: None,
             detectors: Mutex::new(HashMap::new()),
             last_resend: Mutex::new(HashMap::new()),
             leading: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Ticks as soon as `wake` is signalled (new samples), at most every `min_tick_gap_secs`, and at least
+    /// every `tick_secs`.
+    pub fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.wake = Some(wake);
+        self
     }
 
     /// Set while this replica holds the leader lock.
@@ -114,68 +172,153 @@ impl ControlLoop {
         self.leading.clone()
     }
 
-    /// Evaluates every live policy once, as of `now`.
+    /// Evaluates every live policy once, as of `now`: refresh the fleet snapshot (two queries for the
+    /// buckets that changed), plan every policy (decide with `forecasting`), record every decision in one
+    /// statement, act on those that need it (concurrently), record how acting went, rebatch.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickOutcome, sqlx::Error> {
         let started = Instant::now();
         let mut out = TickOutcome::default();
-        for p in db::policies::list(&self.pool).await? {
-            let span = tracing::info_span!("policy", name = %p.spec.name, version = p.version);
-            match self.step(&p, now).instrument(span).await {
-                Ok(o) => out.policies.push(o),
+        let policies = db::policies::list(&self.pool).await?;
+        self.snapshot
+            .write()
+            .await
+            .refresh(&self.pool, now, self.settings.bucket_secs, self.settings.lookback_secs)
+            .await?;
+        let plans: Vec<(Uuid, Result<Plan, sqlx::Error>)> = {
+            let snapshot = self.snapshot.read().await;
+            futures_util::stream::iter(policies)
+                .map(|p| {
+                    let snapshot = &*snapshot;
+                    async move {
+                        let span = tracing::info_span!("policy", name = %p.spec.name, version = p.version);
+                        let id = p.id;
+                        (id, self.plan(p, snapshot, now).instrument(span).await)
+                    }
+                })
+                .buffer_unordered(16)
+                .collect()
+                .await
+        };
+        let mut planned = Vec::with_capacity(plans.len());
+        for (id, r) in plans {
+            match r {
+                Ok(plan) => planned.push(plan),
                 Err(e) => {
-                    tracing::warn!(policy = %p.spec.name, error = %e, "policy step failed");
-                    out.failures.push((p.id, e.to_string()));
+                    tracing::warn!(policy = %id, error = %e, "policy step failed");
+                    out.failures.push((id, e.to_string()));
                 }
             }
+        }
+        // What each decision needs: nothing (recorded as applied), dry run, a backoff, or an actuation.
+        let actions: Vec<Action> = planned.iter().map(|pl| self.action(pl, now)).collect();
+        let targets: Vec<String> = planned.iter().map(|pl| pl.policy.spec.target_label()).collect();
+        let rows: Vec<(NewDecision<'_>, bool)> = planned
+            .iter()
+            .zip(&actions)
+            .zip(&targets)
+            .map(|((pl, a), target)| {
+                let d = NewDecision {
+                    policy_id: pl.policy.id,
+                    policy_version: pl.policy.version,
+                    decided_at: now,
+                    target,
+                    current: pl.current,
+                    decision: &pl.decision,
+                    inputs: pl.inputs.clone(),
+                    forecast_id: pl.forecast_id,
+                    dry_run: pl.policy.spec.dry_run,
+                };
+                (d, matches!(a, Action::Nothing))
+            })
+            .collect();
+        let ids = db::control::insert_decisions(&self.pool, &rows).await?;
+        drop(rows);
+        // Owned work items: a stream over borrowed items does not satisfy `tokio::spawn`'s lifetime bounds.
+        let work: Vec<(usize, Option<String>)> = actions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a {
+                Action::Scale => Some((i, None)),
+                Action::BackingOff(msg) => Some((i, Some(msg.clone()))),
+                Action::Nothing | Action::DryRun => None,
+            })
+            .collect();
+        let planned_ref = &planned;
+        let ids_ref = &ids;
+        let acted: Vec<(usize, bool, Option<String>)> = futures_util::stream::iter(work)
+            .map(|(i, backoff)| async move {
+                match backoff {
+                    Some(msg) => (i, false, Some(msg)),
+                    None => {
+                        let (ok, err) = self.act(&planned_ref[i], ids_ref[i], now).await;
+                        (i, ok, err)
+                    }
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let marks: Vec<(i64, bool, Option<String>)> =
+            acted.iter().map(|(i, ok, e)| (ids[*i], *ok, e.clone())).collect();
+        db::control::mark_decisions(&self.pool, &marks).await?;
+        let mut result: HashMap<usize, (bool, Option<String>)> =
+            acted.into_iter().map(|(i, ok, e)| (i, (ok, e))).collect();
+        for (i, (pl, a)) in planned.iter().zip(&actions).enumerate() {
+            let (applied, error) = match a {
+                Action::Nothing => {
+                    self.metrics.decisions.with_label_values(&["unchanged"]).inc();
+                    (true, None)
+                }
+                Action::DryRun => {
+                    self.metrics.decisions.with_label_values(&["dry_run"]).inc();
+                    (false, None)
+                }
+                _ => result.remove(&i).unwrap_or((false, None)),
+            };
+            if !pl.policy.spec.dry_run
+                && let Err(e) = self.rebatch(&pl.policy, &pl.nodes, now, ids[i]).await
+            {
+                tracing::warn!(policy = %pl.policy.spec.name, error = %e, "rebatch failed");
+            }
+            out.policies.push(PolicyOutcome {
+                policy_id: pl.policy.id,
+                decision_id: ids[i],
+                current: pl.current,
+                desired: pl.decision.desired,
+                applied,
+                error,
+            });
         }
         self.metrics.control_ticks.inc();
         self.metrics.control_tick_seconds.observe(started.elapsed().as_secs_f64());
         Ok(out)
     }
 
-    async fn series(
-        &self,
-        spec: &PolicySpec,
-        metric: Metric,
-        now: DateTime<Utc>,
-    ) -> Result<(Vec<Point>, Vec<String>), sqlx::Error> {
-        let group = (spec.target.kind == TargetKind::AgentGroup).then_some(spec.target.name.as_str());
-        let since = now - chrono::Duration::seconds(i64::from(self.settings.lookback_secs));
-        // `to` is open: include the bucket being filled right now.
-        let to = now + chrono::Duration::seconds(1);
-        db::series::deployment_metric(
-            &self.pool,
-            &spec.deployment(),
-            group,
-            metric,
-            since,
-            to,
-            self.settings.bucket_secs,
-        )
-        .await
-    }
-
-    async fn step(&self, p: &StoredPolicy, now: DateTime<Utc>) -> Result<PolicyOutcome, sqlx::Error> {
+    /// Reads (from the snapshot) and decides for one policy; no side effect but the forecast it refits.
+    async fn plan(&self, p: StoredPolicy, snapshot: &Snapshot, now: DateTime<Utc>) -> Result<Plan, sqlx::Error> {
         let spec = &p.spec;
         let bucket = i64::from(self.settings.bucket_secs);
         let targets = spec.targets();
         let Some(first) = targets.first().copied() else {
             return Err(sqlx::Error::Protocol(format!("policy {} has no metric target", spec.name)));
         };
-        let (points, nodes) = self.series(spec, first.metric, now).await?;
+        let deployment = spec.deployment();
+        let group = (spec.target.kind == TargetKind::AgentGroup).then_some(spec.target.name.as_str());
+        let (points, nodes) = snapshot.metric(&deployment, group, first.metric);
         let history = fill_gaps(&points, bucket);
-        let fresh_of = |points: &[Point]| {
-            points.last().copied().filter(|l| now.timestamp() - l.bucket_secs <= 3 * bucket)
-        };
+        let fresh_of =
+            |points: &[Point]| points.last().copied().filter(|l| now.timestamp() - l.bucket_secs <= 3 * bucket);
         let fresh = fresh_of(&points);
         let mut metrics = vec![MetricObservation {
             name: metric_name(first.metric).into(),
             total: fresh.map(|l| l.total),
             target_per_replica: first.target,
         }];
-        let mut observed = vec![json!({ "metric": first.metric, "target": first.target, "total": fresh.map(|l| l.total), "members": fresh.map(|l| l.members) })];
+        let mut observed = vec![
+            json!({ "metric": first.metric, "target": first.target, "total": fresh.map(|l| l.total), "members": fresh.map(|l| l.members) }),
+        ];
         for t in targets.iter().skip(1) {
-            let (pts, _) = self.series(spec, t.metric, now).await?;
+            let (pts, _) = snapshot.metric(&deployment, group, t.metric);
             let f = fresh_of(&pts);
             metrics.push(MetricObservation {
                 name: metric_name(t.metric).into(),
@@ -185,47 +328,23 @@ impl ControlLoop {
             observed.push(json!({ "metric": t.metric, "target": t.target, "total": f.map(|l| l.total), "members": f.map(|l| l.members) }));
         }
 
-        // Current replicas: what the target says, else what we last applied, else the policy's floor.
+        // Current replicas: what the target says, else what this leader last applied, else the last applied
+        // decision, else the policy's floor.
         let (current, current_source) = match self.actuators.current(spec).await {
             Ok(Some(n)) => (n, "target"),
-            Ok(None) | Err(_) => match db::control::last_applied_replicas(&self.pool, p.id).await? {
-                Some(n) => (n, "last decision"),
-                None => (spec.min_replicas.max(1), "policy minimum"),
-            },
+            Ok(None) | Err(_) => {
+                let known = self.applied.lock().unwrap_or_else(|e| e.into_inner()).get(&p.id).copied();
+                match known {
+                    Some(n) => (n, "last decision"),
+                    None => match db::control::last_applied_replicas(&self.pool, p.id).await? {
+                        Some(n) => (n, "last decision"),
+                        None => (spec.min_replicas.max(1), "policy minimum"),
+                    },
+                }
+            }
         };
 
-        // Forecast the total over the horizon (the cold start by default); the upper quantile is the headroom.
-        let horizon_secs = spec.predictive.horizon_secs.unwrap_or(spec.cold_start_secs);
-        let horizon = (i64::from(horizon_secs).max(bucket) as f64 / bucket as f64).ceil() as usize;
-        // The upper bound of the central interval at level L is the (1 + L) / 2 quantile.
-        let level = (2.0 * spec.predictive.quantile - 1.0).clamp(0.0, 0.98);
-        let mut forecast_id = None;
-        let mut forecast_upper = None;
-        let mut forecast_json = serde_json::Value::Null;
-        // A forecast from a handful of points has intervals too wide to act on.
-        if spec.predictive.mode != PredictiveMode::Off && history.len() >= MIN_FORECAST_POINTS {
-            match forecast(&history, horizon, level, &ForecastConfig::default()) {
-                Ok(f) => {
-                    let upper = f.upper.iter().copied().fold(0.0_f64, f64::max);
-                    forecast_upper = Some(upper);
-                    let model = format!("{:?}", f.model);
-                    forecast_json = json!({ "model": model, "period": f.period, "horizon_steps": horizon, "upper_max": upper, "quantile": spec.predictive.quantile, "mode": spec.predictive.mode });
-                    forecast_id = Some(
-                        db::control::insert_forecast(
-                            &self.pool,
-                            p.id,
-                            now,
-                            self.settings.bucket_secs,
-                            &model,
-                            &history,
-                            &f,
-                        )
-                        .await?,
-                    );
-                }
-                Err(e) => forecast_json = json!({ "error": e.to_string() }),
-            }
-        }
+        let (forecast_upper, forecast_id, forecast_json) = self.forecast(&p, &history, now).await?;
 
         // Anomaly score of the latest complete bucket, from a streaming detector fed each bucket once.
         let score = self.score_anomalies(p.id, &points, now.timestamp() - now.timestamp().rem_euclid(bucket));
@@ -236,18 +355,24 @@ impl ControlLoop {
         // Latency SLOs, worst replica over the last few buckets.
         let mut slos = Vec::new();
         if let Some(slo) = &spec.slo {
-            let since = now - chrono::Duration::seconds(bucket * 3);
-            let lat = db::control::latest_latency(&self.pool, &spec.deployment(), since).await?;
+            let lat = snapshot.latency(&deployment, now.timestamp() - bucket * 3);
             if let Some(t) = slo.ttft_p95_ms {
-                slos.push(SloObservation { name: "ttft_p95_ms".into(), observed: lat.ttft_p95_s.map(|v| v * 1000.0), target: t });
+                slos.push(SloObservation {
+                    name: "ttft_p95_ms".into(),
+                    observed: lat.ttft_p95_s.map(|v| v * 1000.0),
+                    target: t,
+                });
             }
             if let Some(t) = slo.itl_p95_ms {
-                slos.push(SloObservation { name: "itl_p95_ms".into(), observed: lat.itl_p95_s.map(|v| v * 1000.0), target: t });
+                slos.push(SloObservation {
+                    name: "itl_p95_ms".into(),
+                    observed: lat.itl_p95_s.map(|v| v * 1000.0),
+                    target: t,
+                });
             }
         }
         let single_node_fault = if first.metric == Metric::GpuUtilization && !nodes.is_empty() {
-            let per_node = db::control::node_utilization(&self.pool, &nodes, now - chrono::Duration::seconds(bucket * 3)).await?;
-            single_node_fault(&per_node, first.target)
+            single_node_fault(&snapshot.node_utilization(&nodes, now.timestamp() - bucket * 3), first.target)
         } else {
             None
         };
@@ -287,62 +412,108 @@ impl ControlLoop {
             "single_node_fault": single_node_fault,
             "panic": decision.panic,
         });
-        let target = spec.target_label();
-        let decision_id = db::control::insert_decision(
-            &self.pool,
-            &NewDecision {
-                policy_id: p.id,
-                policy_version: p.version,
-                decided_at: now,
-                target: &target,
-                current,
-                decision: &decision,
-                inputs,
-                forecast_id,
-                dry_run: spec.dry_run,
-            },
-        )
-        .await?;
+        Ok(Plan { policy: p, current, decision, inputs, forecast_id, nodes })
+    }
 
-        let (applied, error) = if spec.dry_run {
-            self.metrics.decisions.with_label_values(&["dry_run"]).inc();
-            (false, None)
-        } else if decision.desired == current && !self.resend_due(p.id, spec, now) {
-            self.metrics.decisions.with_label_values(&["unchanged"]).inc();
-            (true, None)
-        } else if let Some(b) = self.backing_off(p.id, now) {
-            self.metrics.decisions.with_label_values(&["failed"]).inc();
-            let msg = format!(
+    /// The forecast's upper bound over the horizon, refitted every [`FORECAST_REFIT_SECS`] (and stored then);
+    /// between refits the cached bound is used.
+    async fn forecast(
+        &self,
+        p: &StoredPolicy,
+        history: &[f64],
+        now: DateTime<Utc>,
+    ) -> Result<(Option<f64>, Option<i64>, serde_json::Value), sqlx::Error> {
+        let spec = &p.spec;
+        // A forecast from a handful of points has intervals too wide to act on.
+        if spec.predictive.mode == PredictiveMode::Off || history.len() < MIN_FORECAST_POINTS {
+            return Ok((None, None, serde_json::Value::Null));
+        }
+        let (cached, first_fit) = {
+            let map = self.forecasts.lock().unwrap_or_else(|e| e.into_inner());
+            let c = map.get(&p.id);
+            (
+                c.filter(|c| c.version == p.version && (now - c.made_at).num_seconds() < FORECAST_REFIT_SECS).cloned(),
+                c.is_none(),
+            )
+        };
+        if let Some(c) = cached {
+            return Ok((c.upper, c.id, c.json));
+        }
+        let bucket = i64::from(self.settings.bucket_secs);
+        let horizon_secs = spec.predictive.horizon_secs.unwrap_or(spec.cold_start_secs);
+        let horizon = (i64::from(horizon_secs).max(bucket) as f64 / bucket as f64).ceil() as usize;
+        // The upper bound of the central interval at level L is the (1 + L) / 2 quantile.
+        let level = (2.0 * spec.predictive.quantile - 1.0).clamp(0.0, 0.98);
+        let c = match forecast(history, horizon, level, &ForecastConfig::default()) {
+            Ok(f) => {
+                let upper = f.upper.iter().copied().fold(0.0_f64, f64::max);
+                let model = format!("{:?}", f.model);
+                let id =
+                    db::control::insert_forecast(&self.pool, p.id, now, self.settings.bucket_secs, &model, history, &f)
+                        .await?;
+                let json = json!({ "model": model, "period": f.period, "horizon_steps": horizon, "upper_max": upper, "quantile": spec.predictive.quantile, "mode": spec.predictive.mode, "made_at": now });
+                CachedForecast { made_at: now, version: p.version, upper: Some(upper), id: Some(id), json }
+            }
+            Err(e) => CachedForecast {
+                made_at: now,
+                version: p.version,
+                upper: None,
+                id: None,
+                json: json!({ "error": e.to_string() }),
+            },
+        };
+        let mut cached = c.clone();
+        if first_fit {
+            // Spread the refits of policies first seen together (a new leader sees all of them at once) over
+            // the refit period, so no tick refits everything.
+            let offset = (p.id.as_u128() % FORECAST_REFIT_SECS as u128) as i64;
+            cached.made_at = now - chrono::Duration::seconds(offset);
+        }
+        self.forecasts.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, cached);
+        Ok((c.upper, c.id, c.json))
+    }
+
+    /// What a planned decision needs.
+    fn action(&self, pl: &Plan, now: DateTime<Utc>) -> Action {
+        let spec = &pl.policy.spec;
+        if spec.dry_run {
+            Action::DryRun
+        } else if pl.decision.desired == pl.current && !self.resend_due(pl.policy.id, spec, now) {
+            Action::Nothing
+        } else if let Some(b) = self.backing_off(pl.policy.id, now) {
+            Action::BackingOff(format!(
                 "not sent: backing off after {} failed attempts; next try at {}",
                 b.failures,
                 b.next_attempt.format("%H:%M:%S")
-            );
-            (false, Some(msg))
+            ))
         } else {
-            match self.actuators.scale(spec, decision.desired, decision_id).await {
-                Ok(()) => {
-                    self.metrics.decisions.with_label_values(&["applied"]).inc();
-                    self.backoffs.lock().unwrap_or_else(|e| e.into_inner()).remove(&p.id);
-                    if decision.desired != current {
-                        tracing::info!(target = %target, from = current, to = decision.desired, reason = %decision.reason, "scaled");
-                        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-                        states.entry(p.id).or_default().applied(now.timestamp(), current, decision.desired);
-                    }
-                    (true, None)
-                }
-                Err(e) => {
-                    self.metrics.decisions.with_label_values(&["failed"]).inc();
-                    let b = self.failed(p.id, now);
-                    tracing::warn!(target = %target, error = %e, failures = b.failures, retry_at = %b.next_attempt, "scaling failed");
-                    (false, Some(e.to_string()))
-                }
-            }
-        };
-        db::control::mark_decision(&self.pool, decision_id, applied, error.as_deref()).await?;
-        if !spec.dry_run {
-            self.rebatch(p, &nodes, now, decision_id).await?;
+            Action::Scale
         }
-        Ok(PolicyOutcome { policy_id: p.id, decision_id, current, desired: decision.desired, applied, error })
+    }
+
+    /// Scales the target; returns (applied, error).
+    async fn act(&self, pl: &Plan, decision_id: i64, now: DateTime<Utc>) -> (bool, Option<String>) {
+        let (p, current, desired) = (&pl.policy, pl.current, pl.decision.desired);
+        let target = p.spec.target_label();
+        match self.actuators.scale(&p.spec, desired, decision_id).await {
+            Ok(()) => {
+                self.metrics.decisions.with_label_values(&["applied"]).inc();
+                self.backoffs.lock().unwrap_or_else(|e| e.into_inner()).remove(&p.id);
+                self.applied.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, desired);
+                if desired != current {
+                    tracing::info!(target = %target, from = current, to = desired, reason = %pl.decision.reason, "scaled");
+                    let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+                    states.entry(p.id).or_default().applied(now.timestamp(), current, desired);
+                }
+                (true, None)
+            }
+            Err(e) => {
+                self.metrics.decisions.with_label_values(&["failed"]).inc();
+                let b = self.failed(p.id, now);
+                tracing::warn!(target = %target, error = %e, failures = b.failures, retry_at = %b.next_attempt, "scaling failed");
+                (false, Some(e.to_string()))
+            }
+        }
     }
 
     /// The policy's backoff when an attempt now would be too early.
@@ -392,9 +563,12 @@ impl ControlLoop {
         w.last_score
     }
 
-    /// Moves the deployment's batch size toward the largest that keeps inter-token latency p95 under the
-    /// SLO: shrink by a quarter above the SLO, grow by a quarter below 60 % of it while requests queue.
-    /// The dead band between the two is the hysteresis; a command goes out only on change.
+    /// Picks the deployment's batch size: with a trusted latency model (linfa least squares of ITL p95 on
+    /// batch size over the lookback's buckets, `forecasting::latency_model`), the largest batch whose
+    /// predicted p95 plus a safety margin keeps the SLO, moved only by at least 10 % (hysteresis); until the
+    /// model is trusted (too few distinct batch sizes), a step: a quarter down above the SLO, a quarter up
+    /// below 60 % of it while requests queue, which also produces the distinct batch sizes the model needs.
+    /// A command goes out only on change.
     async fn rebatch(
         &self,
         p: &StoredPolicy,
@@ -406,30 +580,42 @@ impl ControlLoop {
         if nodes.is_empty() {
             return Ok(());
         }
-        let since = now - chrono::Duration::seconds(i64::from(self.settings.bucket_secs) * 3);
-        let lat = db::control::latest_latency(&self.pool, &p.spec.deployment(), since).await?;
-        let (itl_p95, queue) = (lat.itl_p95_s, lat.queue_depth);
+        let deployment = p.spec.deployment();
+        let bucket = i64::from(self.settings.bucket_secs);
+        let (lat, observations) = {
+            let snap = self.snapshot.read().await;
+            (snap.latency(&deployment, now.timestamp() - bucket * 3), snap.batch_observations(&deployment))
+        };
         let current = {
             let map = self.batch_sizes.lock().unwrap_or_else(|e| e.into_inner());
             map.get(&p.id).copied()
         };
         let start = current.unwrap_or(r.min_batch_size.max(r.max_batch_size / 2));
         let slo_s = r.itl_slo_ms / 1000.0;
-        let next = match itl_p95 {
-            Some(l) if l > slo_s => ((f64::from(start) * 0.75).floor() as u32).max(r.min_batch_size),
-            Some(l) if l < 0.6 * slo_s && queue > 0.5 => {
-                ((f64::from(start) * 1.25).ceil() as u32).min(r.max_batch_size)
+        let model = forecasting::latency_model::LatencyModel::fit(&observations).ok().filter(|m| m.trusted);
+        let (next, how) = match &model {
+            Some(m) => {
+                let rec = m.recommend(slo_s, (r.min_batch_size, r.max_batch_size), start, 0.1);
+                (rec.batch_size, format!("latency model: {}", rec.reason))
             }
-            _ => start,
-        }
-        .clamp(r.min_batch_size, r.max_batch_size);
+            None => {
+                let next = match lat.itl_p95_s {
+                    Some(l) if l > slo_s => ((f64::from(start) * 0.75).floor() as u32).max(r.min_batch_size),
+                    Some(l) if l < 0.6 * slo_s && lat.queue_depth > 0.5 => {
+                        ((f64::from(start) * 1.25).ceil() as u32).min(r.max_batch_size)
+                    }
+                    _ => start,
+                };
+                (next, format!("step ({} observations, model not trusted yet)", observations.len()))
+            }
+        };
+        let next = next.clamp(r.min_batch_size, r.max_batch_size);
         if current == Some(next) {
             return Ok(());
         }
-        match self.actuators.agents.rebatch(nodes, &p.spec.deployment(), next, r.max_queue_delay_us, decision_id).await
-        {
+        match self.actuators.agents.rebatch(nodes, &deployment, next, r.max_queue_delay_us, decision_id).await {
             Ok(n) => {
-                tracing::info!(deployment = %p.spec.deployment(), batch = next, nodes = n, "rebatch queued");
+                tracing::info!(deployment = %deployment, batch = next, nodes = n, how = %how, "rebatch queued");
                 self.batch_sizes.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, next);
             }
             Err(e) => tracing::warn!(error = %e, "rebatch failed"),
@@ -461,14 +647,35 @@ impl ControlLoop {
                     self.leading.store(false, Ordering::Relaxed);
                 }
             }
+            let tick_started = Instant::now();
             if leader.is_some()
                 && let Err(e) = self.tick(Utc::now()).await
             {
                 tracing::warn!(error = %e, "control tick failed");
             }
-            let wait = if leader.is_some() { period } else { period.min(Duration::from_secs(2)) };
+            if leader.is_none() {
+                tokio::select! {
+                    _ = tokio::time::sleep(period.min(Duration::from_secs(2))) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            // New samples wake the leader early, but never sooner than the gap after the last tick began.
+            let woken = async {
+                match &self.wake {
+                    Some(w) => w.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until((tick_started + period).into()) => {}
+                _ = woken => {
+                    let gap = Duration::from_secs_f64(self.settings.min_tick_gap_secs.max(0.0));
+                    tokio::select! {
+                        _ = tokio::time::sleep_until((tick_started + gap).into()) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
                 _ = shutdown.changed() => {}
             }
         }

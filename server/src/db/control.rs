@@ -51,6 +51,143 @@ pub async fn node_utilization(
     .await
 }
 
+/// `LISTEN`/`NOTIFY` channel announcing committed samples (empty payload).
+pub const INGESTED_CHANNEL: &str = "fleetpilot_ingested";
+
+/// Every node with its agent group and deployment.
+pub async fn all_nodes(pool: &PgPool) -> Result<Vec<(String, Option<String>, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT node_id, agent_group, deployment FROM nodes").fetch_all(pool).await
+}
+
+/// Per node and bucket in `[from, to)`: the sum over its GPUs of each GPU's mean utilisation, and the GPUs.
+pub async fn gpu_buckets(
+    pool: &PgPool,
+    bucket_secs: i64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(String, i64, f64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT node_id, b, sum(u)::float8, count(*) FROM ( \
+           SELECT node_id, gpu_index, floor(extract(epoch FROM ts) / $1)::bigint * $1 AS b, avg(util_pct) AS u \
+           FROM gpu_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t GROUP BY 1, 2",
+    )
+    .bind(bucket_secs)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// One deployment's serving metrics in one bucket: per-replica means summed, worst latencies.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ServingBucket {
+    /// Sum over replicas of the mean queue depth.
+    pub queue_sum: f64,
+    /// Sum over replicas of the mean KV-cache use, percent.
+    pub kv_sum: f64,
+    /// Sum over replicas of the mean generated tokens/s.
+    pub generation_tps_sum: f64,
+    /// Worst replica TTFT p95, seconds.
+    pub ttft_p95_max: Option<f64>,
+    /// Worst replica inter-token latency p95, seconds.
+    pub itl_p95_max: Option<f64>,
+    /// Mean batch size over replicas.
+    pub batch_mean: Option<f64>,
+    /// Replicas reporting.
+    pub replicas: i64,
+}
+
+type ServingRow = (String, i64, f64, f64, f64, Option<f64>, Option<f64>, Option<f64>, i64);
+
+/// Per deployment and bucket in `[from, to)`: serving aggregates over replicas.
+pub async fn serving_buckets(
+    pool: &PgPool,
+    bucket_secs: i64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(String, i64, ServingBucket)>, sqlx::Error> {
+    let rows: Vec<ServingRow> = sqlx::query_as(
+        "SELECT deployment, b, sum(q)::float8, sum(kv)::float8, sum(tps)::float8, max(ttft)::float8, \
+           max(itl)::float8, avg(batch)::float8, count(*) FROM ( \
+           SELECT deployment, replica, floor(extract(epoch FROM ts) / $1)::bigint * $1 AS b, \
+             avg(queue_depth) AS q, avg(coalesce(kv_cache_pct, 0)) AS kv, avg(generation_tokens_per_s) AS tps, \
+             max(ttft_p95_s) AS ttft, max(itl_p95_s) AS itl, avg(batch_size_mean) AS batch \
+           FROM serving_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t GROUP BY 1, 2",
+    )
+    .bind(bucket_secs)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(d, b, q, kv, tps, ttft, itl, batch, n)| {
+            let agg = ServingBucket {
+                queue_sum: q,
+                kv_sum: kv,
+                generation_tps_sum: tps,
+                ttft_p95_max: ttft,
+                itl_p95_max: itl,
+                batch_mean: batch,
+                replicas: n,
+            };
+            (d, b, agg)
+        })
+        .collect())
+}
+
+/// Stores many decisions in one statement; returns their ids in order. `applied` is final for decisions
+/// that need no action; the others are marked after acting ([`mark_decisions`]).
+pub async fn insert_decisions(pool: &PgPool, ds: &[(NewDecision<'_>, bool)]) -> Result<Vec<i64>, sqlx::Error> {
+    if ds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO decisions (policy_id, policy_version, decided_at, target, current_replicas, desired_replicas, \
+         winner, reason, proposals, inputs, forecast_id, dry_run, applied) \
+         SELECT p, v, t, tg, c, d, w, r, pr, i, f, dr, a FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], \
+           $4::text[], $5::int[], $6::int[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], $11::bigint[], \
+           $12::bool[], $13::bool[], $14::int[]) AS u(p, v, t, tg, c, d, w, r, pr, i, f, dr, a, ord) \
+         ORDER BY ord RETURNING id",
+    )
+    .bind(ds.iter().map(|(d, _)| d.policy_id).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(d, _)| d.policy_version).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(d, _)| d.decided_at).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(d, _)| d.target).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(d, _)| d.current as i32).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(d, _)| d.decision.desired as i32).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(d, _)| d.decision.winner.as_str()).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(d, _)| d.decision.reason.as_str()).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(d, _)| serde_json::to_value(&d.decision.proposals).unwrap_or_default()).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(d, _)| d.inputs.clone()).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(d, _)| d.forecast_id).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(d, _)| d.dry_run).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(_, a)| *a).collect::<Vec<_>>())
+    .bind((0..ds.len() as i32).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await?;
+    // Ids are drawn in the order the rows are inserted (ORDER BY ord); RETURNING itself has no order.
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Marks decisions applied, or records why they could not be, in one statement.
+pub async fn mark_decisions(pool: &PgPool, marks: &[(i64, bool, Option<String>)]) -> Result<(), sqlx::Error> {
+    if marks.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE decisions d SET applied = m.a, error = m.e \
+         FROM UNNEST($1::bigint[], $2::bool[], $3::text[]) AS m(id, a, e) WHERE d.id = m.id",
+    )
+    .bind(marks.iter().map(|m| m.0).collect::<Vec<_>>())
+    .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
+    .bind(marks.iter().map(|m| m.2.as_deref()).collect::<Vec<_>>())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Stores a forecast; returns its id.
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_forecast(

@@ -80,6 +80,10 @@ pub async fn store_group(pool: &PgPool, batches: &[&Batch]) -> Result<Vec<StoreO
     late.dedup();
     super::rollups::mark_dirty(&mut tx, &late).await?;
     insert_probes(&mut tx, &stored).await?;
+    if !stored.is_empty() {
+        // Wakes the control loop of whichever replica leads, at commit: decisions follow data within a tick gap.
+        sqlx::query("SELECT pg_notify($1, '')").bind(super::control::INGESTED_CHANNEL).execute(&mut *tx).await?;
+    }
     for b in batches {
         if !b.command_results.is_empty() {
             super::commands::acknowledge(&mut tx, &b.agent_id, &[], &b.command_results).await?;
@@ -347,4 +351,3 @@ async fn upsert_gpu_latest(tx: &mut sqlx::PgConnection, batches: &[&Batch]) -> R
     .await?;
     Ok(())
 }
-

@@ -1,6 +1,8 @@
 //! Scaling policies: what a platform team declares for one deployment.
 
-use forecasting::decision::{Behavior, PanicSettings, PredictiveMode, RateKind, RatePolicy, ScalingRules, SelectPolicy};
+use forecasting::decision::{
+    Behavior, PanicSettings, PredictiveMode, RateKind, RatePolicy, ScalingRules, SelectPolicy,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -527,14 +529,21 @@ mod tests {
         assert_eq!(s.targets().len(), 1);
         let mut bad = s.clone();
         bad.behavior.scale_down.as_mut().unwrap().policies.as_mut().unwrap()[0].period_seconds = 0;
-        assert_eq!(
-            bad.validate().unwrap_err().field.as_deref(),
-            Some("behavior.scaleDown.policies[0].periodSeconds")
-        );
+        assert_eq!(bad.validate().unwrap_err().field.as_deref(), Some("behavior.scaleDown.policies[0].periodSeconds"));
         let bad = PolicySpec { scale_to_zero_idle_secs: None, ..s.clone() };
         assert_eq!(bad.validate().unwrap_err().field.as_deref(), Some("scale_to_zero_idle_secs"));
         let bad = PolicySpec { metrics: vec![], ..s };
         assert_eq!(bad.validate().unwrap_err().field.as_deref(), Some("metrics"));
+    }
+
+    #[test]
+    fn the_readme_example_policy_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("A scaling policy:").and_then(|i| readme[i..].find("```json").map(|j| i + j + 7));
+        let block = start.and_then(|s| readme[s..].find("```").map(|e| &readme[s..s + e])).unwrap();
+        let spec: PolicySpec = crate::error::parse_json(block.as_bytes()).unwrap();
+        assert_eq!(spec.validate().map_err(|e| e.error), Ok(()));
+        assert_eq!(spec.targets().len(), 2);
     }
 
     #[test]

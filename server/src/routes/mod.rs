@@ -30,9 +30,18 @@ pub async fn metrics(state: aw::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
 
+/// The OpenAPI 3.1 document of the API (`docs/openapi.json`, compiled in).
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// `GET /api/v1/openapi.json`.
+#[get("/api/v1/openapi.json")]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+}
+
 /// Registers every route.
 pub fn configure(cfg: &mut aw::ServiceConfig) {
-    cfg.service(healthz).service(readyz).service(metrics);
+    cfg.service(healthz).service(readyz).service(metrics).service(openapi);
     api::configure(cfg);
     web::configure(cfg);
 }
