@@ -9,5 +9,6 @@ mod end_to_end;
 mod fakes;
 mod helpers;
 mod install;
+mod opportunities;
 mod postgres;
 mod store;
