@@ -601,12 +601,7 @@ pub fn idle_gpus(w: &FleetWindow, cfg: &Config) -> Vec<Opportunity> {
             Kind::IdleGpu,
             format!("idle_gpu:{}:{}", g.node, g.gpu_index),
             gpu_target(g),
-            format!(
-                "GPU {} on {} was idle {:.0} % of the time with nothing loaded",
-                g.gpu_index,
-                g.node,
-                frac * 100.0
-            ),
+            format!("GPU {} on {} was idle {:.0} % of the time with nothing loaded", g.gpu_index, g.node, frac * 100.0),
             Evidence {
                 series: "gpu_util_pct".into(),
                 from_secs: w.start_secs,
@@ -644,7 +639,9 @@ pub fn memory_only_gpus(w: &FleetWindow, cfg: &Config) -> Vec<Opportunity> {
     let mut out = Vec::new();
     for g in &w.gpus {
         let Some((frac, observed, mean_util, p95, mem_frac)) = idleness(g, cfg) else { continue };
-        if frac < cfg.idle_fraction || !(mem_frac >= cfg.loaded_mem_fraction) {
+        // NaN memory (not reported) is not evidence of a loaded model.
+        let loaded = mem_frac.is_finite() && mem_frac >= cfg.loaded_mem_fraction;
+        if frac < cfg.idle_fraction || !loaded {
             continue;
         }
         let hours = HOURS_PER_WEEK * frac;
@@ -1004,7 +1001,8 @@ pub fn throttling(w: &FleetWindow, cfg: &Config) -> Vec<Opportunity> {
         if observed == 0 {
             continue;
         }
-        let throttled: Vec<usize> = (0..g.throttle_reasons.len()).filter(|&i| g.throttle_reasons[i] & mask != 0).collect();
+        let throttled: Vec<usize> =
+            (0..g.throttle_reasons.len()).filter(|&i| g.throttle_reasons[i] & mask != 0).collect();
         let frac = (throttled.len() as f64 / observed as f64).min(1.0);
         if throttled.is_empty() || frac < cfg.throttle_fraction {
             continue;
@@ -1143,9 +1141,7 @@ pub fn stragglers(w: &FleetWindow, cfg: &Config) -> Result<Vec<Opportunity>, Err
                 price,
                 cfg,
                 LatencyEffect {
-                    summary: format!(
-                        "this GPU {what}; requests it serves see the worst latency of the deployment"
-                    ),
+                    summary: format!("this GPU {what}; requests it serves see the worst latency of the deployment"),
                     ..LatencyEffect::default()
                 },
                 confidence,

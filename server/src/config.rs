@@ -309,7 +309,7 @@ impl Settings {
         if o.bucket_secs == 0 || o.window_secs < o.bucket_secs * 4 || o.window_secs / o.bucket_secs > 20_000 {
             return bad("opportunities.window_secs", "must cover 4 to 20000 buckets");
         }
-        if o.window_secs > 7200 && o.bucket_secs % 60 != 0 {
+        if o.window_secs > 7200 && !o.bucket_secs.is_multiple_of(60) {
             return bad("opportunities.bucket_secs", "must be a whole number of minutes for windows over 2 hours");
         }
         if !(o.idle_fraction.is_finite() && (0.0..=1.0).contains(&o.idle_fraction)) {

@@ -170,7 +170,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         "  API token:  {api_token}   (e.g. curl -H 'Authorization: Bearer {api_token}' http://127.0.0.1:{port}/api/v1/decisions)"
     );
     println!("  fleet:      {} simulated nodes x {} GPUs replaying {}", opts.agents, opts.gpus, opts.trace.display());
-    println!("  opportunities: curl -H 'Authorization: Bearer {api_token}' http://127.0.0.1:{port}/api/v1/opportunities");
+    println!(
+        "  opportunities: curl -H 'Authorization: Bearer {api_token}' http://127.0.0.1:{port}/api/v1/opportunities"
+    );
     println!("  Ctrl-C stops everything and cleans up.");
     println!();
 

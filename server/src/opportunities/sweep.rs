@@ -86,7 +86,12 @@ impl AnomalySweep {
     }
 
     /// Feeds the window's complete buckets not seen yet, persists event changes, and scores peers.
-    pub async fn run(&mut self, pool: &PgPool, loaded: &Loaded, now: DateTime<Utc>) -> Result<SweepOutcome, RefreshError> {
+    pub async fn run(
+        &mut self,
+        pool: &PgPool,
+        loaded: &Loaded,
+        now: DateTime<Utc>,
+    ) -> Result<SweepOutcome, RefreshError> {
         let w = &loaded.window;
         let mut out = SweepOutcome::default();
         if !self.reconciled {

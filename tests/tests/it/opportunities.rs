@@ -51,10 +51,7 @@ fn keys(list: &Value) -> Vec<String> {
 }
 
 fn settings() -> fleetpilot::config::OpportunitySettings {
-    let mut s = fleetpilot::config::OpportunitySettings::default();
-    s.window_secs = 600;
-    s.bucket_secs = 10;
-    s
+    fleetpilot::config::OpportunitySettings { window_secs: 600, bucket_secs: 10, ..Default::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +111,8 @@ async fn an_idle_and_a_throttled_gpu_become_ranked_opportunities_that_persist_cl
 
     // A second refresh updates in place: same ids, nothing new, nothing closed.
     let ids: Vec<i64> = list["items"].as_array().unwrap().iter().map(|o| o["id"].as_i64().unwrap()).collect();
-    let second = fleetpilot::opportunities::refresh_once(&app.pool, &settings, now_a + Duration::seconds(2)).await.unwrap();
+    let second =
+        fleetpilot::opportunities::refresh_once(&app.pool, &settings, now_a + Duration::seconds(2)).await.unwrap();
     assert!(second.opened.is_empty() && second.closed.is_empty(), "{second:?}");
     assert_eq!(second.updated.len(), 2);
     let (_, again) = get(&app, "/api/v1/opportunities").await;
@@ -158,7 +156,8 @@ async fn an_idle_and_a_throttled_gpu_become_ranked_opportunities_that_persist_cl
     assert_eq!(status, 409);
 
     // The same idle condition coming back reopens the same key (and id).
-    let back = fleetpilot::opportunities::refresh_once(&app.pool, &settings, now_a + Duration::seconds(4)).await.unwrap();
+    let back =
+        fleetpilot::opportunities::refresh_once(&app.pool, &settings, now_a + Duration::seconds(4)).await.unwrap();
     assert_eq!(back.opened, vec![format!("idle_gpu:{NODE}:0")]);
     let (_, reopened) = get(&app, &format!("/api/v1/opportunities/{}", ids[0])).await;
     assert_eq!(reopened["status"], "open");
