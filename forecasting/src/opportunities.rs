@@ -1095,7 +1095,12 @@ pub fn stragglers(w: &FleetWindow, cfg: &Config) -> Result<Vec<Opportunity>, Err
         if members.len() < cfg.peers.min_members {
             continue;
         }
-        let series: Vec<&[f64]> = members.iter().map(|g| g.util_pct.as_slice()).collect();
+        // Buckets where a GPU sat idle (not serving yet, or drained) are not comparable: left out.
+        let masked: Vec<Vec<f64>> = members
+            .iter()
+            .map(|g| g.util_pct.iter().map(|u| if *u >= cfg.idle_util_pct { *u } else { f64::NAN }).collect())
+            .collect();
+        let series: Vec<&[f64]> = masked.iter().map(Vec::as_slice).collect();
         let report = score_peers(&series, &cfg.peers)?;
         for i in report.outliers() {
             let (Some(g), Some(m)) = (members.get(i), report.members.get(i)) else { continue };

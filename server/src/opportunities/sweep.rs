@@ -206,7 +206,13 @@ impl AnomalySweep {
         }
         let mut flagged: HashSet<SeriesId> = HashSet::new();
         for (dep, members) in groups {
-            let series: Vec<&[f64]> = members.iter().map(|g| g.util_pct.as_slice()).collect();
+            // Buckets where a GPU sat idle (starting, drained) are not comparable with serving peers.
+            let idle = self.idle_util_pct;
+            let masked: Vec<Vec<f64>> = members
+                .iter()
+                .map(|g| g.util_pct.iter().map(|u| if *u >= idle { *u } else { f64::NAN }).collect())
+                .collect();
+            let series: Vec<&[f64]> = masked.iter().map(Vec::as_slice).collect();
             let report = score_peers(&series, &self.peers)?;
             for i in report.outliers() {
                 let (Some(g), Some(m)) = (members.get(i), report.members.get(i)) else { continue };
