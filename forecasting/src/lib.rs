@@ -14,6 +14,7 @@ pub mod latency_model;
 pub mod mase;
 pub mod model;
 pub mod nab;
+pub mod opportunities;
 pub mod peers;
 
 pub use error::Error;

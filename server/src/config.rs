@@ -67,6 +67,8 @@ pub struct Settings {
     pub alerts: AlertSettings,
     /// PagerDuty Events API v2 delivery.
     pub pagerduty: PagerDutySettings,
+    /// Optimization opportunities and the anomaly sweep.
+    pub opportunities: OpportunitySettings,
     /// Agent binary served to installers (`/download/fleetpilot-agent`); default: `fleetpilot-agent` next
     /// to this executable.
     pub agent_binary: Option<PathBuf>,
@@ -86,6 +88,7 @@ impl Default for Settings {
             kube: KubeSettings::default(),
             alerts: AlertSettings::default(),
             pagerduty: PagerDutySettings::default(),
+            opportunities: OpportunitySettings::default(),
             agent_binary: None,
         }
     }
@@ -209,6 +212,55 @@ impl Default for PagerDutySettings {
     }
 }
 
+/// Optimization opportunities (issue #7) and the anomaly sweep, refreshed by the control-loop leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpportunitySettings {
+    /// Whether the leader refreshes opportunities and sweeps anomalies (needs `control.enabled`).
+    pub enabled: bool,
+    /// Seconds between refreshes.
+    pub refresh_secs: f64,
+    /// Seconds of history each refresh looks at (raw samples up to 2 hours, 1-minute rollups beyond).
+    pub window_secs: u32,
+    /// Width of the buckets the window is aggregated into, seconds (a whole number of minutes for windows
+    /// over 2 hours).
+    pub bucket_secs: u32,
+    /// Utilisation (%) under which a GPU counts as idle in a bucket.
+    pub idle_util_pct: f64,
+    /// Fraction of the window a GPU must be idle for an idle-GPU or memory-only opportunity.
+    pub idle_fraction: f64,
+    /// Inter-token latency p95 SLO (ms) for deployments without a rebatch policy (0: none, then batching
+    /// and SLO-based consolidation are not scored for them).
+    pub default_itl_slo_ms: f64,
+    /// Window length (seconds) from which evidence counts in full; shorter windows lower the confidence.
+    pub full_confidence_secs: f64,
+    /// Price per GPU-hour for models no `price_per_gpu_hour` key matches.
+    pub default_price_per_gpu_hour: f64,
+    /// Price per GPU-hour by a case-insensitive substring of the GPU model name (the longest match wins),
+    /// e.g. `{ H100 = 4.0, A100 = 2.5 }`.
+    pub price_per_gpu_hour: std::collections::BTreeMap<String, f64>,
+    /// Currency of the prices.
+    pub currency: String,
+}
+
+impl Default for OpportunitySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            refresh_secs: 60.0,
+            window_secs: 3600,
+            bucket_secs: 60,
+            idle_util_pct: 5.0,
+            idle_fraction: 0.9,
+            default_itl_slo_ms: 0.0,
+            full_confidence_secs: 6.0 * 3600.0,
+            default_price_per_gpu_hour: 2.5,
+            price_per_gpu_hour: forecasting::opportunities::default_prices(),
+            currency: "USD".into(),
+        }
+    }
+}
+
 /// Configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -263,6 +315,29 @@ impl Settings {
         }
         if !(self.alerts.eval_secs.is_finite() && self.alerts.eval_secs >= 0.05) {
             return bad("alerts.eval_secs", "must be at least 0.05");
+        }
+        let o = &self.opportunities;
+        if !(o.refresh_secs.is_finite() && o.refresh_secs >= 0.05) {
+            return bad("opportunities.refresh_secs", "must be at least 0.05");
+        }
+        if o.bucket_secs == 0 || o.window_secs < o.bucket_secs * 4 || o.window_secs / o.bucket_secs > 20_000 {
+            return bad("opportunities.window_secs", "must cover 4 to 20000 buckets");
+        }
+        if o.window_secs > 7200 && !o.bucket_secs.is_multiple_of(60) {
+            return bad("opportunities.bucket_secs", "must be a whole number of minutes for windows over 2 hours");
+        }
+        if !(o.idle_fraction.is_finite() && (0.0..=1.0).contains(&o.idle_fraction)) {
+            return bad("opportunities.idle_fraction", "must be within [0, 1]");
+        }
+        let nonneg = |v: f64| v.is_finite() && v >= 0.0;
+        if !nonneg(o.idle_util_pct) || !nonneg(o.default_itl_slo_ms) {
+            return bad("opportunities.idle_util_pct/default_itl_slo_ms", "must be finite and >= 0");
+        }
+        if !(o.full_confidence_secs.is_finite() && o.full_confidence_secs > 0.0) {
+            return bad("opportunities.full_confidence_secs", "must be > 0");
+        }
+        if !nonneg(o.default_price_per_gpu_hour) || o.price_per_gpu_hour.values().any(|v| !nonneg(*v)) {
+            return bad("opportunities.price_per_gpu_hour", "prices must be finite and >= 0");
         }
         if self.api_token.is_empty() || self.agent_token.is_empty() {
             return bad("api_token/agent_token", "both must be set (FLEETPILOT_API_TOKEN, FLEETPILOT_AGENT_TOKEN)");

@@ -76,6 +76,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     settings.control.scale_down_stabilization_secs = 30;
     settings.alerts.node_silent_secs = 15;
     settings.alerts.gpu_temp_c = 88.0;
+    // Opportunities every 10 s over the last 10 minutes (100 minutes of trace time at 10x): the fleet is
+    // over-provisioned at night, so idle GPUs show up, priced as H100s.
+    settings.opportunities.refresh_secs = 10.0;
+    settings.opportunities.window_secs = 600;
+    settings.opportunities.bucket_secs = 10;
+    settings.opportunities.full_confidence_secs = 600.0;
     let app = match Application::build_with_pool(settings.clone(), pool.clone()).await {
         Ok(a) => a,
         Err(e) if opts.listen.ends_with(":8080") => {
@@ -180,6 +186,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         "  API token:  {api_token}   (e.g. curl -H 'Authorization: Bearer {api_token}' http://127.0.0.1:{port}/api/v1/decisions)"
     );
     println!("  fleet:      {} simulated nodes x {} GPUs replaying {}", opts.agents, opts.gpus, opts.trace.display());
+    println!(
+        "  opportunities: curl -H 'Authorization: Bearer {api_token}' http://127.0.0.1:{port}/api/v1/opportunities"
+    );
     println!("  Ctrl-C stops everything and cleans up.");
     println!();
 

@@ -17,6 +17,7 @@ use crate::db::{self, Partitions};
 use crate::delivery::CommandBus;
 use crate::error::ApiError;
 use crate::ingest::{IngestQueue, QueueLimits};
+use crate::opportunities::Refresher;
 use crate::pg::{PgOptions, PrivatePostgres};
 use crate::routes;
 use crate::state::AppState;
@@ -97,6 +98,11 @@ impl Application {
             let alerts = AlertEngine::new(pool.clone(), settings.alerts.clone(), deliver, public_url.clone());
             // Alerts are evaluated by whichever replica leads the control loop.
             tasks.push(tokio::spawn(alerts.run_until_stopped(control.leadership(), rx.clone())));
+            if settings.opportunities.enabled {
+                // Opportunities and anomalies are refreshed by the control-loop leader too.
+                let refresher = Refresher::new(pool.clone(), settings.opportunities.clone());
+                tasks.push(tokio::spawn(refresher.run_until_stopped(control.leadership(), rx.clone())));
+            }
             tasks.push(tokio::spawn(control.run_until_stopped(rx.clone())));
         }
         if !settings.pagerduty.routing_key.is_empty() {

@@ -3,12 +3,14 @@
 //! input, and marked with `AssertSqlSafe` at that one spot.
 
 pub mod alerts;
+pub mod anomalies;
 pub mod commands;
 pub mod control;
 pub mod copy;
 pub mod dashboard;
 pub mod enroll;
 pub mod ingest;
+pub mod opportunities;
 pub mod policies;
 pub mod rollups;
 pub mod series;

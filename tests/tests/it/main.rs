@@ -10,5 +10,6 @@ mod fakes;
 mod helpers;
 mod install;
 mod openapi;
+mod opportunities;
 mod postgres;
 mod store;

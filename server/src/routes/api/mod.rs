@@ -3,6 +3,7 @@
 pub mod commands;
 pub mod enroll;
 pub mod ingest;
+pub mod opportunities;
 pub mod policies;
 pub mod reads;
 pub mod series;
@@ -32,5 +33,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(series::fleet)
         .service(enroll::create_token)
         .service(enroll::enroll)
-        .service(enroll::enrollments);
+        .service(enroll::enrollments)
+        .service(opportunities::list)
+        .service(opportunities::get_one)
+        .service(opportunities::dismiss)
+        .service(opportunities::anomalies);
 }

@@ -1,0 +1,147 @@
+//! Anomaly events: opened, escalated and closed by the leader's sweep; read by the API.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// Identity of an event's series: at most one open event per identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesId {
+    /// Node ('' for deployment series).
+    pub node_id: String,
+    /// Deployment ('' when unknown).
+    pub deployment: String,
+    /// What the series is of (`gpu:<node>:<index>`, `deployment:<name>`).
+    pub target: String,
+    /// Metric (`util_pct`, `itl_p95_s`, `peer:util_pct`, ...).
+    pub metric: String,
+}
+
+/// Opens an event, or updates the open one of the same series (severity only rises); returns its id.
+#[allow(clippy::too_many_arguments)]
+pub async fn open_or_update(
+    pool: &PgPool,
+    s: &SeriesId,
+    source: &str,
+    started_at: DateTime<Utc>,
+    severity: &str,
+    score: f64,
+    evidence: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO anomalies AS a (node_id, deployment, target, metric, source, started_at, severity, score, evidence, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (node_id, deployment, target, metric) WHERE ended_at IS NULL DO UPDATE SET \
+             severity = CASE WHEN array_position(ARRAY['info', 'warning', 'critical'], EXCLUDED.severity) \
+                               > array_position(ARRAY['info', 'warning', 'critical'], a.severity) \
+                             THEN EXCLUDED.severity ELSE a.severity END, \
+             score = greatest(a.score, EXCLUDED.score), evidence = EXCLUDED.evidence, updated_at = EXCLUDED.updated_at \
+         RETURNING id",
+    )
+    .bind(&s.node_id)
+    .bind(&s.deployment)
+    .bind(&s.target)
+    .bind(&s.metric)
+    .bind(source)
+    .bind(started_at)
+    .bind(severity)
+    .bind(score)
+    .bind(evidence)
+    .bind(now)
+    .fetch_one(pool)
+    .await
+}
+
+/// Closes the open event of a series at `ended_at`; whether there was one.
+pub async fn close(pool: &PgPool, s: &SeriesId, ended_at: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE anomalies SET ended_at = $5, updated_at = $5 \
+         WHERE node_id = $1 AND deployment = $2 AND target = $3 AND metric = $4 AND ended_at IS NULL",
+    )
+    .bind(&s.node_id)
+    .bind(&s.deployment)
+    .bind(&s.target)
+    .bind(&s.metric)
+    .bind(ended_at)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n > 0)
+}
+
+/// Series with an open event from `source`.
+pub async fn open_series(pool: &PgPool, source: &str) -> Result<Vec<SeriesId>, sqlx::Error> {
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT node_id, deployment, target, metric FROM anomalies WHERE ended_at IS NULL AND source = $1",
+    )
+    .bind(source)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(node_id, deployment, target, metric)| SeriesId { node_id, deployment, target, metric })
+        .collect())
+}
+
+/// One stored anomaly event.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StoredAnomaly {
+    /// Id.
+    pub id: i64,
+    /// Node ('' for deployment series).
+    pub node_id: String,
+    /// Deployment ('' when unknown).
+    pub deployment: String,
+    /// What the series is of.
+    pub target: String,
+    /// Metric.
+    pub metric: String,
+    /// `detector` (streaming detector + hysteresis) or `peers` (peer outlier).
+    pub source: String,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End (`None` while open).
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `info`, `warning` or `critical` (peak).
+    pub severity: String,
+    /// Peak score, `[0, 1]`.
+    pub score: f64,
+    /// Observed and expected values, component, tail probability.
+    pub evidence: serde_json::Value,
+}
+
+/// Filters of the list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Node.
+    pub node: Option<String>,
+    /// Deployment.
+    pub deployment: Option<String>,
+    /// Severity.
+    pub severity: Option<String>,
+    /// Only open (true) or only closed (false) events.
+    pub open: Option<bool>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows skipped.
+    pub offset: i64,
+}
+
+/// Events matching `f`, newest first.
+pub async fn list(pool: &PgPool, f: &Filter) -> Result<Vec<StoredAnomaly>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, node_id, deployment, target, metric, source, started_at, ended_at, severity, score, evidence \
+         FROM anomalies WHERE ($1::text IS NULL OR node_id = $1) AND ($2::text IS NULL OR deployment = $2) \
+           AND ($3::text IS NULL OR severity = $3) AND ($4::bool IS NULL OR (ended_at IS NULL) = $4) \
+         ORDER BY started_at DESC, id DESC LIMIT $5 OFFSET $6",
+    )
+    .bind(&f.node)
+    .bind(&f.deployment)
+    .bind(&f.severity)
+    .bind(f.open)
+    .bind(f.limit)
+    .bind(f.offset)
+    .fetch_all(pool)
+    .await
+}

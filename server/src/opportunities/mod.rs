@@ -1,0 +1,278 @@
+//! The opportunity refresher: every `refresh_secs`, on the control-loop leader, read the fleet's recent
+//! window through `db::opportunities`, run `forecasting::opportunities::detect`, and upsert the result by
+//! stable key; then sweep the same window for anomaly events ([`sweep`]).
+//!
+//! [`refresh_once`] is the one testable step for opportunities (stateless; `now` injected);
+//! [`Refresher::tick`] adds the anomaly sweep, whose streaming detectors live in memory on the leader.
+
+pub mod sweep;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use forecasting::forecast::{ForecastConfig, forecast};
+use forecasting::opportunities::{Config, DeploymentWindow, FleetWindow, GpuWindow, Pricing, detect};
+use sqlx::PgPool;
+use tokio::sync::{Mutex, watch};
+use tracing::Instrument as _;
+
+use crate::config::OpportunitySettings;
+use crate::db;
+use crate::db::opportunities::UpsertOutcome;
+
+/// A refresh failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// Reading or writing the database failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The detectors refused their input.
+    #[error("detectors: {0}")]
+    Detect(#[from] forecasting::Error),
+}
+
+/// The detectors' settings from the server's.
+pub fn detector_config(s: &OpportunitySettings) -> Config {
+    Config {
+        idle_util_pct: s.idle_util_pct,
+        idle_fraction: s.idle_fraction,
+        full_confidence_secs: s.full_confidence_secs,
+        pricing: Pricing {
+            default_per_gpu_hour: s.default_price_per_gpu_hour,
+            per_gpu_hour: s.price_per_gpu_hour.clone(),
+            currency: s.currency.clone(),
+        },
+        ..Config::default()
+    }
+}
+
+/// The window as read, plus series the detectors do not take but the anomaly sweep does.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// What the opportunity detectors see.
+    pub window: FleetWindow,
+    /// GPU temperature, C, per GPU in `window.gpus` order.
+    pub gpu_temp_c: Vec<Vec<f64>>,
+}
+
+/// Reads the window ending with the bucket that holds `now`.
+pub async fn load(pool: &PgPool, s: &OpportunitySettings, now: DateTime<Utc>) -> Result<Loaded, sqlx::Error> {
+    let bucket = i64::from(s.bucket_secs.max(1));
+    let buckets = (i64::from(s.window_secs) / bucket).max(1);
+    let end = now.timestamp().div_euclid(bucket) * bucket + bucket;
+    let start = end - buckets * bucket;
+    let n = buckets as usize;
+    let (Some(from), Some(to)) = (DateTime::from_timestamp(start, 0), DateTime::from_timestamp(end, 0)) else {
+        return Err(sqlx::Error::Protocol(format!("window {start}..{end} is out of range")));
+    };
+    let idx = |b: i64| usize::try_from((b - start) / bucket).ok().filter(|i| *i < n);
+
+    let node_dep: HashMap<String, String> = db::opportunities::node_deployments(pool).await?.into_iter().collect();
+    let errors: HashMap<(String, i32), (i32, i64)> = db::opportunities::gpu_errors(pool, from, to)
+        .await?
+        .into_iter()
+        .map(|(node, gpu, xid, ecc)| ((node, gpu), (xid, ecc)))
+        .collect();
+
+    let mut gpus: BTreeMap<(String, i32), (GpuWindow, Vec<f64>)> = BTreeMap::new();
+    for r in db::opportunities::gpu_buckets(pool, from, to, bucket).await? {
+        let Some(i) = idx(r.b) else { continue };
+        let key = (r.node_id.clone(), r.gpu_index);
+        let (g, temp) = gpus.entry(key).or_insert_with(|| {
+            let (xid, ecc) = errors.get(&(r.node_id.clone(), r.gpu_index)).copied().unwrap_or((0, 0));
+            (
+                GpuWindow {
+                    node: r.node_id.clone(),
+                    gpu_index: u32::try_from(r.gpu_index).unwrap_or(0),
+                    model: String::new(),
+                    deployment: node_dep.get(&r.node_id).cloned(),
+                    util_pct: vec![f64::NAN; n],
+                    sm_active: vec![f64::NAN; n],
+                    mem_used_bytes: vec![f64::NAN; n],
+                    mem_total_bytes: 0.0,
+                    power_w: vec![f64::NAN; n],
+                    sm_clock_mhz: vec![f64::NAN; n],
+                    throttle_reasons: vec![0; n],
+                    xid_max: u32::try_from(xid).unwrap_or(0),
+                    ecc_dbe_new: u64::try_from(ecc).unwrap_or(0),
+                },
+                vec![f64::NAN; n],
+            )
+        });
+        if !r.model.is_empty() {
+            g.model = r.model;
+        }
+        g.util_pct[i] = r.util;
+        g.sm_active[i] = r.sm_active.unwrap_or(f64::NAN);
+        g.mem_used_bytes[i] = r.mem_used;
+        g.mem_total_bytes = g.mem_total_bytes.max(r.mem_total);
+        g.power_w[i] = r.power;
+        g.sm_clock_mhz[i] = r.clock;
+        g.throttle_reasons[i] = u64::try_from(r.throttle).unwrap_or(0);
+        temp[i] = r.temp;
+    }
+
+    // Per deployment: the GPU model of the nodes serving it, and what its policy says.
+    let mut dep_model: HashMap<&str, &str> = HashMap::new();
+    for (g, _) in gpus.values() {
+        if let Some(d) = &g.deployment {
+            dep_model.entry(d.as_str()).or_insert(g.model.as_str());
+        }
+    }
+    let policies: HashMap<String, crate::domain::policy::PolicySpec> =
+        db::policies::list(pool).await?.into_iter().map(|p| (p.spec.deployment(), p.spec)).collect();
+    let mut deployments: BTreeMap<String, DeploymentWindow> = BTreeMap::new();
+    for r in db::opportunities::deployment_buckets(pool, from, to, bucket).await? {
+        let Some(i) = idx(r.b) else { continue };
+        let d = deployments.entry(r.deployment.clone()).or_insert_with(|| {
+            let policy = policies.get(&r.deployment);
+            let rebatch = policy.and_then(|p| p.rebatch.as_ref());
+            let slo_ms = rebatch.map_or(s.default_itl_slo_ms, |r| r.itl_slo_ms);
+            DeploymentWindow {
+                deployment: r.deployment.clone(),
+                gpu_model: dep_model.get(r.deployment.as_str()).map(|m| m.to_string()).unwrap_or_default(),
+                replicas: 0,
+                min_replicas: policy.map_or(1, |p| p.min_replicas.max(1)),
+                // Serving engines do not report GPUs per replica; one is the common case for the engines we scrape.
+                gpus_per_replica: 1.0,
+                replicas_series: vec![f64::NAN; n],
+                demand_tokens_per_s: vec![f64::NAN; n],
+                forecast_peak: None,
+                per_replica_capacity: None,
+                itl_p95_s: vec![f64::NAN; n],
+                itl_slo_s: (slo_ms > 0.0).then_some(slo_ms / 1000.0),
+                batch_size: vec![f64::NAN; n],
+                batch_bounds: rebatch.map_or((1, 256), |r| (r.min_batch_size, r.max_batch_size)),
+                max_queue_delay_us: rebatch.map(|r| r.max_queue_delay_us),
+                kv_cache_pct: vec![f64::NAN; n],
+                queue_depth: vec![f64::NAN; n],
+            }
+        });
+        d.replicas_series[i] = r.replicas as f64;
+        d.demand_tokens_per_s[i] = r.demand;
+        d.itl_p95_s[i] = r.itl.unwrap_or(f64::NAN);
+        d.batch_size[i] = r.batch.unwrap_or(f64::NAN);
+        d.kv_cache_pct[i] = r.kv.unwrap_or(f64::NAN);
+        d.queue_depth[i] = r.queue;
+    }
+    for d in deployments.values_mut() {
+        // Replicas now: those reporting in the newest bucket with data.
+        d.replicas = d.replicas_series.iter().rev().find(|x| x.is_finite()).map_or(0, |x| *x as u32);
+        d.forecast_peak = forecast_peak(&d.demand_tokens_per_s, n);
+    }
+
+    let (gpus, gpu_temp_c): (Vec<GpuWindow>, Vec<Vec<f64>>) = gpus.into_values().unzip();
+    Ok(Loaded {
+        window: FleetWindow {
+            start_secs: start,
+            bucket_secs: bucket,
+            buckets: n,
+            gpus,
+            deployments: deployments.into_values().collect(),
+        },
+        gpu_temp_c,
+    })
+}
+
+/// Upper bound (90 %) of the demand forecast over the next window, from the window's history (gaps carry
+/// the last value); `None` with fewer than 12 points or when the model fails.
+fn forecast_peak(demand: &[f64], horizon: usize) -> Option<f64> {
+    let first = demand.iter().position(|x| x.is_finite())?;
+    let mut last = demand[first];
+    let history: Vec<f64> = demand[first..]
+        .iter()
+        .map(|x| {
+            if x.is_finite() {
+                last = *x;
+            }
+            last
+        })
+        .collect();
+    if history.len() < 12 {
+        return None;
+    }
+    let f = forecast(&history, horizon.clamp(1, 288), 0.9, &ForecastConfig::default()).ok()?;
+    f.upper.iter().copied().filter(|x| x.is_finite()).reduce(f64::max)
+}
+
+/// One opportunity refresh at `now`: read, detect, upsert by key (closing what disappeared).
+pub async fn refresh_once(
+    pool: &PgPool,
+    settings: &OpportunitySettings,
+    now: DateTime<Utc>,
+) -> Result<UpsertOutcome, RefreshError> {
+    let loaded = load(pool, settings, now).await?;
+    refresh_loaded(pool, settings, &loaded, now).await
+}
+
+async fn refresh_loaded(
+    pool: &PgPool,
+    settings: &OpportunitySettings,
+    loaded: &Loaded,
+    now: DateTime<Utc>,
+) -> Result<UpsertOutcome, RefreshError> {
+    let ops = detect(&loaded.window, &detector_config(settings))?;
+    let out = db::opportunities::upsert(pool, &ops, now).await?;
+    for k in &out.opened {
+        tracing::info!(key = %k, "opportunity opened");
+    }
+    for k in &out.closed {
+        tracing::info!(key = %k, "opportunity closed");
+    }
+    Ok(out)
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default)]
+pub struct TickOutcome {
+    /// Opportunity changes.
+    pub opportunities: UpsertOutcome,
+    /// Anomaly changes.
+    pub anomalies: sweep::SweepOutcome,
+}
+
+/// Refreshes opportunities and sweeps anomalies on the leader.
+pub struct Refresher {
+    pool: PgPool,
+    settings: OpportunitySettings,
+    sweep: Mutex<sweep::AnomalySweep>,
+}
+
+impl Refresher {
+    /// A refresher over `pool`.
+    pub fn new(pool: PgPool, settings: OpportunitySettings) -> Self {
+        let sweep = Mutex::new(sweep::AnomalySweep::new(settings.idle_util_pct));
+        Self { pool, settings, sweep }
+    }
+
+    /// One refresh and anomaly sweep at `now`.
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickOutcome, RefreshError> {
+        let loaded = load(&self.pool, &self.settings, now).await?;
+        let opportunities = refresh_loaded(&self.pool, &self.settings, &loaded, now).await?;
+        let anomalies = self.sweep.lock().await.run(&self.pool, &loaded, now).await?;
+        Ok(TickOutcome { opportunities, anomalies })
+    }
+
+    /// Ticks every `refresh_secs` while `leading` is set, until `shutdown` flips.
+    pub async fn run_until_stopped(self, leading: Arc<AtomicBool>, mut shutdown: watch::Receiver<bool>) {
+        let period = Duration::from_secs_f64(self.settings.refresh_secs);
+        while !*shutdown.borrow() {
+            if leading.load(Ordering::Relaxed) {
+                let span = tracing::info_span!("opportunities_refresh");
+                if let Err(e) = self.tick(Utc::now()).instrument(span).await {
+                    tracing::warn!(error = %e, "opportunity refresh failed");
+                }
+            } else {
+                // A replica that is not (or no longer) leading forgets its detectors' state.
+                self.sweep.lock().await.reset();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
