@@ -19,8 +19,11 @@ use gpu_agent::protocol::{Batch, GpuSample, NodeInfo, PROTOCOL_VERSION};
 use super::quantile;
 use crate::config::{Secret, Settings};
 use crate::db;
-use crate::domain::policy::{Metric, PolicySpec, Target, TargetKind};
+use crate::domain::policy::{
+    BehaviorSpec, Metric, PolicySpec, PredictiveSpec, RulesSpec, SelectPolicySpec, Target, TargetKind,
+};
 use crate::startup::Application;
+use forecasting::decision::PredictiveMode;
 
 /// Options of the decision benchmark.
 #[derive(Debug, Clone)]
@@ -134,7 +137,6 @@ async fn post_all(http: &reqwest::Client, url: &str, seq: &mut u64, util: f64) -
 
 /// One phase: a server with `min_gap` / `tick` on `url`, `steps` load steps; latencies in ms.
 async fn phase(
-    pool: &sqlx::PgPool,
     url: &str,
     kube: &FakeKube,
     tick_secs: f64,
@@ -153,7 +155,9 @@ async fn phase(
     settings.control.tick_secs = tick_secs;
     settings.control.min_tick_gap_secs = min_gap;
     settings.kube.api_url = Some(kube.url.clone());
-    let app = Application::build_with_pool(settings, pool.clone()).await?;
+    // Each phase's server owns its pool (stopping the server closes it).
+    let pool = db::connect(url, 10).await?;
+    let app = Application::build_with_pool(settings, pool).await?;
     let ingest = format!("http://127.0.0.1:{}/api/v1/ingest", app.port());
     let stop = app.shutdown_handle();
     let server = tokio::spawn(app.run_until_stopped());
@@ -169,7 +173,17 @@ async fn phase(
     let mut latencies = Vec::with_capacity(steps);
     for _ in 0..steps {
         kube.replicas.store(8, Ordering::SeqCst);
-        let before = kube.patches();
+        // Quiet before the step: no scale request pending from the steady load.
+        let mut before = kube.patches();
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = kube.patches();
+            if now == before {
+                break;
+            }
+            before = now;
+            kube.replicas.store(8, Ordering::SeqCst);
+        }
         let t0 = Instant::now();
         post_all(&http, &ingest, &mut seq, 95.0).await?;
         let deadline = t0 + Duration::from_secs_f64(tick_secs * 2.0 + 5.0);
@@ -218,8 +232,17 @@ pub async fn run(opts: DecisionBenchOptions) -> anyhow::Result<(f64, f64)> {
         target_value: Some(60.0),
         metrics: Vec::new(),
         slo: None,
-        behavior: Default::default(),
-        predictive: Default::default(),
+        // The reactive path is what a load step exercises; scale-down is disabled so that nothing but the steps
+        // moves the (reset) replica count.
+        behavior: BehaviorSpec {
+            scale_up: None,
+            scale_down: Some(RulesSpec {
+                stabilization_window_seconds: None,
+                select_policy: Some(SelectPolicySpec::Disabled),
+                policies: None,
+            }),
+        },
+        predictive: PredictiveSpec { mode: PredictiveMode::Off, ..PredictiveSpec::default() },
         panic: Default::default(),
         scale_to_zero_idle_secs: None,
         tolerance: 0.1,
@@ -228,8 +251,8 @@ pub async fn run(opts: DecisionBenchOptions) -> anyhow::Result<(f64, f64)> {
         rebatch: None,
     };
     db::policies::create(&pool, &spec).await?;
-    let mut fp = phase(&pool, &url, &kube, 5.0, 0.5, opts.steps).await?;
-    let mut base = phase(&pool, &url, &kube, 5.0, 5.0, opts.baseline_steps).await?;
+    let mut fp = phase(&url, &kube, 5.0, 0.5, opts.steps).await?;
+    let mut base = phase(&url, &kube, 5.0, 5.0, opts.baseline_steps).await?;
     let _ = pool.close().await;
     tokio::task::spawn_blocking(move || pg.stop()).await?;
     let show = |name: &str, v: &mut Vec<f64>| {
