@@ -11,8 +11,7 @@ use tokio::sync::{mpsc, watch};
 use crate::commands::{CommandClient, DEFAULT_POLL_WAIT, command_id};
 use crate::nvml::NvmlSource;
 use crate::protocol::{
-    Batch, CommandAction, CommandResult, IncomingCommand, NodeInfo, PROTOCOL_VERSION, ProbeSample,
-    ServingSample,
+    Batch, CommandAction, CommandResult, IncomingCommand, NodeInfo, PROTOCOL_VERSION, ProbeSample, ServingSample,
 };
 use crate::scrape::{self, EngineTracker};
 use crate::sender::{Backoff, Sender, SenderConfig};

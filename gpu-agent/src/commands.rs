@@ -71,13 +71,8 @@ impl CommandClient {
             &[("agent_id", self.agent_id.as_str()), ("wait_s", wait_s.as_str())],
         )
         .map_err(|e| PollError::Failed(format!("server URL: {e}")))?;
-        let res = self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| PollError::Failed(e.to_string()))?;
+        let res =
+            self.http.get(url).bearer_auth(&self.token).send().await.map_err(|e| PollError::Failed(e.to_string()))?;
         match res.status().as_u16() {
             200 => res.json::<CommandPoll>().await.map(|p| p.commands).map_err(|e| PollError::Failed(e.to_string())),
             404 | 405 => Err(PollError::NotSupported),
@@ -99,11 +94,7 @@ impl CommandClient {
             .send()
             .await
             .map_err(|e| e.to_string())?;
-        if res.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("HTTP {}", res.status()))
-        }
+        if res.status().is_success() { Ok(()) } else { Err(format!("HTTP {}", res.status())) }
     }
 }
 
@@ -150,7 +141,7 @@ pub async fn poll_until_stopped(
                 failures = failures.saturating_add(1);
                 let base = (2f64.powi(failures.saturating_sub(1).min(10) as i32)).min(30.0);
                 let delay = Duration::from_secs_f64(base * rand::rng().random_range(0.5..=1.0));
-                if matches!(e, PollError::Unauthorized(_)) || failures == 1 || failures % 10 == 0 {
+                if matches!(e, PollError::Unauthorized(_)) || failures == 1 || failures.is_multiple_of(10) {
                     tracing::warn!(error = %e, retry_in = ?delay, "command long poll failed");
                 }
                 Some(delay)

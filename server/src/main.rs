@@ -122,6 +122,24 @@ enum EvalCmd {
 
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
+    /// Time to page: a hot-GPU batch posted to ingest -> the PagerDuty-like receiver gets the trigger.
+    Alerts {
+        /// Alerts (one node and one incident each).
+        #[arg(long, default_value_t = 1000)]
+        alerts: usize,
+        /// Mean gap between alerts, milliseconds.
+        #[arg(long, default_value_t = 10)]
+        gap_ms: u64,
+        /// Seconds between alert evaluations (the server's default).
+        #[arg(long, default_value_t = 1.0)]
+        eval_secs: f64,
+        /// Group wait, seconds (0: page as soon as the alert fires).
+        #[arg(long, default_value_t = 0.0)]
+        group_wait_secs: f64,
+        /// Working directory (wiped).
+        #[arg(long, default_value = ".fleetpilot/bench-alerts")]
+        data_dir: PathBuf,
+    },
     /// Command delivery latency (server records -> agent acknowledges), long poll against upload replies only.
     Commands {
         /// Simulated agents (1 s uploads each).
@@ -223,6 +241,11 @@ async fn main() -> anyhow::Result<()> {
                 step_s,
             };
             fleetpilot::evaluate::backtest(&trace, &out, profile).map(|_| ())
+        }
+        Cmd::Bench(BenchCmd::Alerts { alerts, gap_ms, eval_secs, group_wait_secs, data_dir }) => {
+            let opts =
+                fleetpilot::bench::alerts::AlertBenchOptions { alerts, gap_ms, eval_secs, group_wait_secs, data_dir };
+            fleetpilot::bench::alerts::run(opts).await
         }
         Cmd::Bench(BenchCmd::Commands { agents, commands, gap_ms, data_dir }) => {
             let opts = fleetpilot::bench::commands::CommandBenchOptions { agents, commands, gap_ms, data_dir };

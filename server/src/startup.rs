@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actuators::{Actuators, agents::AgentActuator, kube::KubeScaler};
-use crate::alerts::{AlertEngine, outbox::OutboxWorker};
+use crate::alerts::{AlertEngine, Receivers, outbox::OutboxWorker};
 use crate::config::Settings;
 use crate::control::ControlLoop;
 use crate::db::{self, Partitions};
@@ -90,23 +90,24 @@ impl Application {
 
         let kube = KubeScaler::from_settings(&settings.kube).await?;
         let actuators = Actuators { kube, agents: AgentActuator::new(pool.clone()) };
+        // The engine wakes the outbox worker when it queues deliveries, so a page does not wait for a poll.
+        let wake = Arc::new(tokio::sync::Notify::new());
         if settings.control.enabled {
             let control = ControlLoop::new(pool.clone(), settings.control.clone(), actuators, metrics.clone());
-            let deliver = !settings.pagerduty.routing_key.is_empty();
-            let alerts = AlertEngine::new(pool.clone(), settings.alerts.clone(), deliver, public_url.clone());
+            let receivers = Receivers {
+                pagerduty: !settings.pagerduty.routing_key.is_empty(),
+                webhooks: settings.webhooks.iter().map(|w| w.name.clone()).collect(),
+            };
+            let alerts =
+                AlertEngine::new(pool.clone(), settings.alerts.clone(), receivers, public_url.clone(), wake.clone());
             // Alerts are evaluated by whichever replica leads the control loop.
             tasks.push(tokio::spawn(alerts.run_until_stopped(control.leadership(), rx.clone())));
             tasks.push(tokio::spawn(control.run_until_stopped(rx.clone())));
         }
-        if !settings.pagerduty.routing_key.is_empty() {
-            let worker = OutboxWorker::new(
-                pool.clone(),
-                settings.pagerduty.url.clone(),
-                settings.pagerduty.routing_key.clone(),
-                metrics,
-            );
-            tasks.push(tokio::spawn(worker.run_until_stopped(rx.clone())));
-        }
+        // Every replica drains the outbox (rows are claimed with SKIP LOCKED), whatever receivers it knows:
+        // webhooks may be added through the API at any time.
+        let worker = OutboxWorker::new(pool.clone(), &settings, metrics, wake);
+        tasks.push(tokio::spawn(worker.run_until_stopped(rx.clone())));
         tasks.push(tokio::spawn(rollups(state.pool.clone(), settings.ingest.rollup_secs, rx.clone())));
         tasks.push(tokio::spawn(maintenance(state.clone(), rx)));
         Ok(Self { port, server, state, shutdown, tasks, writers, pg: None })

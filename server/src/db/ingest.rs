@@ -347,4 +347,3 @@ async fn upsert_gpu_latest(tx: &mut sqlx::PgConnection, batches: &[&Batch]) -> R
     .await?;
     Ok(())
 }
-

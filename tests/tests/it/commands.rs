@@ -42,9 +42,12 @@ fn slow_agent(app: &TestApp, node: &str) -> (watch::Sender<bool>, tokio::task::J
     };
     let (tx, rx) = watch::channel(false);
     let agent = Agent::new(cfg).unwrap();
-    (tx, tokio::spawn(async move {
-        agent.run(rx).await;
-    }))
+    (
+        tx,
+        tokio::spawn(async move {
+            agent.run(rx).await;
+        }),
+    )
 }
 
 type Row = (Option<chrono::DateTime<chrono::Utc>>, Option<bool>, Option<String>);
@@ -87,13 +90,8 @@ async fn a_command_reaches_a_long_polling_agent_long_before_its_next_upload_and_
     assert!(acked.is_some(), "receipt was acknowledged");
 
     // The operator's view of it.
-    let r = app
-        .http
-        .get(format!("{}/api/v1/commands/{id}", app.address))
-        .bearer_auth(&app.api_token)
-        .send()
-        .await
-        .unwrap();
+    let r =
+        app.http.get(format!("{}/api/v1/commands/{id}", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["ok"], true);

@@ -95,7 +95,11 @@ pub async fn get_one(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<Stri
 
 /// `GET /api/v1/nodes/{node}/commands`: a node's newest commands.
 #[get("/api/v1/nodes/{node}/commands")]
-pub async fn of_node(_a: ApiAuth, state: web::Data<AppState>, node: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn of_node(
+    _a: ApiAuth,
+    state: web::Data<AppState>,
+    node: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(db::commands::recent_for_node(&state.pool, &node, 100).await?))
 }
 
@@ -112,6 +116,10 @@ pub async fn probe(_a: ApiAuth, state: web::Data<AppState>, node: web::Path<Stri
 
 /// `GET /api/v1/nodes/{node}/probes`: the latest probe result of each of the node's GPUs.
 #[get("/api/v1/nodes/{node}/probes")]
-pub async fn probes(_a: ApiAuth, state: web::Data<AppState>, node: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn probes(
+    _a: ApiAuth,
+    state: web::Data<AppState>,
+    node: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(db::commands::latest_probes(&state.pool, &node).await?))
 }
