@@ -8,6 +8,9 @@
 //! none of its members fires any more. Each incident change writes its deliveries, one per receiver
 //! (PagerDuty, webhooks), into the outbox in the same transaction (see [`outbox`]).
 //!
+//! An alert that joins a group whose incident is already open pages no more: the incident's stored members
+//! (`GET /api/v1/alerts`) are refreshed when their number changes, and the next repeat trigger carries them.
+//!
 //! Silences mute: a silenced (or inhibited) instance opens no incident and causes no repeat, but a group
 //! whose members all stop firing still resolves, so nothing stays open at the receiver.
 //!
@@ -461,6 +464,9 @@ impl AlertEngine {
                     let repeat = self.settings.repeat_interval_secs;
                     let last = inc.last_notified_at.unwrap_or(inc.started_at);
                     if repeat <= 0.0 || now - last < secs(repeat) {
+                        if inc.details.get("alerts") != view.details.get("alerts") {
+                            db::alerts::refresh_incident(&self.pool, inc.id, &fields).await?;
+                        }
                         continue;
                     }
                     if receivers.is_none() {

@@ -422,8 +422,8 @@ pub struct WebhookSpec {
     pub name: String,
     /// URL events are POSTed to.
     pub url: String,
-    /// HMAC-SHA256 signing secret (never returned).
-    pub secret: String,
+    /// HMAC-SHA256 signing secret (never returned or printed).
+    pub secret: crate::config::Secret,
 }
 
 impl WebhookSpec {
@@ -436,7 +436,7 @@ impl WebhookSpec {
         if !ok_url {
             return Err(ApiError::field("url", "must be an http(s) URL"));
         }
-        if self.secret.len() < 16 || self.secret.len() > 512 {
+        if !(16..=512).contains(&self.secret.expose().len()) {
             return Err(ApiError::field("secret", "must be 16-512 characters"));
         }
         Ok(())

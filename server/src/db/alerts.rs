@@ -397,6 +397,30 @@ pub async fn retrigger(
     Ok(done)
 }
 
+/// Updates what an open incident says (its members changed) without notifying anyone.
+pub async fn refresh_incident(pool: &PgPool, id: i64, f: &IncidentFields<'_>) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE alerts SET rule = $2, severity = $3, source = $4, component = $5, summary = $6, details = $7 \
+         WHERE id = $1 AND state = 'firing'",
+    )
+    .bind(id)
+    .bind(f.rule)
+    .bind(f.severity)
+    .bind(f.source)
+    .bind(f.component)
+    .bind(f.summary)
+    .bind(f.details)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE alert_instances SET incident_id = $1 WHERE group_name = $2 AND state = 'firing' AND incident_id IS NULL")
+        .bind(id)
+        .bind(f.group)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
 /// Resolves the open incident `id` with its deliveries.
 pub async fn resolve_incident(
     pool: &PgPool,
@@ -760,7 +784,7 @@ pub async fn create_webhook(pool: &PgPool, w: &WebhookSpec) -> Result<Option<Web
     .bind(Uuid::new_v4())
     .bind(&w.name)
     .bind(&w.url)
-    .bind(&w.secret)
+    .bind(w.secret.expose())
     .fetch_one(pool)
     .await;
     match r {
@@ -793,6 +817,17 @@ pub async fn delete_webhook(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error
         .await?
         .rows_affected()
         == 1)
+}
+
+/// Forgets instances resolved more than `days` ago (incidents and deliveries stay); returns how many.
+pub async fn expire_instances(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM alert_instances WHERE state = 'resolved' AND resolved_at < now() - make_interval(days => $1)",
+    )
+    .bind(days as i32)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// Latest GPU readings newer than `since` that are at or above `temp_c`: (node, gpu, uuid, temp, deployment).

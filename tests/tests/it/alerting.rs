@@ -471,3 +471,72 @@ async fn a_thousand_alerts_with_a_flaky_receiver_and_two_restarts_lose_nothing_a
     app.stop().await;
     pd.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_rules_fire_on_xid_errors_thermal_throttling_slo_burn_and_failed_scaling() {
+    let pd = fakes::receiver().await;
+    let url = fresh_database().await;
+    let app = spawn_app_on(&url, |s| {
+        alerting(s, &pd);
+        s.alerts.throttle_for_secs = 0.5;
+        s.alerts.slo_for_secs = 0.5;
+        s.alerts.slo_ttft_p95_s = 1.0;
+        // Long enough for the SLO alert (0.5 s pending) to join the scaling alert before the page.
+        s.alerts.group_wait_secs = 1.5;
+    })
+    .await;
+    node(&app.pool, "node-x", 0.0, Some("ml/chat")).await;
+    gpu(&app.pool, "node-x", 0, 60.0, 50.0).await;
+    gpu(&app.pool, "node-x", 1, 80.0, 50.0).await;
+    sqlx::query("UPDATE gpu_latest SET xid_last = 79 WHERE gpu_index = 0").execute(&app.pool).await.unwrap();
+    sqlx::query("UPDATE gpu_latest SET throttle_reasons = 64 WHERE gpu_index = 1").execute(&app.pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO serving_latest (deployment, replica, node_id, ts, engine, queue_depth, running, ttft_p95_s, itl_p95_s, \
+         requests_per_s, generation_tokens_per_s) VALUES ('ml/chat', 'r0', 'node-x', now(), 'vllm', 3, 8, 4.5, 0.05, 2, 100)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (st, policy) = send(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/policies",
+        Some(&json!({"name": "chat", "target": {"kind": "deployment", "namespace": "ml", "name": "chat"},
+                     "min_replicas": 1, "max_replicas": 4, "metric": "gpu_utilization", "target_value": 60, "dry_run": true})),
+    )
+    .await;
+    assert_eq!(st, 201, "{policy}");
+    // The latest decision of the policy failed (dated ahead so the loop's own decisions do not replace it).
+    sqlx::query(
+        "INSERT INTO decisions (policy_id, policy_version, decided_at, target, current_replicas, desired_replicas, winner, \
+         reason, proposals, inputs, dry_run, error) VALUES ($1, 1, now() + interval '10 minutes', 'deployment ml/chat', 1, 2, \
+         'test', 'test', '[]', '{}', false, 'kubernetes said 403 Forbidden')",
+    )
+    .bind(uuid::Uuid::parse_str(policy["id"].as_str().unwrap()).unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let want = ["gpu-xid-error/node-x/0", "gpu-thermal-throttling/node-x/1", "slo-ttft/ml/chat", "scaling-failed/chat"];
+    let firing = eventually(Duration::from_secs(10), "the four built-in rules firing", || async {
+        let (_, v) = get(&app, "/api/v1/alert-instances?state=firing").await;
+        let fps: Vec<String> =
+            v.as_array().unwrap().iter().map(|i| i["fingerprint"].as_str().unwrap().to_string()).collect();
+        want.iter().all(|w| fps.iter().any(|f| f == w)).then_some(v)
+    })
+    .await;
+    assert!(!firing.to_string().contains("slo-itl"), "ITL is within its target");
+    // Node rules page the node's group, serving and scaling rules the deployment's.
+    let t = eventually(Duration::from_secs(10), "the deployment's page", || async {
+        let t = triggers_for(&pd, "deployment/ml/chat");
+        t.into_iter().find(|r| r.body["payload"]["custom_details"]["alerts"] == 2)
+    })
+    .await;
+    assert_eq!(t.body["payload"]["class"], "scaling-failed,slo-ttft");
+    let n = eventually(Duration::from_secs(10), "the node's page", || async {
+        triggers_for(&pd, "node/node-x").into_iter().next()
+    })
+    .await;
+    assert_eq!(n.body["payload"]["severity"], "critical", "an XID error is critical");
+    app.stop().await;
+    pd.stop().await;
+}
