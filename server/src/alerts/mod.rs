@@ -82,6 +82,37 @@ fn deployment_group(d: &str) -> String {
     format!("deployment/{d}")
 }
 
+/// A built-in GPU rule's condition: `(rule, severity, for_secs)`, grouped by node.
+fn gpu_condition(
+    (rule, severity, for_secs): (&str, Severity, f64),
+    node: &str,
+    gpu: i32,
+    deployment: Option<&str>,
+    summary: String,
+    details: serde_json::Value,
+) -> Condition {
+    let group = node_group(node);
+    let gpu_s = gpu.to_string();
+    let mut extra = vec![("node", node), ("gpu", gpu_s.as_str())];
+    if let Some(d) = deployment {
+        extra.push(("deployment", d));
+    }
+    Condition {
+        fingerprint: format!("{rule}/{node}/{gpu}"),
+        rule: rule.into(),
+        rule_id: None,
+        severity,
+        labels: labels(rule, severity, &group, &extra),
+        group,
+        source: node.to_string(),
+        component: format!("gpu {gpu}"),
+        summary,
+        details,
+        for_secs,
+        suppressed: None,
+    }
+}
+
 fn secs(s: f64) -> chrono::Duration {
     chrono::Duration::milliseconds((s * 1000.0) as i64)
 }
@@ -124,67 +155,39 @@ impl AlertEngine {
         }
 
         for (node, gpu, uuid, temp, deployment) in db::alerts::hot_gpus(&self.pool, s.gpu_temp_c, fresh).await? {
-            let (group, sev, rule) = (node_group(&node), Severity::Error, "gpu-temperature");
-            let gpu_s = gpu.to_string();
-            let mut extra = vec![("node", node.as_str()), ("gpu", gpu_s.as_str())];
-            if let Some(d) = &deployment {
-                extra.push(("deployment", d.as_str()));
-            }
-            out.push(Condition {
-                fingerprint: format!("{rule}/{node}/{gpu}"),
-                rule: rule.into(),
-                rule_id: None,
-                severity: sev,
-                labels: labels(rule, sev, &group, &extra),
-                group,
-                source: node.clone(),
-                component: format!("gpu {gpu}"),
-                summary: format!("GPU {gpu} on {node} is at {temp:.0} °C (threshold {:.0} °C)", s.gpu_temp_c),
-                details: json!({ "node": node, "gpu_index": gpu, "uuid": uuid, "temp_c": temp, "threshold_c": s.gpu_temp_c }),
-                for_secs: 0.0,
-                suppressed: None,
-            });
+            out.push(gpu_condition(
+                ("gpu-temperature", Severity::Error, 0.0),
+                &node,
+                gpu,
+                deployment.as_deref(),
+                format!("GPU {gpu} on {node} is at {temp:.0} °C (threshold {:.0} °C)", s.gpu_temp_c),
+                json!({ "node": node, "gpu_index": gpu, "uuid": uuid, "temp_c": temp, "threshold_c": s.gpu_temp_c }),
+            ));
         }
 
         for (node, gpu, uuid, reasons, temp) in
             db::alerts::throttled_gpus(&self.pool, THERMAL_THROTTLE_MASK, fresh).await?
         {
-            let (group, sev, rule) = (node_group(&node), Severity::Warning, "gpu-thermal-throttling");
-            let gpu_s = gpu.to_string();
-            out.push(Condition {
-                fingerprint: format!("{rule}/{node}/{gpu}"),
-                rule: rule.into(),
-                rule_id: None,
-                severity: sev,
-                labels: labels(rule, sev, &group, &[("node", node.as_str()), ("gpu", gpu_s.as_str())]),
-                group,
-                source: node.clone(),
-                component: format!("gpu {gpu}"),
-                summary: format!("GPU {gpu} on {node} is thermally throttled ({temp:.0} °C)"),
-                details: json!({ "node": node, "gpu_index": gpu, "uuid": uuid, "throttle_reasons": format!("{reasons:#x}"), "temp_c": temp }),
-                for_secs: s.throttle_for_secs,
-                suppressed: None,
-            });
+            out.push(gpu_condition(
+                ("gpu-thermal-throttling", Severity::Warning, s.throttle_for_secs),
+                &node,
+                gpu,
+                None,
+                format!("GPU {gpu} on {node} is thermally throttled ({temp:.0} °C)"),
+                json!({ "node": node, "gpu_index": gpu, "uuid": uuid, "throttle_reasons": format!("{reasons:#x}"), "temp_c": temp }),
+            ));
         }
 
         let xid_since = now - secs(s.xid_window_secs);
         for (node, gpu, uuid, xid, changed_at) in db::alerts::recent_xids(&self.pool, xid_since, fresh).await? {
-            let (group, sev, rule) = (node_group(&node), Severity::Critical, "gpu-xid-error");
-            let gpu_s = gpu.to_string();
-            out.push(Condition {
-                fingerprint: format!("{rule}/{node}/{gpu}"),
-                rule: rule.into(),
-                rule_id: None,
-                severity: sev,
-                labels: labels(rule, sev, &group, &[("node", node.as_str()), ("gpu", gpu_s.as_str())]),
-                group,
-                source: node.clone(),
-                component: format!("gpu {gpu}"),
-                summary: format!("GPU {gpu} on {node} reported XID {xid}"),
-                details: json!({ "node": node, "gpu_index": gpu, "uuid": uuid, "xid": xid, "seen_at": changed_at, "window_secs": s.xid_window_secs }),
-                for_secs: 0.0,
-                suppressed: None,
-            });
+            out.push(gpu_condition(
+                ("gpu-xid-error", Severity::Critical, 0.0),
+                &node,
+                gpu,
+                None,
+                format!("GPU {gpu} on {node} reported XID {xid}"),
+                json!({ "node": node, "gpu_index": gpu, "uuid": uuid, "xid": xid, "seen_at": changed_at, "window_secs": s.xid_window_secs }),
+            ));
         }
 
         for (rule, metric, target, what) in [

@@ -348,11 +348,7 @@ pub async fn open_incident(
     for o in outgoing(&dedup_key) {
         queue(&mut tx, id, &dedup_key, &o).await?;
     }
-    sqlx::query("UPDATE alert_instances SET incident_id = $1 WHERE group_name = $2 AND state = 'firing' AND incident_id IS NULL")
-        .bind(id)
-        .bind(f.group)
-        .execute(&mut *tx)
-        .await?;
+    link_members(&mut tx, id, f.group).await?;
     tx.commit().await?;
     Ok(Some(dedup_key))
 }
@@ -387,11 +383,7 @@ pub async fn retrigger(
         for o in outgoing {
             queue(&mut tx, id, dedup_key, o).await?;
         }
-        sqlx::query("UPDATE alert_instances SET incident_id = $1 WHERE group_name = $2 AND state = 'firing' AND incident_id IS NULL")
-            .bind(id)
-            .bind(f.group)
-            .execute(&mut *tx)
-            .await?;
+        link_members(&mut tx, id, f.group).await?;
     }
     tx.commit().await?;
     Ok(done)
@@ -413,11 +405,7 @@ pub async fn refresh_incident(pool: &PgPool, id: i64, f: &IncidentFields<'_>) ->
     .bind(f.details)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE alert_instances SET incident_id = $1 WHERE group_name = $2 AND state = 'firing' AND incident_id IS NULL")
-        .bind(id)
-        .bind(f.group)
-        .execute(&mut *tx)
-        .await?;
+    link_members(&mut tx, id, f.group).await?;
     tx.commit().await
 }
 
@@ -444,6 +432,16 @@ pub async fn resolve_incident(
     }
     tx.commit().await?;
     Ok(done)
+}
+
+/// Links the group's firing instances that have no incident yet to incident `id`.
+async fn link_members(tx: &mut Transaction<'_, Postgres>, id: i64, group: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE alert_instances SET incident_id = $1 WHERE group_name = $2 AND state = 'firing' AND incident_id IS NULL")
+        .bind(id)
+        .bind(group)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn queue(
