@@ -69,6 +69,8 @@ pub struct Settings {
     pub pagerduty: PagerDutySettings,
     /// Optimization opportunities and the anomaly sweep.
     pub opportunities: OpportunitySettings,
+    /// Generic JSON webhook receivers (more can be added through the API).
+    pub webhooks: Vec<WebhookSettings>,
     /// Agent binary served to installers (`/download/fleetpilot-agent`); default: `fleetpilot-agent` next
     /// to this executable.
     pub agent_binary: Option<PathBuf>,
@@ -89,6 +91,7 @@ impl Default for Settings {
             alerts: AlertSettings::default(),
             pagerduty: PagerDutySettings::default(),
             opportunities: OpportunitySettings::default(),
+            webhooks: Vec::new(),
             agent_binary: None,
         }
     }
@@ -178,22 +181,69 @@ pub struct KubeSettings {
     pub discover: bool,
 }
 
-/// Alert rule settings.
+/// Alert rule, lifecycle and delivery settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertSettings {
     /// GPU temperature that fires the `gpu-temperature` rule, Celsius.
     pub gpu_temp_c: f64,
-    /// Seconds without data after which a node is `silent`.
+    /// Seconds without data after which a node is `silent` (its GPUs' alerts are then inhibited).
     pub node_silent_secs: u32,
     /// Seconds between evaluations.
     pub eval_secs: f64,
+    /// Seconds a group's first firing alert waits before the incident is opened, so alerts that fire
+    /// together page once.
+    pub group_wait_secs: f64,
+    /// Seconds after which a still-open incident is triggered again (same dedup_key); 0 never repeats.
+    pub repeat_interval_secs: f64,
+    /// Seconds a GPU must be thermally throttled before `gpu-thermal-throttling` fires.
+    pub throttle_for_secs: f64,
+    /// Seconds a new XID error keeps `gpu-xid-error` firing.
+    pub xid_window_secs: f64,
+    /// TTFT p95 target of every deployment, seconds (`slo-ttft`); 0 disables the rule.
+    pub slo_ttft_p95_s: f64,
+    /// Inter-token latency p95 target of every deployment, seconds (`slo-itl`); 0 disables the rule.
+    pub slo_itl_p95_s: f64,
+    /// Seconds a deployment must miss an SLO target before the SLO rule fires.
+    pub slo_for_secs: f64,
+    /// First retry delay of a failed delivery, seconds (doubles per attempt, with jitter).
+    pub retry_base_secs: f64,
+    /// Longest retry delay, seconds.
+    pub retry_max_secs: f64,
+    /// Timeout of one delivery request, seconds.
+    pub delivery_timeout_secs: f64,
 }
 
 impl Default for AlertSettings {
     fn default() -> Self {
-        Self { gpu_temp_c: 85.0, node_silent_secs: 60, eval_secs: 2.0 }
+        Self {
+            gpu_temp_c: 85.0,
+            node_silent_secs: 60,
+            eval_secs: 1.0,
+            group_wait_secs: 10.0,
+            repeat_interval_secs: 4.0 * 3600.0,
+            throttle_for_secs: 60.0,
+            xid_window_secs: 900.0,
+            slo_ttft_p95_s: 2.0,
+            slo_itl_p95_s: 0.2,
+            slo_for_secs: 300.0,
+            retry_base_secs: 1.0,
+            retry_max_secs: 300.0,
+            delivery_timeout_secs: 10.0,
+        }
     }
+}
+
+/// A generic JSON webhook receiver configured in the settings file (`[[webhooks]]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Name (unique among receivers; deliveries name their receiver `webhook:<name>`).
+    pub name: String,
+    /// URL the JSON events are POSTed to.
+    pub url: String,
+    /// Secret of the `X-Fleetpilot-Signature` HMAC-SHA256 header.
+    pub secret: Secret,
 }
 
 /// PagerDuty Events API v2 delivery.
@@ -338,6 +388,41 @@ impl Settings {
         }
         if !nonneg(o.default_price_per_gpu_hour) || o.price_per_gpu_hour.values().any(|v| !nonneg(*v)) {
             return bad("opportunities.price_per_gpu_hour", "prices must be finite and >= 0");
+        }
+        let a = &self.alerts;
+        for (f, v) in [
+            ("alerts.group_wait_secs", a.group_wait_secs),
+            ("alerts.repeat_interval_secs", a.repeat_interval_secs),
+            ("alerts.throttle_for_secs", a.throttle_for_secs),
+            ("alerts.xid_window_secs", a.xid_window_secs),
+            ("alerts.slo_ttft_p95_s", a.slo_ttft_p95_s),
+            ("alerts.slo_itl_p95_s", a.slo_itl_p95_s),
+            ("alerts.slo_for_secs", a.slo_for_secs),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(f, "must be a finite number >= 0");
+            }
+        }
+        if !(a.retry_base_secs.is_finite() && a.retry_base_secs > 0.0 && a.retry_max_secs >= a.retry_base_secs) {
+            return bad("alerts.retry_base_secs", "must be > 0 and at most alerts.retry_max_secs");
+        }
+        if !(a.delivery_timeout_secs.is_finite() && a.delivery_timeout_secs >= 0.1) {
+            return bad("alerts.delivery_timeout_secs", "must be at least 0.1");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if crate::alerts::rules::valid_name(&w.name).is_err() || !names.insert(w.name.as_str()) {
+                return bad(
+                    &format!("webhooks[{i}].name"),
+                    "must be a unique name of 1-64 letters, digits, '.', '_' or '-'",
+                );
+            }
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return bad(&format!("webhooks[{i}].url"), "must be an http(s) URL");
+            }
+            if w.secret.is_empty() {
+                return bad(&format!("webhooks[{i}].secret"), "must be set");
+            }
         }
         if self.api_token.is_empty() || self.agent_token.is_empty() {
             return bad("api_token/agent_token", "both must be set (FLEETPILOT_API_TOKEN, FLEETPILOT_AGENT_TOKEN)");

@@ -149,6 +149,24 @@ enum BenchCmd {
         #[arg(long, default_value = ".fleetpilot/bench-tick")]
         data_dir: PathBuf,
     },
+    /// Time to page: a hot-GPU batch posted to ingest -> the PagerDuty-like receiver gets the trigger.
+    Alerts {
+        /// Alerts (one node and one incident each).
+        #[arg(long, default_value_t = 1000)]
+        alerts: usize,
+        /// Mean gap between alerts, milliseconds.
+        #[arg(long, default_value_t = 10)]
+        gap_ms: u64,
+        /// Seconds between alert evaluations (the server's default).
+        #[arg(long, default_value_t = 1.0)]
+        eval_secs: f64,
+        /// Group wait, seconds (0: page as soon as the alert fires).
+        #[arg(long, default_value_t = 0.0)]
+        group_wait_secs: f64,
+        /// Working directory (wiped).
+        #[arg(long, default_value = ".fleetpilot/bench-alerts")]
+        data_dir: PathBuf,
+    },
     /// Command delivery latency (server records -> agent acknowledges), long poll against upload replies only.
     Commands {
         /// Simulated agents (1 s uploads each).
@@ -258,6 +276,11 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench(BenchCmd::Tick { deployments, gpus, ticks, data_dir }) => {
             let opts = fleetpilot::bench::tick::TickBenchOptions { deployments, gpus, ticks, data_dir };
             fleetpilot::bench::tick::run(opts).await.map(|_| ())
+        }
+        Cmd::Bench(BenchCmd::Alerts { alerts, gap_ms, eval_secs, group_wait_secs, data_dir }) => {
+            let opts =
+                fleetpilot::bench::alerts::AlertBenchOptions { alerts, gap_ms, eval_secs, group_wait_secs, data_dir };
+            fleetpilot::bench::alerts::run(opts).await
         }
         Cmd::Bench(BenchCmd::Commands { agents, commands, gap_ms, data_dir }) => {
             let opts = fleetpilot::bench::commands::CommandBenchOptions { agents, commands, gap_ms, data_dir };

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actuators::{Actuators, agents::AgentActuator, kube::KubeScaler};
-use crate::alerts::{AlertEngine, outbox::OutboxWorker};
+use crate::alerts::{AlertEngine, Receivers, outbox::OutboxWorker};
 use crate::config::Settings;
 use crate::control::ControlLoop;
 use crate::db::{self, Partitions};
@@ -91,11 +91,17 @@ impl Application {
 
         let kube = KubeScaler::from_settings(&settings.kube).await?;
         let actuators = Actuators { kube, agents: AgentActuator::new(pool.clone()) };
+        // The engine wakes the outbox worker when it queues deliveries, so a page does not wait for a poll.
+        let wake = Arc::new(tokio::sync::Notify::new());
         if settings.control.enabled {
             let control = ControlLoop::new(pool.clone(), settings.control.clone(), actuators, metrics.clone())
                 .with_wake(commands.ingested());
-            let deliver = !settings.pagerduty.routing_key.is_empty();
-            let alerts = AlertEngine::new(pool.clone(), settings.alerts.clone(), deliver, public_url.clone());
+            let receivers = Receivers {
+                pagerduty: !settings.pagerduty.routing_key.is_empty(),
+                webhooks: settings.webhooks.iter().map(|w| w.name.clone()).collect(),
+            };
+            let alerts =
+                AlertEngine::new(pool.clone(), settings.alerts.clone(), receivers, public_url.clone(), wake.clone());
             // Alerts are evaluated by whichever replica leads the control loop.
             tasks.push(tokio::spawn(alerts.run_until_stopped(control.leadership(), rx.clone())));
             if settings.opportunities.enabled {
@@ -105,15 +111,10 @@ impl Application {
             }
             tasks.push(tokio::spawn(control.run_until_stopped(rx.clone())));
         }
-        if !settings.pagerduty.routing_key.is_empty() {
-            let worker = OutboxWorker::new(
-                pool.clone(),
-                settings.pagerduty.url.clone(),
-                settings.pagerduty.routing_key.clone(),
-                metrics,
-            );
-            tasks.push(tokio::spawn(worker.run_until_stopped(rx.clone())));
-        }
+        // Every replica drains the outbox (rows are claimed with SKIP LOCKED), whatever receivers it knows:
+        // webhooks may be added through the API at any time.
+        let worker = OutboxWorker::new(pool.clone(), &settings, metrics, wake);
+        tasks.push(tokio::spawn(worker.run_until_stopped(rx.clone())));
         tasks.push(tokio::spawn(rollups(state.pool.clone(), settings.ingest.rollup_secs, rx.clone())));
         tasks.push(tokio::spawn(maintenance(state.clone(), rx)));
         Ok(Self { port, server, state, shutdown, tasks, writers, pg: None })
@@ -194,6 +195,9 @@ async fn maintenance(state: AppState, mut rx: watch::Receiver<bool>) {
         let i = &state.settings.ingest;
         if let Err(e) = db::rollups::expire(&state.pool, i.rollup_1m_retention_days, i.rollup_1h_retention_days).await {
             tracing::warn!(error = %e, "expiring rollups failed");
+        }
+        if let Err(e) = db::alerts::expire_instances(&state.pool, 30).await {
+            tracing::warn!(error = %e, "expiring resolved alert instances failed");
         }
         match db::commands::expire(&state.pool).await {
             Ok(n) if n > 0 => tracing::warn!(commands = n, "commands expired without a result"),

@@ -1,5 +1,6 @@
 //! `fleetpilot bench ...`: benchmarks that print their figures and, last, one line of `key=value` pairs.
 
+pub mod alerts;
 pub mod commands;
 pub mod decision;
 pub mod forecast;

@@ -144,7 +144,9 @@ async fn the_flow_from_agent_to_kubernetes_pagerduty_and_dashboard_works_end_to_
     assert_eq!(trigger.path, "/v2/enqueue");
     let b = &trigger.body;
     assert_eq!(b["routing_key"], "R0UT1NGKEY");
-    assert_eq!(b["dedup_key"], "fleetpilot/node-silent/node-a");
+    // One incident per group (the node), its key unique to the incident.
+    assert!(b["dedup_key"].as_str().unwrap().starts_with("fleetpilot/node/node-a/"), "{b}");
+    assert_eq!(b["payload"]["group"], "node/node-a");
     assert!(b["payload"]["summary"].as_str().unwrap().contains("node-a"));
     assert_eq!(b["payload"]["source"], "node-a");
     assert_eq!(b["payload"]["severity"], "critical");

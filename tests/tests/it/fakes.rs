@@ -117,3 +117,146 @@ pub async fn pagerduty() -> Fake {
     }))
     .await
 }
+
+/// How the programmable receiver answers one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Answer {
+    /// 202 Accepted.
+    Accept,
+    /// 500.
+    Fail,
+    /// 429 with `Retry-After: <secs>`.
+    RateLimit(u32),
+    /// 400 (a permanent refusal).
+    Refuse,
+    /// Sleep this long, then 503 (the sender has given up by then).
+    Hang(std::time::Duration),
+}
+
+/// One request the programmable receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Path.
+    pub path: String,
+    /// Headers, lower-case names.
+    pub headers: std::collections::HashMap<String, String>,
+    /// Raw body.
+    pub raw: Vec<u8>,
+    /// Body parsed as JSON (Null if not JSON).
+    pub body: Value,
+    /// Status answered (0: hung).
+    pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
+}
+
+/// A PagerDuty-like receiver whose answers are scripted (then a failure ratio, else 202).
+pub struct Receiver {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    log: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<std::collections::VecDeque<Answer>>>,
+    fail_pct: Arc<Mutex<u32>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    /// Answers the next requests in this order.
+    pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.script.lock().unwrap().extend(answers);
+    }
+    /// Unscripted requests fail (500) with this probability, percent.
+    pub fn fail_percent(&self, pct: u32) {
+        *self.fail_pct.lock().unwrap() = pct;
+    }
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.log.lock().unwrap().clone()
+    }
+    /// Requests answered 2xx.
+    pub fn accepted(&self) -> Vec<Received> {
+        self.received().into_iter().filter(|r| (200..300).contains(&r.status)).collect()
+    }
+    /// Accepted events per dedup key: (triggers, resolves).
+    pub fn per_key(&self) -> std::collections::BTreeMap<String, (usize, usize)> {
+        let mut m = std::collections::BTreeMap::<String, (usize, usize)>::new();
+        for r in self.accepted() {
+            let key = r.body["dedup_key"].as_str().unwrap_or("").to_string();
+            let action = r.body["event_action"].as_str().or(r.body["event"].as_str()).unwrap_or("").to_string();
+            let e = m.entry(key).or_default();
+            match action.as_str() {
+                "trigger" => e.0 += 1,
+                "resolve" => e.1 += 1,
+                _ => {}
+            }
+        }
+        m
+    }
+    /// Stops the server.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Starts a programmable receiver.
+pub async fn receiver() -> Receiver {
+    let log: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let script: Arc<Mutex<std::collections::VecDeque<Answer>>> = Arc::default();
+    let fail_pct: Arc<Mutex<u32>> = Arc::default();
+    let (l, s, f) = (log.clone(), script.clone(), fail_pct.clone());
+    let server = HttpServer::new(move || {
+        let (l, s, f) = (l.clone(), s.clone(), f.clone());
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let (l, s, f) = (l.clone(), s.clone(), f.clone());
+            async move {
+                let at = std::time::Instant::now();
+                let scripted = s.lock().unwrap().pop_front();
+                let answer = scripted.unwrap_or_else(|| {
+                    let pct = *f.lock().unwrap();
+                    if pct > 0 && (uuid::Uuid::new_v4().as_u128() % 100) < u128::from(pct) {
+                        Answer::Fail
+                    } else {
+                        Answer::Accept
+                    }
+                });
+                let mut r = Received {
+                    path: req.path().to_string(),
+                    headers: req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                        .collect(),
+                    raw: body.to_vec(),
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    status: 0,
+                    at,
+                };
+                let resp = match answer {
+                    Answer::Accept => HttpResponse::Accepted()
+                        .json(json!({"status": "success", "dedup_key": r.body.get("dedup_key")})),
+                    Answer::Fail => HttpResponse::InternalServerError().finish(),
+                    Answer::RateLimit(secs) => {
+                        HttpResponse::TooManyRequests().insert_header(("Retry-After", secs.to_string())).finish()
+                    }
+                    Answer::Refuse => HttpResponse::BadRequest().json(json!({"status": "invalid event"})),
+                    Answer::Hang(d) => {
+                        tokio::time::sleep(d).await;
+                        HttpResponse::ServiceUnavailable().finish()
+                    }
+                };
+                r.status = if matches!(answer, Answer::Hang(_)) { 0 } else { resp.status().as_u16() };
+                l.lock().unwrap().push(r);
+                resp
+            }
+        }))
+    })
+    .workers(2)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let port = server.addrs()[0].port();
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Receiver { url: format!("http://127.0.0.1:{port}"), log, script, fail_pct, handle }
+}

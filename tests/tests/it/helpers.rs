@@ -83,6 +83,7 @@ pub fn test_settings() -> Settings {
     s.control.bucket_secs = 1;
     s.control.lookback_secs = 300;
     s.alerts.eval_secs = 0.3;
+    s.alerts.group_wait_secs = 0.3;
     s
 }
 

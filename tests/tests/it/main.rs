@@ -3,6 +3,7 @@
 //! every request.
 #![allow(clippy::unwrap_used)]
 
+mod alerting;
 mod bad_input;
 mod commands;
 mod end_to_end;

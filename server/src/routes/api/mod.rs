@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`.
 
+pub mod alerting;
 pub mod commands;
 pub mod enroll;
 pub mod ingest;
@@ -26,6 +27,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(policies::delete)
         .service(reads::decisions)
         .service(reads::alerts)
+        .service(alerting::create_rule)
+        .service(alerting::list_rules)
+        .service(alerting::get_rule)
+        .service(alerting::update_rule)
+        .service(alerting::delete_rule)
+        .service(alerting::create_silence)
+        .service(alerting::list_silences)
+        .service(alerting::expire_silence)
+        .service(alerting::create_webhook)
+        .service(alerting::list_webhooks)
+        .service(alerting::delete_webhook)
+        .service(alerting::instances)
+        .service(alerting::deliveries)
         .service(reads::nodes)
         .service(series::gpu)
         .service(series::deployment)

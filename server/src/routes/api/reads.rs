@@ -1,4 +1,4 @@
-//! Read-only API: decisions, open alerts, nodes.
+//! Read-only API: decisions, alert incidents, nodes.
 
 use actix_web::{HttpResponse, get, web};
 use serde::Deserialize;
@@ -35,12 +35,41 @@ pub async fn decisions(
     Ok(HttpResponse::Ok().json(db::dashboard::decisions(&state.pool, q.get()?).await?))
 }
 
-/// Open alerts.
+/// `?state=firing|resolved|all&severity=...&group=...&limit=N`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertQuery {
+    state: Option<String>,
+    severity: Option<String>,
+    group: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Incidents (one per alert group), newest first; open ones by default.
 #[get("/api/v1/alerts")]
-pub async fn alerts(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut open: Vec<_> = db::alerts::open(&state.pool).await?.into_values().collect();
-    open.sort_by_key(|a| std::cmp::Reverse(a.started_at));
-    Ok(HttpResponse::Ok().json(open))
+pub async fn alerts(
+    _a: ApiAuth,
+    state: web::Data<AppState>,
+    q: web::Query<AlertQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let st = match q.state.as_deref() {
+        None | Some("firing") => Some("firing".to_string()),
+        Some("resolved") => Some("resolved".to_string()),
+        Some("all") => None,
+        Some(_) => return Err(ApiError::field("state", "must be firing, resolved or all")),
+    };
+    if let Some(s) = &q.severity
+        && crate::alerts::rules::Severity::parse(s).is_none()
+    {
+        return Err(ApiError::field("severity", "must be critical, error, warning or info"));
+    }
+    let filter = db::alerts::IncidentFilter {
+        state: st,
+        severity: q.severity.clone(),
+        group: q.group.clone(),
+        limit: Limit { limit: q.limit }.get()?,
+    };
+    Ok(HttpResponse::Ok().json(db::alerts::incidents(&state.pool, &filter).await?))
 }
 
 /// Nodes and their GPUs' latest readings.

@@ -1,0 +1,640 @@
+//! The alerting vocabulary, pure and synchronous: severities, labels, comparison operators, metrics a user
+//! rule can watch, silence matchers, the parsed API bodies (user rules, silences, webhooks), the conditions
+//! rules produce, suppression (inhibition and silences) and the view of a group incident.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Labels of an alert instance (sorted, so fingerprints and payloads are stable).
+pub type Labels = BTreeMap<String, String>;
+
+/// PagerDuty's severities, ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Informational.
+    Info,
+    /// Needs a look.
+    Warning,
+    /// Something is broken.
+    Error,
+    /// Page now.
+    Critical,
+}
+
+impl Severity {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Critical => "critical",
+        }
+    }
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "error" => Some(Severity::Error),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// A comparison of a metric value with a threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// `>`
+    #[serde(rename = ">")]
+    Gt,
+    /// `>=`
+    #[serde(rename = ">=")]
+    Ge,
+    /// `<`
+    #[serde(rename = "<")]
+    Lt,
+    /// `<=`
+    #[serde(rename = "<=")]
+    Le,
+    /// `==`
+    #[serde(rename = "==")]
+    Eq,
+    /// `!=`
+    #[serde(rename = "!=")]
+    Ne,
+}
+
+impl Op {
+    /// Whether `value op threshold` holds.
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Op::Gt => value > threshold,
+            Op::Ge => value >= threshold,
+            Op::Lt => value < threshold,
+            Op::Le => value <= threshold,
+            Op::Eq => value == threshold,
+            Op::Ne => value != threshold,
+        }
+    }
+    /// The symbol.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Eq => "==",
+            Op::Ne => "!=",
+        }
+    }
+}
+
+/// A stored metric a user rule can watch: per GPU (latest reading) or per deployment (latest reading of
+/// each replica, aggregated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// GPU utilisation, percent.
+    UtilPct,
+    /// GPU memory used, bytes.
+    MemUsedBytes,
+    /// GPU power draw, watts.
+    PowerW,
+    /// GPU temperature, Celsius.
+    TempC,
+    /// SM clock, MHz.
+    SmClockMhz,
+    /// Requests waiting in a replica's queue.
+    QueueDepth,
+    /// Requests running in a replica.
+    Running,
+    /// KV-cache use, percent.
+    KvCachePct,
+    /// Time to first token, p95, seconds.
+    TtftP95S,
+    /// Inter-token latency, p95, seconds.
+    ItlP95S,
+    /// Requests per second.
+    RequestsPerS,
+    /// Generated tokens per second.
+    GenerationTokensPerS,
+    /// Mean batch size.
+    BatchSizeMean,
+}
+
+impl Metric {
+    /// The column of `gpu_latest` or `serving_latest` holding it (a fixed whitelist: safe to splice).
+    pub fn column(self) -> &'static str {
+        match self {
+            Metric::UtilPct => "util_pct",
+            Metric::MemUsedBytes => "mem_used_bytes",
+            Metric::PowerW => "power_w",
+            Metric::TempC => "temp_c",
+            Metric::SmClockMhz => "sm_clock_mhz",
+            Metric::QueueDepth => "queue_depth",
+            Metric::Running => "running",
+            Metric::KvCachePct => "kv_cache_pct",
+            Metric::TtftP95S => "ttft_p95_s",
+            Metric::ItlP95S => "itl_p95_s",
+            Metric::RequestsPerS => "requests_per_s",
+            Metric::GenerationTokensPerS => "generation_tokens_per_s",
+            Metric::BatchSizeMean => "batch_size_mean",
+        }
+    }
+    /// Whether it is a per-GPU metric (else per deployment).
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Metric::UtilPct | Metric::MemUsedBytes | Metric::PowerW | Metric::TempC | Metric::SmClockMhz)
+    }
+}
+
+/// How replicas' values of a deployment metric are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    /// The worst (highest) replica.
+    #[default]
+    Max,
+    /// The lowest replica.
+    Min,
+    /// The mean over replicas.
+    Avg,
+}
+
+impl Aggregate {
+    /// The SQL aggregate function (a fixed whitelist).
+    pub fn sql(self) -> &'static str {
+        match self {
+            Aggregate::Max => "max",
+            Aggregate::Min => "min",
+            Aggregate::Avg => "avg",
+        }
+    }
+}
+
+/// What a user rule looks at.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scope {
+    /// Only this deployment (serving metrics: the deployment; GPU metrics: nodes serving it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// Only this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A user rule: `metric op threshold` holding for `for_secs` fires an alert of `severity`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Unique name (letters, digits, `.`, `_`, `-`).
+    pub name: String,
+    /// The metric watched.
+    pub metric: Metric,
+    /// Comparison.
+    pub op: Op,
+    /// Threshold, in the metric's unit.
+    pub threshold: f64,
+    /// Seconds the condition must hold before the alert fires (pending meanwhile).
+    #[serde(default)]
+    pub for_secs: f64,
+    /// Severity of the alert.
+    pub severity: Severity,
+    /// Which deployment / node.
+    #[serde(default)]
+    pub scope: Scope,
+    /// How a deployment's replicas are combined (serving metrics).
+    #[serde(default)]
+    pub aggregate: Aggregate,
+    /// Extra labels (for silences and receivers).
+    #[serde(default)]
+    pub labels: Labels,
+    /// Whether the rule is evaluated.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// Checks a name: 1-64 letters, digits, `.`, `_` or `-`.
+pub fn valid_name(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.len() > 64 {
+        return Err("must be 1-64 characters");
+    }
+    if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        return Err("may only contain letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+fn valid_label_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Labels every instance gets from its rule; user labels may not override them.
+const RESERVED_LABELS: [&str; 7] = ["alertname", "severity", "group", "node", "gpu", "deployment", "rule_id"];
+
+impl RuleSpec {
+    /// Range and shape checks serde cannot express; the error names the field.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        valid_name(&self.name).map_err(|e| ApiError::field("name", e))?;
+        if !self.threshold.is_finite() {
+            return Err(ApiError::field("threshold", "must be a finite number"));
+        }
+        if !(self.for_secs.is_finite() && (0.0..=86_400.0).contains(&self.for_secs)) {
+            return Err(ApiError::field("for_secs", "must be in 0..=86400"));
+        }
+        for (f, v) in [("scope.deployment", &self.scope.deployment), ("scope.node", &self.scope.node)] {
+            if let Some(v) = v
+                && (v.is_empty() || v.len() > 200)
+            {
+                return Err(ApiError::field(f, "must be 1-200 characters"));
+            }
+        }
+        if self.labels.len() > 20 {
+            return Err(ApiError::field("labels", "at most 20 labels"));
+        }
+        for (k, v) in &self.labels {
+            if !valid_label_name(k) || RESERVED_LABELS.contains(&k.as_str()) {
+                return Err(ApiError::field(
+                    format!("labels.{k}"),
+                    "label names are 1-64 letters, digits or '_', and not one of the built-in labels",
+                ));
+            }
+            if v.len() > 200 {
+                return Err(ApiError::field(format!("labels.{k}"), "must be at most 200 characters"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a silence matcher compares a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum MatchOp {
+    /// Equal.
+    #[default]
+    #[serde(rename = "=")]
+    Eq,
+    /// Not equal.
+    #[serde(rename = "!=")]
+    Ne,
+    /// Glob: `*` matches any run of characters.
+    #[serde(rename = "=~")]
+    Glob,
+}
+
+/// One condition of a silence on an instance's labels (a missing label reads as "").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Matcher {
+    /// Label name.
+    pub label: String,
+    /// Value (a glob with `=~`).
+    pub value: String,
+    /// Comparison, `=` by default.
+    #[serde(default)]
+    pub op: MatchOp,
+}
+
+impl Matcher {
+    /// Whether `labels` satisfy it.
+    pub fn matches(&self, labels: &Labels) -> bool {
+        let v = labels.get(&self.label).map(String::as_str).unwrap_or("");
+        match self.op {
+            MatchOp::Eq => v == self.value,
+            MatchOp::Ne => v != self.value,
+            MatchOp::Glob => glob(&self.value, v),
+        }
+    }
+}
+
+/// `*`-glob matching (no other metacharacters).
+pub fn glob(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for p in &parts[1..parts.len() - 1] {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A silence as created through the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceSpec {
+    /// All must match for an instance to be silenced.
+    pub matchers: Vec<Matcher>,
+    /// Why (shown to whoever looks later).
+    pub comment: String,
+    /// Who.
+    #[serde(default)]
+    pub created_by: Option<String>,
+    /// Start (default: now).
+    #[serde(default)]
+    pub starts_at: Option<DateTime<Utc>>,
+    /// End; or give `duration_secs`.
+    #[serde(default)]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// Length from the start, seconds; or give `ends_at`.
+    #[serde(default)]
+    pub duration_secs: Option<f64>,
+}
+
+impl SilenceSpec {
+    /// Checks the silence and returns its `[starts_at, ends_at)`; the error names the field.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+        if self.matchers.is_empty() || self.matchers.len() > 20 {
+            return Err(ApiError::field("matchers", "give 1-20 matchers"));
+        }
+        for (i, m) in self.matchers.iter().enumerate() {
+            if !valid_label_name(&m.label) {
+                return Err(ApiError::field(format!("matchers[{i}].label"), "must be 1-64 letters, digits or '_'"));
+            }
+            if m.value.len() > 200 {
+                return Err(ApiError::field(format!("matchers[{i}].value"), "must be at most 200 characters"));
+            }
+        }
+        if !self.matchers.iter().any(|m| m.op != MatchOp::Ne && !m.value.is_empty() && m.value != "*") {
+            return Err(ApiError::field(
+                "matchers",
+                "at least one matcher must select something (= or =~ with a value)",
+            ));
+        }
+        if self.comment.trim().is_empty() || self.comment.len() > 1000 {
+            return Err(ApiError::field("comment", "must be 1-1000 characters"));
+        }
+        if let Some(c) = &self.created_by
+            && c.len() > 200
+        {
+            return Err(ApiError::field("created_by", "must be at most 200 characters"));
+        }
+        let start = self.starts_at.unwrap_or(now);
+        let end = match (self.ends_at, self.duration_secs) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::field("duration_secs", "give ends_at or duration_secs, not both"));
+            }
+            (None, None) => return Err(ApiError::field("ends_at", "give ends_at or duration_secs")),
+            (Some(e), None) => e,
+            (None, Some(d)) => {
+                if !(d.is_finite() && d > 0.0 && d <= 90.0 * 86_400.0) {
+                    return Err(ApiError::field("duration_secs", "must be in (0, 7776000]"));
+                }
+                start + chrono::Duration::milliseconds((d * 1000.0) as i64)
+            }
+        };
+        if end <= start || end <= now {
+            return Err(ApiError::field("ends_at", "must be after starts_at and in the future"));
+        }
+        if end - start > chrono::Duration::days(90) {
+            return Err(ApiError::field("ends_at", "a silence lasts at most 90 days"));
+        }
+        Ok((start, end))
+    }
+}
+
+/// A webhook receiver as created through the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// Unique name.
+    pub name: String,
+    /// URL events are POSTed to.
+    pub url: String,
+    /// HMAC-SHA256 signing secret (never returned or printed).
+    pub secret: crate::config::Secret,
+}
+
+impl WebhookSpec {
+    /// Checks it; the error names the field.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        valid_name(&self.name).map_err(|e| ApiError::field("name", e))?;
+        let ok_url = (self.url.starts_with("http://") || self.url.starts_with("https://"))
+            && self.url.len() <= 2000
+            && reqwest::Url::parse(&self.url).is_ok();
+        if !ok_url {
+            return Err(ApiError::field("url", "must be an http(s) URL"));
+        }
+        if !(16..=512).contains(&self.secret.expose().len()) {
+            return Err(ApiError::field("secret", "must be 16-512 characters"));
+        }
+        Ok(())
+    }
+}
+
+/// A condition that holds now, as a rule produced it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Condition {
+    /// Stable identity: rule plus what it is about.
+    pub fingerprint: String,
+    /// Rule name.
+    pub rule: String,
+    /// The user rule's id (None for built-in rules).
+    pub rule_id: Option<Uuid>,
+    /// Severity.
+    pub severity: Severity,
+    /// Group: `node/<id>` or `deployment/<name>` (one incident per group).
+    pub group: String,
+    /// Labels (silences match on them).
+    pub labels: Labels,
+    /// Affected system (node or deployment).
+    pub source: String,
+    /// Affected component (e.g. `gpu 3`).
+    pub component: String,
+    /// One line for a person.
+    pub summary: String,
+    /// Evidence.
+    pub details: Value,
+    /// Seconds it must hold before it fires.
+    pub for_secs: f64,
+    /// Why it does not page, if it does not.
+    pub suppressed: Option<String>,
+}
+
+/// Builds a condition's labels: `alertname`, `severity`, `group` and the given ones.
+pub fn labels(rule: &str, severity: Severity, group: &str, extra: &[(&str, &str)]) -> Labels {
+    let mut l = Labels::new();
+    l.insert("alertname".into(), rule.into());
+    l.insert("severity".into(), severity.as_str().into());
+    l.insert("group".into(), group.into());
+    for (k, v) in extra {
+        l.insert((*k).into(), (*v).into());
+    }
+    l
+}
+
+/// The rule whose firing on a node inhibits every other alert on that node.
+pub const NODE_SILENT: &str = "node-silent";
+
+/// Marks suppressed conditions: first inhibition (a silent node inhibits the other alerts carrying its
+/// `node` label, whose data is stale), then silences (all of a silence's matchers match the labels).
+pub fn suppress(conditions: &mut [Condition], silences: &[(Uuid, Vec<Matcher>)]) {
+    let silent: HashSet<String> =
+        conditions.iter().filter(|c| c.rule == NODE_SILENT).filter_map(|c| c.labels.get("node").cloned()).collect();
+    for c in conditions.iter_mut() {
+        c.suppressed = None;
+        if c.rule != NODE_SILENT
+            && let Some(node) = c.labels.get("node")
+            && silent.contains(node)
+        {
+            c.suppressed = Some(format!("inhibited by {NODE_SILENT} on {node}"));
+            continue;
+        }
+        if let Some((id, _)) = silences.iter().find(|(_, ms)| ms.iter().all(|m| m.matches(&c.labels))) {
+            c.suppressed = Some(format!("silenced by {id}"));
+        }
+    }
+}
+
+/// What a group incident says: computed from its paging members.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentView {
+    /// The group.
+    pub group: String,
+    /// Most severe member's severity.
+    pub severity: Severity,
+    /// Most severe member's summary, plus how many more.
+    pub summary: String,
+    /// Node or deployment.
+    pub source: String,
+    /// The component, or how many.
+    pub component: String,
+    /// The rules involved (PagerDuty `class`).
+    pub class: String,
+    /// Members with their evidence.
+    pub details: Value,
+}
+
+/// The view of a group incident from its members (most severe first). None without members.
+pub fn incident_view(group: &str, members: &[&Condition], dashboard_url: &str) -> Option<IncidentView> {
+    let mut sorted: Vec<&Condition> = members.to_vec();
+    sorted.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.fingerprint.cmp(&b.fingerprint)));
+    let top = *sorted.first()?;
+    let mut summary = top.summary.clone();
+    if sorted.len() > 1 {
+        summary.push_str(&format!(" (+{} more in {group})", sorted.len() - 1));
+    }
+    // PagerDuty truncates summaries at 1024 characters; cut on a character boundary first.
+    if summary.len() > 1000 {
+        summary = summary.chars().take(1000).collect();
+    }
+    let components: BTreeSet<&str> = sorted.iter().map(|c| c.component.as_str()).collect();
+    let component =
+        if components.len() == 1 { top.component.clone() } else { format!("{} components", components.len()) };
+    let rules: BTreeSet<&str> = sorted.iter().map(|c| c.rule.as_str()).collect();
+    // Keep the evidence bounded: PagerDuty accepts at most 512 KB per event.
+    let shown: Vec<Value> = sorted
+        .iter()
+        .take(50)
+        .map(|c| {
+            json!({ "rule": c.rule, "severity": c.severity, "summary": c.summary, "labels": c.labels, "evidence": c.details })
+        })
+        .collect();
+    Some(IncidentView {
+        group: group.to_string(),
+        severity: top.severity,
+        summary,
+        source: top.source.clone(),
+        component,
+        class: rules.into_iter().collect::<Vec<_>>().join(","),
+        details: json!({
+            "group": group,
+            "alerts": sorted.len(),
+            "members": shown,
+            "dashboard": dashboard_url,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(rule: &str, node: &str, sev: Severity) -> Condition {
+        let group = format!("node/{node}");
+        Condition {
+            fingerprint: format!("{rule}/{node}"),
+            rule: rule.into(),
+            rule_id: None,
+            severity: sev,
+            labels: labels(rule, sev, &group, &[("node", node)]),
+            group,
+            source: node.into(),
+            component: "gpu 0".into(),
+            summary: format!("{rule} on {node}"),
+            details: json!({}),
+            for_secs: 0.0,
+            suppressed: None,
+        }
+    }
+
+    #[test]
+    fn globs_match_like_shells_do() {
+        assert!(glob("gpu-*", "gpu-7"));
+        assert!(glob("*-7", "gpu-7"));
+        assert!(glob("a*b*c", "a-x-b-y-c"));
+        assert!(!glob("a*b*c", "a-x-c"));
+        assert!(glob("*", ""));
+        assert!(!glob("node", "node-a"));
+        assert!(!glob("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn a_silent_node_inhibits_its_other_alerts_and_silences_match_all_matchers() {
+        let mut c = vec![
+            cond(NODE_SILENT, "a", Severity::Critical),
+            cond("gpu-temperature", "a", Severity::Error),
+            cond("gpu-temperature", "b", Severity::Error),
+            cond("gpu-temperature", "c", Severity::Error),
+        ];
+        let sid = Uuid::nil();
+        let m = vec![
+            Matcher { label: "node".into(), value: "b".into(), op: MatchOp::Eq },
+            Matcher { label: "alertname".into(), value: "gpu-*".into(), op: MatchOp::Glob },
+        ];
+        suppress(&mut c, &[(sid, m)]);
+        assert_eq!(c[0].suppressed, None);
+        assert!(c[1].suppressed.as_deref().unwrap_or("").starts_with("inhibited"));
+        assert!(c[2].suppressed.as_deref().unwrap_or("").starts_with("silenced"));
+        assert_eq!(c[3].suppressed, None);
+    }
+
+    #[test]
+    fn an_incident_takes_its_most_severe_member() {
+        let a = cond("gpu-temperature", "a", Severity::Warning);
+        let b = cond(NODE_SILENT, "a", Severity::Critical);
+        let v = incident_view("node/a", &[&a, &b], "http://x/").unwrap();
+        assert_eq!(v.severity, Severity::Critical);
+        assert!(v.summary.starts_with("node-silent on a (+1 more"));
+        assert_eq!(v.class, "gpu-temperature,node-silent");
+        assert_eq!(v.details["alerts"], 2);
+    }
+
+    #[test]
+    fn operators_compare_as_written() {
+        assert!(Op::Gt.holds(2.0, 1.0) && !Op::Gt.holds(1.0, 1.0));
+        assert!(Op::Ge.holds(1.0, 1.0) && Op::Le.holds(1.0, 1.0));
+        assert!(Op::Lt.holds(0.5, 1.0) && Op::Ne.holds(0.5, 1.0) && Op::Eq.holds(1.0, 1.0));
+    }
+}

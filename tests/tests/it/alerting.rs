@@ -1,0 +1,542 @@
+//! Alerting that on-call can trust: one incident per group through restarts and receiver failures,
+//! inhibition and silences, user rules, signed webhooks, and 1,000 alerts with nothing lost or doubled.
+
+use std::time::Duration;
+
+use fleetpilot::config::{Secret, Settings};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::fakes::{self, Answer, Receiver};
+use crate::helpers::{TestApp, eventually, fresh_database, spawn_app_on};
+
+/// Fast lifecycle and delivery settings, PagerDuty pointed at `pd`.
+fn alerting(s: &mut Settings, pd: &Receiver) {
+    s.pagerduty.url = format!("{}/v2/enqueue", pd.url);
+    s.pagerduty.routing_key = Secret::new("R0UT1NGKEY-alerting");
+    s.alerts.eval_secs = 0.2;
+    s.alerts.group_wait_secs = 0.3;
+    s.alerts.retry_base_secs = 0.05;
+    s.alerts.retry_max_secs = 0.4;
+    s.alerts.delivery_timeout_secs = 1.0;
+    s.alerts.node_silent_secs = 3600;
+}
+
+/// A node last heard from `ago_secs` ago.
+async fn node(pool: &PgPool, node: &str, ago_secs: f64, deployment: Option<&str>) {
+    sqlx::query(
+        "INSERT INTO nodes (node_id, hostname, agent_version, gpu_source, deployment, last_seen) \
+         VALUES ($1, $1, 'test', 'simulated', $2, now() - make_interval(secs => $3)) \
+         ON CONFLICT (node_id) DO UPDATE SET last_seen = EXCLUDED.last_seen",
+    )
+    .bind(node)
+    .bind(deployment)
+    .bind(ago_secs)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// A GPU's latest reading, now.
+async fn gpu(pool: &PgPool, node: &str, index: i32, temp_c: f32, util: f32) {
+    sqlx::query(
+        "INSERT INTO gpu_latest (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, power_w, \
+         temp_c, sm_clock_mhz, throttle_reasons, xid_last) VALUES ($1, $2, now(), 'GPU-' || $1 || '-' || $2, 'test', $4, 1, 2, \
+         300, $3, 1980, 0, 0) ON CONFLICT (node_id, gpu_index) DO UPDATE SET ts = now(), temp_c = $3, util_pct = $4",
+    )
+    .bind(node)
+    .bind(index)
+    .bind(temp_c)
+    .bind(util)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn get(app: &TestApp, path: &str) -> (u16, Value) {
+    let r = app.http.get(format!("{}{path}", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn send(app: &TestApp, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut req = app.http.request(method, format!("{}{path}", app.address)).bearer_auth(&app.api_token);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// (what, how to break a valid body, the field the 400 must name)
+type Case = (&'static str, Box<dyn Fn(&mut Value)>, &'static str);
+
+fn triggers_for(pd: &Receiver, group: &str) -> Vec<fakes::Received> {
+    pd.accepted()
+        .into_iter()
+        .filter(|r| r.body["event_action"] == "trigger" && r.body["payload"]["group"] == group)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_group_pages_once_through_receiver_failures_and_restarts_and_resolves_with_the_same_key() {
+    let pd = fakes::receiver().await;
+    // The first attempts fail every way a receiver can: 500, 429 with Retry-After, and a hang.
+    pd.script([Answer::Fail, Answer::RateLimit(1), Answer::Hang(Duration::from_millis(1500)), Answer::Fail]);
+    let url = fresh_database().await;
+    let app = spawn_app_on(&url, |s| alerting(s, &pd)).await;
+    node(&app.pool, "node-a", 0.0, Some("ml/llama")).await;
+    for i in 0..4 {
+        gpu(&app.pool, "node-a", i, 93.0, 50.0).await;
+    }
+    // Restart while the receiver is failing.
+    eventually(Duration::from_secs(10), "the first failed attempt", || async {
+        (!pd.received().is_empty()).then_some(())
+    })
+    .await;
+    app.stop().await;
+    let app = spawn_app_on(&url, |s| alerting(s, &pd)).await;
+    let trigger = eventually(Duration::from_secs(20), "an accepted trigger", || async {
+        triggers_for(&pd, "node/node-a").into_iter().next()
+    })
+    .await;
+    assert_eq!(trigger.path, "/v2/enqueue");
+    let b = &trigger.body;
+    let key = b["dedup_key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("fleetpilot/node/node-a/"), "{key}");
+    assert_eq!(b["routing_key"], "R0UT1NGKEY-alerting");
+    assert_eq!(b["payload"]["source"], "node-a");
+    assert_eq!(b["payload"]["severity"], "error");
+    assert_eq!(b["payload"]["class"], "gpu-temperature");
+    assert_eq!(b["payload"]["component"], "4 components");
+    assert!(b["payload"]["summary"].as_str().unwrap().contains("+3 more"), "{b}");
+    assert_eq!(b["payload"]["custom_details"]["alerts"], 4);
+    assert_eq!(b["payload"]["custom_details"]["members"][0]["evidence"]["temp_c"], 93.0);
+    // Queued by the first server, so its dashboard address.
+    assert!(b["links"][0]["href"].as_str().unwrap().starts_with("http://127.0.0.1:"), "{b}");
+    // The 429 was honoured: the retry after it waited about its Retry-After second.
+    eventually(Duration::from_secs(5), "five attempts recorded", || async { (pd.received().len() >= 5).then_some(()) })
+        .await;
+    let mut log = pd.received();
+    log.sort_by_key(|r| r.at);
+    let i = log.iter().position(|r| r.status == 429).unwrap();
+    let waited = log[i + 1].at.duration_since(log[i].at);
+    assert!(waited >= Duration::from_millis(900), "Retry-After: 1 honoured, waited {waited:?}");
+
+    // Cool down; restart again before the resolve can go out, with the receiver failing once more.
+    pd.script([Answer::Fail, Answer::Fail]);
+    sqlx::query("UPDATE gpu_latest SET temp_c = 40").execute(&app.pool).await.unwrap();
+    eventually(Duration::from_secs(10), "the incident resolved in the database", || async {
+        (app.count("SELECT count(*) FROM alerts WHERE state = 'resolved'").await == 1).then_some(())
+    })
+    .await;
+    app.stop().await;
+    let app = spawn_app_on(&url, |s| alerting(s, &pd)).await;
+    eventually(Duration::from_secs(15), "an accepted resolve", || async {
+        pd.accepted().into_iter().find(|r| r.body["event_action"] == "resolve")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let per_key = pd.per_key();
+    assert_eq!(per_key.len(), 1, "{per_key:?}");
+    assert_eq!(per_key.get(&key), Some(&(1, 1)), "one trigger, one resolve: {per_key:?}");
+    // The routing key is stored nowhere.
+    assert_eq!(app.count("SELECT count(*) FROM alert_deliveries WHERE payload::text LIKE '%R0UT1NGKEY%'").await, 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM alert_deliveries WHERE coalesce(last_error, '') LIKE '%R0UT1NGKEY%'").await,
+        0
+    );
+    app.stop().await;
+    pd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_inhibits_its_gpu_alerts_and_a_silence_mutes_matching_groups_until_it_expires() {
+    let pd = fakes::receiver().await;
+    let url = fresh_database().await;
+    let app = spawn_app_on(&url, |s| {
+        alerting(s, &pd);
+        s.alerts.node_silent_secs = 60;
+    })
+    .await;
+    // node-s is silent while its last (stale-looking but recent) GPU rows are hot; node-q is silenced.
+    let (st, silence) = send(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/silences",
+        Some(&json!({"matchers": [{"label": "node", "value": "node-q"}], "comment": "maintenance", "duration_secs": 600})),
+    )
+    .await;
+    assert_eq!(st, 201, "{silence}");
+    node(&app.pool, "node-s", 600.0, None).await;
+    node(&app.pool, "node-q", 0.0, None).await;
+    node(&app.pool, "node-h", 0.0, None).await;
+    for n in ["node-s", "node-q", "node-h"] {
+        gpu(&app.pool, n, 0, 95.0, 10.0).await;
+    }
+    eventually(Duration::from_secs(10), "node-h and node-s paged", || async {
+        (!triggers_for(&pd, "node/node-h").is_empty() && !triggers_for(&pd, "node/node-s").is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(triggers_for(&pd, "node/node-q").is_empty(), "the silenced node does not page");
+    let s = &triggers_for(&pd, "node/node-s")[0].body;
+    assert_eq!(s["payload"]["class"], "node-silent", "the GPU alert of the silent node is inhibited: {s}");
+    assert_eq!(s["payload"]["custom_details"]["alerts"], 1);
+    let (_, instances) = get(&app, "/api/v1/alert-instances").await;
+    let why = |fp: &str| {
+        instances.as_array().unwrap().iter().find(|i| i["fingerprint"] == fp).map(|i| i["suppressed"].clone())
+    };
+    assert!(why("gpu-temperature/node-s/0").unwrap().as_str().unwrap().starts_with("inhibited by node-silent"));
+    assert!(why("gpu-temperature/node-q/0").unwrap().as_str().unwrap().starts_with("silenced by"));
+    assert_eq!(why("gpu-temperature/node-h/0"), Some(Value::Null));
+
+    // Expiring the silence lets node-q page.
+    let id = silence["id"].as_str().unwrap();
+    let (st, _) = send(&app, reqwest::Method::DELETE, &format!("/api/v1/silences/{id}"), None).await;
+    assert_eq!(st, 204);
+    let (st, _) = send(&app, reqwest::Method::DELETE, &format!("/api/v1/silences/{id}"), None).await;
+    assert_eq!(st, 404, "already expired");
+    eventually(Duration::from_secs(10), "node-q paged after the silence ended", || async {
+        (!triggers_for(&pd, "node/node-q").is_empty()).then_some(())
+    })
+    .await;
+    let (_, open) = get(&app, "/api/v1/alerts?severity=critical").await;
+    assert_eq!(open.as_array().unwrap().len(), 1, "only node-s's incident is critical: {open}");
+    let (st, err) = get(&app, "/api/v1/alerts?state=sideways").await;
+    assert_eq!((st, err["field"].as_str()), (400, Some("state")));
+    app.stop().await;
+    pd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_rules_are_validated_field_by_field_and_fire_after_their_for_duration() {
+    let pd = fakes::receiver().await;
+    let url = fresh_database().await;
+    let app = spawn_app_on(&url, |s| alerting(s, &pd)).await;
+    let valid = json!({
+        "name": "busy-gpus", "metric": "util_pct", "op": ">=", "threshold": 90, "for_secs": 1.5,
+        "severity": "warning", "scope": {"node": "node-u"}, "labels": {"team": "inference"}
+    });
+    let cases: Vec<Case> = vec![
+        ("bad name", Box::new(|b| b["name"] = json!("no spaces please")), "name"),
+        ("unknown metric", Box::new(|b| b["metric"] = json!("fan_rpm")), "metric"),
+        ("unknown op", Box::new(|b| b["op"] = json!("~")), "op"),
+        ("non-number threshold", Box::new(|b| b["threshold"] = json!("high")), "threshold"),
+        ("negative for", Box::new(|b| b["for_secs"] = json!(-1)), "for_secs"),
+        ("bad severity", Box::new(|b| b["severity"] = json!("urgent")), "severity"),
+        ("unknown scope field", Box::new(|b| b["scope"]["rack"] = json!("r1")), "scope.rack"),
+        ("reserved label", Box::new(|b| b["labels"]["node"] = json!("x")), "labels.node"),
+        ("unknown field", Box::new(|b| b["colour"] = json!("red")), "colour"),
+        (
+            "missing metric",
+            Box::new(|b| {
+                b.as_object_mut().unwrap().remove("metric");
+            }),
+            "metric",
+        ),
+    ];
+    for (what, breaks, field) in cases {
+        let mut body = valid.clone();
+        breaks(&mut body);
+        let (st, err) = send(&app, reqwest::Method::POST, "/api/v1/alert-rules", Some(&body)).await;
+        assert_eq!(st, 400, "{what}: {err}");
+        assert_eq!(err["field"], field, "{what}: {err}");
+        assert!(err["error"].is_string());
+    }
+    let (st, rule) = send(&app, reqwest::Method::POST, "/api/v1/alert-rules", Some(&valid)).await;
+    assert_eq!(st, 201, "{rule}");
+    let id = rule["id"].as_str().unwrap().to_string();
+    let (st, _) = send(&app, reqwest::Method::POST, "/api/v1/alert-rules", Some(&valid)).await;
+    assert_eq!(st, 409, "the name is taken");
+    let (st, got) = get(&app, &format!("/api/v1/alert-rules/{id}")).await;
+    assert_eq!((st, got["metric"].as_str()), (200, Some("util_pct")));
+    let (st, err) = get(&app, "/api/v1/alert-rules/not-a-uuid").await;
+    assert_eq!((st, err["field"].as_str()), (400, Some("id")));
+    let mut changed = valid.clone();
+    changed["severity"] = json!("critical");
+    let (st, upd) = send(&app, reqwest::Method::PUT, &format!("/api/v1/alert-rules/{id}"), Some(&changed)).await;
+    assert_eq!((st, upd["severity"].as_str()), (200, Some("critical")));
+    let (_, list) = get(&app, "/api/v1/alert-rules").await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // The rule holds on node-u's busy GPU: pending first, firing after 1.5 s, then one page.
+    node(&app.pool, "node-u", 0.0, None).await;
+    node(&app.pool, "node-v", 0.0, None).await;
+    gpu(&app.pool, "node-u", 0, 50.0, 97.0).await;
+    gpu(&app.pool, "node-v", 0, 50.0, 97.0).await;
+    let fp = format!("rule/{id}/node-u/0");
+    let pending = eventually(Duration::from_secs(5), "a pending instance", || async {
+        let (_, v) = get(&app, "/api/v1/alert-instances?state=pending").await;
+        v.as_array().unwrap().iter().find(|i| i["fingerprint"] == fp.as_str()).cloned()
+    })
+    .await;
+    assert_eq!(pending["labels"]["team"], "inference");
+    let t = eventually(Duration::from_secs(10), "the rule's page", || async {
+        triggers_for(&pd, "node/node-u").into_iter().next()
+    })
+    .await;
+    assert_eq!(t.body["payload"]["severity"], "critical");
+    assert_eq!(t.body["payload"]["class"], "busy-gpus");
+    assert!(triggers_for(&pd, "node/node-v").is_empty(), "the rule is scoped to node-u");
+    // Deleting the rule resolves its alert.
+    let (st, _) = send(&app, reqwest::Method::DELETE, &format!("/api/v1/alert-rules/{id}"), None).await;
+    assert_eq!(st, 204);
+    eventually(Duration::from_secs(10), "the resolve", || async {
+        pd.accepted().into_iter().find(|r| r.body["event_action"] == "resolve")
+    })
+    .await;
+    let (st, _) = get(&app, &format!("/api/v1/alert-rules/{id}")).await;
+    assert_eq!(st, 404);
+    app.stop().await;
+    pd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_refusals_are_permanent_and_visible_and_secrets_never_come_back() {
+    let pd = fakes::receiver().await;
+    let hook = fakes::receiver().await;
+    let bad = fakes::receiver().await;
+    let url = fresh_database().await;
+    let app = spawn_app_on(&url, |s| {
+        alerting(s, &pd);
+        s.webhooks.push(fleetpilot::config::WebhookSettings {
+            name: "ops-chat".into(),
+            url: format!("{}/hook", hook.url),
+            secret: Secret::new("settings-secret-0123456789"),
+        });
+    })
+    .await;
+    // One receiver added through the API refuses everything with a 400.
+    bad.script([Answer::Refuse; 4]);
+    let body = json!({"name": "refuser", "url": format!("{}/in", bad.url), "secret": "api-secret-abcdefghijkl"});
+    let (st, created) = send(&app, reqwest::Method::POST, "/api/v1/webhooks", Some(&body)).await;
+    assert_eq!(st, 201, "{created}");
+    assert!(!created.to_string().contains("api-secret"), "the secret is not returned: {created}");
+    for (broken, field) in [
+        (json!({"name": "x", "url": "ftp://nope", "secret": "api-secret-abcdefghijkl"}), "url"),
+        (json!({"name": "y", "url": "http://127.0.0.1:1/", "secret": "short"}), "secret"),
+        (json!({"name": "bad name", "url": "http://127.0.0.1:1/", "secret": "api-secret-abcdefghijkl"}), "name"),
+        (json!({"name": "z", "url": "http://127.0.0.1:1/"}), "secret"),
+    ] {
+        let (st, err) = send(&app, reqwest::Method::POST, "/api/v1/webhooks", Some(&broken)).await;
+        assert_eq!((st, err["field"].as_str()), (400, Some(field)), "{err}");
+    }
+    let (_, listed) = get(&app, "/api/v1/webhooks").await;
+    let text = listed.to_string();
+    assert!(!text.contains("secret-") && !text.contains("R0UT1NG"), "{text}");
+    assert_eq!(listed["webhooks"].as_array().unwrap().len(), 2);
+    assert_eq!(listed["pagerduty"]["configured"], true);
+
+    node(&app.pool, "node-w", 0.0, None).await;
+    gpu(&app.pool, "node-w", 0, 99.0, 10.0).await;
+    let got = eventually(Duration::from_secs(10), "the webhook's trigger", || async {
+        hook.accepted().into_iter().find(|r| r.body["event"] == "trigger")
+    })
+    .await;
+    // The fake verifies the signature the way a receiver would.
+    let ts = got.headers.get("x-fleetpilot-timestamp").unwrap().clone();
+    let sig = got.headers.get("x-fleetpilot-signature").unwrap().clone();
+    let mut signed = format!("{ts}.").into_bytes();
+    signed.extend_from_slice(&got.raw);
+    let expected =
+        format!("sha256={}", hex_of(&fleetpilot::alerts::outbox::hmac_sha256(b"settings-secret-0123456789", &signed)));
+    assert_eq!(sig, expected);
+    let wrong = format!("sha256={}", hex_of(&fleetpilot::alerts::outbox::hmac_sha256(b"another-secret", &signed)));
+    assert_ne!(sig, wrong);
+    assert_eq!(got.body["incident"]["group"], "node/node-w");
+    assert!(got.body["dedup_key"].as_str().unwrap().starts_with("fleetpilot/node/node-w/"));
+    assert!(got.body["incident"]["details"]["dashboard"].as_str().unwrap().starts_with(&app.address));
+
+    // The refusing receiver got one attempt, recorded as permanent and visible through the API.
+    let failed = eventually(Duration::from_secs(10), "a permanent failure", || async {
+        let (_, v) = get(&app, "/api/v1/alert-deliveries?state=failed").await;
+        v.as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(failed["receiver"], "webhook:refuser");
+    assert_eq!(failed["last_status"], 400);
+    assert_eq!(failed["attempts"], 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(bad.received().len(), 1, "a 400 is not retried");
+    let (st, err) = get(&app, "/api/v1/alert-deliveries?state=odd").await;
+    assert_eq!((st, err["field"].as_str()), (400, Some("state")));
+    // Secrets are in no delivery row.
+    assert_eq!(
+        app.count("SELECT count(*) FROM alert_deliveries WHERE payload::text LIKE '%secret%' OR coalesce(last_error, '') LIKE '%secret%'").await,
+        0
+    );
+    app.stop().await;
+    for r in [pd, hook, bad] {
+        r.stop().await;
+    }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_still_firing_incident_is_triggered_again_after_the_repeat_interval_with_the_same_key() {
+    let pd = fakes::receiver().await;
+    let url = fresh_database().await;
+    let app = spawn_app_on(&url, |s| {
+        alerting(s, &pd);
+        s.alerts.repeat_interval_secs = 1.0;
+    })
+    .await;
+    node(&app.pool, "node-r", 0.0, None).await;
+    gpu(&app.pool, "node-r", 0, 99.0, 10.0).await;
+    let keys = eventually(Duration::from_secs(10), "two triggers", || async {
+        let t = triggers_for(&pd, "node/node-r");
+        (t.len() >= 2).then(|| t.iter().map(|r| r.body["dedup_key"].as_str().unwrap().to_string()).collect::<Vec<_>>())
+    })
+    .await;
+    assert_eq!(keys[0], keys[1], "a repeat re-triggers the same incident");
+    let (_, open) = get(&app, "/api/v1/alerts?group=node/node-r").await;
+    assert!(open[0]["notifications"].as_i64().unwrap() >= 2);
+    app.stop().await;
+    pd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_alerts_with_a_flaky_receiver_and_two_restarts_lose_nothing_and_duplicate_nothing() {
+    const NODES: i64 = 250;
+    const GPUS: i64 = 4;
+    let pd = fakes::receiver().await;
+    pd.fail_percent(30);
+    let url = fresh_database().await;
+    let start = std::time::Instant::now();
+    let app = spawn_app_on(&url, |s| alerting(s, &pd)).await;
+    sqlx::query(
+        "INSERT INTO nodes (node_id, hostname, agent_version, gpu_source, last_seen) \
+         SELECT 'n' || lpad(n::text, 4, '0'), 'h', 'test', 'simulated', now() FROM generate_series(1, $1) n",
+    )
+    .bind(NODES)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO gpu_latest (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, power_w, \
+         temp_c, sm_clock_mhz, throttle_reasons, xid_last) \
+         SELECT 'n' || lpad(n::text, 4, '0'), g, now(), 'GPU-' || n || '-' || g, 'test', 50, 1, 2, 300, 95, 1980, 0, 0 \
+         FROM generate_series(1, $1) n, generate_series(0, $2 - 1) g",
+    )
+    .bind(NODES)
+    .bind(GPUS as i32)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let triggered = |pd: &Receiver| pd.per_key().values().filter(|(t, _)| *t > 0).count() as i64;
+    let resolved = |pd: &Receiver| pd.per_key().values().filter(|(_, r)| *r > 0).count() as i64;
+
+    eventually(Duration::from_secs(20), "some triggers through", || async { (triggered(&pd) >= 50).then_some(()) })
+        .await;
+    app.stop().await;
+    let app = spawn_app_on(&url, |s| alerting(s, &pd)).await;
+    eventually(Duration::from_secs(30), "every group triggered", || async { (triggered(&pd) == NODES).then_some(()) })
+        .await;
+    assert_eq!(app.count("SELECT count(*) FROM alert_instances WHERE state = 'firing'").await, NODES * GPUS);
+
+    sqlx::query("UPDATE gpu_latest SET temp_c = 40").execute(&app.pool).await.unwrap();
+    eventually(Duration::from_secs(20), "some resolves through", || async { (resolved(&pd) >= 50).then_some(()) })
+        .await;
+    app.stop().await;
+    let app = spawn_app_on(&url, |s| alerting(s, &pd)).await;
+    eventually(Duration::from_secs(30), "every group resolved and the outbox empty", || async {
+        let pending = app.count("SELECT count(*) FROM alert_deliveries WHERE delivered_at IS NULL").await;
+        (resolved(&pd) == NODES && pending == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let per_key = pd.per_key();
+    assert_eq!(per_key.len() as i64, NODES, "one incident per group");
+    let wrong: Vec<_> = per_key.iter().filter(|(_, c)| **c != (1, 1)).collect();
+    assert!(wrong.is_empty(), "exactly one trigger and one resolve per dedup_key: {wrong:?}");
+    let failures = pd.received().iter().filter(|r| r.status == 500).count();
+    assert!(failures > 50, "the receiver really failed ({failures} times)");
+    // Every trigger carried all four of its group's alerts: 1,000 alerts, none lost.
+    let alerts: i64 = pd
+        .accepted()
+        .iter()
+        .filter(|r| r.body["event_action"] == "trigger")
+        .map(|r| r.body["payload"]["custom_details"]["alerts"].as_i64().unwrap())
+        .sum();
+    assert_eq!(alerts, NODES * GPUS);
+    assert_eq!(app.count("SELECT count(*) FROM alert_instances WHERE state = 'resolved'").await, NODES * GPUS);
+    assert_eq!(app.count("SELECT count(*) FROM alert_deliveries WHERE failed_permanently").await, 0);
+    eprintln!("1,000 alerts through a 30 % failing receiver and two restarts in {:?}", start.elapsed());
+    app.stop().await;
+    pd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_rules_fire_on_xid_errors_thermal_throttling_slo_burn_and_failed_scaling() {
+    let pd = fakes::receiver().await;
+    let url = fresh_database().await;
+    let app = spawn_app_on(&url, |s| {
+        alerting(s, &pd);
+        s.alerts.throttle_for_secs = 0.5;
+        s.alerts.slo_for_secs = 0.5;
+        s.alerts.slo_ttft_p95_s = 1.0;
+        // Long enough for the SLO alert (0.5 s pending) to join the scaling alert before the page.
+        s.alerts.group_wait_secs = 1.5;
+    })
+    .await;
+    node(&app.pool, "node-x", 0.0, Some("ml/chat")).await;
+    gpu(&app.pool, "node-x", 0, 60.0, 50.0).await;
+    gpu(&app.pool, "node-x", 1, 80.0, 50.0).await;
+    sqlx::query("UPDATE gpu_latest SET xid_last = 79 WHERE gpu_index = 0").execute(&app.pool).await.unwrap();
+    sqlx::query("UPDATE gpu_latest SET throttle_reasons = 64 WHERE gpu_index = 1").execute(&app.pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO serving_latest (deployment, replica, node_id, ts, engine, queue_depth, running, ttft_p95_s, itl_p95_s, \
+         requests_per_s, generation_tokens_per_s) VALUES ('ml/chat', 'r0', 'node-x', now(), 'vllm', 3, 8, 4.5, 0.05, 2, 100)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (st, policy) = send(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/policies",
+        Some(&json!({"name": "chat", "target": {"kind": "deployment", "namespace": "ml", "name": "chat"},
+                     "min_replicas": 1, "max_replicas": 4, "metric": "gpu_utilization", "target_value": 60, "dry_run": true})),
+    )
+    .await;
+    assert_eq!(st, 201, "{policy}");
+    // The latest decision of the policy failed (dated ahead so the loop's own decisions do not replace it).
+    sqlx::query(
+        "INSERT INTO decisions (policy_id, policy_version, decided_at, target, current_replicas, desired_replicas, winner, \
+         reason, proposals, inputs, dry_run, error) VALUES ($1, 1, now() + interval '10 minutes', 'deployment ml/chat', 1, 2, \
+         'test', 'test', '[]', '{}', false, 'kubernetes said 403 Forbidden')",
+    )
+    .bind(uuid::Uuid::parse_str(policy["id"].as_str().unwrap()).unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let want = ["gpu-xid-error/node-x/0", "gpu-thermal-throttling/node-x/1", "slo-ttft/ml/chat", "scaling-failed/chat"];
+    let firing = eventually(Duration::from_secs(10), "the four built-in rules firing", || async {
+        let (_, v) = get(&app, "/api/v1/alert-instances?state=firing").await;
+        let fps: Vec<String> =
+            v.as_array().unwrap().iter().map(|i| i["fingerprint"].as_str().unwrap().to_string()).collect();
+        want.iter().all(|w| fps.iter().any(|f| f == w)).then_some(v)
+    })
+    .await;
+    assert!(!firing.to_string().contains("slo-itl"), "ITL is within its target");
+    // Node rules page the node's group, serving and scaling rules the deployment's.
+    let t = eventually(Duration::from_secs(10), "the deployment's page", || async {
+        let t = triggers_for(&pd, "deployment/ml/chat");
+        t.into_iter().find(|r| r.body["payload"]["custom_details"]["alerts"] == 2)
+    })
+    .await;
+    assert_eq!(t.body["payload"]["class"], "scaling-failed,slo-ttft");
+    let n = eventually(Duration::from_secs(10), "the node's page", || async {
+        triggers_for(&pd, "node/node-x").into_iter().next()
+    })
+    .await;
+    assert_eq!(n.body["payload"]["severity"], "critical", "an XID error is critical");
+    app.stop().await;
+    pd.stop().await;
+}
