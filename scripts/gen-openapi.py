@@ -48,7 +48,8 @@ paths={
     "put":op("Replace a policy's spec (a new version; decisions name the version that decided)","policies",{**std(ok(ref("StoredPolicy"))),"404":NOTF,"409":{"description":"Name taken"}},params=[pth("id","Policy id",{"type":"string","format":"uuid"})],body=jbody(ref("PolicySpec"))),
     "delete":op("Delete a policy (its versions and decisions are kept)","policies",{"204":{"description":"Deleted"},"401":UNAUTH,"404":NOTF},params=[pth("id","Policy id",{"type":"string","format":"uuid"})])},
  "/api/v1/decisions":{"get":op("Decisions, newest first, with every proposal and the reason","policies",std(ok({"type":"array","items":ref("DecisionRecord")})),params=[q("limit",{"type":"integer","minimum":1,"maximum":1000,"default":100},"How many")])},
- "/api/v1/alerts":{"get":op("Open alerts","alerts",std(ok({"type":"array","items":{"type":"object"}})))},
+ "/api/v1/alerts":{"get":op("Incidents (one per node or deployment group)","alerting",std(ok({"type":"array","items":{"type":"object"}})),
+    params=[q("state",{"type":"string","enum":["firing","resolved"]},"State"),q("severity",{"type":"string"},"Severity"),q("group",{"type":"string"},"node/<id> or deployment/<ns/name>"),q("limit",{"type":"integer"},"How many")])},
  "/api/v1/nodes":{"get":op("Nodes and their GPUs' latest readings","fleet",std(ok({"type":"object","properties":{"nodes":{"type":"array","items":{"type":"object"}},"gpus":{"type":"array","items":{"type":"object"}}}})))},
  "/api/v1/fleet":{"get":op("Fleet overview: GPUs reporting, idle, throttled, XID, power","fleet",std(ok({"type":"object"})))},
  "/api/v1/gpus/{node}/{gpu}/series":{"get":op("A GPU's series (raw up to 2 h, 1-minute rollups up to 3 days, hourly beyond)","fleet",std(ok({"type":"object"})),params=[pth("node","Node id"),pth("gpu","GPU index",{"type":"integer"})]+RANGE)},
@@ -67,6 +68,24 @@ paths={
     params=[pth("id","Opportunity id",{"type":"integer"})],body=jbody({"type":"object","additionalProperties":False,"required":["reason"],"properties":{"reason":{"type":"string","minLength":1,"maxLength":500}}}))},
  "/api/v1/anomalies":{"get":op("Anomaly events (start, end, severity, evidence)","opportunities",std(ok({"type":"object"})),
     params=[q("node",{"type":"string"},"Node id"),q("deployment",{"type":"string"},"namespace/name"),q("severity",{"type":"string","enum":["info","warning","critical"]},"Severity"),q("open",{"type":"boolean"},"Only open (true) or closed (false) events"),q("limit",{"type":"integer"},"Page size"),q("offset",{"type":"integer"},"Skip")])},
+ "/api/v1/alert-rules":{
+    "get":op("User alert rules","alerting",std(ok({"type":"array","items":ref("AlertRule")}))),
+    "post":op("Create a user alert rule (threshold + for-duration over a stored metric)","alerting",{**ok(ref("AlertRule"),"Created","201"),"400":ERR,"401":UNAUTH,"409":{"description":"Name taken"}},body=jbody(ref("AlertRuleSpec")))},
+ "/api/v1/alert-rules/{id}":{
+    "get":op("One alert rule","alerting",{**std(ok(ref("AlertRule"))),"404":NOTF},params=[pth("id","Rule id",{"type":"string","format":"uuid"})]),
+    "put":op("Replace an alert rule","alerting",{**std(ok(ref("AlertRule"))),"404":NOTF},params=[pth("id","Rule id",{"type":"string","format":"uuid"})],body=jbody(ref("AlertRuleSpec"))),
+    "delete":op("Delete an alert rule (its alerts resolve)","alerting",{"204":{"description":"Deleted"},"401":UNAUTH,"404":NOTF},params=[pth("id","Rule id",{"type":"string","format":"uuid"})])},
+ "/api/v1/silences":{
+    "get":op("Silences, active and expired","alerting",std(ok({"type":"array","items":{"type":"object"}}))),
+    "post":op("Create a silence: matching alerts neither open nor re-trigger incidents until it expires","alerting",{**ok({"type":"object"},"Created","201"),"400":ERR,"401":UNAUTH},body=jbody(ref("SilenceSpec")))},
+ "/api/v1/silences/{id}":{"delete":op("Expire a silence now","alerting",{"204":{"description":"Expired"},"401":UNAUTH,"404":NOTF},params=[pth("id","Silence id",{"type":"string","format":"uuid"})])},
+ "/api/v1/webhooks":{
+    "get":op("Webhook receivers (secrets are never returned)","alerting",std(ok({"type":"array","items":{"type":"object"}}))),
+    "post":op("Add a signed JSON webhook receiver","alerting",{**ok({"type":"object"},"Created","201"),"400":ERR,"401":UNAUTH,"409":{"description":"Name taken"}},
+       body=jbody({"type":"object","additionalProperties":False,"required":["name","url","secret"],"properties":{"name":{"type":"string"},"url":{"type":"string","format":"uri"},"secret":{"type":"string","writeOnly":True,"description":"HMAC-SHA256 key for X-Fleetpilot-Signature"}}}))},
+ "/api/v1/webhooks/{id}":{"delete":op("Remove a webhook receiver","alerting",{"204":{"description":"Removed"},"401":UNAUTH,"404":NOTF},params=[pth("id","Webhook id",{"type":"string","format":"uuid"})])},
+ "/api/v1/alert-instances":{"get":op("Alert instances (pending, firing, resolved) with their incident group","alerting",std(ok({"type":"array","items":{"type":"object"}})))},
+ "/api/v1/alert-deliveries":{"get":op("Outbox deliveries to PagerDuty and webhooks","alerting",std(ok({"type":"array","items":{"type":"object"}})),params=[q("state",{"type":"string","enum":["pending","delivered","failed"]},"Delivery state")])},
  "/api/v1/openapi.json":{"get":op("This document","meta",{"200":{"description":"OpenAPI 3.1"}},security=None)},
  "/healthz":{"get":op("Liveness","meta",{"200":{"description":"Alive"}},security=None)},
  "/readyz":{"get":op("Readiness (database reachable)","meta",{"200":{"description":"Ready"},"503":{"description":"Not ready"}},security=None)},
@@ -125,6 +144,15 @@ schemas={
    "id":{"type":"integer"},"key":{"type":"string"},"kind":{"type":"string"},"status":{"type":"string"},"target":{"type":"object"},"evidence":{"type":"object"},
    "gpu_hours_per_week":{"type":"number"},"money_per_week":{"type":"number"},"confidence":{"type":"number"},"expected_value":{"type":"number"},"action":{"type":"object"},
    "first_seen":{"type":"string","format":"date-time"},"last_seen":{"type":"string","format":"date-time"}}},
+ "AlertRuleSpec":{"type":"object","required":["name","metric","op","threshold"],"properties":{
+   "name":{"type":"string"},"metric":{"type":"string","enum":["util_pct","mem_used_bytes","power_w","temp_c","sm_clock_mhz","queue_depth","running","kv_cache_pct","ttft_p95_s","itl_p95_s","requests_per_s","generation_tokens_per_s","batch_size_mean"]},
+   "op":{"type":"string","enum":[">",">=","<","<="]},"threshold":{"type":"number"},"for_secs":{"type":"number","description":"Pending this long before firing"},
+   "severity":{"type":"string","enum":["info","warning","error","critical"]},"scope":{"type":"object","properties":{"deployment":{"type":"string"},"node":{"type":"string"}}},
+   "aggregate":{"type":"string","enum":["max","min","avg"],"description":"Over a deployment's replicas"},"labels":{"type":"object","additionalProperties":{"type":"string"}},"enabled":{"type":"boolean"}}},
+ "AlertRule":{"type":"object","properties":{"id":{"type":"string","format":"uuid"},"spec":ref("AlertRuleSpec")}},
+ "SilenceSpec":{"type":"object","required":["matchers"],"properties":{
+   "matchers":{"type":"array","items":{"type":"object","required":["label","value"],"properties":{"label":{"type":"string"},"value":{"type":"string"},"op":{"type":"string","enum":["=","!=","=~"],"description":"=~ is a * glob"}}}},
+   "comment":{"type":"string"},"created_by":{"type":"string"},"starts_at":{"type":"string","format":"date-time"},"ends_at":{"type":"string","format":"date-time"},"duration_secs":{"type":"number"}}},
  "ProbeRecord":{"type":"object","properties":{"gpu_index":{"type":"integer"},"ts":{"type":"string","format":"date-time"},"uuid":{"type":"string"},"bandwidth_gb_s":{"type":"number"},"error":{"type":"string"}}},
 }
 doc={"openapi":"3.1.0","info":{"title":"fleetpilot","version":"1","description":"Observability and autoscaling control plane for GPU model-serving fleets. Bad input is a 400 with {error, field}."},
