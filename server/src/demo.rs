@@ -76,6 +76,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     settings.control.scale_down_stabilization_secs = 30;
     settings.alerts.node_silent_secs = 15;
     settings.alerts.gpu_temp_c = 88.0;
+    // A fresh dashboard operator per run; the login is printed below.
+    let admin_password = token()[..16].to_string();
+    settings.dashboard.admin_user = "admin".into();
+    settings.dashboard.admin_password = Secret::new(admin_password.clone());
     let app = match Application::build_with_pool(settings.clone(), pool.clone()).await {
         Ok(a) => a,
         Err(e) if opts.listen.ends_with(":8080") => {
@@ -176,6 +180,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!();
     println!("  fleetpilot demo is running");
     println!("  dashboard:  http://127.0.0.1:{port}/");
+    println!("  login:      admin / {admin_password}");
     println!(
         "  API token:  {api_token}   (e.g. curl -H 'Authorization: Bearer {api_token}' http://127.0.0.1:{port}/api/v1/decisions)"
     );

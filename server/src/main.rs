@@ -161,6 +161,27 @@ enum BenchCmd {
         #[arg(long, default_value = ".fleetpilot/bench-query")]
         data_dir: PathBuf,
     },
+    /// Every dashboard page at fleet scale (10,000 GPUs, 500 deployments) under concurrent clients.
+    Dashboard {
+        /// GPUs in the fleet (8 per node).
+        #[arg(long, default_value_t = 10_000)]
+        gpus: usize,
+        /// Deployments, each with a policy, forecasts and decisions.
+        #[arg(long, default_value_t = 500)]
+        deployments: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// Requests per client per page.
+        #[arg(long, default_value_t = 10)]
+        requests: usize,
+        /// Pause of each client between its requests, milliseconds (0: back to back, a saturation test).
+        #[arg(long, default_value_t = 1000)]
+        think_ms: u64,
+        /// Working directory (wiped).
+        #[arg(long, default_value = ".fleetpilot/bench-dashboard")]
+        data_dir: PathBuf,
+    },
     /// End-to-end HTTP ingest against the private PostgreSQL, next to a bulk-COPY ceiling.
     Ingest {
         /// Seconds of the saturation phase (the 80 % latency phase runs half as long).
@@ -239,6 +260,17 @@ async fn main() -> anyhow::Result<()> {
                 data_dir,
             })
             .await
+        }
+        Cmd::Bench(BenchCmd::Dashboard { gpus, deployments, clients, requests, think_ms, data_dir }) => {
+            let opts = fleetpilot::bench::dashboard::DashboardBenchOptions {
+                gpus,
+                deployments,
+                clients,
+                requests,
+                think_ms,
+                data_dir,
+            };
+            fleetpilot::bench::dashboard::run(opts).await
         }
         Cmd::Bench(BenchCmd::Ingest { seconds, agents, gpus, readings, data_dir }) => {
             let opts = fleetpilot::bench::ingest::IngestBenchOptions {

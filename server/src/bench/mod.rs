@@ -1,6 +1,7 @@
 //! `fleetpilot bench ...`: benchmarks that print their figures and, last, one line of `key=value` pairs.
 
 pub mod commands;
+pub mod dashboard;
 pub mod forecast;
 pub mod ingest;
 pub mod query;

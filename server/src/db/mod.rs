@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod policies;
 pub mod rollups;
 pub mod series;
+pub mod users;
 
 use std::collections::HashSet;
 use std::sync::Mutex;

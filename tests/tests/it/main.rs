@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod browser;
 mod commands;
+mod dashboard;
 mod end_to_end;
 mod fakes;
 mod helpers;
