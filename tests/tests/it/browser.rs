@@ -264,6 +264,7 @@ async fn every_dashboard_page_shows_data_in_headless_chromium_without_console_er
     }
 
     // The decisions list has rows with reasons; the alerts list shows the resolved one.
+    c.goto(&format!("{base}/decisions")).await.unwrap();
     let rows = c.find_all(Locator::Css("#decisions tbody tr")).await.unwrap();
     assert!(!rows.is_empty(), "decisions rows");
     c.goto(&format!("{base}/alerts?state=resolved")).await.unwrap();

@@ -307,7 +307,7 @@ pub fn heatmap(rows: &[(String, Vec<Cell>)]) -> String {
     let mut s = String::with_capacity(rows.len() * 8 * 150);
     let _ = write!(
         s,
-        r#"<svg class="heatmap" id="heatmap" viewBox="0 0 {w} {h}" role="img" aria-label="GPU utilisation by node and GPU" xmlns="http://www.w3.org/2000/svg">"#
+        r#"<svg class="heatmap" id="heatmap" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="GPU utilisation by node and GPU" xmlns="http://www.w3.org/2000/svg">"#
     );
     for c in 0..cols as i32 {
         let _ = write!(
