@@ -150,7 +150,7 @@ pub async fn poll_until_stopped(
                 failures = failures.saturating_add(1);
                 let base = (2f64.powi(failures.saturating_sub(1).min(10) as i32)).min(30.0);
                 let delay = Duration::from_secs_f64(base * rand::rng().random_range(0.5..=1.0));
-                if matches!(e, PollError::Unauthorized(_)) || failures == 1 || failures % 10 == 0 {
+                if matches!(e, PollError::Unauthorized(_)) || failures == 1 || failures.is_multiple_of(10) {
                     tracing::warn!(error = %e, retry_in = ?delay, "command long poll failed");
                 }
                 Some(delay)
