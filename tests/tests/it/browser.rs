@@ -237,7 +237,8 @@ async fn every_dashboard_page_shows_data_in_headless_chromium_without_console_er
         ("overview", "/".into(), Some("heatmap")),
         ("deployments", "/deployments".into(), None),
         ("deployment", "/deployments/ml/llama".into(), Some("deployment-chart")),
-        ("node", "/nodes/node-0".into(), Some("node-chart")),
+        // The fleet is minutes old: raw samples (15 min); the 1 h default reads minute rollups.
+        ("node", "/nodes/node-0?range=15m".into(), Some("node-chart")),
         ("gpu", "/nodes/node-1/gpus/3".into(), Some("gpu-chart")),
         ("decisions", "/decisions?outcome=all".into(), None),
         ("alerts", "/alerts?state=all".into(), None),

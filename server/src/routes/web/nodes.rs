@@ -138,20 +138,21 @@ pub async fn node_page(
     let mut util = Panel { title: "GPU utilisation".into(), unit: "%".into(), y_max: Some(100.0), ..Panel::default() };
     let mut power = Panel { title: "Power".into(), unit: "W".into(), ..Panel::default() };
     let classes = ["c0", "c1", "c2", "c3", "c4", "c5"];
+    let (_, pts) = db::series::node_gpu_series(pool, &node, range.from, range.to).await?;
     for (i, g) in gpus.iter().enumerate() {
-        let (_, pts) = db::series::gpu_series(pool, &node, g.gpu_index, range.from, range.to).await?;
         let class = classes[i % classes.len()];
+        let mine = || pts.iter().filter(|p| p.gpu_index == g.gpu_index);
         util.series.push(Series {
             name: format!("GPU {}", g.gpu_index),
             class,
             style: Style::Line,
-            points: pts.iter().map(|p| (ms(p.ts), f64::from(p.util_pct))).collect(),
+            points: mine().map(|p| (ms(p.ts), p.util_pct)).collect(),
         });
         power.series.push(Series {
             name: format!("GPU {}", g.gpu_index),
             class,
             style: Style::Line,
-            points: pts.iter().map(|p| (ms(p.ts), f64::from(p.power_w))).collect(),
+            points: mine().map(|p| (ms(p.ts), p.power_w)).collect(),
         });
     }
     let chart = chart::time_chart("node-chart", &[util, power], ms(range.from), ms(range.to));
