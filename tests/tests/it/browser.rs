@@ -338,6 +338,17 @@ async fn every_dashboard_page_shows_data_in_headless_chromium_without_console_er
     screenshot(&c, "policy-created").await;
     assert_no_console_errors(&driver, &session, "policy created").await;
 
+    // On a phone: the page itself does not scroll sideways (wide tables and charts scroll in their boxes).
+    c.set_window_size(390, 844).await.unwrap();
+    for (name, path) in [("overview-phone", "/"), ("deployment-phone", "/deployments/ml/llama")] {
+        c.goto(&format!("{base}{path}")).await.unwrap();
+        let overflow =
+            c.execute("return document.documentElement.scrollWidth - window.innerWidth", vec![]).await.unwrap();
+        assert!(overflow.as_i64().unwrap_or(999) <= 1, "{name}: the page is {overflow} px wider than a phone");
+        screenshot(&c, name).await;
+        assert_no_console_errors(&driver, &session, name).await;
+    }
+
     c.close().await.unwrap();
     let _ = driver_proc.kill().await;
     for (tx, h) in agents {
