@@ -17,7 +17,3 @@ CREATE TABLE dashboard_sessions (
 );
 CREATE INDEX dashboard_sessions_expires_at ON dashboard_sessions (expires_at);
 
--- The decisions list filters by target and pages by time.
-CREATE INDEX decisions_target_decided_at ON decisions (target, decided_at DESC);
--- Rebatch history of a deployment.
-CREATE INDEX commands_decision ON commands (decision_id) WHERE decision_id IS NOT NULL;
