@@ -74,6 +74,8 @@ pub struct Settings {
     /// Agent binary served to installers (`/download/fleetpilot-agent`); default: `fleetpilot-agent` next
     /// to this executable.
     pub agent_binary: Option<PathBuf>,
+    /// The operator's dashboard: bootstrap account, sessions, prices.
+    pub dashboard: DashboardSettings,
 }
 
 impl Default for Settings {
@@ -93,6 +95,7 @@ impl Default for Settings {
             opportunities: OpportunitySettings::default(),
             webhooks: Vec::new(),
             agent_binary: None,
+            dashboard: DashboardSettings::default(),
         }
     }
 }
@@ -311,6 +314,38 @@ impl Default for OpportunitySettings {
     }
 }
 
+/// The operator's dashboard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardSettings {
+    /// User name of the bootstrap operator, created (or its password reset) at start when
+    /// `admin_password` is set.
+    pub admin_user: String,
+    /// Password of the bootstrap operator (`FLEETPILOT_DASHBOARD__ADMIN_PASSWORD`); empty: none is created.
+    pub admin_password: Secret,
+    /// Seconds a login lasts.
+    pub session_ttl_secs: u32,
+    /// Price of one GPU-hour, for the money idle GPUs cost (overview tile).
+    pub price_per_gpu_hour: f64,
+    /// Currency symbol shown with prices.
+    pub currency: String,
+    /// Seconds between live refreshes of pages (0: off).
+    pub refresh_secs: u32,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        Self {
+            admin_user: "admin".into(),
+            admin_password: Secret::default(),
+            session_ttl_secs: 12 * 3600,
+            price_per_gpu_hour: 2.5,
+            currency: "$".into(),
+            refresh_secs: 5,
+        }
+    }
+}
+
 /// Configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -423,6 +458,25 @@ impl Settings {
             if w.secret.is_empty() {
                 return bad(&format!("webhooks[{i}].secret"), "must be set");
             }
+        }
+        let d = &self.dashboard;
+        if d.admin_user.is_empty()
+            || d.admin_user.len() > 64
+            || !d.admin_user.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
+        {
+            return bad("dashboard.admin_user", "must be 1..=64 letters, digits, '.', '-', '_' or '@'");
+        }
+        if !d.admin_password.is_empty() && d.admin_password.expose().len() < 8 {
+            return bad("dashboard.admin_password", "must be at least 8 characters");
+        }
+        if !(60..=30 * 86_400).contains(&d.session_ttl_secs) {
+            return bad("dashboard.session_ttl_secs", "must be between 60 and 2592000");
+        }
+        if !(d.price_per_gpu_hour.is_finite() && d.price_per_gpu_hour >= 0.0) {
+            return bad("dashboard.price_per_gpu_hour", "must be a non-negative number");
+        }
+        if d.refresh_secs > 3600 {
+            return bad("dashboard.refresh_secs", "must be at most 3600");
         }
         if self.api_token.is_empty() || self.agent_token.is_empty() {
             return bad("api_token/agent_token", "both must be set (FLEETPILOT_API_TOKEN, FLEETPILOT_AGENT_TOKEN)");

@@ -82,6 +82,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     settings.opportunities.window_secs = 600;
     settings.opportunities.bucket_secs = 10;
     settings.opportunities.full_confidence_secs = 600.0;
+    // A fresh dashboard operator per run; the login is printed below.
+    let admin_password = token()[..16].to_string();
+    settings.dashboard.admin_user = "admin".into();
+    settings.dashboard.admin_password = Secret::new(admin_password.clone());
     let app = match Application::build_with_pool(settings.clone(), pool.clone()).await {
         Ok(a) => a,
         Err(e) if opts.listen.ends_with(":8080") => {
@@ -182,6 +186,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!();
     println!("  fleetpilot demo is running");
     println!("  dashboard:  http://127.0.0.1:{port}/");
+    println!("  login:      admin / {admin_password}");
     println!(
         "  API token:  {api_token}   (e.g. curl -H 'Authorization: Bearer {api_token}' http://127.0.0.1:{port}/api/v1/decisions)"
     );

@@ -30,6 +30,18 @@ enum Cmd {
         #[arg(long, env = "FLEETPILOT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Create a dashboard user or reset its password and role (the password is the first line of standard
+    /// input, so it stays out of the process list and shell history).
+    UserAdd {
+        /// User name (letters, digits, '.', '-', '_', '@').
+        name: String,
+        /// `viewer` (reads) or `operator` (acts).
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// TOML configuration file.
+        #[arg(long, env = "FLEETPILOT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Evaluations of ../shared/EVAL.md (anomaly detection on NAB, forecasting by rolling-origin MASE).
     #[command(subcommand)]
     Eval(EvalCmd),
@@ -206,6 +218,27 @@ enum BenchCmd {
         #[arg(long, default_value = ".fleetpilot/bench-query")]
         data_dir: PathBuf,
     },
+    /// Every dashboard page at fleet scale (10,000 GPUs, 500 deployments) under concurrent clients.
+    Dashboard {
+        /// GPUs in the fleet (8 per node).
+        #[arg(long, default_value_t = 10_000)]
+        gpus: usize,
+        /// Deployments, each with a policy, forecasts and decisions.
+        #[arg(long, default_value_t = 500)]
+        deployments: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// Requests per client per page.
+        #[arg(long, default_value_t = 10)]
+        requests: usize,
+        /// Pause of each client between its requests, milliseconds (0: back to back, a saturation test).
+        #[arg(long, default_value_t = 1000)]
+        think_ms: u64,
+        /// Working directory (wiped).
+        #[arg(long, default_value = ".fleetpilot/bench-dashboard")]
+        data_dir: PathBuf,
+    },
     /// End-to-end HTTP ingest against the private PostgreSQL, next to a bulk-COPY ceiling.
     Ingest {
         /// Seconds of the saturation phase (the 80 % latency phase runs half as long).
@@ -253,6 +286,32 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Cmd::UserAdd { name, role, config } => {
+            use fleetpilot::db::users::{self, Role};
+            let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("--role must be viewer or operator"))?;
+            anyhow::ensure!(
+                !name.is_empty()
+                    && name.len() <= 64
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@')),
+                "the name must be 1..=64 letters, digits, '.', '-', '_' or '@'"
+            );
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\r', '\n']).to_string();
+            anyhow::ensure!(password.len() >= 8, "the password must have at least 8 characters");
+            let settings = Settings::load(config.as_deref())?;
+            let (pool, pg) = open_database(&settings).await?;
+            let hash = tokio::task::spawn_blocking(move || users::hash_password(&password))
+                .await?
+                .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+            users::upsert(&pool, &name, &hash, role).await?;
+            pool.close().await;
+            if let Some(mut pg) = pg {
+                tokio::task::spawn_blocking(move || pg.stop()).await?;
+            }
+            println!("dashboard user {name} ({}) saved", role.as_str());
+            Ok(())
+        }
         Cmd::Eval(EvalCmd::Nab { data, out }) => fleetpilot::evaluate::nab(&data, &out).map(|_| ()),
         Cmd::Eval(EvalCmd::Forecast { series, horizon, season, warmup, stride, column }) => {
             anyhow::ensure!(horizon >= 1, "--horizon must be at least 1");
@@ -297,6 +356,17 @@ async fn main() -> anyhow::Result<()> {
                 data_dir,
             })
             .await
+        }
+        Cmd::Bench(BenchCmd::Dashboard { gpus, deployments, clients, requests, think_ms, data_dir }) => {
+            let opts = fleetpilot::bench::dashboard::DashboardBenchOptions {
+                gpus,
+                deployments,
+                clients,
+                requests,
+                think_ms,
+                data_dir,
+            };
+            fleetpilot::bench::dashboard::run(opts).await
         }
         Cmd::Bench(BenchCmd::Ingest { seconds, agents, gpus, readings, data_dir }) => {
             let opts = fleetpilot::bench::ingest::IngestBenchOptions {

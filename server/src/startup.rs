@@ -63,6 +63,9 @@ impl Application {
     /// Like [`Application::build`] with an existing pool (migrations are run).
     pub async fn build_with_pool(settings: Settings, pool: PgPool) -> anyhow::Result<Self> {
         db::migrate(&pool).await.context("running migrations")?;
+        routes::web::session::bootstrap_admin(&pool, &settings.dashboard)
+            .await
+            .context("dashboard bootstrap operator")?;
         let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
@@ -85,6 +88,7 @@ impl Application {
             metrics: metrics.clone(),
             credentials: Arc::default(),
             commands: commands.clone(),
+            overview: Arc::default(),
         };
         let server = http_server(listener, state.clone())?;
         let mut tasks = vec![tokio::spawn(commands.clone().listen_until_stopped(pool.clone(), rx.clone()))];

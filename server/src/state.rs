@@ -26,4 +26,6 @@ pub struct AppState {
     pub credentials: Arc<crate::auth::CredentialCache>,
     /// Wakes command long polls.
     pub commands: crate::delivery::CommandBus,
+    /// Dashboard figures that scan history, cached.
+    pub overview: Arc<crate::routes::web::dashboard::OverviewCache>,
 }

@@ -136,13 +136,7 @@ async fn post_all(http: &reqwest::Client, url: &str, seq: &mut u64, util: f64) -
 }
 
 /// One phase: a server with `min_gap` / `tick` on `url`, `steps` load steps; latencies in ms.
-async fn phase(
-    url: &str,
-    kube: &FakeKube,
-    tick_secs: f64,
-    min_gap: f64,
-    steps: usize,
-) -> anyhow::Result<Vec<f64>> {
+async fn phase(url: &str, kube: &FakeKube, tick_secs: f64, min_gap: f64, steps: usize) -> anyhow::Result<Vec<f64>> {
     let mut settings = Settings {
         listen: "127.0.0.1:0".into(),
         api_token: Secret::new("bench-api"),

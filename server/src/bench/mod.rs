@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod commands;
+pub mod dashboard;
 pub mod decision;
 pub mod forecast;
 pub mod ingest;

@@ -102,3 +102,364 @@ pub async fn decisions(pool: &PgPool, limit: i64) -> Result<Vec<DecisionRow>, sq
     .fetch_all(pool)
     .await
 }
+
+/// The overview tiles that are cheap to compute on every request (latest readings only).
+#[derive(Debug, Clone, Default, serde::Serialize, sqlx::FromRow)]
+pub struct Tiles {
+    /// GPUs with a reading within the freshness window.
+    pub gpus_reporting: i64,
+    /// Of those, GPUs under 5 % on nodes that serve a deployment or belong to a group (allocated).
+    pub idle_allocated: i64,
+    /// Mean utilisation of reporting GPUs, %.
+    pub mean_util_pct: Option<f64>,
+    /// Reporting GPUs with a throttle reason other than "idle" set.
+    pub throttled: i64,
+    /// Reporting GPUs whose last XID error is not 0.
+    pub xid: i64,
+    /// Nodes not heard from within the freshness window.
+    pub silent_nodes: i64,
+    /// Nodes known.
+    pub nodes: i64,
+    /// Alerts firing.
+    pub open_alerts: i64,
+}
+
+/// The cheap overview tiles; "reporting" means a reading within `fresh_secs`.
+pub async fn tiles(pool: &PgPool, fresh_secs: u32) -> Result<Tiles, sqlx::Error> {
+    sqlx::query_as(
+        "WITH g AS (SELECT l.util_pct, l.throttle_reasons, l.xid_last, \
+                           (n.deployment IS NOT NULL OR n.agent_group IS NOT NULL) AS allocated \
+                    FROM gpu_latest l JOIN nodes n USING (node_id) WHERE l.ts >= now() - make_interval(secs => $1)) \
+         SELECT (SELECT count(*) FROM g) AS gpus_reporting, \
+                (SELECT count(*) FROM g WHERE allocated AND util_pct < 5) AS idle_allocated, \
+                (SELECT avg(util_pct)::float8 FROM g) AS mean_util_pct, \
+                (SELECT count(*) FROM g WHERE (throttle_reasons & ~1::bigint) <> 0) AS throttled, \
+                (SELECT count(*) FROM g WHERE xid_last <> 0) AS xid, \
+                (SELECT count(*) FROM nodes WHERE last_seen < now() - make_interval(secs => $1)) AS silent_nodes, \
+                (SELECT count(*) FROM nodes) AS nodes, \
+                (SELECT count(*) FROM alerts WHERE state = 'firing') AS open_alerts",
+    )
+    .bind(f64::from(fresh_secs))
+    .fetch_one(pool)
+    .await
+}
+
+/// Figures that scan history (cached by the dashboard, refreshed in the background).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct SlowTiles {
+    /// GPU-hours spent under 5 % utilisation since midnight UTC.
+    pub idle_gpu_hours_today: f64,
+    /// GPUs with an uncorrectable (double-bit) ECC error count above 0 in the last 10 minutes.
+    pub ecc_gpus: i64,
+}
+
+/// Idle GPU-hours since midnight UTC (hourly rollups for complete hours, minute rollups for the current one)
+/// and GPUs with ECC errors recently.
+pub async fn slow_tiles(pool: &PgPool) -> Result<SlowTiles, sqlx::Error> {
+    let (idle, ecc): (Option<f64>, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FILTER (WHERE util_mean < 5)::float8 FROM gpu_rollup_1h \
+                 WHERE bucket >= date_trunc('day', now()) AND bucket < date_trunc('hour', now())) \
+              + (SELECT count(*) FILTER (WHERE util_mean < 5)::float8 / 60.0 FROM gpu_rollup_1m \
+                 WHERE bucket >= greatest(date_trunc('hour', now()), date_trunc('day', now()))), \
+                (SELECT count(DISTINCT (node_id, gpu_index)) FROM gpu_samples \
+                 WHERE ts >= now() - interval '10 minutes' AND ecc_dbe_total > 0)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(SlowTiles { idle_gpu_hours_today: idle.unwrap_or(0.0), ecc_gpus: ecc })
+}
+
+/// Node ids for one page of the heatmap, and how many nodes there are.
+pub async fn node_page(pool: &PgPool, limit: i64, offset: i64) -> Result<(Vec<String>, i64), sqlx::Error> {
+    let ids = sqlx::query_scalar("SELECT node_id FROM nodes ORDER BY node_id LIMIT $1 OFFSET $2")
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await?;
+    let total = sqlx::query_scalar("SELECT count(*) FROM nodes").fetch_one(pool).await?;
+    Ok((ids, total))
+}
+
+/// Latest reading of the GPUs of `nodes`.
+pub async fn gpus_of(pool: &PgPool, nodes: &[String]) -> Result<Vec<GpuRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT node_id, gpu_index, model, ts, util_pct, mem_used_bytes, mem_total_bytes, power_w, temp_c \
+         FROM gpu_latest WHERE node_id = ANY($1) ORDER BY node_id, gpu_index",
+    )
+    .bind(nodes)
+    .fetch_all(pool)
+    .await
+}
+
+/// A node with its agent's status.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct NodeDetail {
+    /// Node id.
+    pub node_id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Agent version.
+    pub agent_version: String,
+    /// GPU source.
+    pub gpu_source: String,
+    /// Agent group.
+    pub agent_group: Option<String>,
+    /// Deployment served.
+    pub deployment: Option<String>,
+    /// First contact.
+    pub first_seen: DateTime<Utc>,
+    /// Last contact.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// One node.
+pub async fn node(pool: &PgPool, node: &str) -> Result<Option<NodeDetail>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT node_id, hostname, agent_version, gpu_source, agent_group, deployment, first_seen, last_seen \
+         FROM nodes WHERE node_id = $1",
+    )
+    .bind(node)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A decision with its id and policy, for lists and timelines.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct DecisionItem {
+    /// Id.
+    pub id: i64,
+    /// Policy.
+    pub policy_id: uuid::Uuid,
+    /// When.
+    pub decided_at: DateTime<Utc>,
+    /// Target label.
+    pub target: String,
+    /// Replicas before.
+    pub current_replicas: i32,
+    /// Replicas decided.
+    pub desired_replicas: i32,
+    /// Winning proposal.
+    pub winner: String,
+    /// Why, in words.
+    pub reason: String,
+    /// Recorded only.
+    pub dry_run: bool,
+    /// Applied.
+    pub applied: bool,
+    /// Why acting failed.
+    pub error: Option<String>,
+}
+
+/// Outcome filter of the decisions list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeFilter {
+    /// Any.
+    All,
+    /// Changed the replica count.
+    Changed,
+    /// Applied.
+    Applied,
+    /// Dry run.
+    DryRun,
+    /// Failed.
+    Failed,
+}
+
+/// Filters, sort and page of the decisions list.
+#[derive(Debug, Clone)]
+pub struct DecisionQuery {
+    /// Substring of the target label.
+    pub target: Option<String>,
+    /// Outcome.
+    pub outcome: OutcomeFilter,
+    /// Oldest first instead of newest first.
+    pub oldest_first: bool,
+    /// Rows per page.
+    pub limit: i64,
+    /// Rows skipped.
+    pub offset: i64,
+}
+
+const DECISION_COLUMNS: &str =
+    "id, policy_id, decided_at, target, current_replicas, desired_replicas, winner, reason, dry_run, applied, error";
+
+/// One page of decisions and the number matching.
+pub async fn decision_page(pool: &PgPool, q: &DecisionQuery) -> Result<(Vec<DecisionItem>, i64), sqlx::Error> {
+    // Every piece of SQL below comes from closed enums; values are bound.
+    let outcome = match q.outcome {
+        OutcomeFilter::All => "true",
+        OutcomeFilter::Changed => "desired_replicas <> current_replicas",
+        OutcomeFilter::Applied => "applied",
+        OutcomeFilter::DryRun => "dry_run",
+        OutcomeFilter::Failed => "error IS NOT NULL",
+    };
+    let order = if q.oldest_first { "decided_at, id" } else { "decided_at DESC, id DESC" };
+    let filter = format!("($1::text IS NULL OR target ILIKE '%' || $1 || '%') AND {outcome}");
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {DECISION_COLUMNS} FROM decisions WHERE {filter} ORDER BY {order} LIMIT $2 OFFSET $3"
+    )))
+    .bind(q.target.as_deref())
+    .bind(q.limit)
+    .bind(q.offset)
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM decisions WHERE {filter}")))
+        .bind(q.target.as_deref())
+        .fetch_one(pool)
+        .await?;
+    Ok((rows, total))
+}
+
+/// Decisions of some policies since `since`, newest first.
+pub async fn decisions_of(
+    pool: &PgPool,
+    policies: &[uuid::Uuid],
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<DecisionItem>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {DECISION_COLUMNS} FROM decisions WHERE policy_id = ANY($1) AND decided_at >= $2 \
+         ORDER BY decided_at DESC, id DESC LIMIT $3"
+    )))
+    .bind(policies)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A stored forecast.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct ForecastRow {
+    /// When it was made.
+    pub made_at: DateTime<Utc>,
+    /// Seconds per step.
+    pub step_secs: i32,
+    /// Model.
+    pub model: String,
+    /// Point forecast per step.
+    pub point: Vec<f64>,
+    /// Lower bound per step.
+    pub lower: Vec<f64>,
+    /// Upper bound per step.
+    pub upper: Vec<f64>,
+    /// Interval level.
+    pub level: f64,
+}
+
+/// The latest forecast of a policy.
+pub async fn latest_forecast(pool: &PgPool, policy: uuid::Uuid) -> Result<Option<ForecastRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT made_at, step_secs, model, point, lower, upper, level FROM forecasts WHERE policy_id = $1 \
+         ORDER BY made_at DESC LIMIT 1",
+    )
+    .bind(policy)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Rebatch commands sent for a deployment, newest first.
+pub async fn rebatch_commands(
+    pool: &PgPool,
+    deployment: &str,
+    limit: i64,
+) -> Result<Vec<super::commands::CommandRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, node_id, action, decision_id, created_at, delivered_at, acked_at, completed_at, ok, result \
+         FROM commands WHERE action->>'kind' = 'rebatch' AND action->>'deployment' = $1 \
+         ORDER BY created_at DESC LIMIT $2",
+    )
+    .bind(deployment)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A deployment seen in serving data or named by a policy.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct DeploymentRow {
+    /// `namespace/name`.
+    pub deployment: String,
+    /// Replicas reporting.
+    pub replicas: i64,
+    /// Requests per second, summed.
+    pub requests_per_s: Option<f64>,
+    /// Worst TTFT p95, s.
+    pub ttft_p95_s: Option<f64>,
+    /// Latest reading.
+    pub last_ts: Option<DateTime<Utc>>,
+}
+
+/// Deployments with their latest serving readings.
+pub async fn deployments(pool: &PgPool) -> Result<Vec<DeploymentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT deployment, count(*) AS replicas, sum(requests_per_s)::float8 AS requests_per_s, \
+                max(ttft_p95_s)::float8 AS ttft_p95_s, max(ts) AS last_ts \
+         FROM serving_latest GROUP BY deployment ORDER BY deployment",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// An alert, open or resolved.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct AlertItem {
+    /// Id.
+    pub id: i64,
+    /// Rule.
+    pub rule: String,
+    /// Severity.
+    pub severity: String,
+    /// Source (node, GPU, deployment).
+    pub source: String,
+    /// Summary.
+    pub summary: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    /// Fired.
+    pub started_at: DateTime<Utc>,
+    /// Resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// Filters, sort and page of the alerts list.
+#[derive(Debug, Clone)]
+pub struct AlertQuery {
+    /// `firing`, `resolved`, or any.
+    pub state: Option<String>,
+    /// Severity.
+    pub severity: Option<String>,
+    /// Substring of the rule or source.
+    pub search: Option<String>,
+    /// Oldest first.
+    pub oldest_first: bool,
+    /// Rows per page.
+    pub limit: i64,
+    /// Rows skipped.
+    pub offset: i64,
+}
+
+/// One page of alerts and the number matching.
+pub async fn alert_page(pool: &PgPool, q: &AlertQuery) -> Result<(Vec<AlertItem>, i64), sqlx::Error> {
+    let order = if q.oldest_first { "started_at, id" } else { "started_at DESC, id DESC" };
+    let filter = "($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR severity = $2) \
+                  AND ($3::text IS NULL OR rule ILIKE '%' || $3 || '%' OR source ILIKE '%' || $3 || '%')";
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, rule, severity, source, summary, state, started_at, resolved_at FROM alerts \
+         WHERE {filter} ORDER BY {order} LIMIT $4 OFFSET $5"
+    )))
+    .bind(q.state.as_deref())
+    .bind(q.severity.as_deref())
+    .bind(q.search.as_deref())
+    .bind(q.limit)
+    .bind(q.offset)
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM alerts WHERE {filter}")))
+        .bind(q.state.as_deref())
+        .bind(q.severity.as_deref())
+        .bind(q.search.as_deref())
+        .fetch_one(pool)
+        .await?;
+    Ok((rows, total))
+}

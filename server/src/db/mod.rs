@@ -14,6 +14,7 @@ pub mod opportunities;
 pub mod policies;
 pub mod rollups;
 pub mod series;
+pub mod users;
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -259,3 +259,52 @@ pub async fn deployment_metric(
         .await?;
     Ok((rows.into_iter().map(|(b, total, members)| Point { bucket_secs: b, total, members }).collect(), nodes))
 }
+
+/// One bucket of one GPU of a node (the node page's overview chart).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct NodeGpuPoint {
+    /// GPU index.
+    pub gpu_index: i32,
+    /// Bucket start.
+    pub ts: DateTime<Utc>,
+    /// Mean utilisation %.
+    pub util_pct: f64,
+    /// Mean power, W.
+    pub power_w: f64,
+}
+
+/// Utilisation and power of every GPU of `node` in one query, averaged into about 300 buckets: raw samples up
+/// to 15 minutes, 1-minute rollups up to 3 days, hourly beyond. A node's overview needs neither 1 s detail
+/// nor one query per GPU (the GPU page has the raw series); the newest minute or two show up once rolled up.
+pub async fn node_gpu_series(
+    pool: &PgPool,
+    node: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(Resolution, Vec<NodeGpuPoint>), sqlx::Error> {
+    let span = (to - from).num_seconds().max(1);
+    let res = match resolution_for(from, to) {
+        Resolution::Raw if span > 15 * 60 => Resolution::Minute,
+        r => r,
+    };
+    let (sql, floor) = match res {
+        Resolution::Raw => (
+            "SELECT gpu_index, to_timestamp(floor(extract(epoch FROM ts) / $4) * $4) AS ts, avg(util_pct)::float8 AS util_pct, \
+             avg(power_w)::float8 AS power_w FROM gpu_samples WHERE node_id = $1 AND ts >= $2 AND ts < $3 GROUP BY 1, 2 ORDER BY 1, 2",
+            1,
+        ),
+        Resolution::Minute => (
+            "SELECT gpu_index, to_timestamp(floor(extract(epoch FROM bucket) / $4) * $4) AS ts, avg(util_mean)::float8 AS util_pct, \
+             avg(power_mean)::float8 AS power_w FROM gpu_rollup_1m WHERE node_id = $1 AND bucket >= $2 AND bucket < $3 GROUP BY 1, 2 ORDER BY 1, 2",
+            60,
+        ),
+        Resolution::Hour => (
+            "SELECT gpu_index, to_timestamp(floor(extract(epoch FROM bucket) / $4) * $4) AS ts, avg(util_mean)::float8 AS util_pct, \
+             avg(power_mean)::float8 AS power_w FROM gpu_rollup_1h WHERE node_id = $1 AND bucket >= $2 AND bucket < $3 GROUP BY 1, 2 ORDER BY 1, 2",
+            3600,
+        ),
+    };
+    let bucket = (span / 300).max(floor) as f64;
+    let points = sqlx::query_as(sql).bind(node).bind(from).bind(to).bind(bucket).fetch_all(pool).await?;
+    Ok((res, points))
+}

@@ -128,7 +128,7 @@ async fn the_flow_from_agent_to_kubernetes_pagerduty_and_dashboard_works_end_to_
     .await;
 
     // The dashboard lists the node.
-    let page = app.http.get(format!("{}/", app.address)).send().await.unwrap();
+    let page = app.http.get(format!("{}/", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("node-a"), "dashboard lists the node");

@@ -162,3 +162,108 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Percent-encodes form values.
+pub fn form_body(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let enc = |s: &str| {
+                s.bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect::<String>()
+            };
+            format!("{}={}", enc(k), enc(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The value of `name="<field>" value="..."` in a page (hidden inputs).
+pub fn hidden_value(html: &str, field: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{field}\" value=\""))?;
+    let rest = &html[at + field.len() + 15..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// A cookie's value from a response's Set-Cookie headers.
+pub fn set_cookie(r: &reqwest::Response, name: &str) -> Option<(String, String)> {
+    r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|c| {
+        let value = c.strip_prefix(&format!("{name}="))?.split(';').next()?.to_string();
+        Some((value, c.to_string()))
+    })
+}
+
+/// A dashboard session: its cookie header and CSRF token.
+pub struct WebSession {
+    /// `fp_session=...`.
+    pub cookie: String,
+    /// The session's CSRF token (from a page's forms).
+    pub csrf: String,
+    /// The raw Set-Cookie header of the session cookie.
+    pub set_cookie: String,
+    /// A client that does not follow redirects.
+    pub http: reqwest::Client,
+    /// Base URL.
+    pub address: String,
+}
+
+impl WebSession {
+    /// Logs in through the login form; panics unless it works.
+    pub async fn login(address: &str, user: &str, password: &str) -> WebSession {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let page = http.get(format!("{address}/login")).send().await.unwrap();
+        let (login_csrf, _) = set_cookie(&page, "fp_login_csrf").expect("login page sets its CSRF cookie");
+        let html = page.text().await.unwrap();
+        assert_eq!(hidden_value(&html, "csrf").as_deref(), Some(login_csrf.as_str()));
+        let r = http
+            .post(format!("{address}/login"))
+            .header("cookie", format!("fp_login_csrf={login_csrf}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&[("username", user), ("password", password), ("csrf", &login_csrf), ("next", "/")]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "login of {user}: {}", r.text().await.unwrap());
+        let (session, raw) = set_cookie(&r, "fp_session").expect("session cookie");
+        let cookie = format!("fp_session={session}");
+        let html = http
+            .get(format!("{address}/policies"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = hidden_value(&html, "csrf").expect("pages carry the CSRF token");
+        WebSession { cookie, csrf, set_cookie: raw, http, address: address.to_string() }
+    }
+
+    /// GET a page with the session.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.address)).header("cookie", &self.cookie).send().await.unwrap()
+    }
+
+    /// POST a form with the session.
+    pub async fn post(&self, path: &str, pairs: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.address))
+            .header("cookie", &self.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(pairs))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Adds a dashboard user directly in the database.
+pub async fn add_user(pool: &PgPool, name: &str, password: &str, role: fleetpilot::db::users::Role) {
+    let p = password.to_string();
+    let hash = tokio::task::spawn_blocking(move || fleetpilot::db::users::hash_password(&p).unwrap()).await.unwrap();
+    fleetpilot::db::users::upsert(pool, name, &hash, role).await.unwrap();
+}

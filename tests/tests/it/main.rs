@@ -5,7 +5,9 @@
 
 mod alerting;
 mod bad_input;
+mod browser;
 mod commands;
+mod dashboard;
 mod end_to_end;
 mod fakes;
 mod helpers;

@@ -1,165 +1,172 @@
-//! The fleet overview page.
+//! The fleet overview `/`: tiles, the node × GPU heatmap, the health strip, the latest decisions.
 
-use actix_web::{get, web};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, get, web};
 use askama::Template;
-use askama_web::WebTemplate;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use tokio::sync::Mutex;
 
-use crate::db;
-use crate::error::ApiError;
+use super::chart::{self, Cell};
+use super::session::WebUser;
+use super::{Chrome, Pager, Params, WebError, ago, render};
+use crate::db::{self, dashboard::SlowTiles};
 use crate::state::AppState;
 
-/// A node as shown.
-pub struct NodeView {
-    node_id: String,
-    hostname: String,
-    gpu_source: String,
-    group: String,
-    deployment: String,
-    gpus: i64,
-    mean_util: String,
-    last_seen: String,
-    silent: bool,
+/// Nodes per heatmap page.
+const HEATMAP_NODES: i64 = 64;
+/// How long the history-scanning figures are served before a background refresh.
+const SLOW_TTL: Duration = Duration::from_secs(30);
+
+/// The figures that scan history (idle GPU-hours today, ECC), computed at most every 30 s in the background
+/// and served from memory, so the overview stays fast at 10,000 GPUs.
+#[derive(Debug, Default)]
+pub struct OverviewCache {
+    slow: Mutex<Option<(Instant, SlowTiles)>>,
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
-/// A GPU as shown.
-pub struct GpuView {
-    node_id: String,
-    gpu_index: i32,
-    model: String,
-    util_pct: u32,
-    util: String,
-    mem: String,
-    power: String,
-    temp: String,
-    hot: bool,
-    age: String,
+impl OverviewCache {
+    /// The cached figures; the first call computes them, later calls refresh stale ones in the background.
+    pub async fn slow(self: &Arc<Self>, pool: &sqlx::PgPool) -> Result<SlowTiles, sqlx::Error> {
+        use std::sync::atomic::Ordering;
+        let mut guard = self.slow.lock().await;
+        match *guard {
+            Some((at, v)) => {
+                if at.elapsed() > SLOW_TTL && !self.refreshing.swap(true, Ordering::AcqRel) {
+                    let (me, pool) = (self.clone(), pool.clone());
+                    tokio::spawn(async move {
+                        match db::dashboard::slow_tiles(&pool).await {
+                            Ok(v) => *me.slow.lock().await = Some((Instant::now(), v)),
+                            Err(e) => tracing::warn!(error = %e, "refreshing overview figures failed"),
+                        }
+                        me.refreshing.store(false, Ordering::Release);
+                    });
+                }
+                Ok(v)
+            }
+            None => {
+                let v = db::dashboard::slow_tiles(pool).await?;
+                *guard = Some((Instant::now(), v));
+                Ok(v)
+            }
+        }
+    }
 }
 
 /// A decision as shown.
 pub struct DecisionView {
     when: String,
     target: String,
+    link: String,
     change: String,
     outcome: String,
     reason: String,
 }
 
-/// An alert as shown.
-pub struct AlertView {
-    since: String,
-    severity: String,
-    rule: String,
-    source: String,
-    summary: String,
-}
-
 /// `templates/index.html`.
-#[derive(Template, WebTemplate)]
+#[derive(Template)]
 #[template(path = "index.html")]
 pub struct IndexTemplate {
-    generated_at: String,
-    nodes: Vec<NodeView>,
-    gpus: Vec<GpuView>,
-    decisions: Vec<DecisionView>,
-    alerts: Vec<AlertView>,
-    gpus_reporting: usize,
+    chrome: Chrome,
+    gpus_reporting: i64,
+    idle_allocated: i64,
     fleet_util: String,
-    idle_gpus: usize,
+    idle_hours: String,
+    idle_cost: String,
+    open_alerts: i64,
+    nodes: i64,
+    xid: i64,
+    ecc: i64,
+    throttled: i64,
+    silent: i64,
+    heatmap: String,
+    pager: Pager,
+    decisions: Vec<DecisionView>,
+    // Extension point: the opportunities branch adds an "opportunities" tile and list here (its table and
+    // API land separately); render them next to the idle-GPU tiles.
 }
 
-fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
-    let s = (now - t).num_seconds().max(0);
-    match s {
-        0..=59 => format!("{s}s ago"),
-        60..=3599 => format!("{}m ago", s / 60),
-        _ => format!("{}h ago", s / 3600),
+/// Outcome of a decision in words.
+pub fn outcome(error: &Option<String>, dry_run: bool, applied: bool) -> String {
+    match (error, dry_run, applied) {
+        (Some(e), _, _) => format!("failed: {e}"),
+        (None, true, _) => "dry run".into(),
+        (None, false, true) => "applied".into(),
+        (None, false, false) => "pending".into(),
     }
 }
 
-/// `GET /`: nodes, GPUs with their latest utilisation, recent decisions, open alerts.
+/// The deployment page of a decision's target label, when it names one.
+pub fn target_link(target: &str) -> String {
+    let rest = target.strip_prefix("deployment ").or_else(|| target.strip_prefix("statefulset "));
+    match rest {
+        Some(d) if d.contains('/') => format!("/deployments/{}", super::url_encode(d)),
+        _ => "/deployments".into(),
+    }
+}
+
+/// `GET /`: the fleet at a glance.
 #[get("/")]
-pub async fn index(state: web::Data<AppState>) -> Result<IndexTemplate, ApiError> {
+pub async fn index(
+    state: web::Data<AppState>,
+    user: WebUser,
+    q: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, WebError> {
+    let params = Params::new(q);
+    let page = params.page()?;
     let now = Utc::now();
     let pool = &state.pool;
-    let silent_secs = i64::from(state.settings.alerts.node_silent_secs);
-    let (nodes, gpus, decisions, alerts) = tokio::try_join!(
-        db::dashboard::nodes(pool),
-        db::dashboard::gpus(pool),
-        db::dashboard::decisions(pool, 20),
-        db::alerts::open(pool),
+    let fresh = state.settings.alerts.node_silent_secs;
+    let (tiles, slow, (node_ids, node_total), decisions) = tokio::try_join!(
+        db::dashboard::tiles(pool, fresh),
+        state.overview.slow(pool),
+        db::dashboard::node_page(pool, HEATMAP_NODES, (page - 1) * HEATMAP_NODES),
+        db::dashboard::decisions(pool, 10),
     )?;
-    let fresh: Vec<_> = gpus.iter().filter(|g| (now - g.ts).num_seconds() <= silent_secs).collect();
-    let fleet_util = if fresh.is_empty() {
-        "–".to_string()
-    } else {
-        format!("{:.0}%", fresh.iter().map(|g| f64::from(g.util_pct)).sum::<f64>() / fresh.len() as f64)
-    };
-    let idle_gpus = fresh.iter().filter(|g| g.util_pct < 5.0).count();
-    let mut alerts: Vec<_> = alerts.into_values().collect();
-    alerts.sort_by_key(|a| std::cmp::Reverse(a.started_at));
-    Ok(IndexTemplate {
-        generated_at: now.format("%H:%M:%S UTC").to_string(),
-        gpus_reporting: fresh.len(),
-        fleet_util,
-        idle_gpus,
-        nodes: nodes
-            .into_iter()
-            .map(|n| NodeView {
-                silent: (now - n.last_seen).num_seconds() > silent_secs,
-                last_seen: ago(now, n.last_seen),
-                node_id: n.node_id,
-                hostname: n.hostname,
-                gpu_source: n.gpu_source,
-                group: n.agent_group.unwrap_or_default(),
-                deployment: n.deployment.unwrap_or_default(),
-                gpus: n.gpus,
-                mean_util: n.mean_util.map(|u| format!("{u:.0}%")).unwrap_or_else(|| "–".into()),
-            })
-            .collect(),
-        gpus: gpus
-            .into_iter()
-            .map(|g| GpuView {
-                util_pct: g.util_pct.clamp(0.0, 100.0).round() as u32,
-                util: format!("{:.0}%", g.util_pct),
-                mem: format!(
-                    "{:.1} / {:.0} GiB",
-                    g.mem_used_bytes as f64 / 1073741824.0,
-                    g.mem_total_bytes as f64 / 1073741824.0
-                ),
-                power: format!("{:.0} W", g.power_w),
-                temp: format!("{:.0} °C", g.temp_c),
-                hot: f64::from(g.temp_c) >= state.settings.alerts.gpu_temp_c,
-                age: ago(now, g.ts),
-                node_id: g.node_id,
-                gpu_index: g.gpu_index,
-                model: g.model,
-            })
-            .collect(),
+    let gpus = db::dashboard::gpus_of(pool, &node_ids).await?;
+    let mut by_node: HashMap<&str, Vec<Cell>> = HashMap::new();
+    for g in &gpus {
+        by_node.entry(g.node_id.as_str()).or_default().push(Cell {
+            gpu: g.gpu_index,
+            util: f64::from(g.util_pct),
+            stale: (now - g.ts).num_seconds() > i64::from(fresh),
+        });
+    }
+    let rows: Vec<(String, Vec<Cell>)> =
+        node_ids.iter().map(|n| (n.clone(), by_node.remove(n.as_str()).unwrap_or_default())).collect();
+    let d = &state.settings.dashboard;
+    let mut chrome = user.chrome(&state, "Fleet", "fleet");
+    chrome.fragment = params.fragment();
+    let t = IndexTemplate {
+        chrome,
+        gpus_reporting: tiles.gpus_reporting,
+        idle_allocated: tiles.idle_allocated,
+        fleet_util: tiles.mean_util_pct.map(|u| format!("{u:.0}%")).unwrap_or_else(|| "–".into()),
+        idle_hours: format!("{:.1}", slow.idle_gpu_hours_today),
+        idle_cost: format!("{}{:.2}", d.currency, slow.idle_gpu_hours_today * d.price_per_gpu_hour),
+        open_alerts: tiles.open_alerts,
+        nodes: tiles.nodes,
+        xid: tiles.xid,
+        ecc: slow.ecc_gpus,
+        throttled: tiles.throttled,
+        silent: tiles.silent_nodes,
+        heatmap: if rows.is_empty() { String::new() } else { chart::heatmap(&rows) },
+        pager: Pager::new(page, HEATMAP_NODES, node_total, String::new()),
         decisions: decisions
             .into_iter()
             .map(|d| DecisionView {
                 when: ago(now, d.decided_at),
                 change: format!("{} → {}", d.current_replicas, d.desired_replicas),
-                outcome: match (&d.error, d.dry_run, d.applied) {
-                    (Some(e), _, _) => format!("failed: {e}"),
-                    (None, true, _) => "dry run".into(),
-                    (None, false, true) => "applied".into(),
-                    (None, false, false) => "pending".into(),
-                },
+                outcome: outcome(&d.error, d.dry_run, d.applied),
+                link: target_link(&d.target),
                 target: d.target,
                 reason: d.reason,
             })
             .collect(),
-        alerts: alerts
-            .into_iter()
-            .map(|a| AlertView {
-                since: ago(now, a.started_at),
-                severity: a.severity,
-                rule: a.rule,
-                source: a.source,
-                summary: a.summary,
-            })
-            .collect(),
-    })
+    };
+    render(&t, StatusCode::OK)
 }

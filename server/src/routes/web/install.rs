@@ -1,9 +1,88 @@
-//! The agent install: `/install.sh` (with this server's URL baked in) and the agent binary.
+//! The agent install: the install page (a fresh enrollment token and its one-line command, enrolled nodes),
+//! `/install.sh` (with this server's URL baked in) and the agent binary.
 
-use actix_web::{HttpRequest, HttpResponse, get, web};
+use std::collections::HashMap;
 
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use askama::Template;
+use chrono::{Duration, Utc};
+use rand::Rng as _;
+
+use super::session::WebUser;
+use super::{Chrome, WebError, ago, render};
+use crate::db;
 use crate::routes::api::enroll::public_url;
 use crate::state::AppState;
+
+/// An enrolled node.
+pub struct EnrolledView {
+    node: String,
+    link: String,
+    when: String,
+}
+
+/// `templates/install.html`.
+#[derive(Template)]
+#[template(path = "install.html")]
+pub struct InstallTemplate {
+    chrome: Chrome,
+    command: String,
+    token_expires: String,
+    fresh: bool,
+    enrolled: Vec<EnrolledView>,
+}
+
+async fn install_page(
+    state: &AppState,
+    user: &WebUser,
+    req: &HttpRequest,
+    token: Option<(String, String)>,
+) -> Result<HttpResponse, WebError> {
+    let url = public_url(state, req);
+    let now = Utc::now();
+    let enrolled = db::enroll::enrolled(&state.pool)
+        .await?
+        .into_iter()
+        .map(|(node, at)| EnrolledView {
+            link: format!("/nodes/{}", super::url_encode(&node)),
+            node,
+            when: ago(now, at),
+        })
+        .collect();
+    let (command, token_expires, fresh) = match token {
+        Some((t, exp)) => (format!("curl -fsSL {url}/install.sh | sudo sh -s -- --token {t}"), exp, true),
+        None => {
+            (format!("curl -fsSL {url}/install.sh | sudo sh -s -- --token <enrollment token>"), String::new(), false)
+        }
+    };
+    let mut chrome = user.chrome(state, "Install an agent", "install");
+    chrome.refresh_secs = 0;
+    render(&InstallTemplate { chrome, command, token_expires, fresh, enrolled }, StatusCode::OK)
+}
+
+/// `GET /install`: how to install an agent, and the enrolled nodes.
+#[get("/install")]
+pub async fn page(state: web::Data<AppState>, user: WebUser, req: HttpRequest) -> Result<HttpResponse, WebError> {
+    install_page(&state, &user, &req, None).await
+}
+
+/// `POST /install/token`: a fresh enrollment token (1 hour, 50 nodes), shown once with its command.
+#[post("/install/token")]
+pub async fn create_token(
+    state: web::Data<AppState>,
+    user: WebUser,
+    req: HttpRequest,
+    form: web::Form<HashMap<String, String>>,
+) -> Result<HttpResponse, WebError> {
+    user.may_act(form.get("csrf").map(String::as_str))?;
+    let bytes: [u8; 32] = rand::rng().random();
+    let token = format!("fpe_{}", hex::encode(bytes));
+    let expires = Utc::now() + Duration::hours(1);
+    db::enroll::create_token(&state.pool, &token, expires, 50, &format!("dashboard: {}", user.name)).await?;
+    tracing::info!(user = %user.name, "enrollment token created from the dashboard");
+    install_page(&state, &user, &req, Some((token, expires.format("%Y-%m-%d %H:%M UTC").to_string()))).await
+}
 
 const SCRIPT: &str = include_str!("../../../../scripts/install-agent.sh");
 

@@ -1,15 +1,35 @@
-//! HTML pages (askama templates in `templates/`) and the embedded static assets.
+//! HTML pages (askama templates in `templates/`, one typed struct per page) and the embedded static assets.
+//!
+//! Every page needs a login (session cookie) or the API token as a Bearer header; viewers read, operators
+//! act; every form carries the session's CSRF token. Charts are SVG built on the server (`chart`).
 
+pub mod chart;
 pub mod dashboard;
+pub mod deployment;
 pub mod install;
+pub mod lists;
+pub mod nodes;
+pub mod policies;
+pub mod session;
 
-use actix_web::{HttpResponse, get, web};
+use std::collections::HashMap;
 
-/// Assets compiled into the binary, so a single file deploys.
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError, get, web};
+use askama::Template;
+use chrono::{DateTime, Duration, Utc};
+
+use crate::error::ApiError;
+
+/// Assets compiled into the binary, so a single file deploys (no CDN: the dashboard works offline).
 const ASSETS: &[(&str, &str, &str)] = &[
     ("style.css", "text/css; charset=utf-8", include_str!("../../../../static/style.css")),
     ("app.js", "text/javascript; charset=utf-8", include_str!("../../../../static/app.js")),
 ];
+
+/// Scripts only from this origin; inline styles are used by bars and SVG.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// `/static/{file}`.
 #[get("/static/{file}")]
@@ -22,7 +42,319 @@ pub async fn asset(file: web::Path<String>) -> HttpResponse {
     }
 }
 
+/// What `base.html` needs: title, navigation, the user, the CSRF token for forms, refresh.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    /// Page title.
+    pub title: String,
+    /// Active navigation entry.
+    pub nav: &'static str,
+    /// User name.
+    pub user: String,
+    /// Whether the user may act (forms are shown).
+    pub is_operator: bool,
+    /// Role name.
+    pub role: &'static str,
+    /// CSRF token for forms (empty for Bearer clients).
+    pub csrf: String,
+    /// Render time.
+    pub generated_at: String,
+    /// Seconds between live refreshes (0: none).
+    pub refresh_secs: u32,
+    /// Render only the live part (`?fragment=1`, for polling).
+    pub fragment: bool,
+}
+
+/// An error answered as an HTML page (or a redirect to the login page).
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// Not logged in: 303 to `/login?next=...`.
+    #[error("login required")]
+    Login(String),
+    /// A wrong Bearer token: 401.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 400 naming a field.
+    #[error("{field}: {message}")]
+    BadRequest {
+        /// The query parameter or form field.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 500 (detail logged, not shown).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl WebError {
+    /// 400 naming `field`.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        WebError::BadRequest { field: field.into(), message: message.into() }
+    }
+}
+
+impl From<sqlx::Error> for WebError {
+    fn from(e: sqlx::Error) -> Self {
+        WebError::Internal(e.to_string())
+    }
+}
+
+impl From<ApiError> for WebError {
+    fn from(e: ApiError) -> Self {
+        match (e.status.as_u16(), e.field) {
+            (400, Some(f)) => WebError::BadRequest { field: f, message: e.error },
+            (400, None) => WebError::BadRequest { field: String::new(), message: e.error },
+            (403, _) => WebError::Forbidden(e.error),
+            (404, _) => WebError::NotFound(e.error),
+            _ => WebError::Internal(e.error),
+        }
+    }
+}
+
+/// `templates/error.html`.
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorTemplate {
+    status: u16,
+    reason: String,
+    field: String,
+    message: String,
+}
+
+impl ResponseError for WebError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            WebError::Login(_) => StatusCode::SEE_OTHER,
+            WebError::Unauthorized => StatusCode::UNAUTHORIZED,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if let WebError::Login(next) = self {
+            let q: String = url_encode(next);
+            return HttpResponse::SeeOther().insert_header(("Location", format!("/login?next={q}"))).finish();
+        }
+        let (field, message) = match self {
+            WebError::BadRequest { field, message } => (field.clone(), message.clone()),
+            WebError::Internal(detail) => {
+                tracing::error!(error = %detail, "dashboard page failed");
+                (String::new(), "internal error (see the server log)".into())
+            }
+            other => (String::new(), other.to_string()),
+        };
+        let t = ErrorTemplate {
+            status: status.as_u16(),
+            reason: status.canonical_reason().unwrap_or("error").into(),
+            field,
+            message,
+        };
+        let mut r = HttpResponse::build(status);
+        r.insert_header(("Content-Security-Policy", CSP));
+        if status == StatusCode::UNAUTHORIZED {
+            r.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        match t.render() {
+            Ok(body) => r.content_type("text/html; charset=utf-8").body(body),
+            Err(_) => r.content_type("text/plain; charset=utf-8").body(t.message),
+        }
+    }
+}
+
+/// Percent-encodes a string for a query parameter value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Renders a page with `status`, no caching, and the content security policy.
+pub fn render<T: Template>(t: &T, status: StatusCode) -> Result<HttpResponse, WebError> {
+    let body = t.render().map_err(|e| WebError::Internal(format!("template: {e}")))?;
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("Content-Security-Policy", CSP))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(body))
+}
+
+/// Query parameters of a page, parsed one by one so a bad value is a 400 naming its parameter; unknown
+/// parameters are ignored.
+#[derive(Debug, Default)]
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    /// From the query string.
+    pub fn new(q: web::Query<HashMap<String, String>>) -> Self {
+        Params(q.into_inner())
+    }
+
+    /// A non-empty trimmed text value, at most 200 characters.
+    pub fn text(&self, name: &str) -> Result<Option<String>, WebError> {
+        match self.0.get(name).map(|v| v.trim()) {
+            None | Some("") => Ok(None),
+            Some(v) if v.len() > 200 => Err(WebError::field(name, "at most 200 characters")),
+            Some(v) => Ok(Some(v.to_string())),
+        }
+    }
+
+    /// One of `choices` (the first is the default).
+    pub fn choice(&self, name: &str, choices: &[&'static str]) -> Result<&'static str, WebError> {
+        match self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(choices[0]),
+            Some(v) => choices
+                .iter()
+                .find(|c| **c == v)
+                .copied()
+                .ok_or_else(|| WebError::field(name, format!("must be one of {}", choices.join(", ")))),
+        }
+    }
+
+    /// A page number (1-based, default 1).
+    pub fn page(&self) -> Result<i64, WebError> {
+        match self.0.get("page").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(1),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+                _ => Err(WebError::field("page", "must be a whole number from 1 to 100000")),
+            },
+        }
+    }
+
+    /// Whether only the live fragment is wanted.
+    pub fn fragment(&self) -> bool {
+        self.0.get("fragment").is_some_and(|v| v == "1")
+    }
+
+    /// The time range picked (`range`: 15m, 1h, 6h, 24h, 3d, 7d; default 1h).
+    pub fn range(&self) -> Result<TimeRange, WebError> {
+        let key = self.choice("range", &["1h", "15m", "6h", "24h", "3d", "7d"])?;
+        let span = match key {
+            "15m" => Duration::minutes(15),
+            "6h" => Duration::hours(6),
+            "24h" => Duration::hours(24),
+            "3d" => Duration::days(3),
+            "7d" => Duration::days(7),
+            _ => Duration::hours(1),
+        };
+        let to = Utc::now();
+        Ok(TimeRange { key, from: to - span, to })
+    }
+}
+
+/// A time range ending now.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeRange {
+    /// The picker's key (`1h`).
+    pub key: &'static str,
+    /// Start.
+    pub from: DateTime<Utc>,
+    /// End (now).
+    pub to: DateTime<Utc>,
+}
+
+/// The picker's choices, for templates.
+pub const RANGES: &[&str] = &["15m", "1h", "6h", "24h", "3d", "7d"];
+
+/// One `<option>` of a select.
+#[derive(Debug, Clone)]
+pub struct Opt {
+    /// Value and label.
+    pub value: &'static str,
+    /// Whether it is the current one.
+    pub selected: bool,
+}
+
+/// The options of a select with `selected` marked.
+pub fn options(choices: &[&'static str], selected: &str) -> Vec<Opt> {
+    choices.iter().map(|c| Opt { value: c, selected: *c == selected }).collect()
+}
+
+/// "5s ago", "3m ago", "2h ago", "4d ago".
+pub fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
+    let s = (now - t).num_seconds().max(0);
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=172_799 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+/// A page of a list: numbers for the pager.
+#[derive(Debug, Clone)]
+pub struct Pager {
+    /// Current page (1-based).
+    pub page: i64,
+    /// Pages in all (at least 1).
+    pub pages: i64,
+    /// Rows matching.
+    pub total: i64,
+    /// Query string of the other parameters (`&`-joined, encoded), to build links.
+    pub base_query: String,
+}
+
+impl Pager {
+    /// From the page, the page size and the total.
+    pub fn new(page: i64, per_page: i64, total: i64, base_query: String) -> Self {
+        Pager { page, pages: ((total + per_page - 1) / per_page).max(1), total, base_query }
+    }
+    /// Whether there is a previous page.
+    pub fn has_prev(&self) -> bool {
+        self.page > 1
+    }
+    /// Whether there is a next page.
+    pub fn has_next(&self) -> bool {
+        self.page < self.pages
+    }
+}
+
+/// Builds `k=v&...` from the non-empty pairs.
+pub fn query_string(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", url_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Registers the page routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(asset).service(dashboard::index).service(install::install_sh).service(install::agent_binary);
+    cfg.service(asset)
+        .service(session::login_page)
+        .service(session::login)
+        .service(session::logout)
+        .service(dashboard::index)
+        .service(deployment::list)
+        .service(deployment::page)
+        .service(nodes::node_page)
+        .service(nodes::gpu_page)
+        .service(lists::decisions)
+        .service(lists::alerts)
+        .service(policies::list)
+        .service(policies::new_form)
+        .service(policies::create)
+        .service(policies::preview)
+        .service(policies::edit_form)
+        .service(policies::update)
+        .service(install::page)
+        .service(install::create_token)
+        .service(install::install_sh)
+        .service(install::agent_binary);
 }
