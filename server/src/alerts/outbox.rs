@@ -81,22 +81,17 @@ pub fn webhook_payload(action: &str, dedup_key: &str, v: Option<&IncidentView>, 
     body
 }
 
-/// HMAC-SHA256 (RFC 2104) over `msg` with `key`. Written out on `sha2` because the `hmac` crate available
-/// here targets the next `digest` major, which `sha2` 0.10 does not implement.
+/// HMAC-SHA256 (RFC 2104) over `msg` with `key` (the `hmac` crate; any key length is valid).
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
+    use hmac::Mac as _;
+    match hmac::Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(msg);
+            mac.finalize().into_bytes().into()
+        }
+        // HMAC takes keys of every length; this arm is unreachable in practice.
+        Err(_) => [0; 32],
     }
-    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
-    for i in 0..64 {
-        ipad[i] ^= k[i];
-        opad[i] ^= k[i];
-    }
-    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
-    Sha256::new().chain_update(opad).chain_update(inner).finalize().into()
 }
 
 /// The signature header value of a webhook body sent at `timestamp`.
