@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rand::Rng as _;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
