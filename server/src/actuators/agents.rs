@@ -41,11 +41,11 @@ impl AgentActuator {
         deployment: &str,
         max_batch_size: u32,
         max_queue_delay_us: u64,
-        decision_id: i64,
+        decision_id: Option<i64>,
     ) -> Result<usize, ActuateError> {
         let action = CommandAction::Rebatch { deployment: deployment.to_string(), max_batch_size, max_queue_delay_us };
         for n in nodes {
-            db::commands::enqueue(&self.pool, n, &action, Some(decision_id)).await?;
+            db::commands::enqueue(&self.pool, n, &action, decision_id).await?;
         }
         Ok(nodes.len())
     }

@@ -37,6 +37,8 @@ use snapshot::Snapshot;
 pub const ANOMALY_THRESHOLD: f64 = 0.7;
 /// Buckets of history needed before the forecast is computed and acted on.
 pub const MIN_FORECAST_POINTS: usize = 12;
+/// An unchanged hold (same replicas, same winner) is recorded again at most this often.
+pub const RECORD_HOLD_SECS: i64 = 30;
 /// Seconds a forecast is used before it is refitted (and stored again).
 pub const FORECAST_REFIT_SECS: i64 = 30;
 /// Longest wait between two attempts to act on a failing target.
@@ -47,8 +49,8 @@ pub const MAX_BACKOFF_SECS: i64 = 300;
 pub struct PolicyOutcome {
     /// Policy.
     pub policy_id: Uuid,
-    /// Recorded decision.
-    pub decision_id: i64,
+    /// Recorded decision (`None`: an unchanged hold not recorded again, see [`RECORD_HOLD_SECS`]).
+    pub decision_id: Option<i64>,
     /// Replicas before.
     pub current: u32,
     /// Replicas decided.
@@ -92,6 +94,9 @@ struct CachedForecast {
     json: serde_json::Value,
 }
 
+/// When a policy's last decision was recorded, with its replicas and winner.
+type Recorded = (DateTime<Utc>, u32, String);
+
 /// One policy's decision before it is recorded and acted on.
 struct Plan {
     policy: StoredPolicy,
@@ -129,6 +134,8 @@ pub struct ControlLoop {
     applied: Mutex<HashMap<Uuid, u32>>,
     /// Latest forecast per policy.
     forecasts: Mutex<HashMap<Uuid, CachedForecast>>,
+    /// When each policy's last decision was recorded, with its replicas and winner.
+    last_recorded: Mutex<HashMap<Uuid, Recorded>>,
     /// The fleet's recent buckets.
     snapshot: tokio::sync::RwLock<Snapshot>,
     /// Signalled when samples are committed (by any replica).
@@ -152,6 +159,7 @@ impl ControlLoop {
             backoffs: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
             forecasts: Mutex::new(HashMap::new()),
+            last_recorded: Mutex::new(HashMap::new()),
             snapshot: tokio::sync::RwLock::new(Snapshot::default()),
             wake: None,
             detectors: Mutex::new(HashMap::new()),
@@ -212,11 +220,16 @@ impl ControlLoop {
         // What each decision needs: nothing (recorded as applied), dry run, a backoff, or an actuation.
         let actions: Vec<Action> = planned.iter().map(|pl| self.action(pl, now)).collect();
         let targets: Vec<String> = planned.iter().map(|pl| pl.policy.spec.target_label()).collect();
+        // Every change and every attempt is recorded; an unchanged hold only when its reason changes or once
+        // per [`RECORD_HOLD_SECS`], so a loop woken every half second does not bury the timeline in repeats.
+        let record: Vec<bool> = planned.iter().zip(&actions).map(|(pl, a)| self.should_record(pl, a, now)).collect();
         let rows: Vec<(NewDecision<'_>, bool)> = planned
             .iter()
             .zip(&actions)
             .zip(&targets)
-            .map(|((pl, a), target)| {
+            .zip(&record)
+            .filter(|(_, r)| **r)
+            .map(|(((pl, a), target), _)| {
                 let d = NewDecision {
                     policy_id: pl.policy.id,
                     policy_version: pl.policy.version,
@@ -231,8 +244,16 @@ impl ControlLoop {
                 (d, matches!(a, Action::Nothing))
             })
             .collect();
-        let ids = db::control::insert_decisions(&self.pool, &rows).await?;
+        let inserted = db::control::insert_decisions(&self.pool, &rows).await?;
         drop(rows);
+        let mut inserted = inserted.into_iter();
+        let ids: Vec<Option<i64>> = record.iter().map(|r| if *r { inserted.next() } else { None }).collect();
+        {
+            let mut last = self.last_recorded.lock().unwrap_or_else(|e| e.into_inner());
+            for (pl, _) in planned.iter().zip(&record).filter(|(_, r)| **r) {
+                last.insert(pl.policy.id, (now, pl.decision.desired, pl.decision.winner.clone()));
+            }
+        }
         // Owned work items: a stream over borrowed items does not satisfy `tokio::spawn`'s lifetime bounds.
         let work: Vec<(usize, Option<String>)> = actions
             .iter()
@@ -249,17 +270,20 @@ impl ControlLoop {
             .map(|(i, backoff)| async move {
                 match backoff {
                     Some(msg) => (i, false, Some(msg)),
-                    None => {
-                        let (ok, err) = self.act(&planned_ref[i], ids_ref[i], now).await;
-                        (i, ok, err)
-                    }
+                    None => match ids_ref[i] {
+                        Some(id) => {
+                            let (ok, err) = self.act(&planned_ref[i], id, now).await;
+                            (i, ok, err)
+                        }
+                        None => (i, false, Some("the decision could not be recorded".into())),
+                    },
                 }
             })
             .buffer_unordered(16)
             .collect()
             .await;
         let marks: Vec<(i64, bool, Option<String>)> =
-            acted.iter().map(|(i, ok, e)| (ids[*i], *ok, e.clone())).collect();
+            acted.iter().filter_map(|(i, ok, e)| ids[*i].map(|id| (id, *ok, e.clone()))).collect();
         db::control::mark_decisions(&self.pool, &marks).await?;
         let mut result: HashMap<usize, (bool, Option<String>)> =
             acted.into_iter().map(|(i, ok, e)| (i, (ok, e))).collect();
@@ -292,6 +316,22 @@ impl ControlLoop {
         self.metrics.control_ticks.inc();
         self.metrics.control_tick_seconds.observe(started.elapsed().as_secs_f64());
         Ok(out)
+    }
+
+    /// Whether a planned decision goes into the record (see [`RECORD_HOLD_SECS`]).
+    fn should_record(&self, pl: &Plan, a: &Action, now: DateTime<Utc>) -> bool {
+        if matches!(a, Action::Scale | Action::BackingOff(_)) {
+            return true;
+        }
+        let last = self.last_recorded.lock().unwrap_or_else(|e| e.into_inner());
+        match last.get(&pl.policy.id) {
+            Some((at, desired, winner)) => {
+                *desired != pl.decision.desired
+                    || *winner != pl.decision.winner
+                    || (now - *at).num_seconds() >= RECORD_HOLD_SECS
+            }
+            None => true,
+        }
     }
 
     /// Reads (from the snapshot) and decides for one policy; no side effect but the forecast it refits.
@@ -574,7 +614,7 @@ impl ControlLoop {
         p: &StoredPolicy,
         nodes: &[String],
         now: DateTime<Utc>,
-        decision_id: i64,
+        decision_id: Option<i64>,
     ) -> Result<(), sqlx::Error> {
         let Some(r) = &p.spec.rebatch else { return Ok(()) };
         if nodes.is_empty() {
