@@ -18,39 +18,6 @@ pub struct LatestLatency {
     pub queue_depth: f64,
 }
 
-/// Latency, batch and queue of a deployment since `since`.
-pub async fn latest_latency(
-    pool: &PgPool,
-    deployment: &str,
-    since: DateTime<Utc>,
-) -> Result<LatestLatency, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT max(ttft_p95_s)::float8 AS ttft_p95_s, max(itl_p95_s)::float8 AS itl_p95_s, \
-         avg(batch_size_mean)::float8 AS batch_size_mean, coalesce(avg(queue_depth), 0)::float8 AS queue_depth \
-         FROM serving_samples WHERE deployment = $1 AND ts >= $2",
-    )
-    .bind(deployment)
-    .bind(since)
-    .fetch_one(pool)
-    .await
-}
-
-/// Mean GPU utilisation of each of `nodes` over its GPUs' latest readings since `since`.
-pub async fn node_utilization(
-    pool: &PgPool,
-    nodes: &[String],
-    since: DateTime<Utc>,
-) -> Result<Vec<(String, f64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT node_id, avg(util_pct)::float8 FROM gpu_latest WHERE node_id = ANY($1) AND ts >= $2 \
-         GROUP BY node_id ORDER BY node_id",
-    )
-    .bind(nodes)
-    .bind(since)
-    .fetch_all(pool)
-    .await
-}
-
 /// `LISTEN`/`NOTIFY` channel announcing committed samples (empty payload).
 pub const INGESTED_CHANNEL: &str = "fleetpilot_ingested";
 
@@ -237,40 +204,6 @@ pub struct NewDecision<'a> {
     pub forecast_id: Option<i64>,
     /// Whether it is recorded only.
     pub dry_run: bool,
-}
-
-/// Stores a decision; returns its id.
-pub async fn insert_decision(pool: &PgPool, d: &NewDecision<'_>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO decisions (policy_id, policy_version, decided_at, target, current_replicas, desired_replicas, \
-         winner, reason, proposals, inputs, forecast_id, dry_run) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-    )
-    .bind(d.policy_id)
-    .bind(d.policy_version)
-    .bind(d.decided_at)
-    .bind(d.target)
-    .bind(d.current as i32)
-    .bind(d.decision.desired as i32)
-    .bind(&d.decision.winner)
-    .bind(&d.decision.reason)
-    .bind(serde_json::to_value(&d.decision.proposals).unwrap_or_default())
-    .bind(&d.inputs)
-    .bind(d.forecast_id)
-    .bind(d.dry_run)
-    .fetch_one(pool)
-    .await
-}
-
-/// Marks a decision applied, or records why it could not be.
-pub async fn mark_decision(pool: &PgPool, id: i64, applied: bool, error: Option<&str>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE decisions SET applied = $2, error = $3 WHERE id = $1")
-        .bind(id)
-        .bind(applied)
-        .bind(error)
-        .execute(pool)
-        .await?;
-    Ok(())
 }
 
 /// The replicas the last applied decision of a policy asked for.
