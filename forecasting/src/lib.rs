@@ -10,6 +10,7 @@ pub mod decision;
 pub mod error;
 pub mod events;
 pub mod forecast;
+pub mod idle;
 pub mod latency_model;
 pub mod mase;
 pub mod model;

@@ -9,6 +9,7 @@ pub mod control;
 pub mod copy;
 pub mod dashboard;
 pub mod enroll;
+pub mod idle;
 pub mod ingest;
 pub mod opportunities;
 pub mod policies;

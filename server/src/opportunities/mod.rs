@@ -214,8 +214,11 @@ async fn refresh_loaded(
     loaded: &Loaded,
     now: DateTime<Utc>,
 ) -> Result<UpsertOutcome, RefreshError> {
-    let ops = detect(&loaded.window, &detector_config(settings))?;
+    let cfg = detector_config(settings);
+    let ops = detect(&loaded.window, &cfg)?;
     let out = db::opportunities::upsert(pool, &ops, now).await?;
+    // The fleet's idle capacity over the same window, next to the opportunities that would recover it.
+    db::idle::record(pool, &forecasting::idle::idle_capacity(&loaded.window, &cfg), now).await?;
     for k in &out.opened {
         tracing::info!(key = %k, "opportunity opened");
     }

@@ -128,6 +128,17 @@ pub async fn dismiss(
     }
 }
 
+/// `GET /api/v1/idle-capacity`: the fleet's idle capacity over the latest opportunities window (GPUs
+/// allocated with nothing loaded and no work, summed bucket by bucket), in GPU-hours and money per week;
+/// 404 before the first refresh.
+#[get("/api/v1/idle-capacity")]
+pub async fn idle_capacity(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match db::idle::latest(&state.pool).await? {
+        Some(row) => Ok(HttpResponse::Ok().json(row)),
+        None => Err(ApiError::not_found("no idle-capacity figure yet: the opportunities refresher has not run")),
+    }
+}
+
 /// `?node=&deployment=&severity=&open=&limit=&offset=`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
