@@ -206,11 +206,15 @@ impl Params {
         Params(q.into_inner())
     }
 
-    /// A non-empty trimmed text value, at most 200 characters.
+    /// A non-empty trimmed text value, at most 200 characters, without control characters (Postgres refuses
+    /// a NUL in text, which would otherwise cost a 500).
     pub fn text(&self, name: &str) -> Result<Option<String>, WebError> {
         match self.0.get(name).map(|v| v.trim()) {
             None | Some("") => Ok(None),
             Some(v) if v.len() > 200 => Err(WebError::field(name, "at most 200 characters")),
+            Some(v) if v.chars().any(char::is_control) => {
+                Err(WebError::field(name, "must not contain control characters"))
+            }
             Some(v) => Ok(Some(v.to_string())),
         }
     }
