@@ -257,7 +257,7 @@ mod insights {
             key: key.into(),
             target,
             title: format!("{key} title"),
-            evidence: Evidence { series: "gpu_util_pct".into(), from_secs: now - 3600, to_secs: now, numbers },
+            evidence: Evidence { series: "gpu_util_pct".into(), from_secs: now - 1800, to_secs: now, numbers },
             gpu_hours_per_week: gpu_hours,
             saving_per_week: saving,
             currency: "USD".into(),

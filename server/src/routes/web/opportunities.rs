@@ -274,6 +274,9 @@ pub async fn list(
     let back = format!("/opportunities?{base}{}page={page}", if base.is_empty() { "" } else { "&" });
     let mut chrome = user.chrome(&state, "Opportunities", "opportunities");
     chrome.fragment = p.fragment();
+    // No live refresh: it would swap the dismiss forms out from under a reason being typed (opportunities are
+    // refreshed every few minutes anyway).
+    chrome.refresh_secs = 0;
     let t = ListTemplate {
         chrome,
         kinds: super::options(&kinds, kind),
@@ -375,12 +378,9 @@ pub async fn detail(
         });
     }
     let title = format!("Opportunity {id}");
-    let t = DetailTemplate {
-        chrome: user.chrome(&state, title, "opportunities"),
-        o: view(now, l, &policies),
-        actions: shown,
-        back: format!("/opportunities/{id}"),
-    };
+    let mut chrome = user.chrome(&state, title, "opportunities");
+    chrome.refresh_secs = 0;
+    let t = DetailTemplate { chrome, o: view(now, l, &policies), actions: shown, back: format!("/opportunities/{id}") };
     render(&t, StatusCode::OK)
 }
 
