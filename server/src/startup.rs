@@ -80,6 +80,8 @@ impl Application {
         let (ingest, writers) = IngestQueue::start(pool.clone(), partitions.clone(), metrics.clone(), limits);
         let (shutdown, rx) = watch::channel(false);
         let commands = CommandBus::new(rx.clone());
+        let kube = KubeScaler::from_settings(&settings.kube).await?;
+        let actuators = Actuators { kube, agents: AgentActuator::new(pool.clone()) };
         let state = AppState {
             pool: pool.clone(),
             ingest,
@@ -89,12 +91,11 @@ impl Application {
             credentials: Arc::default(),
             commands: commands.clone(),
             overview: Arc::default(),
+            actuators: actuators.clone(),
         };
         let server = http_server(listener, state.clone())?;
         let mut tasks = vec![tokio::spawn(commands.clone().listen_until_stopped(pool.clone(), rx.clone()))];
 
-        let kube = KubeScaler::from_settings(&settings.kube).await?;
-        let actuators = Actuators { kube, agents: AgentActuator::new(pool.clone()) };
         // The engine wakes the outbox worker when it queues deliveries, so a page does not wait for a poll.
         let wake = Arc::new(tokio::sync::Notify::new());
         if settings.control.enabled {

@@ -28,4 +28,6 @@ pub struct AppState {
     pub commands: crate::delivery::CommandBus,
     /// Dashboard figures that scan history, cached.
     pub overview: Arc<crate::routes::web::dashboard::OverviewCache>,
+    /// What the control loop acts through; the dashboard's one-click actions use the same.
+    pub actuators: crate::actuators::Actuators,
 }

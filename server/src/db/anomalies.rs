@@ -145,3 +145,96 @@ pub async fn list(pool: &PgPool, f: &Filter) -> Result<Vec<StoredAnomaly>, sqlx:
     .fetch_all(pool)
     .await
 }
+
+/// Sort orders of the dashboard's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    /// Start, newest first.
+    #[default]
+    Newest,
+    /// Start, oldest first.
+    Oldest,
+    /// Peak score, highest first.
+    Score,
+}
+
+/// The dashboard list's filters: those of the API plus one GPU's series and a time range (events that
+/// overlap it: started before its end, and ongoing or ended after its start).
+#[derive(Debug, Clone)]
+pub struct PageQuery {
+    /// Node, deployment, severity, open/closed, page.
+    pub filter: Filter,
+    /// One series target (`gpu:<node>:<index>`).
+    pub target: Option<String>,
+    /// Range start.
+    pub from: DateTime<Utc>,
+    /// Range end.
+    pub to: DateTime<Utc>,
+    /// Order.
+    pub sort: Sort,
+}
+
+/// One page of events overlapping the range, and how many match in all.
+pub async fn page(pool: &PgPool, q: &PageQuery) -> Result<(Vec<StoredAnomaly>, i64), sqlx::Error> {
+    let f = &q.filter;
+    let cond = "($1::text IS NULL OR node_id = $1) AND ($2::text IS NULL OR deployment = $2) \
+                AND ($3::text IS NULL OR severity = $3) AND ($4::bool IS NULL OR (ended_at IS NULL) = $4) \
+                AND ($5::text IS NULL OR target = $5) AND started_at <= $7 AND (ended_at IS NULL OR ended_at >= $6)";
+    let order = match q.sort {
+        Sort::Newest => "started_at DESC, id DESC",
+        Sort::Oldest => "started_at, id",
+        Sort::Score => "score DESC, started_at DESC, id DESC",
+    };
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, node_id, deployment, target, metric, source, started_at, ended_at, severity, score, evidence \
+         FROM anomalies WHERE {cond} ORDER BY {order} LIMIT $8 OFFSET $9"
+    )))
+    .bind(&f.node)
+    .bind(&f.deployment)
+    .bind(&f.severity)
+    .bind(f.open)
+    .bind(&q.target)
+    .bind(q.from)
+    .bind(q.to)
+    .bind(f.limit)
+    .bind(f.offset)
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM anomalies WHERE {cond}")))
+        .bind(&f.node)
+        .bind(&f.deployment)
+        .bind(&f.severity)
+        .bind(f.open)
+        .bind(&q.target)
+        .bind(q.from)
+        .bind(q.to)
+        .fetch_one(pool)
+        .await?;
+    Ok((rows, total))
+}
+
+/// Events of one node's GPU series (or of one GPU, `gpu_index`) that overlap `[from, to]`, newest first, at
+/// most `limit`: the markers of the node and GPU charts.
+pub async fn of_node_gpus(
+    pool: &PgPool,
+    node: &str,
+    gpu_index: Option<i32>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<StoredAnomaly>, sqlx::Error> {
+    let target = gpu_index.map(|g| format!("gpu:{node}:{g}"));
+    sqlx::query_as(
+        "SELECT id, node_id, deployment, target, metric, source, started_at, ended_at, severity, score, evidence \
+         FROM anomalies WHERE node_id = $1 AND target LIKE 'gpu:%' AND ($2::text IS NULL OR target = $2) \
+           AND started_at <= $4 AND (ended_at IS NULL OR ended_at >= $3) \
+         ORDER BY started_at DESC, id DESC LIMIT $5",
+    )
+    .bind(node)
+    .bind(&target)
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -332,3 +332,224 @@ pub async fn dismiss(
     .fetch_optional(pool)
     .await
 }
+
+/// Sort orders of the dashboard's list (each backed by an index on `(status, ...)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    /// Expected value (money times confidence), highest first.
+    #[default]
+    Value,
+    /// GPU-hours per week, highest first.
+    GpuHours,
+    /// First detected, newest first.
+    FirstSeen,
+    /// Last detected, newest first.
+    Updated,
+}
+
+impl Sort {
+    fn order_by(self) -> &'static str {
+        match self {
+            Sort::Value => "o.expected_value DESC, o.confidence DESC, o.key",
+            Sort::GpuHours => "o.gpu_hours_per_week DESC, o.expected_value DESC, o.key",
+            Sort::FirstSeen => "o.first_seen DESC, o.key",
+            Sort::Updated => "o.last_seen DESC, o.key",
+        }
+    }
+}
+
+/// The newest one-click action taken on an opportunity.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ActionRecord {
+    /// Id.
+    pub id: i64,
+    /// When.
+    pub acted_at: DateTime<Utc>,
+    /// Who (dashboard user, or `api-token`).
+    pub acted_by: String,
+    /// The command as the opportunity described it.
+    pub command: serde_json::Value,
+    /// Whether it was carried out (queued, recorded or applied).
+    pub ok: bool,
+    /// What happened, in words.
+    pub result: String,
+    /// The decision recorded for a scale.
+    pub decision_id: Option<i64>,
+    /// Agent commands queued.
+    pub command_ids: Vec<uuid::Uuid>,
+}
+
+/// An opportunity as the dashboard lists it: the stored row, who dismissed it and its newest action.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ListedOpportunity {
+    /// The stored row.
+    #[sqlx(flatten)]
+    pub o: StoredOpportunity,
+    /// Who dismissed it from the dashboard.
+    pub dismissed_by: Option<String>,
+    /// Newest action: when.
+    pub action_at: Option<DateTime<Utc>>,
+    /// Newest action: who.
+    pub action_by: Option<String>,
+    /// Newest action: whether it was carried out.
+    pub action_ok: Option<bool>,
+    /// Newest action: what happened.
+    pub action_result: Option<String>,
+}
+
+/// The dashboard list's filters, order and page.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    /// Filters (its `limit` and `offset` are the page).
+    pub filter: Filter,
+    /// Order.
+    pub sort: Sort,
+}
+
+const LISTED: &str = "o.id, o.key, o.kind, o.status, o.deployment, o.node_id, o.gpu_index, o.title, o.evidence, \
+     o.gpu_hours_per_week, o.saving_per_week, o.currency, o.confidence, o.expected_value, o.latency, o.action, \
+     o.first_seen, o.last_seen, o.closed_at, o.dismissed_at, o.dismissed_reason, o.dismissed_by, \
+     a.acted_at AS action_at, a.acted_by AS action_by, a.ok AS action_ok, a.result AS action_result";
+
+/// The newest action per listed row: one index probe each on `opportunity_actions_latest`.
+const LATEST_ACTION: &str = "LEFT JOIN LATERAL (SELECT acted_at, acted_by, ok, result FROM opportunity_actions \
+     WHERE opportunity_id = o.id ORDER BY acted_at DESC LIMIT 1) a ON true";
+
+/// One page of the dashboard's list and how many match in all.
+pub async fn page(pool: &PgPool, q: &PageQuery) -> Result<(Vec<ListedOpportunity>, i64), sqlx::Error> {
+    let f = &q.filter;
+    let cond = "($1::text IS NULL OR o.deployment = $1) AND ($2::text IS NULL OR o.node_id = $2) \
+                AND ($3::text IS NULL OR o.kind = $3) AND ($4::text IS NULL OR o.status = $4)";
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {LISTED} FROM (SELECT * FROM opportunities o WHERE {cond} ORDER BY {order} LIMIT $5 OFFSET $6) o \
+         {LATEST_ACTION} ORDER BY {order}",
+        order = q.sort.order_by()
+    )))
+    .bind(&f.deployment)
+    .bind(&f.node)
+    .bind(&f.kind)
+    .bind(&f.status)
+    .bind(f.limit)
+    .bind(f.offset)
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM opportunities o WHERE {cond}")))
+        .bind(&f.deployment)
+        .bind(&f.node)
+        .bind(&f.kind)
+        .bind(&f.status)
+        .fetch_one(pool)
+        .await?;
+    Ok((rows, total))
+}
+
+/// One opportunity as the dashboard shows it.
+pub async fn listed(pool: &PgPool, id: i64) -> Result<Option<ListedOpportunity>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {LISTED} FROM opportunities o {LATEST_ACTION} WHERE o.id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Open opportunities and the money they would save per week (positive savings only).
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub struct OpenSummary {
+    /// Open opportunities.
+    pub open: i64,
+    /// Sum of positive savings per week.
+    pub saving_per_week: f64,
+    /// Sum of positive GPU-hours per week.
+    pub gpu_hours_per_week: f64,
+}
+
+/// Counts and sums over the open opportunities (one pass over the `status` index).
+pub async fn open_summary(pool: &PgPool) -> Result<OpenSummary, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) AS open, \
+                coalesce(sum(saving_per_week) FILTER (WHERE saving_per_week > 0), 0)::float8 AS saving_per_week, \
+                coalesce(sum(gpu_hours_per_week) FILTER (WHERE gpu_hours_per_week > 0), 0)::float8 AS gpu_hours_per_week \
+         FROM opportunities WHERE status = 'open'",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Dismisses an open (or already dismissed) opportunity from the dashboard, recording who; `None` if there is
+/// no such id or it is closed.
+pub async fn dismiss_by(
+    pool: &PgPool,
+    id: i64,
+    reason: &str,
+    user: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE opportunities SET status = 'dismissed', dismissed_at = $3, dismissed_reason = $2, dismissed_by = $4 \
+         WHERE id = $1 AND status IN ('open', 'dismissed') RETURNING id",
+    )
+    .bind(id)
+    .bind(reason)
+    .bind(now)
+    .bind(user)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A one-click action about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewAction<'a> {
+    /// Opportunity.
+    pub opportunity_id: i64,
+    /// When.
+    pub acted_at: DateTime<Utc>,
+    /// Who.
+    pub acted_by: &'a str,
+    /// The command as the opportunity described it.
+    pub command: &'a serde_json::Value,
+    /// Whether it was carried out.
+    pub ok: bool,
+    /// What happened.
+    pub result: &'a str,
+    /// Decision recorded, if any.
+    pub decision_id: Option<i64>,
+    /// Agent commands queued.
+    pub command_ids: &'a [uuid::Uuid],
+}
+
+/// Records a one-click action; returns its id.
+pub async fn record_action(pool: &PgPool, a: &NewAction<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO opportunity_actions (opportunity_id, acted_at, acted_by, command, ok, result, decision_id, command_ids) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(a.opportunity_id)
+    .bind(a.acted_at)
+    .bind(a.acted_by)
+    .bind(a.command)
+    .bind(a.ok)
+    .bind(a.result)
+    .bind(a.decision_id)
+    .bind(a.command_ids)
+    .fetch_one(pool)
+    .await
+}
+
+/// The newest actions on an opportunity.
+pub async fn actions(pool: &PgPool, opportunity_id: i64, limit: i64) -> Result<Vec<ActionRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, acted_at, acted_by, command, ok, result, decision_id, command_ids FROM opportunity_actions \
+         WHERE opportunity_id = $1 ORDER BY acted_at DESC, id DESC LIMIT $2",
+    )
+    .bind(opportunity_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The nodes that declared they serve `deployment`.
+pub async fn nodes_serving(pool: &PgPool, deployment: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT node_id FROM nodes WHERE deployment = $1 ORDER BY node_id")
+        .bind(deployment)
+        .fetch_all(pool)
+        .await
+}

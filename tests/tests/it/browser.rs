@@ -264,6 +264,10 @@ async fn every_dashboard_page_shows_data_in_headless_chromium_without_console_er
         assert_no_console_errors(&driver, &session, name).await;
     }
 
+    // ---- Opportunities and anomalies pages (issue #8): one seeded row each, so the lists and the GPU chart's
+    // anomaly band have data whatever the refresher found by now. ----
+    insights::check(&c, &app, &base, &driver, &session).await;
+
     // The decisions list has rows with reasons; the alerts list shows the resolved one.
     c.goto(&format!("{base}/decisions")).await.unwrap();
     let rows = c.find_all(Locator::Css("#decisions tbody tr")).await.unwrap();
@@ -360,4 +364,64 @@ async fn every_dashboard_page_shows_data_in_headless_chromium_without_console_er
 
 fn url_with(base: &str, path: &str) -> url::Url {
     url::Url::parse(&format!("{base}{path}")).unwrap()
+}
+
+/// The opportunities and anomalies pages and the GPU chart's anomaly band (issue #8).
+mod insights {
+    use fantoccini::{Client, Locator};
+    use serde_json::json;
+
+    use super::{assert_no_console_errors, screenshot};
+    use crate::helpers::TestApp;
+
+    pub async fn check(c: &Client, app: &TestApp, base: &str, driver: &str, session: &str) {
+        let hot = json!({"peak": {"observed": 92.0, "expected": 71.0, "component": "OutOfRange", "tail": 0.001}});
+        let series = fleetpilot::db::anomalies::SeriesId {
+            node_id: "node-1".into(),
+            deployment: "ml/llama".into(),
+            target: "gpu:node-1:3".into(),
+            metric: "temp_c".into(),
+        };
+        let at = chrono::Utc::now() - chrono::Duration::minutes(2);
+        fleetpilot::db::anomalies::open_or_update(&app.pool, &series, "detector", at, "warning", 0.8, &hot, at)
+            .await
+            .unwrap();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO opportunities (key, kind, status, deployment, title, evidence, gpu_hours_per_week, \
+             saving_per_week, currency, confidence, expected_value, latency, action, first_seen, last_seen) \
+             VALUES ('browser:consolidation', 'consolidation', 'open', 'ml/llama', 'ml/llama fits on fewer replicas', \
+             $1, 168, 672, 'USD', 0.8, 537.6, '{\"summary\": \"ITL p95 stays under the SLO\"}', $2, now(), now()) \
+             RETURNING id",
+        )
+        .bind(json!({"series": "deployment_generation_tokens_per_s", "from_secs": at.timestamp() - 600,
+                     "to_secs": at.timestamp(), "numbers": {"replicas": 4.0, "replicas_needed": 3.0}}))
+        .bind(json!({"description": "scale ml/llama from 4 to 3 replicas", "one_click": true,
+                     "command": {"type": "scale", "deployment": "ml/llama", "replicas": 3}}))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        for (name, path, table) in [
+            ("opportunities", "/opportunities?status=all".to_string(), "opportunities"),
+            ("opportunity", format!("/opportunities/{id}"), "opportunity-title"),
+            ("opportunity-confirm", format!("/opportunities/{id}/act"), "confirm"),
+            ("anomalies", "/anomalies".to_string(), "anomalies"),
+        ] {
+            c.goto(&format!("{base}{path}")).await.unwrap();
+            let text = c.wait().for_element(Locator::Id(table)).await.unwrap().text().await.unwrap();
+            assert!(!text.trim().is_empty(), "{name}: #{table} is empty");
+            screenshot(c, name).await;
+            assert_no_console_errors(driver, session, name).await;
+        }
+        // The hot GPU's chart shades the event, with the evidence as its tooltip, and lists it below.
+        c.goto(&format!("{base}/nodes/node-1/gpus/3?range=15m")).await.unwrap();
+        let bands = c
+            .execute("return document.querySelectorAll('#gpu-chart rect.span.anomaly title').length", vec![])
+            .await
+            .unwrap();
+        assert!(bands.as_u64().unwrap_or(0) >= 1, "anomaly bands on the GPU chart: {bands}");
+        let listed = c.find(Locator::Id("chart-anomalies")).await.unwrap().text().await.unwrap();
+        assert!(listed.contains("92"), "{listed}");
+        screenshot(c, "gpu-anomaly").await;
+        assert_no_console_errors(driver, session, "gpu-anomaly").await;
+    }
 }

@@ -199,3 +199,501 @@ async fn bad_query_values_on_pages_are_a_400_naming_the_field() {
     assert_eq!(r.status(), 404);
     app.stop().await;
 }
+
+// ---- Opportunities and anomalies pages (issue #8) ----
+
+mod insights {
+    use std::collections::BTreeMap;
+
+    use chrono::{Duration, Utc};
+    use fleetpilot::config::Secret;
+    use fleetpilot::db::anomalies::SeriesId;
+    use fleetpilot::db::users::Role;
+    use forecasting::opportunities::{ActionPlan, Command, Evidence, Kind, LatencyEffect, Opportunity, Target};
+    use serde_json::json;
+
+    use super::ADMIN_PASSWORD;
+    use crate::helpers::{TestApp, WebSession, add_user, spawn_app};
+
+    const NODE: &str = "node-a";
+
+    /// One minute of readings from `node-a` (agent group `sim`, serving `ml/llama`): GPU 0 idle, GPU 1 hot.
+    async fn ingest_node(app: &TestApp) {
+        let now = Utc::now();
+        let gib = 1024_u64 * 1024 * 1024;
+        let mut gpus = Vec::new();
+        for k in 0..6 {
+            let ts = (now - Duration::seconds(60 - 10 * k)).timestamp_millis();
+            for (i, util, temp) in [(0, 0.0, 40.0), (1, 80.0, 91.0)] {
+                gpus.push(
+                    json!({"ts_ms": ts, "gpu_index": i, "uuid": format!("GPU-a-{i}"), "model": "NVIDIA H100 80GB HBM3",
+                    "util_pct": util, "mem_used_bytes": gib, "mem_total_bytes": 80 * gib,
+                    "power_w": 300.0, "temp_c": temp, "sm_clock_mhz": 1980}),
+                );
+            }
+        }
+        let batch = json!({
+            "version": 1, "agent_id": NODE, "seq": 1, "sent_at_ms": now.timestamp_millis(),
+            "node": {"hostname": NODE, "agent_version": "test", "gpu_source": "simulated", "deployment": "ml/llama", "group": "sim"},
+            "gpus": gpus,
+        });
+        let r = app.ingest_raw(serde_json::to_vec(&batch).unwrap()).await;
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+
+    fn opportunity(
+        kind: Kind,
+        key: &str,
+        target: Target,
+        saving: f64,
+        gpu_hours: f64,
+        command: Option<Command>,
+    ) -> Opportunity {
+        let now = Utc::now().timestamp();
+        let mut numbers = BTreeMap::new();
+        numbers.insert("replicas".to_string(), 4.0);
+        Opportunity {
+            kind,
+            key: key.into(),
+            target,
+            title: format!("{key} title"),
+            evidence: Evidence { series: "gpu_util_pct".into(), from_secs: now - 1800, to_secs: now, numbers },
+            gpu_hours_per_week: gpu_hours,
+            saving_per_week: saving,
+            currency: "USD".into(),
+            latency: LatencyEffect {
+                summary: format!("{key} latency"),
+                before_s: Some(0.05),
+                after_s: None,
+                slo_s: Some(0.1),
+            },
+            confidence: 0.5,
+            action: ActionPlan { description: format!("{key} action"), one_click: command.is_some(), command },
+            expected_value: saving * 0.5,
+        }
+    }
+
+    fn dep(d: &str) -> Target {
+        Target { deployment: Some(d.into()), node: None, gpu_index: None }
+    }
+
+    /// Five opportunities: three one-click ones (scale, rebatch, probe), two advisory ones.
+    async fn seed(app: &TestApp) {
+        let node = Target { deployment: Some("ml/llama".into()), node: Some(NODE.into()), gpu_index: None };
+        let gpu = Target { gpu_index: Some(0), ..node.clone() };
+        let ops = vec![
+            opportunity(
+                Kind::Consolidation,
+                "consolidation:ml/llama",
+                dep("ml/llama"),
+                1000.0,
+                336.0,
+                Some(Command::Scale { deployment: "ml/llama".into(), replicas: 2 }),
+            ),
+            opportunity(Kind::IdleGpu, "idle_gpu:node-a:0", gpu, 600.0, 500.0, None),
+            opportunity(
+                Kind::Batching,
+                "batching:ml/llama",
+                dep("ml/llama"),
+                300.0,
+                80.0,
+                Some(Command::Rebatch { deployment: "ml/llama".into(), max_batch_size: 32, max_queue_delay_us: None }),
+            ),
+            opportunity(
+                Kind::Straggler,
+                "straggler:node-a",
+                node.clone(),
+                50.0,
+                10.0,
+                Some(Command::Probe { node: NODE.into() }),
+            ),
+            opportunity(
+                Kind::DrainNode,
+                "drain_node:node-b",
+                Target { node: Some("node-b".into()), ..Target::default() },
+                0.0,
+                0.0,
+                None,
+            ),
+        ];
+        fleetpilot::db::opportunities::upsert(&app.pool, &ops, Utc::now()).await.unwrap();
+        let r = app
+            .api_post(
+                "/api/v1/policies",
+                &json!({"name": "llama", "target": {"kind": "agent_group", "name": "sim", "deployment": "ml/llama"},
+                        "min_replicas": 1, "max_replicas": 8, "metric": "gpu_utilization", "target_value": 50}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+
+    async fn id_of(app: &TestApp, key: &str) -> i64 {
+        sqlx::query_scalar("SELECT id FROM opportunities WHERE key = $1").bind(key).fetch_one(&app.pool).await.unwrap()
+    }
+
+    /// Row ids of the opportunities table, in page order.
+    fn row_ids(html: &str) -> Vec<i64> {
+        html.match_indices("<tr id=\"opportunity-")
+            .filter_map(|(i, m)| {
+                let rest = &html[i + m.len()..];
+                rest[..rest.find('"')?].parse().ok()
+            })
+            .collect()
+    }
+
+    async fn page(s: &WebSession, path: &str) -> String {
+        let r = s.get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        r.text().await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_opportunities_page_filters_sorts_and_offers_actions_only_where_fleetpilot_can_act() {
+        let app = spawn_app(|s| {
+            s.control.enabled = false;
+            s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
+        })
+        .await;
+        ingest_node(&app).await;
+        seed(&app).await;
+        let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+        let (scale, idle, batching, probe, drain) = (
+            id_of(&app, "consolidation:ml/llama").await,
+            id_of(&app, "idle_gpu:node-a:0").await,
+            id_of(&app, "batching:ml/llama").await,
+            id_of(&app, "straggler:node-a").await,
+            id_of(&app, "drain_node:node-b").await,
+        );
+
+        // Default: open ones by expected value; every column is there.
+        let html = page(&s, "/opportunities").await;
+        assert_eq!(row_ids(&html), vec![scale, idle, batching, probe, drain], "{html}");
+        assert!(html.contains("5 matching"));
+        assert!(html.contains("USD 1000") && html.contains("336.0 GPU-h"), "money and GPU-hours");
+        assert!(html.contains("consolidation:ml/llama latency (now 50 ms, SLO 100 ms)"), "latency/SLO effect");
+        assert!(html.contains("50%"), "confidence");
+        assert!(html.contains("consolidation:ml/llama action"), "the action in words");
+        assert!(html.contains("gpu_util_pct, "), "evidence series and range");
+        assert!(html.contains("href=\"/nodes/node-a/gpus/0?range=1h\""), "evidence links to the GPU page");
+        assert!(html.contains("href=\"/deployments/ml/llama?range=1h\""), "and to the deployment page");
+        // One-click where fleetpilot can act; advisory ones have no button; everything open can be dismissed.
+        for id in [scale, batching, probe] {
+            assert!(html.contains(&format!("id=\"act-{id}\"")), "act button for {id}");
+        }
+        for id in [idle, drain] {
+            assert!(!html.contains(&format!("id=\"act-{id}\"")), "no act button for advisory {id}");
+            assert!(html.contains(&format!("id=\"dismiss-{id}\"")), "dismiss form for {id}");
+        }
+
+        // Sorting, filters.
+        let by_hours = page(&s, "/opportunities?sort=gpu_hours").await;
+        assert_eq!(row_ids(&by_hours)[..2], [idle, scale]);
+        assert_eq!(row_ids(&page(&s, "/opportunities?kind=batching").await), vec![batching]);
+        assert_eq!(row_ids(&page(&s, "/opportunities?node=node-a&sort=first_seen").await).len(), 2);
+        assert_eq!(row_ids(&page(&s, "/opportunities?deployment=ml%2Fllama&sort=updated").await).len(), 4);
+        assert!(row_ids(&page(&s, "/opportunities?status=dismissed").await).is_empty());
+        assert_eq!(row_ids(&page(&s, "/opportunities?status=all&page=1").await).len(), 5);
+        // A page past the end is empty, not an error.
+        let empty = page(&s, "/opportunities?page=3").await;
+        assert!(row_ids(&empty).is_empty() && empty.contains("No opportunities match"));
+
+        // The overview: the savings tile and the top list link to the page.
+        let overview = page(&s, "/").await;
+        assert!(overview.contains("id=\"tile-savings\"") && overview.contains("USD 1950"), "{overview}");
+        assert!(overview.contains(&format!("href=\"/opportunities/{scale}\"")), "top opportunities");
+        assert!(overview.contains("href=\"/opportunities\"") && overview.contains("href=\"/anomalies\""), "nav");
+        app.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_click_actions_confirm_first_then_scale_rebatch_or_probe_and_record_who_did_it() {
+        let app = spawn_app(|s| {
+            s.control.enabled = false;
+            s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
+        })
+        .await;
+        ingest_node(&app).await;
+        seed(&app).await;
+        add_user(&app.pool, "watcher", "viewer-password", Role::Viewer).await;
+        let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+        let v = WebSession::login(&app.address, "watcher", "viewer-password").await;
+        let (scale, idle, batching, probe) = (
+            id_of(&app, "consolidation:ml/llama").await,
+            id_of(&app, "idle_gpu:node-a:0").await,
+            id_of(&app, "batching:ml/llama").await,
+            id_of(&app, "straggler:node-a").await,
+        );
+
+        // The confirmation page says exactly what will happen; GET changes nothing.
+        let confirm = page(&s, &format!("/opportunities/{scale}/act")).await;
+        assert!(confirm.contains("scale agent group sim from 4 to 2 replicas"), "{confirm}");
+        assert!(confirm.contains("id=\"act-confirm\""));
+        assert_eq!(app.count("SELECT count(*) FROM decisions").await, 0);
+        // Viewers get neither the page nor the action; a POST without the CSRF token is refused.
+        assert_eq!(v.get(&format!("/opportunities/{scale}/act")).await.status(), 403);
+        assert_eq!(v.post(&format!("/opportunities/{scale}/act"), &[("csrf", &v.csrf)]).await.status(), 403);
+        assert_eq!(s.post(&format!("/opportunities/{scale}/act"), &[]).await.status(), 403);
+        assert_eq!(s.post(&format!("/opportunities/{scale}/act"), &[("csrf", "nope")]).await.status(), 403);
+        assert_eq!(app.count("SELECT count(*) FROM decisions").await, 0);
+        assert_eq!(app.count("SELECT count(*) FROM commands").await, 0);
+
+        // Scale: a decision of the policy (winner operator, who clicked), applied through the agent-group actuator.
+        let r = s.post(&format!("/opportunities/{scale}/act"), &[("csrf", &s.csrf)]).await;
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], format!("/opportunities/{scale}").as_str());
+        let (winner, current, desired, applied, reason): (String, i32, i32, bool, String) =
+            sqlx::query_as("SELECT winner, current_replicas, desired_replicas, applied, reason FROM decisions")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!((winner.as_str(), current, desired, applied), ("operator", 4, 2, true));
+        assert!(reason.contains("admin"), "{reason}");
+        let set: serde_json::Value =
+            sqlx::query_scalar("SELECT action FROM commands WHERE node_id = 'node-a' AND decision_id IS NOT NULL")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(set, json!({"kind": "set_replicas", "group": "sim", "replicas": 2}));
+        let detail = page(&s, &format!("/opportunities/{scale}")).await;
+        assert!(detail.contains("scaled agent group sim from 4 to 2 replicas"), "{detail}");
+        assert!(detail.contains("<td>admin</td>"), "who did it: {detail}");
+
+        // Rebatch: one command per node serving the deployment, with the default delay; the page shows its state.
+        assert!(page(&s, &format!("/opportunities/{batching}/act")).await.contains("max batch size 32"));
+        assert_eq!(s.post(&format!("/opportunities/{batching}/act"), &[("csrf", &s.csrf)]).await.status(), 303);
+        let rebatch: serde_json::Value =
+            sqlx::query_scalar("SELECT action FROM commands WHERE action->>'kind' = 'rebatch'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            rebatch,
+            json!({"kind": "rebatch", "deployment": "ml/llama", "max_batch_size": 32, "max_queue_delay_us": 2000})
+        );
+        let detail = page(&s, &format!("/opportunities/{batching}")).await;
+        assert!(detail.contains("queued for ml/llama on 1 node") && detail.contains("node-a</a>: queued"), "{detail}");
+
+        // Probe.
+        assert_eq!(s.post(&format!("/opportunities/{probe}/act"), &[("csrf", &s.csrf)]).await.status(), 303);
+        assert_eq!(app.count("SELECT count(*) FROM commands WHERE action->>'kind' = 'probe'").await, 1);
+        let acted: Vec<(i64, String, bool)> =
+            sqlx::query_as("SELECT opportunity_id, acted_by, ok FROM opportunity_actions ORDER BY id")
+                .fetch_all(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            acted,
+            vec![(scale, "admin".into(), true), (batching, "admin".into(), true), (probe, "admin".into(), true)]
+        );
+        // The list shows the last action's result.
+        assert!(page(&s, "/opportunities").await.contains("bandwidth probe queued on node-a"));
+
+        // Advisory: no button on the confirmation page, and a POST is a 400 naming why.
+        let advisory = page(&s, &format!("/opportunities/{idle}/act")).await;
+        assert!(advisory.contains("id=\"blocked\"") && !advisory.contains("act-confirm"), "{advisory}");
+        let r = s.post(&format!("/opportunities/{idle}/act"), &[("csrf", &s.csrf)]).await;
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("<strong id=\"error-field\">action</strong>"));
+        assert_eq!(app.count("SELECT count(*) FROM opportunity_actions").await, 3);
+
+        // A viewer reads the pages but sees no forms.
+        let viewed = page(&v, "/opportunities").await;
+        assert_eq!(row_ids(&viewed).len(), 5);
+        assert!(!viewed.contains("action=\"/opportunities/") && !viewed.contains("id=\"act-"), "{viewed}");
+        let viewed = page(&v, &format!("/opportunities/{scale}")).await;
+        assert!(!viewed.contains("action=\"/opportunities/") && viewed.contains("scaled agent group sim"));
+        app.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dismissing_from_the_page_needs_an_operator_a_csrf_token_and_a_reason() {
+        let app = spawn_app(|s| {
+            s.control.enabled = false;
+            s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
+        })
+        .await;
+        seed(&app).await;
+        add_user(&app.pool, "watcher", "viewer-password", Role::Viewer).await;
+        let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+        let v = WebSession::login(&app.address, "watcher", "viewer-password").await;
+        let idle = id_of(&app, "idle_gpu:node-a:0").await;
+        let path = format!("/opportunities/{idle}/dismiss");
+        let back = "/opportunities?status=open&sort=value&page=1";
+        let status = || async {
+            sqlx::query_scalar::<_, String>("SELECT status FROM opportunities WHERE id = $1")
+                .bind(idle)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(v.post(&path, &[("csrf", &v.csrf), ("reason", "no"), ("back", back)]).await.status(), 403);
+        assert_eq!(s.post(&path, &[("reason", "no"), ("back", back)]).await.status(), 403);
+        let r = s.post(&path, &[("csrf", &s.csrf), ("reason", "  "), ("back", back)]).await;
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("<strong id=\"error-field\">reason</strong>"));
+        let long = "x".repeat(501);
+        assert_eq!(s.post(&path, &[("csrf", &s.csrf), ("reason", &long)]).await.status(), 400);
+        assert_eq!(status().await, "open");
+
+        let r = s.post(&path, &[("csrf", &s.csrf), ("reason", "reserved for the nightly batch"), ("back", back)]).await;
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], format!("{back}&dismissed={idle}").as_str());
+        assert_eq!(status().await, "dismissed");
+        let by: Option<String> = sqlx::query_scalar("SELECT dismissed_by FROM opportunities WHERE id = $1")
+            .bind(idle)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(by.as_deref(), Some("admin"));
+        let listed = page(&s, &format!("{back}&dismissed={idle}")).await;
+        assert!(listed.contains(&format!("Opportunity {idle} dismissed.")));
+        assert!(!row_ids(&listed).contains(&idle), "an open list no longer shows it");
+        let dismissed = page(&s, "/opportunities?status=dismissed").await;
+        assert_eq!(row_ids(&dismissed), vec![idle]);
+        assert!(dismissed.contains("by admin: reserved for the nightly batch"), "{dismissed}");
+        // Somewhere else than an opportunities page is not redirected to.
+        let r = s.post(&path, &[("csrf", &s.csrf), ("reason", "again"), ("back", "https://evil.example/")]).await;
+        assert_eq!(r.headers()["location"], format!("/opportunities/{idle}").as_str());
+        // Closed ones cannot be dismissed; unknown ids are a 404.
+        sqlx::query("UPDATE opportunities SET status = 'closed' WHERE id = $1")
+            .bind(idle)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(s.post(&path, &[("csrf", &s.csrf), ("reason", "x")]).await.status(), 400);
+        assert_eq!(s.post("/opportunities/99999/dismiss", &[("csrf", &s.csrf), ("reason", "x")]).await.status(), 404);
+        app.stop().await;
+    }
+
+    async fn open_event(
+        app: &TestApp,
+        target: &str,
+        metric: &str,
+        severity: &str,
+        score: f64,
+        ev: serde_json::Value,
+        ago_min: i64,
+    ) {
+        let node = if target.starts_with("gpu:") { NODE } else { "" };
+        let s = SeriesId {
+            node_id: node.into(),
+            deployment: "ml/llama".into(),
+            target: target.into(),
+            metric: metric.into(),
+        };
+        let at = Utc::now() - Duration::minutes(ago_min);
+        fleetpilot::db::anomalies::open_or_update(&app.pool, &s, "detector", at, severity, score, &ev, at)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_anomalies_page_filters_by_range_and_series_and_node_and_gpu_charts_shade_the_events() {
+        let app = spawn_app(|s| {
+            s.control.enabled = false;
+            s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
+        })
+        .await;
+        ingest_node(&app).await;
+        let hot = json!({"peak": {"observed": 91.0, "expected": 70.0, "component": "OutOfRange", "tail": 0.001}});
+        open_event(&app, "gpu:node-a:1", "temp_c", "warning", 0.8, hot, 5).await;
+        let idle = json!({"peak": {"observed": 0.0, "expected": 60.0, "component": "Level", "tail": 0.01}});
+        open_event(&app, "gpu:node-a:0", "util_pct", "critical", 0.97, idle, 10).await;
+        let closed = SeriesId {
+            node_id: NODE.into(),
+            deployment: "ml/llama".into(),
+            target: "gpu:node-a:0".into(),
+            metric: "util_pct".into(),
+        };
+        fleetpilot::db::anomalies::close(&app.pool, &closed, Utc::now() - Duration::minutes(2)).await.unwrap();
+        open_event(&app, "deployment:ml/llama", "itl_p95_s", "info", 0.55, json!({}), 30).await;
+        // Three days old, closed a day later: outside the default 24 hours.
+        let old = SeriesId {
+            node_id: NODE.into(),
+            deployment: "ml/llama".into(),
+            target: "gpu:node-a:1".into(),
+            metric: "util_pct".into(),
+        };
+        let at = Utc::now() - Duration::days(3);
+        fleetpilot::db::anomalies::open_or_update(&app.pool, &old, "detector", at, "info", 0.5, &json!({}), at)
+            .await
+            .unwrap();
+        fleetpilot::db::anomalies::close(&app.pool, &old, at + Duration::hours(1)).await.unwrap();
+        add_user(&app.pool, "watcher", "viewer-password", Role::Viewer).await;
+        let s = WebSession::login(&app.address, "watcher", "viewer-password").await;
+        let rows = |html: &str| html.matches("<tr id=\"anomaly-").count();
+
+        let html = page(&s, "/anomalies").await;
+        assert_eq!(rows(&html), 3, "{html}");
+        assert!(html.contains("peak 91 °C where about 70 °C was expected (out of range"), "evidence in words");
+        assert!(html.contains("ongoing") && html.contains("href=\"/nodes/node-a/gpus/1?range=24h\""));
+        assert!(html.contains("href=\"/deployments/ml/llama?range=24h\""));
+        assert_eq!(rows(&page(&s, "/anomalies?range=7d").await), 4);
+        assert_eq!(rows(&page(&s, "/anomalies?severity=critical").await), 1);
+        assert_eq!(rows(&page(&s, "/anomalies?state=open").await), 2);
+        assert_eq!(rows(&page(&s, "/anomalies?state=closed&range=7d").await), 2);
+        assert_eq!(rows(&page(&s, "/anomalies?node=node-a&gpu=1&range=7d").await), 2);
+        // Ongoing events overlap any range, however long ago they started.
+        assert_eq!(rows(&page(&s, "/anomalies?deployment=ml%2Fllama&range=15m").await), 3);
+        assert_eq!(rows(&page(&s, "/anomalies?deployment=ml%2Fother").await), 0);
+        let by_score = page(&s, "/anomalies?sort=score").await;
+        let (crit, warn) = (by_score.find("critical</span>").unwrap(), by_score.find("warning</span>").unwrap());
+        assert!(crit < warn, "highest score first");
+
+        // The node chart shades both GPU events of the range and lists them; the GPU chart only its own.
+        let node = page(&s, "/nodes/node-a?range=15m").await;
+        assert!(node.contains("<rect class=\"span anomaly warning\""), "{node}");
+        assert!(node.contains("<rect class=\"span anomaly critical\""));
+        assert!(node.contains("<title>warning node-a GPU 1 · temp_c from"), "tooltip with evidence");
+        assert!(node.contains("id=\"chart-anomalies\""));
+        let gpu = page(&s, "/nodes/node-a/gpus/1?range=15m").await;
+        assert!(
+            gpu.contains("<rect class=\"span anomaly warning\"") && !gpu.contains("span anomaly critical"),
+            "{gpu}"
+        );
+        assert!(gpu.contains("href=\"/anomalies?node=node-a&#38;gpu=1&#38;range=15m\""));
+        let quiet = page(&s, "/nodes/node-a/gpus/0?range=1h").await;
+        assert!(quiet.contains("span anomaly critical") && !quiet.contains("span anomaly warning"));
+        app.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_filters_on_the_new_pages_are_a_400_naming_the_field_never_a_500() {
+        let app = spawn_app(|s| s.control.enabled = false).await;
+        let http = reqwest::Client::new();
+        for (path, field) in [
+            ("/opportunities?kind=bogus", "kind"),
+            ("/opportunities?status=maybe", "status"),
+            ("/opportunities?sort=cheapest", "sort"),
+            ("/opportunities?page=0", "page"),
+            ("/opportunities/abc", "id"),
+            ("/opportunities/-1/act", "id"),
+            ("/anomalies?severity=bad", "severity"),
+            ("/anomalies?state=maybe", "state"),
+            ("/anomalies?range=2y", "range"),
+            ("/anomalies?gpu=1", "gpu"),
+            ("/anomalies?node=n&gpu=x", "gpu"),
+            ("/anomalies?sort=x", "sort"),
+            // Postgres refuses a NUL in text: named, not a 500.
+            ("/anomalies?node=%00weird", "node"),
+            ("/opportunities?deployment=a%00b", "deployment"),
+        ] {
+            let r = http.get(format!("{}{path}", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{path}");
+            let html = r.text().await.unwrap();
+            assert!(html.contains(&format!(r#"<strong id="error-field">{field}</strong>"#)), "{path}: {html}");
+        }
+        for path in [
+            "/opportunities?node=%27%3B--&deployment=x",
+            "/anomalies?node=%25&deployment=%25",
+            "/opportunities?dismissed=abc",
+        ] {
+            let r = http.get(format!("{}{path}", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+        }
+        let r =
+            http.get(format!("{}/opportunities/12345", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        app.stop().await;
+    }
+}

@@ -40,7 +40,7 @@ pub struct Band {
     pub points: Vec<(i64, f64, f64)>,
 }
 
-/// A vertical marker at a time (decisions; anomalies once that table exists).
+/// A vertical marker at a time (decisions, the start of an anomaly).
 #[derive(Debug, Clone)]
 pub struct Marker {
     /// Unix ms.
@@ -48,6 +48,19 @@ pub struct Marker {
     /// Tooltip.
     pub label: String,
     /// CSS class.
+    pub class: &'static str,
+}
+
+/// A shaded time interval across the plot (an anomaly event), with its tooltip.
+#[derive(Debug, Clone)]
+pub struct Span {
+    /// Start, Unix ms.
+    pub from_ms: i64,
+    /// End, Unix ms (the range's end for an ongoing event).
+    pub to_ms: i64,
+    /// Tooltip.
+    pub label: String,
+    /// CSS class (`anomaly warning`).
     pub class: &'static str,
 }
 
@@ -64,6 +77,8 @@ pub struct Panel {
     pub bands: Vec<Band>,
     /// Markers.
     pub markers: Vec<Marker>,
+    /// Shaded intervals, drawn under the series.
+    pub spans: Vec<Span>,
     /// Fixed y maximum (e.g. 100 for percentages).
     pub y_max: Option<f64>,
 }
@@ -242,6 +257,18 @@ pub fn time_chart(id: &str, panels: &[Panel], from_ms: i64, to_ms: i64) -> Strin
             }
             let _ = write!(s, r#"<path class="band {}" d="{d}Z"><title>{}</title></path>"#, b.class, esc(&b.name));
         }
+        for sp in &p.spans {
+            // Clipped to the plot; at least 2 px wide so a one-bucket event still shows.
+            let x0 = x(sp.from_ms.max(from_ms));
+            let x1 = x(sp.to_ms.min(to_ms)).max(x0 + 2.0);
+            let _ = write!(
+                s,
+                r#"<rect class="span {}" x="{x0:.1}" y="{top:.1}" width="{:.1}" height="{inner_h:.1}"><title>{}</title></rect>"#,
+                sp.class,
+                x1 - x0,
+                esc(&sp.label)
+            );
+        }
         for m in &p.markers {
             let mx = x(m.at_ms);
             let _ = write!(
@@ -377,6 +404,17 @@ mod tests {
         assert!(svg.contains("no data in this range"));
         let pts: Vec<(i64, f64)> = (0..7200).map(|i| (i, i as f64)).collect();
         assert!(thin(&pts).len() <= MAX_POINTS);
+    }
+
+    #[test]
+    fn spans_are_clipped_to_the_range_and_carry_their_tooltip() {
+        let p = Panel {
+            spans: vec![Span { from_ms: -500, to_ms: 500, label: "util <low>".into(), class: "anomaly warning" }],
+            ..Panel::default()
+        };
+        let svg = time_chart("t", &[p], 0, 1000);
+        assert!(svg.contains(r#"<rect class="span anomaly warning" x="56.0""#), "{svg}");
+        assert!(svg.contains("<title>util &lt;low&gt;</title>"), "{svg}");
     }
 
     #[test]

@@ -67,6 +67,19 @@ pub struct DecisionView {
     reason: String,
 }
 
+/// An opportunity in the overview's top list.
+pub struct TopOpportunity {
+    id: i64,
+    saving: String,
+    gpu_hours: String,
+    kind: String,
+    title: String,
+    action: String,
+}
+
+/// Open opportunities on the overview.
+const TOP_OPPORTUNITIES: i64 = 5;
+
 /// `templates/index.html`.
 #[derive(Template)]
 #[template(path = "index.html")]
@@ -86,8 +99,14 @@ pub struct IndexTemplate {
     heatmap: String,
     pager: Pager,
     decisions: Vec<DecisionView>,
-    // Extension point: the opportunities branch adds an "opportunities" tile and list here (its table and
-    // API land separately); render them next to the idle-GPU tiles.
+    /// Open opportunities.
+    open_opportunities: i64,
+    /// Money they would save per week.
+    savings: String,
+    /// GPU-hours they would free per week.
+    savings_gpu_hours: String,
+    /// The top open opportunities by expected value.
+    top: Vec<TopOpportunity>,
 }
 
 /// Outcome of a decision in words.
@@ -121,11 +140,21 @@ pub async fn index(
     let now = Utc::now();
     let pool = &state.pool;
     let fresh = state.settings.alerts.node_silent_secs;
-    let (tiles, slow, (node_ids, node_total), decisions) = tokio::try_join!(
+    let top_query = db::opportunities::PageQuery {
+        filter: db::opportunities::Filter {
+            status: Some("open".into()),
+            limit: TOP_OPPORTUNITIES,
+            ..Default::default()
+        },
+        sort: db::opportunities::Sort::Value,
+    };
+    let (tiles, slow, (node_ids, node_total), decisions, summary, (top, _)) = tokio::try_join!(
         db::dashboard::tiles(pool, fresh),
         state.overview.slow(pool),
         db::dashboard::node_page(pool, HEATMAP_NODES, (page - 1) * HEATMAP_NODES),
         db::dashboard::decisions(pool, 10),
+        db::opportunities::open_summary(pool),
+        db::opportunities::page(pool, &top_query),
     )?;
     let gpus = db::dashboard::gpus_of(pool, &node_ids).await?;
     let mut by_node: HashMap<&str, Vec<Cell>> = HashMap::new();
@@ -165,6 +194,21 @@ pub async fn index(
                 link: target_link(&d.target),
                 target: d.target,
                 reason: d.reason,
+            })
+            .collect(),
+        open_opportunities: summary.open,
+        savings: format!("{} {:.0}", state.settings.opportunities.currency, summary.saving_per_week),
+        savings_gpu_hours: format!("{:.0}", summary.gpu_hours_per_week),
+        top: top
+            .into_iter()
+            .filter(|l| l.o.expected_value > 0.0)
+            .map(|l| TopOpportunity {
+                id: l.o.id,
+                saving: format!("{} {:.0}", l.o.currency, l.o.saving_per_week),
+                gpu_hours: format!("{:.1}", l.o.gpu_hours_per_week),
+                kind: l.o.kind.replace('_', " "),
+                action: l.o.action.get("description").and_then(|d| d.as_str()).unwrap_or("").to_string(),
+                title: l.o.title,
             })
             .collect(),
     };

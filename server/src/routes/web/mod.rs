@@ -3,12 +3,14 @@
 //! Every page needs a login (session cookie) or the API token as a Bearer header; viewers read, operators
 //! act; every form carries the session's CSRF token. Charts are SVG built on the server (`chart`).
 
+pub mod anomalies;
 pub mod chart;
 pub mod dashboard;
 pub mod deployment;
 pub mod install;
 pub mod lists;
 pub mod nodes;
+pub mod opportunities;
 pub mod policies;
 pub mod session;
 
@@ -204,11 +206,15 @@ impl Params {
         Params(q.into_inner())
     }
 
-    /// A non-empty trimmed text value, at most 200 characters.
+    /// A non-empty trimmed text value, at most 200 characters, without control characters (Postgres refuses
+    /// a NUL in text, which would otherwise cost a 500).
     pub fn text(&self, name: &str) -> Result<Option<String>, WebError> {
         match self.0.get(name).map(|v| v.trim()) {
             None | Some("") => Ok(None),
             Some(v) if v.len() > 200 => Err(WebError::field(name, "at most 200 characters")),
+            Some(v) if v.chars().any(char::is_control) => {
+                Err(WebError::field(name, "must not contain control characters"))
+            }
             Some(v) => Ok(Some(v.to_string())),
         }
     }
@@ -243,7 +249,14 @@ impl Params {
 
     /// The time range picked (`range`: 15m, 1h, 6h, 24h, 3d, 7d; default 1h).
     pub fn range(&self) -> Result<TimeRange, WebError> {
-        let key = self.choice("range", &["1h", "15m", "6h", "24h", "3d", "7d"])?;
+        self.range_or("1h")
+    }
+
+    /// The time range picked, `default` (one of [`RANGES`]) when none is.
+    pub fn range_or(&self, default: &'static str) -> Result<TimeRange, WebError> {
+        let mut choices: Vec<&'static str> = vec![default];
+        choices.extend(RANGES.iter().copied().filter(|r| *r != default));
+        let key = self.choice("range", &choices)?;
         let span = match key {
             "15m" => Duration::minutes(15),
             "6h" => Duration::hours(6),
@@ -347,6 +360,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(nodes::gpu_page)
         .service(lists::decisions)
         .service(lists::alerts)
+        .service(opportunities::list)
+        .service(opportunities::detail)
+        .service(opportunities::confirm)
+        .service(opportunities::act)
+        .service(opportunities::dismiss)
+        .service(anomalies::list)
         .service(policies::list)
         .service(policies::new_form)
         .service(policies::create)

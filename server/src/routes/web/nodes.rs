@@ -7,7 +7,8 @@ use actix_web::{HttpResponse, get, web};
 use askama::Template;
 use chrono::{DateTime, Utc};
 
-use super::chart::{self, Panel, Series, Style};
+use super::anomalies::{AnomalyView, anomaly_view, span_class};
+use super::chart::{self, Marker, Panel, Series, Span, Style};
 use super::session::WebUser;
 use super::{Chrome, Params, RANGES, WebError, ago, render};
 use crate::db;
@@ -69,10 +70,28 @@ pub struct NodeTemplate {
     gpus: Vec<GpuView>,
     probes: Vec<ProbeView>,
     commands: Vec<CommandView>,
+    anomalies: Vec<AnomalyView>,
+    anomalies_link: String,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
+}
+
+/// Anomaly events drawn on a chart at most (the newest; the list below says how many there are).
+const MAX_MARKED: i64 = 100;
+
+/// Shades an event's interval on `panel` (the range's end while it is ongoing) and marks its start; the
+/// tooltip carries the evidence.
+fn mark(panel: &mut Panel, a: &db::anomalies::StoredAnomaly, v: &AnomalyView, to_ms: i64) {
+    let label = format!("{} {} from {} ({}): {}", a.severity, v.series, v.start_at, v.end, v.evidence);
+    panel.spans.push(Span {
+        from_ms: ms(a.started_at),
+        to_ms: a.ended_at.map_or(to_ms, ms),
+        label: label.clone(),
+        class: span_class(&a.severity),
+    });
+    panel.markers.push(Marker { at_ms: ms(a.started_at), label, class: "anomaly" });
 }
 
 fn agent_view(state: &AppState, now: DateTime<Utc>, n: db::dashboard::NodeDetail) -> AgentView {
@@ -130,10 +149,11 @@ pub async fn node_page(
         return Err(WebError::NotFound(format!("no node {node}")));
     };
     let ids = [node.clone()];
-    let (gpus, probes, commands) = tokio::try_join!(
+    let (gpus, probes, commands, events) = tokio::try_join!(
         db::dashboard::gpus_of(pool, &ids),
         db::commands::latest_probes(pool, &node),
         db::commands::recent_for_node(pool, &node, 20),
+        db::anomalies::of_node_gpus(pool, &node, None, range.from, range.to, MAX_MARKED),
     )?;
     let mut util = Panel { title: "GPU utilisation".into(), unit: "%".into(), y_max: Some(100.0), ..Panel::default() };
     let mut power = Panel { title: "Power".into(), unit: "W".into(), ..Panel::default() };
@@ -154,6 +174,10 @@ pub async fn node_page(
             style: Style::Line,
             points: mine().map(|p| (ms(p.ts), p.power_w)).collect(),
         });
+    }
+    let anomalies: Vec<AnomalyView> = events.iter().map(|a| anomaly_view(now, a, range.key)).collect();
+    for (a, v) in events.iter().zip(&anomalies) {
+        mark(&mut util, a, v, ms(range.to));
     }
     let chart = chart::time_chart("node-chart", &[util, power], ms(range.from), ms(range.to));
     let mut chrome = user.chrome(&state, format!("Node {node}"), "fleet");
@@ -196,6 +220,8 @@ pub async fn node_page(
             })
             .collect(),
         commands: commands.into_iter().map(|c| command_view(now, c)).collect(),
+        anomalies,
+        anomalies_link: format!("/anomalies?node={}&range={}", super::url_encode(&node), range.key),
     };
     render(&t, StatusCode::OK)
 }
@@ -215,6 +241,8 @@ pub struct GpuTemplate {
     points: usize,
     throttled_points: usize,
     probe: String,
+    anomalies: Vec<AnomalyView>,
+    anomalies_link: String,
 }
 
 /// `GET /nodes/{node}/gpus/{i}?range=`: utilisation, memory, power, temperature, clocks.
@@ -236,8 +264,11 @@ pub async fn gpu_page(
     let now = Utc::now();
     let pool = &state.pool;
     let ids = [node.clone()];
-    let (latest, probes) =
-        tokio::try_join!(db::dashboard::gpus_of(pool, &ids), db::commands::latest_probes(pool, &node))?;
+    let (latest, probes, events) = tokio::try_join!(
+        db::dashboard::gpus_of(pool, &ids),
+        db::commands::latest_probes(pool, &node),
+        db::anomalies::of_node_gpus(pool, &node, Some(gpu), range.from, range.to, MAX_MARKED),
+    )?;
     let Some(g) = latest.into_iter().find(|g| g.gpu_index == gpu) else {
         return Err(WebError::NotFound(format!("no GPU {gpu} on node {node}")));
     };
@@ -262,6 +293,12 @@ pub async fn gpu_page(
     temp.series.push(line("temperature", "c4", &|p| f64::from(p.temp_c)));
     let mut clocks = Panel { title: "SM clock".into(), unit: "MHz".into(), ..Panel::default() };
     clocks.series.push(line("SM clock (min)", "c5", &|p| f64::from(p.sm_clock_mhz)));
+    // Each event on the panel of its metric: temperature, else utilisation (detector and peer outliers).
+    let anomalies: Vec<AnomalyView> = events.iter().map(|a| anomaly_view(now, a, range.key)).collect();
+    for (a, v) in events.iter().zip(&anomalies) {
+        let panel = if a.metric == "temp_c" { &mut temp } else { &mut util };
+        mark(panel, a, v, ms(range.to));
+    }
     let chart = chart::time_chart("gpu-chart", &[util, mem, power, temp, clocks], ms(range.from), ms(range.to));
     let probe = probes
         .into_iter()
@@ -272,6 +309,7 @@ pub async fn gpu_page(
             (None, None) => "no result".into(),
         })
         .unwrap_or_else(|| "never probed".into());
+    let anomalies_link = format!("/anomalies?node={}&gpu={gpu}&range={}", super::url_encode(&node), range.key);
     let mut chrome = user.chrome(&state, format!("{node} GPU {gpu}"), "fleet");
     chrome.fragment = params.fragment();
     let t = GpuTemplate {
@@ -286,6 +324,8 @@ pub async fn gpu_page(
         points: pts.len(),
         throttled_points: pts.iter().filter(|p| p.throttle_reasons & !1 != 0).count(),
         probe,
+        anomalies,
+        anomalies_link,
     };
     render(&t, StatusCode::OK)
 }
