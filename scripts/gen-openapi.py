@@ -68,6 +68,7 @@ paths={
     params=[pth("id","Opportunity id",{"type":"integer"})],body=jbody({"type":"object","additionalProperties":False,"required":["reason"],"properties":{"reason":{"type":"string","minLength":1,"maxLength":500}}}))},
  "/api/v1/anomalies":{"get":op("Anomaly events (start, end, severity, evidence)","opportunities",std(ok({"type":"object"})),
     params=[q("node",{"type":"string"},"Node id"),q("deployment",{"type":"string"},"namespace/name"),q("severity",{"type":"string","enum":["info","warning","critical"]},"Severity"),q("open",{"type":"boolean"},"Only open (true) or closed (false) events"),q("limit",{"type":"integer"},"Page size"),q("offset",{"type":"integer"},"Skip")])},
+ "/api/v1/node-groups":{"get":op("Workload groups of nodes: k-means over per-node profiles of the refresher's window (k by silhouette)","opportunities",{"200":{"description":"OK","content":{"application/json":{"schema":ref("NodeGroups")}}},"401":UNAUTH})},
  "/api/v1/alert-rules":{
     "get":op("User alert rules","alerting",std(ok({"type":"array","items":ref("AlertRule")}))),
     "post":op("Create a user alert rule (threshold + for-duration over a stored metric)","alerting",{**ok(ref("AlertRule"),"Created","201"),"400":ERR,"401":UNAUTH,"409":{"description":"Name taken"}},body=jbody(ref("AlertRuleSpec")))},
@@ -140,6 +141,12 @@ schemas={
  "CommandResult":{"type":"object","required":["id","ok","message"],"properties":{"id":{"type":"string"},"ok":{"type":"boolean"},"message":{"type":"string"}}},
  "CommandAck":{"type":"object","additionalProperties":False,"required":["agent_id"],"properties":{"agent_id":{"type":"string"},"received":{"type":"array","items":{"type":"string"}},"results":{"type":"array","items":ref("CommandResult")}}},
  "CommandRecord":{"type":"object","properties":{k:{"type":"string"} for k in ["id","node_id","created_at","delivered_at","acked_at","completed_at","result"]}|{"action":{"type":"object"},"ok":{"type":"boolean"},"decision_id":{"type":"integer"}}},
+ "WorkloadProfile":{"type":"object","description":"Fractions in [0, 1]","properties":{k:{"type":"number"} for k in ["mean_util","p95_util","mean_mem_frac","mean_power_frac","util_std","sm_active_mean"]}},
+ "NodeGroups":{"type":"object","properties":{
+    "computed_at":{"type":["string","null"],"format":"date-time","description":"When the leader's refresher last grouped the nodes (null: never)"},
+    "silhouette":{"type":"number","description":"Mean silhouette of the grouping (0 with one group)"},
+    "groups":{"type":"array","items":{"type":"object","properties":{"cluster":{"type":"integer","description":"Ordered by mean utilisation, 0 = least busy"},"label":{"type":"string","description":"The centroid in words, e.g. 'idle: util ~2%, memory 3%, power 15% [4 GPUs]'"},"kind":{"type":"string","enum":["idle","memory-only","light","busy","bursty","saturated"]},"centroid":ref("WorkloadProfile"),"nodes":{"type":"array","items":{"type":"string"}}}}},
+    "nodes":{"type":"array","items":{"type":"object","properties":{"node_id":{"type":"string"},"cluster":{"type":"integer"},"label":{"type":"string"},"kind":{"type":"string"},"gpus":{"type":"integer"},"features":ref("WorkloadProfile"),"centroid":ref("WorkloadProfile"),"silhouette":{"type":"number"},"computed_at":{"type":"string","format":"date-time"}}}}}},
  "Opportunity":{"type":"object","description":"Stable identity (key): a persisting opportunity is updated, a vanished one closed","properties":{
    "id":{"type":"integer"},"key":{"type":"string"},"kind":{"type":"string"},"status":{"type":"string"},"target":{"type":"object"},"evidence":{"type":"object"},
    "gpu_hours_per_week":{"type":"number"},"money_per_week":{"type":"number"},"confidence":{"type":"number"},"expected_value":{"type":"number"},"action":{"type":"object"},

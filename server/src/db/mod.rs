@@ -10,6 +10,7 @@ pub mod copy;
 pub mod dashboard;
 pub mod enroll;
 pub mod ingest;
+pub mod node_groups;
 pub mod opportunities;
 pub mod policies;
 pub mod rollups;

@@ -51,5 +51,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(opportunities::list)
         .service(opportunities::get_one)
         .service(opportunities::dismiss)
-        .service(opportunities::anomalies);
+        .service(opportunities::anomalies)
+        .service(opportunities::node_groups);
 }
