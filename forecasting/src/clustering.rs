@@ -1,10 +1,14 @@
 //! Group GPUs by workload profile with `linfa-clustering` KMeans.
 //!
 //! Pipeline: impute non-finite values (column mean) → standardise each feature with a floored scale
-//! ([`SCALE_FLOOR`]; constant columns drop out) → for k in `2..=min(max_k, 8, n-1, distinct points)` fit seeded KMeans++ on a deterministic sample
-//! of at most [`SAMPLE_SIZE`] GPUs and score it with the exact silhouette on that sample → keep the best
-//! k → refit on all GPUs starting from the sample's centroids → order clusters by mean utilisation and
-//! describe each in words for the dashboard.
+//! ([`SCALE_FLOOR`]; constant columns drop out) → for k in `2..=min(max_k, 8, n/2, distinct points)` fit
+//! seeded KMeans++ on a deterministic sample of at most [`SAMPLE_SIZE`] profiles and score it with the exact
+//! silhouette on that sample → keep the best k, or k = 1 when even the best silhouette is under
+//! [`MIN_SILHOUETTE`] (no substantial structure: one workload) → refit on all profiles starting from the
+//! sample's centroids → order clusters by mean utilisation and describe each in words from its centroid.
+//!
+//! Profiles are per GPU ([`profile_from_series`]) or per node ([`GpuProfile::mean_of`] its GPUs): the
+//! server groups nodes, so that a node's GPUs are compared with peers doing the same kind of work.
 //!
 //! Deterministic for a given input and seed. Pure code: no IO, no panics on any input.
 
@@ -16,6 +20,8 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand_xoshiro::Xoshiro256Plus;
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+use crate::Error;
 
 /// Largest k ever considered.
 pub const MAX_K: usize = 8;
@@ -30,6 +36,10 @@ pub const MAX_ITER_REFIT: u64 = 50;
 /// Minimum scale used when standardising (features are fractions: 0.05 = 5 percentage points). Differences
 /// much smaller than this are treated as noise rather than structure.
 pub const SCALE_FLOOR: f64 = 0.05;
+/// Mean silhouette a k >= 2 clustering needs to be preferred over one group. Kaufman & Rousseeuw read
+/// 0.51-0.70 as "a reasonable structure" and 0.26-0.50 as "weak, could be artificial"; k-means splits even a
+/// single blob of noise with a silhouette of 0.2-0.4.
+pub const MIN_SILHOUETTE: f64 = 0.5;
 const N_FEATURES: usize = 6;
 
 /// Workload profile of one GPU over a window. All fields are fractions in `[0, 1]`.
@@ -67,12 +77,80 @@ impl GpuProfile {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Error {
-    #[error("no GPU profiles to cluster")]
-    Empty,
-    #[error("kmeans failed: {0}")]
-    KMeans(String),
+impl GpuProfile {
+    /// The mean of several profiles, field by field over the finite values (NaN where none is): a node's
+    /// profile from its GPUs'.
+    pub fn mean_of(profiles: &[GpuProfile]) -> GpuProfile {
+        let mut acc = [(0.0, 0usize); N_FEATURES];
+        for p in profiles {
+            for (a, v) in acc.iter_mut().zip(p.to_array()) {
+                if v.is_finite() {
+                    *a = (a.0 + v, a.1 + 1);
+                }
+            }
+        }
+        let means: Vec<f64> = acc.iter().map(|(s, n)| if *n > 0 { s / *n as f64 } else { f64::NAN }).collect();
+        GpuProfile::from_slice(&means)
+    }
+}
+
+/// Board power (W) of a GPU model by a case-insensitive substring of its name (the longest match wins), for
+/// the power fraction when the agent does not report the limit.
+pub fn board_power_w(model: &str) -> Option<f64> {
+    const TABLE: [(&str, f64); 9] = [
+        ("H200", 700.0),
+        ("H100", 700.0),
+        ("B200", 1000.0),
+        ("A100", 400.0),
+        ("L40S", 350.0),
+        ("L40", 300.0),
+        ("A10", 150.0),
+        ("L4", 72.0),
+        ("T4", 70.0),
+    ];
+    let m = model.to_ascii_uppercase();
+    TABLE.iter().filter(|(k, _)| m.contains(k)).max_by_key(|(k, _)| k.len()).map(|(_, w)| *w)
+}
+
+/// A GPU's profile over a window from its per-bucket series: utilisation in percent, SM-active as a
+/// fraction (NaN where not reported), memory used in bytes of `mem_total_bytes`, power in W of
+/// `power_ref_w`. Non-finite values are skipped; a feature with no data (or no valid reference) is NaN and
+/// is imputed by [`cluster_profiles`].
+pub fn profile_from_series(
+    util_pct: &[f64],
+    sm_active: &[f64],
+    mem_used_bytes: &[f64],
+    mem_total_bytes: f64,
+    power_w: &[f64],
+    power_ref_w: f64,
+) -> GpuProfile {
+    let finite = |xs: &[f64]| -> Vec<f64> { xs.iter().copied().filter(|x| x.is_finite()).collect() };
+    let mean = |xs: &[f64]| if xs.is_empty() { f64::NAN } else { xs.iter().sum::<f64>() / xs.len() as f64 };
+    let mut util: Vec<f64> = finite(util_pct).into_iter().map(|u| (u / 100.0).clamp(0.0, 1.0)).collect();
+    let mean_util = mean(&util);
+    let util_std = if util.is_empty() {
+        f64::NAN
+    } else {
+        (util.iter().map(|u| (u - mean_util) * (u - mean_util)).sum::<f64>() / util.len() as f64).sqrt()
+    };
+    util.sort_by(f64::total_cmp);
+    // Nearest-rank p95.
+    let p95_util = match util.len() {
+        0 => f64::NAN,
+        n => util[((0.95 * n as f64).ceil() as usize).clamp(1, n) - 1],
+    };
+    let frac = |xs: &[f64], total: f64| {
+        if total.is_finite() && total > 0.0 { (mean(&finite(xs)) / total).clamp(0.0, 1.0) } else { f64::NAN }
+    };
+    let sm: Vec<f64> = finite(sm_active).into_iter().map(|x| x.clamp(0.0, 1.0)).collect();
+    GpuProfile {
+        mean_util,
+        p95_util,
+        mean_mem_frac: frac(mem_used_bytes, mem_total_bytes),
+        mean_power_frac: frac(power_w, power_ref_w),
+        util_std,
+        sm_active_mean: mean(&sm),
+    }
 }
 
 /// Coarse category of a cluster, derived from its centroid.
@@ -82,15 +160,19 @@ pub enum WorkloadKind {
     Idle,
     /// Memory held (model loaded) but no compute: no traffic.
     MemoryOnly,
+    /// Some steady work, under 40 % utilisation.
     Light,
+    /// Steady work, 40-85 % utilisation.
     Busy,
     /// Large swings in utilisation.
     Bursty,
+    /// Utilisation pinned near 100 %.
     Saturated,
 }
 
 impl WorkloadKind {
-    fn name(self) -> &'static str {
+    /// The kind's name (`idle`, `memory-only`, `light`, `busy`, `bursty`, `saturated`).
+    pub fn name(self) -> &'static str {
         match self {
             WorkloadKind::Idle => "idle",
             WorkloadKind::MemoryOnly => "memory-only",
@@ -116,6 +198,7 @@ impl WorkloadKind {
     }
 }
 
+/// The grouping of a set of profiles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Clustering {
     /// Number of (non-empty) clusters.
@@ -130,20 +213,24 @@ pub struct Clustering {
     pub silhouette: f64,
     /// Silhouette of each candidate k that was evaluated (on the sample), for explainability.
     pub silhouette_by_k: Vec<(usize, f64)>,
+    /// Coarse category per cluster, from its centroid.
     pub kinds: Vec<WorkloadKind>,
-    /// Human-readable description per cluster.
+    /// Human-readable description per cluster, with its size (`... [12 GPUs]`).
     pub labels: Vec<String>,
+    /// The same descriptions without the size, for callers that count in other units (nodes).
+    pub descriptions: Vec<String>,
     /// Non-finite feature values replaced by their column mean.
     pub imputed_values: usize,
 }
 
-/// Cluster GPUs by workload profile; `k` is chosen by silhouette in `2..=min(max_k, 8, n-1)`.
+/// Cluster profiles by workload; `k` is chosen by silhouette in `2..=min(max_k, 8, n/2)`.
 ///
-/// Returns a single cluster when there are fewer than two distinct profiles, or `max_k < 2`.
+/// Returns a single cluster when there are fewer than two distinct profiles, fewer than four profiles,
+/// `max_k < 2`, or when no k reaches a silhouette of [`MIN_SILHOUETTE`].
 pub fn cluster_profiles(profiles: &[GpuProfile], max_k: usize, seed: u64) -> Result<Clustering, Error> {
     let n = profiles.len();
     if n == 0 {
-        return Err(Error::Empty);
+        return Err(Error::TooShort { len: 0, need: 1 });
     }
 
     // Raw matrix with column-mean imputation of non-finite values.
@@ -197,7 +284,8 @@ pub fn cluster_profiles(profiles: &[GpuProfile], max_k: usize, seed: u64) -> Res
     let zs = z.select(Axis(0), &sample_idx);
     let m = zs.nrows();
     let distinct = count_distinct(zs.view(), MAX_K + 1);
-    let k_hi = max_k.min(MAX_K).min(m.saturating_sub(1)).min(distinct);
+    // At most n/2 clusters: two profiles per cluster on average, so that a group is a group.
+    let k_hi = max_k.min(MAX_K).min(m / 2).min(distinct);
 
     if k_hi < 2 {
         return Ok(finish(&raw, vec![0; n], 0.0, Vec::new(), imputed_values));
@@ -226,8 +314,11 @@ pub fn cluster_profiles(profiles: &[GpuProfile], max_k: usize, seed: u64) -> Res
         }
     }
     let Some((k, s_sample, centroids, sample_labels)) = best else {
-        return Err(Error::KMeans(last_err.unwrap_or_else(|| "no candidate k succeeded".into())));
+        return Err(Error::Model(format!("kmeans: {}", last_err.unwrap_or_else(|| "no candidate k succeeded".into()))));
     };
+    if s_sample < MIN_SILHOUETTE {
+        return Ok(finish(&raw, vec![0; n], 0.0, silhouette_by_k, imputed_values));
+    }
 
     // Refit on everything, warm-started from the sample centroids (the sample is everything when n is small).
     let assignments: Vec<usize> = if m == n {
@@ -239,7 +330,7 @@ pub fn cluster_profiles(profiles: &[GpuProfile], max_k: usize, seed: u64) -> Res
             .max_n_iterations(MAX_ITER_REFIT)
             .init_method(KMeansInit::Precomputed(centroids));
         let full_ds = DatasetBase::from(z.clone());
-        let model = linfa::traits::Fit::fit(&params, &full_ds).map_err(|e| Error::KMeans(e.to_string()))?;
+        let model = linfa::traits::Fit::fit(&params, &full_ds).map_err(|e| Error::Model(format!("kmeans: {e}")))?;
         let labels: Array1<usize> = linfa::traits::Predict::predict(&model, &z);
         labels.to_vec()
     };
@@ -298,7 +389,12 @@ fn finish(
     let centroids: Vec<GpuProfile> = clusters.iter().map(|c| c.1).collect();
     let sizes: Vec<usize> = clusters.iter().map(|c| c.2).collect();
     let kinds: Vec<WorkloadKind> = centroids.iter().map(WorkloadKind::classify).collect();
-    let labels = centroids.iter().zip(&kinds).zip(&sizes).map(|((c, kind), &size)| describe(c, *kind, size)).collect();
+    let descriptions: Vec<String> = centroids.iter().zip(&kinds).map(|(c, kind)| describe(c, *kind)).collect();
+    let labels = descriptions
+        .iter()
+        .zip(&sizes)
+        .map(|(d, &size)| if size == 1 { format!("{d} [1 GPU]") } else { format!("{d} [{size} GPUs]") })
+        .collect();
     Clustering {
         k: centroids.len(),
         assignments,
@@ -308,6 +404,7 @@ fn finish(
         silhouette_by_k,
         kinds,
         labels,
+        descriptions,
         imputed_values,
     }
 }
@@ -316,8 +413,7 @@ fn pct(x: f64) -> f64 {
     (x * 100.0).round()
 }
 
-fn describe(c: &GpuProfile, kind: WorkloadKind, size: usize) -> String {
-    let gpus = if size == 1 { "1 GPU".to_string() } else { format!("{size} GPUs") };
+fn describe(c: &GpuProfile, kind: WorkloadKind) -> String {
     let mut s = match kind {
         WorkloadKind::MemoryOnly => format!(
             "memory-only: model loaded, no traffic (util ~{}%, memory {}%, power {}%)",
@@ -343,13 +439,13 @@ fn describe(c: &GpuProfile, kind: WorkloadKind, size: usize) -> String {
             pct(c.mean_power_frac)
         ),
     };
-    if c.mean_util >= 0.30 && c.sm_active_mean < 0.5 * c.mean_util {
+    // SM-active 0 means "not reported" (imputed as 0 when no GPU reports it), not "no SM busy".
+    if c.mean_util >= 0.30 && c.sm_active_mean > 0.0 && c.sm_active_mean < 0.5 * c.mean_util {
         s.push_str(&format!(
             "; SM-active only {}%: kernels leave SMs idle (small batches or memory-bound)",
             pct(c.sm_active_mean)
         ));
     }
-    s.push_str(&format!(" [{gpus}]"));
     s
 }
 
@@ -519,14 +615,16 @@ mod tests {
 
     #[test]
     fn degenerate_inputs() {
-        assert_eq!(cluster_profiles(&[], 8, 0), Err(Error::Empty));
+        assert_eq!(cluster_profiles(&[], 8, 0), Err(Error::TooShort { len: 0, need: 1 }));
         let one = cluster_profiles(&[SATURATED], 8, 0).unwrap();
         assert_eq!((one.k, one.assignments.clone(), one.silhouette), (1, vec![0], 0.0));
         assert!(one.labels[0].starts_with("saturated") && one.labels[0].ends_with("[1 GPU]"), "{}", one.labels[0]);
         let same = cluster_profiles(&vec![IDLE; 50], 8, 0).unwrap();
         assert_eq!((same.k, same.sizes.clone()), (1, vec![50]));
         let two = cluster_profiles(&[IDLE, SATURATED], 8, 0).unwrap();
-        assert_eq!(two.k, 1, "k range 2..=n-1 is empty for n = 2");
+        assert_eq!(two.k, 1, "k range 2..=n/2 is empty for n = 2");
+        let three = cluster_profiles(&[IDLE, MEM_ONLY, SATURATED], 8, 0).unwrap();
+        assert_eq!(three.k, 1, "three profiles cannot make two groups of two");
         // Two distinct values among many points: k capped at 2.
         let mut mix = vec![IDLE; 10];
         mix.extend(vec![SATURATED; 10]);
@@ -570,13 +668,80 @@ mod tests {
     }
 
     #[test]
+    fn a_single_noisy_workload_is_one_group() {
+        let mut s = 0xDEAD_BEEF_u64;
+        let busy = GpuProfile {
+            mean_util: 0.6,
+            p95_util: 0.75,
+            mean_mem_frac: 0.7,
+            mean_power_frac: 0.6,
+            util_std: 0.08,
+            sm_active_mean: 0.5,
+        };
+        let fleet: Vec<GpuProfile> = (0..64).map(|_| around(busy, 0.03, &mut s)).collect();
+        let c = cluster_profiles(&fleet, 8, 11).unwrap();
+        assert_eq!(c.k, 1, "silhouettes {:?}", c.silhouette_by_k);
+        assert!(c.silhouette_by_k.iter().all(|(_, s)| *s < MIN_SILHOUETTE), "{:?}", c.silhouette_by_k);
+        assert_eq!(c.kinds, vec![WorkloadKind::Busy]);
+        assert!(c.labels[0].starts_with("busy: util ~60%") && c.labels[0].ends_with("[64 GPUs]"), "{}", c.labels[0]);
+        // The same fleet plus a clearly different group of a dozen is two groups again.
+        let mut two = fleet.clone();
+        two.extend((0..12).map(|_| around(IDLE, 0.01, &mut s)));
+        let c = cluster_profiles(&two, 8, 11).unwrap();
+        assert_eq!(c.k, 2, "{:?}", c.silhouette_by_k);
+        assert_eq!(c.sizes, vec![12, 64]);
+    }
+
+    #[test]
+    fn profiles_from_series_are_fractions_of_their_references() {
+        let gib = 1024.0 * 1024.0 * 1024.0;
+        let util: Vec<f64> = (1..=20).map(|i| i as f64 * 5.0).chain([f64::NAN]).collect();
+        let p = profile_from_series(
+            &util,
+            &[f64::NAN; 21],
+            &[40.0 * gib, 40.0 * gib, f64::NAN],
+            80.0 * gib,
+            &[350.0],
+            700.0,
+        );
+        assert!((p.mean_util - 0.525).abs() < 1e-12, "{p:?}");
+        assert_eq!(p.p95_util, 0.95, "nearest rank: the 19th of 20");
+        assert_eq!(p.mean_mem_frac, 0.5);
+        assert_eq!(p.mean_power_frac, 0.5);
+        assert!((p.util_std - 0.288_314_065_2).abs() < 1e-9, "{}", p.util_std);
+        assert!(p.sm_active_mean.is_nan(), "not reported stays unknown (imputed later)");
+        // No data and no references: NaN, never a panic or a division by zero.
+        let empty = profile_from_series(&[], &[], &[], 0.0, &[], f64::NAN);
+        assert!(empty.to_array().iter().all(|v| v.is_nan()), "{empty:?}");
+        // Out-of-range readings are clamped into [0, 1].
+        let odd = profile_from_series(&[250.0, -5.0], &[2.0], &[10.0], 5.0, &[900.0], 700.0);
+        assert_eq!((odd.mean_util, odd.sm_active_mean, odd.mean_mem_frac, odd.mean_power_frac), (0.5, 1.0, 1.0, 1.0));
+    }
+
+    #[test]
+    fn node_profiles_average_their_gpus_and_board_power_matches_the_longest_name() {
+        let m = GpuProfile::mean_of(&[IDLE, SATURATED, GpuProfile { mean_util: f64::NAN, ..IDLE }]);
+        assert!((m.mean_util - (0.02 + 0.95) / 2.0).abs() < 1e-12, "NaN skipped");
+        assert!((m.mean_mem_frac - (0.03 + 0.90 + 0.03) / 3.0).abs() < 1e-12);
+        assert!(GpuProfile::mean_of(&[]).mean_util.is_nan());
+        assert_eq!(board_power_w("NVIDIA H100 80GB HBM3"), Some(700.0));
+        assert_eq!(board_power_w("NVIDIA L40S"), Some(350.0), "L40S, not L40 or L4");
+        assert_eq!(board_power_w("nvidia l4"), Some(72.0));
+        assert_eq!(board_power_w("Radeon"), None);
+    }
+
+    #[test]
     fn labels_cover_kinds() {
         let bursty = GpuProfile { mean_util: 0.35, p95_util: 0.9, util_std: 0.3, sm_active_mean: 0.1, ..IDLE };
         assert_eq!(WorkloadKind::classify(&bursty), WorkloadKind::Bursty);
-        let d = describe(&bursty, WorkloadKind::Bursty, 3);
+        let d = describe(&bursty, WorkloadKind::Bursty);
         assert!(
-            d.starts_with("bursty: util ~35% (p95 90%") && d.contains("SM-active only 10%") && d.ends_with("[3 GPUs]")
+            d.starts_with("bursty: util ~35% (p95 90%")
+                && d.ends_with("SM-active only 10%: kernels leave SMs idle (small batches or memory-bound)"),
+            "{d}"
         );
+        let unreported = GpuProfile { sm_active_mean: 0.0, ..bursty };
+        assert!(!describe(&unreported, WorkloadKind::Bursty).contains("SM-active"), "0 means not reported");
         let busy = GpuProfile { mean_util: 0.6, p95_util: 0.75, util_std: 0.1, ..IDLE };
         assert_eq!(WorkloadKind::classify(&busy), WorkloadKind::Busy);
         let light = GpuProfile { mean_util: 0.2, p95_util: 0.3, util_std: 0.05, ..IDLE };

@@ -8,6 +8,8 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::rules::AnomalyLevel;
+
 /// A secret string: never printed by `Debug`, never serialised back out in clear.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -215,6 +217,18 @@ pub struct AlertSettings {
     pub retry_max_secs: f64,
     /// Timeout of one delivery request, seconds.
     pub delivery_timeout_secs: f64,
+    /// Whether `anomaly-high` fires for open anomaly events (table `anomalies`).
+    pub anomaly_enabled: bool,
+    /// Lowest anomaly event severity (`info`, `warning`, `critical`) that fires `anomaly-high`.
+    pub anomaly_min_severity: AnomalyLevel,
+    /// Whether `opportunity-value` fires for open opportunities worth `opportunity_min_money_per_week`.
+    pub opportunity_enabled: bool,
+    /// Saving per week (in `opportunities.currency`) from which an open opportunity fires
+    /// `opportunity-value` (severity `info`: PagerDuty's default routing makes it low urgency).
+    pub opportunity_min_money_per_week: f64,
+    /// A firing `opportunity-value` resolves below this fraction of `opportunity_min_money_per_week`
+    /// (hysteresis, in `(0, 1]`), so a saving hovering at the threshold does not flap.
+    pub opportunity_resolve_fraction: f64,
 }
 
 impl Default for AlertSettings {
@@ -233,6 +247,11 @@ impl Default for AlertSettings {
             retry_base_secs: 1.0,
             retry_max_secs: 300.0,
             delivery_timeout_secs: 10.0,
+            anomaly_enabled: true,
+            anomaly_min_severity: AnomalyLevel::Critical,
+            opportunity_enabled: true,
+            opportunity_min_money_per_week: 500.0,
+            opportunity_resolve_fraction: 0.9,
         }
     }
 }
@@ -443,6 +462,13 @@ impl Settings {
         }
         if !(a.delivery_timeout_secs.is_finite() && a.delivery_timeout_secs >= 0.1) {
             return bad("alerts.delivery_timeout_secs", "must be at least 0.1");
+        }
+        if !(a.opportunity_min_money_per_week.is_finite() && a.opportunity_min_money_per_week > 0.0) {
+            return bad("alerts.opportunity_min_money_per_week", "must be a finite number > 0");
+        }
+        let f = a.opportunity_resolve_fraction;
+        if !(f.is_finite() && f > 0.0 && f <= 1.0) {
+            return bad("alerts.opportunity_resolve_fraction", "must be within (0, 1]");
         }
         let mut names = std::collections::HashSet::new();
         for (i, w) in self.webhooks.iter().enumerate() {

@@ -14,12 +14,11 @@
 //! Silences mute: a silenced (or inhibited) instance opens no incident and causes no repeat, but a group
 //! whose members all stop firing still resolves, so nothing stays open at the receiver.
 //!
-//! TODO(#7, after the opportunities/anomalies branch lands): two more built-in sources, `anomaly-high`
-//! (rows of `anomalies` with a high severity, grouped by deployment/node) and `opportunity-value` (rows of
-//! `opportunities` above `alerts.opportunity_min_usd_per_month`). They belong in [`AlertEngine::conditions`]
-//! as one more block each, guarded by `to_regclass('anomalies')` so they are no-ops where the table is
-//! absent; they are not written yet because those tables' columns are not settled on this branch.
-
+//! Two built-in rules read what the opportunity refresher stores: `anomaly-high` (an open anomaly event at
+//! or above `alerts.anomaly_min_severity`, grouped like the other rules by node or deployment, so a silent
+//! node inhibits it) and `opportunity-value` (an open opportunity saving at least
+//! `alerts.opportunity_min_money_per_week`; severity `info`, in its own `opportunity/...` group so that a
+//! long-open cost incident never absorbs a later page about the same node).
 pub mod outbox;
 pub mod rules;
 
@@ -111,6 +110,49 @@ fn gpu_condition(
         for_secs,
         suppressed: None,
     }
+}
+
+/// A path segment with everything but unreserved characters percent-encoded (node and deployment names
+/// come from agents).
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The dashboard page of what an alert is about: the GPU, else the node, else the deployment
+/// (`<namespace>/<name>`), else the overview.
+fn dashboard_link(public_url: &str, node: Option<&str>, gpu: Option<i32>, deployment: Option<&str>) -> String {
+    let base = public_url.trim_end_matches('/');
+    match (node.filter(|n| !n.is_empty()), gpu, deployment.filter(|d| !d.is_empty())) {
+        (Some(n), Some(g), _) => format!("{base}/nodes/{}/gpus/{g}", segment(n)),
+        (Some(n), None, _) => format!("{base}/nodes/{}", segment(n)),
+        (None, _, Some(d)) => {
+            let path: Vec<String> = d.splitn(2, '/').map(segment).collect();
+            format!("{base}/deployments/{}", path.join("/"))
+        }
+        (None, _, None) => format!("{base}/"),
+    }
+}
+
+/// The `node`, `gpu` and `deployment` labels of what an alert is about, those that are known.
+fn place_labels<'a>(
+    node: Option<&'a str>,
+    gpu: Option<&'a str>,
+    deployment: Option<&'a str>,
+) -> impl Iterator<Item = (&'static str, &'a str)> {
+    [("node", node), ("gpu", gpu), ("deployment", deployment)].into_iter().filter_map(|(k, v)| Some((k, v?)))
+}
+
+/// The GPU index of an anomaly target `gpu:<node>:<index>`.
+fn target_gpu(target: &str) -> Option<i32> {
+    target.strip_prefix("gpu:")?.rsplit_once(':')?.1.parse().ok()
 }
 
 fn secs(s: f64) -> chrono::Duration {
@@ -249,8 +291,122 @@ impl AlertEngine {
             });
         }
 
+        if s.anomaly_enabled {
+            self.anomaly_conditions(&mut out).await?;
+        }
+        if s.opportunity_enabled {
+            self.opportunity_conditions(&mut out).await?;
+        }
         self.user_conditions(fresh, &mut out).await?;
         Ok(out)
+    }
+
+    /// `anomaly-high`: one condition per open anomaly event at or above the configured severity, grouped by
+    /// its node (GPU series, peer outliers) or deployment (serving series).
+    async fn anomaly_conditions(&self, out: &mut Vec<Condition>) -> Result<(), sqlx::Error> {
+        let rule = rules::ANOMALY_HIGH;
+        let levels = self.settings.anomaly_min_severity.at_or_above();
+        for a in db::alerts::open_anomalies(&self.pool, &levels).await? {
+            let Some(level) = rules::AnomalyLevel::parse(&a.severity) else { continue };
+            let sev = level.alert_severity();
+            let gpu = target_gpu(&a.target);
+            let (node, dep) = (
+                Some(a.node_id.as_str()).filter(|n| !n.is_empty()),
+                Some(a.deployment.as_str()).filter(|d| !d.is_empty()),
+            );
+            let (group, source) = match (node, dep) {
+                (Some(n), _) => (node_group(n), n.to_string()),
+                (None, Some(d)) => (deployment_group(d), d.to_string()),
+                (None, None) => (format!("anomaly/{}", a.target), a.target.clone()),
+            };
+            let gpu_s = gpu.map(|g| g.to_string());
+            let mut extra = vec![("metric", a.metric.as_str()), ("anomaly_source", a.source.as_str())];
+            extra.extend(place_labels(node, gpu_s.as_deref(), dep));
+            let explanation = rules::explain_anomaly(&a.metric, &a.source, a.score, &a.evidence);
+            let what = match gpu {
+                Some(g) => format!("GPU {g} on {}", node.unwrap_or_default()),
+                None => source.clone(),
+            };
+            out.push(Condition {
+                fingerprint: format!("{rule}/{}/{}/{}", a.target, a.metric, a.id),
+                rule: rule.into(),
+                rule_id: None,
+                severity: sev,
+                labels: labels(rule, sev, &group, &extra),
+                group,
+                source,
+                component: gpu.map_or_else(|| a.metric.clone(), |g| format!("gpu {g}")),
+                summary: format!("{} anomaly on {what}: {explanation}", a.severity),
+                details: json!({
+                    "anomaly_id": a.id, "series": { "target": a.target, "metric": a.metric },
+                    "node": a.node_id, "deployment": a.deployment, "source": a.source,
+                    "anomaly_severity": a.severity, "score": a.score, "started_at": a.started_at,
+                    "explanation": explanation, "evidence": a.evidence,
+                    "dashboard": dashboard_link(&self.public_url, node, gpu, dep),
+                }),
+                for_secs: 0.0,
+                suppressed: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// `opportunity-value`: one `info` condition per open opportunity saving at least the threshold per week
+    /// (down to `opportunity_resolve_fraction` of it while already active).
+    async fn opportunity_conditions(&self, out: &mut Vec<Condition>) -> Result<(), sqlx::Error> {
+        let rule = rules::OPPORTUNITY_VALUE;
+        let s = &self.settings;
+        let (threshold, fraction) = (s.opportunity_min_money_per_week, s.opportunity_resolve_fraction);
+        let candidates = db::alerts::open_opportunities_worth(&self.pool, threshold * fraction).await?;
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let active = db::alerts::active_instances(&self.pool).await?;
+        for o in candidates {
+            let fingerprint = format!("{rule}/{}", o.key);
+            if !rules::opportunity_holds(o.saving_per_week, threshold, fraction, active.contains_key(&fingerprint)) {
+                continue;
+            }
+            let sev = Severity::Info;
+            let (node, dep) =
+                (o.node_id.as_deref().filter(|n| !n.is_empty()), o.deployment.as_deref().filter(|d| !d.is_empty()));
+            let (group, source) = match (node, dep) {
+                (Some(n), _) => (format!("opportunity/{}", node_group(n)), n.to_string()),
+                (None, Some(d)) => (format!("opportunity/{}", deployment_group(d)), d.to_string()),
+                (None, None) => ("opportunity/fleet".to_string(), "fleet".to_string()),
+            };
+            let gpu_s = o.gpu_index.map(|g| g.to_string());
+            let mut extra = vec![("kind", o.kind.as_str())];
+            extra.extend(place_labels(node, gpu_s.as_deref(), dep));
+            let base = self.public_url.trim_end_matches('/');
+            out.push(Condition {
+                labels: labels(rule, sev, &group, &extra),
+                fingerprint,
+                rule: rule.into(),
+                rule_id: None,
+                severity: sev,
+                group,
+                source,
+                component: o.kind.clone(),
+                summary: format!(
+                    "{}: saves {:.0} {}/week (alert at {:.0})",
+                    o.title, o.saving_per_week, o.currency, threshold
+                ),
+                details: json!({
+                    "opportunity_id": o.id, "key": o.key, "kind": o.kind, "title": o.title,
+                    "saving_per_week": o.saving_per_week, "currency": o.currency,
+                    "gpu_hours_per_week": o.gpu_hours_per_week, "confidence": o.confidence,
+                    "expected_value": o.expected_value, "threshold_per_week": threshold,
+                    "resolves_below_per_week": threshold * fraction, "first_seen": o.first_seen,
+                    "evidence": o.evidence, "action": o.action, "latency": o.latency,
+                    "dashboard": dashboard_link(&self.public_url, node, o.gpu_index, dep),
+                    "api": format!("{base}/api/v1/opportunities/{}", o.id),
+                }),
+                for_secs: 0.0,
+                suppressed: None,
+            });
+        }
+        Ok(())
     }
 
     async fn user_conditions(&self, fresh: DateTime<Utc>, out: &mut Vec<Condition>) -> Result<(), sqlx::Error> {
@@ -518,5 +674,30 @@ impl AlertEngine {
                 _ = shutdown.changed() => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashboard_links_point_at_the_most_specific_page_and_encode_names() {
+        let u = "http://fp.example/";
+        assert_eq!(
+            dashboard_link(u, Some("node-a"), Some(3), Some("ml/llama")),
+            "http://fp.example/nodes/node-a/gpus/3"
+        );
+        assert_eq!(dashboard_link(u, Some("node a"), None, None), "http://fp.example/nodes/node%20a");
+        assert_eq!(dashboard_link(u, None, None, Some("ml/llama")), "http://fp.example/deployments/ml/llama");
+        assert_eq!(dashboard_link(u, Some(""), None, Some("")), "http://fp.example/");
+    }
+
+    #[test]
+    fn gpu_targets_name_their_index() {
+        assert_eq!(target_gpu("gpu:node-a:3"), Some(3));
+        assert_eq!(target_gpu("gpu:host:with:colons:12"), Some(12));
+        assert_eq!(target_gpu("deployment:ml/llama"), None);
+        assert_eq!(target_gpu("gpu:node-a:x"), None);
     }
 }

@@ -507,6 +507,119 @@ pub fn suppress(conditions: &mut [Condition], silences: &[(Uuid, Vec<Matcher>)])
     }
 }
 
+/// The built-in rule of open anomaly events at or above `alerts.anomaly_min_severity`.
+pub const ANOMALY_HIGH: &str = "anomaly-high";
+/// The built-in rule of open opportunities worth at least `alerts.opportunity_min_money_per_week`.
+pub const OPPORTUNITY_VALUE: &str = "opportunity-value";
+
+/// Severity of an anomaly event (the `anomalies.severity` column), ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnomalyLevel {
+    /// The event's peak reached the open threshold.
+    Info,
+    /// The peak reached the warning threshold.
+    Warning,
+    /// The peak reached the critical threshold.
+    Critical,
+}
+
+impl AnomalyLevel {
+    /// Every level, least severe first.
+    pub const ALL: [AnomalyLevel; 3] = [AnomalyLevel::Info, AnomalyLevel::Warning, AnomalyLevel::Critical];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyLevel::Info => "info",
+            AnomalyLevel::Warning => "warning",
+            AnomalyLevel::Critical => "critical",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    /// The stored names of this level and the more severe ones.
+    pub fn at_or_above(self) -> Vec<&'static str> {
+        Self::ALL.into_iter().filter(|l| *l >= self).map(Self::as_str).collect()
+    }
+
+    /// The alert severity of an event at this level. A critical event is an `error` (PagerDuty's default
+    /// routing makes it high urgency); a statistical warning should not wake anyone, so it stays a warning.
+    pub fn alert_severity(self) -> Severity {
+        match self {
+            AnomalyLevel::Info => Severity::Info,
+            AnomalyLevel::Warning => Severity::Warning,
+            AnomalyLevel::Critical => Severity::Error,
+        }
+    }
+}
+
+/// Whether an opportunity worth `saving` per week holds: it starts at `threshold` and, once active, holds
+/// until it falls below `threshold * resolve_fraction` (hysteresis: a saving hovering at the threshold
+/// neither flaps nor re-pages). A non-finite saving never holds.
+pub fn opportunity_holds(saving: f64, threshold: f64, resolve_fraction: f64, active: bool) -> bool {
+    let bar = if active { threshold * resolve_fraction.clamp(0.0, 1.0) } else { threshold };
+    saving.is_finite() && saving >= bar
+}
+
+fn num(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64).filter(|x| x.is_finite())
+}
+
+fn fmt_num(x: Option<f64>) -> String {
+    match x {
+        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
+        Some(x) if x.abs() >= 1.0 => format!("{x:.2}"),
+        Some(x) => format!("{x:.4}"),
+        None => "?".into(),
+    }
+}
+
+/// One line saying why an anomaly event is anomalous, from its stored evidence: the streaming detector's
+/// peak row (`source = detector`) or the peer comparison (`source = peers`). Unknown shapes get a generic
+/// line rather than an error: the evidence is written by this server, but old rows may differ.
+pub fn explain_anomaly(metric: &str, source: &str, score: f64, evidence: &Value) -> String {
+    if source == "peers"
+        && let Some(e) = evidence.get("evidence").filter(|e| e.is_object())
+    {
+        let peers = evidence.get("peers").and_then(Value::as_u64).unwrap_or(0);
+        return format!(
+            "{metric} departs from its {peers} peers: typical {} vs the peers' {} (offset {}, {} robust deviations over {} samples)",
+            fmt_num(num(e, "value")),
+            fmt_num(num(e, "peer_median")),
+            fmt_num(num(e, "offset")),
+            fmt_num(num(e, "mad_distance")),
+            e.get("samples").and_then(Value::as_u64).unwrap_or(0),
+        );
+    }
+    let Some(peak) = evidence.get("peak").filter(|p| p.is_object()) else {
+        return format!("{metric}: anomalous (score {score:.2})");
+    };
+    let (observed, expected) = (fmt_num(num(peak, "observed")), fmt_num(num(peak, "expected")));
+    // `Component` serialises as a bare name, or `{"Seasonal": {"period": n}}`.
+    let component = match peak.get("component") {
+        Some(Value::String(c)) => c.clone(),
+        Some(Value::Object(o)) => o.keys().next().cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let what = match component.as_str() {
+        "OutOfRange" => format!("value {observed} beyond the range edge {expected} seen so far"),
+        "Level" => format!("value {observed} held at the extremes of the recent window (median {expected})"),
+        "Seasonal" => {
+            let period = peak.pointer("/component/Seasonal/period").and_then(Value::as_u64).unwrap_or(0);
+            format!("value {observed} vs {expected} at the same time on a recent day (period {period} buckets)")
+        }
+        "Novelty" => format!("value {observed} continues a burst of never-seen transitions"),
+        _ => format!("value {observed}"),
+    };
+    let tail = num(peak, "tail").map_or(String::new(), |t| format!(", tail probability {t:.1e}"));
+    format!("{metric}: {what} (peak score {score:.2}{tail})")
+}
+
 /// What a group incident says: computed from its paging members.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncidentView {
@@ -629,6 +742,54 @@ mod tests {
         assert!(v.summary.starts_with("node-silent on a (+1 more"));
         assert_eq!(v.class, "gpu-temperature,node-silent");
         assert_eq!(v.details["alerts"], 2);
+    }
+
+    #[test]
+    fn anomaly_levels_select_themselves_and_above_and_map_to_alert_severities() {
+        assert_eq!(AnomalyLevel::Critical.at_or_above(), vec!["critical"]);
+        assert_eq!(AnomalyLevel::Warning.at_or_above(), vec!["warning", "critical"]);
+        assert_eq!(AnomalyLevel::Info.at_or_above().len(), 3);
+        assert_eq!(AnomalyLevel::parse("warning"), Some(AnomalyLevel::Warning));
+        assert_eq!(AnomalyLevel::parse("high"), None);
+        assert_eq!(AnomalyLevel::Critical.alert_severity(), Severity::Error);
+        assert!(AnomalyLevel::Warning.alert_severity() < Severity::Error, "a warning event does not page high");
+        let parsed: AnomalyLevel = serde_json::from_value(json!("critical")).unwrap();
+        assert_eq!(parsed, AnomalyLevel::Critical);
+    }
+
+    #[test]
+    fn an_opportunity_starts_at_the_threshold_and_resolves_below_the_hysteresis_band() {
+        // Inactive: needs the full threshold.
+        assert!(opportunity_holds(500.0, 500.0, 0.9, false));
+        assert!(!opportunity_holds(499.0, 500.0, 0.9, false));
+        // Active: holds down to 90 %, resolves below.
+        assert!(opportunity_holds(460.0, 500.0, 0.9, true));
+        assert!(opportunity_holds(450.0, 500.0, 0.9, true));
+        assert!(!opportunity_holds(449.0, 500.0, 0.9, true));
+        // A fraction out of range is clamped; non-finite savings never hold.
+        assert!(!opportunity_holds(400.0, 500.0, 7.0, true));
+        assert!(!opportunity_holds(f64::NAN, 500.0, 0.9, true));
+        assert!(!opportunity_holds(f64::INFINITY, 500.0, 0.9, false));
+    }
+
+    #[test]
+    fn anomaly_explanations_read_the_detector_and_peer_evidence() {
+        let detector = json!({"bucket_secs": 60, "rows": 3, "peak": {"timestamp_secs": 1, "score": 0.95,
+            "component": "OutOfRange", "observed": 97.0, "expected": 60.0, "tail": 1.2e-5}});
+        let e = explain_anomaly("util_pct", "detector", 0.95, &detector);
+        assert_eq!(
+            e,
+            "util_pct: value 97.00 beyond the range edge 60.00 seen so far (peak score 0.95, tail probability 1.2e-5)"
+        );
+        let seasonal =
+            json!({"peak": {"component": {"Seasonal": {"period": 1440}}, "observed": 3.0, "expected": null}});
+        let e = explain_anomaly("queue_depth", "detector", 0.9, &seasonal);
+        assert!(e.contains("vs ? at the same time") && e.contains("period 1440"), "{e}");
+        let peers = json!({"peers": 3, "evidence": {"value": 20.0, "peer_median": 75.0, "offset": -55.0,
+            "mad_distance": -6.2, "samples": 60}});
+        let e = explain_anomaly("peer:util_pct", "peers", 0.9, &peers);
+        assert!(e.starts_with("peer:util_pct departs from its 3 peers: typical 20.00 vs the peers' 75.00"), "{e}");
+        assert_eq!(explain_anomaly("temp_c", "detector", 0.5, &json!(null)), "temp_c: anomalous (score 0.50)");
     }
 
     #[test]

@@ -957,3 +957,33 @@ pub async fn failed_scaling(
     .fetch_all(pool)
     .await
 }
+
+/// Open anomaly events whose severity is one of `severities` (`anomaly-high`), oldest first.
+pub async fn open_anomalies(
+    pool: &PgPool,
+    severities: &[&str],
+) -> Result<Vec<crate::db::anomalies::StoredAnomaly>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, node_id, deployment, target, metric, source, started_at, ended_at, severity, score, evidence \
+         FROM anomalies WHERE ended_at IS NULL AND severity = ANY($1) ORDER BY started_at, id",
+    )
+    .bind(severities)
+    .fetch_all(pool)
+    .await
+}
+
+/// Open (not closed, not dismissed) opportunities saving at least `min_saving` per week
+/// (`opportunity-value`), highest saving first.
+pub async fn open_opportunities_worth(
+    pool: &PgPool,
+    min_saving: f64,
+) -> Result<Vec<crate::db::opportunities::StoredOpportunity>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM opportunities WHERE status = 'open' AND saving_per_week >= $1 \
+         ORDER BY saving_per_week DESC, key",
+        crate::db::opportunities::COLUMNS
+    )))
+    .bind(min_saving)
+    .fetch_all(pool)
+    .await
+}

@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod enroll;
 pub mod idle;
 pub mod ingest;
+pub mod node_groups;
 pub mod opportunities;
 pub mod policies;
 pub mod rollups;

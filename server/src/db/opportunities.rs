@@ -259,7 +259,7 @@ pub struct StoredOpportunity {
     pub dismissed_reason: Option<String>,
 }
 
-const COLUMNS: &str = "id, key, kind, status, deployment, node_id, gpu_index, title, evidence, gpu_hours_per_week, \
+pub(crate) const COLUMNS: &str = "id, key, kind, status, deployment, node_id, gpu_index, title, evidence, gpu_hours_per_week, \
      saving_per_week, currency, confidence, expected_value, latency, action, first_seen, last_seen, closed_at, \
      dismissed_at, dismissed_reason";
 

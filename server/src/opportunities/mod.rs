@@ -3,7 +3,9 @@
 //! stable key; then sweep the same window for anomaly events ([`sweep`]).
 //!
 //! [`refresh_once`] is the one testable step for opportunities (stateless; `now` injected);
-//! [`Refresher::tick`] adds the anomaly sweep, whose streaming detectors live in memory on the leader.
+//! [`Refresher::tick`] adds the workload grouping of nodes ([`group_nodes`], k-means over per-node profiles
+//! of the same window, stored in `node_groups`) and the anomaly sweep, whose streaming detectors live in
+//! memory on the leader and whose peer comparison uses the groups for nodes without a deployment.
 
 pub mod sweep;
 
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use forecasting::clustering::{GpuProfile, board_power_w, cluster_profiles, profile_from_series};
 use forecasting::forecast::{ForecastConfig, forecast};
 use forecasting::opportunities::{Config, DeploymentWindow, FleetWindow, GpuWindow, Pricing, detect};
 use sqlx::PgPool;
@@ -228,6 +231,87 @@ async fn refresh_loaded(
     Ok(out)
 }
 
+/// Seed of the node grouping's k-means (fixed: the same window gives the same groups on every leader).
+pub const GROUPING_SEED: u64 = 0x6E6F_6465_6772_7570;
+
+/// Node -> (cluster, label) of the latest grouping.
+pub type NodeGroups = HashMap<String, (i32, String)>;
+
+/// Per-node workload profiles of the window (the mean of each node's GPU profiles), by node, with the
+/// number of GPUs. Power is a fraction of the model's board power, else of the highest mean power any GPU
+/// of that model drew in the window.
+pub fn node_profiles(w: &FleetWindow) -> BTreeMap<String, (usize, GpuProfile)> {
+    let mut model_max: HashMap<&str, f64> = HashMap::new();
+    for g in &w.gpus {
+        let finite: Vec<f64> = g.power_w.iter().copied().filter(|p| p.is_finite()).collect();
+        if !finite.is_empty() {
+            let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+            let m = model_max.entry(g.model.as_str()).or_insert(0.0);
+            *m = m.max(mean);
+        }
+    }
+    let mut per_node: BTreeMap<String, Vec<GpuProfile>> = BTreeMap::new();
+    for g in &w.gpus {
+        let power_ref =
+            board_power_w(&g.model).or_else(|| model_max.get(g.model.as_str()).copied()).unwrap_or(f64::NAN);
+        let p =
+            profile_from_series(&g.util_pct, &g.sm_active, &g.mem_used_bytes, g.mem_total_bytes, &g.power_w, power_ref);
+        per_node.entry(g.node.clone()).or_default().push(p);
+    }
+    per_node.into_iter().map(|(n, ps)| (n, (ps.len(), GpuProfile::mean_of(&ps)))).collect()
+}
+
+/// Groups the window's nodes by workload profile, replaces `node_groups` with the result, and returns it.
+pub async fn group_nodes(pool: &PgPool, loaded: &Loaded, now: DateTime<Utc>) -> Result<NodeGroups, RefreshError> {
+    let profiles = node_profiles(&loaded.window);
+    if profiles.is_empty() {
+        db::node_groups::replace(pool, &[]).await?;
+        return Ok(NodeGroups::new());
+    }
+    let list: Vec<GpuProfile> = profiles.values().map(|(_, p)| *p).collect();
+    let c = cluster_profiles(&list, forecasting::clustering::MAX_K, GROUPING_SEED)?;
+    let json = |p: &GpuProfile| serde_json::to_value(p).unwrap_or_default();
+    let mut rows = Vec::with_capacity(profiles.len());
+    let mut groups = NodeGroups::new();
+    // Labels count nodes and GPUs (the clustering's own labels count profiles, here nodes, as "GPUs").
+    let mut members = vec![(0usize, 0usize); c.k];
+    for ((_, (gpus, _)), &cluster) in profiles.iter().zip(&c.assignments) {
+        if let Some(m) = members.get_mut(cluster) {
+            *m = (m.0 + 1, m.1 + gpus);
+        }
+    }
+    let labels: Vec<String> = c
+        .descriptions
+        .iter()
+        .zip(&members)
+        .map(|(d, (nodes, gpus))| {
+            let nodes = if *nodes == 1 { "1 node".to_string() } else { format!("{nodes} nodes") };
+            let gpus = if *gpus == 1 { "1 GPU".to_string() } else { format!("{gpus} GPUs") };
+            format!("{d} [{nodes}, {gpus}]")
+        })
+        .collect();
+    for ((node, (gpus, profile)), &cluster) in profiles.iter().zip(&c.assignments) {
+        let label = labels.get(cluster).cloned().unwrap_or_default();
+        let kind = c.kinds.get(cluster).map_or("", |k| k.name());
+        let cluster_id = i32::try_from(cluster).unwrap_or(i32::MAX);
+        rows.push(db::node_groups::NodeGroup {
+            node_id: node.clone(),
+            cluster: cluster_id,
+            label: label.clone(),
+            kind: kind.to_string(),
+            gpus: i32::try_from(*gpus).unwrap_or(i32::MAX),
+            features: json(profile),
+            centroid: c.centroids.get(cluster).map(json).unwrap_or_default(),
+            silhouette: c.silhouette,
+            computed_at: now,
+        });
+        groups.insert(node.clone(), (cluster_id, label));
+    }
+    db::node_groups::replace(pool, &rows).await?;
+    tracing::debug!(nodes = rows.len(), groups = c.k, silhouette = c.silhouette, "nodes grouped by workload");
+    Ok(groups)
+}
+
 /// What one tick did.
 #[derive(Debug, Clone, Default)]
 pub struct TickOutcome {
@@ -255,7 +339,8 @@ impl Refresher {
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickOutcome, RefreshError> {
         let loaded = load(&self.pool, &self.settings, now).await?;
         let opportunities = refresh_loaded(&self.pool, &self.settings, &loaded, now).await?;
-        let anomalies = self.sweep.lock().await.run(&self.pool, &loaded, now).await?;
+        let groups = group_nodes(&self.pool, &loaded, now).await?;
+        let anomalies = self.sweep.lock().await.run(&self.pool, &loaded, &groups, now).await?;
         Ok(TickOutcome { opportunities, anomalies })
     }
 

@@ -1,6 +1,9 @@
 //! The anomaly sweep: every GPU and deployment series of the window through a streaming
 //! `forecasting::anomaly::Detector` and an `forecasting::events::EventTracker` (open / escalate / close),
-//! plus peer outliers per deployment (`forecasting::peers::score_peers`), persisted in `anomalies`.
+//! plus peer outliers (`forecasting::peers::score_peers`), persisted in `anomalies`. Peers are the GPUs of the
+//! same deployment; GPUs of nodes without a deployment are compared with those of the same workload group
+//! ([`super::group_nodes`]): grouping is per node, so one straggling GPU barely moves its node's profile and
+//! is still compared with the GPUs of nodes doing the same work.
 //!
 //! Detector state lives in memory on the leader: each complete bucket is fed once. A new leader starts
 //! fresh and closes the events it did not open itself (it cannot tell when they would have ended).
@@ -15,7 +18,7 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::{Loaded, RefreshError};
+use super::{Loaded, NodeGroups, RefreshError};
 use crate::db;
 use crate::db::anomalies::SeriesId;
 
@@ -90,6 +93,7 @@ impl AnomalySweep {
         &mut self,
         pool: &PgPool,
         loaded: &Loaded,
+        groups: &NodeGroups,
         now: DateTime<Utc>,
     ) -> Result<SweepOutcome, RefreshError> {
         let w = &loaded.window;
@@ -182,30 +186,41 @@ impl AnomalySweep {
                 out.closed.push(format!("{}/{}", id.target, id.metric));
             }
         }
-        self.peers(pool, loaded, now, &mut out).await?;
+        self.peers(pool, loaded, groups, now, &mut out).await?;
         Ok(out)
     }
 
-    /// Peer outliers of GPU utilisation per deployment: open while a GPU departs from its peers.
+    /// Peer outliers of GPU utilisation per deployment (or, without one, per workload group of nodes):
+    /// open while a GPU departs from its peers.
     async fn peers(
         &self,
         pool: &PgPool,
         loaded: &Loaded,
+        node_groups: &NodeGroups,
         now: DateTime<Utc>,
         out: &mut SweepOutcome,
     ) -> Result<(), RefreshError> {
         let w = &loaded.window;
-        let mut groups: BTreeMap<&str, Vec<&forecasting::opportunities::GpuWindow>> = BTreeMap::new();
+        // Key: (deployment, workload group); the group only for GPUs without a deployment.
+        let mut groups: BTreeMap<(&str, Option<i32>), Vec<&forecasting::opportunities::GpuWindow>> = BTreeMap::new();
         for g in &w.gpus {
-            let Some(dep) = g.deployment.as_deref() else { continue };
+            let key = match (g.deployment.as_deref(), node_groups.get(&g.node)) {
+                (Some(dep), _) => (dep, None),
+                (None, Some((cluster, _))) => ("", Some(*cluster)),
+                (None, None) => continue,
+            };
             let busy = g.util_pct.iter().filter(|u| u.is_finite() && **u >= self.idle_util_pct).count();
             let seen = g.util_pct.iter().filter(|u| u.is_finite()).count();
             if seen > 0 && busy * 2 > seen {
-                groups.entry(dep).or_default().push(g);
+                groups.entry(key).or_default().push(g);
             }
         }
         let mut flagged: HashSet<SeriesId> = HashSet::new();
-        for (dep, members) in groups {
+        for ((dep, cluster), members) in groups {
+            let peer_group = match cluster {
+                Some(c) => format!("workload group {c}"),
+                None => format!("deployment {dep}"),
+            };
             // Buckets where a GPU sat idle (starting, drained) are not comparable with serving peers.
             let idle = self.idle_util_pct;
             let masked: Vec<Vec<f64>> = members
@@ -222,8 +237,10 @@ impl AnomalySweep {
                     target: format!("gpu:{}:{}", g.node, g.gpu_index),
                     metric: "peer:util_pct".into(),
                 };
+                let workload_group = node_groups.get(&g.node).map(|(_, label)| label.as_str());
                 let ev = json!({ "bucket_secs": w.bucket_secs, "from_secs": w.start_secs, "to_secs": w.end_secs(),
-                                 "peers": members.len() - 1, "evidence": m.evidence });
+                                 "peers": members.len() - 1, "peer_group": peer_group,
+                                 "workload_group": workload_group, "evidence": m.evidence });
                 db::anomalies::open_or_update(
                     pool,
                     &id,

@@ -540,3 +540,196 @@ async fn built_in_rules_fire_on_xid_errors_thermal_throttling_slo_burn_and_faile
     app.stop().await;
     pd.stop().await;
 }
+
+/// An anomaly event as the sweep stores it (`ended`: already over).
+#[allow(clippy::too_many_arguments)]
+async fn anomaly(pool: &PgPool, node: &str, deployment: &str, target: &str, metric: &str, severity: &str, ended: bool) {
+    let evidence = json!({"bucket_secs": 60, "rows": 4, "peak": {"timestamp_secs": 1_700_000_000, "score": 0.97,
+        "component": "OutOfRange", "observed": 99.0, "expected": 61.5, "tail": 2.0e-6}});
+    sqlx::query(
+        "INSERT INTO anomalies (node_id, deployment, target, metric, source, started_at, ended_at, severity, score, evidence, \
+         updated_at) VALUES ($1, $2, $3, $4, 'detector', now() - interval '5 minutes', \
+         CASE WHEN $6 THEN now() ELSE NULL END, $5, 0.97, $7, now())",
+    )
+    .bind(node)
+    .bind(deployment)
+    .bind(target)
+    .bind(metric)
+    .bind(severity)
+    .bind(ended)
+    .bind(evidence)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+fn resolves_of(pd: &Receiver, key: &str) -> usize {
+    pd.accepted().iter().filter(|r| r.body["event_action"] == "resolve" && r.body["dedup_key"] == key).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_anomaly_pages_its_node_with_the_evidence_is_inhibited_on_a_silent_node_and_resolves_when_it_ends() {
+    let pd = fakes::receiver().await;
+    let url = fresh_database().await;
+    let app = spawn_app_on(&url, |s| {
+        alerting(s, &pd);
+        s.alerts.node_silent_secs = 60;
+        // The rows below are written by hand; the real sweep would close the ones it did not open.
+        s.opportunities.enabled = false;
+    })
+    .await;
+    for (n, ago) in [("node-a", 0.0), ("node-b", 0.0), ("node-c", 0.0), ("node-s", 600.0)] {
+        node(&app.pool, n, ago, Some("ml/llama")).await;
+    }
+    anomaly(&app.pool, "node-a", "ml/llama", "gpu:node-a:0", "util_pct", "critical", false).await;
+    // Below the default level, and over: both stay quiet.
+    anomaly(&app.pool, "node-b", "ml/llama", "gpu:node-b:1", "util_pct", "warning", false).await;
+    anomaly(&app.pool, "node-c", "ml/llama", "gpu:node-c:0", "temp_c", "critical", true).await;
+    // On a silent node: inhibited.
+    anomaly(&app.pool, "node-s", "ml/llama", "gpu:node-s:0", "util_pct", "critical", false).await;
+    // A deployment series: the deployment's group.
+    anomaly(&app.pool, "", "ml/llama", "deployment:ml/llama", "itl_p95_s", "critical", false).await;
+
+    let t = eventually(Duration::from_secs(10), "node-a's anomaly page", || async {
+        triggers_for(&pd, "node/node-a").into_iter().next()
+    })
+    .await;
+    let p = &t.body["payload"];
+    assert_eq!(p["class"], "anomaly-high");
+    assert_eq!(p["severity"], "error", "a critical anomaly event is an error");
+    assert_eq!(p["component"], "gpu 0");
+    let m = &p["custom_details"]["members"][0];
+    assert_eq!(m["labels"]["node"], "node-a");
+    assert_eq!(m["labels"]["gpu"], "0");
+    assert_eq!(m["labels"]["metric"], "util_pct");
+    let ev = &m["evidence"];
+    assert_eq!(ev["series"], json!({"target": "gpu:node-a:0", "metric": "util_pct"}));
+    assert_eq!(ev["score"], 0.97);
+    assert!(ev["started_at"].is_string());
+    let why = ev["explanation"].as_str().unwrap();
+    assert!(why.contains("value 99.00 beyond the range edge 61.50"), "{why}");
+    assert!(p["summary"].as_str().unwrap().contains(why), "{p}");
+    assert!(ev["dashboard"].as_str().unwrap().ends_with("/nodes/node-a/gpus/0"), "{ev}");
+    let d = eventually(Duration::from_secs(10), "the deployment's anomaly page", || async {
+        triggers_for(&pd, "deployment/ml/llama").into_iter().next()
+    })
+    .await;
+    assert_eq!(d.body["payload"]["class"], "anomaly-high");
+    let dev = &d.body["payload"]["custom_details"]["members"][0]["evidence"];
+    assert!(dev["dashboard"].as_str().unwrap().ends_with("/deployments/ml/llama"), "{dev}");
+    let s = eventually(Duration::from_secs(10), "the silent node's page", || async {
+        triggers_for(&pd, "node/node-s").into_iter().next()
+    })
+    .await;
+    assert_eq!(s.body["payload"]["class"], "node-silent", "the anomaly of the silent node is inhibited");
+    let (_, instances) = get(&app, "/api/v1/alert-instances").await;
+    let inhibited =
+        instances.as_array().unwrap().iter().find(|i| i["labels"]["node"] == "node-s" && i["rule"] == "anomaly-high");
+    assert!(inhibited.unwrap()["suppressed"].as_str().unwrap().starts_with("inhibited by node-silent"), "{instances}");
+    assert!(triggers_for(&pd, "node/node-b").is_empty() && triggers_for(&pd, "node/node-c").is_empty());
+    assert!(!instances.to_string().contains("gpu:node-b") && !instances.to_string().contains("gpu:node-c"));
+
+    // The event ends: the alert resolves, with the key it was triggered with.
+    let key = t.body["dedup_key"].as_str().unwrap().to_string();
+    sqlx::query("UPDATE anomalies SET ended_at = now() WHERE target = 'gpu:node-a:0'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "node-a's resolve", || async { (resolves_of(&pd, &key) == 1).then_some(()) })
+        .await;
+    assert_eq!(pd.per_key().get(&key), Some(&(1, 1)));
+    app.stop().await;
+    pd.stop().await;
+}
+
+/// An opportunity as the refresher stores it.
+async fn opportunity(pool: &PgPool, key: &str, node: &str, status: &str, saving: f64) {
+    sqlx::query(
+        "INSERT INTO opportunities (key, kind, status, deployment, node_id, gpu_index, title, evidence, gpu_hours_per_week, \
+         saving_per_week, currency, confidence, expected_value, latency, action, first_seen, last_seen) \
+         VALUES ($1, 'idle_gpu', $2, 'ml/llama', $3, 0, 'GPU 0 on ' || $3 || ' is idle', '{\"series\": \"gpu_util_pct\"}', \
+         168, $4, 'USD', 0.8, $4 * 0.8, '{}', '{\"one_click\": false}', now(), now())",
+    )
+    .bind(key)
+    .bind(status)
+    .bind(node)
+    .bind(saving)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valuable_opportunity_notifies_at_info_severity_holds_within_the_hysteresis_band_and_resolves_when_closed() {
+    let pd = fakes::receiver().await;
+    let url = fresh_database().await;
+    let app = spawn_app_on(&url, |s| {
+        alerting(s, &pd);
+        s.opportunities.enabled = false;
+        s.alerts.opportunity_min_money_per_week = 500.0;
+    })
+    .await;
+    opportunity(&app.pool, "idle_gpu:node-o:0", "node-o", "open", 672.0).await;
+    // Too small, and dismissed: quiet.
+    opportunity(&app.pool, "idle_gpu:node-p:0", "node-p", "open", 300.0).await;
+    opportunity(&app.pool, "idle_gpu:node-q:0", "node-q", "dismissed", 900.0).await;
+
+    let group = "opportunity/node/node-o";
+    let t = eventually(Duration::from_secs(10), "the opportunity's notification", || async {
+        triggers_for(&pd, group).into_iter().next()
+    })
+    .await;
+    let p = &t.body["payload"];
+    assert_eq!(p["severity"], "info", "money is not a page at 3am");
+    assert_eq!(p["class"], "opportunity-value");
+    assert_eq!(p["summary"], "GPU 0 on node-o is idle: saves 672 USD/week (alert at 500)");
+    let ev = &p["custom_details"]["members"][0]["evidence"];
+    assert_eq!(ev["saving_per_week"], 672.0);
+    assert_eq!(ev["key"], "idle_gpu:node-o:0");
+    assert_eq!(ev["evidence"]["series"], "gpu_util_pct");
+    assert!(ev["dashboard"].as_str().unwrap().ends_with("/nodes/node-o/gpus/0"), "{ev}");
+    assert!(ev["api"].as_str().unwrap().contains("/api/v1/opportunities/"), "{ev}");
+    let labels = &p["custom_details"]["members"][0]["labels"];
+    assert_eq!((labels["node"].as_str(), labels["kind"].as_str()), (Some("node-o"), Some("idle_gpu")));
+    let key = t.body["dedup_key"].as_str().unwrap().to_string();
+
+    // Just under the threshold but within 90 % of it: still firing, nothing sent.
+    sqlx::query("UPDATE opportunities SET saving_per_week = 470 WHERE key = 'idle_gpu:node-o:0'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(resolves_of(&pd, &key), 0, "inside the hysteresis band");
+    // Below 90 %: resolves.
+    sqlx::query("UPDATE opportunities SET saving_per_week = 440 WHERE key = 'idle_gpu:node-o:0'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the resolve below the band", || async {
+        (resolves_of(&pd, &key) == 1).then_some(())
+    })
+    .await;
+    // Back above the threshold it fires again (a new incident); closing the opportunity resolves it.
+    sqlx::query("UPDATE opportunities SET saving_per_week = 700 WHERE key = 'idle_gpu:node-o:0'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let again = eventually(Duration::from_secs(10), "the second notification", || async {
+        triggers_for(&pd, group).into_iter().find(|r| r.body["dedup_key"] != key.as_str())
+    })
+    .await;
+    let key2 = again.body["dedup_key"].as_str().unwrap().to_string();
+    sqlx::query("UPDATE opportunities SET status = 'closed', closed_at = now() WHERE key = 'idle_gpu:node-o:0'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the resolve on close", || async {
+        (resolves_of(&pd, &key2) == 1).then_some(())
+    })
+    .await;
+    for quiet in ["opportunity/node/node-p", "opportunity/node/node-q"] {
+        assert!(triggers_for(&pd, quiet).is_empty(), "{quiet} is below the threshold or dismissed");
+    }
+    app.stop().await;
+    pd.stop().await;
+}

@@ -274,3 +274,88 @@ async fn anomaly_events_are_listed_with_filters_and_close() {
     assert_eq!(out.opportunities.opened.len(), 2, "{out:?}");
     app.stop().await;
 }
+
+/// Ten minutes of 10-second readings of a node's two GPUs at `util` % (GPU 0, GPU 1) with `mem_gib` GiB used;
+/// no deployment.
+fn node_batch(node: &str, t0: DateTime<Utc>, util: [f64; 2], mem_gib: u64, power_w: f64) -> Value {
+    let gib = 1024_u64 * 1024 * 1024;
+    let mut gpus = Vec::new();
+    for k in 0..60 {
+        let ts = (t0 + Duration::seconds(10 * k)).timestamp_millis();
+        for (i, u) in util.iter().enumerate() {
+            gpus.push(
+                json!({"ts_ms": ts, "gpu_index": i, "uuid": format!("GPU-{node}-{i}"), "model": "NVIDIA H100 80GB HBM3",
+                "util_pct": u, "mem_used_bytes": mem_gib * gib, "mem_total_bytes": 80 * gib,
+                "power_w": power_w, "temp_c": 50.0, "sm_clock_mhz": 1980}),
+            );
+        }
+    }
+    json!({
+        "version": 1, "agent_id": node, "seq": 1, "sent_at_ms": t0.timestamp_millis(),
+        "node": {"hostname": node, "agent_version": "test", "gpu_source": "simulated"},
+        "gpus": gpus,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_two_clearly_different_workloads_form_two_labelled_groups_whose_gpus_are_peers() {
+    let app = spawn_app(|s| s.control.enabled = false).await;
+    let (_, none) = get(&app, "/api/v1/node-groups").await;
+    assert_eq!(none, json!({"computed_at": null, "silhouette": 0.0, "groups": [], "nodes": []}));
+    let t0 = (Utc::now() - Duration::minutes(15)).duration_trunc(Duration::minutes(1)).unwrap();
+    // busy-3's GPU 1 straggles at 60 %: its node still does the busy nodes' kind of work.
+    for (node, util, mem, power) in [
+        ("busy-1", [95.0, 95.0], 70, 650.0),
+        ("idle-1", [0.0, 0.0], 0, 70.0),
+        ("busy-2", [93.0, 93.0], 72, 640.0),
+        ("idle-2", [1.0, 1.0], 0, 72.0),
+        ("busy-3", [94.0, 60.0], 70, 600.0),
+    ] {
+        let r = app.ingest_raw(serde_json::to_vec(&node_batch(node, t0, util, mem, power)).unwrap()).await;
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+    let refresher = fleetpilot::opportunities::Refresher::new(app.pool.clone(), settings());
+    refresher.tick(t0 + Duration::seconds(595)).await.unwrap();
+
+    let (status, g) = get(&app, "/api/v1/node-groups").await;
+    assert_eq!(status, 200, "{g}");
+    let groups = g["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{g}");
+    // Ordered by utilisation; labels come from the centroids.
+    assert_eq!(groups[0]["nodes"], json!(["idle-1", "idle-2"]));
+    assert_eq!(groups[0]["kind"], "idle");
+    assert!(groups[0]["label"].as_str().unwrap().starts_with("idle: util ~1%"), "{g}");
+    assert!(groups[0]["label"].as_str().unwrap().ends_with("[2 nodes, 4 GPUs]"), "the label counts the members: {g}");
+    assert_eq!(groups[1]["nodes"], json!(["busy-1", "busy-2", "busy-3"]));
+    assert_eq!(groups[1]["kind"], "saturated");
+    let busy = groups[1]["centroid"]["mean_util"].as_f64().unwrap();
+    assert!((busy - (0.95 + 0.93 + 0.77) / 3.0).abs() < 1e-9, "{busy}");
+    assert!(groups[1]["label"].as_str().unwrap().starts_with("saturated: util ~88%"), "{g}");
+    assert!(groups[1]["label"].as_str().unwrap().ends_with("[3 nodes, 6 GPUs]"), "{g}");
+    assert!(g["silhouette"].as_f64().unwrap() > 0.9, "well separated: {g}");
+    let nodes = g["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 5);
+    let b1 = nodes.iter().find(|n| n["node_id"] == "busy-1").unwrap();
+    assert_eq!((b1["cluster"].as_i64(), b1["gpus"].as_i64()), (Some(1), Some(2)));
+    let mem = b1["features"]["mean_mem_frac"].as_f64().unwrap();
+    assert!((mem - 70.0 / 80.0).abs() < 1e-9, "{mem}");
+    assert!(g["computed_at"].is_string());
+    // These nodes serve no deployment: their GPUs are compared with the GPUs of their workload group, and
+    // the straggler stands out.
+    let (_, peers) = get(&app, "/api/v1/anomalies?open=true").await;
+    let flagged: Vec<&Value> = peers.as_array().unwrap().iter().filter(|a| a["metric"] == "peer:util_pct").collect();
+    assert_eq!(flagged.len(), 1, "{peers}");
+    assert_eq!(flagged[0]["target"], "gpu:busy-3:1");
+    assert_eq!(flagged[0]["evidence"]["peer_group"], "workload group 1");
+    assert_eq!(flagged[0]["evidence"]["peers"], 5);
+    assert!(flagged[0]["evidence"]["workload_group"].as_str().unwrap().starts_with("saturated"), "{peers}");
+
+    // Recomputed on every refresh: a node that left the window leaves its group.
+    sqlx::query("DELETE FROM gpu_samples WHERE node_id = 'idle-2'").execute(&app.pool).await.unwrap();
+    refresher.tick(t0 + Duration::seconds(597)).await.unwrap();
+    let (_, after) = get(&app, "/api/v1/node-groups").await;
+    assert_eq!(after["nodes"].as_array().unwrap().len(), 4, "{after}");
+    let anon = app.http.get(format!("{}/api/v1/node-groups", app.address)).send().await.unwrap();
+    assert_eq!(anon.status(), 401);
+    app.stop().await;
+}

@@ -52,5 +52,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(opportunities::get_one)
         .service(opportunities::dismiss)
         .service(opportunities::anomalies)
-        .service(opportunities::idle_capacity);
+        .service(opportunities::idle_capacity)
+        .service(opportunities::node_groups);
 }

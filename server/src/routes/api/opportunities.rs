@@ -182,3 +182,29 @@ pub async fn anomalies(
     };
     Ok(HttpResponse::Ok().json(db::anomalies::list(&state.pool, &f).await?))
 }
+
+/// `GET /api/v1/node-groups`: the latest workload grouping of nodes (k-means over per-node profiles of the
+/// refresher's window): the groups with their label, centroid and nodes, and every node's own profile.
+#[get("/api/v1/node-groups")]
+#[tracing::instrument(name = "node_groups", skip_all)]
+pub async fn node_groups(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let nodes = db::node_groups::list(&state.pool).await?;
+    let mut groups: Vec<serde_json::Value> = Vec::new();
+    for n in &nodes {
+        // Rows come ordered by cluster: a new cluster starts a new group.
+        if groups.last().and_then(|g| g["cluster"].as_i64()) != Some(i64::from(n.cluster)) {
+            groups.push(serde_json::json!({
+                "cluster": n.cluster, "label": n.label, "kind": n.kind, "centroid": n.centroid, "nodes": [],
+            }));
+        }
+        if let Some(members) = groups.last_mut().and_then(|g| g["nodes"].as_array_mut()) {
+            members.push(serde_json::json!(n.node_id));
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "computed_at": nodes.first().map(|n| n.computed_at),
+        "silhouette": nodes.first().map_or(0.0, |n| n.silhouette),
+        "groups": groups,
+        "nodes": nodes,
+    })))
+}
