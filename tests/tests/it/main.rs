@@ -8,6 +8,7 @@ mod bad_input;
 mod browser;
 mod commands;
 mod dashboard;
+mod demo_fleet;
 mod end_to_end;
 mod fakes;
 mod helpers;

@@ -222,6 +222,35 @@ pub struct ListTemplate {
     back: String,
     /// "Opportunity N dismissed" after a dismissal.
     notice: String,
+    /// The fleet's idle capacity over the latest window, if the refresher has run.
+    idle: Option<IdleView>,
+}
+
+/// The idle-capacity summary above the list.
+pub struct IdleView {
+    /// GPUs idle on average, e.g. `4.3`.
+    gpus: String,
+    /// Of how many.
+    of: i32,
+    /// Share, e.g. `36 %`.
+    share: String,
+    /// GPU-hours per week.
+    gpu_hours: String,
+    /// Money per week.
+    money: String,
+    /// Window, e.g. `10:02-10:12 UTC`.
+    window: String,
+}
+
+fn idle_view(r: &db::idle::IdleRow) -> IdleView {
+    IdleView {
+        gpus: format!("{:.1}", r.idle_gpu_equivalent),
+        of: r.gpus_observed,
+        share: format!("{:.0} %", r.idle_share * 100.0),
+        gpu_hours: format!("{:.0}", r.gpu_hours_per_week),
+        money: money(&r.currency, r.money_per_week),
+        window: format!("{} to {} UTC", r.window_start.format("%m-%d %H:%M"), r.window_end.format("%m-%d %H:%M")),
+    }
 }
 
 fn kinds() -> Vec<&'static str> {
@@ -260,8 +289,11 @@ pub async fn list(
             _ => Sort::Value,
         },
     };
-    let ((rows, total), policies) =
-        tokio::try_join!(store::page(&state.pool, &query), db::policies::list(&state.pool))?;
+    let ((rows, total), policies, idle) = tokio::try_join!(
+        store::page(&state.pool, &query),
+        db::policies::list(&state.pool),
+        db::idle::latest(&state.pool)
+    )?;
     let now = Utc::now();
     let (deployment, node) = (deployment.unwrap_or_default(), node.unwrap_or_default());
     let base = query_string(&[
@@ -286,6 +318,7 @@ pub async fn list(
         rows: rows.into_iter().map(|l| view(now, l, &policies)).collect(),
         back,
         notice: dismissed.map(|id| format!("Opportunity {id} dismissed.")).unwrap_or_default(),
+        idle: idle.as_ref().map(idle_view),
         deployment,
         node,
     };
