@@ -11,6 +11,7 @@ pub mod lists;
 pub mod nodes;
 pub mod policies;
 pub mod session;
+pub mod silences;
 
 use std::collections::HashMap;
 
@@ -347,6 +348,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(nodes::gpu_page)
         .service(lists::decisions)
         .service(lists::alerts)
+        .service(silences::confirm)
+        .service(silences::create)
+        .service(silences::expire)
         .service(policies::list)
         .service(policies::new_form)
         .service(policies::create)
