@@ -438,7 +438,7 @@ async fn the_alerts_list_filters_by_rule_node_and_deployment_sorts_by_severity_a
     let summaries = |html: &str| -> Vec<String> {
         ["hot-a", "silent-b", "slo-llama"]
             .iter()
-            .filter_map(|k| html.find(&format!("<td>{k}</td>")).map(|at| (at, k.to_string())))
+            .filter_map(|k| html.find(&format!(r#"<td class="why">{k}</td>"#)).map(|at| (at, k.to_string())))
             .collect::<std::collections::BTreeMap<_, _>>()
             .into_values()
             .collect()
