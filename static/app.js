@@ -1,4 +1,5 @@
-// fleetpilot dashboard: live refresh of the page's live part, the time-range picker, the copy button.
+// fleetpilot dashboard: live refresh of the page's live part, the time-range picker, the silence form's
+// custom duration, the copy button.
 (function () {
   "use strict";
   const live = document.getElementById("live");
@@ -30,6 +31,16 @@
   document.querySelectorAll("select[data-autosubmit]").forEach(function (sel) {
     sel.addEventListener("change", function () { sel.form.submit(); });
   });
+
+  // Silence form: the custom duration field matters only with "custom".
+  const duration = document.getElementById("duration");
+  const custom = document.getElementById("duration_custom");
+  if (duration && custom) {
+    // Not `hidden`: the stylesheet makes labels blocks, which would override it.
+    const sync = function () { custom.closest("label").style.display = duration.value === "custom" ? "" : "none"; };
+    duration.addEventListener("change", sync);
+    sync();
+  }
 
   // Copy buttons: copy the text of the element named by data-copy.
   document.querySelectorAll("button[data-copy]").forEach(function (btn) {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::alerts::rules::{Aggregate, Condition, Matcher, Metric, RuleSpec, WebhookSpec};
+use crate::alerts::rules::{Aggregate, Condition, Labels, Matcher, Metric, RuleSpec, WebhookSpec};
 
 /// An open incident as the dashboard shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -759,6 +759,38 @@ pub async fn expire_silence(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> Resu
         .await?
         .rows_affected()
         == 1)
+}
+
+/// One incident by id.
+pub async fn incident(pool: &PgPool, id: i64) -> Result<Option<Incident>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {INCIDENT_COLUMNS} FROM alerts WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The labels of the pending and firing instances of `groups`, with their group: what the dashboard checks
+/// silences against to show an incident as silenced before the next evaluation marks it.
+pub async fn active_labels(pool: &PgPool, groups: &[String]) -> Result<Vec<(String, Labels)>, sqlx::Error> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(String, sqlx::types::Json<Labels>)> = sqlx::query_as(
+        "SELECT group_name, labels FROM alert_instances WHERE state IN ('pending', 'firing') AND group_name = ANY($1)",
+    )
+    .bind(groups)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(g, l)| (g, l.0)).collect())
+}
+
+/// The rule names incidents have carried, for the alerts list's rule filter.
+pub async fn incident_rules(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT r FROM alerts, unnest(string_to_array(rule, ',')) AS r WHERE r <> '' ORDER BY r LIMIT 200",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// A webhook receiver added through the API, as the API shows it (never its secret).

@@ -414,12 +414,26 @@ pub struct AlertItem {
     pub source: String,
     /// Summary.
     pub summary: String,
+    /// Group (`node/<id>`, `deployment/<name>`): what a silence from the list matches.
+    pub group_name: String,
     /// `firing` or `resolved`.
     pub state: String,
     /// Fired.
     pub started_at: DateTime<Utc>,
     /// Resolved.
     pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// Orders of the alerts list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AlertSort {
+    /// Newest first.
+    #[default]
+    Newest,
+    /// Oldest first.
+    Oldest,
+    /// Most severe first, then newest.
+    Severity,
 }
 
 /// Filters, sort and page of the alerts list.
@@ -431,8 +445,14 @@ pub struct AlertQuery {
     pub severity: Option<String>,
     /// Substring of the rule or source.
     pub search: Option<String>,
-    /// Oldest first.
-    pub oldest_first: bool,
+    /// One of the incident's rules, exactly.
+    pub rule: Option<String>,
+    /// The node's group (`node/<id>`).
+    pub node: Option<String>,
+    /// The deployment's group (`deployment/<namespace/name>`).
+    pub deployment: Option<String>,
+    /// Order.
+    pub sort: AlertSort,
     /// Rows per page.
     pub limit: i64,
     /// Rows skipped.
@@ -441,16 +461,30 @@ pub struct AlertQuery {
 
 /// One page of alerts and the number matching.
 pub async fn alert_page(pool: &PgPool, q: &AlertQuery) -> Result<(Vec<AlertItem>, i64), sqlx::Error> {
-    let order = if q.oldest_first { "started_at, id" } else { "started_at DESC, id DESC" };
+    let order = match q.sort {
+        AlertSort::Newest => "started_at DESC, id DESC",
+        AlertSort::Oldest => "started_at, id",
+        AlertSort::Severity => {
+            "CASE severity WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END, \
+             started_at DESC, id DESC"
+        }
+    };
+    // An incident's `rule` lists the rules of its members, comma-separated.
     let filter = "($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR severity = $2) \
-                  AND ($3::text IS NULL OR rule ILIKE '%' || $3 || '%' OR source ILIKE '%' || $3 || '%')";
+                  AND ($3::text IS NULL OR rule ILIKE '%' || $3 || '%' OR source ILIKE '%' || $3 || '%') \
+                  AND ($4::text IS NULL OR $4 = ANY (string_to_array(rule, ','))) \
+                  AND ($5::text IS NULL OR group_name = 'node/' || $5) \
+                  AND ($6::text IS NULL OR group_name = 'deployment/' || $6)";
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT id, rule, severity, source, summary, state, started_at, resolved_at FROM alerts \
-         WHERE {filter} ORDER BY {order} LIMIT $4 OFFSET $5"
+        "SELECT id, rule, severity, source, summary, group_name, state, started_at, resolved_at FROM alerts \
+         WHERE {filter} ORDER BY {order} LIMIT $7 OFFSET $8"
     )))
     .bind(q.state.as_deref())
     .bind(q.severity.as_deref())
     .bind(q.search.as_deref())
+    .bind(q.rule.as_deref())
+    .bind(q.node.as_deref())
+    .bind(q.deployment.as_deref())
     .bind(q.limit)
     .bind(q.offset)
     .fetch_all(pool)
@@ -459,6 +493,9 @@ pub async fn alert_page(pool: &PgPool, q: &AlertQuery) -> Result<(Vec<AlertItem>
         .bind(q.state.as_deref())
         .bind(q.severity.as_deref())
         .bind(q.search.as_deref())
+        .bind(q.rule.as_deref())
+        .bind(q.node.as_deref())
+        .bind(q.deployment.as_deref())
         .fetch_one(pool)
         .await?;
     Ok((rows, total))

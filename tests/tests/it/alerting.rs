@@ -11,7 +11,7 @@ use crate::fakes::{self, Answer, Receiver};
 use crate::helpers::{TestApp, eventually, fresh_database, spawn_app_on};
 
 /// Fast lifecycle and delivery settings, PagerDuty pointed at `pd`.
-fn alerting(s: &mut Settings, pd: &Receiver) {
+pub(crate) fn alerting(s: &mut Settings, pd: &Receiver) {
     s.pagerduty.url = format!("{}/v2/enqueue", pd.url);
     s.pagerduty.routing_key = Secret::new("R0UT1NGKEY-alerting");
     s.alerts.eval_secs = 0.2;
@@ -23,7 +23,7 @@ fn alerting(s: &mut Settings, pd: &Receiver) {
 }
 
 /// A node last heard from `ago_secs` ago.
-async fn node(pool: &PgPool, node: &str, ago_secs: f64, deployment: Option<&str>) {
+pub(crate) async fn node(pool: &PgPool, node: &str, ago_secs: f64, deployment: Option<&str>) {
     sqlx::query(
         "INSERT INTO nodes (node_id, hostname, agent_version, gpu_source, deployment, last_seen) \
          VALUES ($1, $1, 'test', 'simulated', $2, now() - make_interval(secs => $3)) \
@@ -38,7 +38,7 @@ async fn node(pool: &PgPool, node: &str, ago_secs: f64, deployment: Option<&str>
 }
 
 /// A GPU's latest reading, now.
-async fn gpu(pool: &PgPool, node: &str, index: i32, temp_c: f32, util: f32) {
+pub(crate) async fn gpu(pool: &PgPool, node: &str, index: i32, temp_c: f32, util: f32) {
     sqlx::query(
         "INSERT INTO gpu_latest (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, power_w, \
          temp_c, sm_clock_mhz, throttle_reasons, xid_last) VALUES ($1, $2, now(), 'GPU-' || $1 || '-' || $2, 'test', $4, 1, 2, \

@@ -1,8 +1,8 @@
 //! The dashboard in a real browser: headless Debian chromium driven through chromedriver (WebDriver), the app
 //! fed by simulated agents. Logs in, opens every page, checks that charts hold data, creates a policy through
-//! the form (with a rejected value first), takes a screenshot of each page and asserts that the browser
-//! logged no console errors. `scripts/test` installs `chromium` and `chromium-driver`; without them this test
-//! fails and says how to install them.
+//! the form (with a rejected value first), silences an alert and sets HPA behavior through the forms, takes a
+//! screenshot of each page and asserts that the browser logged no console errors. `scripts/test` installs
+//! `chromium` and `chromium-driver`; without them this test fails and says how to install them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use gpu_agent::agent::{Agent, AgentConfig, GpuSourceKind, SimSettings};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::helpers::{eventually, spawn_app};
+use crate::helpers::{TestApp, eventually, spawn_app};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -341,6 +341,7 @@ async fn every_dashboard_page_shows_data_in_headless_chromium_without_console_er
     assert_eq!(spec["target_value"], 55.0);
     screenshot(&c, "policy-created").await;
     assert_no_console_errors(&driver, &session, "policy created").await;
+    silence_an_alert_and_set_hpa_behavior(&c, &app, &base, &driver, &session).await;
 
     // On a phone: the page itself does not scroll sideways (wide tables and charts scroll in their boxes).
     c.set_window_size(390, 844).await.unwrap();
@@ -360,6 +361,100 @@ async fn every_dashboard_page_shows_data_in_headless_chromium_without_console_er
         let _ = h.await;
     }
     app.stop().await;
+}
+
+/// Issue #8's steps, kept apart from the walk-through above: silence a firing alert from the alerts page
+/// (through the confirm page, with a custom duration), see it marked silenced, expire the silence, and set
+/// HPA behavior through the policy form (a refused value first, shown next to its field).
+async fn silence_an_alert_and_set_hpa_behavior(c: &Client, app: &TestApp, base: &str, driver: &str, session: &str) {
+    // A user rule that holds as long as node-0 reports: an alert that stays firing.
+    let r = app
+        .api_post(
+            "/api/v1/alert-rules",
+            &json!({"name": "browser-watch", "metric": "temp_c", "op": ">=", "threshold": 0,
+                    "severity": "warning", "scope": {"node": "node-0"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let id: i64 = eventually(Duration::from_secs(30), "a firing browser-watch incident", || async {
+        sqlx::query_scalar(
+            "SELECT id FROM alerts WHERE state = 'firing' AND 'browser-watch' = ANY (string_to_array(rule, ','))",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    c.goto(&format!("{base}/alerts")).await.unwrap();
+    c.wait().for_element(Locator::Id(&format!("silence-{id}"))).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("silence-form")).await.unwrap();
+    let custom_shown = || async {
+        c.execute(
+            "return getComputedStyle(document.getElementById('duration_custom').closest('label')).display",
+            vec![],
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(custom_shown().await, json!("none"), "the custom duration shows only with \"custom\"");
+    c.find(Locator::Css("select[name='scope']")).await.unwrap().select_by_value("rule:browser-watch").await.unwrap();
+    c.find(Locator::Id("duration")).await.unwrap().select_by_value("custom").await.unwrap();
+    assert_ne!(custom_shown().await, json!("none"));
+    fill(c, "duration_custom", "90m").await;
+    fill(c, "comment", "browser test: fan swap on node-0").await;
+    screenshot(c, "silence-confirm").await;
+    assert_no_console_errors(driver, session, "silence confirm").await;
+    c.find(Locator::Id("silence-submit")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("silence-note")).await.unwrap();
+    c.find(Locator::Id(&format!("silenced-{id}"))).await.expect("the alert is shown as silenced");
+    let (sid, by, mins): (uuid::Uuid, String, f64) = sqlx::query_as(
+        "SELECT id, created_by, extract(epoch FROM ends_at - starts_at)::float8 / 60 FROM silences WHERE ends_at > now()",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(by, "admin");
+    assert!((mins - 90.0).abs() < 0.1, "a 90 minute silence: {mins}");
+    screenshot(c, "alert-silenced").await;
+    assert_no_console_errors(driver, session, "alert silenced").await;
+    c.find(Locator::Id(&format!("expire-{sid}"))).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("no-silences")).await.unwrap();
+    assert_eq!(app.count("SELECT count(*) FROM silences WHERE ends_at > now()").await, 0);
+
+    // HPA behavior through the form: a window above an hour is refused next to its field, then saved.
+    let policy: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM policies WHERE name = 'mistral'").fetch_one(&app.pool).await.unwrap();
+    c.goto(&format!("{base}/policies/{policy}")).await.unwrap();
+    fill(c, "behavior.scaleDown.stabilizationWindowSeconds", "4000").await;
+    c.find(Locator::Id("policy-submit")).await.unwrap().click().await.unwrap();
+    let err = c.wait().for_element(Locator::Id("err-behavior.scaleDown.stabilizationWindowSeconds")).await.unwrap();
+    assert!(err.text().await.unwrap().contains("at most 3600"));
+    let errors: Vec<_> = console(driver, session)
+        .await
+        .into_iter()
+        .filter(|(l, m)| l == "SEVERE" && !m.contains("status of 400"))
+        .collect();
+    assert!(errors.is_empty(), "console errors on the refused behavior: {errors:?}");
+    fill(c, "behavior.scaleDown.stabilizationWindowSeconds", "600").await;
+    c.find(Locator::Css("select[name='behavior.scaleDown.policies[0].type']"))
+        .await
+        .unwrap()
+        .select_by_value("Percent")
+        .await
+        .unwrap();
+    fill(c, "behavior.scaleDown.policies[0].value", "50").await;
+    fill(c, "behavior.scaleDown.policies[0].periodSeconds", "60").await;
+    screenshot(c, "policy-behavior").await;
+    c.find(Locator::Id("policy-submit")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("preview-link")).await.unwrap();
+    let spec: Value =
+        sqlx::query_scalar("SELECT spec FROM policies WHERE id = $1").bind(policy).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(
+        spec["behavior"]["scaleDown"],
+        json!({"stabilizationWindowSeconds": 600, "selectPolicy": null,
+               "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]})
+    );
+    assert_no_console_errors(driver, session, "policy behavior saved").await;
 }
 
 fn url_with(base: &str, path: &str) -> url::Url {

@@ -3,7 +3,11 @@
 use fleetpilot::config::Secret;
 use fleetpilot::db::users::Role;
 
-use crate::helpers::{WebSession, add_user, set_cookie, spawn_app};
+use std::time::Duration;
+
+use crate::alerting::{alerting, gpu, node};
+use crate::fakes;
+use crate::helpers::{WebSession, add_user, eventually, set_cookie, spawn_app};
 
 const ADMIN_PASSWORD: &str = "correct horse battery";
 
@@ -186,6 +190,7 @@ async fn bad_query_values_on_pages_are_a_400_naming_the_field() {
         ("/?page=abc", "page"),
         ("/decisions?outcome=bogus", "outcome"),
         ("/alerts?state=maybe", "state"),
+        ("/alerts?sort=sideways", "sort"),
         ("/deployments/ml/llama?range=2y", "range"),
         ("/nodes/node-a/gpus/abc", "gpu"),
         ("/policies/not-a-uuid", "id"),
@@ -696,4 +701,392 @@ mod insights {
         assert_eq!(r.status(), 404);
         app.stop().await;
     }
+}
+
+/// The fields a browser would submit from the form with id `form_id`: inputs (ticked checkboxes only),
+/// selected options and textareas, entities decoded.
+fn form_fields(html: &str, form_id: &str) -> Vec<(String, String)> {
+    let start = html.find(&format!(r#"id="{form_id}""#)).expect("the form");
+    let form = &html[start..start + html[start..].find("</form>").expect("the form's end")];
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        Some(tag[at..at + tag[at..].find('"')?].to_string())
+    };
+    let decode = |s: &str| {
+        s.replace("&#34;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    };
+    let mut out = Vec::new();
+    let mut rest = form;
+    while let Some(i) = rest.find('<') {
+        rest = &rest[i..];
+        let end = rest.find('>').unwrap_or(rest.len() - 1);
+        let tag = &rest[..=end];
+        if tag.starts_with("<input") {
+            let ty = attr(tag, "type").unwrap_or_default();
+            if let Some(name) = attr(tag, "name")
+                && (ty != "checkbox" || tag.contains(" checked"))
+            {
+                let value = if ty == "checkbox" { "on".to_string() } else { attr(tag, "value").unwrap_or_default() };
+                out.push((name, decode(&value)));
+            }
+        } else if tag.starts_with("<select") {
+            let name = attr(tag, "name").unwrap_or_default();
+            let body = &rest[..rest.find("</select>").unwrap()];
+            let options: Vec<&str> = body.split("<option").skip(1).collect();
+            let chosen = options.iter().find(|o| o.contains(" selected")).or(options.first());
+            let value = chosen.and_then(|o| attr(o, "value")).unwrap_or_default();
+            out.push((name, decode(&value)));
+        } else if tag.starts_with("<textarea") {
+            let name = attr(tag, "name").unwrap_or_default();
+            let body = &rest[end + 1..];
+            out.push((name, decode(&body[..body.find("</textarea>").unwrap()])));
+        }
+        rest = &rest[end + 1..];
+    }
+    out
+}
+
+/// `pairs` with `key` set to `value` (added when missing).
+fn with(pairs: &[(String, String)], key: &str, value: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != key).cloned().collect();
+    out.push((key.to_string(), value.to_string()));
+    out
+}
+
+fn refs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// The spec part of a policy as the API returns it (without id, version and times).
+async fn api_spec(app: &crate::helpers::TestApp, id: &str) -> serde_json::Value {
+    let r = app.http.get(format!("{}/api/v1/policies/{id}", app.address)).bearer_auth(&app.api_token).send().await;
+    let mut v: serde_json::Value = r.unwrap().json().await.unwrap();
+    for k in ["id", "version", "created_at", "updated_at"] {
+        v.as_object_mut().unwrap().remove(k);
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_made_through_the_api_with_behavior_and_several_metrics_round_trips_through_the_edit_form() {
+    let app = spawn_app(|s| {
+        s.control.enabled = false;
+        s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
+    })
+    .await;
+    let r = app
+        .api_post(
+            "/api/v1/policies",
+            &serde_json::json!({
+                "name": "llama", "target": {"kind": "deployment", "namespace": "ml", "name": "llama"},
+                "min_replicas": 0, "max_replicas": 16, "scale_to_zero_idle_secs": 900,
+                "metric": "gpu_utilization", "target_value": 60,
+                "metrics": [{"metric": "queue_depth_per_replica", "target": 4}, {"metric": "kv_cache_pct", "target": 85.5}],
+                "slo": {"ttft_p95_ms": 800, "itl_p95_ms": 60},
+                "predictive": {"mode": "forecast_only", "quantile": 0.95, "horizon_secs": 300},
+                "panic": {"threshold": 3, "window_secs": 30},
+                "behavior": {
+                    "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                                "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15},
+                                             {"type": "Percent", "value": 100, "periodSeconds": 15}]},
+                    "scaleDown": {"stabilizationWindowSeconds": 600, "selectPolicy": "Min",
+                                  "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]}
+                },
+                "tolerance": 0.05, "cold_start_secs": 90, "dry_run": true,
+                "rebatch": {"min_batch_size": 4, "max_batch_size": 128, "itl_slo_ms": 60, "max_queue_delay_us": 5000}
+            }),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let before = api_spec(&app, &id).await;
+    let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+    let page = format!("/policies/{id}");
+    let html = s.get(&page).await.text().await.unwrap();
+    let form = form_fields(&html, "policy-form");
+    let value = |k: &str| form.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str()).unwrap_or("<missing>");
+    assert_eq!(value("behavior.scaleDown.stabilizationWindowSeconds"), "600");
+    assert_eq!(value("behavior.scaleUp.policies[1].type"), "Percent");
+    assert_eq!(value("metrics[1].metric"), "kv_cache_pct");
+    assert_eq!(value("metrics[2].target"), "", "a spare empty row");
+    assert_eq!(value("predictive.horizon_secs"), "300");
+    assert_eq!(value("panic.window_secs"), "30");
+
+    // Saved unchanged: a new version with the identical spec.
+    let r = s.post(&page, &refs(&form)).await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    assert_eq!(api_spec(&app, &id).await, before);
+    let version: i32 = sqlx::query_scalar("SELECT version FROM policies").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(version, 2);
+
+    // A bad period in the second scale-down row (the first cleared): refused next to that row's field.
+    let mut bad = with(&form, "behavior.scaleDown.policies[0].value", "");
+    bad = with(&bad, "behavior.scaleDown.policies[0].periodSeconds", "");
+    bad = with(&bad, "behavior.scaleDown.policies[1].value", "2");
+    bad = with(&bad, "behavior.scaleDown.policies[1].periodSeconds", "0");
+    let r = s.post(&page, &refs(&bad)).await;
+    assert_eq!(r.status(), 400);
+    let html = r.text().await.unwrap();
+    assert!(html.contains(r#"id="err-behavior.scaleDown.policies[1].periodSeconds""#), "{html}");
+    assert!(html.contains("must be in 1..=1800"), "{html}");
+    // A stabilization window above an hour, and a utilisation target above 100 % in a metric row.
+    let bad = with(&form, "behavior.scaleUp.stabilizationWindowSeconds", "4000");
+    let html = s.post(&page, &refs(&bad)).await.text().await.unwrap();
+    assert!(html.contains(r#"id="err-behavior.scaleUp.stabilizationWindowSeconds""#), "{html}");
+    let bad = with(&with(&form, "metrics[2].metric", "gpu_utilization"), "metrics[2].target", "150");
+    let html = s.post(&page, &refs(&bad)).await.text().await.unwrap();
+    assert!(html.contains(r#"id="err-metrics[2].target""#), "{html}");
+    assert_eq!(api_spec(&app, &id).await, before, "nothing refused was stored");
+
+    // Changed through the form: behavior and a third metric target.
+    let changed = with(
+        &with(&form, "behavior.scaleDown.stabilizationWindowSeconds", "120"),
+        "metrics[2].metric",
+        "tokens_per_sec_per_replica",
+    );
+    let changed = with(&changed, "metrics[2].target", "900");
+    let changed = with(&changed, "behavior.scaleDown.policies[1].type", "Pods");
+    let changed = with(&changed, "behavior.scaleDown.policies[1].value", "1");
+    let changed = with(&changed, "behavior.scaleDown.policies[1].periodSeconds", "30");
+    assert_eq!(s.post(&page, &refs(&changed)).await.status(), 303);
+    let after = api_spec(&app, &id).await;
+    assert_eq!(after["behavior"]["scaleDown"]["stabilizationWindowSeconds"], 120);
+    assert_eq!(
+        after["behavior"]["scaleDown"]["policies"][1],
+        serde_json::json!({"type": "Pods", "value": 1, "periodSeconds": 30})
+    );
+    assert_eq!(after["metrics"][2], serde_json::json!({"metric": "tokens_per_sec_per_replica", "target": 900.0}));
+    assert_eq!(after["behavior"]["scaleUp"], before["behavior"]["scaleUp"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_policy_from_the_form_takes_metric_rows_ignoring_empty_ones() {
+    let app = spawn_app(|s| {
+        s.control.enabled = false;
+        s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
+    })
+    .await;
+    let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+    let html = s.get("/policies/new").await.text().await.unwrap();
+    let form = form_fields(&html, "policy-form");
+    for row in 0..3 {
+        assert!(form.iter().any(|(k, _)| *k == format!("metrics[{row}].target")), "metric row {row}");
+    }
+    let form = with(&form, "name", "qwen");
+    let form = with(&form, "target.namespace", "ml");
+    let form = with(&form, "target.name", "qwen");
+    let form = with(&form, "metric", "");
+    let form = with(&form, "target_value", "");
+    let form = with(&form, "metrics[1].metric", "queue_depth_per_replica");
+    let form = with(&form, "metrics[1].target", "4");
+    let form = with(&form, "metrics[2].metric", "kv_cache_pct");
+    let form = with(&form, "metrics[2].target", "80");
+    let form = with(&form, "behavior.scaleUp.selectPolicy", "Disabled");
+    let form = with(&form, "csrf", &s.csrf);
+    let r = s.post("/policies", &refs(&form)).await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let (spec,): (serde_json::Value,) = sqlx::query_as("SELECT spec FROM policies").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(spec["metric"], serde_json::Value::Null);
+    assert_eq!(
+        spec["metrics"],
+        serde_json::json!([{"metric": "queue_depth_per_replica", "target": 4.0}, {"metric": "kv_cache_pct", "target": 80.0}])
+    );
+    assert_eq!(spec["behavior"]["scaleUp"]["selectPolicy"], "Disabled");
+    assert_eq!(spec["behavior"]["scaleDown"], serde_json::Value::Null, "untouched: HPA's defaults");
+    assert_eq!(spec["panic"], serde_json::json!({"threshold": 2.0, "window_secs": 60}));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerts_list_filters_by_rule_node_and_deployment_sorts_by_severity_and_pages() {
+    // Without the control loop no alert engine runs: the incidents stay as inserted.
+    let app = spawn_app(|s| s.control.enabled = false).await;
+    let incident = |key: &str, rule: &str, sev: &str, group: &str, source: &str, mins_ago: i32| {
+        let (key, rule, sev, group, source) =
+            (key.to_string(), rule.to_string(), sev.to_string(), group.to_string(), source.to_string());
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO alerts (dedup_key, rule, severity, source, component, group_name, summary, details, state, started_at) \
+                 VALUES ($1, $2, $3, $4, 'x', $5, $1, '{}', 'firing', now() - make_interval(mins => $6))",
+            )
+            .bind(key)
+            .bind(rule)
+            .bind(sev)
+            .bind(source)
+            .bind(group)
+            .bind(mins_ago)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    incident("hot-a", "gpu-temperature", "error", "node/node-a", "node-a", 3).await;
+    incident("silent-b", "node-silent", "critical", "node/node-b", "node-b", 2).await;
+    incident("slo-llama", "slo-burn,failed-scaling", "warning", "deployment/ml/llama", "ml/llama", 1).await;
+    let get = |path: String| {
+        let app = &app;
+        async move {
+            let r = app.http.get(format!("{}{path}", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.text().await.unwrap()
+        }
+    };
+    let summaries = |html: &str| -> Vec<String> {
+        ["hot-a", "silent-b", "slo-llama"]
+            .iter()
+            .filter_map(|k| html.find(&format!(r#"<td class="why">{k}</td>"#)).map(|at| (at, k.to_string())))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_values()
+            .collect()
+    };
+    assert_eq!(summaries(&get("/alerts".into()).await), ["slo-llama", "silent-b", "hot-a"], "newest first");
+    assert_eq!(summaries(&get("/alerts?sort=oldest".into()).await), ["hot-a", "silent-b", "slo-llama"]);
+    assert_eq!(summaries(&get("/alerts?sort=severity".into()).await), ["silent-b", "hot-a", "slo-llama"]);
+    assert_eq!(summaries(&get("/alerts?rule=node-silent".into()).await), ["silent-b"]);
+    assert_eq!(summaries(&get("/alerts?rule=failed-scaling".into()).await), ["slo-llama"], "one of several rules");
+    assert_eq!(summaries(&get("/alerts?node=node-a".into()).await), ["hot-a"]);
+    assert_eq!(summaries(&get("/alerts?deployment=ml%2Fllama".into()).await), ["slo-llama"]);
+    assert_eq!(summaries(&get("/alerts?severity=critical&node=node-a".into()).await), Vec::<String>::new());
+    // 60 more: two pages of 50, the filters kept in the pager's links.
+    for i in 0..60 {
+        incident(&format!("more-{i}"), "gpu-temperature", "warning", &format!("node/n{i}"), "n", 10 + i).await;
+    }
+    let html = get("/alerts?rule=gpu-temperature&sort=oldest".into()).await;
+    assert!(html.contains("61 matching · page 1 of 2"), "{html}");
+    let next = html.split(r#"id="next-page" href="?"#).nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+    let next = next.replace("&#38;", "&").replace("&amp;", "&");
+    assert_eq!(
+        next, "state=firing&severity=any&rule=gpu-temperature&sort=oldest&page=2",
+        "the pager keeps the filters"
+    );
+    let html = get("/alerts?rule=gpu-temperature&sort=oldest&page=2".into()).await;
+    assert_eq!(html.matches("<tr id=\"alert-").count(), 11);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_silences_a_firing_alert_from_the_alerts_page_and_it_pages_no_more_until_expired() {
+    let pd = fakes::receiver().await;
+    let app = spawn_app(|s| {
+        alerting(s, &pd);
+        s.alerts.repeat_interval_secs = 0.5;
+        s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
+    })
+    .await;
+    add_user(&app.pool, "watcher", "viewer-password", Role::Viewer).await;
+    node(&app.pool, "node-a", 0.0, Some("ml/llama")).await;
+    gpu(&app.pool, "node-a", 0, 95.0, 50.0).await;
+    let triggers = || app.count("SELECT count(*) FROM alert_deliveries WHERE action = 'trigger'");
+    // Open, and triggered again every half second while nothing mutes it.
+    let id: i64 = eventually(Duration::from_secs(10), "an incident triggered twice", || async {
+        let id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM alerts WHERE state = 'firing' AND group_name = 'node/node-a'")
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        id
+    })
+    .await;
+    eventually(Duration::from_secs(10), "a repeat trigger", || async { (triggers().await >= 2).then_some(()) }).await;
+
+    let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+    let html = s.get("/alerts").await.text().await.unwrap();
+    assert!(html.contains(&format!(r#"id="silence-{id}""#)), "a silence button on the firing row: {html}");
+    let confirm = format!("/alerts/{id}/silence");
+    let page = s.get(&confirm).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(r#"<option value="rule:gpu-temperature" selected>gpu-temperature on node/node-a</option>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<option value="group">every alert of node/node-a</option>"#), "{html}");
+    let form = form_fields(&html, "silence-form");
+    assert_eq!(hidden(&form, "duration"), "1h");
+
+    // No CSRF token, or a wrong one: refused, nothing stored.
+    let without: Vec<(String, String)> =
+        with(&form, "comment", "fan swap").into_iter().filter(|(k, _)| k != "csrf").collect();
+    assert_eq!(s.post(&confirm, &refs(&without)).await.status(), 403);
+    assert_eq!(s.post(&confirm, &refs(&with(&without, "csrf", "0000"))).await.status(), 403);
+    assert_eq!(app.count("SELECT count(*) FROM silences").await, 0);
+    // The API's validation, each error next to its field: a comment is required, a custom duration must read
+    // as one and stay within 90 days.
+    for (bad, field) in [
+        (with(&form, "comment", "  "), "comment"),
+        (with(&with(&form, "duration", "custom"), "duration_custom", "soon"), "duration_custom"),
+        (with(&with(&form, "duration", "custom"), "duration_custom", "91d"), "duration_custom"),
+        (with(&form, "duration", "1y"), "duration"),
+        (with(&form, "scope", "rule:node-silent"), "scope"),
+    ] {
+        let bad = with(&bad, "comment", if field == "comment" { "  " } else { "fan swap" });
+        let r = s.post(&confirm, &refs(&bad)).await;
+        assert_eq!(r.status(), 400, "{field}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains(&format!(r#"id="err-{field}""#)), "{field}: {html}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM silences").await, 0);
+
+    // Confirmed: 4 hours, by the logged-in user, matching the rule on that node.
+    let good = with(&with(&form, "duration", "4h"), "comment", "fan swap on node-a");
+    let r = s.post(&confirm, &refs(&good)).await;
+    assert_eq!(r.status(), 303);
+    let back = r.headers()["location"].to_str().unwrap().to_string();
+    let (sid, by, matchers, hours): (uuid::Uuid, String, serde_json::Value, f64) = sqlx::query_as(
+        "SELECT id, created_by, matchers, extract(epoch FROM ends_at - starts_at)::float8 / 3600 FROM silences",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(by, "admin");
+    assert_eq!(
+        matchers,
+        serde_json::json!([{"label": "alertname", "value": "gpu-temperature", "op": "="}, {"label": "group", "value": "node/node-a", "op": "="}])
+    );
+    assert!((hours - 4.0).abs() < 0.01, "{hours}");
+    assert!(back.starts_with(&format!("/alerts?silenced={sid}")), "{back}");
+    let html = s.get(&back).await.text().await.unwrap();
+    assert!(html.contains(&format!(r#"id="silenced-{id}""#)), "the alert shows as silenced at once: {html}");
+    assert!(html.contains(r#"id="silence-note""#) && html.contains("fan swap on node-a"), "{html}");
+    assert!(html.contains(&format!(r#"id="expire-{sid}""#)), "{html}");
+
+    // Muted: once the engine has marked it, no more triggers.
+    eventually(Duration::from_secs(10), "the instance marked silenced", || async {
+        let n = app.count("SELECT count(*) FROM alert_instances WHERE suppressed LIKE 'silenced by%'").await;
+        (n == 1).then_some(())
+    })
+    .await;
+    let muted = triggers().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(triggers().await, muted, "a silenced incident is not triggered again");
+
+    // A viewer sees neither button and may not post.
+    let v = WebSession::login(&app.address, "watcher", "viewer-password").await;
+    let html = v.get("/alerts").await.text().await.unwrap();
+    assert!(html.contains(&format!(r#"id="silenced-{id}""#)), "{html}");
+    assert!(!html.contains("Silence…") && !html.contains("Expire now"), "{html}");
+    assert_eq!(v.get(&confirm).await.status(), 403);
+    assert_eq!(v.post(&confirm, &refs(&with(&good, "csrf", &v.csrf))).await.status(), 403);
+    assert_eq!(v.post(&format!("/silences/{sid}/expire"), &[("csrf", &v.csrf)]).await.status(), 403);
+    assert_eq!(app.count("SELECT count(*) FROM silences").await, 1);
+
+    // Expire now (CSRF-checked too): it pages again.
+    assert_eq!(s.post(&format!("/silences/{sid}/expire"), &[]).await.status(), 403);
+    let r = s.post(&format!("/silences/{sid}/expire"), &[("csrf", &s.csrf)]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(s.post(&format!("/silences/{sid}/expire"), &[("csrf", &s.csrf)]).await.status(), 404);
+    let html = s.get("/alerts").await.text().await.unwrap();
+    assert!(html.contains(r#"id="no-silences""#) && !html.contains(&format!(r#"id="silenced-{id}""#)), "{html}");
+    eventually(Duration::from_secs(10), "triggers again after the silence ended", || async {
+        (triggers().await > muted).then_some(())
+    })
+    .await;
+    app.stop().await;
+    pd.stop().await;
+}
+
+fn hidden<'a>(form: &'a [(String, String)], key: &str) -> &'a str {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("")
 }

@@ -13,6 +13,7 @@ pub mod nodes;
 pub mod opportunities;
 pub mod policies;
 pub mod session;
+pub mod silences;
 
 use std::collections::HashMap;
 
@@ -366,6 +367,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(opportunities::act)
         .service(opportunities::dismiss)
         .service(anomalies::list)
+        .service(silences::confirm)
+        .service(silences::create)
+        .service(silences::expire)
         .service(policies::list)
         .service(policies::new_form)
         .service(policies::create)
