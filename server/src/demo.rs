@@ -11,7 +11,8 @@ use rand::Rng as _;
 use crate::config::{Secret, Settings};
 use crate::db;
 use crate::domain::policy::{
-    BehaviorSpec, Metric, PolicySpec, RateKindSpec, RatePolicySpec, RebatchSpec, RulesSpec, Target, TargetKind,
+    BehaviorSpec, Metric, MetricTarget, PolicySpec, RateKindSpec, RatePolicySpec, RebatchSpec, RulesSpec, Target,
+    TargetKind,
 };
 use crate::pg::{PgOptions, PrivatePostgres};
 use crate::startup::Application;
@@ -63,6 +64,8 @@ pub struct FleetSizing {
     pub fleetpilot_gpu_hours: f64,
     /// `1 - fleetpilot / static-peak`: the share of a static-peak fleet that fleetpilot leaves idle.
     pub implied_idle_share: f64,
+    /// GPUs serving at the start: the backtest's warm initial fleet (sized for the first cold-start period).
+    pub initial_replicas: u32,
     /// Trace length, seconds.
     pub trace_secs: f64,
 }
@@ -88,16 +91,19 @@ pub fn size_fleet(path: &std::path::Path, gpus: u32) -> anyhow::Result<FleetSizi
     let static_peak_replicas = bt::static_peak_replicas(&trace, &profile).map_err(bad)?;
     let peak = bt::simulate(&trace, &profile, &mut bt::static_peak(&trace, &profile).map_err(bad)?).map_err(bad)?;
     let ours = bt::simulate(&trace, &profile, &mut FleetpilotPolicy::default()).map_err(bad)?;
+    let replica_speed = f64::from(static_peak_replicas) / f64::from(gpus);
+    let warm = bt::initial_ready(&bt::trace_work(&trace, &profile).map_err(bad)?, &profile);
     let s = peak.summary.gpu_hours;
     let f = ours.summary.gpu_hours;
     Ok(FleetSizing {
         gpus,
         static_peak_replicas,
-        replica_speed: f64::from(static_peak_replicas) / f64::from(gpus),
+        replica_speed,
         static_peak_gpu_hours: s,
         fleetpilot_gpu_hours: f,
         implied_idle_share: if s > 0.0 { (1.0 - f / s).clamp(0.0, 1.0) } else { 0.0 },
         trace_secs: peak.summary.hours * 3600.0,
+        initial_replicas: ((f64::from(warm) / replica_speed).ceil() as u32).clamp(1, gpus),
     })
 }
 
@@ -133,8 +139,9 @@ pub fn demo_policy(capacity: u32, speedup: f64) -> PolicySpec {
         min_replicas: 1,
         max_replicas: capacity,
         metric: Some(Metric::GpuUtilization),
-        target_value: Some(70.0),
-        metrics: Vec::new(),
+        target_value: Some(85.0),
+        // Utilisation saturates at 100 % when work queues up; the queue per replica does not.
+        metrics: vec![MetricTarget { metric: Metric::QueueDepthPerReplica, target: 1.0 }],
         slo: None,
         behavior: BehaviorSpec {
             scale_up: Some(RulesSpec {
@@ -185,6 +192,8 @@ pub struct FleetOptions {
     pub replica_speed: f64,
     /// Sampling interval.
     pub interval: Duration,
+    /// Replicas serving at the start.
+    pub initial_replicas: u32,
 }
 
 /// The running agents of a [`FleetOptions`] fleet.
@@ -215,8 +224,7 @@ impl Fleet {
                     speedup: opts.speedup,
                     node_index: i,
                     nodes_total: opts.agents,
-                    // The fleet starts at the policy's minimum; fleetpilot sizes it from there.
-                    initial_replicas: 1,
+                    initial_replicas: opts.initial_replicas.max(1),
                     cold_start_secs: 120.0,
                     replica_speed: opts.replica_speed,
                     epoch_ms: Some(epoch_ms),
@@ -308,6 +316,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         // Sized like the backtest's static-peak fleet; four reference replicas per GPU for the synthetic load.
         replica_speed: sizing.as_ref().map_or(4.0, |s| s.replica_speed),
         interval: Duration::from_secs(1),
+        // Warm, as the backtest's fleets start; one replica for the synthetic load.
+        initial_replicas: sizing.as_ref().map_or(1, |s| s.initial_replicas),
     })?;
     let shutdown = app.shutdown_handle();
     let server = tokio::spawn(app.run_until_stopped());

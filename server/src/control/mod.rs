@@ -84,6 +84,21 @@ struct Watch {
     last_score: Option<Score>,
 }
 
+/// Replicas of `deployment` (in `group`) that reported serving metrics in the latest fresh bucket.
+fn serving_replicas(
+    snapshot: &Snapshot,
+    deployment: &str,
+    group: Option<&str>,
+    now: DateTime<Utc>,
+    bucket: i64,
+) -> Option<u32> {
+    let (points, _) = snapshot.metric(deployment, group, Metric::QueueDepthPerReplica);
+    points
+        .last()
+        .filter(|l| now.timestamp() - l.bucket_secs <= 3 * bucket && l.members > 0)
+        .map(|l| u32::try_from(l.members).unwrap_or(u32::MAX))
+}
+
 /// A policy's latest forecast.
 #[derive(Debug, Clone)]
 struct CachedForecast {
@@ -378,7 +393,12 @@ impl ControlLoop {
                     Some(n) => (n, "last decision"),
                     None => match db::control::last_applied_replicas(&self.pool, p.id).await? {
                         Some(n) => (n, "last decision"),
-                        None => (spec.min_replicas.max(1), "policy minimum"),
+                        // Nothing applied yet (an agent group has no scale subresource to read): the
+                        // replicas seen serving, so a warm fleet is not mistaken for its floor.
+                        None => match serving_replicas(snapshot, &deployment, group, now, bucket) {
+                            Some(n) => (n, "replicas serving"),
+                            None => (spec.min_replicas.max(1), "policy minimum"),
+                        },
                     },
                 }
             }
