@@ -301,11 +301,6 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         Err(e) => return Err(e),
     };
     let port = app.port();
-    let policy = demo_policy(capacity, opts.speedup);
-    policy.validate().map_err(|e| anyhow::anyhow!("demo policy: {}", e.error))?;
-    if let db::policies::Write::NameTaken = db::policies::create(&pool, &policy).await? {
-        anyhow::bail!("demo policy exists already");
-    }
     let fleet = Fleet::start(&FleetOptions {
         server_url: format!("http://127.0.0.1:{port}"),
         agent_token: agent_token.clone(),
@@ -321,6 +316,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     })?;
     let shutdown = app.shutdown_handle();
     let server = tokio::spawn(app.run_until_stopped());
+    // The policy once the agents have reported, so its first decision sees the fleet (an agent group
+    // without nodes cannot be scaled).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while db::series::nodes_of(&pool, DEPLOYMENT, Some(GROUP)).await?.len() < opts.agents as usize
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let policy = demo_policy(capacity, opts.speedup);
+    policy.validate().map_err(|e| anyhow::anyhow!("demo policy: {}", e.error))?;
+    if let db::policies::Write::NameTaken = db::policies::create(&pool, &policy).await? {
+        anyhow::bail!("demo policy exists already");
+    }
 
     println!();
     println!("  fleetpilot demo is running");
