@@ -282,10 +282,8 @@ pub struct Filter {
 
 /// Opportunities matching `f`, highest expected value first; and how many match in all.
 pub async fn list(pool: &PgPool, f: &Filter) -> Result<(Vec<StoredOpportunity>, i64), sqlx::Error> {
-    let cond = "($1::text IS NULL OR deployment = $1) AND ($2::text IS NULL OR node_id = $2) \
-                AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR status = $4)";
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM opportunities WHERE {cond} \
+        "SELECT {COLUMNS} FROM opportunities o WHERE {FILTER} \
          ORDER BY expected_value DESC, confidence DESC, key LIMIT $5 OFFSET $6"
     )))
     .bind(&f.deployment)
@@ -296,14 +294,22 @@ pub async fn list(pool: &PgPool, f: &Filter) -> Result<(Vec<StoredOpportunity>, 
     .bind(f.offset)
     .fetch_all(pool)
     .await?;
-    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM opportunities WHERE {cond}")))
+    Ok((rows, count(pool, f).await?))
+}
+
+/// The list filters as SQL over `opportunities o` (`$1` deployment, `$2` node, `$3` kind, `$4` status).
+const FILTER: &str = "($1::text IS NULL OR o.deployment = $1) AND ($2::text IS NULL OR o.node_id = $2) \
+                      AND ($3::text IS NULL OR o.kind = $3) AND ($4::text IS NULL OR o.status = $4)";
+
+/// Opportunities matching `f` (its paging aside).
+async fn count(pool: &PgPool, f: &Filter) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM opportunities o WHERE {FILTER}")))
         .bind(&f.deployment)
         .bind(&f.node)
         .bind(&f.kind)
         .bind(&f.status)
         .fetch_one(pool)
-        .await?;
-    Ok((rows, total))
+        .await
 }
 
 /// One opportunity by id.
@@ -418,10 +424,8 @@ const LATEST_ACTION: &str = "LEFT JOIN LATERAL (SELECT acted_at, acted_by, ok, r
 /// One page of the dashboard's list and how many match in all.
 pub async fn page(pool: &PgPool, q: &PageQuery) -> Result<(Vec<ListedOpportunity>, i64), sqlx::Error> {
     let f = &q.filter;
-    let cond = "($1::text IS NULL OR o.deployment = $1) AND ($2::text IS NULL OR o.node_id = $2) \
-                AND ($3::text IS NULL OR o.kind = $3) AND ($4::text IS NULL OR o.status = $4)";
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {LISTED} FROM (SELECT * FROM opportunities o WHERE {cond} ORDER BY {order} LIMIT $5 OFFSET $6) o \
+        "SELECT {LISTED} FROM (SELECT * FROM opportunities o WHERE {FILTER} ORDER BY {order} LIMIT $5 OFFSET $6) o \
          {LATEST_ACTION} ORDER BY {order}",
         order = q.sort.order_by()
     )))
@@ -433,14 +437,7 @@ pub async fn page(pool: &PgPool, q: &PageQuery) -> Result<(Vec<ListedOpportunity
     .bind(f.offset)
     .fetch_all(pool)
     .await?;
-    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM opportunities o WHERE {cond}")))
-        .bind(&f.deployment)
-        .bind(&f.node)
-        .bind(&f.kind)
-        .bind(&f.status)
-        .fetch_one(pool)
-        .await?;
-    Ok((rows, total))
+    Ok((rows, count(pool, f).await?))
 }
 
 /// One opportunity as the dashboard shows it.
