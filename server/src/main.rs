@@ -235,6 +235,9 @@ enum BenchCmd {
         /// Pause of each client between its requests, milliseconds (0: back to back, a saturation test).
         #[arg(long, default_value_t = 1000)]
         think_ms: u64,
+        /// Only these pages (comma-separated names as printed, e.g. `deployment,gpu`); every page when empty.
+        #[arg(long, value_delimiter = ',')]
+        pages: Vec<String>,
         /// Working directory (wiped).
         #[arg(long, default_value = ".fleetpilot/bench-dashboard")]
         data_dir: PathBuf,
@@ -357,13 +360,14 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        Cmd::Bench(BenchCmd::Dashboard { gpus, deployments, clients, requests, think_ms, data_dir }) => {
+        Cmd::Bench(BenchCmd::Dashboard { gpus, deployments, clients, requests, think_ms, pages, data_dir }) => {
             let opts = fleetpilot::bench::dashboard::DashboardBenchOptions {
                 gpus,
                 deployments,
                 clients,
                 requests,
                 think_ms,
+                pages,
                 data_dir,
             };
             fleetpilot::bench::dashboard::run(opts).await

@@ -91,6 +91,8 @@ impl Application {
             credentials: Arc::default(),
             commands: commands.clone(),
             overview: Arc::default(),
+            policies: Arc::default(),
+            counts: Arc::default(),
             actuators: actuators.clone(),
         };
         let server = http_server(listener, state.clone())?;

@@ -28,6 +28,10 @@ pub struct AppState {
     pub commands: crate::delivery::CommandBus,
     /// Dashboard figures that scan history, cached.
     pub overview: Arc<crate::routes::web::dashboard::OverviewCache>,
+    /// The live policies as the dashboard's pages read them, cached for a second.
+    pub policies: Arc<crate::routes::web::cache::PolicyCache>,
+    /// Counts of the dashboard's lists, cached for two seconds.
+    pub counts: Arc<crate::routes::web::cache::CountCache>,
     /// What the control loop acts through; the dashboard's one-click actions use the same.
     pub actuators: crate::actuators::Actuators,
 }

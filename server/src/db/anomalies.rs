@@ -175,7 +175,7 @@ pub struct PageQuery {
 }
 
 /// One page of events overlapping the range, and how many match in all.
-pub async fn page(pool: &PgPool, q: &PageQuery) -> Result<(Vec<StoredAnomaly>, i64), sqlx::Error> {
+pub async fn page(pool: &PgPool, q: &PageQuery) -> Result<(Vec<StoredAnomaly>, super::Total), sqlx::Error> {
     let f = &q.filter;
     let cond = "($1::text IS NULL OR node_id = $1) AND ($2::text IS NULL OR deployment = $2) \
                 AND ($3::text IS NULL OR severity = $3) AND ($4::bool IS NULL OR (ended_at IS NULL) = $4) \
@@ -200,17 +200,21 @@ pub async fn page(pool: &PgPool, q: &PageQuery) -> Result<(Vec<StoredAnomaly>, i
     .bind(f.offset)
     .fetch_all(pool)
     .await?;
-    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM anomalies WHERE {cond}")))
-        .bind(&f.node)
-        .bind(&f.deployment)
-        .bind(&f.severity)
-        .bind(f.open)
-        .bind(&q.target)
-        .bind(q.from)
-        .bind(q.to)
-        .fetch_one(pool)
-        .await?;
-    Ok((rows, total))
+    let cap = super::Total::limit(f.offset, f.limit);
+    let counted = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM (SELECT 1 FROM anomalies WHERE {cond} LIMIT $8) c"
+    )))
+    .bind(&f.node)
+    .bind(&f.deployment)
+    .bind(&f.severity)
+    .bind(f.open)
+    .bind(&q.target)
+    .bind(q.from)
+    .bind(q.to)
+    .bind(cap)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, super::Total::from_counted(counted, cap)))
 }
 
 /// Events of one node's GPU series (or of one GPU, `gpu_index`) that overlap `[from, to]`, newest first, at

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::Total;
+
 /// One node row.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct NodeRow {
@@ -283,8 +285,8 @@ pub struct DecisionQuery {
 const DECISION_COLUMNS: &str =
     "id, policy_id, decided_at, target, current_replicas, desired_replicas, winner, reason, dry_run, applied, error";
 
-/// One page of decisions and the number matching.
-pub async fn decision_page(pool: &PgPool, q: &DecisionQuery) -> Result<(Vec<DecisionItem>, i64), sqlx::Error> {
+/// The SQL condition of a decisions-list filter (`$1`: the target substring).
+fn decision_filter(q: &DecisionQuery) -> String {
     // Every piece of SQL below comes from closed enums; values are bound.
     let outcome = match q.outcome {
         OutcomeFilter::All => "true",
@@ -293,21 +295,35 @@ pub async fn decision_page(pool: &PgPool, q: &DecisionQuery) -> Result<(Vec<Deci
         OutcomeFilter::DryRun => "dry_run",
         OutcomeFilter::Failed => "error IS NOT NULL",
     };
+    format!("($1::text IS NULL OR target ILIKE '%' || $1 || '%') AND {outcome}")
+}
+
+/// One page of decisions.
+pub async fn decision_rows(pool: &PgPool, q: &DecisionQuery) -> Result<Vec<DecisionItem>, sqlx::Error> {
     let order = if q.oldest_first { "decided_at, id" } else { "decided_at DESC, id DESC" };
-    let filter = format!("($1::text IS NULL OR target ILIKE '%' || $1 || '%') AND {outcome}");
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {DECISION_COLUMNS} FROM decisions WHERE {filter} ORDER BY {order} LIMIT $2 OFFSET $3"
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {DECISION_COLUMNS} FROM decisions WHERE {} ORDER BY {order} LIMIT $2 OFFSET $3",
+        decision_filter(q)
     )))
     .bind(q.target.as_deref())
     .bind(q.limit)
     .bind(q.offset)
     .fetch_all(pool)
+    .await
+}
+
+/// How many decisions the filter matches, counted up to [`super::COUNT_CAP`] (or past the page).
+pub async fn decision_total(pool: &PgPool, q: &DecisionQuery) -> Result<Total, sqlx::Error> {
+    let cap = Total::limit(q.offset, q.limit);
+    let counted = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM (SELECT 1 FROM decisions WHERE {} LIMIT $2) c",
+        decision_filter(q)
+    )))
+    .bind(q.target.as_deref())
+    .bind(cap)
+    .fetch_one(pool)
     .await?;
-    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM decisions WHERE {filter}")))
-        .bind(q.target.as_deref())
-        .fetch_one(pool)
-        .await?;
-    Ok((rows, total))
+    Ok(Total::from_counted(counted, cap))
 }
 
 /// Decisions of some policies since `since`, newest first.
@@ -317,8 +333,13 @@ pub async fn decisions_of(
     since: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<DecisionItem>, sqlx::Error> {
+    // One index range per policy. With `policy_id = ANY($1)` the generic plan that PostgreSQL settles on for
+    // the prepared statement after a few runs walks `decisions_decided_at` and filters every decision of
+    // every policy in the range: 35 ms instead of 0.3 ms at 500 policies x 200 decisions an hour.
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {DECISION_COLUMNS} FROM decisions WHERE policy_id = ANY($1) AND decided_at >= $2 \
+        "SELECT {DECISION_COLUMNS} FROM unnest($1::uuid[]) p (policy) CROSS JOIN LATERAL ( \
+             SELECT {DECISION_COLUMNS} FROM decisions WHERE policy_id = p.policy AND decided_at >= $2 \
+             ORDER BY decided_at DESC, id DESC LIMIT $3) d \
          ORDER BY decided_at DESC, id DESC LIMIT $3"
     )))
     .bind(policies)
@@ -459,8 +480,8 @@ pub struct AlertQuery {
     pub offset: i64,
 }
 
-/// One page of alerts and the number matching.
-pub async fn alert_page(pool: &PgPool, q: &AlertQuery) -> Result<(Vec<AlertItem>, i64), sqlx::Error> {
+/// One page of alerts and the number matching (counted up to [`super::COUNT_CAP`]).
+pub async fn alert_page(pool: &PgPool, q: &AlertQuery) -> Result<(Vec<AlertItem>, Total), sqlx::Error> {
     let order = match q.sort {
         AlertSort::Newest => "started_at DESC, id DESC",
         AlertSort::Oldest => "started_at, id",
@@ -489,14 +510,18 @@ pub async fn alert_page(pool: &PgPool, q: &AlertQuery) -> Result<(Vec<AlertItem>
     .bind(q.offset)
     .fetch_all(pool)
     .await?;
-    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM alerts WHERE {filter}")))
-        .bind(q.state.as_deref())
-        .bind(q.severity.as_deref())
-        .bind(q.search.as_deref())
-        .bind(q.rule.as_deref())
-        .bind(q.node.as_deref())
-        .bind(q.deployment.as_deref())
-        .fetch_one(pool)
-        .await?;
-    Ok((rows, total))
+    let cap = Total::limit(q.offset, q.limit);
+    let counted = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM (SELECT 1 FROM alerts WHERE {filter} LIMIT $7) c"
+    )))
+    .bind(q.state.as_deref())
+    .bind(q.severity.as_deref())
+    .bind(q.search.as_deref())
+    .bind(q.rule.as_deref())
+    .bind(q.node.as_deref())
+    .bind(q.deployment.as_deref())
+    .bind(cap)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, Total::from_counted(counted, cap)))
 }

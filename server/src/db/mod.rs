@@ -32,6 +32,32 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// Tables partitioned by day on `ts`.
 pub const PARTITIONED_TABLES: [&str; 2] = ["gpu_samples", "serving_samples"];
 
+/// Most rows a list page counts: past it the pager says "10000+ matching" instead of counting a large table
+/// on every request (history tables such as decisions grow without bound).
+pub const COUNT_CAP: i64 = 10_000;
+
+/// How many rows a list's filter matches, counted up to a cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Total {
+    /// Rows counted.
+    pub counted: i64,
+    /// Whether more rows match than were counted.
+    pub more: bool,
+}
+
+impl Total {
+    /// Rows to count for a page of `limit` rows at `offset`: the cap, or a row past the page, so the pager
+    /// always knows whether a next page exists.
+    pub fn limit(offset: i64, limit: i64) -> i64 {
+        COUNT_CAP.max(offset.saturating_add(limit)).saturating_add(1)
+    }
+
+    /// From `counted`, counted with `LIMIT limit` (from [`Total::limit`]).
+    pub fn from_counted(counted: i64, limit: i64) -> Self {
+        if counted >= limit { Total { counted: limit - 1, more: true } } else { Total { counted, more: false } }
+    }
+}
+
 /// Opens a pool, waiting up to 30 s for the server to accept connections.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     // Connect once with retries so a just-started private cluster has time to finish recovery.

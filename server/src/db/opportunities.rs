@@ -421,10 +421,28 @@ const LISTED: &str = "o.id, o.key, o.kind, o.status, o.deployment, o.node_id, o.
 const LATEST_ACTION: &str = "LEFT JOIN LATERAL (SELECT acted_at, acted_by, ok, result FROM opportunity_actions \
      WHERE opportunity_id = o.id ORDER BY acted_at DESC LIMIT 1) a ON true";
 
-/// One page of the dashboard's list and how many match in all.
-pub async fn page(pool: &PgPool, q: &PageQuery) -> Result<(Vec<ListedOpportunity>, i64), sqlx::Error> {
+/// One page of the dashboard's list and how many match (counted up to [`super::COUNT_CAP`]).
+pub async fn page(pool: &PgPool, q: &PageQuery) -> Result<(Vec<ListedOpportunity>, super::Total), sqlx::Error> {
     let f = &q.filter;
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows = page_rows(pool, q).await?;
+    let cap = super::Total::limit(f.offset, f.limit);
+    let counted = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM (SELECT 1 FROM opportunities o WHERE {FILTER} LIMIT $5) c"
+    )))
+    .bind(&f.deployment)
+    .bind(&f.node)
+    .bind(&f.kind)
+    .bind(&f.status)
+    .bind(cap)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, super::Total::from_counted(counted, cap)))
+}
+
+/// One page of the dashboard's list, without counting (the overview's top list).
+pub async fn page_rows(pool: &PgPool, q: &PageQuery) -> Result<Vec<ListedOpportunity>, sqlx::Error> {
+    let f = &q.filter;
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {LISTED} FROM (SELECT * FROM opportunities o WHERE {FILTER} ORDER BY {order} LIMIT $5 OFFSET $6) o \
          {LATEST_ACTION} ORDER BY {order}",
         order = q.sort.order_by()
@@ -436,8 +454,7 @@ pub async fn page(pool: &PgPool, q: &PageQuery) -> Result<(Vec<ListedOpportunity
     .bind(f.limit)
     .bind(f.offset)
     .fetch_all(pool)
-    .await?;
-    Ok((rows, count(pool, f).await?))
+    .await
 }
 
 /// One opportunity as the dashboard shows it.

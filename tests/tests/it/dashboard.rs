@@ -1090,3 +1090,113 @@ async fn an_operator_silences_a_firing_alert_from_the_alerts_page_and_it_pages_n
 fn hidden<'a>(form: &'a [(String, String)], key: &str) -> &'a str {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("")
 }
+
+/// The dashboard at fleet scale (issue #8): figures shared between clients for a second or two, capped counts.
+mod perf {
+    use super::*;
+
+    use fleetpilot::routes::web::cache::{COUNTS_TTL, POLICIES_TTL};
+    use fleetpilot::routes::web::dashboard::OVERVIEW_TTL;
+
+    const OPERATOR_PASSWORD: &str = "operator-password";
+
+    fn llama_policy(csrf: &str) -> Vec<(&str, &str)> {
+        vec![
+            ("csrf", csrf),
+            ("name", "llama"),
+            ("target.kind", "deployment"),
+            ("target.namespace", "ml"),
+            ("target.name", "llama"),
+            ("min_replicas", "1"),
+            ("max_replicas", "4"),
+            ("metric", "gpu_utilization"),
+            ("target_value", "60"),
+        ]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_overview_shows_a_new_alert_within_its_cache_bound_and_every_user_gets_their_own_csrf_token() {
+        assert!(OVERVIEW_TTL <= Duration::from_secs(2), "pages must show live data");
+        let app = spawn_app(|s| s.control.enabled = false).await;
+        add_user(&app.pool, "ops", OPERATOR_PASSWORD, Role::Operator).await;
+        add_user(&app.pool, "watcher", "viewer-password", Role::Viewer).await;
+        let ops = WebSession::login(&app.address, "ops", OPERATOR_PASSWORD).await;
+        let watcher = WebSession::login(&app.address, "watcher", "viewer-password").await;
+        let page = ops.get("/").await.text().await.unwrap();
+        assert!(page.contains("id=\"tile-alerts\">0<"), "{page}");
+
+        sqlx::query(
+            "INSERT INTO alerts (dedup_key, rule, severity, source, component, group_name, summary, details, state, \
+             started_at) VALUES ('k', 'gpu-temperature', 'critical', 'node-a', 'gpu', 'node/node-a', 'hot', '{}', \
+             'firing', now())",
+        )
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        // Both users read the same shared figures: at most OVERVIEW_TTL later the new alert is on the page.
+        tokio::time::sleep(OVERVIEW_TTL + Duration::from_millis(100)).await;
+        let (a, b) = (ops.get("/").await.text().await.unwrap(), watcher.get("/").await.text().await.unwrap());
+        for page in [&a, &b] {
+            assert!(page.contains("id=\"tile-alerts\">1<"), "{page}");
+        }
+        // The data is shared, the page is not: each carries its own session's CSRF token.
+        assert_ne!(ops.csrf, watcher.csrf);
+        assert!(a.contains(&ops.csrf) && !a.contains(&watcher.csrf), "operator's page");
+        assert!(b.contains(&watcher.csrf) && !b.contains(&ops.csrf), "viewer's page");
+        app.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_policy_saved_from_the_dashboard_is_listed_at_once_and_one_written_behind_its_back_within_a_second() {
+        let app = spawn_app(|s| s.control.enabled = false).await;
+        add_user(&app.pool, "ops", OPERATOR_PASSWORD, Role::Operator).await;
+        let s = WebSession::login(&app.address, "ops", OPERATOR_PASSWORD).await;
+        // The empty list is read (and shared) first, then the form writes: the write drops the shared read.
+        assert!(!s.get("/policies").await.text().await.unwrap().contains("ml/llama"));
+        assert_eq!(s.post("/policies", &llama_policy(&s.csrf)).await.status(), 303);
+        let listed = s.get("/policies").await.text().await.unwrap();
+        assert!(listed.contains("ml/llama"), "{listed}");
+        assert!(s.get("/deployments").await.text().await.unwrap().contains("ml/llama"));
+
+        // A write that does not pass through this server (another replica) shows within POLICIES_TTL.
+        sqlx::query("UPDATE policies SET deleted_at = now()").execute(&app.pool).await.unwrap();
+        tokio::time::sleep(POLICIES_TTL + Duration::from_millis(100)).await;
+        assert!(!s.get("/policies").await.text().await.unwrap().contains("ml/llama"));
+        app.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_decisions_list_counts_up_to_ten_thousand_and_still_pages_past_them() {
+        let app = spawn_app(|s| s.control.enabled = false).await;
+        add_user(&app.pool, "ops", OPERATOR_PASSWORD, Role::Operator).await;
+        let s = WebSession::login(&app.address, "ops", OPERATOR_PASSWORD).await;
+        assert_eq!(s.post("/policies", &llama_policy(&s.csrf)).await.status(), 303);
+        sqlx::query(
+            "INSERT INTO decisions (policy_id, policy_version, decided_at, target, current_replicas, desired_replicas, \
+             winner, reason, proposals, inputs, dry_run, applied) \
+             SELECT p.id, 1, now() - i * interval '1 second', 'deployment ml/llama', 1, 1 + (i % 2), 'test', \
+                    'decision ' || i, '[]', '{}', false, true FROM policies p, generate_series(1, 10050) i",
+        )
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        let first = s.get("/decisions").await.text().await.unwrap();
+        assert!(first.contains("10000+ matching · page 1 of 201+"), "{first}");
+        assert!(first.contains("id=\"next-page\""));
+        // The last page is counted exactly: the count reaches one row past the page asked for.
+        let last = s.get("/decisions?page=201").await.text().await.unwrap();
+        assert!(last.contains("10050 matching · page 201 of 201"), "{last}");
+        assert!(last.contains("decision 10050") && !last.contains("id=\"next-page\""));
+        // Filtered counts are counted (and shared for COUNTS_TTL) per filter.
+        let changed = s.get("/decisions?outcome=changed").await.text().await.unwrap();
+        assert!(changed.contains("5025 matching · page 1 of 101"), "{changed}");
+        sqlx::query("UPDATE decisions SET desired_replicas = current_replicas WHERE reason = 'decision 1'")
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        tokio::time::sleep(COUNTS_TTL + Duration::from_millis(100)).await;
+        let changed = s.get("/decisions?outcome=changed").await.text().await.unwrap();
+        assert!(changed.contains("5024 matching"), "{changed}");
+        app.stop().await;
+    }
+}

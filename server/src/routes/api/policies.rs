@@ -23,7 +23,9 @@ fn parse_spec(body: &[u8]) -> Result<PolicySpec, ApiError> {
 #[post("/api/v1/policies")]
 pub async fn create(_a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let spec = parse_spec(&body)?;
-    match store::create(&state.pool, &spec).await? {
+    let written = store::create(&state.pool, &spec).await?;
+    state.policies.invalidate();
+    match written {
         Write::Ok(p) => {
             Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/policies/{}", p.id))).json(p))
         }
@@ -58,7 +60,9 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let spec = parse_spec(&body)?;
-    match store::update(&state.pool, id, &spec).await? {
+    let written = store::update(&state.pool, id, &spec).await?;
+    state.policies.invalidate();
+    match written {
         Write::Ok(p) => Ok(HttpResponse::Ok().json(p)),
         Write::NameTaken => Err(ApiError::conflict("name", format!("a policy named {:?} exists", spec.name))),
         Write::NotFound => Err(ApiError::not_found(format!("no policy {id}"))),
@@ -69,9 +73,7 @@ pub async fn update(
 #[del("/api/v1/policies/{id}")]
 pub async fn delete(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    if store::delete(&state.pool, id).await? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::not_found(format!("no policy {id}")))
-    }
+    let deleted = store::delete(&state.pool, id).await?;
+    state.policies.invalidate();
+    if deleted { Ok(HttpResponse::NoContent().finish()) } else { Err(ApiError::not_found(format!("no policy {id}"))) }
 }

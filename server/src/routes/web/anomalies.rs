@@ -259,7 +259,7 @@ pub async fn list(
         states: super::options(STATES, open),
         sorts: super::options(SORTS, sort),
         ranges: super::options(RANGES, range.key),
-        pager: Pager::new(page, PER_PAGE, total, base),
+        pager: Pager::counted(page, PER_PAGE, total, base),
         rows: rows.iter().map(|a| anomaly_view(now, a, range.key)).collect(),
         node,
         gpu,

@@ -13,20 +13,52 @@ use tokio::sync::Mutex;
 use super::chart::{self, Cell};
 use super::session::WebUser;
 use super::{Chrome, Pager, Params, WebError, ago, render};
-use crate::db::{self, dashboard::SlowTiles};
+use crate::db;
+use crate::db::dashboard::{SlowTiles, Tiles};
+use crate::db::opportunities::{ListedOpportunity, OpenSummary};
 use crate::state::AppState;
 
 /// Nodes per heatmap page.
 const HEATMAP_NODES: i64 = 64;
 /// How long the history-scanning figures are served before a background refresh.
 const SLOW_TTL: Duration = Duration::from_secs(30);
+/// How long every client is served the same overview figures. Fifty people (or live-refreshing tabs) on the
+/// overview then cost one computation per second instead of fifty, and what anyone sees is at most this old.
+pub const OVERVIEW_TTL: Duration = Duration::from_secs(1);
+/// Heatmap pages kept (one entry per page number asked for within [`OVERVIEW_TTL`]).
+const OVERVIEW_PAGES_KEPT: u64 = 64;
 
-/// The figures that scan history (idle GPU-hours today, ECC), computed at most every 30 s in the background
-/// and served from memory, so the overview stays fast at 10,000 GPUs.
-#[derive(Debug, Default)]
+/// What the overview shows for one heatmap page, read once per [`OVERVIEW_TTL`] and shared by every client.
+/// Data only: the user, role and CSRF token of the page come from each request, never from here.
+#[derive(Debug)]
+pub struct OverviewData {
+    tiles: Tiles,
+    slow: SlowTiles,
+    node_total: i64,
+    /// The heatmap's SVG (stale cells judged when the data was read).
+    heatmap: String,
+    decisions: Vec<db::dashboard::DecisionRow>,
+    summary: OpenSummary,
+    top: Vec<ListedOpportunity>,
+}
+
+/// The overview's shared figures: the history-scanning ones (idle GPU-hours today, ECC), computed at most
+/// every 30 s in the background, and the rest per heatmap page for [`OVERVIEW_TTL`], loaded once however
+/// many clients ask at the same moment (concurrent misses wait for the one load).
 pub struct OverviewCache {
     slow: Mutex<Option<(Instant, SlowTiles)>>,
     refreshing: std::sync::atomic::AtomicBool,
+    pages: moka::future::Cache<i64, Arc<OverviewData>>,
+}
+
+impl Default for OverviewCache {
+    fn default() -> Self {
+        OverviewCache {
+            slow: Mutex::default(),
+            refreshing: std::sync::atomic::AtomicBool::default(),
+            pages: moka::future::Cache::builder().max_capacity(OVERVIEW_PAGES_KEPT).time_to_live(OVERVIEW_TTL).build(),
+        }
+    }
 }
 
 impl OverviewCache {
@@ -54,6 +86,57 @@ impl OverviewCache {
                 Ok(v)
             }
         }
+    }
+
+    /// The figures of heatmap page `page` (1-based), at most [`OVERVIEW_TTL`] old.
+    pub async fn page(
+        self: &Arc<Self>,
+        pool: &sqlx::PgPool,
+        fresh_secs: u32,
+        page: i64,
+    ) -> Result<Arc<OverviewData>, WebError> {
+        self.pages
+            .try_get_with(page, async { self.load(pool, fresh_secs, page).await.map(Arc::new) })
+            .await
+            .map_err(|e| WebError::Internal(e.to_string()))
+    }
+
+    async fn load(
+        self: &Arc<Self>,
+        pool: &sqlx::PgPool,
+        fresh_secs: u32,
+        page: i64,
+    ) -> Result<OverviewData, sqlx::Error> {
+        let top_query = db::opportunities::PageQuery {
+            filter: db::opportunities::Filter {
+                status: Some("open".into()),
+                limit: TOP_OPPORTUNITIES,
+                ..Default::default()
+            },
+            sort: db::opportunities::Sort::Value,
+        };
+        let (tiles, slow, (node_ids, node_total), decisions, summary, top) = tokio::try_join!(
+            db::dashboard::tiles(pool, fresh_secs),
+            self.slow(pool),
+            db::dashboard::node_page(pool, HEATMAP_NODES, (page - 1) * HEATMAP_NODES),
+            db::dashboard::decisions(pool, 10),
+            db::opportunities::open_summary(pool),
+            db::opportunities::page_rows(pool, &top_query),
+        )?;
+        let gpus = db::dashboard::gpus_of(pool, &node_ids).await?;
+        let now = Utc::now();
+        let mut by_node: HashMap<&str, Vec<Cell>> = HashMap::new();
+        for g in &gpus {
+            by_node.entry(g.node_id.as_str()).or_default().push(Cell {
+                gpu: g.gpu_index,
+                util: f64::from(g.util_pct),
+                stale: (now - g.ts).num_seconds() > i64::from(fresh_secs),
+            });
+        }
+        let rows: Vec<(String, Vec<Cell>)> =
+            node_ids.iter().map(|n| (n.clone(), by_node.remove(n.as_str()).unwrap_or_default())).collect();
+        let heatmap = if rows.is_empty() { String::new() } else { chart::heatmap(&rows) };
+        Ok(OverviewData { tiles, slow, node_total, heatmap, decisions, summary, top })
     }
 }
 
@@ -138,35 +221,8 @@ pub async fn index(
     let params = Params::new(q);
     let page = params.page()?;
     let now = Utc::now();
-    let pool = &state.pool;
-    let fresh = state.settings.alerts.node_silent_secs;
-    let top_query = db::opportunities::PageQuery {
-        filter: db::opportunities::Filter {
-            status: Some("open".into()),
-            limit: TOP_OPPORTUNITIES,
-            ..Default::default()
-        },
-        sort: db::opportunities::Sort::Value,
-    };
-    let (tiles, slow, (node_ids, node_total), decisions, summary, (top, _)) = tokio::try_join!(
-        db::dashboard::tiles(pool, fresh),
-        state.overview.slow(pool),
-        db::dashboard::node_page(pool, HEATMAP_NODES, (page - 1) * HEATMAP_NODES),
-        db::dashboard::decisions(pool, 10),
-        db::opportunities::open_summary(pool),
-        db::opportunities::page(pool, &top_query),
-    )?;
-    let gpus = db::dashboard::gpus_of(pool, &node_ids).await?;
-    let mut by_node: HashMap<&str, Vec<Cell>> = HashMap::new();
-    for g in &gpus {
-        by_node.entry(g.node_id.as_str()).or_default().push(Cell {
-            gpu: g.gpu_index,
-            util: f64::from(g.util_pct),
-            stale: (now - g.ts).num_seconds() > i64::from(fresh),
-        });
-    }
-    let rows: Vec<(String, Vec<Cell>)> =
-        node_ids.iter().map(|n| (n.clone(), by_node.remove(n.as_str()).unwrap_or_default())).collect();
+    let data = state.overview.page(&state.pool, state.settings.alerts.node_silent_secs, page).await?;
+    let OverviewData { tiles, slow, node_total, .. } = &*data;
     let d = &state.settings.dashboard;
     let mut chrome = user.chrome(&state, "Fleet", "fleet");
     chrome.fragment = params.fragment();
@@ -183,24 +239,26 @@ pub async fn index(
         ecc: slow.ecc_gpus,
         throttled: tiles.throttled,
         silent: tiles.silent_nodes,
-        heatmap: if rows.is_empty() { String::new() } else { chart::heatmap(&rows) },
-        pager: Pager::new(page, HEATMAP_NODES, node_total, String::new()),
-        decisions: decisions
-            .into_iter()
+        heatmap: data.heatmap.clone(),
+        pager: Pager::new(page, HEATMAP_NODES, *node_total, String::new()),
+        decisions: data
+            .decisions
+            .iter()
             .map(|d| DecisionView {
                 when: ago(now, d.decided_at),
                 change: format!("{} → {}", d.current_replicas, d.desired_replicas),
                 outcome: outcome(&d.error, d.dry_run, d.applied),
                 link: target_link(&d.target),
-                target: d.target,
-                reason: d.reason,
+                target: d.target.clone(),
+                reason: d.reason.clone(),
             })
             .collect(),
-        open_opportunities: summary.open,
-        savings: format!("{} {:.0}", state.settings.opportunities.currency, summary.saving_per_week),
-        savings_gpu_hours: format!("{:.0}", summary.gpu_hours_per_week),
-        top: top
-            .into_iter()
+        open_opportunities: data.summary.open,
+        savings: format!("{} {:.0}", state.settings.opportunities.currency, data.summary.saving_per_week),
+        savings_gpu_hours: format!("{:.0}", data.summary.gpu_hours_per_week),
+        top: data
+            .top
+            .iter()
             .filter(|l| l.o.expected_value > 0.0)
             .map(|l| TopOpportunity {
                 id: l.o.id,
@@ -208,7 +266,7 @@ pub async fn index(
                 gpu_hours: format!("{:.1}", l.o.gpu_hours_per_week),
                 kind: l.o.kind.replace('_', " "),
                 action: l.o.action.get("description").and_then(|d| d.as_str()).unwrap_or("").to_string(),
-                title: l.o.title,
+                title: l.o.title.clone(),
             })
             .collect(),
     };

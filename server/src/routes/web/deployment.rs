@@ -45,9 +45,12 @@ pub async fn list(
 ) -> Result<HttpResponse, WebError> {
     let params = Params::new(q);
     let now = Utc::now();
-    let (rows, policies) = tokio::try_join!(db::dashboard::deployments(&state.pool), db::policies::list(&state.pool))?;
+    let (rows, policies) = tokio::try_join!(
+        async { Ok::<_, WebError>(db::dashboard::deployments(&state.pool).await?) },
+        state.policies.list(&state.pool)
+    )?;
     let mut by_dep: HashMap<String, String> = HashMap::new();
-    for p in &policies {
+    for p in policies.iter() {
         by_dep.entry(p.spec.deployment()).or_insert_with(|| p.spec.name.clone());
     }
     let mut out: Vec<DeploymentView> = rows
@@ -170,8 +173,8 @@ pub async fn page(
     let deployment = format!("{ns}/{name}");
     let now = Utc::now();
     let pool = &state.pool;
-    let policies = db::policies::list(pool).await?;
-    let policy = policies.into_iter().find(|p| p.spec.deployment() == deployment);
+    let policies = state.policies.list(pool).await?;
+    let policy = policies.iter().find(|p| p.spec.deployment() == deployment);
     let bucket = bucket_for(&range, state.settings.control.bucket_secs);
 
     let (_, points) = db::series::deployment_series(pool, &deployment, range.from, range.to).await?;

@@ -70,7 +70,16 @@ pub async fn decisions(
         limit: PER_PAGE,
         offset: (page - 1) * PER_PAGE,
     };
-    let (rows, total) = store::decision_page(&state.pool, &query).await?;
+    // Rows and the filter's count (a count a few seconds old is fine; the rows are live).
+    let count_key = format!(
+        "decisions\u{0}{outcome_key}\u{0}{}\u{0}{}",
+        query.target.as_deref().unwrap_or(""),
+        crate::db::Total::limit(query.offset, query.limit)
+    );
+    let (rows, total) = tokio::try_join!(
+        async { Ok::<_, WebError>(store::decision_rows(&state.pool, &query).await?) },
+        state.counts.get(count_key, store::decision_total(&state.pool, &query)),
+    )?;
     let now = Utc::now();
     let target = target.unwrap_or_default();
     let base = query_string(&[("target", target.as_str()), ("outcome", outcome_key), ("sort", sort)]);
@@ -80,7 +89,7 @@ pub async fn decisions(
         chrome,
         outcomes: super::options(OUTCOMES, outcome_key),
         sorts: super::options(SORTS, sort),
-        pager: Pager::new(page, PER_PAGE, total, base),
+        pager: Pager::counted(page, PER_PAGE, total, base),
         rows: rows
             .into_iter()
             .map(|d| DecisionView {
@@ -218,7 +227,7 @@ pub async fn alerts(
         states: super::options(STATES, alert_state),
         severities: super::options(SEVERITIES, severity),
         sorts: super::options(ALERT_SORTS, sort),
-        pager: Pager::new(page, PER_PAGE, total, base),
+        pager: Pager::counted(page, PER_PAGE, total, base),
         rows: rows
             .into_iter()
             .map(|a| {

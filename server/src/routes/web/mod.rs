@@ -4,6 +4,7 @@
 //! act; every form carries the session's CSRF token. Charts are SVG built on the server (`chart`).
 
 pub mod anomalies;
+pub mod cache;
 pub mod chart;
 pub mod dashboard;
 pub mod deployment;
@@ -319,6 +320,8 @@ pub struct Pager {
     pub pages: i64,
     /// Rows matching.
     pub total: i64,
+    /// Whether more rows match than `total` (a capped count: "10000+ matching").
+    pub more: bool,
     /// Query string of the other parameters (`&`-joined, encoded), to build links.
     pub base_query: String,
 }
@@ -326,7 +329,14 @@ pub struct Pager {
 impl Pager {
     /// From the page, the page size and the total.
     pub fn new(page: i64, per_page: i64, total: i64, base_query: String) -> Self {
-        Pager { page, pages: ((total + per_page - 1) / per_page).max(1), total, base_query }
+        Pager { page, pages: ((total + per_page - 1) / per_page).max(1), total, more: false, base_query }
+    }
+
+    /// From the page, the page size and a capped count: past the count there is at least one more page.
+    pub fn counted(page: i64, per_page: i64, total: crate::db::Total, base_query: String) -> Self {
+        // One row past the count stands for "more", so the last counted page links to the next.
+        let rows = total.counted + i64::from(total.more);
+        Pager { total: total.counted, more: total.more, ..Pager::new(page, per_page, rows, base_query) }
     }
     /// Whether there is a previous page.
     pub fn has_prev(&self) -> bool {

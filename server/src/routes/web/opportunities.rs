@@ -290,9 +290,9 @@ pub async fn list(
         },
     };
     let ((rows, total), policies, idle) = tokio::try_join!(
-        store::page(&state.pool, &query),
-        db::policies::list(&state.pool),
-        db::idle::latest(&state.pool)
+        async { Ok::<_, WebError>(store::page(&state.pool, &query).await?) },
+        state.policies.list(&state.pool),
+        async { Ok(db::idle::latest(&state.pool).await?) }
     )?;
     let now = Utc::now();
     let (deployment, node) = (deployment.unwrap_or_default(), node.unwrap_or_default());
@@ -314,7 +314,7 @@ pub async fn list(
         kinds: super::options(&kinds, kind),
         statuses: super::options(STATUSES, status),
         sorts: super::options(SORTS, sort),
-        pager: Pager::new(page, PER_PAGE, total, base),
+        pager: Pager::counted(page, PER_PAGE, total, base),
         rows: rows.into_iter().map(|l| view(now, l, &policies)).collect(),
         back,
         notice: dismissed.map(|id| format!("Opportunity {id} dismissed.")).unwrap_or_default(),
@@ -380,11 +380,9 @@ pub async fn detail(
     id: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
     let id = parse_id(&id)?;
-    let (l, policies, actions) = tokio::try_join!(
-        load(&state, id),
-        async { db::policies::list(&state.pool).await.map_err(WebError::from) },
-        async { store::actions(&state.pool, id, 20).await.map_err(WebError::from) },
-    )?;
+    let (l, policies, actions) = tokio::try_join!(load(&state, id), state.policies.list(&state.pool), async {
+        store::actions(&state.pool, id, 20).await.map_err(WebError::from)
+    },)?;
     let now = Utc::now();
     let mut shown = Vec::with_capacity(actions.len());
     for a in actions {

@@ -50,9 +50,11 @@ fn parse_id(s: &str) -> Result<Uuid, WebError> {
 #[get("/policies")]
 pub async fn list(state: web::Data<AppState>, user: WebUser) -> Result<HttpResponse, WebError> {
     let now = Utc::now();
-    let rows = db::policies::list(&state.pool)
+    let rows = state
+        .policies
+        .list(&state.pool)
         .await?
-        .into_iter()
+        .iter()
         .map(|p| {
             let dep = p.spec.deployment();
             PolicyRow {
@@ -71,7 +73,7 @@ pub async fn list(state: web::Data<AppState>, user: WebUser) -> Result<HttpRespo
                 replicas: format!("{}..={}", p.spec.min_replicas, p.spec.max_replicas),
                 dry_run: p.spec.dry_run,
                 updated: ago(now, p.updated_at),
-                name: p.spec.name,
+                name: p.spec.name.clone(),
             }
         })
         .collect();
@@ -522,7 +524,9 @@ pub async fn create(
         }
         Err(e) => return Err(e),
     };
-    match db::policies::create(&state.pool, &spec).await? {
+    let written = db::policies::create(&state.pool, &spec).await?;
+    state.policies.invalidate();
+    match written {
         Write::Ok(p) => {
             tracing::info!(policy = %p.spec.name, user = %user.name, "policy created from the dashboard");
             Ok(HttpResponse::SeeOther().insert_header(("Location", format!("/policies/{}", p.id))).finish())
@@ -574,7 +578,9 @@ pub async fn update(
         }
         Err(e) => return Err(e),
     };
-    match db::policies::update(&state.pool, id, &spec).await? {
+    let written = db::policies::update(&state.pool, id, &spec).await?;
+    state.policies.invalidate();
+    match written {
         Write::Ok(p) => {
             tracing::info!(policy = %p.spec.name, version = p.version, user = %user.name, "policy updated from the dashboard");
             Ok(HttpResponse::SeeOther().insert_header(("Location", format!("/policies/{id}"))).finish())

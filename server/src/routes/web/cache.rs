@@ -1,0 +1,65 @@
+//! Short-lived figures the dashboard's pages share between clients: data only, never a rendered page (pages
+//! carry the user and the CSRF token of the request).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use super::WebError;
+use crate::db::{self, Total, policies::StoredPolicy};
+
+/// How long the pages share one read of the policies. Writes through this server drop it at once; a write
+/// through another replica shows within this bound.
+pub const POLICIES_TTL: Duration = Duration::from_secs(1);
+
+/// The live policies, parsed once per [`POLICIES_TTL`] however many pages ask at the same moment (concurrent
+/// misses wait for the one read): at 500 policies every page naming them otherwise parses 500 JSON specs.
+pub struct PolicyCache(moka::future::Cache<(), Arc<Vec<StoredPolicy>>>);
+
+impl Default for PolicyCache {
+    fn default() -> Self {
+        PolicyCache(moka::future::Cache::builder().max_capacity(1).time_to_live(POLICIES_TTL).build())
+    }
+}
+
+impl PolicyCache {
+    /// The live policies by name, at most [`POLICIES_TTL`] old.
+    pub async fn list(&self, pool: &PgPool) -> Result<Arc<Vec<StoredPolicy>>, WebError> {
+        self.0
+            .try_get_with((), async { db::policies::list(pool).await.map(Arc::new) })
+            .await
+            .map_err(|e| WebError::Internal(e.to_string()))
+    }
+
+    /// Drops the shared read after a policy was written, so the next page shows the change.
+    pub fn invalidate(&self) {
+        self.0.invalidate_all();
+    }
+}
+
+/// How long a list's count is shared. The rows of a page are always read live; only "N matching" may lag.
+pub const COUNTS_TTL: Duration = Duration::from_secs(2);
+/// Distinct filters whose counts are kept.
+const COUNTS_KEPT: u64 = 1_000;
+
+/// Counts of list filters (decisions), shared for [`COUNTS_TTL`]: even capped, a count reads up to
+/// [`crate::db::COUNT_CAP`] rows, where the page itself reads 50.
+pub struct CountCache(moka::future::Cache<String, Total>);
+
+impl Default for CountCache {
+    fn default() -> Self {
+        CountCache(moka::future::Cache::builder().max_capacity(COUNTS_KEPT).time_to_live(COUNTS_TTL).build())
+    }
+}
+
+impl CountCache {
+    /// The count of the filter `key` (every parameter the count depends on), from `count` when none is kept.
+    pub async fn get(
+        &self,
+        key: String,
+        count: impl Future<Output = Result<Total, sqlx::Error>>,
+    ) -> Result<Total, WebError> {
+        self.0.try_get_with(key, count).await.map_err(|e| WebError::Internal(e.to_string()))
+    }
+}
