@@ -446,14 +446,24 @@ async fn silence_an_alert_and_set_hpa_behavior(c: &Client, app: &TestApp, base: 
     fill(c, "behavior.scaleDown.policies[0].periodSeconds", "60").await;
     screenshot(c, "policy-behavior").await;
     c.find(Locator::Id("policy-submit")).await.unwrap().click().await.unwrap();
+    // The edit page carries the preview link before and after the save: wait for the stored spec instead.
+    let want = json!({"stabilizationWindowSeconds": 600, "selectPolicy": null,
+                      "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]});
+    let pool = app.pool.clone();
+    eventually(Duration::from_secs(20), "the saved behavior", || {
+        let pool = pool.clone();
+        let want = want.clone();
+        async move {
+            let spec: Value = sqlx::query_scalar("SELECT spec FROM policies WHERE id = $1")
+                .bind(policy)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            (spec["behavior"]["scaleDown"] == want).then_some(())
+        }
+    })
+    .await;
     c.wait().for_element(Locator::Id("preview-link")).await.unwrap();
-    let spec: Value =
-        sqlx::query_scalar("SELECT spec FROM policies WHERE id = $1").bind(policy).fetch_one(&app.pool).await.unwrap();
-    assert_eq!(
-        spec["behavior"]["scaleDown"],
-        json!({"stabilizationWindowSeconds": 600, "selectPolicy": null,
-               "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]})
-    );
     assert_no_console_errors(driver, session, "policy behavior saved").await;
 }
 
