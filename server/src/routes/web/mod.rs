@@ -286,6 +286,29 @@ pub struct TimeRange {
 /// The picker's choices, for templates.
 pub const RANGES: &[&str] = &["15m", "1h", "6h", "24h", "3d", "7d"];
 
+/// What a form page's template reads of the submitted (or stored) values and of the one error to show:
+/// `v("field")`, `is("field", "value")`, `err("field")`.
+pub trait FormValues {
+    /// The form's values by field name.
+    fn values(&self) -> &HashMap<String, String>;
+    /// The field the error is about (empty: none).
+    fn error_field(&self) -> &str;
+    /// The error message.
+    fn error(&self) -> &str;
+    /// The form value of `field`.
+    fn v(&self, field: &str) -> &str {
+        self.values().get(field).map(String::as_str).unwrap_or("")
+    }
+    /// Whether `field` holds `value` (selects, checkboxes).
+    fn is(&self, field: &str, value: &str) -> bool {
+        self.v(field) == value
+    }
+    /// The error of `field`, if it is the one to blame.
+    fn err(&self, field: &str) -> &str {
+        if self.error_field() == field { self.error() } else { "" }
+    }
+}
+
 /// One `<option>` of a select.
 #[derive(Debug, Clone)]
 pub struct Opt {

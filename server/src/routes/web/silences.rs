@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
 use askama::Template;
+
+use super::FormValues as _;
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -44,18 +46,15 @@ pub struct SilenceFormTemplate {
     error: String,
 }
 
-impl SilenceFormTemplate {
-    /// The form value of `field`.
-    pub fn v(&self, field: &str) -> &str {
-        self.values.get(field).map(String::as_str).unwrap_or("")
+impl super::FormValues for SilenceFormTemplate {
+    fn values(&self) -> &HashMap<String, String> {
+        &self.values
     }
-    /// Whether `field` holds `value` (selects).
-    pub fn is(&self, field: &str, value: &str) -> bool {
-        self.v(field) == value
+    fn error_field(&self) -> &str {
+        &self.error_field
     }
-    /// The error of `field`, if it is the one to blame.
-    pub fn err(&self, field: &str) -> &str {
-        if self.error_field == field { &self.error } else { "" }
+    fn error(&self) -> &str {
+        &self.error
     }
 }
 
