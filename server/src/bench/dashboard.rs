@@ -35,7 +35,8 @@ pub struct DashboardBenchOptions {
 }
 
 const GPUS_PER_NODE: usize = 8;
-/// Nodes with one hour of 1 s raw samples (the node and GPU pages ask for these).
+/// Nodes with one hour of 1 s raw GPU samples (the node and GPU pages ask for these), and deployments with
+/// one hour of 1 s serving samples from 8 replicas.
 const HOT_NODES: usize = 10;
 
 async fn exec(pool: &sqlx::PgPool, what: &str, sql: &str) -> anyhow::Result<()> {
@@ -91,6 +92,12 @@ async fn load(pool: &sqlx::PgPool, nodes: usize, deployments: usize) -> anyhow::
          SELECT 'node-' || lpad(dd::text, 5, '0'), 'ns' || (dd % 50) || '/dep-' || dd, 'r' || r, now() - s * interval '10 seconds', 'vllm', \
                 (s % 7)::real, 8, 50, 0.2 + (s % 10) / 50.0, 0.03, 5 + (s % 30) / 3.0, 5000, 500, 8 \
          FROM generate_series(0, {}) dd, generate_series(0, 1) r, generate_series(1, 360) s", d - 1)).await?;
+    exec(pool, "raw serving samples: 1 h at 1 s, 8 replicas, for the hot deployments", &format!(
+        "INSERT INTO serving_samples (node_id, deployment, replica, ts, engine, queue_depth, running, kv_cache_pct, ttft_p95_s, itl_p95_s, \
+                                      requests_per_s, prompt_tokens_per_s, generation_tokens_per_s, batch_size_mean) \
+         SELECT 'node-' || lpad(dd::text, 5, '0'), 'ns' || (dd % 50) || '/dep-' || dd, 'hot-r' || r, now() - s * interval '1 second', 'vllm', \
+                ((s + r) % 7)::real, 8, 50, 0.2 + (s % 10) / 50.0, 0.03, 5 + (s % 30) / 3.0, 5000, 500, 8 \
+         FROM generate_series(0, {}) dd, generate_series(0, 7) r, generate_series(1, 3600) s", HOT_NODES.min(d) - 1)).await?;
     exec(pool, "latest serving readings", &format!(
         "INSERT INTO serving_latest (deployment, replica, node_id, ts, engine, queue_depth, running, kv_cache_pct, ttft_p95_s, itl_p95_s, \
                                      requests_per_s, generation_tokens_per_s, batch_size_mean) \
@@ -167,6 +174,11 @@ async fn load(pool: &sqlx::PgPool, nodes: usize, deployments: usize) -> anyhow::
              idle_gpu_equivalent, idle_share, gpu_hours_per_week, money_per_week, currency, by_model) \
          SELECT now() - i * interval '5 minutes', now() - i * interval '5 minutes' - interval '1 hour', now() - i * interval '5 minutes', \
                 10000, 812.5, 0.081, 136500, 341250, 'USD', '[]' FROM generate_series(0, 2015) i").await?;
+    // What a running server's rollup job would have done by now (it runs every minute; the first run after
+    // start would otherwise roll up the whole hour while the pages are measured).
+    let t = Instant::now();
+    let r = db::rollups::run(pool, chrono::Utc::now()).await?;
+    println!("  rolled up: {} minute rows in {:.1} s", r.minute_rows, t.elapsed().as_secs_f64());
     exec(pool, "analyze", "ANALYZE").await?;
     Ok(())
 }
@@ -216,7 +228,11 @@ pub async fn run(opts: DashboardBenchOptions) -> anyhow::Result<()> {
         ("deployments", vec!["/deployments".into()]),
         (
             "deployment",
-            (0..opts.deployments).step_by(7).map(|i| format!("/deployments/ns{}/dep-{i}", i % 50)).collect(),
+            // Every hot deployment (8 replicas at 1 s) and a spread of the others.
+            (0..HOT_NODES.min(opts.deployments))
+                .chain((HOT_NODES..opts.deployments).step_by(7))
+                .map(|i| format!("/deployments/ns{}/dep-{i}", i % 50))
+                .collect(),
         ),
         ("node", (0..HOT_NODES).map(|n| format!("/nodes/node-{n:05}")).collect()),
         ("gpu", (0..HOT_NODES * 8).map(|i| format!("/nodes/node-{:05}/gpus/{}", i / 8, i % 8)).collect()),

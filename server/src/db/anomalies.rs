@@ -242,3 +242,25 @@ pub async fn of_node_gpus(
     .fetch_all(pool)
     .await
 }
+
+/// Events of a deployment (its own series and its GPUs' peer outliers) that overlap `[from, to]`: the open
+/// ones first, then newest first, at most `limit`. The deployment page's markers and replica status.
+pub async fn of_deployment(
+    pool: &PgPool,
+    deployment: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<StoredAnomaly>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, node_id, deployment, target, metric, source, started_at, ended_at, severity, score, evidence \
+         FROM anomalies WHERE deployment = $1 AND started_at <= $3 AND (ended_at IS NULL OR ended_at >= $2) \
+         ORDER BY ended_at IS NULL DESC, started_at DESC, id DESC LIMIT $4",
+    )
+    .bind(deployment)
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -35,7 +35,7 @@ pub async fn gpu_buckets(
 ) -> Result<Vec<(String, i64, f64, i64)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT node_id, b, sum(u)::float8, count(*) FROM ( \
-           SELECT node_id, gpu_index, floor(extract(epoch FROM ts) / $1)::bigint * $1 AS b, avg(util_pct) AS u \
+           SELECT node_id, gpu_index, floor(date_part('epoch', ts) / $1)::bigint * $1 AS b, avg(util_pct) AS u \
            FROM gpu_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t GROUP BY 1, 2",
     )
     .bind(bucket_secs)
@@ -76,7 +76,7 @@ pub async fn serving_buckets(
     let rows: Vec<ServingRow> = sqlx::query_as(
         "SELECT deployment, b, sum(q)::float8, sum(kv)::float8, sum(tps)::float8, max(ttft)::float8, \
            max(itl)::float8, avg(batch)::float8, count(*) FROM ( \
-           SELECT deployment, replica, floor(extract(epoch FROM ts) / $1)::bigint * $1 AS b, \
+           SELECT deployment, replica, floor(date_part('epoch', ts) / $1)::bigint * $1 AS b, \
              avg(queue_depth) AS q, avg(coalesce(kv_cache_pct, 0)) AS kv, avg(generation_tokens_per_s) AS tps, \
              max(ttft_p95_s) AS ttft, max(itl_p95_s) AS itl, avg(batch_size_mean) AS batch \
            FROM serving_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t GROUP BY 1, 2",

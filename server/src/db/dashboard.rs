@@ -349,6 +349,31 @@ pub async fn decisions_of(
     .await
 }
 
+/// What a deployment page draws of a policy's decisions: the ones in `[since, now]` that changed the
+/// replicas or failed (newest first, at most `limit`), the newest few whatever they were, and the last one
+/// before `since` (where the chart's replica steps start). Newest first, each once.
+pub async fn decision_steps(
+    pool: &PgPool,
+    policy: uuid::Uuid,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<DecisionItem>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT ON (decided_at, id) * FROM ( \
+             (SELECT {DECISION_COLUMNS} FROM decisions WHERE policy_id = $1 AND decided_at >= $2 \
+                AND (desired_replicas <> current_replicas OR error IS NOT NULL) ORDER BY decided_at DESC, id DESC LIMIT $3) \
+             UNION ALL (SELECT {DECISION_COLUMNS} FROM decisions WHERE policy_id = $1 ORDER BY decided_at DESC, id DESC LIMIT 5) \
+             UNION ALL (SELECT {DECISION_COLUMNS} FROM decisions WHERE policy_id = $1 AND decided_at < $2 \
+                ORDER BY decided_at DESC, id DESC LIMIT 1)) d \
+         ORDER BY decided_at DESC, id DESC"
+    )))
+    .bind(policy)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// A stored forecast.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct ForecastRow {
@@ -524,4 +549,57 @@ pub async fn alert_page(pool: &PgPool, q: &AlertQuery) -> Result<(Vec<AlertItem>
     .fetch_one(pool)
     .await?;
     Ok((rows, Total::from_counted(counted, cap)))
+}
+
+/// A serving replica's latest reading.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct ReplicaRow {
+    /// Replica name.
+    pub replica: String,
+    /// Node it runs on.
+    pub node_id: String,
+    /// Serving engine.
+    pub engine: String,
+    /// When it last reported.
+    pub ts: DateTime<Utc>,
+    /// Requests waiting.
+    pub queue_depth: f32,
+    /// Requests running.
+    pub running: f32,
+    /// KV-cache use, %.
+    pub kv_cache_pct: Option<f32>,
+    /// TTFT p95, s.
+    pub ttft_p95_s: Option<f32>,
+    /// Inter-token latency p95, s.
+    pub itl_p95_s: Option<f32>,
+    /// Requests per second.
+    pub requests_per_s: f32,
+    /// Mean batch size observed.
+    pub batch_size_mean: Option<f32>,
+}
+
+/// A deployment's replicas, by name.
+pub async fn replicas_of(pool: &PgPool, deployment: &str) -> Result<Vec<ReplicaRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT replica, node_id, engine, ts, queue_depth, running, kv_cache_pct, ttft_p95_s, itl_p95_s, requests_per_s, \
+                batch_size_mean FROM serving_latest WHERE deployment = $1 ORDER BY replica LIMIT 1000",
+    )
+    .bind(deployment)
+    .fetch_all(pool)
+    .await
+}
+
+/// The batching each node of a deployment was last set to: its newest applied rebatch command.
+pub async fn applied_batching(
+    pool: &PgPool,
+    deployment: &str,
+) -> Result<Vec<super::commands::CommandRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT DISTINCT ON (node_id) id, node_id, action, decision_id, created_at, delivered_at, acked_at, completed_at, ok, result \
+         FROM commands WHERE action->>'kind' = 'rebatch' AND action->>'deployment' = $1 AND ok \
+         ORDER BY node_id, created_at DESC",
+    )
+    .bind(deployment)
+    .fetch_all(pool)
+    .await
 }

@@ -44,14 +44,14 @@ pub async fn gpu_buckets(
     bucket_secs: i64,
 ) -> Result<Vec<GpuBucket>, sqlx::Error> {
     let sql = if to - from <= Duration::hours(2) {
-        "SELECT node_id, gpu_index, floor(extract(epoch FROM ts) / $1)::bigint * $1 AS b, max(model) AS model, \
+        "SELECT node_id, gpu_index, floor(date_part('epoch', ts) / $1)::bigint * $1 AS b, max(model) AS model, \
                 avg(util_pct)::float8 AS util, avg(sm_active)::float8 AS sm_active, \
                 max(mem_used_bytes)::float8 AS mem_used, max(mem_total_bytes)::float8 AS mem_total, \
                 avg(power_w)::float8 AS power, min(sm_clock_mhz)::float8 AS clock, \
                 bit_or(throttle_reasons) AS throttle, avg(temp_c)::float8 AS temp \
          FROM gpu_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     } else {
-        "SELECT r.node_id, r.gpu_index, floor(extract(epoch FROM r.bucket) / $1)::bigint * $1 AS b, \
+        "SELECT r.node_id, r.gpu_index, floor(date_part('epoch', r.bucket) / $1)::bigint * $1 AS b, \
                 coalesce(max(l.model), '') AS model, avg(r.util_mean)::float8 AS util, \
                 avg(r.sm_active_mean)::float8 AS sm_active, max(r.mem_used_max)::float8 AS mem_used, \
                 max(r.mem_total_bytes)::float8 AS mem_total, avg(r.power_mean)::float8 AS power, \
@@ -111,7 +111,7 @@ pub async fn deployment_buckets(
     let sql = if to - from <= Duration::hours(2) {
         "SELECT deployment, b, count(*) AS replicas, sum(gen)::float8 AS demand, max(itl)::float8 AS itl, \
                 avg(batch)::float8 AS batch, avg(kv)::float8 AS kv, sum(queue)::float8 AS queue FROM ( \
-            SELECT deployment, replica, floor(extract(epoch FROM ts) / $1)::bigint * $1 AS b, \
+            SELECT deployment, replica, floor(date_part('epoch', ts) / $1)::bigint * $1 AS b, \
                    avg(generation_tokens_per_s) AS gen, max(itl_p95_s) AS itl, avg(batch_size_mean) AS batch, \
                    avg(kv_cache_pct) AS kv, avg(queue_depth) AS queue \
             FROM serving_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t \
@@ -119,7 +119,7 @@ pub async fn deployment_buckets(
     } else {
         "SELECT deployment, b, count(*) AS replicas, sum(gen)::float8 AS demand, max(itl)::float8 AS itl, \
                 avg(batch)::float8 AS batch, avg(kv)::float8 AS kv, sum(queue)::float8 AS queue FROM ( \
-            SELECT deployment, replica, floor(extract(epoch FROM bucket) / $1)::bigint * $1 AS b, \
+            SELECT deployment, replica, floor(date_part('epoch', bucket) / $1)::bigint * $1 AS b, \
                    avg(generation_tps) AS gen, max(itl_p95_max) AS itl, avg(batch_size_mean) AS batch, \
                    avg(kv_cache_mean) AS kv, avg(queue_mean) AS queue \
             FROM serving_rollup_1m WHERE bucket >= $2 AND bucket < $3 GROUP BY 1, 2, 3) t \

@@ -214,50 +214,105 @@ pub async fn deployment_metric(
     let nodes = nodes_of(pool, deployment, group).await?;
     let rollup = to - from > Duration::hours(2) && bucket_secs >= 60;
     let bucket = if rollup { i64::from(bucket_secs).div_euclid(60).max(1) * 60 } else { i64::from(bucket_secs.max(1)) };
-    // Columns come from closed enums, never from input.
-    let sql = match (metric, rollup) {
-        (Metric::GpuUtilization, false) => "SELECT b, sum(v)::float8, count(*) FROM ( \
-               SELECT floor(extract(epoch FROM ts) / $3)::bigint * $3 AS b, node_id, gpu_index, avg(util_pct) AS v \
-               FROM gpu_samples WHERE node_id = ANY($1) AND ts >= $4 AND ts < $5 GROUP BY 1, 2, 3) t GROUP BY b ORDER BY b"
-            .to_string(),
-        (Metric::GpuUtilization, true) => "SELECT b, sum(v)::float8, count(*) FROM ( \
-               SELECT floor(extract(epoch FROM bucket) / $3)::bigint * $3 AS b, node_id, gpu_index, avg(util_mean) AS v \
-               FROM gpu_rollup_1m WHERE node_id = ANY($1) AND bucket >= $4 AND bucket < $5 GROUP BY 1, 2, 3) t GROUP BY b ORDER BY b"
-            .to_string(),
-        (m, false) => {
-            let column = match m {
-                Metric::QueueDepthPerReplica => "queue_depth",
-                Metric::KvCachePct => "coalesce(kv_cache_pct, 0)",
-                _ => "generation_tokens_per_s",
+    // Rollups up to `to`: no raw tail, as the control loop has always read them.
+    let plan = ChartPlan {
+        resolution: if rollup { Resolution::Minute } else { Resolution::Raw },
+        bucket_secs: bucket,
+        rollups_upto: to,
+    };
+    let points = metric_series(pool, &nodes, deployment, metric, from, to, &plan).await?;
+    Ok((points, nodes))
+}
+
+/// [`deployment_metric`] for a chart: read as `plan` says, the newest minutes from raw samples.
+pub async fn deployment_metric_chart(
+    pool: &PgPool,
+    deployment: &str,
+    group: Option<&str>,
+    metric: Metric,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    plan: &ChartPlan,
+) -> Result<Vec<Point>, sqlx::Error> {
+    let nodes = nodes_of(pool, deployment, group).await?;
+    metric_series(pool, &nodes, deployment, metric, from, to, plan).await
+}
+
+/// `metric` of `nodes` (GPU utilisation) or of `deployment`'s replicas per `plan.bucket_secs` bucket: each
+/// member's mean in the bucket (rollup minutes weighted by their samples), summed over members.
+async fn metric_series(
+    pool: &PgPool,
+    nodes: &[String],
+    deployment: &str,
+    metric: Metric,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    plan: &ChartPlan,
+) -> Result<Vec<Point>, sqlx::Error> {
+    // $1 nodes, $2 deployment, $3 bucket, $4 from, $5 to, $6 end of the minute rollups. Columns come from
+    // closed enums, never from input.
+    let (members, raw, rollup, tail) = match metric {
+        Metric::GpuUtilization => (
+            "node_id, gpu_index",
+            "SELECT ts AS t, node_id, gpu_index, util_pct AS v, 1 AS n FROM gpu_samples \
+             WHERE node_id = ANY($1) AND ts >= $4 AND ts < $5"
+                .to_string(),
+            "SELECT bucket AS t, node_id, gpu_index, util_mean AS v, samples AS n FROM {table} \
+             WHERE node_id = ANY($1) AND bucket >= $4 AND bucket < {end}"
+                .to_string(),
+            "SELECT date_trunc('minute', ts), node_id, gpu_index, avg(util_pct), count(*) FROM gpu_samples \
+             WHERE node_id = ANY($1) AND ts >= greatest($4, $6) AND ts < $5 GROUP BY 1, 2, 3"
+                .to_string(),
+        ),
+        m => {
+            let (column, rolled) = match m {
+                Metric::QueueDepthPerReplica => ("queue_depth", "queue_mean"),
+                Metric::KvCachePct => ("coalesce(kv_cache_pct, 0)", "coalesce(kv_cache_mean, 0)"),
+                _ => ("generation_tokens_per_s", "generation_tps"),
             };
-            format!(
-                "SELECT b, sum(v)::float8, count(*) FROM ( \
-                 SELECT floor(extract(epoch FROM ts) / $3)::bigint * $3 AS b, replica, avg({column}) AS v \
-                 FROM serving_samples WHERE deployment = $2 AND ts >= $4 AND ts < $5 GROUP BY 1, 2) t GROUP BY b ORDER BY b"
-            )
-        }
-        (m, true) => {
-            let column = match m {
-                Metric::QueueDepthPerReplica => "queue_mean",
-                Metric::KvCachePct => "coalesce(kv_cache_mean, 0)",
-                _ => "generation_tps",
-            };
-            format!(
-                "SELECT b, sum(v)::float8, count(*) FROM ( \
-                 SELECT floor(extract(epoch FROM bucket) / $3)::bigint * $3 AS b, replica, avg({column}) AS v \
-                 FROM serving_rollup_1m WHERE deployment = $2 AND bucket >= $4 AND bucket < $5 GROUP BY 1, 2) t GROUP BY b ORDER BY b"
+            (
+                "replica",
+                format!(
+                    "SELECT ts AS t, replica, {column} AS v, 1 AS n FROM serving_samples \
+                     WHERE deployment = $2 AND ts >= $4 AND ts < $5"
+                ),
+                format!(
+                    "SELECT bucket AS t, replica, {rolled} AS v, samples AS n FROM {{table}} \
+                     WHERE deployment = $2 AND bucket >= $4 AND bucket < {{end}}"
+                ),
+                format!(
+                    "SELECT date_trunc('minute', ts), replica, avg({column}), count(*) FROM serving_samples \
+                     WHERE deployment = $2 AND ts >= greatest($4, $6) AND ts < $5 GROUP BY 1, 2"
+                ),
             )
         }
     };
+    let (minute, hour) = match metric {
+        Metric::GpuUtilization => ("gpu_rollup_1m", "gpu_rollup_1h"),
+        _ => ("serving_rollup_1m", "serving_rollup_1h"),
+    };
+    let inner = match plan.resolution {
+        Resolution::Raw => raw,
+        Resolution::Minute => {
+            format!("{} UNION ALL {tail}", rollup.replace("{table}", minute).replace("{end}", "least($5, $6)"))
+        }
+        Resolution::Hour => rollup.replace("{table}", hour).replace("{end}", "$5"),
+    };
+    let sql = format!(
+        "SELECT b, sum(v)::float8, count(*) FROM ( \
+         SELECT floor(date_part('epoch', t) / $3)::bigint * $3 AS b, {members}, sum(v * n) / sum(n) AS v \
+         FROM ({inner}) s GROUP BY 1, {members}) t GROUP BY b ORDER BY b"
+    );
     let rows: Vec<(i64, f64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&nodes)
+        .bind(nodes)
         .bind(deployment)
-        .bind(bucket)
+        .bind(plan.bucket_secs)
         .bind(from)
         .bind(to)
+        .bind(plan.rollups_upto)
         .fetch_all(pool)
         .await?;
-    Ok((rows.into_iter().map(|(b, total, members)| Point { bucket_secs: b, total, members }).collect(), nodes))
+    Ok(rows.into_iter().map(|(b, total, members)| Point { bucket_secs: b, total, members }).collect())
 }
 
 /// One bucket of one GPU of a node (the node page's overview chart).
@@ -273,38 +328,191 @@ pub struct NodeGpuPoint {
     pub power_w: f64,
 }
 
-/// Utilisation and power of every GPU of `node` in one query, averaged into about 300 buckets: raw samples up
-/// to 15 minutes, 1-minute rollups up to 3 days, hourly beyond. A node's overview needs neither 1 s detail
-/// nor one query per GPU (the GPU page has the raw series); the newest minute or two show up once rolled up.
-pub async fn node_gpu_series(
+/// Utilisation and power of every GPU of `node` in one query, in `plan`'s buckets (rollup minutes weighted
+/// by their samples, the minutes not rolled up yet from raw samples). A node's overview needs neither 1 s
+/// detail nor one query per GPU; the GPU page has the detail.
+pub async fn node_gpu_chart(
     pool: &PgPool,
     node: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<(Resolution, Vec<NodeGpuPoint>), sqlx::Error> {
-    let span = (to - from).num_seconds().max(1);
-    let res = match resolution_for(from, to) {
-        Resolution::Raw if span > 15 * 60 => Resolution::Minute,
-        r => r,
+    plan: &ChartPlan,
+) -> Result<Vec<NodeGpuPoint>, sqlx::Error> {
+    const RAW: &str = "SELECT ts AS t, gpu_index, util_pct AS u, power_w AS p, 1 AS n \
+                       FROM gpu_samples WHERE node_id = $1 AND ts >= $2 AND ts < $3";
+    const ROLLUP: &str = "SELECT bucket AS t, gpu_index, util_mean AS u, power_mean AS p, samples AS n \
+                          FROM {table} WHERE node_id = $1 AND bucket >= $2 AND bucket < {end}";
+    const TAIL: &str = "SELECT date_trunc('minute', ts), gpu_index, avg(util_pct), avg(power_w), count(*) \
+                        FROM gpu_samples WHERE node_id = $1 AND ts >= greatest($2, $5) AND ts < $3 GROUP BY 1, 2";
+    let inner = match plan.resolution {
+        Resolution::Raw => RAW.to_string(),
+        Resolution::Minute => {
+            format!("{} UNION ALL {TAIL}", ROLLUP.replace("{table}", "gpu_rollup_1m").replace("{end}", "least($3, $5)"))
+        }
+        Resolution::Hour => ROLLUP.replace("{table}", "gpu_rollup_1h").replace("{end}", "$3"),
     };
-    let (sql, floor) = match res {
-        Resolution::Raw => (
-            "SELECT gpu_index, to_timestamp(floor(extract(epoch FROM ts) / $4) * $4) AS ts, avg(util_pct)::float8 AS util_pct, \
-             avg(power_w)::float8 AS power_w FROM gpu_samples WHERE node_id = $1 AND ts >= $2 AND ts < $3 GROUP BY 1, 2 ORDER BY 1, 2",
-            1,
-        ),
-        Resolution::Minute => (
-            "SELECT gpu_index, to_timestamp(floor(extract(epoch FROM bucket) / $4) * $4) AS ts, avg(util_mean)::float8 AS util_pct, \
-             avg(power_mean)::float8 AS power_w FROM gpu_rollup_1m WHERE node_id = $1 AND bucket >= $2 AND bucket < $3 GROUP BY 1, 2 ORDER BY 1, 2",
-            60,
-        ),
-        Resolution::Hour => (
-            "SELECT gpu_index, to_timestamp(floor(extract(epoch FROM bucket) / $4) * $4) AS ts, avg(util_mean)::float8 AS util_pct, \
-             avg(power_mean)::float8 AS power_w FROM gpu_rollup_1h WHERE node_id = $1 AND bucket >= $2 AND bucket < $3 GROUP BY 1, 2 ORDER BY 1, 2",
-            3600,
-        ),
+    let sql = format!(
+        "SELECT gpu_index, to_timestamp(floor(date_part('epoch', t) / $4) * $4) AS ts, sum(u * n) / sum(n) AS util_pct, \
+                sum(p * n) / sum(n) AS power_w FROM ({inner}) s GROUP BY 1, 2 ORDER BY 1, 2"
+    );
+    let q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(node).bind(from).bind(to).bind(plan.bucket_secs as f64);
+    let q = if plan.resolution == Resolution::Minute { q.bind(plan.rollups_upto) } else { q };
+    q.fetch_all(pool).await
+}
+
+/// How a dashboard chart reads a range: the table, the bucket width, and where the 1-minute rollups end
+/// (the newest minutes come from raw samples, so a chart of the last hours is complete up to now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChartPlan {
+    /// Table read.
+    pub resolution: Resolution,
+    /// Bucket width, seconds (a whole number of minutes or hours for rollups).
+    pub bucket_secs: i64,
+    /// With [`Resolution::Minute`]: rollups before this instant, raw samples from it on (the range's start
+    /// when there are no rollups yet).
+    pub rollups_upto: DateTime<Utc>,
+}
+
+impl ChartPlan {
+    /// `from..to` in at most `max_points` buckets of at least `min_bucket_secs`: raw samples for spans up to
+    /// `raw_up_to`, 1-minute rollups up to 3 days, hourly ones beyond. Looks up the rollup watermark for
+    /// minute rollups.
+    pub async fn new(
+        pool: &PgPool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        raw_up_to: Duration,
+        max_points: i64,
+        min_bucket_secs: i64,
+    ) -> Result<Self, sqlx::Error> {
+        let mut plan = Self::choose(from, to, raw_up_to, max_points, min_bucket_secs);
+        if plan.resolution == Resolution::Minute {
+            let upto: Option<DateTime<Utc>> =
+                sqlx::query_scalar("SELECT upto FROM rollup_watermark WHERE name = '1m'").fetch_optional(pool).await?;
+            plan.rollups_upto = upto.unwrap_or(from);
+        }
+        Ok(plan)
+    }
+
+    /// The plan without the watermark (`rollups_upto` is `from`: everything raw for minute rollups).
+    pub fn choose(
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        raw_up_to: Duration,
+        max_points: i64,
+        min_bucket_secs: i64,
+    ) -> Self {
+        let span = (to - from).num_seconds().max(1);
+        let per = ((span + max_points.max(1) - 1) / max_points.max(1)).max(min_bucket_secs).max(1);
+        let (resolution, unit) = if to - from <= raw_up_to {
+            (Resolution::Raw, 1)
+        } else if to - from <= Duration::days(3) {
+            (Resolution::Minute, 60)
+        } else {
+            (Resolution::Hour, 3600)
+        };
+        Self { resolution, bucket_secs: (per + unit - 1) / unit * unit, rollups_upto: from }
+    }
+
+    /// Words for the page: "raw, 6 s buckets", "1-minute rollups, 3 min buckets".
+    pub fn describe(&self) -> String {
+        let b = self.bucket_secs;
+        let width = if b % 3600 == 0 {
+            format!("{} h", b / 3600)
+        } else if b % 60 == 0 {
+            format!("{} min", b / 60)
+        } else {
+            format!("{b} s")
+        };
+        let table = match self.resolution {
+            Resolution::Raw => "raw samples",
+            Resolution::Minute => "1-minute rollups",
+            Resolution::Hour => "1-hour rollups",
+        };
+        format!("{table}, {width} buckets")
+    }
+}
+
+/// A GPU's series for a chart, aggregated in PostgreSQL into `plan`'s buckets: mean utilisation, power and
+/// temperature, maximum utilisation and memory, minimum SM clock, throttle reasons OR-ed. Bucket `ts` is the
+/// bucket's start.
+pub async fn gpu_chart(
+    pool: &PgPool,
+    node: &str,
+    gpu: i32,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    plan: &ChartPlan,
+) -> Result<Vec<GpuPoint>, sqlx::Error> {
+    const RAW: &str = "SELECT ts AS t, util_pct AS u, util_pct AS umax, mem_used_bytes AS mem, power_w AS p, temp_c AS tc, \
+                       sm_clock_mhz AS clk, throttle_reasons AS thr, 1 AS n \
+                       FROM gpu_samples WHERE node_id = $1 AND gpu_index = $2 AND ts >= $3 AND ts < $4";
+    const ROLLUP: &str = "SELECT bucket AS t, util_mean AS u, util_max AS umax, mem_used_max AS mem, power_mean AS p, \
+                          temp_mean AS tc, sm_clock_min AS clk, throttle_any AS thr, samples AS n FROM {table} \
+                          WHERE node_id = $1 AND gpu_index = $2 AND bucket >= $3 AND bucket < {end}";
+    // The newest minutes, not rolled up yet, as minutes of raw samples.
+    const TAIL: &str = "SELECT date_trunc('minute', ts), avg(util_pct), max(util_pct), max(mem_used_bytes), avg(power_w), \
+                        avg(temp_c), min(sm_clock_mhz), bit_or(throttle_reasons), count(*) \
+                        FROM gpu_samples WHERE node_id = $1 AND gpu_index = $2 AND ts >= greatest($3, $6) AND ts < $4 GROUP BY 1";
+    let inner = match plan.resolution {
+        Resolution::Raw => RAW.to_string(),
+        Resolution::Minute => {
+            format!("{} UNION ALL {TAIL}", ROLLUP.replace("{table}", "gpu_rollup_1m").replace("{end}", "least($4, $6)"))
+        }
+        Resolution::Hour => ROLLUP.replace("{table}", "gpu_rollup_1h").replace("{end}", "$4"),
     };
-    let bucket = (span / 300).max(floor) as f64;
-    let points = sqlx::query_as(sql).bind(node).bind(from).bind(to).bind(bucket).fetch_all(pool).await?;
-    Ok((res, points))
+    // Table and column names are constants, never input.
+    let sql = format!(
+        "SELECT to_timestamp(floor(date_part('epoch', t) / $5) * $5) AS ts, (sum(u * n) / sum(n))::real AS util_pct, \
+                max(umax)::real AS util_max, max(mem)::bigint AS mem_used_bytes, (sum(p * n) / sum(n))::real AS power_w, \
+                (sum(tc * n) / sum(n))::real AS temp_c, min(clk)::integer AS sm_clock_mhz, \
+                bit_or(thr)::bigint AS throttle_reasons \
+         FROM ({inner}) s GROUP BY 1 ORDER BY 1"
+    );
+    let q =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(node).bind(gpu).bind(from).bind(to).bind(plan.bucket_secs as f64);
+    let q = if plan.resolution == Resolution::Minute { q.bind(plan.rollups_upto) } else { q };
+    q.fetch_all(pool).await
+}
+
+/// A deployment's series for a chart, aggregated in PostgreSQL into `plan`'s buckets: per replica the mean
+/// (worst for latency) over the bucket, then summed over replicas (mean for KV-cache use, worst for latency).
+/// `replicas` counts the replicas that reported in the bucket.
+pub async fn deployment_chart(
+    pool: &PgPool,
+    deployment: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    plan: &ChartPlan,
+) -> Result<Vec<DeploymentPoint>, sqlx::Error> {
+    const RAW: &str = "SELECT ts AS t, replica, queue_depth AS q, running AS run, kv_cache_pct AS kv, ttft_p95_s AS ttft, \
+                       itl_p95_s AS itl, requests_per_s AS rps, generation_tokens_per_s AS gen, 1 AS n \
+                       FROM serving_samples WHERE deployment = $1 AND ts >= $2 AND ts < $3";
+    const ROLLUP: &str = "SELECT bucket AS t, replica, queue_mean AS q, running_mean AS run, kv_cache_mean AS kv, \
+                          ttft_p95_max AS ttft, itl_p95_max AS itl, requests_per_s AS rps, generation_tps AS gen, samples AS n \
+                          FROM {table} WHERE deployment = $1 AND bucket >= $2 AND bucket < {end}";
+    const TAIL: &str = "SELECT date_trunc('minute', ts), replica, avg(queue_depth), avg(running), avg(kv_cache_pct), \
+                        max(ttft_p95_s), max(itl_p95_s), avg(requests_per_s), avg(generation_tokens_per_s), count(*) \
+                        FROM serving_samples WHERE deployment = $1 AND ts >= greatest($2, $5) AND ts < $3 GROUP BY 1, 2";
+    let inner = match plan.resolution {
+        Resolution::Raw => RAW.to_string(),
+        Resolution::Minute => format!(
+            "{} UNION ALL {TAIL}",
+            ROLLUP.replace("{table}", "serving_rollup_1m").replace("{end}", "least($3, $5)")
+        ),
+        Resolution::Hour => ROLLUP.replace("{table}", "serving_rollup_1h").replace("{end}", "$3"),
+    };
+    let sql = format!(
+        "SELECT b AS ts, count(*) AS replicas, sum(q)::float8 AS queue_depth, sum(run)::float8 AS running, \
+                avg(kv)::float8 AS kv_cache_pct, max(ttft)::float8 AS ttft_p95_s, max(itl)::float8 AS itl_p95_s, \
+                sum(rps)::float8 AS requests_per_s, sum(gen)::float8 AS generation_tokens_per_s \
+         FROM (SELECT to_timestamp(floor(date_part('epoch', t) / $4) * $4) AS b, replica, sum(q * n) / sum(n) AS q, \
+                      sum(run * n) / sum(n) AS run, sum(kv * n) / nullif(sum(n) FILTER (WHERE kv IS NOT NULL), 0) AS kv, \
+                      max(ttft) AS ttft, max(itl) AS itl, sum(rps * n) / sum(n) AS rps, sum(gen * n) / sum(n) AS gen \
+               FROM ({inner}) s GROUP BY 1, 2) r \
+         GROUP BY b ORDER BY b"
+    );
+    let q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(deployment).bind(from).bind(to).bind(plan.bucket_secs as f64);
+    let q = if plan.resolution == Resolution::Minute { q.bind(plan.rollups_upto) } else { q };
+    q.fetch_all(pool).await
 }

@@ -592,6 +592,88 @@ mod insights {
             .unwrap();
     }
 
+    /// Serving readings of one replica on `node`, reported by that node's agent.
+    async fn ingest_replica(app: &TestApp, node: &str, replica: &str, itl_s: f64) {
+        let now = Utc::now();
+        let serving: Vec<_> = (0..6)
+            .map(|k| {
+                json!({"ts_ms": (now - Duration::seconds(60 - 10 * k)).timestamp_millis(), "deployment": "ml/llama",
+                       "replica": replica, "engine": "vllm", "queue_depth": 2, "running": 12, "kv_cache_pct": 40.0,
+                       "ttft_p95_s": 0.2, "itl_p95_s": itl_s, "prompt_tokens_per_s": 900.0,
+                       "generation_tokens_per_s": 150.0, "batch_size_mean": 12.0})
+            })
+            .collect();
+        let batch = json!({
+            "version": 1, "agent_id": node, "seq": 7, "sent_at_ms": now.timestamp_millis(),
+            "node": {"hostname": node, "agent_version": "test", "gpu_source": "simulated", "deployment": "ml/llama"},
+            "serving": serving,
+        });
+        let r = app.ingest_raw(serde_json::to_vec(&batch).unwrap()).await;
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_deployment_page_lists_replicas_with_their_batching_and_peer_outliers_and_shades_its_events() {
+        let app = spawn_app(|s| {
+            s.control.enabled = false;
+            s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
+        })
+        .await;
+        ingest_node(&app).await;
+        ingest_replica(&app, NODE, "llama-a", 0.03).await;
+        ingest_replica(&app, "node-b", "llama-b", 0.09).await;
+        // node-a's GPU 1 departs from its peers; node-a was rebatched (applied), node-b never.
+        let peer = SeriesId {
+            node_id: NODE.into(),
+            deployment: "ml/llama".into(),
+            target: "gpu:node-a:1".into(),
+            metric: "peer:util_pct".into(),
+        };
+        let ev = json!({"peers": 3, "peer_group": "deployment ml/llama",
+                        "evidence": {"value": 20.0, "peer_median": 75.0, "mad_distance": -6.5}});
+        let at = Utc::now() - Duration::minutes(3);
+        fleetpilot::db::anomalies::open_or_update(&app.pool, &peer, "peers", at, "warning", 0.9, &ev, at)
+            .await
+            .unwrap();
+        open_event(&app, "deployment:ml/llama", "itl_p95_s", "info", 0.55, json!({}), 20).await;
+        sqlx::query(
+            "INSERT INTO commands (id, node_id, action, created_at, completed_at, ok, result) VALUES \
+             (gen_random_uuid(), 'node-a', '{\"kind\": \"rebatch\", \"deployment\": \"ml/llama\", \"max_batch_size\": 32, \"max_queue_delay_us\": 1000}', \
+              now() - interval '10 minutes', now() - interval '10 minutes', true, 'applied'), \
+             (gen_random_uuid(), 'node-a', '{\"kind\": \"rebatch\", \"deployment\": \"ml/llama\", \"max_batch_size\": 64, \"max_queue_delay_us\": 2000}', \
+              now() - interval '5 minutes', now() - interval '5 minutes', true, 'applied'), \
+             (gen_random_uuid(), 'node-a', '{\"kind\": \"rebatch\", \"deployment\": \"ml/llama\", \"max_batch_size\": 128, \"max_queue_delay_us\": 2000}', \
+              now() - interval '1 minute', now() - interval '1 minute', false, 'engine refused')",
+        )
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        add_user(&app.pool, "watcher", "viewer-password", Role::Viewer).await;
+        let s = WebSession::login(&app.address, "watcher", "viewer-password").await;
+
+        let html = page(&s, "/deployments/ml/llama?range=1h").await;
+        let table = &html[html.find("id=\"replicas\"").expect("a replicas table")..];
+        let table = &table[..table.find("</table>").unwrap()];
+        let (a, b) = (table.find("llama-a").unwrap(), table.find("llama-b").unwrap());
+        let (row_a, row_b) = (&table[a..b], &table[b..]);
+        assert!(row_a.contains("batch 64, delay 2000 µs"), "the newest applied batching, not the refused one: {row_a}");
+        assert!(row_a.contains("GPU 1 (warning): typically 20% while its 3 peers sit at 75%"), "{row_a}");
+        assert!(row_a.contains("href=\"/anomalies?node=node-a&#38;state=all&#38;range=1h\""), "{row_a}");
+        assert!(row_b.contains("never rebatched") && row_b.contains("no open outlier"), "{row_b}");
+        assert!(row_b.contains("90 ms"), "ITL p95 of the replica: {row_b}");
+        assert!(html.contains("1 peer outlier"), "counted in the heading");
+        // The deployment's own event is shaded on the chart and listed; the range reads minute rollups.
+        assert!(html.contains("<rect class=\"span anomaly info\""), "{html}");
+        assert!(html.contains("id=\"chart-anomalies\"") && html.contains("ml/llama · itl_p95_s"));
+        assert!(html.contains("1-minute rollups, 1 min buckets"), "{html}");
+        let short = page(&s, "/deployments/ml/llama?range=15m").await;
+        assert!(short.contains("raw samples, "), "{short}");
+        assert!(!short.contains("class=\"marker anomaly\" x1=\"-"), "a marker before the range is not drawn");
+        // The latency chart has data from the minutes not rolled up yet.
+        assert!(short.contains("TTFT") && short.matches("<path").count() >= 3, "{short}");
+        app.stop().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_anomalies_page_filters_by_range_and_series_and_node_and_gpu_charts_shade_the_events() {
         let app = spawn_app(|s| {

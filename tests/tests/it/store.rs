@@ -110,3 +110,131 @@ async fn rollups_follow_raw_data_including_late_batches_and_series_pick_their_re
     assert_eq!(bad.json::<Value>().await.unwrap()["field"], "from");
     app.stop().await;
 }
+
+/// The dashboard's charts read 1-minute rollups up to the rollup watermark and raw samples after it: what
+/// they draw must be what the raw samples alone give, bucket for bucket, up to the newest second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charts_from_rollups_plus_the_raw_tail_match_the_raw_samples() {
+    use fleetpilot::db::series::{self, ChartPlan, Resolution};
+    use fleetpilot::domain::policy::Metric;
+
+    let app = spawn_app(|s| {
+        s.control.enabled = false;
+        s.ingest.rollup_secs = 3600.0; // driven by hand below
+    })
+    .await;
+    let now = Utc::now();
+    let from = (now - Duration::minutes(40)).duration_trunc(Duration::minutes(1)).unwrap();
+    sqlx::query("INSERT INTO nodes (node_id, hostname, agent_version, gpu_source, deployment, last_seen) VALUES ('node-c', 'c', 't', 'simulated', 'ml/chart', now())")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // 40 minutes at 1 s up to now: two GPUs with a saw-tooth, a throttled stretch and a clock dip; two
+    // replicas with their own levels.
+    sqlx::query(
+        "INSERT INTO gpu_samples (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, power_w, temp_c, \
+                                  sm_clock_mhz, mem_clock_mhz, throttle_reasons, ecc_dbe_total, xid_last) \
+         SELECT 'node-c', g, $1 + s * interval '1 second', 'GPU-' || g, 'test', ((s * 7 + g * 13) % 100)::real, 1000 + s, 2000000, \
+                200 + s % 50, 50 + s % 20, CASE WHEN s % 600 = 17 THEN 900 ELSE 1980 END, 2619, \
+                CASE WHEN s BETWEEN 700 AND 760 THEN 4 ELSE 0 END, 0, 0 \
+         FROM generate_series(0, 1) g, generate_series(0, $2) s",
+    )
+    .bind(from)
+    .bind((now - from).num_seconds() as i32)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO serving_samples (node_id, deployment, replica, ts, engine, queue_depth, running, kv_cache_pct, ttft_p95_s, itl_p95_s, \
+                                      requests_per_s, prompt_tokens_per_s, generation_tokens_per_s, batch_size_mean) \
+         SELECT 'node-c', 'ml/chart', 'r' || r, $1 + s * interval '1 second', 'vllm', (s % 9)::real + r, 4 + r, 30 + s % 40, \
+                0.1 + (s % 13) / 100.0, 0.02 + r / 100.0, 3 + (s % 5), 900, 100 + r * 10 + s % 7, 8 \
+         FROM generate_series(1, 2) r, generate_series(0, $2) s",
+    )
+    .bind(from)
+    .bind((now - from).num_seconds() as i32)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // Written behind the ingest path (no dirty minutes): roll up from the first sample, as on a first run.
+    sqlx::query("DELETE FROM rollup_watermark").execute(&app.pool).await.unwrap();
+    let stats = fleetpilot::db::rollups::run(&app.pool, now).await.unwrap();
+    assert!(stats.minute_rows >= 38 * 4, "{stats:?}");
+    let to = from + Duration::minutes(41);
+    let span = (to - from).num_seconds();
+
+    for bucket in [60, 180] {
+        let rolled =
+            ChartPlan::new(&app.pool, from, to, Duration::minutes(15), (span + bucket - 1) / bucket, 1).await.unwrap();
+        assert_eq!((rolled.resolution, rolled.bucket_secs), (Resolution::Minute, bucket), "{rolled:?}");
+        assert!(rolled.rollups_upto > from + Duration::minutes(30), "rolled up to {}", rolled.rollups_upto);
+        assert!(rolled.describe().starts_with("1-minute rollups"), "{}", rolled.describe());
+        let raw = ChartPlan { resolution: Resolution::Raw, bucket_secs: bucket, rollups_upto: from };
+
+        let (a, b) = (
+            series::gpu_chart(&app.pool, "node-c", 1, from, to, &rolled).await.unwrap(),
+            series::gpu_chart(&app.pool, "node-c", 1, from, to, &raw).await.unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "bucket {bucket}");
+        assert!(b.last().unwrap().ts > now - Duration::seconds(bucket + 1), "the newest bucket is drawn");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.ts, y.ts);
+            assert!((x.util_pct - y.util_pct).abs() < 1e-3, "{x:?} vs {y:?}");
+            assert!((x.power_w - y.power_w).abs() < 1e-3 && (x.temp_c - y.temp_c).abs() < 1e-3, "{x:?} vs {y:?}");
+            assert_eq!(
+                (x.util_max, x.mem_used_bytes, x.sm_clock_mhz, x.throttle_reasons),
+                (y.util_max, y.mem_used_bytes, y.sm_clock_mhz, y.throttle_reasons)
+            );
+        }
+        assert!(b.iter().any(|p| p.sm_clock_mhz == 900) && b.iter().any(|p| p.throttle_reasons == 4), "extremes kept");
+
+        let (a, b) = (
+            series::node_gpu_chart(&app.pool, "node-c", from, to, &rolled).await.unwrap(),
+            series::node_gpu_chart(&app.pool, "node-c", from, to, &raw).await.unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "bucket {bucket}");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((x.gpu_index, x.ts), (y.gpu_index, y.ts));
+            assert!((x.util_pct - y.util_pct).abs() < 1e-3 && (x.power_w - y.power_w).abs() < 1e-3, "{x:?} vs {y:?}");
+        }
+
+        let (a, b) = (
+            series::deployment_chart(&app.pool, "ml/chart", from, to, &rolled).await.unwrap(),
+            series::deployment_chart(&app.pool, "ml/chart", from, to, &raw).await.unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "bucket {bucket}");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((x.ts, x.replicas), (y.ts, y.replicas));
+            for (u, v) in [
+                (x.queue_depth, y.queue_depth),
+                (x.running, y.running),
+                (x.requests_per_s, y.requests_per_s),
+                (x.generation_tokens_per_s, y.generation_tokens_per_s),
+                (x.kv_cache_pct.unwrap(), y.kv_cache_pct.unwrap()),
+                (x.ttft_p95_s.unwrap(), y.ttft_p95_s.unwrap()),
+                (x.itl_p95_s.unwrap(), y.itl_p95_s.unwrap()),
+            ] {
+                assert!((u - v).abs() < 1e-3, "{x:?} vs {y:?}");
+            }
+        }
+        assert_eq!(b[0].replicas, 2);
+
+        for metric in [Metric::GpuUtilization, Metric::QueueDepthPerReplica, Metric::TokensPerSecPerReplica] {
+            let (a, b) = (
+                series::deployment_metric_chart(&app.pool, "ml/chart", None, metric, from, to, &rolled).await.unwrap(),
+                series::deployment_metric_chart(&app.pool, "ml/chart", None, metric, from, to, &raw).await.unwrap(),
+            );
+            assert_eq!(a.len(), b.len(), "{metric:?} bucket {bucket}");
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!((x.bucket_secs, x.members), (y.bucket_secs, y.members), "{metric:?}");
+                assert!((x.total - y.total).abs() < 1e-3, "{metric:?}: {x:?} vs {y:?}");
+            }
+        }
+    }
+    // Short ranges are raw; a week reads hours.
+    let short =
+        ChartPlan::new(&app.pool, now - Duration::minutes(15), now, Duration::minutes(15), 600, 1).await.unwrap();
+    assert_eq!((short.resolution, short.bucket_secs), (Resolution::Raw, 2));
+    let week = ChartPlan::choose(now - Duration::days(7), now, Duration::minutes(15), 300, 10);
+    assert_eq!((week.resolution, week.bucket_secs), (Resolution::Hour, 3600));
+}

@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, get, web};
 use askama::Template;
 use chrono::{DateTime, Utc};
 
-use super::chart::num;
+use super::chart::{Marker, Panel, Span, num};
 use super::session::WebUser;
 use super::{Chrome, Pager, Params, RANGES, WebError, ago, query_string, render, url_encode};
 use crate::db::anomalies::{self as store, Filter, PageQuery, Sort, StoredAnomaly};
@@ -101,6 +101,22 @@ pub fn evidence_words(a: &StoredAnomaly) -> String {
         return s;
     }
     format!("score {:.2}", a.score)
+}
+
+/// Anomaly events drawn on a chart at most (the newest; the list below the chart says how many there are).
+pub const MAX_MARKED: i64 = 100;
+
+/// Shades an event's interval on `panel` (the range's end while it is ongoing) and marks its start; the
+/// tooltip carries the evidence.
+pub fn mark(panel: &mut Panel, a: &StoredAnomaly, v: &AnomalyView, to_ms: i64) {
+    let label = format!("{} {} from {} ({}): {}", a.severity, v.series, v.start_at, v.end, v.evidence);
+    panel.spans.push(Span {
+        from_ms: a.started_at.timestamp_millis(),
+        to_ms: a.ended_at.map_or(to_ms, |t| t.timestamp_millis()),
+        label: label.clone(),
+        class: span_class(&a.severity),
+    });
+    panel.markers.push(Marker { at_ms: a.started_at.timestamp_millis(), label, class: "anomaly" });
 }
 
 /// The series in words and the page that shows it: `node-1 GPU 3 util_pct` -> its GPU page.

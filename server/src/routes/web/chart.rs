@@ -269,7 +269,8 @@ pub fn time_chart(id: &str, panels: &[Panel], from_ms: i64, to_ms: i64) -> Strin
                 esc(&sp.label)
             );
         }
-        for m in &p.markers {
+        // A marker before the range (an event that started earlier) would be drawn left of the plot.
+        for m in p.markers.iter().filter(|m| (from_ms..=to_ms).contains(&m.at_ms)) {
             let mx = x(m.at_ms);
             let _ = write!(
                 s,

@@ -6,14 +6,17 @@ use std::collections::HashMap;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
 use askama::Template;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
+use super::anomalies::{AnomalyView, MAX_MARKED, anomaly_view, evidence_words, mark};
 use super::chart::{self, Band, Marker, Panel, Series, Style};
 use super::dashboard::outcome;
 use super::session::WebUser;
-use super::{Chrome, Params, RANGES, TimeRange, WebError, ago, render};
+use super::{Chrome, Params, RANGES, WebError, ago, render};
 use crate::control::metric_name;
 use crate::db;
+use crate::db::anomalies::StoredAnomaly;
+use crate::db::series::ChartPlan;
 use crate::domain::policy::TargetKind;
 use crate::state::AppState;
 
@@ -103,6 +106,28 @@ pub struct CommandView {
     result: String,
 }
 
+/// A serving replica: its latest reading, the batching it was set to, and whether its GPUs depart from
+/// their peers.
+pub struct ReplicaView {
+    replica: String,
+    node: String,
+    node_link: String,
+    engine: String,
+    seen: String,
+    stale: bool,
+    running: String,
+    queue: String,
+    kv: String,
+    ttft: String,
+    itl: String,
+    batch_mean: String,
+    batching: String,
+    batching_when: String,
+    outlier: bool,
+    peers: String,
+    peers_link: String,
+}
+
 /// The deployment's policy.
 pub struct PolicyView {
     id: String,
@@ -120,28 +145,33 @@ pub struct DeploymentTemplate {
     deployment: String,
     ranges: Vec<super::Opt>,
     chart: String,
+    resolution: String,
     forecast_note: String,
     policy: Option<PolicyView>,
     timeline: Vec<TimelineEntry>,
+    replicas: Vec<ReplicaView>,
+    outliers: usize,
     commands: Vec<CommandView>,
+    anomalies: Vec<AnomalyView>,
+    anomalies_link: String,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-/// Bucket width for a range: about 300 buckets, at least the control loop's.
-fn bucket_for(range: &TimeRange, min_secs: u32) -> u32 {
-    let span = (range.to - range.from).num_seconds().max(1) as u32;
-    let b = (span / 300).max(min_secs).max(1);
-    if span > 7200 { b.div_ceil(60) * 60 } else { b }
+/// Points across a deployment chart at most.
+const CHART_POINTS: i64 = 300;
+
+fn batching_words(action: &serde_json::Value) -> Option<String> {
+    match (action.get("max_batch_size"), action.get("max_queue_delay_us")) {
+        (Some(b), Some(d)) => Some(format!("batch {b}, delay {d} µs")),
+        _ => None,
+    }
 }
 
 fn command_view(now: DateTime<Utc>, c: db::commands::CommandRecord) -> CommandView {
-    let batch = match (c.action.get("max_batch_size"), c.action.get("max_queue_delay_us")) {
-        (Some(b), Some(d)) => format!("batch {b}, delay {d} µs"),
-        _ => c.action.to_string(),
-    };
+    let batch = batching_words(&c.action).unwrap_or_else(|| c.action.to_string());
     let state = match (c.ok, c.completed_at, c.acked_at, c.delivered_at) {
         (Some(true), _, _, _) => "applied",
         (Some(false), _, _, _) => "failed",
@@ -159,6 +189,56 @@ fn command_view(now: DateTime<Utc>, c: db::commands::CommandRecord) -> CommandVi
     }
 }
 
+fn ms_words(s: Option<f32>) -> String {
+    s.map(|v| format!("{:.0} ms", f64::from(v) * 1000.0)).unwrap_or_else(|| "–".into())
+}
+
+/// The replicas table: latest readings, applied batching per node, open peer outliers per node.
+fn replica_views(
+    state: &AppState,
+    now: DateTime<Utc>,
+    range_key: &str,
+    rows: Vec<db::dashboard::ReplicaRow>,
+    batching: &[db::commands::CommandRecord],
+    events: &[StoredAnomaly],
+) -> Vec<ReplicaView> {
+    let silent = i64::from(state.settings.alerts.node_silent_secs);
+    rows.into_iter()
+        .map(|r| {
+            let applied = batching.iter().find(|c| c.node_id == r.node_id);
+            let outliers: Vec<String> = events
+                .iter()
+                .filter(|a| a.source == "peers" && a.ended_at.is_none() && a.node_id == r.node_id)
+                .map(|a| {
+                    let gpu = a.target.rsplit(':').next().unwrap_or("?");
+                    format!("GPU {gpu} ({}): {}", a.severity, evidence_words(a))
+                })
+                .collect();
+            ReplicaView {
+                node_link: format!("/nodes/{}", super::url_encode(&r.node_id)),
+                peers_link: format!("/anomalies?node={}&state=all&range={range_key}", super::url_encode(&r.node_id)),
+                seen: ago(now, r.ts),
+                stale: (now - r.ts).num_seconds() > silent,
+                running: chart::num(f64::from(r.running)),
+                queue: chart::num(f64::from(r.queue_depth)),
+                kv: r.kv_cache_pct.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "–".into()),
+                ttft: ms_words(r.ttft_p95_s),
+                itl: ms_words(r.itl_p95_s),
+                batch_mean: r.batch_size_mean.map(|v| chart::num(f64::from(v))).unwrap_or_else(|| "–".into()),
+                batching: applied
+                    .and_then(|c| batching_words(&c.action))
+                    .unwrap_or_else(|| "engine's own (never rebatched)".into()),
+                batching_when: applied.map(|c| ago(now, c.completed_at.unwrap_or(c.created_at))).unwrap_or_default(),
+                outlier: !outliers.is_empty(),
+                peers: if outliers.is_empty() { "no open outlier".into() } else { outliers.join("; ") },
+                replica: r.replica,
+                node: r.node_id,
+                engine: r.engine,
+            }
+        })
+        .collect()
+}
+
 /// `GET /deployments/{ns}/{name}?range=`.
 #[get("/deployments/{ns}/{name}")]
 pub async fn page(
@@ -173,19 +253,33 @@ pub async fn page(
     let deployment = format!("{ns}/{name}");
     let now = Utc::now();
     let pool = &state.pool;
-    let policies = state.policies.list(pool).await?;
+    // Raw samples only for short ranges: a deployment is many replicas reporting every second, so longer
+    // ranges read the 1-minute rollups plus the minutes not rolled up yet.
+    let plan = ChartPlan::new(
+        pool,
+        range.from,
+        range.to,
+        Duration::minutes(15),
+        CHART_POINTS,
+        i64::from(state.settings.control.bucket_secs),
+    )
+    .await?;
+    let (policies, points, commands, replicas, batching, events) = tokio::try_join!(
+        state.policies.list(pool),
+        async { Ok(db::series::deployment_chart(pool, &deployment, range.from, range.to, &plan).await?) },
+        async { Ok(db::dashboard::rebatch_commands(pool, &deployment, 20).await?) },
+        async { Ok(db::dashboard::replicas_of(pool, &deployment).await?) },
+        async { Ok(db::dashboard::applied_batching(pool, &deployment).await?) },
+        async { Ok(db::anomalies::of_deployment(pool, &deployment, range.from, range.to, MAX_MARKED).await?) },
+    )?;
     let policy = policies.iter().find(|p| p.spec.deployment() == deployment);
-    let bucket = bucket_for(&range, state.settings.control.bucket_secs);
-
-    let (_, points) = db::series::deployment_series(pool, &deployment, range.from, range.to).await?;
-    let commands = db::dashboard::rebatch_commands(pool, &deployment, 20).await?;
-    if policy.is_none() && points.is_empty() && commands.is_empty() {
+    if policy.is_none() && points.is_empty() && commands.is_empty() && replicas.is_empty() {
         return Err(WebError::NotFound(format!("no deployment {deployment}: no serving data and no policy names it")));
     }
 
     let mut demand = Panel { title: "Demand".into(), ..Panel::default() };
-    let mut latency = Panel { title: "Latency p95".into(), unit: "ms".into(), ..Panel::default() };
-    let mut replicas = Panel { title: "Replicas".into(), ..Panel::default() };
+    let mut latency = Panel { title: "Latency p95 (worst replica)".into(), unit: "ms".into(), ..Panel::default() };
+    let mut replicas_panel = Panel { title: "Replicas".into(), ..Panel::default() };
     latency.series.push(Series {
         name: "TTFT".into(),
         class: "c3",
@@ -198,7 +292,7 @@ pub async fn page(
         style: Style::Line,
         points: points.iter().filter_map(|p| p.itl_p95_s.map(|v| (ms(p.ts), v * 1000.0))).collect(),
     });
-    replicas.series.push(Series {
+    replicas_panel.series.push(Series {
         name: "reporting".into(),
         class: "c0",
         style: Style::Step,
@@ -214,16 +308,26 @@ pub async fn page(
         let group = (p.spec.target.kind == TargetKind::AgentGroup).then_some(p.spec.target.name.as_str());
         if let Some(first) = first {
             demand.title = format!("Demand: {} (sum over replicas)", metric_name(first.metric));
-            let (metric, _) =
-                db::series::deployment_metric(pool, &deployment, group, first.metric, range.from, range.to, bucket)
-                    .await?;
+            let (metric, forecast, decisions) = tokio::try_join!(
+                db::series::deployment_metric_chart(
+                    pool,
+                    &deployment,
+                    group,
+                    first.metric,
+                    range.from,
+                    range.to,
+                    &plan
+                ),
+                db::dashboard::latest_forecast(pool, p.id),
+                db::dashboard::decision_steps(pool, p.id, range.from, 5000),
+            )?;
             demand.series.push(Series {
                 name: "observed".into(),
                 class: "c0",
                 style: Style::Line,
                 points: metric.iter().map(|p| (p.bucket_secs * 1000, p.total)).collect(),
             });
-            if let Some(f) = db::dashboard::latest_forecast(pool, p.id).await? {
+            if let Some(f) = forecast {
                 let step = i64::from(f.step_secs) * 1000;
                 let at = |i: usize| ms(f.made_at) + step * (i as i64 + 1);
                 demand.bands.push(Band {
@@ -249,9 +353,13 @@ pub async fn page(
             } else {
                 forecast_note = "no forecast stored yet".into();
             }
-            let decisions = db::dashboard::decisions_of(pool, &[p.id], range.from, 5000).await?;
-            let mut steps: Vec<(i64, f64)> =
-                decisions.iter().rev().map(|d| (ms(d.decided_at), f64::from(d.desired_replicas))).collect();
+            // Replica steps from the decision in force at the range's start.
+            let mut steps: Vec<(i64, f64)> = decisions
+                .iter()
+                .rev()
+                .map(|d| (ms(d.decided_at).max(ms(range.from)), f64::from(d.desired_replicas)))
+                .collect();
+            let decisions: Vec<_> = decisions.iter().filter(|d| d.decided_at >= range.from).collect();
             if let Some(last) = steps.last().copied() {
                 steps.push((ms(now), last.1));
             }
@@ -261,7 +369,12 @@ pub async fn page(
                 style: Style::Step,
                 points: steps.iter().map(|(t, r)| (*t, r * first.target)).collect(),
             });
-            replicas.series.push(Series { name: "decided".into(), class: "c2", style: Style::Step, points: steps });
+            replicas_panel.series.push(Series {
+                name: "decided".into(),
+                class: "c2",
+                style: Style::Step,
+                points: steps,
+            });
             for d in decisions.iter().filter(|d| d.desired_replicas != d.current_replicas).take(50) {
                 demand.markers.push(Marker {
                     at_ms: ms(d.decided_at),
@@ -269,15 +382,14 @@ pub async fn page(
                     class: "c2",
                 });
             }
-            // Extension point: anomaly markers (the anomalies branch's table) go into `demand.markers` with
-            // class "anomaly", like the decision markers above.
             let mut shown: Vec<_> = decisions
                 .iter()
+                .copied()
                 .filter(|d| d.desired_replicas != d.current_replicas || d.error.is_some())
                 .take(30)
                 .collect();
             if shown.is_empty() {
-                shown = decisions.iter().take(5).collect();
+                shown = decisions.iter().take(5).copied().collect();
             }
             timeline = shown
                 .into_iter()
@@ -317,18 +429,35 @@ pub async fn page(
             points: points.iter().map(|p| (ms(p.ts), p.requests_per_s)).collect(),
         });
     }
-    let chart = chart::time_chart("deployment-chart", &[demand, latency, replicas], ms(range.from), end_ms);
+    // The deployment's own anomaly events on the chart (latency ones on the latency panel); its GPUs' peer
+    // outliers show in the replicas table.
+    let anomalies: Vec<AnomalyView> = events.iter().map(|a| anomaly_view(now, a, range.key)).collect();
+    for (a, v) in events.iter().zip(&anomalies).filter(|(a, _)| a.target.starts_with("deployment:")) {
+        let panel = if a.metric.contains("ttft") || a.metric.contains("itl") { &mut latency } else { &mut demand };
+        mark(panel, a, v, ms(range.to));
+    }
+    let replicas = replica_views(&state, now, range.key, replicas, &batching, &events);
+    let chart = chart::time_chart("deployment-chart", &[demand, latency, replicas_panel], ms(range.from), end_ms);
     let mut chrome = user.chrome(&state, format!("Deployment {deployment}"), "deployments");
     chrome.fragment = params.fragment();
     let t = DeploymentTemplate {
         chrome,
+        anomalies_link: format!(
+            "/anomalies?deployment={}&state=all&range={}",
+            super::url_encode(&deployment),
+            range.key
+        ),
         deployment,
         ranges: super::options(RANGES, range.key),
         chart,
+        resolution: plan.describe(),
         forecast_note,
         policy: policy_view,
         timeline,
+        outliers: replicas.iter().filter(|r| r.outlier).count(),
+        replicas,
         commands: commands.into_iter().map(|c| command_view(now, c)).collect(),
+        anomalies,
     };
     render(&t, StatusCode::OK)
 }

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
 use askama::Template;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
-use super::anomalies::{AnomalyView, anomaly_view, span_class};
-use super::chart::{self, Marker, Panel, Series, Span, Style};
+use super::anomalies::{AnomalyView, MAX_MARKED, anomaly_view, mark};
+use super::chart::{self, Panel, Series, Style};
 use super::session::WebUser;
 use super::{Chrome, Params, RANGES, WebError, ago, render};
 use crate::db;
+use crate::db::series::ChartPlan;
 use crate::state::AppState;
 
 /// Agent status of a node.
@@ -74,24 +75,11 @@ pub struct NodeTemplate {
     anomalies_link: String,
 }
 
+/// Points across a GPU chart at most (about one per pixel of a laptop-wide chart).
+const CHART_POINTS: i64 = 600;
+
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
-}
-
-/// Anomaly events drawn on a chart at most (the newest; the list below says how many there are).
-const MAX_MARKED: i64 = 100;
-
-/// Shades an event's interval on `panel` (the range's end while it is ongoing) and marks its start; the
-/// tooltip carries the evidence.
-fn mark(panel: &mut Panel, a: &db::anomalies::StoredAnomaly, v: &AnomalyView, to_ms: i64) {
-    let label = format!("{} {} from {} ({}): {}", a.severity, v.series, v.start_at, v.end, v.evidence);
-    panel.spans.push(Span {
-        from_ms: ms(a.started_at),
-        to_ms: a.ended_at.map_or(to_ms, ms),
-        label: label.clone(),
-        class: span_class(&a.severity),
-    });
-    panel.markers.push(Marker { at_ms: ms(a.started_at), label, class: "anomaly" });
 }
 
 fn agent_view(state: &AppState, now: DateTime<Utc>, n: db::dashboard::NodeDetail) -> AgentView {
@@ -158,7 +146,9 @@ pub async fn node_page(
     let mut util = Panel { title: "GPU utilisation".into(), unit: "%".into(), y_max: Some(100.0), ..Panel::default() };
     let mut power = Panel { title: "Power".into(), unit: "W".into(), ..Panel::default() };
     let classes = ["c0", "c1", "c2", "c3", "c4", "c5"];
-    let (_, pts) = db::series::node_gpu_series(pool, &node, range.from, range.to).await?;
+    // Every GPU of the node in one chart: rollups beyond 15 minutes, about 300 points.
+    let plan = ChartPlan::new(pool, range.from, range.to, Duration::minutes(15), 300, 1).await?;
+    let pts = db::series::node_gpu_chart(pool, &node, range.from, range.to, &plan).await?;
     for (i, g) in gpus.iter().enumerate() {
         let class = classes[i % classes.len()];
         let mine = || pts.iter().filter(|p| p.gpu_index == g.gpu_index);
@@ -272,7 +262,12 @@ pub async fn gpu_page(
     let Some(g) = latest.into_iter().find(|g| g.gpu_index == gpu) else {
         return Err(WebError::NotFound(format!("no GPU {gpu} on node {node}")));
     };
-    let (res, pts) = db::series::gpu_series(pool, &node, gpu, range.from, range.to).await?;
+    // Raw samples up to 15 minutes, aggregated in PostgreSQL to the chart's resolution; 1-minute rollups
+    // (plus the minutes not rolled up yet) beyond. One GPU's raw samples sit one per heap page (every
+    // GPU of the fleet reports each second), so an hour of them is 3,600 page reads; the rollups keep the
+    // extremes (maximum utilisation, minimum SM clock, throttle reasons) that a mean would hide.
+    let plan = ChartPlan::new(pool, range.from, range.to, Duration::minutes(15), CHART_POINTS, 1).await?;
+    let pts = db::series::gpu_chart(pool, &node, gpu, range.from, range.to, &plan).await?;
     let line = |name: &str, class: &'static str, f: &dyn Fn(&db::series::GpuPoint) -> f64| Series {
         name: name.into(),
         class,
@@ -281,7 +276,7 @@ pub async fn gpu_page(
     };
     let mut util = Panel { title: "Utilisation".into(), unit: "%".into(), y_max: Some(100.0), ..Panel::default() };
     util.series.push(line("mean", "c0", &|p| f64::from(p.util_pct)));
-    if res != db::series::Resolution::Raw {
+    if plan.bucket_secs > 1 {
         util.series.push(line("max", "c1", &|p| f64::from(p.util_max)));
     }
     let total_gib = g.mem_total_bytes as f64 / 1_073_741_824.0;
@@ -318,7 +313,7 @@ pub async fn gpu_page(
         node,
         gpu,
         model: g.model,
-        resolution: format!("{res:?}").to_lowercase(),
+        resolution: plan.describe(),
         ranges: super::options(RANGES, range.key),
         chart,
         points: pts.len(),
