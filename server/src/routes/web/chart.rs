@@ -205,7 +205,7 @@ pub fn time_chart(id: &str, panels: &[Panel], from_ms: i64, to_ms: i64) -> Strin
                 y0 + 15.0,
                 esc(name)
             );
-            lx -= 14.0 + 6.5 * name.chars().count() as f64;
+            lx -= 24.0 + 6.5 * name.chars().count() as f64;
         }
         for i in 0..=4 {
             let v = lo + (hi - lo) * f64::from(i) / 4.0;
