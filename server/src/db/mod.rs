@@ -63,7 +63,15 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
     // Connect once with retries so a just-started private cluster has time to finish recovery.
     let conn = crate::pg::connect_retrying(url, Duration::from_secs(30)).await?;
     sqlx::Connection::close(conn).await?;
-    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10)).connect(url).await
+    // No JIT: fleetpilot's queries are short, and PostgreSQL's cost estimates on freshly filled partitions
+    // can cross `jit_above_cost`, where compiling the query takes longer (hundreds of ms) than running it.
+    // That once added half a second to every scale decision (`fleetpilot bench decision`).
+    let options = url.parse::<sqlx::postgres::PgConnectOptions>()?.options([("jit", "off")]);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
 }
 
 /// Applies pending migrations.
