@@ -373,10 +373,22 @@ pub struct ChartPlan {
     pub rollups_upto: DateTime<Utc>,
 }
 
+/// Where a chart's series starts, so a range longer than the data reads raw samples when they are few.
+#[derive(Debug, Clone, Copy)]
+pub enum DataStart<'a> {
+    /// Known (a node's first report).
+    Known(DateTime<Utc>),
+    /// The first sample of a GPU (`node`, `gpu_index`) in the range.
+    Gpu(&'a str, i32),
+    /// The first serving sample of a deployment in the range.
+    Deployment(&'a str),
+}
+
 impl ChartPlan {
     /// `from..to` in at most `max_points` buckets of at least `min_bucket_secs`: raw samples for spans up to
-    /// `raw_up_to`, 1-minute rollups up to 3 days, hourly ones beyond. Looks up the rollup watermark for
-    /// minute rollups.
+    /// `raw_up_to` (or when the series holds no more than that much data in the range: a young fleet),
+    /// 1-minute rollups up to 3 days, hourly ones beyond. One query (rollup watermark and where the series
+    /// starts) when the range would read minute rollups.
     pub async fn new(
         pool: &PgPool,
         from: DateTime<Utc>,
@@ -384,11 +396,44 @@ impl ChartPlan {
         raw_up_to: Duration,
         max_points: i64,
         min_bucket_secs: i64,
+        start: DataStart<'_>,
     ) -> Result<Self, sqlx::Error> {
         let mut plan = Self::choose(from, to, raw_up_to, max_points, min_bucket_secs);
-        if plan.resolution == Resolution::Minute {
-            let upto: Option<DateTime<Utc>> =
-                sqlx::query_scalar("SELECT upto FROM rollup_watermark WHERE name = '1m'").fetch_optional(pool).await?;
+        if plan.resolution != Resolution::Minute {
+            return Ok(plan);
+        }
+        const WATERMARK: &str = "(SELECT upto FROM rollup_watermark WHERE name = '1m')";
+        let (upto, first): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = match start {
+            DataStart::Known(t) => (
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {WATERMARK}"))).fetch_one(pool).await?,
+                Some(t),
+            ),
+            DataStart::Gpu(node, gpu) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {WATERMARK}, (SELECT min(ts) FROM gpu_samples WHERE node_id = $1 AND gpu_index = $2 AND ts >= $3)"
+                )))
+                .bind(node)
+                .bind(gpu)
+                .bind(from)
+                .fetch_one(pool)
+                .await?
+            }
+            DataStart::Deployment(d) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {WATERMARK}, (SELECT min(ts) FROM serving_samples WHERE deployment = $1 AND ts >= $2)"
+                )))
+                .bind(d)
+                .bind(from)
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        if first.is_none_or(|f| f >= to - raw_up_to) {
+            // Little raw data in the range: read it at the chart's resolution rather than a few minutes.
+            let span = (to - from).num_seconds().max(1);
+            plan.resolution = Resolution::Raw;
+            plan.bucket_secs = ((span + max_points.max(1) - 1) / max_points.max(1)).max(min_bucket_secs).max(1);
+        } else {
             plan.rollups_upto = upto.unwrap_or(from);
         }
         Ok(plan)

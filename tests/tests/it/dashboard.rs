@@ -662,10 +662,11 @@ mod insights {
         assert!(row_b.contains("never rebatched") && row_b.contains("no open outlier"), "{row_b}");
         assert!(row_b.contains("90 ms"), "ITL p95 of the replica: {row_b}");
         assert!(html.contains("1 peer outlier"), "counted in the heading");
-        // The deployment's own event is shaded on the chart and listed; the range reads minute rollups.
+        // The deployment's own event is shaded on the chart and listed.
         assert!(html.contains("<rect class=\"span anomaly info\""), "{html}");
         assert!(html.contains("id=\"chart-anomalies\"") && html.contains("ml/llama · itl_p95_s"));
-        assert!(html.contains("1-minute rollups, 1 min buckets"), "{html}");
+        // A minute of data in an hour's range: raw samples at the chart's resolution, not one rollup point.
+        assert!(html.contains("raw samples, 12 s buckets"), "{html}");
         let short = page(&s, "/deployments/ml/llama?range=15m").await;
         assert!(short.contains("raw samples, "), "{short}");
         assert!(!short.contains("class=\"marker anomaly\" x1=\"-"), "a marker before the range is not drawn");

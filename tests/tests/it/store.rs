@@ -115,7 +115,7 @@ async fn rollups_follow_raw_data_including_late_batches_and_series_pick_their_re
 /// they draw must be what the raw samples alone give, bucket for bucket, up to the newest second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charts_from_rollups_plus_the_raw_tail_match_the_raw_samples() {
-    use fleetpilot::db::series::{self, ChartPlan, Resolution};
+    use fleetpilot::db::series::{self, ChartPlan, DataStart, Resolution};
     use fleetpilot::domain::policy::Metric;
 
     let app = spawn_app(|s| {
@@ -164,8 +164,17 @@ async fn charts_from_rollups_plus_the_raw_tail_match_the_raw_samples() {
     let span = (to - from).num_seconds();
 
     for bucket in [60, 180] {
-        let rolled =
-            ChartPlan::new(&app.pool, from, to, Duration::minutes(15), (span + bucket - 1) / bucket, 1).await.unwrap();
+        let rolled = ChartPlan::new(
+            &app.pool,
+            from,
+            to,
+            Duration::minutes(15),
+            (span + bucket - 1) / bucket,
+            1,
+            DataStart::Gpu("node-c", 1),
+        )
+        .await
+        .unwrap();
         assert_eq!((rolled.resolution, rolled.bucket_secs), (Resolution::Minute, bucket), "{rolled:?}");
         assert!(rolled.rollups_upto > from + Duration::minutes(30), "rolled up to {}", rolled.rollups_upto);
         assert!(rolled.describe().starts_with("1-minute rollups"), "{}", rolled.describe());
@@ -232,9 +241,50 @@ async fn charts_from_rollups_plus_the_raw_tail_match_the_raw_samples() {
         }
     }
     // Short ranges are raw; a week reads hours.
-    let short =
-        ChartPlan::new(&app.pool, now - Duration::minutes(15), now, Duration::minutes(15), 600, 1).await.unwrap();
+    let short = ChartPlan::new(
+        &app.pool,
+        now - Duration::minutes(15),
+        now,
+        Duration::minutes(15),
+        600,
+        1,
+        DataStart::Deployment("ml/chart"),
+    )
+    .await
+    .unwrap();
     assert_eq!((short.resolution, short.bucket_secs), (Resolution::Raw, 2));
+    // A series younger than the raw window is read raw at the chart's resolution whatever the range: a new
+    // fleet's first minutes are not three points.
+    for start in [DataStart::Deployment("ml/chart"), DataStart::Gpu("node-c", 0)] {
+        let old = ChartPlan::new(&app.pool, now - Duration::hours(1), now, Duration::minutes(15), 300, 1, start)
+            .await
+            .unwrap();
+        assert_eq!((old.resolution, old.bucket_secs), (Resolution::Minute, 60), "40 minutes of data: {start:?}");
+    }
+    let nothing = ChartPlan::new(
+        &app.pool,
+        now - Duration::hours(1),
+        now,
+        Duration::minutes(15),
+        300,
+        1,
+        DataStart::Gpu("node-none", 0),
+    )
+    .await
+    .unwrap();
+    assert_eq!((nothing.resolution, nothing.bucket_secs), (Resolution::Raw, 12), "no data: raw, nothing to read");
+    let recent = ChartPlan::new(
+        &app.pool,
+        now - Duration::hours(1),
+        now,
+        Duration::minutes(15),
+        300,
+        1,
+        DataStart::Known(now - Duration::minutes(5)),
+    )
+    .await
+    .unwrap();
+    assert_eq!((recent.resolution, recent.bucket_secs), (Resolution::Raw, 12), "a node first seen 5 minutes ago");
     let week = ChartPlan::choose(now - Duration::days(7), now, Duration::minutes(15), 300, 10);
     assert_eq!((week.resolution, week.bucket_secs), (Resolution::Hour, 3600));
 }

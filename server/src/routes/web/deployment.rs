@@ -16,7 +16,7 @@ use super::{Chrome, Params, RANGES, WebError, ago, render};
 use crate::control::metric_name;
 use crate::db;
 use crate::db::anomalies::StoredAnomaly;
-use crate::db::series::ChartPlan;
+use crate::db::series::{ChartPlan, DataStart};
 use crate::domain::policy::TargetKind;
 use crate::state::AppState;
 
@@ -262,6 +262,7 @@ pub async fn page(
         Duration::minutes(15),
         CHART_POINTS,
         i64::from(state.settings.control.bucket_secs),
+        DataStart::Deployment(&deployment),
     )
     .await?;
     let (policies, points, commands, replicas, batching, events) = tokio::try_join!(
@@ -307,7 +308,7 @@ pub async fn page(
         let first = p.spec.targets().first().copied();
         let group = (p.spec.target.kind == TargetKind::AgentGroup).then_some(p.spec.target.name.as_str());
         if let Some(first) = first {
-            demand.title = format!("Demand: {} (sum over replicas)", metric_name(first.metric));
+            demand.title = format!("Demand: {}, all replicas", metric_name(first.metric));
             let (metric, forecast, decisions) = tokio::try_join!(
                 db::series::deployment_metric_chart(
                     pool,
