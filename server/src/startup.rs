@@ -92,6 +92,7 @@ impl Application {
             commands: commands.clone(),
             overview: Arc::default(),
             policies: Arc::default(),
+            watermark: Arc::default(),
             counts: Arc::default(),
             actuators: actuators.clone(),
         };

@@ -30,6 +30,8 @@ pub struct AppState {
     pub overview: Arc<crate::routes::web::dashboard::OverviewCache>,
     /// The live policies as the dashboard's pages read them, cached for a second.
     pub policies: Arc<crate::routes::web::cache::PolicyCache>,
+    /// Where the minute rollups end, as the dashboard's charts read it, cached for a second.
+    pub watermark: Arc<crate::routes::web::cache::WatermarkCache>,
     /// Counts of the dashboard's lists, cached for two seconds.
     pub counts: Arc<crate::routes::web::cache::CountCache>,
     /// What the control loop acts through; the dashboard's one-click actions use the same.

@@ -218,7 +218,8 @@ pub async fn deployment_metric(
     let plan = ChartPlan {
         resolution: if rollup { Resolution::Minute } else { Resolution::Raw },
         bucket_secs: bucket,
-        rollups_upto: to,
+        rollups_upto: Some(to),
+        young: None,
     };
     let points = metric_series(pool, &nodes, deployment, metric, from, to, &plan).await?;
     Ok((points, nodes))
@@ -233,9 +234,14 @@ pub async fn deployment_metric_chart(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     plan: &ChartPlan,
-) -> Result<Vec<Point>, sqlx::Error> {
+) -> Result<(ChartPlan, Vec<Point>), sqlx::Error> {
     let nodes = nodes_of(pool, deployment, group).await?;
-    metric_series(pool, &nodes, deployment, metric, from, to, plan).await
+    let points = metric_series(pool, &nodes, deployment, metric, from, to, plan).await?;
+    let first = points.first().and_then(|p| DateTime::from_timestamp(p.bucket_secs, 0));
+    match plan.instead(first) {
+        Some(raw) => Ok((raw, metric_series(pool, &nodes, deployment, metric, from, to, &raw).await?)),
+        None => Ok((*plan, points)),
+    }
 }
 
 /// `metric` of `nodes` (GPU utilisation) or of `deployment`'s replicas per `plan.bucket_secs` bucket: each
@@ -261,7 +267,7 @@ async fn metric_series(
              WHERE node_id = ANY($1) AND bucket >= $4 AND bucket < {end}"
                 .to_string(),
             "SELECT date_trunc('minute', ts), node_id, gpu_index, avg(util_pct), count(*) FROM gpu_samples \
-             WHERE node_id = ANY($1) AND ts >= greatest($4, $6) AND ts < $5 GROUP BY 1, 2, 3"
+             WHERE node_id = ANY($1) AND ts >= greatest($4, {upto}) AND ts < $5 GROUP BY 1, 2, 3"
                 .to_string(),
         ),
         m => {
@@ -282,7 +288,7 @@ async fn metric_series(
                 ),
                 format!(
                     "SELECT date_trunc('minute', ts), replica, avg({column}), count(*) FROM serving_samples \
-                     WHERE deployment = $2 AND ts >= greatest($4, $6) AND ts < $5 GROUP BY 1, 2"
+                     WHERE deployment = $2 AND ts >= greatest($4, {{upto}}) AND ts < $5 GROUP BY 1, 2"
                 ),
             )
         }
@@ -294,7 +300,12 @@ async fn metric_series(
     let inner = match plan.resolution {
         Resolution::Raw => raw,
         Resolution::Minute => {
-            format!("{} UNION ALL {tail}", rollup.replace("{table}", minute).replace("{end}", "least($5, $6)"))
+            let upto = upto_sql(6, 4);
+            format!(
+                "{} UNION ALL {}",
+                rollup.replace("{table}", minute).replace("{end}", &format!("least($5, {upto})")),
+                tail.replace("{upto}", &upto)
+            )
         }
         Resolution::Hour => rollup.replace("{table}", hour).replace("{end}", "$5"),
     };
@@ -331,7 +342,7 @@ pub struct NodeGpuPoint {
 /// Utilisation and power of every GPU of `node` in one query, in `plan`'s buckets (rollup minutes weighted
 /// by their samples, the minutes not rolled up yet from raw samples). A node's overview needs neither 1 s
 /// detail nor one query per GPU; the GPU page has the detail.
-pub async fn node_gpu_chart(
+async fn node_gpu_chart_once(
     pool: &PgPool,
     node: &str,
     from: DateTime<Utc>,
@@ -343,11 +354,16 @@ pub async fn node_gpu_chart(
     const ROLLUP: &str = "SELECT bucket AS t, gpu_index, util_mean AS u, power_mean AS p, samples AS n \
                           FROM {table} WHERE node_id = $1 AND bucket >= $2 AND bucket < {end}";
     const TAIL: &str = "SELECT date_trunc('minute', ts), gpu_index, avg(util_pct), avg(power_w), count(*) \
-                        FROM gpu_samples WHERE node_id = $1 AND ts >= greatest($2, $5) AND ts < $3 GROUP BY 1, 2";
+                        FROM gpu_samples WHERE node_id = $1 AND ts >= greatest($2, {UPTO}) AND ts < $3 GROUP BY 1, 2";
+    let upto = upto_sql(5, 2);
     let inner = match plan.resolution {
         Resolution::Raw => RAW.to_string(),
         Resolution::Minute => {
-            format!("{} UNION ALL {TAIL}", ROLLUP.replace("{table}", "gpu_rollup_1m").replace("{end}", "least($3, $5)"))
+            format!(
+                "{} UNION ALL {}",
+                ROLLUP.replace("{table}", "gpu_rollup_1m").replace("{end}", &format!("least($3, {upto})")),
+                TAIL.replace("{UPTO}", &upto)
+            )
         }
         Resolution::Hour => ROLLUP.replace("{table}", "gpu_rollup_1h").replace("{end}", "$3"),
     };
@@ -356,8 +372,7 @@ pub async fn node_gpu_chart(
                 sum(p * n) / sum(n) AS power_w FROM ({inner}) s GROUP BY 1, 2 ORDER BY 1, 2"
     );
     let q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(node).bind(from).bind(to).bind(plan.bucket_secs as f64);
-    let q = if plan.resolution == Resolution::Minute { q.bind(plan.rollups_upto) } else { q };
-    q.fetch_all(pool).await
+    q.bind(plan.rollups_upto).fetch_all(pool).await
 }
 
 /// How a dashboard chart reads a range: the table, the bucket width, and where the 1-minute rollups end
@@ -368,79 +383,25 @@ pub struct ChartPlan {
     pub resolution: Resolution,
     /// Bucket width, seconds (a whole number of minutes or hours for rollups).
     pub bucket_secs: i64,
-    /// With [`Resolution::Minute`]: rollups before this instant, raw samples from it on (the range's start
-    /// when there are no rollups yet).
-    pub rollups_upto: DateTime<Utc>,
+    /// With [`Resolution::Minute`]: rollups before this instant, raw samples from it on. `None`: up to the
+    /// rollup job's watermark (the range's start when there is none), looked up in the same query.
+    pub rollups_upto: Option<DateTime<Utc>>,
+    /// With [`Resolution::Minute`]: when the series starts after this instant (a young fleet: no more raw
+    /// data than the raw window holds), it is read again raw in buckets of this many seconds, rather than
+    /// drawn as a few minutes.
+    pub young: Option<(DateTime<Utc>, i64)>,
 }
 
-/// Where a chart's series starts, so a range longer than the data reads raw samples when they are few.
-#[derive(Debug, Clone, Copy)]
-pub enum DataStart<'a> {
-    /// Known (a node's first report).
-    Known(DateTime<Utc>),
-    /// The first sample of a GPU (`node`, `gpu_index`) in the range.
-    Gpu(&'a str, i32),
-    /// The first serving sample of a deployment in the range.
-    Deployment(&'a str),
+/// `coalesce(upto, watermark, from)` for the SQL of a minute plan, `$upto` and `$from` being parameters.
+fn upto_sql(upto: u8, from: u8) -> String {
+    format!("coalesce(${upto}::timestamptz, (SELECT upto FROM rollup_watermark WHERE name = '1m'), ${from})")
 }
 
 impl ChartPlan {
     /// `from..to` in at most `max_points` buckets of at least `min_bucket_secs`: raw samples for spans up to
-    /// `raw_up_to` (or when the series holds no more than that much data in the range: a young fleet),
-    /// 1-minute rollups up to 3 days, hourly ones beyond. One query (rollup watermark and where the series
-    /// starts) when the range would read minute rollups.
-    pub async fn new(
-        pool: &PgPool,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        raw_up_to: Duration,
-        max_points: i64,
-        min_bucket_secs: i64,
-        start: DataStart<'_>,
-    ) -> Result<Self, sqlx::Error> {
-        let mut plan = Self::choose(from, to, raw_up_to, max_points, min_bucket_secs);
-        if plan.resolution != Resolution::Minute {
-            return Ok(plan);
-        }
-        const WATERMARK: &str = "(SELECT upto FROM rollup_watermark WHERE name = '1m')";
-        let (upto, first): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = match start {
-            DataStart::Known(t) => (
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {WATERMARK}"))).fetch_one(pool).await?,
-                Some(t),
-            ),
-            DataStart::Gpu(node, gpu) => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {WATERMARK}, (SELECT min(ts) FROM gpu_samples WHERE node_id = $1 AND gpu_index = $2 AND ts >= $3)"
-                )))
-                .bind(node)
-                .bind(gpu)
-                .bind(from)
-                .fetch_one(pool)
-                .await?
-            }
-            DataStart::Deployment(d) => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {WATERMARK}, (SELECT min(ts) FROM serving_samples WHERE deployment = $1 AND ts >= $2)"
-                )))
-                .bind(d)
-                .bind(from)
-                .fetch_one(pool)
-                .await?
-            }
-        };
-        if first.is_none_or(|f| f >= to - raw_up_to) {
-            // Little raw data in the range: read it at the chart's resolution rather than a few minutes.
-            let span = (to - from).num_seconds().max(1);
-            plan.resolution = Resolution::Raw;
-            plan.bucket_secs = ((span + max_points.max(1) - 1) / max_points.max(1)).max(min_bucket_secs).max(1);
-        } else {
-            plan.rollups_upto = upto.unwrap_or(from);
-        }
-        Ok(plan)
-    }
-
-    /// The plan without the watermark (`rollups_upto` is `from`: everything raw for minute rollups).
-    pub fn choose(
+    /// `raw_up_to` (or, read again, for a series that holds no more than that much data in the range),
+    /// 1-minute rollups (plus the minutes not rolled up yet) up to 3 days, hourly ones beyond.
+    pub fn new(
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         raw_up_to: Duration,
@@ -456,7 +417,31 @@ impl ChartPlan {
         } else {
             (Resolution::Hour, 3600)
         };
-        Self { resolution, bucket_secs: (per + unit - 1) / unit * unit, rollups_upto: from }
+        let bucket_secs = (per + unit - 1) / unit * unit;
+        // A first bucket that starts up to one bucket before the raw window still means little raw data.
+        let young = (resolution == Resolution::Minute).then(|| (to - raw_up_to - Duration::seconds(bucket_secs), per));
+        Self { resolution, bucket_secs, rollups_upto: None, young }
+    }
+
+    /// The plan reading minute rollups up to `watermark` (the rollup job's, `None` before its first run:
+    /// raw samples only) and raw samples after it. A value rather than the lookup in each chart's SQL lets
+    /// PostgreSQL plan the raw tail as the few minutes it is.
+    pub fn rolled_up_to(mut self, watermark: Option<DateTime<Utc>>) -> Self {
+        if self.resolution == Resolution::Minute {
+            self.rollups_upto = Some(watermark.unwrap_or(DateTime::<Utc>::UNIX_EPOCH));
+        }
+        self
+    }
+
+    /// The raw plan to read instead when the series read with this one starts at `first` (`None`: no data).
+    fn instead(&self, first: Option<DateTime<Utc>>) -> Option<Self> {
+        let (after, bucket_secs) = self.young?;
+        first.is_none_or(|f| f >= after).then_some(Self {
+            resolution: Resolution::Raw,
+            bucket_secs,
+            rollups_upto: None,
+            young: None,
+        })
     }
 
     /// Words for the page: "raw, 6 s buckets", "1-minute rollups, 3 min buckets".
@@ -481,7 +466,7 @@ impl ChartPlan {
 /// A GPU's series for a chart, aggregated in PostgreSQL into `plan`'s buckets: mean utilisation, power and
 /// temperature, maximum utilisation and memory, minimum SM clock, throttle reasons OR-ed. Bucket `ts` is the
 /// bucket's start.
-pub async fn gpu_chart(
+async fn gpu_chart_once(
     pool: &PgPool,
     node: &str,
     gpu: i32,
@@ -498,11 +483,16 @@ pub async fn gpu_chart(
     // The newest minutes, not rolled up yet, as minutes of raw samples.
     const TAIL: &str = "SELECT date_trunc('minute', ts), avg(util_pct), max(util_pct), max(mem_used_bytes), avg(power_w), \
                         avg(temp_c), min(sm_clock_mhz), bit_or(throttle_reasons), count(*) \
-                        FROM gpu_samples WHERE node_id = $1 AND gpu_index = $2 AND ts >= greatest($3, $6) AND ts < $4 GROUP BY 1";
+                        FROM gpu_samples WHERE node_id = $1 AND gpu_index = $2 AND ts >= greatest($3, {UPTO}) AND ts < $4 GROUP BY 1";
+    let upto = upto_sql(6, 3);
     let inner = match plan.resolution {
         Resolution::Raw => RAW.to_string(),
         Resolution::Minute => {
-            format!("{} UNION ALL {TAIL}", ROLLUP.replace("{table}", "gpu_rollup_1m").replace("{end}", "least($4, $6)"))
+            format!(
+                "{} UNION ALL {}",
+                ROLLUP.replace("{table}", "gpu_rollup_1m").replace("{end}", &format!("least($4, {upto})")),
+                TAIL.replace("{UPTO}", &upto)
+            )
         }
         Resolution::Hour => ROLLUP.replace("{table}", "gpu_rollup_1h").replace("{end}", "$4"),
     };
@@ -516,14 +506,13 @@ pub async fn gpu_chart(
     );
     let q =
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(node).bind(gpu).bind(from).bind(to).bind(plan.bucket_secs as f64);
-    let q = if plan.resolution == Resolution::Minute { q.bind(plan.rollups_upto) } else { q };
-    q.fetch_all(pool).await
+    q.bind(plan.rollups_upto).fetch_all(pool).await
 }
 
 /// A deployment's series for a chart, aggregated in PostgreSQL into `plan`'s buckets: per replica the mean
 /// (worst for latency) over the bucket, then summed over replicas (mean for KV-cache use, worst for latency).
 /// `replicas` counts the replicas that reported in the bucket.
-pub async fn deployment_chart(
+async fn deployment_chart_once(
     pool: &PgPool,
     deployment: &str,
     from: DateTime<Utc>,
@@ -538,12 +527,14 @@ pub async fn deployment_chart(
                           FROM {table} WHERE deployment = $1 AND bucket >= $2 AND bucket < {end}";
     const TAIL: &str = "SELECT date_trunc('minute', ts), replica, avg(queue_depth), avg(running), avg(kv_cache_pct), \
                         max(ttft_p95_s), max(itl_p95_s), avg(requests_per_s), avg(generation_tokens_per_s), count(*) \
-                        FROM serving_samples WHERE deployment = $1 AND ts >= greatest($2, $5) AND ts < $3 GROUP BY 1, 2";
+                        FROM serving_samples WHERE deployment = $1 AND ts >= greatest($2, {UPTO}) AND ts < $3 GROUP BY 1, 2";
+    let upto = upto_sql(5, 2);
     let inner = match plan.resolution {
         Resolution::Raw => RAW.to_string(),
         Resolution::Minute => format!(
-            "{} UNION ALL {TAIL}",
-            ROLLUP.replace("{table}", "serving_rollup_1m").replace("{end}", "least($3, $5)")
+            "{} UNION ALL {}",
+            ROLLUP.replace("{table}", "serving_rollup_1m").replace("{end}", &format!("least($3, {upto})")),
+            TAIL.replace("{UPTO}", &upto)
         ),
         Resolution::Hour => ROLLUP.replace("{table}", "serving_rollup_1h").replace("{end}", "$3"),
     };
@@ -558,6 +549,59 @@ pub async fn deployment_chart(
          GROUP BY b ORDER BY b"
     );
     let q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(deployment).bind(from).bind(to).bind(plan.bucket_secs as f64);
-    let q = if plan.resolution == Resolution::Minute { q.bind(plan.rollups_upto) } else { q };
-    q.fetch_all(pool).await
+    q.bind(plan.rollups_upto).fetch_all(pool).await
+}
+
+/// A GPU's series for a chart ([`gpu_chart_once`]), read again raw when `plan` says the series is young;
+/// returns the plan it was read with.
+pub async fn gpu_chart(
+    pool: &PgPool,
+    node: &str,
+    gpu: i32,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    plan: &ChartPlan,
+) -> Result<(ChartPlan, Vec<GpuPoint>), sqlx::Error> {
+    let points = gpu_chart_once(pool, node, gpu, from, to, plan).await?;
+    match plan.instead(points.first().map(|p| p.ts)) {
+        Some(raw) => Ok((raw, gpu_chart_once(pool, node, gpu, from, to, &raw).await?)),
+        None => Ok((*plan, points)),
+    }
+}
+
+/// A deployment's series for a chart ([`deployment_chart_once`]), read again raw when `plan` says the
+/// series is young; returns the plan it was read with.
+pub async fn deployment_chart(
+    pool: &PgPool,
+    deployment: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    plan: &ChartPlan,
+) -> Result<(ChartPlan, Vec<DeploymentPoint>), sqlx::Error> {
+    let points = deployment_chart_once(pool, deployment, from, to, plan).await?;
+    match plan.instead(points.first().map(|p| p.ts)) {
+        Some(raw) => Ok((raw, deployment_chart_once(pool, deployment, from, to, &raw).await?)),
+        None => Ok((*plan, points)),
+    }
+}
+
+/// Every GPU of a node for a chart ([`node_gpu_chart_once`]), read again raw when `plan` says the series
+/// is young; returns the plan it was read with.
+pub async fn node_gpu_chart(
+    pool: &PgPool,
+    node: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    plan: &ChartPlan,
+) -> Result<(ChartPlan, Vec<NodeGpuPoint>), sqlx::Error> {
+    let points = node_gpu_chart_once(pool, node, from, to, plan).await?;
+    match plan.instead(points.iter().map(|p| p.ts).min()) {
+        Some(raw) => Ok((raw, node_gpu_chart_once(pool, node, from, to, &raw).await?)),
+        None => Ok((*plan, points)),
+    }
+}
+
+/// Where the 1-minute rollups end (`None` before the first rollup).
+pub async fn rollup_watermark(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT upto FROM rollup_watermark WHERE name = '1m'").fetch_optional(pool).await
 }

@@ -115,7 +115,7 @@ async fn rollups_follow_raw_data_including_late_batches_and_series_pick_their_re
 /// they draw must be what the raw samples alone give, bucket for bucket, up to the newest second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charts_from_rollups_plus_the_raw_tail_match_the_raw_samples() {
-    use fleetpilot::db::series::{self, ChartPlan, DataStart, Resolution};
+    use fleetpilot::db::series::{self, ChartPlan, Resolution};
     use fleetpilot::domain::policy::Metric;
 
     let app = spawn_app(|s| {
@@ -164,28 +164,24 @@ async fn charts_from_rollups_plus_the_raw_tail_match_the_raw_samples() {
     let span = (to - from).num_seconds();
 
     for bucket in [60, 180] {
-        let rolled = ChartPlan::new(
-            &app.pool,
-            from,
-            to,
-            Duration::minutes(15),
-            (span + bucket - 1) / bucket,
-            1,
-            DataStart::Gpu("node-c", 1),
-        )
-        .await
-        .unwrap();
+        let rolled = ChartPlan::new(from, to, Duration::minutes(15), (span + bucket - 1) / bucket, 1);
         assert_eq!((rolled.resolution, rolled.bucket_secs), (Resolution::Minute, bucket), "{rolled:?}");
-        assert!(rolled.rollups_upto > from + Duration::minutes(30), "rolled up to {}", rolled.rollups_upto);
         assert!(rolled.describe().starts_with("1-minute rollups"), "{}", rolled.describe());
-        let raw = ChartPlan { resolution: Resolution::Raw, bucket_secs: bucket, rollups_upto: from };
+        let raw = ChartPlan { resolution: Resolution::Raw, bucket_secs: bucket, rollups_upto: None, young: None };
+        fn minute<T>((plan, points): (ChartPlan, Vec<T>)) -> Vec<T> {
+            assert_eq!(plan.resolution, Resolution::Minute, "40 minutes of data are read from the rollups");
+            points
+        }
+        fn plain<T>((_, points): (ChartPlan, Vec<T>)) -> Vec<T> {
+            points
+        }
 
         let (a, b) = (
-            series::gpu_chart(&app.pool, "node-c", 1, from, to, &rolled).await.unwrap(),
-            series::gpu_chart(&app.pool, "node-c", 1, from, to, &raw).await.unwrap(),
+            minute(series::gpu_chart(&app.pool, "node-c", 1, from, to, &rolled).await.unwrap()),
+            plain(series::gpu_chart(&app.pool, "node-c", 1, from, to, &raw).await.unwrap()),
         );
         assert_eq!(a.len(), b.len(), "bucket {bucket}");
-        assert!(b.last().unwrap().ts > now - Duration::seconds(bucket + 1), "the newest bucket is drawn");
+        assert!(a.last().unwrap().ts > now - Duration::seconds(bucket + 1), "the newest bucket is drawn");
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x.ts, y.ts);
             assert!((x.util_pct - y.util_pct).abs() < 1e-3, "{x:?} vs {y:?}");
@@ -195,11 +191,11 @@ async fn charts_from_rollups_plus_the_raw_tail_match_the_raw_samples() {
                 (y.util_max, y.mem_used_bytes, y.sm_clock_mhz, y.throttle_reasons)
             );
         }
-        assert!(b.iter().any(|p| p.sm_clock_mhz == 900) && b.iter().any(|p| p.throttle_reasons == 4), "extremes kept");
+        assert!(a.iter().any(|p| p.sm_clock_mhz == 900) && a.iter().any(|p| p.throttle_reasons == 4), "extremes kept");
 
         let (a, b) = (
-            series::node_gpu_chart(&app.pool, "node-c", from, to, &rolled).await.unwrap(),
-            series::node_gpu_chart(&app.pool, "node-c", from, to, &raw).await.unwrap(),
+            minute(series::node_gpu_chart(&app.pool, "node-c", from, to, &rolled).await.unwrap()),
+            plain(series::node_gpu_chart(&app.pool, "node-c", from, to, &raw).await.unwrap()),
         );
         assert_eq!(a.len(), b.len(), "bucket {bucket}");
         for (x, y) in a.iter().zip(&b) {
@@ -208,8 +204,8 @@ async fn charts_from_rollups_plus_the_raw_tail_match_the_raw_samples() {
         }
 
         let (a, b) = (
-            series::deployment_chart(&app.pool, "ml/chart", from, to, &rolled).await.unwrap(),
-            series::deployment_chart(&app.pool, "ml/chart", from, to, &raw).await.unwrap(),
+            minute(series::deployment_chart(&app.pool, "ml/chart", from, to, &rolled).await.unwrap()),
+            plain(series::deployment_chart(&app.pool, "ml/chart", from, to, &raw).await.unwrap()),
         );
         assert_eq!(a.len(), b.len(), "bucket {bucket}");
         for (x, y) in a.iter().zip(&b) {
@@ -230,8 +226,14 @@ async fn charts_from_rollups_plus_the_raw_tail_match_the_raw_samples() {
 
         for metric in [Metric::GpuUtilization, Metric::QueueDepthPerReplica, Metric::TokensPerSecPerReplica] {
             let (a, b) = (
-                series::deployment_metric_chart(&app.pool, "ml/chart", None, metric, from, to, &rolled).await.unwrap(),
-                series::deployment_metric_chart(&app.pool, "ml/chart", None, metric, from, to, &raw).await.unwrap(),
+                minute(
+                    series::deployment_metric_chart(&app.pool, "ml/chart", None, metric, from, to, &rolled)
+                        .await
+                        .unwrap(),
+                ),
+                plain(
+                    series::deployment_metric_chart(&app.pool, "ml/chart", None, metric, from, to, &raw).await.unwrap(),
+                ),
             );
             assert_eq!(a.len(), b.len(), "{metric:?} bucket {bucket}");
             for (x, y) in a.iter().zip(&b) {
@@ -241,50 +243,38 @@ async fn charts_from_rollups_plus_the_raw_tail_match_the_raw_samples() {
         }
     }
     // Short ranges are raw; a week reads hours.
-    let short = ChartPlan::new(
-        &app.pool,
-        now - Duration::minutes(15),
-        now,
-        Duration::minutes(15),
-        600,
-        1,
-        DataStart::Deployment("ml/chart"),
+    let short = ChartPlan::new(now - Duration::minutes(15), now, Duration::minutes(15), 600, 1);
+    assert_eq!((short.resolution, short.bucket_secs), (Resolution::Raw, 2));
+    let week = ChartPlan::new(now - Duration::days(7), now, Duration::minutes(15), 300, 10);
+    assert_eq!((week.resolution, week.bucket_secs), (Resolution::Hour, 3600));
+
+    // A series younger than the raw window is read raw at the chart's resolution whatever the range: a new
+    // fleet's first minutes are not a few rollup points. One with no data at all reads nothing more.
+    sqlx::query(
+        "INSERT INTO gpu_samples (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, power_w, temp_c, \
+                                  sm_clock_mhz, mem_clock_mhz, throttle_reasons, ecc_dbe_total, xid_last) \
+         SELECT 'node-y', 0, $1 - s * interval '1 second', 'GPU-y', 'test', 50, 1, 2, 300, 60, 1980, 2619, 0, 0, 0 \
+         FROM generate_series(1, 300) s",
     )
+    .bind(now)
+    .execute(&app.pool)
     .await
     .unwrap();
-    assert_eq!((short.resolution, short.bucket_secs), (Resolution::Raw, 2));
-    // A series younger than the raw window is read raw at the chart's resolution whatever the range: a new
-    // fleet's first minutes are not three points.
-    for start in [DataStart::Deployment("ml/chart"), DataStart::Gpu("node-c", 0)] {
-        let old = ChartPlan::new(&app.pool, now - Duration::hours(1), now, Duration::minutes(15), 300, 1, start)
+    let hour = ChartPlan::new(now - Duration::hours(1), now + Duration::seconds(1), Duration::minutes(15), 300, 1);
+    let (plan, young) =
+        series::gpu_chart(&app.pool, "node-y", 0, now - Duration::hours(1), now + Duration::seconds(1), &hour)
             .await
             .unwrap();
-        assert_eq!((old.resolution, old.bucket_secs), (Resolution::Minute, 60), "40 minutes of data: {start:?}");
-    }
-    let nothing = ChartPlan::new(
-        &app.pool,
-        now - Duration::hours(1),
-        now,
-        Duration::minutes(15),
-        300,
-        1,
-        DataStart::Gpu("node-none", 0),
-    )
-    .await
-    .unwrap();
-    assert_eq!((nothing.resolution, nothing.bucket_secs), (Resolution::Raw, 12), "no data: raw, nothing to read");
-    let recent = ChartPlan::new(
-        &app.pool,
-        now - Duration::hours(1),
-        now,
-        Duration::minutes(15),
-        300,
-        1,
-        DataStart::Known(now - Duration::minutes(5)),
-    )
-    .await
-    .unwrap();
-    assert_eq!((recent.resolution, recent.bucket_secs), (Resolution::Raw, 12), "a node first seen 5 minutes ago");
-    let week = ChartPlan::choose(now - Duration::days(7), now, Duration::minutes(15), 300, 10);
-    assert_eq!((week.resolution, week.bucket_secs), (Resolution::Hour, 3600));
+    assert_eq!((plan.resolution, plan.bucket_secs), (Resolution::Raw, 13), "{plan:?}");
+    assert!(young.len() >= 23, "five minutes in 13 s buckets: {}", young.len());
+    let (plan, none) =
+        series::gpu_chart(&app.pool, "node-none", 0, now - Duration::hours(1), now + Duration::seconds(1), &hour)
+            .await
+            .unwrap();
+    assert!(none.is_empty() && plan.resolution == Resolution::Raw);
+    let (plan, _) =
+        series::gpu_chart(&app.pool, "node-c", 0, now - Duration::hours(1), now + Duration::seconds(1), &hour)
+            .await
+            .unwrap();
+    assert_eq!(plan.resolution, Resolution::Minute, "40 minutes of data");
 }

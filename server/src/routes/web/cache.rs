@@ -63,3 +63,24 @@ impl CountCache {
         self.0.try_get_with(key, count).await.map_err(|e| WebError::Internal(e.to_string()))
     }
 }
+
+/// How long the pages share one read of the rollup watermark (it moves once a minute).
+pub const WATERMARK_TTL: Duration = Duration::from_secs(1);
+
+/// Where the 1-minute rollups end, shared for [`WATERMARK_TTL`]: charts read rollups before it and raw
+/// samples after it. A value instead of a subquery in each chart's SQL lets PostgreSQL plan the raw tail as
+/// the few minutes it is.
+pub struct WatermarkCache(moka::future::Cache<(), Option<chrono::DateTime<chrono::Utc>>>);
+
+impl Default for WatermarkCache {
+    fn default() -> Self {
+        WatermarkCache(moka::future::Cache::builder().max_capacity(1).time_to_live(WATERMARK_TTL).build())
+    }
+}
+
+impl WatermarkCache {
+    /// The rollup watermark (`None` before the first rollup), at most [`WATERMARK_TTL`] old.
+    pub async fn get(&self, pool: &PgPool) -> Result<Option<chrono::DateTime<chrono::Utc>>, WebError> {
+        self.0.try_get_with((), db::series::rollup_watermark(pool)).await.map_err(|e| WebError::Internal(e.to_string()))
+    }
+}

@@ -16,7 +16,7 @@ use super::{Chrome, Params, RANGES, WebError, ago, render};
 use crate::control::metric_name;
 use crate::db;
 use crate::db::anomalies::StoredAnomaly;
-use crate::db::series::{ChartPlan, DataStart};
+use crate::db::series::ChartPlan;
 use crate::domain::policy::TargetKind;
 use crate::state::AppState;
 
@@ -256,16 +256,14 @@ pub async fn page(
     // Raw samples only for short ranges: a deployment is many replicas reporting every second, so longer
     // ranges read the 1-minute rollups plus the minutes not rolled up yet.
     let plan = ChartPlan::new(
-        pool,
         range.from,
         range.to,
         Duration::minutes(15),
         CHART_POINTS,
         i64::from(state.settings.control.bucket_secs),
-        DataStart::Deployment(&deployment),
     )
-    .await?;
-    let (policies, points, commands, replicas, batching, events) = tokio::try_join!(
+    .rolled_up_to(state.watermark.get(pool).await?);
+    let (policies, (read, points), commands, replicas, batching, events) = tokio::try_join!(
         state.policies.list(pool),
         async { Ok(db::series::deployment_chart(pool, &deployment, range.from, range.to, &plan).await?) },
         async { Ok(db::dashboard::rebatch_commands(pool, &deployment, 20).await?) },
@@ -309,7 +307,7 @@ pub async fn page(
         let group = (p.spec.target.kind == TargetKind::AgentGroup).then_some(p.spec.target.name.as_str());
         if let Some(first) = first {
             demand.title = format!("Demand: {}, all replicas", metric_name(first.metric));
-            let (metric, forecast, decisions) = tokio::try_join!(
+            let ((_, metric), forecast, decisions) = tokio::try_join!(
                 db::series::deployment_metric_chart(
                     pool,
                     &deployment,
@@ -451,7 +449,7 @@ pub async fn page(
         deployment,
         ranges: super::options(RANGES, range.key),
         chart,
-        resolution: plan.describe(),
+        resolution: read.describe(),
         forecast_note,
         policy: policy_view,
         timeline,

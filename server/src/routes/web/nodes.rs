@@ -12,7 +12,7 @@ use super::chart::{self, Panel, Series, Style};
 use super::session::WebUser;
 use super::{Chrome, Params, RANGES, WebError, ago, render};
 use crate::db;
-use crate::db::series::{ChartPlan, DataStart};
+use crate::db::series::ChartPlan;
 use crate::state::AppState;
 
 /// Agent status of a node.
@@ -147,9 +147,9 @@ pub async fn node_page(
     let mut power = Panel { title: "Power".into(), unit: "W".into(), ..Panel::default() };
     let classes = ["c0", "c1", "c2", "c3", "c4", "c5"];
     // Every GPU of the node in one chart: rollups beyond 15 minutes, about 300 points.
-    let start = DataStart::Known(detail.first_seen);
-    let plan = ChartPlan::new(pool, range.from, range.to, Duration::minutes(15), 300, 1, start).await?;
-    let pts = db::series::node_gpu_chart(pool, &node, range.from, range.to, &plan).await?;
+    let plan = ChartPlan::new(range.from, range.to, Duration::minutes(15), 300, 1)
+        .rolled_up_to(state.watermark.get(pool).await?);
+    let (_, pts) = db::series::node_gpu_chart(pool, &node, range.from, range.to, &plan).await?;
     for (i, g) in gpus.iter().enumerate() {
         let class = classes[i % classes.len()];
         let mine = || pts.iter().filter(|p| p.gpu_index == g.gpu_index);
@@ -267,9 +267,9 @@ pub async fn gpu_page(
     // (plus the minutes not rolled up yet) beyond. One GPU's raw samples sit one per heap page (every
     // GPU of the fleet reports each second), so an hour of them is 3,600 page reads; the rollups keep the
     // extremes (maximum utilisation, minimum SM clock, throttle reasons) that a mean would hide.
-    let start = DataStart::Gpu(&node, gpu);
-    let plan = ChartPlan::new(pool, range.from, range.to, Duration::minutes(15), CHART_POINTS, 1, start).await?;
-    let pts = db::series::gpu_chart(pool, &node, gpu, range.from, range.to, &plan).await?;
+    let plan = ChartPlan::new(range.from, range.to, Duration::minutes(15), CHART_POINTS, 1)
+        .rolled_up_to(state.watermark.get(pool).await?);
+    let (plan, pts) = db::series::gpu_chart(pool, &node, gpu, range.from, range.to, &plan).await?;
     let line = |name: &str, class: &'static str, f: &dyn Fn(&db::series::GpuPoint) -> f64| Series {
         name: name.into(),
         class,
