@@ -93,6 +93,7 @@ impl Application {
             overview: Arc::default(),
             policies: Arc::default(),
             watermark: Arc::default(),
+            deployment_data: Arc::default(),
             counts: Arc::default(),
             actuators: actuators.clone(),
         };

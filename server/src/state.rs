@@ -32,6 +32,8 @@ pub struct AppState {
     pub policies: Arc<crate::routes::web::cache::PolicyCache>,
     /// Where the minute rollups end, as the dashboard's charts read it, cached for a second.
     pub watermark: Arc<crate::routes::web::cache::WatermarkCache>,
+    /// Deployment pages' data, shared for a second.
+    pub deployment_data: Arc<crate::routes::web::cache::DeploymentDataCache>,
     /// Counts of the dashboard's lists, cached for two seconds.
     pub counts: Arc<crate::routes::web::cache::CountCache>,
     /// What the control loop acts through; the dashboard's one-click actions use the same.

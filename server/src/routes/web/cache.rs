@@ -84,3 +84,35 @@ impl WatermarkCache {
         self.0.try_get_with((), db::series::rollup_watermark(pool)).await.map_err(|e| WebError::Internal(e.to_string()))
     }
 }
+
+/// How long a deployment page's data is shared between requests.
+pub const DEPLOYMENT_TTL: Duration = Duration::from_secs(1);
+/// Deployment pages (deployment x range x policy version) whose data is kept.
+const DEPLOYMENTS_KEPT: u64 = 2_000;
+
+/// A deployment page's data, read once per [`DEPLOYMENT_TTL`] however many people watch it (concurrent misses
+/// wait for the one read): in an incident, everyone on call opens the same deployment with live refresh.
+/// Data only: each request renders its own page (user, CSRF token, "ago" times).
+pub struct DeploymentDataCache(moka::future::Cache<super::deployment::DataKey, Arc<super::deployment::Data>>);
+
+impl Default for DeploymentDataCache {
+    fn default() -> Self {
+        DeploymentDataCache(
+            moka::future::Cache::builder().max_capacity(DEPLOYMENTS_KEPT).time_to_live(DEPLOYMENT_TTL).build(),
+        )
+    }
+}
+
+impl DeploymentDataCache {
+    /// The data of `key`, from `load` when none is kept.
+    pub async fn get(
+        &self,
+        key: super::deployment::DataKey,
+        load: impl Future<Output = Result<super::deployment::Data, WebError>>,
+    ) -> Result<Arc<super::deployment::Data>, WebError> {
+        self.0.try_get_with(key, async { load.await.map(Arc::new) }).await.map_err(|e| match &*e {
+            WebError::NotFound(m) => WebError::NotFound(m.clone()),
+            other => WebError::Internal(other.to_string()),
+        })
+    }
+}

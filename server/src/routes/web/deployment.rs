@@ -12,10 +12,11 @@ use super::anomalies::{AnomalyView, MAX_MARKED, anomaly_view, evidence_words, ma
 use super::chart::{self, Band, Marker, Panel, Series, Style};
 use super::dashboard::outcome;
 use super::session::WebUser;
-use super::{Chrome, Params, RANGES, WebError, ago, render};
+use super::{Chrome, Params, RANGES, TimeRange, WebError, ago, render};
 use crate::control::metric_name;
 use crate::db;
 use crate::db::anomalies::StoredAnomaly;
+use crate::db::policies::StoredPolicy;
 use crate::db::series::ChartPlan;
 use crate::domain::policy::TargetKind;
 use crate::state::AppState;
@@ -198,12 +199,12 @@ fn replica_views(
     state: &AppState,
     now: DateTime<Utc>,
     range_key: &str,
-    rows: Vec<db::dashboard::ReplicaRow>,
+    rows: &[db::dashboard::ReplicaRow],
     batching: &[db::commands::CommandRecord],
     events: &[StoredAnomaly],
 ) -> Vec<ReplicaView> {
     let silent = i64::from(state.settings.alerts.node_silent_secs);
-    rows.into_iter()
+    rows.iter()
         .map(|r| {
             let applied = batching.iter().find(|c| c.node_id == r.node_id);
             let outliers: Vec<String> = events
@@ -231,12 +232,81 @@ fn replica_views(
                 batching_when: applied.map(|c| ago(now, c.completed_at.unwrap_or(c.created_at))).unwrap_or_default(),
                 outlier: !outliers.is_empty(),
                 peers: if outliers.is_empty() { "no open outlier".into() } else { outliers.join("; ") },
-                replica: r.replica,
-                node: r.node_id,
-                engine: r.engine,
+                replica: r.replica.clone(),
+                node: r.node_id.clone(),
+                engine: r.engine.clone(),
             }
         })
         .collect()
+}
+
+/// What a deployment page reads, shared between the requests of one second (see
+/// [`super::cache::DeploymentDataCache`]).
+pub struct Data {
+    read: ChartPlan,
+    points: Vec<db::series::DeploymentPoint>,
+    commands: Vec<db::commands::CommandRecord>,
+    replicas: Vec<db::dashboard::ReplicaRow>,
+    batching: Vec<db::commands::CommandRecord>,
+    events: Vec<StoredAnomaly>,
+    policy_data: Option<PolicyData>,
+}
+
+/// What the page reads of its policy's loop: the observed metric, the latest forecast, the decisions.
+struct PolicyData {
+    metric: Vec<db::series::Point>,
+    forecast: Option<db::dashboard::ForecastRow>,
+    decisions: Vec<db::dashboard::DecisionItem>,
+}
+
+/// The key of a deployment page's shared data: the deployment, the range, and the policy version it was
+/// read for (an edited policy is read afresh).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DataKey {
+    deployment: String,
+    range: &'static str,
+    policy: Option<(uuid::Uuid, i32)>,
+}
+
+/// Reads a deployment page's data: the chart series (raw samples only for short ranges: a deployment is
+/// many replicas reporting every second, so longer ranges read the 1-minute rollups plus the minutes not
+/// rolled up yet), rebatch commands, replicas, anomaly events, and the policy's metric, forecast and
+/// decisions.
+async fn load(
+    state: &AppState,
+    deployment: &str,
+    range: &TimeRange,
+    policy: Option<&StoredPolicy>,
+) -> Result<Data, WebError> {
+    let pool = &state.pool;
+    let plan = ChartPlan::new(
+        range.from,
+        range.to,
+        Duration::minutes(15),
+        CHART_POINTS,
+        i64::from(state.settings.control.bucket_secs),
+    )
+    .rolled_up_to(state.watermark.get(pool).await?);
+    let policy_data = async {
+        let Some(p) = policy else { return Ok(None) };
+        let Some(first) = p.spec.targets().first().copied() else { return Ok(None) };
+        let group = (p.spec.target.kind == TargetKind::AgentGroup).then_some(p.spec.target.name.as_str());
+        let ((_, metric), forecast, decisions) = tokio::try_join!(
+            db::series::deployment_metric_chart(pool, deployment, group, first.metric, range.from, range.to, &plan),
+            db::dashboard::latest_forecast(pool, p.id),
+            db::dashboard::decision_steps(pool, p.id, range.from, 5000),
+        )?;
+        Ok::<_, sqlx::Error>(Some(PolicyData { metric, forecast, decisions }))
+    };
+    let ((read, points), commands, replicas, batching, events, policy_data) = tokio::try_join!(
+        db::series::deployment_chart(pool, deployment, range.from, range.to, &plan),
+        db::dashboard::rebatch_commands(pool, deployment, 20),
+        db::dashboard::replicas_of(pool, deployment),
+        db::dashboard::applied_batching(pool, deployment),
+        db::anomalies::of_deployment(pool, deployment, range.from, range.to, MAX_MARKED),
+        policy_data,
+    )?;
+    Ok(Data { read, points, commands, replicas, batching, events, policy_data })
 }
 
 /// `GET /deployments/{ns}/{name}?range=`.
@@ -253,25 +323,11 @@ pub async fn page(
     let deployment = format!("{ns}/{name}");
     let now = Utc::now();
     let pool = &state.pool;
-    // Raw samples only for short ranges: a deployment is many replicas reporting every second, so longer
-    // ranges read the 1-minute rollups plus the minutes not rolled up yet.
-    let plan = ChartPlan::new(
-        range.from,
-        range.to,
-        Duration::minutes(15),
-        CHART_POINTS,
-        i64::from(state.settings.control.bucket_secs),
-    )
-    .rolled_up_to(state.watermark.get(pool).await?);
-    let (policies, (read, points), commands, replicas, batching, events) = tokio::try_join!(
-        state.policies.list(pool),
-        async { Ok(db::series::deployment_chart(pool, &deployment, range.from, range.to, &plan).await?) },
-        async { Ok(db::dashboard::rebatch_commands(pool, &deployment, 20).await?) },
-        async { Ok(db::dashboard::replicas_of(pool, &deployment).await?) },
-        async { Ok(db::dashboard::applied_batching(pool, &deployment).await?) },
-        async { Ok(db::anomalies::of_deployment(pool, &deployment, range.from, range.to, MAX_MARKED).await?) },
-    )?;
+    let policies = state.policies.list(pool).await?;
     let policy = policies.iter().find(|p| p.spec.deployment() == deployment);
+    let key = DataKey { deployment: deployment.clone(), range: range.key, policy: policy.map(|p| (p.id, p.version)) };
+    let data = state.deployment_data.get(key, load(&state, &deployment, &range, policy)).await?;
+    let Data { read, points, commands, replicas, batching, events, policy_data } = &*data;
     if policy.is_none() && points.is_empty() && commands.is_empty() && replicas.is_empty() {
         return Err(WebError::NotFound(format!("no deployment {deployment}: no serving data and no policy names it")));
     }
@@ -304,22 +360,11 @@ pub async fn page(
     let mut policy_view = None;
     if let Some(p) = &policy {
         let first = p.spec.targets().first().copied();
-        let group = (p.spec.target.kind == TargetKind::AgentGroup).then_some(p.spec.target.name.as_str());
         if let Some(first) = first {
             demand.title = format!("Demand: {}, all replicas", metric_name(first.metric));
-            let ((_, metric), forecast, decisions) = tokio::try_join!(
-                db::series::deployment_metric_chart(
-                    pool,
-                    &deployment,
-                    group,
-                    first.metric,
-                    range.from,
-                    range.to,
-                    &plan
-                ),
-                db::dashboard::latest_forecast(pool, p.id),
-                db::dashboard::decision_steps(pool, p.id, range.from, 5000),
-            )?;
+            let PolicyData { metric, forecast, decisions } = policy_data
+                .as_ref()
+                .ok_or_else(|| WebError::Internal("the deployment's data was read without its policy".into()))?;
             demand.series.push(Series {
                 name: "observed".into(),
                 class: "c0",
@@ -435,7 +480,7 @@ pub async fn page(
         let panel = if a.metric.contains("ttft") || a.metric.contains("itl") { &mut latency } else { &mut demand };
         mark(panel, a, v, ms(range.to));
     }
-    let replicas = replica_views(&state, now, range.key, replicas, &batching, &events);
+    let replicas = replica_views(&state, now, range.key, replicas, batching, events);
     let chart = chart::time_chart("deployment-chart", &[demand, latency, replicas_panel], ms(range.from), end_ms);
     let mut chrome = user.chrome(&state, format!("Deployment {deployment}"), "deployments");
     chrome.fragment = params.fragment();
@@ -455,7 +500,7 @@ pub async fn page(
         timeline,
         outliers: replicas.iter().filter(|r| r.outlier).count(),
         replicas,
-        commands: commands.into_iter().map(|c| command_view(now, c)).collect(),
+        commands: commands.iter().map(|c| command_view(now, c.clone())).collect(),
         anomalies,
     };
     render(&t, StatusCode::OK)
