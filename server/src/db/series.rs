@@ -267,7 +267,7 @@ async fn metric_series(
              WHERE node_id = ANY($1) AND bucket >= $4 AND bucket < {end}"
                 .to_string(),
             "SELECT date_trunc('minute', ts), node_id, gpu_index, avg(util_pct), count(*) FROM gpu_samples \
-             WHERE node_id = ANY($1) AND ts >= greatest($4, {upto}) AND ts < $5 GROUP BY 1, 2, 3"
+             WHERE node_id = ANY($1) AND ts >= greatest($4, {UPTO}) AND ts < $5 GROUP BY 1, 2, 3"
                 .to_string(),
         ),
         m => {
@@ -288,7 +288,7 @@ async fn metric_series(
                 ),
                 format!(
                     "SELECT date_trunc('minute', ts), replica, avg({column}), count(*) FROM serving_samples \
-                     WHERE deployment = $2 AND ts >= greatest($4, {{upto}}) AND ts < $5 GROUP BY 1, 2"
+                     WHERE deployment = $2 AND ts >= greatest($4, {{UPTO}}) AND ts < $5 GROUP BY 1, 2"
                 ),
             )
         }
@@ -297,18 +297,7 @@ async fn metric_series(
         Metric::GpuUtilization => ("gpu_rollup_1m", "gpu_rollup_1h"),
         _ => ("serving_rollup_1m", "serving_rollup_1h"),
     };
-    let inner = match plan.resolution {
-        Resolution::Raw => raw,
-        Resolution::Minute => {
-            let upto = upto_sql(6, 4);
-            format!(
-                "{} UNION ALL {}",
-                rollup.replace("{table}", minute).replace("{end}", &format!("least($5, {upto})")),
-                tail.replace("{upto}", &upto)
-            )
-        }
-        Resolution::Hour => rollup.replace("{table}", hour).replace("{end}", "$5"),
-    };
+    let inner = ChartRows { raw: &raw, rollup: &rollup, tail: &tail, tables: (minute, hour) }.sql(plan, 4, 5, 6);
     let sql = format!(
         "SELECT b, sum(v)::float8, count(*) FROM ( \
          SELECT floor(date_part('epoch', t) / $3)::bigint * $3 AS b, {members}, sum(v * n) / sum(n) AS v \
@@ -355,18 +344,8 @@ async fn node_gpu_chart_once(
                           FROM {table} WHERE node_id = $1 AND bucket >= $2 AND bucket < {end}";
     const TAIL: &str = "SELECT date_trunc('minute', ts), gpu_index, avg(util_pct), avg(power_w), count(*) \
                         FROM gpu_samples WHERE node_id = $1 AND ts >= greatest($2, {UPTO}) AND ts < $3 GROUP BY 1, 2";
-    let upto = upto_sql(5, 2);
-    let inner = match plan.resolution {
-        Resolution::Raw => RAW.to_string(),
-        Resolution::Minute => {
-            format!(
-                "{} UNION ALL {}",
-                ROLLUP.replace("{table}", "gpu_rollup_1m").replace("{end}", &format!("least($3, {upto})")),
-                TAIL.replace("{UPTO}", &upto)
-            )
-        }
-        Resolution::Hour => ROLLUP.replace("{table}", "gpu_rollup_1h").replace("{end}", "$3"),
-    };
+    let inner = ChartRows { raw: RAW, rollup: ROLLUP, tail: TAIL, tables: ("gpu_rollup_1m", "gpu_rollup_1h") }
+        .sql(plan, 2, 3, 5);
     let sql = format!(
         "SELECT gpu_index, to_timestamp(floor(date_part('epoch', t) / $4) * $4) AS ts, sum(u * n) / sum(n) AS util_pct, \
                 sum(p * n) / sum(n) AS power_w FROM ({inner}) s GROUP BY 1, 2 ORDER BY 1, 2"
@@ -395,6 +374,38 @@ pub struct ChartPlan {
 /// `coalesce(upto, watermark, from)` for the SQL of a minute plan, `$upto` and `$from` being parameters.
 fn upto_sql(upto: u8, from: u8) -> String {
     format!("coalesce(${upto}::timestamptz, (SELECT upto FROM rollup_watermark WHERE name = '1m'), ${from})")
+}
+
+/// The SQL of a chart's rows under a [`ChartPlan`]: raw samples; minute rollups plus the minutes not rolled
+/// up yet; or hourly rollups.
+struct ChartRows<'a> {
+    /// Raw samples in the range.
+    raw: &'a str,
+    /// Rollup rows: `{table}` is the rollup table, `{end}` the bound on `bucket`.
+    rollup: &'a str,
+    /// Raw samples from `{UPTO}` on, aggregated per minute as a rollup row.
+    tail: &'a str,
+    /// The minute and hour rollup tables.
+    tables: (&'static str, &'static str),
+}
+
+impl ChartRows<'_> {
+    /// The rows' SQL; `from`, `to` and `upto` number the parameters of the range and of the end of the minute
+    /// rollups.
+    fn sql(&self, plan: &ChartPlan, from: u8, to: u8, upto: u8) -> String {
+        match plan.resolution {
+            Resolution::Raw => self.raw.to_string(),
+            Resolution::Minute => {
+                let upto = upto_sql(upto, from);
+                format!(
+                    "{} UNION ALL {}",
+                    self.rollup.replace("{table}", self.tables.0).replace("{end}", &format!("least(${to}, {upto})")),
+                    self.tail.replace("{UPTO}", &upto)
+                )
+            }
+            Resolution::Hour => self.rollup.replace("{table}", self.tables.1).replace("{end}", &format!("${to}")),
+        }
+    }
 }
 
 impl ChartPlan {
@@ -484,18 +495,8 @@ async fn gpu_chart_once(
     const TAIL: &str = "SELECT date_trunc('minute', ts), avg(util_pct), max(util_pct), max(mem_used_bytes), avg(power_w), \
                         avg(temp_c), min(sm_clock_mhz), bit_or(throttle_reasons), count(*) \
                         FROM gpu_samples WHERE node_id = $1 AND gpu_index = $2 AND ts >= greatest($3, {UPTO}) AND ts < $4 GROUP BY 1";
-    let upto = upto_sql(6, 3);
-    let inner = match plan.resolution {
-        Resolution::Raw => RAW.to_string(),
-        Resolution::Minute => {
-            format!(
-                "{} UNION ALL {}",
-                ROLLUP.replace("{table}", "gpu_rollup_1m").replace("{end}", &format!("least($4, {upto})")),
-                TAIL.replace("{UPTO}", &upto)
-            )
-        }
-        Resolution::Hour => ROLLUP.replace("{table}", "gpu_rollup_1h").replace("{end}", "$4"),
-    };
+    let inner = ChartRows { raw: RAW, rollup: ROLLUP, tail: TAIL, tables: ("gpu_rollup_1m", "gpu_rollup_1h") }
+        .sql(plan, 3, 4, 6);
     // Table and column names are constants, never input.
     let sql = format!(
         "SELECT to_timestamp(floor(date_part('epoch', t) / $5) * $5) AS ts, (sum(u * n) / sum(n))::real AS util_pct, \
@@ -528,16 +529,8 @@ async fn deployment_chart_once(
     const TAIL: &str = "SELECT date_trunc('minute', ts), replica, avg(queue_depth), avg(running), avg(kv_cache_pct), \
                         max(ttft_p95_s), max(itl_p95_s), avg(requests_per_s), avg(generation_tokens_per_s), count(*) \
                         FROM serving_samples WHERE deployment = $1 AND ts >= greatest($2, {UPTO}) AND ts < $3 GROUP BY 1, 2";
-    let upto = upto_sql(5, 2);
-    let inner = match plan.resolution {
-        Resolution::Raw => RAW.to_string(),
-        Resolution::Minute => format!(
-            "{} UNION ALL {}",
-            ROLLUP.replace("{table}", "serving_rollup_1m").replace("{end}", &format!("least($3, {upto})")),
-            TAIL.replace("{UPTO}", &upto)
-        ),
-        Resolution::Hour => ROLLUP.replace("{table}", "serving_rollup_1h").replace("{end}", "$3"),
-    };
+    let inner = ChartRows { raw: RAW, rollup: ROLLUP, tail: TAIL, tables: ("serving_rollup_1m", "serving_rollup_1h") }
+        .sql(plan, 2, 3, 5);
     let sql = format!(
         "SELECT b AS ts, count(*) AS replicas, sum(q)::float8 AS queue_depth, sum(run)::float8 AS running, \
                 avg(kv)::float8 AS kv_cache_pct, max(ttft)::float8 AS ttft_p95_s, max(itl)::float8 AS itl_p95_s, \
