@@ -109,7 +109,7 @@ schemas={
    "name":{"type":"string"},
    "deployment":{"type":"string","description":"namespace/name whose metrics drive an agent_group target"}}},
  "PolicySpec":{"type":"object","additionalProperties":False,"required":["name","target","min_replicas","max_replicas"],
-   "description":"Give metric + target_value, or metrics (or both). Every error names its field.",
+   "description":"Give metric + target_value, or metrics (or both), or neither: a policy with only a target and bounds is the default policy for LLM serving (capacity sizing with its defaults). Every error names its field.",
    "properties":{
    "name":{"type":"string","pattern":"^[a-z0-9-]{1,63}$"},
    "target":ref("Target"),
@@ -126,7 +126,16 @@ schemas={
    "cold_start_secs":intg("Seconds a new replica needs before serving",default=120),
    "dry_run":{"type":"boolean","default":False},
    "rebatch":{"type":"object","additionalProperties":False,"required":["min_batch_size","max_batch_size","itl_slo_ms"],"properties":{
-      "min_batch_size":intg("",minimum=1),"max_batch_size":intg("",maximum=4096),"max_queue_delay_us":intg("",default=2000),"itl_slo_ms":num("ITL p95 the batch size must keep")}}}},
+      "min_batch_size":intg("",minimum=1),"max_batch_size":intg("",maximum=4096),"max_queue_delay_us":intg("",default=2000),"itl_slo_ms":num("ITL p95 the batch size must keep")}},
+   "capacity":{"type":"object","additionalProperties":False,"description":"Capacity sizing on the demand estimated from served work and queue growth: the tail of recent demand, the forecast's quantile over the cold start and the backlog to drain. On by default for a policy without metric targets.","properties":{
+      "queue_delay_slo_secs":num("Queueing-delay budget, seconds (0..=3600)",default=2.0),
+      "peak_window_secs":num("Window of recent demand whose tail the fleet is sized for, seconds",default=3600.0),
+      "tail_quantile":num("Threshold quantile of the exponential tail fit (0..=1)",default=0.8),
+      "return_period_secs":num("The recent peak is extrapolated over the window plus this period, seconds",default=1200.0),
+      "min_tail_window_secs":num("A shorter history counts as this long in the extrapolation, seconds",default=1200.0),
+      "margin":num("Relative headroom (0..=10)",default=0.03),
+      "down_hysteresis":num("A scale-down must remove at least this fraction (0..=1)",default=0.05),
+      "gpus_per_replica":num("GPUs per replica (0.01..=1024)",default=1.0)}}}},
  "StoredPolicy":{"type":"object","properties":{"id":{"type":"string","format":"uuid"},"version":{"type":"integer"},"created_at":{"type":"string","format":"date-time"},"updated_at":{"type":"string","format":"date-time"},"spec":ref("PolicySpec")}},
  "DecisionRecord":{"type":"object","description":"One decision: every proposal, the one that won and why, in words","properties":{
    "id":{"type":"integer"},"policy_id":{"type":"string"},"policy_version":{"type":"integer"},"decided_at":{"type":"string","format":"date-time"},

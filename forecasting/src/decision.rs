@@ -17,7 +17,8 @@
 //!    no demand forecast within the cold start; any demand (or forecast demand) wakes the fleet.
 //! 7. **Stabilization** (HPA `behavior`): a scale-up goes to the lowest recommendation of the scale-up window,
 //!    a scale-down to the highest of the scale-down window; nothing scales down before the loop has watched a
-//!    whole window (e.g. right after a leadership change).
+//!    whole window or a cold start, whichever is shorter (e.g. right after a leadership change).
+//! 7b. **Hysteresis**: a scale-down that removes less than `down_hysteresis` of the fleet is not made.
 //! 8. **Rate limits** (HPA `behavior.policies`): at most `value` pods or percent per `period_secs`, measured
 //!    from the replica count at the start of the period; `select_policy` picks the most (`max`) or least
 //!    (`min`) permissive, `disabled` forbids that direction.
@@ -191,6 +192,13 @@ pub struct DecisionInput {
     pub scale_to_zero_idle_secs: Option<u32>,
     /// Seconds a new replica needs before it serves.
     pub cold_start_secs: u32,
+    /// Further proposals computed by the caller (the engine's capacity sizing: `peak`, `drain`), acting unless
+    /// marked advisory.
+    #[serde(default)]
+    pub extra_proposals: Vec<Proposal>,
+    /// A scale-down happens only when it removes at least this fraction of the current count (0: any).
+    #[serde(default)]
+    pub down_hysteresis: f64,
 }
 
 /// What the caller keeps between decisions of one target.
@@ -339,6 +347,9 @@ pub fn decide(input: &DecisionInput, state: &mut DecisionState) -> Decision {
         });
     }
 
+    // 3b. The caller's capacity proposals.
+    proposals.extend(input.extra_proposals.iter().cloned());
+
     // 4. SLO feedback.
     let mut slo_breach: Option<String> = None;
     for s in &input.slos {
@@ -451,9 +462,13 @@ pub fn decide(input: &DecisionInput, state: &mut DecisionState) -> Decision {
         }
     } else if desired < current {
         let w = i64::from(b.scale_down.stabilization_window_secs);
-        if now - watching_since < w {
+        // Right after a start (or a leadership change) the window holds few recommendations: wait until it
+        // holds a cold start's worth, the time a replica removed by mistake would take to come back.
+        let wait = w.min(i64::from(input.cold_start_secs));
+        if now - watching_since < wait {
             reason = format!(
-                "{} wants {desired}, but the loop has watched for {} s of the {w} s scale-down window: hold {current}",
+                "{} wants {desired}, but the loop has watched for {} s of the {wait} s needed before a scale-down: \
+                 hold {current}",
                 best.source,
                 now - watching_since
             );
@@ -470,6 +485,18 @@ pub fn decide(input: &DecisionInput, state: &mut DecisionState) -> Decision {
                 winner = "stabilization".into();
             }
         }
+    }
+
+    // 7b. Hysteresis: a scale-down too small to matter is not worth the churn (undoing it costs a cold start).
+    let hyst = if input.down_hysteresis.is_finite() { input.down_hysteresis.clamp(0.0, 1.0) } else { 0.0 };
+    if desired < current && hyst > 0.0 && f64::from(desired) > f64::from(current) * (1.0 - hyst) {
+        reason = format!(
+            "{} wants {desired}, less than {:.0}% below the current {current}: hold",
+            best.source,
+            hyst * 100.0
+        );
+        desired = current;
+        winner = "hysteresis".into();
     }
 
     // 8. Rate limits (panic bypasses them upward: a burst does not wait).
@@ -522,7 +549,8 @@ fn rate_limit(rules: &ScalingRules, state: &DecisionState, now: i64, current: u3
             (RateKind::Pods, true) => base.saturating_add(p.value),
             (RateKind::Percent, true) => ceil_u32(b * (1.0 + f64::from(p.value) / 100.0)),
             (RateKind::Pods, false) => base.saturating_sub(p.value),
-            (RateKind::Percent, false) => (b * (1.0 - f64::from(p.value) / 100.0)).max(0.0).floor() as u32,
+            // As HPA: the count may fall to ceil(base x (1 - value%)), so at most value% is removed.
+            (RateKind::Percent, false) => ceil_u32(b * (1.0 - f64::from(p.value) / 100.0)),
         }
     });
     match (rules.select_policy, up) {
@@ -582,6 +610,8 @@ mod tests {
             panic: PanicSettings::default(),
             scale_to_zero_idle_secs: None,
             cold_start_secs: 120,
+            extra_proposals: vec![],
+            down_hysteresis: 0.0,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod anomaly;
 pub mod backtest;
 pub mod clustering;
 pub mod decision;
+pub mod engine;
 pub mod error;
 pub mod events;
 pub mod forecast;

@@ -11,7 +11,7 @@ use rand::Rng as _;
 use crate::config::{Secret, Settings};
 use crate::db;
 use crate::domain::policy::{
-    BehaviorSpec, Metric, MetricTarget, PolicySpec, RateKindSpec, RatePolicySpec, RebatchSpec, RulesSpec, Target,
+    BehaviorSpec, CapacitySpec, PolicySpec, RateKindSpec, RatePolicySpec, RebatchSpec, RulesSpec, Target,
     TargetKind,
 };
 use crate::pg::{PgOptions, PrivatePostgres};
@@ -80,7 +80,7 @@ impl FleetSizing {
 /// Sizes a fleet of `gpus` GPUs for the trace at `path` (a bucketed `timestamp,requests,prompt_tokens,
 /// output_tokens` CSV) and runs the backtest's static-peak and fleetpilot policies over it.
 pub fn size_fleet(path: &std::path::Path, gpus: u32) -> anyhow::Result<FleetSizing> {
-    use forecasting::backtest::{self as bt, FleetpilotPolicy, Profile};
+    use forecasting::backtest::{self as bt, EnginePolicy, Profile};
     if gpus == 0 {
         anyhow::bail!("the fleet needs at least one GPU");
     }
@@ -90,7 +90,7 @@ pub fn size_fleet(path: &std::path::Path, gpus: u32) -> anyhow::Result<FleetSizi
     let bad = |e: bt::BacktestError| anyhow::anyhow!("{}: {e}", path.display());
     let static_peak_replicas = bt::static_peak_replicas(&trace, &profile).map_err(bad)?;
     let peak = bt::simulate(&trace, &profile, &mut bt::static_peak(&trace, &profile).map_err(bad)?).map_err(bad)?;
-    let ours = bt::simulate(&trace, &profile, &mut FleetpilotPolicy::default()).map_err(bad)?;
+    let ours = bt::simulate(&trace, &profile, &mut EnginePolicy::llm_default(&profile)).map_err(bad)?;
     let replica_speed = f64::from(static_peak_replicas) / f64::from(gpus);
     let warm = bt::initial_ready(&bt::trace_work(&trace, &profile).map_err(bad)?, &profile);
     let s = peak.summary.gpu_hours;
@@ -125,9 +125,15 @@ pub fn tune_settings(settings: &mut Settings, speedup: f64) {
     settings.opportunities.full_confidence_secs = f64::from(settings.opportunities.window_secs);
 }
 
-/// The demo's scaling policy for `capacity` GPUs at `speedup`: GPU utilisation at EVAL.md's 70 % target,
-/// HPA's rate limits and panic window and a cold start of 120 s of trace time, rebatching under an ITL SLO.
+/// The demo's scaling policy for `capacity` GPUs at `speedup`: the default policy for LLM serving (what
+/// `POST /api/v1/policies` creates from a target and bounds alone, and what `fleetpilot backtest` measures), its
+/// times divided by `speedup` because the demo replays the trace that much faster (EVAL.md's 2 s delay budget
+/// and 120 s cold start in trace time), rebatching under an ITL SLO.
 pub fn demo_policy(capacity: u32, speedup: f64) -> PolicySpec {
+    let wall = |trace_secs: f64| trace_secs / speedup;
+    let wall_u32 = |trace_secs: f64| wall(trace_secs).ceil().max(1.0) as u32;
+    let defaults = CapacitySpec::default();
+    let llm = forecasting::engine::EngineSpec::llm_behavior();
     PolicySpec {
         name: "demo-llama".into(),
         target: Target {
@@ -138,37 +144,49 @@ pub fn demo_policy(capacity: u32, speedup: f64) -> PolicySpec {
         },
         min_replicas: 1,
         max_replicas: capacity,
-        metric: Some(Metric::GpuUtilization),
-        target_value: Some(85.0),
-        // Utilisation saturates at 100 % when work queues up; the queue per replica does not.
-        metrics: vec![MetricTarget { metric: Metric::QueueDepthPerReplica, target: 1.0 }],
+        metric: None,
+        target_value: None,
+        metrics: vec![],
         slo: None,
         behavior: BehaviorSpec {
-            scale_up: Some(RulesSpec {
-                stabilization_window_seconds: Some(0),
+            scale_up: None,
+            scale_down: Some(RulesSpec {
+                stabilization_window_seconds: Some(wall_u32(f64::from(llm.scale_down.stabilization_window_secs))),
                 select_policy: None,
-                policies: Some(vec![RatePolicySpec {
-                    kind: RateKindSpec::Percent,
-                    value: 100,
-                    period_seconds: (20.0 / speedup).ceil().max(1.0) as u32,
-                }]),
+                policies: Some(
+                    llm.scale_down
+                        .policies
+                        .iter()
+                        .map(|p| RatePolicySpec {
+                            kind: RateKindSpec::Percent,
+                            value: p.value,
+                            period_seconds: wall_u32(f64::from(p.period_secs)),
+                        })
+                        .collect(),
+                ),
             }),
-            scale_down: None,
         },
         predictive: Default::default(),
         panic: forecasting::decision::PanicSettings {
             threshold: 2.0,
-            window_secs: (100.0 / speedup).ceil().max(1.0) as u32,
+            window_secs: wall_u32(60.0),
         },
         scale_to_zero_idle_secs: None,
         tolerance: 0.1,
-        cold_start_secs: (120.0 / speedup).ceil().max(1.0) as u32,
+        cold_start_secs: wall_u32(120.0),
         dry_run: false,
         rebatch: Some(RebatchSpec {
             min_batch_size: 4,
             max_batch_size: 128,
             max_queue_delay_us: 2_000,
             itl_slo_ms: 60.0,
+        }),
+        capacity: Some(CapacitySpec {
+            queue_delay_slo_secs: wall(defaults.queue_delay_slo_secs),
+            peak_window_secs: wall(defaults.peak_window_secs),
+            return_period_secs: wall(defaults.return_period_secs),
+            min_tail_window_secs: wall(defaults.min_tail_window_secs),
+            ..defaults
         }),
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use forecasting::anomaly::Detector;
 use forecasting::backtest::{
-    self as bt, FleetpilotPolicy, HpaPolicy, KpaPolicy, Policy, Profile, Summary, TraceStep, format_steps_csv,
+    self as bt, EnginePolicy, HpaPolicy, KpaPolicy, Policy, Profile, Summary, TraceStep, format_steps_csv,
     format_summary_csv, simulate,
 };
 use forecasting::mase::{IntervalForecast, MaseReport, RollingOrigin, evaluate};
@@ -187,16 +187,45 @@ pub fn forecast(
     Ok(r)
 }
 
-/// `fleetpilot backtest`: replays a trace through EVAL.md's model v1 for fleetpilot's policy and the reference
-/// policies; writes `<out>/<policy>.csv`, `<out>/summary.csv` and `<out>/backtest.svg`.
-pub fn backtest(trace_path: &Path, out: &Path, profile: Profile) -> anyhow::Result<Vec<Summary>> {
-    profile.validate().map_err(|e| anyhow::anyhow!("profile: {e}"))?;
+/// `fleetpilot backtest`: replays a trace through EVAL.md's model v1 for the shipped scaling engine (the default
+/// LLM policy, [`EnginePolicy::llm_default`]) and the reference policies; writes `<out>/<policy>.csv`,
+/// `<out>/summary.csv` and `<out>/backtest.svg`.
+///
+/// The step comes from the trace's timestamps; `step_overridden` means `profile.step_s` was given on the command
+/// line, which wins (with a warning when it disagrees with the timestamps).
+pub fn backtest(
+    trace_path: &Path,
+    out: &Path,
+    mut profile: Profile,
+    step_overridden: bool,
+) -> anyhow::Result<Vec<Summary>> {
     let trace: Vec<TraceStep> =
         bt::parse_trace_csv(&read(trace_path)?).map_err(|e| anyhow::anyhow!("{}: {e}", trace_path.display()))?;
+    let from_trace = bt::trace_step_secs(&trace).map_err(|e| anyhow::anyhow!("{}: {e}", trace_path.display()))?;
+    match (from_trace, step_overridden) {
+        (Some(t), true) if (t - profile.step_s).abs() > 1e-9 * t.max(1.0) => eprintln!(
+            "warning: --step-s {} overrides the trace's step of {t} s read from its timestamps",
+            profile.step_s
+        ),
+        (Some(t), false) => profile.step_s = t,
+        (None, false) => anyhow::bail!(
+            "{}: the trace has fewer than two rows, so its step cannot be read from the timestamps; pass --step-s",
+            trace_path.display()
+        ),
+        _ => {}
+    }
+    profile.validate().map_err(|e| anyhow::anyhow!("profile: {e}"))?;
+    println!(
+        "trace {}: {} steps of {} s ({:.2} h)",
+        trace_path.display(),
+        trace.len(),
+        profile.step_s,
+        trace.len() as f64 * profile.step_s / 3600.0
+    );
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let bad = |e: bt::BacktestError| anyhow::anyhow!("{e}");
     let mut policies: Vec<Box<dyn Policy>> = vec![
-        Box::new(FleetpilotPolicy::default()),
+        Box::new(EnginePolicy::llm_default(&profile)),
         Box::new(bt::static_peak(&trace, &profile).map_err(bad)?),
         Box::new(bt::static_best(&trace, &profile).map_err(bad)?),
         Box::new(HpaPolicy::new()),

@@ -68,9 +68,10 @@ enum Cmd {
         /// SLO: maximum queueing delay, seconds.
         #[arg(long, default_value_t = 2.0)]
         slo_delay_s: f64,
-        /// Trace step, seconds.
-        #[arg(long, default_value_t = 10.0)]
-        step_s: f64,
+        /// Trace step, seconds: read from the trace's timestamps; this only overrides it (with a warning
+        /// when the two disagree).
+        #[arg(long)]
+        step_s: Option<f64>,
     },
     /// Benchmarks; each ends with one line of `key=value` figures.
     #[command(subcommand)]
@@ -327,9 +328,9 @@ async fn main() -> anyhow::Result<()> {
                 cold_start_s,
                 gpus_per_replica,
                 slo_s: slo_delay_s,
-                step_s,
+                step_s: step_s.unwrap_or(f64::NAN),
             };
-            fleetpilot::evaluate::backtest(&trace, &out, profile).map(|_| ())
+            fleetpilot::evaluate::backtest(&trace, &out, profile, step_s.is_some()).map(|_| ())
         }
         Cmd::Bench(BenchCmd::Decision { steps, baseline_steps, data_dir }) => {
             let opts = fleetpilot::bench::decision::DecisionBenchOptions { steps, baseline_steps, data_dir };

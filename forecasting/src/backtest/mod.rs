@@ -1,14 +1,15 @@
-//! Trace-driven autoscaling backtest (EVAL.md section 3): the fluid model v1, the reference policies and
-//! fleetpilot's own policy.
+//! Trace-driven autoscaling backtest (EVAL.md section 3): the fluid model v1, the reference policies, and the
+//! shipped scaling engine driven through it ([`EnginePolicy`]).
 
-pub mod fleetpilot;
+pub mod engine;
 pub mod model;
 pub mod policies;
 
-pub use fleetpilot::{FleetpilotConfig, FleetpilotPolicy, TailFit};
+pub use engine::EnginePolicy;
 pub use model::{
     BacktestError, BacktestResult, Decision, MAX_REPLICAS, Observation, Policy, Profile, Proposal, StepRow, Summary,
-    TraceStep, format_steps_csv, format_summary_csv, initial_ready, parse_trace_csv, replay, simulate, trace_work,
+    Telemetry, TraceStep, format_steps_csv, format_summary_csv, initial_ready, parse_trace_csv, replay, simulate,
+    trace_step_secs, trace_work,
 };
 pub use policies::{
     HpaPolicy, KpaPolicy, StaticPolicy, static_best, static_best_replicas, static_peak, static_peak_replicas,

@@ -20,6 +20,9 @@ pub enum BacktestError {
     Parse { line: usize, message: String },
     /// A replayed `desired` column does not have one entry per trace step.
     LengthMismatch { trace: usize, desired: usize },
+    /// The trace's timestamps do not give one step: unparsable, not increasing, or unevenly spaced
+    /// (`line` is the CSV line, header = 1).
+    Timestamps { line: usize, message: String },
 }
 
 impl fmt::Display for BacktestError {
@@ -33,6 +36,7 @@ impl fmt::Display for BacktestError {
             Self::LengthMismatch { trace, desired } => {
                 write!(f, "desired column has {desired} entries but the trace has {trace} steps")
             }
+            Self::Timestamps { line, message } => write!(f, "trace CSV line {line}: {message}"),
         }
     }
 }
@@ -157,6 +161,60 @@ pub fn parse_trace_csv(text: &str) -> Result<Vec<TraceStep>, BacktestError> {
     Ok(out)
 }
 
+/// Parses a trace timestamp: `YYYY-MM-DD HH:MM:SS[.frac]`, the same with `T`, RFC 3339, or Unix seconds.
+fn timestamp_secs(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if let Ok(v) = s.parse::<f64>() {
+        return v.is_finite().then_some(v);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_micros() as f64 / 1e6);
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(t.and_utc().timestamp_micros() as f64 / 1e6);
+        }
+    }
+    None
+}
+
+/// The trace's step Δ in seconds, read from its timestamps (EVAL.md: evenly spaced and increasing; a different
+/// step is never assumed silently). Row i of `trace` is CSV line i + 2. A single-row trace has no step: `None`.
+pub fn trace_step_secs(trace: &[TraceStep]) -> Result<Option<f64>, BacktestError> {
+    let mut times = Vec::with_capacity(trace.len());
+    for (i, s) in trace.iter().enumerate() {
+        let t = timestamp_secs(&s.timestamp).ok_or_else(|| BacktestError::Timestamps {
+            line: i + 2,
+            message: format!("timestamp {:?} is neither `YYYY-MM-DD HH:MM:SS` nor Unix seconds", s.timestamp),
+        })?;
+        times.push(t);
+    }
+    let Some(step) = times.windows(2).next().map(|w| w[1] - w[0]) else { return Ok(None) };
+    for (i, w) in times.windows(2).enumerate() {
+        let d = w[1] - w[0];
+        if d <= 0.0 {
+            return Err(BacktestError::Timestamps {
+                line: i + 3,
+                message: format!(
+                    "timestamp {:?} is not after the previous row's {:?} (the trace must be sorted, one row per step)",
+                    trace[i + 1].timestamp, trace[i].timestamp
+                ),
+            });
+        }
+        if (d - step).abs() > 1e-3 * step.max(1.0) {
+            return Err(BacktestError::Timestamps {
+                line: i + 3,
+                message: format!(
+                    "timestamp {:?} is {d} s after the previous row, but the trace's step is {step} s (rows must be \
+                     evenly spaced; fill missing steps with zero rows)",
+                    trace[i + 1].timestamp
+                ),
+            });
+        }
+    }
+    Ok(Some(step))
+}
+
 /// Work per step `w_t` of a trace, validating that token counts are finite and non-negative.
 pub fn trace_work(trace: &[TraceStep], profile: &Profile) -> Result<Vec<f64>, BacktestError> {
     profile.validate()?;
@@ -195,6 +253,30 @@ pub(crate) fn clamp_to_u32(x: f64) -> u32 {
     }
 }
 
+/// What a live fleet would report about step t, derived from the fluid model (EVAL.md: "the observations the
+/// live loop would have"): totals over the ready replicas, as the agents' metrics add up.
+///
+/// The queue is modelled as proportional FIFO: the served fraction `f = min(1, c_t / (b_{t-1} + w_t))` of the
+/// waiting work is served, and the same fraction of the waiting requests and tokens, so the queue's mix is the
+/// served mix.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Telemetry {
+    /// GPU busy fraction summed over the GPUs, percent (`u_t * 100 * ready_t * g`).
+    pub gpu_utilization_pct_total: f64,
+    /// Requests waiting at the end of the step.
+    pub queue_depth: f64,
+    /// Requests completed per second.
+    pub requests_per_s: f64,
+    /// Prompt tokens served per second.
+    pub prompt_tokens_per_s: f64,
+    /// Output tokens served per second.
+    pub output_tokens_per_s: f64,
+    /// Queueing delay `d_t = b_t / ready_t` (seconds; infinite with work and no replica).
+    pub queue_delay_s: f64,
+    /// Time to first token of the step's requests: queueing delay plus the mean prompt's prefill, seconds.
+    pub ttft_s: f64,
+}
+
 /// What a policy may see after step t (EVAL.md: steps 0..=t only).
 #[derive(Debug, Clone, Copy)]
 pub struct Observation<'a> {
@@ -211,6 +293,8 @@ pub struct Observation<'a> {
     /// `pending_t` (started, not yet ready).
     pub pending: u32,
     pub profile: &'a Profile,
+    /// What the fleet reports about step t.
+    pub telemetry: Telemetry,
 }
 
 impl Observation<'_> {
@@ -346,6 +430,8 @@ fn run_model(
     let mut violating_steps = 0usize;
     let mut actions = 0usize;
     let mut peak_replicas = 0u32;
+    // Waiting requests and tokens (the fluid queue's contents).
+    let (mut q_req, mut q_prompt, mut q_out) = (0.0_f64, 0.0_f64, 0.0_f64);
 
     for t in 0..n {
         // Replicas whose cold start ends now join the ready pool (batches are in start order).
@@ -375,6 +461,31 @@ fn run_model(
         }
         backlog_hist.push(backlog);
         util_hist.push(util);
+        let served = if inflow > 0.0 { (capacity / inflow).min(1.0) } else { 1.0 };
+        let step = &trace[t];
+        let (in_req, in_prompt, in_out) = (
+            q_req + step.requests.max(0.0),
+            q_prompt + step.prompt_tokens.max(0.0),
+            q_out + step.output_tokens.max(0.0),
+        );
+        (q_req, q_prompt, q_out) = (in_req * (1.0 - served), in_prompt * (1.0 - served), in_out * (1.0 - served));
+        let delay = if backlog <= 0.0 {
+            0.0
+        } else if ready == 0 {
+            f64::INFINITY
+        } else {
+            backlog / f64::from(ready)
+        };
+        let mean_prompt = if step.requests > 0.0 { step.prompt_tokens / step.requests } else { 0.0 };
+        let telemetry = Telemetry {
+            gpu_utilization_pct_total: util * 100.0 * f64::from(ready) * profile.gpus_per_replica,
+            queue_depth: q_req,
+            requests_per_s: in_req * served / profile.step_s,
+            prompt_tokens_per_s: in_prompt * served / profile.step_s,
+            output_tokens_per_s: in_out * served / profile.step_s,
+            queue_delay_s: delay,
+            ttft_s: delay + mean_prompt / profile.prefill_rate,
+        };
         let current = ready.saturating_add(pending_count);
         replica_steps += f64::from(current);
         peak_replicas = peak_replicas.max(current);
@@ -387,6 +498,7 @@ fn run_model(
             ready,
             pending: pending_count,
             profile,
+            telemetry,
         };
         let desired = decide(&obs);
         if desired != current {

@@ -243,6 +243,7 @@ pub async fn run(opts: DecisionBenchOptions) -> anyhow::Result<(f64, f64)> {
         cold_start_secs: 120,
         dry_run: false,
         rebatch: None,
+        capacity: None,
     };
     db::policies::create(&pool, &spec).await?;
     let mut fp = phase(&url, &kube, 5.0, 0.5, opts.steps).await?;

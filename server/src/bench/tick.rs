@@ -127,6 +127,7 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
             cold_start_secs: 120,
             dry_run: false,
             rebatch: None,
+            capacity: None,
         };
         db::policies::create(&pool, &spec).await?;
     }

@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use forecasting::anomaly::{Detector, Score};
-use forecasting::decision::{DecisionInput, DecisionState, MetricObservation, PredictiveMode, SloObservation, decide};
-use forecasting::forecast::{ForecastConfig, forecast};
+use forecasting::engine::{Load, Observation, ScalingEngine};
 use futures_util::StreamExt as _;
 use serde_json::json;
 use sqlx::PgPool;
@@ -29,14 +27,15 @@ use crate::db::series::Point;
 use crate::domain::policy::{Metric, PolicySpec, TargetKind};
 use crate::telemetry::Metrics;
 
+pub mod replay;
 pub mod snapshot;
 
 use snapshot::Snapshot;
 
 /// Anomaly score at or above which the latest point counts as anomalous.
-pub const ANOMALY_THRESHOLD: f64 = 0.7;
+pub const ANOMALY_THRESHOLD: f64 = forecasting::engine::ANOMALY_THRESHOLD;
 /// Buckets of history needed before the forecast is computed and acted on.
-pub const MIN_FORECAST_POINTS: usize = 12;
+pub const MIN_FORECAST_POINTS: usize = forecasting::engine::MIN_FORECAST_POINTS;
 /// An unchanged hold (same replicas, same winner) is recorded again at most this often.
 pub const RECORD_HOLD_SECS: i64 = 30;
 /// Seconds a forecast is used before it is refitted (and stored again).
@@ -77,11 +76,10 @@ struct Backoff {
     next_attempt: DateTime<Utc>,
 }
 
-/// A policy's streaming anomaly detector.
-struct Watch {
-    detector: Detector,
-    last_bucket: i64,
-    last_score: Option<Score>,
+/// A policy's scaling engine and the policy version it was built for.
+struct Slot {
+    version: i32,
+    engine: ScalingEngine,
 }
 
 /// Replicas of `deployment` (in `group`) that reported serving metrics in the latest fresh bucket.
@@ -97,16 +95,6 @@ fn serving_replicas(
         .last()
         .filter(|l| now.timestamp() - l.bucket_secs <= 3 * bucket && l.members > 0)
         .map(|l| u32::try_from(l.members).unwrap_or(u32::MAX))
-}
-
-/// A policy's latest forecast.
-#[derive(Debug, Clone)]
-struct CachedForecast {
-    made_at: DateTime<Utc>,
-    version: i32,
-    upper: Option<f64>,
-    id: Option<i64>,
-    json: serde_json::Value,
 }
 
 /// When a policy's last decision was recorded, with its replicas and winner.
@@ -141,22 +129,22 @@ pub struct ControlLoop {
     actuators: Actuators,
     metrics: Metrics,
     batch_sizes: Mutex<HashMap<Uuid, u32>>,
-    /// The decision engine's memory per policy (recommendations, changes, panic, idle), kept by the leader.
-    states: Mutex<HashMap<Uuid, DecisionState>>,
+    /// The scaling engine per policy (demand history, forecaster, anomaly detector, decision state), kept by
+    /// the leader. A policy's engine is taken out of the map while it steps, so one policy's refit never
+    /// blocks another's.
+    engines: Mutex<HashMap<Uuid, Slot>>,
     /// Actuation backoff per policy.
     backoffs: Mutex<HashMap<Uuid, Backoff>>,
     /// Replicas this leader last applied per policy.
     applied: Mutex<HashMap<Uuid, u32>>,
-    /// Latest forecast per policy.
-    forecasts: Mutex<HashMap<Uuid, CachedForecast>>,
+    /// The latest stored forecast per policy.
+    forecast_ids: Mutex<HashMap<Uuid, i64>>,
     /// When each policy's last decision was recorded, with its replicas and winner.
     last_recorded: Mutex<HashMap<Uuid, Recorded>>,
     /// The fleet's recent buckets.
     snapshot: tokio::sync::RwLock<Snapshot>,
     /// Signalled when samples are committed (by any replica).
     wake: Option<Arc<tokio::sync::Notify>>,
-    /// Per-policy streaming anomaly detector and the last bucket it was fed.
-    detectors: Mutex<HashMap<Uuid, Watch>>,
     last_resend: Mutex<HashMap<Uuid, DateTime<Utc>>>,
     leading: Arc<AtomicBool>,
 }
@@ -170,14 +158,13 @@ impl ControlLoop {
             actuators,
             metrics,
             batch_sizes: Mutex::new(HashMap::new()),
-            states: Mutex::new(HashMap::new()),
+            engines: Mutex::new(HashMap::new()),
             backoffs: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
-            forecasts: Mutex::new(HashMap::new()),
+            forecast_ids: Mutex::new(HashMap::new()),
             last_recorded: Mutex::new(HashMap::new()),
             snapshot: tokio::sync::RwLock::new(Snapshot::default()),
             wake: None,
-            detectors: Mutex::new(HashMap::new()),
             last_resend: Mutex::new(HashMap::new()),
             leading: Arc::new(AtomicBool::new(false)),
         }
@@ -202,6 +189,11 @@ impl ControlLoop {
         let started = Instant::now();
         let mut out = TickOutcome::default();
         let policies = db::policies::list(&self.pool).await?;
+        {
+            // Deleted policies leave no engine behind.
+            let live: std::collections::HashSet<Uuid> = policies.iter().map(|p| p.id).collect();
+            self.engines.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, _| live.contains(id));
+        }
         self.snapshot
             .write()
             .await
@@ -349,42 +341,41 @@ impl ControlLoop {
         }
     }
 
-    /// Reads (from the snapshot) and decides for one policy; no side effect but the forecast it refits.
+    /// Reads (from the snapshot) and decides for one policy through its [`ScalingEngine`]; no side effect but
+    /// the forecast it stores when the engine refits.
     async fn plan(&self, p: StoredPolicy, snapshot: &Snapshot, now: DateTime<Utc>) -> Result<Plan, sqlx::Error> {
         let spec = &p.spec;
         let bucket = i64::from(self.settings.bucket_secs);
         let targets = spec.targets();
-        let Some(first) = targets.first().copied() else {
-            return Err(sqlx::Error::Protocol(format!("policy {} has no metric target", spec.name)));
-        };
         let deployment = spec.deployment();
         let group = (spec.target.kind == TargetKind::AgentGroup).then_some(spec.target.name.as_str());
-        let (points, nodes) = snapshot.metric(&deployment, group, first.metric);
-        let history = fill_gaps(&points, bucket);
         let fresh_of =
             |points: &[Point]| points.last().copied().filter(|l| now.timestamp() - l.bucket_secs <= 3 * bucket);
-        let fresh = fresh_of(&points);
-        let mut metrics = vec![MetricObservation {
-            name: metric_name(first.metric).into(),
-            total: fresh.map(|l| l.total),
-            target_per_replica: first.target,
-        }];
-        let mut observed = vec![
-            json!({ "metric": first.metric, "target": first.target, "total": fresh.map(|l| l.total), "members": fresh.map(|l| l.members) }),
-        ];
-        for t in targets.iter().skip(1) {
+        let (util_points, nodes) = snapshot.metric(&deployment, group, Metric::GpuUtilization);
+        let mut observed = Vec::with_capacity(targets.len());
+        let mut metric_totals = Vec::with_capacity(targets.len());
+        let mut first_points = None;
+        for t in &targets {
             let (pts, _) = snapshot.metric(&deployment, group, t.metric);
             let f = fresh_of(&pts);
-            metrics.push(MetricObservation {
-                name: metric_name(t.metric).into(),
-                total: f.map(|l| l.total),
-                target_per_replica: t.target,
-            });
+            metric_totals.push(f.map(|l| l.total));
             observed.push(json!({ "metric": t.metric, "target": t.target, "total": f.map(|l| l.total), "members": f.map(|l| l.members) }));
+            first_points.get_or_insert(pts);
         }
+        let engine_spec = spec.engine_spec(f64::from(self.settings.bucket_secs), self.settings.scale_down_stabilization_secs);
+        let capacity = engine_spec.capacity.clone();
+        let gpus_per_replica = capacity.as_ref().map_or(1.0, |c| c.gpus_per_replica);
+        let load = snapshot.load(&deployment, now.timestamp() - 3 * bucket);
+        let fresh_util = fresh_of(&util_points);
+        let load = Load {
+            busy_replicas: fresh_util.map(|l| l.total / 100.0 / gpus_per_replica),
+            queue_depth: load.map(|l| l.queue_sum),
+            requests_per_s: load.map(|l| l.requests_sum),
+        };
 
         // Current replicas: what the target says, else what this leader last applied, else the last applied
         // decision, else the policy's floor.
+        let serving = serving_replicas(snapshot, &deployment, group, now, bucket);
         let (current, current_source) = match self.actuators.current(spec).await {
             Ok(Some(n)) => (n, "target"),
             Ok(None) | Err(_) => {
@@ -395,7 +386,7 @@ impl ControlLoop {
                         Some(n) => (n, "last decision"),
                         // Nothing applied yet (an agent group has no scale subresource to read): the
                         // replicas seen serving, so a warm fleet is not mistaken for its floor.
-                        None => match serving_replicas(snapshot, &deployment, group, now, bucket) {
+                        None => match serving {
                             Some(n) => (n, "replicas serving"),
                             None => (spec.min_replicas.max(1), "policy minimum"),
                         },
@@ -403,134 +394,104 @@ impl ControlLoop {
                 }
             }
         };
-
-        let (forecast_upper, forecast_id, forecast_json) = self.forecast(&p, &history, now).await?;
-
-        // Anomaly score of the latest complete bucket, from a streaming detector fed each bucket once.
-        let score = self.score_anomalies(p.id, &points, now.timestamp() - now.timestamp().rem_euclid(bucket));
-        let latest_anomalous = score.as_ref().is_some_and(|s| s.score >= ANOMALY_THRESHOLD);
-        let anomaly_json =
-            score.as_ref().map(|s| json!({ "score": s.score, "component": s.component, "explanation": s.to_string() }));
+        // Replicas asked for but not serving yet are pending (cold start).
+        let ready = serving.map_or(current, |s| s.min(current));
 
         // Latency SLOs, worst replica over the last few buckets.
-        let mut slos = Vec::new();
-        if let Some(slo) = &spec.slo {
-            let lat = snapshot.latency(&deployment, now.timestamp() - bucket * 3);
-            if let Some(t) = slo.ttft_p95_ms {
-                slos.push(SloObservation {
-                    name: "ttft_p95_ms".into(),
-                    observed: lat.ttft_p95_s.map(|v| v * 1000.0),
-                    target: t,
-                });
-            }
-            if let Some(t) = slo.itl_p95_ms {
-                slos.push(SloObservation {
-                    name: "itl_p95_ms".into(),
-                    observed: lat.itl_p95_s.map(|v| v * 1000.0),
-                    target: t,
-                });
-            }
-        }
-        let single_node_fault = if first.metric == Metric::GpuUtilization && !nodes.is_empty() {
-            single_node_fault(&snapshot.node_utilization(&nodes, now.timestamp() - bucket * 3), first.target)
+        let lat = snapshot.latency(&deployment, now.timestamp() - bucket * 3);
+        let slo_values: Vec<Option<f64>> = engine_spec
+            .slos
+            .iter()
+            .map(|s| match s.name.as_str() {
+                "ttft_p95_ms" => lat.ttft_p95_s.map(|v| v * 1000.0),
+                _ => lat.itl_p95_s.map(|v| v * 1000.0),
+            })
+            .collect();
+        let lead_metric = targets.first().map(|t| t.metric);
+        let single_node_fault = if (capacity.is_some() || lead_metric == Some(Metric::GpuUtilization))
+            && !nodes.is_empty()
+        {
+            let target = targets.first().filter(|t| t.metric == Metric::GpuUtilization).map_or(85.0, |t| t.target);
+            single_node_fault(&snapshot.node_utilization(&nodes, now.timestamp() - bucket * 3), target)
         } else {
             None
         };
 
-        let mut behavior = spec.behavior.resolve();
-        if spec.behavior.scale_down.as_ref().and_then(|r| r.stabilization_window_seconds).is_none() {
-            behavior.scale_down.stabilization_window_secs = self.settings.scale_down_stabilization_secs;
-        }
-        let input = DecisionInput {
+        let obs = Observation {
             now_secs: now.timestamp(),
-            current_replicas: current,
-            min_replicas: spec.min_replicas,
-            max_replicas: spec.max_replicas,
-            metrics,
-            slos: slos.clone(),
-            predictive: spec.predictive.mode,
-            forecast_total_upper: forecast_upper,
-            latest_anomalous,
-            single_node_fault: single_node_fault.clone(),
-            tolerance: spec.tolerance,
-            behavior,
-            panic: spec.panic,
-            scale_to_zero_idle_secs: spec.scale_to_zero_idle_secs,
-            cold_start_secs: spec.cold_start_secs,
+            ready,
+            pending: current - ready,
+            metrics: metric_totals,
+            slos: slo_values,
+            load,
+            single_node_fault,
+            bucket_complete: false,
         };
-        let decision = {
-            let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-            decide(&input, states.entry(p.id).or_default())
-        };
-        let inputs = json!({
-            "metrics": observed,
-            "history_points": history.len(),
-            "current_source": current_source,
-            "forecast": forecast_json,
-            "anomaly": anomaly_json,
-            "slos": slos,
-            "single_node_fault": single_node_fault,
-            "panic": decision.panic,
-        });
-        Ok(Plan { policy: p, current, decision, inputs, forecast_id, nodes })
-    }
-
-    /// The forecast's upper bound over the horizon, refitted every [`FORECAST_REFIT_SECS`] (and stored then);
-    /// between refits the cached bound is used.
-    async fn forecast(
-        &self,
-        p: &StoredPolicy,
-        history: &[f64],
-        now: DateTime<Utc>,
-    ) -> Result<(Option<f64>, Option<i64>, serde_json::Value), sqlx::Error> {
-        let spec = &p.spec;
-        // A forecast from a handful of points has intervals too wide to act on.
-        if spec.predictive.mode == PredictiveMode::Off || history.len() < MIN_FORECAST_POINTS {
-            return Ok((None, None, serde_json::Value::Null));
-        }
-        let (cached, first_fit) = {
-            let map = self.forecasts.lock().unwrap_or_else(|e| e.into_inner());
-            let c = map.get(&p.id);
-            (
-                c.filter(|c| c.version == p.version && (now - c.made_at).num_seconds() < FORECAST_REFIT_SECS).cloned(),
-                c.is_none(),
-            )
-        };
-        if let Some(c) = cached {
-            return Ok((c.upper, c.id, c.json));
-        }
-        let bucket = i64::from(self.settings.bucket_secs);
-        let horizon_secs = spec.predictive.horizon_secs.unwrap_or(spec.cold_start_secs);
-        let horizon = (i64::from(horizon_secs).max(bucket) as f64 / bucket as f64).ceil() as usize;
-        // The upper bound of the central interval at level L is the (1 + L) / 2 quantile.
-        let level = (2.0 * spec.predictive.quantile - 1.0).clamp(0.0, 0.98);
-        let c = match forecast(history, horizon, level, &ForecastConfig::default()) {
-            Ok(f) => {
-                let upper = f.upper.iter().copied().fold(0.0_f64, f64::max);
-                let model = format!("{:?}", f.model);
-                let id =
-                    db::control::insert_forecast(&self.pool, p.id, now, self.settings.bucket_secs, &model, history, &f)
-                        .await?;
-                let json = json!({ "model": model, "period": f.period, "horizon_steps": horizon, "upper_max": upper, "quantile": spec.predictive.quantile, "mode": spec.predictive.mode, "made_at": now });
-                CachedForecast { made_at: now, version: p.version, upper: Some(upper), id: Some(id), json }
+        // The engine steps outside the map's lock (a refit is CPU work).
+        let taken = self.engines.lock().unwrap_or_else(|e| e.into_inner()).remove(&p.id);
+        let mut slot = match taken {
+            Some(mut s) => {
+                if s.version != p.version {
+                    s.engine.set_spec(engine_spec);
+                    s.version = p.version;
+                }
+                s
             }
-            Err(e) => CachedForecast {
-                made_at: now,
-                version: p.version,
-                upper: None,
-                id: None,
-                json: json!({ "error": e.to_string() }),
-            },
+            None => {
+                let mut engine = ScalingEngine::new(engine_spec);
+                // A new leader starts from the snapshot's history, not from nothing.
+                let history: Vec<f64> = if capacity.is_some() {
+                    fill_gaps(&util_points, bucket).into_iter().map(|v| v / 100.0 / gpus_per_replica).collect()
+                } else {
+                    first_points.as_deref().map(|pts| fill_gaps(pts, bucket)).unwrap_or_default()
+                };
+                let last = if capacity.is_some() { util_points.last() } else { first_points.as_ref().and_then(|p| p.last()) };
+                if let Some(l) = last {
+                    // The newest bucket is observed again by this step.
+                    let n = history.len().saturating_sub(1);
+                    engine.seed(l.bucket_secs - bucket, &history[..n]);
+                }
+                Slot { version: p.version, engine }
+            }
         };
-        let mut cached = c.clone();
-        if first_fit {
-            // Spread the refits of policies first seen together (a new leader sees all of them at once) over
-            // the refit period, so no tick refits everything.
-            let offset = (p.id.as_u128() % FORECAST_REFIT_SECS as u128) as i64;
-            cached.made_at = now - chrono::Duration::seconds(offset);
+        let step = slot.engine.step(&obs);
+        self.engines.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, slot);
+
+        let forecast_id = match &step.refit {
+            Some(r) => {
+                let f = forecasting::forecast::DemandForecast {
+                    point: r.point.clone(),
+                    lower: r.lower.clone(),
+                    upper: r.upper.clone(),
+                    level: r.level,
+                    model: r.kind,
+                    period: r.period,
+                };
+                let id = db::control::insert_forecast(
+                    &self.pool,
+                    p.id,
+                    now,
+                    self.settings.bucket_secs,
+                    &r.model,
+                    &r.history,
+                    &f,
+                )
+                .await?;
+                self.forecast_ids.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, id);
+                Some(id)
+            }
+            None => self.forecast_ids.lock().unwrap_or_else(|e| e.into_inner()).get(&p.id).copied(),
+        };
+        let mut inputs = step.inputs;
+        if let Some(o) = inputs.as_object_mut() {
+            o.insert("observed".into(), json!(observed));
+            o.insert("current_source".into(), json!(current_source));
+            o.insert(
+                "forecast".into(),
+                json!({ "upper_max": step.forecast_upper, "quantile": spec.predictive.quantile, "mode": spec.predictive.mode, "refitted": step.refit.is_some() }),
+            );
         }
-        self.forecasts.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, cached);
-        Ok((c.upper, c.id, c.json))
+        Ok(Plan { policy: p, current, decision: step.decision, inputs, forecast_id, nodes })
     }
 
     /// What a planned decision needs.
@@ -562,8 +523,10 @@ impl ControlLoop {
                 self.applied.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, desired);
                 if desired != current {
                     tracing::info!(target = %target, from = current, to = desired, reason = %pl.decision.reason, "scaled");
-                    let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-                    states.entry(p.id).or_default().applied(now.timestamp(), current, desired);
+                    let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(slot) = engines.get_mut(&p.id) {
+                        slot.engine.applied(now.timestamp(), current, desired);
+                    }
                 }
                 (true, None)
             }
@@ -604,23 +567,6 @@ impl ControlLoop {
             last.insert(policy, now);
         }
         due
-    }
-
-    /// Feeds complete buckets (before `current_bucket`) not seen yet to the policy's streaming detector;
-    /// returns the score of the newest bucket fed so far.
-    fn score_anomalies(&self, policy: Uuid, points: &[Point], current_bucket: i64) -> Option<Score> {
-        let mut map = self.detectors.lock().unwrap_or_else(|e| e.into_inner());
-        let w = map.entry(policy).or_insert_with(|| Watch {
-            detector: Detector::default(),
-            last_bucket: i64::MIN,
-            last_score: None,
-        });
-        let from = w.last_bucket;
-        for p in points.iter().filter(|p| p.bucket_secs > from && p.bucket_secs < current_bucket) {
-            w.last_score = Some(w.detector.update(p.bucket_secs, p.total));
-            w.last_bucket = p.bucket_secs;
-        }
-        w.last_score
     }
 
     /// Picks the deployment's batch size: with a trusted latency model (linfa least squares of ITL p95 on
@@ -757,12 +703,7 @@ impl ControlLoop {
 
 /// The metric's name in decisions.
 pub fn metric_name(m: Metric) -> &'static str {
-    match m {
-        Metric::GpuUtilization => "gpu_utilization",
-        Metric::QueueDepthPerReplica => "queue_depth_per_replica",
-        Metric::KvCachePct => "kv_cache_pct",
-        Metric::TokensPerSecPerReplica => "tokens_per_sec_per_replica",
-    }
+    m.name()
 }
 
 /// One node whose GPUs run far above their peers' (a hot spot or a fault, e.g. a stuck kernel) while the rest of

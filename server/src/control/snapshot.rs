@@ -126,6 +126,11 @@ impl Snapshot {
     }
 
     /// Worst-replica latencies, mean batch and mean queue of a deployment over buckets since `since_secs`.
+    /// The deployment's newest serving bucket at or after `since_secs` (queue and request totals).
+    pub fn load(&self, deployment: &str, since_secs: i64) -> Option<ServingBucket> {
+        self.serving.get(deployment)?.range(since_secs..).next_back().map(|(_, s)| *s)
+    }
+
     pub fn latency(&self, deployment: &str, since_secs: i64) -> LatestLatency {
         let mut out = LatestLatency::default();
         let (mut batch_sum, mut batch_n, mut queue_sum, mut replicas) = (0.0, 0.0, 0.0, 0i64);

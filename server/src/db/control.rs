@@ -62,9 +62,11 @@ pub struct ServingBucket {
     pub batch_mean: Option<f64>,
     /// Replicas reporting.
     pub replicas: i64,
+    /// Sum over replicas of the mean completed requests per second.
+    pub requests_sum: f64,
 }
 
-type ServingRow = (String, i64, f64, f64, f64, Option<f64>, Option<f64>, Option<f64>, i64);
+type ServingRow = (String, i64, f64, f64, f64, Option<f64>, Option<f64>, Option<f64>, i64, f64);
 
 /// Per deployment and bucket in `[from, to)`: serving aggregates over replicas.
 pub async fn serving_buckets(
@@ -75,10 +77,11 @@ pub async fn serving_buckets(
 ) -> Result<Vec<(String, i64, ServingBucket)>, sqlx::Error> {
     let rows: Vec<ServingRow> = sqlx::query_as(
         "SELECT deployment, b, sum(q)::float8, sum(kv)::float8, sum(tps)::float8, max(ttft)::float8, \
-           max(itl)::float8, avg(batch)::float8, count(*) FROM ( \
+           max(itl)::float8, avg(batch)::float8, count(*), sum(rps)::float8 FROM ( \
            SELECT deployment, replica, floor(date_part('epoch', ts) / $1)::bigint * $1 AS b, \
              avg(queue_depth) AS q, avg(coalesce(kv_cache_pct, 0)) AS kv, avg(generation_tokens_per_s) AS tps, \
-             max(ttft_p95_s) AS ttft, max(itl_p95_s) AS itl, avg(batch_size_mean) AS batch \
+             max(ttft_p95_s) AS ttft, max(itl_p95_s) AS itl, avg(batch_size_mean) AS batch, \
+             avg(requests_per_s) AS rps \
            FROM serving_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t GROUP BY 1, 2",
     )
     .bind(bucket_secs)
@@ -88,7 +91,7 @@ pub async fn serving_buckets(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(d, b, q, kv, tps, ttft, itl, batch, n)| {
+        .map(|(d, b, q, kv, tps, ttft, itl, batch, n, rps)| {
             let agg = ServingBucket {
                 queue_sum: q,
                 kv_sum: kv,
@@ -97,6 +100,7 @@ pub async fn serving_buckets(
                 itl_p95_max: itl,
                 batch_mean: batch,
                 replicas: n,
+                requests_sum: rps,
             };
             (d, b, agg)
         })

@@ -3,6 +3,8 @@
 use forecasting::decision::{
     Behavior, PanicSettings, PredictiveMode, RateKind, RatePolicy, ScalingRules, SelectPolicy,
 };
+pub use forecasting::engine::CapacitySpec;
+use forecasting::engine::{EngineSpec, MetricTarget as EngineMetric, SloTarget};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -52,6 +54,16 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// The name decisions and charts use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::GpuUtilization => "gpu_utilization",
+            Metric::QueueDepthPerReplica => "queue_depth_per_replica",
+            Metric::KvCachePct => "kv_cache_pct",
+            Metric::TokensPerSecPerReplica => "tokens_per_sec_per_replica",
+        }
+    }
+
     /// Largest sensible target value.
     fn max_target(self) -> f64 {
         match self {
@@ -173,7 +185,11 @@ pub enum RateKindSpec {
 impl BehaviorSpec {
     /// The behavior the decision engine applies, HPA's defaults filling what is absent.
     pub fn resolve(&self) -> Behavior {
-        let d = Behavior::default();
+        self.resolve_over(Behavior::default())
+    }
+
+    /// The behavior with `d` filling what is absent.
+    pub fn resolve_over(&self, d: Behavior) -> Behavior {
         let rules = |spec: &Option<RulesSpec>, default: ScalingRules| match spec {
             None => default,
             Some(r) => ScalingRules {
@@ -303,6 +319,11 @@ pub struct PolicySpec {
     /// Optional rebatching.
     #[serde(default)]
     pub rebatch: Option<RebatchSpec>,
+    /// Capacity sizing on the demand estimated from served work and queue growth (see
+    /// `forecasting::engine::sizing`). A policy with no metric target gets it with its defaults: the default
+    /// policy for LLM serving.
+    #[serde(default)]
+    pub capacity: Option<CapacitySpec>,
 }
 
 fn check_target(field: &str, m: Metric, v: f64) -> Result<(), ApiError> {
@@ -369,9 +390,6 @@ impl PolicySpec {
             (Some(m), Some(v)) => check_target("target_value", m, v)?,
             (Some(_), None) => return Err(ApiError::field("target_value", "is required with metric")),
             (None, Some(_)) => return Err(ApiError::field("metric", "is required with target_value")),
-            (None, None) if self.metrics.is_empty() => {
-                return Err(ApiError::field("metrics", "give at least one metric target (or metric + target_value)"));
-            }
             (None, None) => {}
         }
         if self.metrics.len() > 8 {
@@ -425,6 +443,9 @@ impl PolicySpec {
         if self.cold_start_secs > 3600 {
             return Err(ApiError::field("cold_start_secs", "must be at most 3600"));
         }
+        if let Some(c) = &self.capacity {
+            c.validate().map_err(|(f, why)| ApiError::field(format!("capacity.{f}"), why))?;
+        }
         if let Some(r) = &self.rebatch {
             if r.min_batch_size == 0 {
                 return Err(ApiError::field("rebatch.min_batch_size", "must be at least 1"));
@@ -453,6 +474,64 @@ impl PolicySpec {
         }
         out.extend(self.metrics.iter().copied());
         out
+    }
+
+    /// Capacity sizing in force: as given, or the defaults when the policy has no metric target (the default
+    /// policy for LLM serving).
+    pub fn capacity(&self) -> Option<CapacitySpec> {
+        match &self.capacity {
+            Some(c) => Some(c.clone()),
+            None if self.targets().is_empty() => Some(CapacitySpec::default()),
+            None => None,
+        }
+    }
+
+    /// The scaling behavior in force: the spec's `behavior` over HPA's defaults, or over the LLM default's
+    /// (immediate scale-up; down after 300 s, by at most 10 % per 60 s) when capacity sizing is on.
+    /// `default_down_window_secs` is the server's scale-down window for specs that set none.
+    pub fn resolved_behavior(&self, default_down_window_secs: u32) -> forecasting::decision::Behavior {
+        if self.capacity().is_some() {
+            return self.behavior.resolve_over(EngineSpec::llm_behavior());
+        }
+        let mut b = self.behavior.resolve();
+        if self.behavior.scale_down.as_ref().and_then(|r| r.stabilization_window_seconds).is_none() {
+            b.scale_down.stabilization_window_secs = default_down_window_secs;
+        }
+        b
+    }
+
+    /// The engine's view of this policy with observations bucketed every `bucket_secs`.
+    pub fn engine_spec(&self, bucket_secs: f64, default_down_window_secs: u32) -> EngineSpec {
+        let mut slos = Vec::new();
+        if let Some(slo) = &self.slo {
+            if let Some(t) = slo.ttft_p95_ms {
+                slos.push(SloTarget { name: "ttft_p95_ms".into(), target: t });
+            }
+            if let Some(t) = slo.itl_p95_ms {
+                slos.push(SloTarget { name: "itl_p95_ms".into(), target: t });
+            }
+        }
+        EngineSpec {
+            min_replicas: self.min_replicas,
+            max_replicas: self.max_replicas,
+            bucket_secs,
+            metrics: self
+                .targets()
+                .iter()
+                .map(|t| EngineMetric { name: t.metric.name().into(), target_per_replica: t.target })
+                .collect(),
+            slos,
+            tolerance: self.tolerance,
+            behavior: self.resolved_behavior(default_down_window_secs),
+            panic: self.panic,
+            scale_to_zero_idle_secs: self.scale_to_zero_idle_secs,
+            cold_start_secs: self.cold_start_secs,
+            predictive: self.predictive.mode,
+            quantile: self.predictive.quantile,
+            horizon_secs: self.predictive.horizon_secs,
+            refit_secs: 30.0,
+            capacity: self.capacity(),
+        }
     }
 
     /// The serving deployment (`namespace/name`) whose metrics drive this policy.

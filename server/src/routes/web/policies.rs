@@ -9,16 +9,16 @@ use askama::Template;
 
 use super::FormValues as _;
 use chrono::{Duration, Utc};
-use forecasting::decision::{DecisionInput, DecisionState, MetricObservation, PanicSettings, PredictiveMode, decide};
+use forecasting::decision::PanicSettings;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::chart::{self, Panel, Series, Style};
 use super::session::WebUser;
 use super::{Chrome, WebError, ago, render};
-use crate::control::{fill_gaps, metric_name};
+use crate::control::replay;
 use crate::db::{self, policies::Write};
-use crate::domain::policy::{PolicySpec, TargetKind};
+use crate::domain::policy::PolicySpec;
 use crate::error::parse_json;
 use crate::state::AppState;
 
@@ -69,7 +69,7 @@ pub async fn list(state: web::Data<AppState>, user: WebUser) -> Result<HttpRespo
                     .spec
                     .targets()
                     .iter()
-                    .map(|t| format!("{} {}", metric_name(t.metric), t.target))
+                    .map(|t| format!("{} {}", t.metric.name(), t.target))
                     .collect::<Vec<_>>()
                     .join(", "),
                 replicas: format!("{}..={}", p.spec.min_replicas, p.spec.max_replicas),
@@ -615,9 +615,9 @@ pub struct PreviewTemplate {
     actual_changes: usize,
 }
 
-/// `GET /policies/{id}/preview`: what the policy would have decided, minute by minute, over the last 24 hours
-/// of stored data (`forecasting::decision::decide` on the same metric series the control loop reads). It is
-/// reactive only: forecasts, SLO feedback and anomaly gating are not replayed.
+/// `GET /policies/{id}/preview`: the last 24 hours of stored data replayed minute by minute through the
+/// policy's scaling engine (`control::replay`: the engine the control loop runs, forecasts and anomaly gating
+/// included), next to what the control loop actually decided.
 #[get("/policies/{id}/preview")]
 pub async fn preview(
     state: web::Data<AppState>,
@@ -633,96 +633,61 @@ pub async fn preview(
     let spec = &p.spec;
     let now = Utc::now();
     let from = now - Duration::hours(24);
-    let group = (spec.target.kind == TargetKind::AgentGroup).then_some(spec.target.name.as_str());
     let deployment = spec.deployment();
-    let targets = spec.targets();
-    let mut series = Vec::with_capacity(targets.len());
-    let mut start = None;
-    for t in &targets {
-        let (points, _) = db::series::deployment_metric(pool, &deployment, group, t.metric, from, now, BUCKET).await?;
-        if t == &targets[0] {
-            start = points.first().map(|p| p.bucket_secs);
-        }
-        series.push((*t, points));
-    }
-    let start = start.unwrap_or(now.timestamp());
-    // Align every target on the first one's buckets; a target without data at a bucket is "no data".
-    let first_len = series.first().map(|(_, p)| fill_gaps(p, i64::from(BUCKET)).len()).unwrap_or(0);
-    let filled: Vec<(crate::domain::policy::MetricTarget, HashMap<i64, f64>)> =
-        series.iter().map(|(t, pts)| (*t, pts.iter().map(|p| (p.bucket_secs, p.total)).collect())).collect();
-    let first_filled = series.first().map(|(_, p)| fill_gaps(p, i64::from(BUCKET))).unwrap_or_default();
-    let mut behavior = spec.behavior.resolve();
-    if spec.behavior.scale_down.as_ref().and_then(|r| r.stabilization_window_seconds).is_none() {
-        behavior.scale_down.stabilization_window_secs = state.settings.control.scale_down_stabilization_secs;
-    }
     let actual = db::dashboard::decisions_of(pool, &[id], from, 20_000).await?;
-    let mut current = actual.last().map(|d| d.current_replicas.max(0) as u32).unwrap_or(spec.min_replicas.max(1));
-    let mut st = DecisionState::default();
-    let mut steps = Vec::with_capacity(first_len);
+    let start = actual.last().map(|d| d.current_replicas.max(0) as u32).unwrap_or(spec.min_replicas.max(1));
+    let r = replay::replay(pool, spec, from, now, BUCKET, start, state.settings.control.scale_down_stabilization_secs)
+        .await?;
     let mut changes = Vec::new();
-    let mut replica_secs = 0.0;
-    for (i, total) in first_filled.iter().enumerate() {
-        let t = start + i as i64 * i64::from(BUCKET);
-        let mut metrics = Vec::with_capacity(filled.len());
-        for (k, (target, by_bucket)) in filled.iter().enumerate() {
-            let total = if k == 0 { Some(*total) } else { by_bucket.get(&t).copied() };
-            metrics.push(MetricObservation {
-                name: metric_name(target.metric).into(),
-                total,
-                target_per_replica: target.target,
+    let mut change_count = 0;
+    for s in r.steps.iter().filter(|s| s.desired != s.current) {
+        change_count += 1;
+        if changes.len() < 200 {
+            changes.push(PreviewChange {
+                at: chrono::DateTime::from_timestamp(s.at_secs, 0).unwrap_or_default().format("%m-%d %H:%M").to_string(),
+                change: format!("{} → {}", s.current, s.desired),
+                reason: format!("{}: {}", s.winner, s.reason),
             });
         }
-        let input = DecisionInput {
-            now_secs: t,
-            current_replicas: current,
-            min_replicas: spec.min_replicas,
-            max_replicas: spec.max_replicas,
-            metrics,
-            slos: Vec::new(),
-            predictive: PredictiveMode::Off,
-            forecast_total_upper: None,
-            latest_anomalous: false,
-            single_node_fault: None,
-            tolerance: spec.tolerance,
-            behavior: behavior.clone(),
-            panic: spec.panic,
-            scale_to_zero_idle_secs: spec.scale_to_zero_idle_secs,
-            cold_start_secs: spec.cold_start_secs,
-        };
-        let d = decide(&input, &mut st);
-        if d.desired != current {
-            if changes.len() < 200 {
-                changes.push(PreviewChange {
-                    at: chrono::DateTime::from_timestamp(t, 0).unwrap_or_default().format("%m-%d %H:%M").to_string(),
-                    change: format!("{current} → {}", d.desired),
-                    reason: d.reason.clone(),
-                });
-            }
-            st.applied(t, current, d.desired);
-            current = d.desired;
-        }
-        replica_secs += f64::from(current) * f64::from(BUCKET);
-        steps.push((t * 1000, f64::from(current)));
     }
-    let first_target = targets.first().map(|t| t.target).unwrap_or(1.0);
-    let mut demand = Panel {
-        title: format!("Demand: {}", targets.first().map(|t| metric_name(t.metric)).unwrap_or("")),
-        ..Panel::default()
+    let capacity = spec.capacity().is_some();
+    let title = if capacity {
+        "Demand: busy replicas (estimated)".to_string()
+    } else {
+        format!("Demand: {}", spec.targets().first().map(|t| t.metric.name()).unwrap_or(""))
     };
+    let per_replica = if capacity {
+        spec.engine_spec(f64::from(BUCKET), 0).capacity.map_or(1.0, |c| c.busy_per_replica(f64::from(BUCKET)))
+    } else {
+        spec.targets().first().map_or(1.0, |t| t.target)
+    };
+    let ms = |t: i64| (t + i64::from(BUCKET)) * 1000;
+    let mut demand = Panel { title, ..Panel::default() };
     demand.series.push(Series {
         name: "observed".into(),
         class: "c0",
         style: Style::Line,
-        points: first_filled.iter().enumerate().map(|(i, v)| ((start + i as i64 * 60) * 1000, *v)).collect(),
+        points: r.steps.iter().filter_map(|s| Some((ms(s.at_secs), s.signal?))).collect(),
+    });
+    demand.series.push(Series {
+        name: "forecast upper bound".into(),
+        class: "c3",
+        style: Style::Line,
+        points: r.steps.iter().filter_map(|s| Some((ms(s.at_secs), s.forecast_upper?))).collect(),
     });
     demand.series.push(Series {
         name: "preview capacity".into(),
         class: "c1",
         style: Style::Step,
-        points: steps.iter().map(|(t, r)| (*t, r * first_target)).collect(),
+        points: r.steps.iter().map(|s| (ms(s.at_secs), f64::from(s.desired) * per_replica)).collect(),
     });
     let mut reps = Panel { title: "Replicas".into(), ..Panel::default() };
-    reps.series.push(Series { name: "preview".into(), class: "c1", style: Style::Step, points: steps.clone() });
+    reps.series.push(Series {
+        name: "preview".into(),
+        class: "c1",
+        style: Style::Step,
+        points: r.steps.iter().map(|s| (ms(s.at_secs), f64::from(s.desired))).collect(),
+    });
     reps.series.push(Series {
         name: "actual decisions".into(),
         class: "c2",
@@ -738,10 +703,10 @@ pub async fn preview(
         name: spec.name.clone(),
         deployment,
         chart,
-        buckets: first_filled.len(),
-        change_count: changes.len(),
+        buckets: r.steps.len(),
+        change_count,
         changes,
-        simulated_replica_hours: format!("{:.1}", replica_secs / 3600.0),
+        simulated_replica_hours: format!("{:.1}", r.replica_hours),
         actual_changes: actual.iter().filter(|d| d.desired_replicas != d.current_replicas).count(),
     };
     render(&t, StatusCode::OK)
