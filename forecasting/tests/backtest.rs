@@ -232,11 +232,12 @@ fn fleetpilot_explains_its_decisions() {
         for source in ["reactive:demand", "peak", "drain"] {
             assert!(d.proposals.iter().any(|q| q.source == source && !q.detail.is_empty()), "{source} at {t}");
         }
-        if t >= 12 {
+        // The forecast acts once three cold starts (3 x 13 buckets) of history are there.
+        if t >= 39 {
             assert!(d.proposals.iter().any(|q| q.source == "predictive"), "predictive at {t}");
         }
-        // The warm fleet is never scaled down before a whole scale-down window has been watched.
-        if t < 29 {
+        // The warm fleet is never scaled down before a cold start has been watched.
+        if t < 12 {
             assert!(d.replicas >= row.ready, "step {t}: {}", d.reason);
         }
     }

@@ -40,6 +40,10 @@ pub const ANOMALY_THRESHOLD: f64 = 0.7;
 /// Buckets of history needed before the forecast is computed and acted on: a forecast from a handful of points
 /// has intervals too wide to act on.
 pub const MIN_FORECAST_POINTS: usize = 12;
+/// Seconds between full refits of the forecaster (about one cold start: the profile and intervals behind a
+/// scale-up are never older than the capacity it starts); between refits it absorbs each new bucket (level and
+/// errors), and only the seasonal profile waits.
+pub const DEFAULT_REFIT_SECS: f64 = 120.0;
 /// Horizons of history needed before the forecast is acted on.
 pub const MIN_FORECAST_HORIZONS: usize = 3;
 /// Longest demand history kept for the forecaster (a week of 1-minute buckets).
@@ -118,7 +122,7 @@ impl EngineSpec {
             predictive: PredictiveMode::On,
             quantile: 0.9,
             horizon_secs: None,
-            refit_secs: 30.0,
+            refit_secs: DEFAULT_REFIT_SECS,
             capacity: Some(CapacitySpec::default()),
         }
     }

@@ -529,7 +529,7 @@ impl PolicySpec {
             predictive: self.predictive.mode,
             quantile: self.predictive.quantile,
             horizon_secs: self.predictive.horizon_secs,
-            refit_secs: 30.0,
+            refit_secs: forecasting::engine::DEFAULT_REFIT_SECS,
             capacity: self.capacity(),
         }
     }
