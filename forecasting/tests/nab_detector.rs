@@ -29,10 +29,12 @@
 mod common;
 
 use forecasting::anomaly::{Config, Detector};
-use forecasting::nab::{PROFILES, score_corpus};
+use forecasting::nab::{PROFILES, leave_one_category_out, score_corpus};
 
 /// Scores reached by the default configuration (standard, reward_low_FP_rate, reward_low_FN_rate).
 const REACHED: [f64; 3] = [75.62, 71.36, 78.93];
+/// Leave-one-category-out means reached by the default configuration (same order).
+const CV_REACHED: [f64; 3] = [74.77, 67.76, 77.58];
 const MARGIN: f64 = 0.5;
 
 #[test]
@@ -54,5 +56,15 @@ fn detector_nab_scores_do_not_regress() {
             profile.name, c.normalized, c.threshold, c.true_positives, c.false_positives, c.false_negatives
         );
         assert!(c.normalized >= reached - MARGIN, "{}: {:.2}", profile.name, c.normalized);
+    }
+    for (profile, reached) in PROFILES.iter().zip(CV_REACHED) {
+        let cv = leave_one_category_out(&[&files], profile).expect("valid corpus");
+        let folds: Vec<String> = cv
+            .folds
+            .iter()
+            .map(|f| format!("{} {}", f.category, f.normalized().map_or("n/a".into(), |v| format!("{v:.2}"))))
+            .collect();
+        println!("{:<20} cv mean {:.2} pooled {:.2} ({})", profile.name, cv.mean, cv.pooled, folds.join(", "));
+        assert!(cv.mean >= reached - MARGIN, "{} cv: {:.2}", profile.name, cv.mean);
     }
 }
