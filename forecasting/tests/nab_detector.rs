@@ -44,6 +44,14 @@
 //!   positives); both: 69.82 / 66.00 / 67.42. In place of the level signal: 72.08 / 65.03 / 69.33, and with
 //!   the 3-row raw 72.23 / 72.22 / 70.80. The segment posterior reacts to the heavy tails and slow drifts of
 //!   real series; through the maximum each firing also raises the refractory bar for the next real event.
+//! - conformal k-nearest-neighbour signal on lagged windows (KNN-CAD-like: the last 8 values as window
+//!   ranks, nonconformity = mean distance to the 3 nearest of the last 96 non-overlapping windows,
+//!   conformal p-value among the last 96 nonconformities) as a fourth likelihood signal. With raw `1 - p`
+//!   it never reaches the threshold (the short mean of p-values is too autocorrelated for a small tail):
+//!   figures identical to the default. With raw 1 when the window is stranger than all 96 before it (a 0/1
+//!   stream like novelty): 67.30 / 64.98 / 65.33 (203 false positives); 60.29 / 48.98; 74.55 / 72.80. In
+//!   place of the level signal it catches 3 more windows (74 of 83) but with 267 false positives: 67.25 /
+//!   61.10 / 64.21. Rejected.
 //! - ablations of today's settings (none kept; each is worse on at least two of the six figures):
 //!   Numenta's mean floor 0.03: 73.97 / 76.69 / 72.71 (the CV mean rises only through the 6-window fold,
 //!   92.5; the pooled figure falls); 69.44 / 65.88; 77.42 / 79.72. Linear refractory bar: 73.63 / 72.43 /
