@@ -38,6 +38,12 @@ pub enum NabError {
     /// Columns of different lengths were given to [`format_results_csv`].
     #[error("column lengths differ: {timestamps} timestamps, {values} values, {scores} scores")]
     LengthMismatch { timestamps: usize, values: usize, scores: usize },
+    /// Cross-validation was given no candidate setting.
+    #[error("cross-validation needs at least one candidate")]
+    NoCandidate,
+    /// A cross-validation candidate does not score the same files, in the same order, as the first.
+    #[error("candidate {index} does not score the same files as candidate 0")]
+    CandidateMismatch { index: usize },
 }
 
 /// A NAB cost profile: weights of true positives, false positives and false negatives.
@@ -365,6 +371,107 @@ pub fn score_corpus_at(files: &[ScoredFile], profile: &Profile, threshold: f64) 
     })
 }
 
+/// The category of a corpus file: its name up to the first `/` (`realTweets/Twitter_volume_AAPL.csv` ->
+/// `realTweets`); the whole name when it has none.
+pub fn category_of(name: &str) -> &str {
+    name.split_once('/').map_or(name, |(c, _)| c)
+}
+
+/// One fold of leave-one-category-out cross-validation: the held-out category scored with the setting and
+/// threshold chosen on the other categories.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CvFold {
+    /// The held-out category.
+    pub category: String,
+    /// Index of the candidate setting chosen on the other categories.
+    pub candidate: usize,
+    /// Threshold chosen on the other categories (for that candidate).
+    pub threshold: f64,
+    /// Normalised score of the training categories at that choice (what was optimised).
+    pub train_normalized: f64,
+    /// The held-out category scored at that choice. Its `normalized` is meaningless when it has no
+    /// window (`windows == 0`: only false positives can happen there); see [`CvFold::normalized`].
+    pub held_out: CorpusScore,
+}
+
+impl CvFold {
+    /// Normalised held-out score, `None` for a category without scorable windows (NAB's normalisation is
+    /// `0 / 0` there; its false positives still count in [`CvReport::pooled`]).
+    pub fn normalized(&self) -> Option<f64> {
+        (self.held_out.windows > 0).then_some(self.held_out.normalized)
+    }
+}
+
+/// Leave-one-category-out cross-validation of one profile (`EVAL.md` section 1, model selection).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CvReport {
+    pub profile: Profile,
+    /// One fold per category, in order of first appearance in the corpus.
+    pub folds: Vec<CvFold>,
+    /// Mean of the folds' normalised held-out scores over the folds that have windows (`NaN` if none).
+    pub mean: f64,
+    /// All held-out raw scores summed and normalised over all windows of the corpus: every file scored
+    /// only by a choice made without its category, including the false positives of window-free categories.
+    pub pooled: f64,
+}
+
+/// Leave-one-category-out cross-validation over a corpus, for one profile.
+///
+/// `candidates` are the same corpus scored by each setting under consideration (same files, same order;
+/// one candidate when nothing but the threshold is chosen). For each category, the candidate and threshold
+/// that maximise the raw score of the other categories together (ties: the first candidate, the highest
+/// threshold, as in [`best_threshold`]) score the held-out category.
+pub fn leave_one_category_out(candidates: &[&[ScoredFile]], profile: &Profile) -> Result<CvReport, NabError> {
+    let Some(first) = candidates.first() else { return Err(NabError::NoCandidate) };
+    for (index, c) in candidates.iter().enumerate().skip(1) {
+        if c.len() != first.len() || c.iter().zip(first.iter()).any(|(a, b)| a.name != b.name) {
+            return Err(NabError::CandidateMismatch { index });
+        }
+    }
+    let mut categories: Vec<&str> = Vec::new();
+    for f in first.iter() {
+        let c = category_of(&f.name);
+        if !categories.contains(&c) {
+            categories.push(c);
+        }
+    }
+    let split = |files: &[ScoredFile], held: &str| -> (Vec<ScoredFile>, Vec<ScoredFile>) {
+        files.iter().cloned().partition(|f| category_of(&f.name) != held)
+    };
+    let mut folds = Vec::with_capacity(categories.len());
+    let mut pooled_raw = 0.0;
+    let mut pooled_windows = 0usize;
+    for held in &categories {
+        let mut chosen: Option<(usize, ThresholdScore, f64)> = None;
+        for (k, files) in candidates.iter().enumerate() {
+            let (train, _) = split(files, held);
+            let best = best_threshold(&sweep_thresholds(&train, profile)?);
+            if chosen.as_ref().is_none_or(|(_, b, _)| best.raw > b.raw) {
+                let train_score = score_corpus_at(&train, profile, best.threshold)?;
+                chosen = Some((k, best, train_score.normalized));
+            }
+        }
+        // `candidates` is non-empty, so a choice exists.
+        let Some((candidate, best, train_normalized)) = chosen else { return Err(NabError::NoCandidate) };
+        let (_, test) = split(candidates[candidate], held);
+        let held_out = score_corpus_at(&test, profile, best.threshold)?;
+        pooled_raw += held_out.raw;
+        pooled_windows += held_out.windows;
+        folds.push(CvFold {
+            category: (*held).to_string(),
+            candidate,
+            threshold: best.threshold,
+            train_normalized,
+            held_out,
+        });
+    }
+    let scored: Vec<f64> = folds.iter().filter_map(CvFold::normalized).collect();
+    let mean = if scored.is_empty() { f64::NAN } else { scored.iter().sum::<f64>() / scored.len() as f64 };
+    let span = (profile.a_tp + profile.a_fn) * pooled_windows as f64;
+    let pooled = if span > 0.0 { 100.0 * (pooled_raw + profile.a_fn * pooled_windows as f64) / span } else { f64::NAN };
+    Ok(CvReport { profile: *profile, folds, mean, pooled })
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -577,6 +684,53 @@ mod tests {
         assert_eq!(
             window_rows(&rows, &[(10, 30), (31, 39), (35, 100)]),
             vec![Window { start: 1, end: 3 }, Window { start: 4, end: 4 }]
+        );
+    }
+
+    fn named(name: &str, windows: &[(usize, usize)], hits: &[(usize, f64)]) -> ScoredFile {
+        ScoredFile { name: name.into(), ..file(100, windows, hits) }
+    }
+
+    #[test]
+    fn leave_one_category_out_scores_each_category_at_the_others_choice() {
+        assert_eq!(category_of("realTweets/x.csv"), "realTweets");
+        assert_eq!(category_of("plain"), "plain");
+        let a = named("a/1.csv", &[(50, 59)], &[(50, 0.9)]);
+        // b: a false positive at 0.8 before its window, then a detection at 0.6 inside it.
+        let b = named("b/1.csv", &[(50, 59)], &[(30, 0.8), (52, 0.6)]);
+        // c: no window, one false positive.
+        let c = named("c/1.csv", &[], &[(40, 0.95)]);
+        let corpus = vec![a.clone(), b, c.clone()];
+        let r = leave_one_category_out(&[&corpus], &STANDARD).unwrap();
+        let cats: Vec<&str> = r.folds.iter().map(|f| f.category.as_str()).collect();
+        assert_eq!(cats, ["a", "b", "c"]);
+        // Held a: b and c choose 0.6 (below c's false positive too), which catches a's window at its start.
+        assert_eq!(r.folds[0].threshold, 0.6);
+        assert!((r.folds[0].normalized().unwrap() - 100.0).abs() < 1e-9);
+        // Held b: a and c choose 0.9 (a's detection, paying c's false positive at 0.95): b is missed.
+        assert_eq!(r.folds[1].held_out.true_positives, 0);
+        assert_eq!(r.folds[1].normalized(), Some(0.0));
+        // Held c: no window, so no normalised score, but its false positive at 0.6 counts in the pooled score.
+        assert_eq!(r.folds[2].normalized(), None);
+        assert_eq!(r.folds[2].held_out.false_positives, 1);
+        assert!((r.mean - 50.0).abs() < 1e-9);
+        let pooled_raw: f64 = r.folds.iter().map(|f| f.held_out.raw).sum();
+        assert!((r.pooled - 100.0 * (pooled_raw + 2.0) / 4.0).abs() < 1e-9);
+        assert!(r.pooled < r.mean);
+
+        // A second candidate that is better on b (no false positive) but blind on a is chosen for the fold
+        // holding a out, and scores a at 0.
+        let blind = vec![named("a/1.csv", &[(50, 59)], &[]), named("b/1.csv", &[(50, 59)], &[(52, 0.6)]), c];
+        let r = leave_one_category_out(&[&corpus, &blind], &STANDARD).unwrap();
+        assert_eq!(r.folds[0].candidate, 1);
+        assert_eq!(r.folds[0].normalized(), Some(0.0));
+        assert_eq!(r.folds[1].candidate, 0);
+
+        assert_eq!(leave_one_category_out(&[], &STANDARD), Err(NabError::NoCandidate));
+        let short = vec![a];
+        assert_eq!(
+            leave_one_category_out(&[&corpus, &short], &STANDARD),
+            Err(NabError::CandidateMismatch { index: 1 })
         );
     }
 

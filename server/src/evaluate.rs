@@ -50,9 +50,10 @@ fn timestamp_value_csv(text: &str, col: usize, path: &Path) -> anyhow::Result<(V
     Ok((ts, vs))
 }
 
-/// `fleetpilot eval nab --data DIR --out DIR`: runs the detector on every file of a NAB-layout directory,
-/// writes `<out>/<category>/fleetpilot_<file>.csv`, and prints the NAB score of each profile.
-pub fn nab(data: &Path, out: &Path) -> anyhow::Result<Vec<nab::CorpusScore>> {
+/// `fleetpilot eval nab --data DIR --out DIR [--cv]`: runs the detector on every file of a NAB-layout
+/// directory, writes `<out>/<category>/fleetpilot_<file>.csv`, and prints the NAB score of each profile;
+/// with `cv`, also the leave-one-category-out cross-validation of each profile ([`print_cv`]).
+pub fn nab(data: &Path, out: &Path, cv: bool) -> anyhow::Result<Vec<nab::CorpusScore>> {
     let labels_path = data.join("labels/combined_windows.json");
     let labels: BTreeMap<String, Vec<(String, String)>> =
         serde_json::from_str(&read(&labels_path)?).with_context(|| format!("parsing {}", labels_path.display()))?;
@@ -101,7 +102,52 @@ pub fn nab(data: &Path, out: &Path) -> anyhow::Result<Vec<nab::CorpusScore>> {
     let line =
         out_scores.iter().map(|s| format!("{}={:.2}", s.profile.name, s.normalized)).collect::<Vec<_>>().join(" ");
     println!("{line}");
+    if cv {
+        print_cv(&files, &out_scores)?;
+    }
     Ok(out_scores)
+}
+
+/// Prints leave-one-category-out cross-validation (EVAL.md section 1, model selection) of one scored corpus
+/// next to its plain dev scores: per profile, each held-out category's score at the threshold chosen on the
+/// other categories, the mean over the folds with windows and the pooled held-out score. Last line
+/// `cv_mean_<profile>=.. cv_pooled_<profile>=..` for each profile.
+pub fn print_cv(files: &[ScoredFile], dev: &[nab::CorpusScore]) -> anyhow::Result<Vec<nab::CvReport>> {
+    let reports = nab::PROFILES
+        .iter()
+        .map(|p| nab::leave_one_category_out(&[files], p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("leave-one-category-out cross-validation (threshold chosen on the other categories):");
+    for r in &reports {
+        let plain = dev.iter().find(|d| d.profile.name == r.profile.name).map_or(f64::NAN, |d| d.normalized);
+        println!(
+            "  {:<20} dev {:6.2}  cv mean {:6.2} (folds with windows)  pooled {:6.2}",
+            r.profile.name, plain, r.mean, r.pooled
+        );
+        for f in &r.folds {
+            let h = &f.held_out;
+            let score = f.normalized().map_or_else(|| "   n/a".to_string(), |v| format!("{v:6.2}"));
+            println!(
+                "    {:<22} {score}  threshold {:.6} (train {:6.2})  windows {:>2} TP {:>2} FP {:>3} FN {:>2}  raw {:8.3}",
+                f.category,
+                f.threshold,
+                f.train_normalized,
+                h.windows,
+                h.true_positives,
+                h.false_positives,
+                h.false_negatives,
+                h.raw
+            );
+        }
+    }
+    let line = reports
+        .iter()
+        .map(|r| format!("cv_mean_{0}={1:.2} cv_pooled_{0}={2:.2}", r.profile.name, r.mean, r.pooled))
+        .collect::<Vec<_>>()
+        .join(" ");
+    println!("{line}");
+    Ok(reports)
 }
 
 /// The production forecaster as a rolling-origin forecaster.

@@ -109,6 +109,10 @@ enum EvalCmd {
         /// Where the per-file results go (<out>/<category>/fleetpilot_<file>.csv).
         #[arg(long)]
         out: PathBuf,
+        /// Also print leave-one-category-out cross-validation (EVAL.md section 1, model selection): each
+        /// category scored at the threshold chosen on the other categories, per fold and the mean.
+        #[arg(long)]
+        cv: bool,
     },
     /// Rolling-origin MASE of the forecaster and the seasonal-naive and last-value baselines.
     Forecast {
@@ -316,7 +320,7 @@ async fn main() -> anyhow::Result<()> {
             println!("dashboard user {name} ({}) saved", role.as_str());
             Ok(())
         }
-        Cmd::Eval(EvalCmd::Nab { data, out }) => fleetpilot::evaluate::nab(&data, &out).map(|_| ()),
+        Cmd::Eval(EvalCmd::Nab { data, out, cv }) => fleetpilot::evaluate::nab(&data, &out, cv).map(|_| ()),
         Cmd::Eval(EvalCmd::Forecast { series, horizon, season, warmup, stride, column }) => {
             anyhow::ensure!(horizon >= 1, "--horizon must be at least 1");
             fleetpilot::evaluate::forecast(&series, horizon, season, warmup, stride, column).map(|_| ())
