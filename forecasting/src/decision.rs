@@ -549,8 +549,8 @@ fn rate_limit(rules: &ScalingRules, state: &DecisionState, now: i64, current: u3
             (RateKind::Pods, true) => base.saturating_add(p.value),
             (RateKind::Percent, true) => ceil_u32(b * (1.0 + f64::from(p.value) / 100.0)),
             (RateKind::Pods, false) => base.saturating_sub(p.value),
-            // As HPA: the count may fall to ceil(base x (1 - value%)), so at most value% is removed.
-            (RateKind::Percent, false) => ceil_u32(b * (1.0 - f64::from(p.value) / 100.0)),
+            // As HPA (`int32(base x (1 - value%))`): truncated, so a small fleet can still shrink.
+            (RateKind::Percent, false) => (b * (1.0 - f64::from(p.value) / 100.0)).max(0.0).floor() as u32,
         }
     });
     match (rules.select_policy, up) {

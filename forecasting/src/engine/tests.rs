@@ -174,13 +174,13 @@ fn scale_down_waits_a_cold_start_then_goes_cautiously() {
     assert_eq!(s.decision.winner, "stabilization");
     let (_, r) = run_steady(&mut e, 2 * B, 11, 40, 10.0);
     assert_eq!(r, 40);
-    // ... then at most 10 % per 60 s (HPA's Percent policy, rounded as HPA rounds).
+    // ... then at most 10 % per 60 s (HPA's Percent policy, truncated as HPA truncates).
     let (_, r) = run_steady(&mut e, 13 * B, 1, 40, 10.0);
     assert_eq!(r, 36);
     let (_, r) = run_steady(&mut e, 14 * B, 5, 36, 10.0);
     assert_eq!(r, 36, "one step per period");
     let (_, r) = run_steady(&mut e, 19 * B, 1, 36, 10.0);
-    assert_eq!(r, 33);
+    assert_eq!(r, 32);
     // Down to what sustained demand needs, no further.
     let (_, r) = run_steady(&mut e, 20 * B, 300, 33, 10.0);
     assert_eq!(r, 10);
