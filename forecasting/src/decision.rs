@@ -17,8 +17,8 @@
 //!    no demand forecast within the cold start; any demand (or forecast demand) wakes the fleet.
 //! 7. **Stabilization** (HPA `behavior`): a scale-up goes to the lowest recommendation of the scale-up window,
 //!    a scale-down to the highest of the scale-down window; nothing scales down before the loop has watched a
-//!    whole window or a cold start, whichever is shorter (e.g. right after a leadership change).
-//! 7b. **Hysteresis**: a scale-down that removes less than `down_hysteresis` of the fleet is not made.
+//!    whole window or a cold start, whichever is shorter (e.g. right after a leadership change); then
+//!    **hysteresis**: a scale-down that removes less than `down_hysteresis` of the fleet is not made.
 //! 8. **Rate limits** (HPA `behavior.policies`): at most `value` pods or percent per `period_secs`, measured
 //!    from the replica count at the start of the period; `select_policy` picks the most (`max`) or least
 //!    (`min`) permissive, `disabled` forbids that direction.

@@ -1,8 +1,8 @@
 //! Backtests on the real traces (`shared/data/traces`, standard profile).
 
 use forecasting::backtest::{
-    Decision, EnginePolicy, HpaPolicy, KpaPolicy, Observation, Policy, Profile, StaticPolicy, Summary, Telemetry, TraceStep,
-    format_steps_csv, parse_trace_csv, replay, simulate, static_best, static_peak, trace_work,
+    Decision, EnginePolicy, HpaPolicy, KpaPolicy, Observation, Policy, Profile, StaticPolicy, Summary, Telemetry,
+    TraceStep, format_steps_csv, parse_trace_csv, replay, simulate, static_best, static_peak, trace_work,
 };
 
 const TRACES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/traces");
@@ -247,8 +247,11 @@ fn fleetpilot_explains_its_decisions() {
 fn policies_survive_odd_observations() {
     let p = Profile::STANDARD;
     let weird = [f64::NAN, f64::INFINITY, -5.0, 0.0, 1e300];
-    let mut policies: Vec<Box<dyn Policy>> =
-        vec![Box::new(HpaPolicy::new()), Box::new(KpaPolicy::new()), Box::new(EnginePolicy::llm_default(&Profile::STANDARD))];
+    let mut policies: Vec<Box<dyn Policy>> = vec![
+        Box::new(HpaPolicy::new()),
+        Box::new(KpaPolicy::new()),
+        Box::new(EnginePolicy::llm_default(&Profile::STANDARD)),
+    ];
     for policy in policies.iter_mut() {
         for t in 0..40 {
             let n = (t % 3) + 1;

@@ -11,8 +11,7 @@ use rand::Rng as _;
 use crate::config::{Secret, Settings};
 use crate::db;
 use crate::domain::policy::{
-    BehaviorSpec, CapacitySpec, PolicySpec, RateKindSpec, RatePolicySpec, RebatchSpec, RulesSpec, Target,
-    TargetKind,
+    BehaviorSpec, CapacitySpec, PolicySpec, RateKindSpec, RatePolicySpec, RebatchSpec, RulesSpec, Target, TargetKind,
 };
 use crate::pg::{PgOptions, PrivatePostgres};
 use crate::startup::Application;
@@ -167,10 +166,7 @@ pub fn demo_policy(capacity: u32, speedup: f64) -> PolicySpec {
             }),
         },
         predictive: Default::default(),
-        panic: forecasting::decision::PanicSettings {
-            threshold: 2.0,
-            window_secs: wall_u32(60.0),
-        },
+        panic: forecasting::decision::PanicSettings { threshold: 2.0, window_secs: wall_u32(60.0) },
         scale_to_zero_idle_secs: None,
         tolerance: 0.1,
         cold_start_secs: wall_u32(120.0),

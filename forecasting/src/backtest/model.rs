@@ -197,7 +197,8 @@ pub fn trace_step_secs(trace: &[TraceStep]) -> Result<Option<f64>, BacktestError
                 line: i + 3,
                 message: format!(
                     "timestamp {:?} is not after the previous row's {:?} (the trace must be sorted, one row per step)",
-                    trace[i + 1].timestamp, trace[i].timestamp
+                    trace[i + 1].timestamp,
+                    trace[i].timestamp
                 ),
             });
         }

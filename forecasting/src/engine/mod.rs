@@ -535,7 +535,7 @@ impl ScalingEngine {
             "single_node_fault": obs.single_node_fault,
             "panic": decision.panic,
         });
-        Step { decision, current, demand, forecast_upper, refit, anomaly: self.anomaly.clone(), inputs }
+        Step { decision, current, demand, forecast_upper, refit, anomaly: self.anomaly, inputs }
     }
 }
 

@@ -362,7 +362,8 @@ impl ControlLoop {
             observed.push(json!({ "metric": t.metric, "target": t.target, "total": f.map(|l| l.total), "members": f.map(|l| l.members) }));
             first_points.get_or_insert(pts);
         }
-        let engine_spec = spec.engine_spec(f64::from(self.settings.bucket_secs), self.settings.scale_down_stabilization_secs);
+        let engine_spec =
+            spec.engine_spec(f64::from(self.settings.bucket_secs), self.settings.scale_down_stabilization_secs);
         let capacity = engine_spec.capacity.clone();
         let gpus_per_replica = capacity.as_ref().map_or(1.0, |c| c.gpus_per_replica);
         let load = snapshot.load(&deployment, now.timestamp() - 3 * bucket);
@@ -408,14 +409,13 @@ impl ControlLoop {
             })
             .collect();
         let lead_metric = targets.first().map(|t| t.metric);
-        let single_node_fault = if (capacity.is_some() || lead_metric == Some(Metric::GpuUtilization))
-            && !nodes.is_empty()
-        {
-            let target = targets.first().filter(|t| t.metric == Metric::GpuUtilization).map_or(85.0, |t| t.target);
-            single_node_fault(&snapshot.node_utilization(&nodes, now.timestamp() - bucket * 3), target)
-        } else {
-            None
-        };
+        let single_node_fault =
+            if (capacity.is_some() || lead_metric == Some(Metric::GpuUtilization)) && !nodes.is_empty() {
+                let target = targets.first().filter(|t| t.metric == Metric::GpuUtilization).map_or(85.0, |t| t.target);
+                single_node_fault(&snapshot.node_utilization(&nodes, now.timestamp() - bucket * 3), target)
+            } else {
+                None
+            };
 
         let obs = Observation {
             now_secs: now.timestamp(),
@@ -445,7 +445,8 @@ impl ControlLoop {
                 } else {
                     first_points.as_deref().map(|pts| fill_gaps(pts, bucket)).unwrap_or_default()
                 };
-                let last = if capacity.is_some() { util_points.last() } else { first_points.as_ref().and_then(|p| p.last()) };
+                let last =
+                    if capacity.is_some() { util_points.last() } else { first_points.as_ref().and_then(|p| p.last()) };
                 if let Some(l) = last {
                     // The newest bucket is observed again by this step.
                     let n = history.len().saturating_sub(1);

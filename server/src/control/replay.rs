@@ -56,7 +56,8 @@ pub async fn replay(
     let group = (spec.target.kind == TargetKind::AgentGroup).then_some(spec.target.name.as_str());
     let deployment = spec.deployment();
     let read = |m: Metric| db::series::deployment_metric(pool, &deployment, group, m, from, to, bucket_secs);
-    let by_bucket = |pts: Vec<Point>| -> HashMap<i64, f64> { pts.into_iter().map(|p| (p.bucket_secs, p.total)).collect() };
+    let by_bucket =
+        |pts: Vec<Point>| -> HashMap<i64, f64> { pts.into_iter().map(|p| (p.bucket_secs, p.total)).collect() };
     let targets = spec.targets();
     let mut metric_series = Vec::with_capacity(targets.len());
     for t in &targets {

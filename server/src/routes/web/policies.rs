@@ -644,7 +644,10 @@ pub async fn preview(
         change_count += 1;
         if changes.len() < 200 {
             changes.push(PreviewChange {
-                at: chrono::DateTime::from_timestamp(s.at_secs, 0).unwrap_or_default().format("%m-%d %H:%M").to_string(),
+                at: chrono::DateTime::from_timestamp(s.at_secs, 0)
+                    .unwrap_or_default()
+                    .format("%m-%d %H:%M")
+                    .to_string(),
                 change: format!("{} → {}", s.current, s.desired),
                 reason: format!("{}: {}", s.winner, s.reason),
             });
