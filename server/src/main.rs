@@ -162,6 +162,10 @@ enum BenchCmd {
         /// Timed ticks.
         #[arg(long, default_value_t = 10)]
         ticks: usize,
+        /// How many of the policies target Kubernetes Deployments on a fake API server (the rest agent
+        /// groups).
+        #[arg(long, default_value_t = 100)]
+        kube_deployments: usize,
         /// Working directory (wiped).
         #[arg(long, default_value = ".fleetpilot/bench-tick")]
         data_dir: PathBuf,
@@ -340,8 +344,9 @@ async fn main() -> anyhow::Result<()> {
             let opts = fleetpilot::bench::decision::DecisionBenchOptions { steps, baseline_steps, data_dir };
             fleetpilot::bench::decision::run(opts).await.map(|_| ())
         }
-        Cmd::Bench(BenchCmd::Tick { deployments, gpus, ticks, data_dir }) => {
-            let opts = fleetpilot::bench::tick::TickBenchOptions { deployments, gpus, ticks, data_dir };
+        Cmd::Bench(BenchCmd::Tick { deployments, gpus, ticks, kube_deployments, data_dir }) => {
+            let opts =
+                fleetpilot::bench::tick::TickBenchOptions { deployments, gpus, ticks, kube_deployments, data_dir };
             fleetpilot::bench::tick::run(opts).await.map(|_| ())
         }
         Cmd::Bench(BenchCmd::Alerts { alerts, gap_ms, eval_secs, group_wait_secs, data_dir }) => {

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::actuators::{Actuators, agents::AgentActuator, kube::KubeScaler};
+use crate::actuators::{Actuators, kube::KubeScaler};
 use crate::alerts::{AlertEngine, Receivers, outbox::OutboxWorker};
 use crate::config::Settings;
 use crate::control::ControlLoop;
@@ -80,8 +80,8 @@ impl Application {
         let (ingest, writers) = IngestQueue::start(pool.clone(), partitions.clone(), metrics.clone(), limits);
         let (shutdown, rx) = watch::channel(false);
         let commands = CommandBus::new(rx.clone());
-        let kube = KubeScaler::from_settings(&settings.kube).await?;
-        let actuators = Actuators { kube, agents: AgentActuator::new(pool.clone()) };
+        let kube = KubeScaler::from_settings(&settings.kube, metrics.clone()).await?;
+        let actuators = Actuators::new(kube, pool.clone());
         let state = AppState {
             pool: pool.clone(),
             ingest,

@@ -1,8 +1,12 @@
 //! The control plane's own Prometheus metrics (`fleetpilot_<thing>_<unit>`, low-cardinality labels) and
 //! the tracing subscriber.
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder as _, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Metrics of one server process.
@@ -27,6 +31,100 @@ pub struct Metrics {
     pub alert_deliveries: IntCounterVec,
     /// Commands handed to agents, by path: poll (long poll) or upload (upload acknowledgement).
     pub commands_delivered: IntCounterVec,
+    /// Kubernetes API requests sent, by verb: get, list, watch, patch, ... (see [`kube_verb`]).
+    pub kube_requests: IntCounterVec,
+    /// Pod-deletion-cost annotations before a scale-down, by outcome: patched, unchanged, failed.
+    pub kube_drain_annotations: IntCounterVec,
+    /// Per policy: the replicas its latest decision wants.
+    policy_desired: IntGaugeVec,
+    /// Per policy: the replicas its target had when it decided.
+    policy_current: IntGaugeVec,
+    /// Per policy: the forecast's upper bound over the cold start, in demand units of its first metric.
+    policy_forecast_upper: GaugeVec,
+    /// Per policy: 1 on the series of the proposal (normalised) that won its latest decision.
+    policy_winner: IntGaugeVec,
+    /// Per policy and shadow policy: the replicas the shadow would have set.
+    policy_shadow_desired: IntGaugeVec,
+    /// Which label values each policy has series under, so they can be removed (the vectors cannot be
+    /// queried by a partial label set).
+    policy_series: Arc<Mutex<HashMap<String, PolicySeries>>>,
+}
+
+/// The labelled series one policy currently has.
+#[derive(Debug, Default)]
+struct PolicySeries {
+    /// The normalised winner whose series is set to 1.
+    winner: Option<&'static str>,
+    /// Shadow policy names with a series.
+    shadows: BTreeSet<String>,
+}
+
+/// One decision of one policy, as the per-policy gauges show it.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyGauges<'a> {
+    /// The policy's name (the `policy` label).
+    pub policy: &'a str,
+    /// Replicas the target had when the policy decided.
+    pub current: u32,
+    /// Replicas the decision wants.
+    pub desired: u32,
+    /// The forecast's upper bound (demand units of the policy's first metric); `None` removes the series.
+    pub forecast_upper: Option<f64>,
+    /// The decision's winner as the engine names it (`reactive:queue_depth`, `rate-limit`, ...): normalised
+    /// with [`winner_label`].
+    pub winner: &'a str,
+}
+
+/// The values the `winner` label can take: a fixed vocabulary, so the series per policy stay bounded.
+pub const WINNER_LABELS: [&str; 12] = [
+    "reactive",
+    "predictive",
+    "panic",
+    "panic-hold",
+    "slo",
+    "slo-gate",
+    "anomaly-gate",
+    "hold",
+    "stabilization",
+    "rate-limit",
+    "scale-to-zero",
+    "other",
+];
+
+/// Normalises a decision's winner to [`WINNER_LABELS`]: the per-metric or per-SLO detail after `:` and a
+/// `+clamp` suffix are dropped (`reactive:queue_depth+clamp` is `reactive`), anything unknown is `other`.
+pub fn winner_label(winner: &str) -> &'static str {
+    let base = winner.split(['+', ':']).next().unwrap_or("").trim();
+    WINNER_LABELS.iter().copied().find(|w| *w == base).unwrap_or("other")
+}
+
+/// The verb of one Kubernetes API request, Kubernetes' own `RequestInfo` vocabulary: a GET of a collection is
+/// `list` (`watch` with `watch=true`), of one object (or its subresource) `get`; other methods lower-cased.
+pub fn kube_verb(method: &str, path: &str, query: Option<&str>) -> &'static str {
+    match method {
+        "GET" => {}
+        "PATCH" => return "patch",
+        "PUT" => return "update",
+        "POST" => return "create",
+        "DELETE" => return "delete",
+        _ => return "other",
+    }
+    if query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1")) {
+        return "watch";
+    }
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    // `/api/v1/...` or `/apis/{group}/{version}/...`.
+    let rest = match segs.first() {
+        Some(&"api") => segs.get(2..),
+        Some(&"apis") => segs.get(3..),
+        _ => None,
+    }
+    .unwrap_or(&[]);
+    let rest = match rest {
+        ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
+        other => other,
+    };
+    if rest.len() <= 1 { "list" } else { "get" }
 }
 
 impl Default for Metrics {
@@ -76,9 +174,57 @@ impl Metrics {
                 &["path"],
             )
             .expect("static metric definition is valid"),
+            kube_requests: IntCounterVec::new(
+                Opts::new("fleetpilot_kube_requests_total", "Kubernetes API requests sent, by verb"),
+                &["verb"],
+            )
+            .expect("static metric definition is valid"),
+            kube_drain_annotations: IntCounterVec::new(
+                Opts::new(
+                    "fleetpilot_kube_drain_annotations_total",
+                    "Pod-deletion-cost annotations before a scale-down, by outcome",
+                ),
+                &["outcome"],
+            )
+            .expect("static metric definition is valid"),
+            policy_desired: IntGaugeVec::new(
+                Opts::new("fleetpilot_policy_desired_replicas", "Replicas the policy's latest decision wants"),
+                &["policy"],
+            )
+            .expect("static metric definition is valid"),
+            policy_current: IntGaugeVec::new(
+                Opts::new("fleetpilot_policy_current_replicas", "Replicas the policy's target had when it decided"),
+                &["policy"],
+            )
+            .expect("static metric definition is valid"),
+            policy_forecast_upper: GaugeVec::new(
+                Opts::new(
+                    "fleetpilot_policy_forecast_upper",
+                    "Upper bound of the policy's demand forecast, in units of its first metric",
+                ),
+                &["policy"],
+            )
+            .expect("static metric definition is valid"),
+            policy_winner: IntGaugeVec::new(
+                Opts::new(
+                    "fleetpilot_policy_decision_winner",
+                    "1 for the proposal that won the policy's latest decision",
+                ),
+                &["policy", "winner"],
+            )
+            .expect("static metric definition is valid"),
+            policy_shadow_desired: IntGaugeVec::new(
+                Opts::new(
+                    "fleetpilot_policy_shadow_desired_replicas",
+                    "Replicas a shadow policy would have set for the policy's target",
+                ),
+                &["policy", "shadow"],
+            )
+            .expect("static metric definition is valid"),
+            policy_series: Arc::default(),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(m.ingest_batches.clone()),
             Box::new(m.ingest_samples.clone()),
             Box::new(m.ingest_seconds.clone()),
@@ -88,6 +234,13 @@ impl Metrics {
             Box::new(m.leader.clone()),
             Box::new(m.alert_deliveries.clone()),
             Box::new(m.commands_delivered.clone()),
+            Box::new(m.kube_requests.clone()),
+            Box::new(m.kube_drain_annotations.clone()),
+            Box::new(m.policy_desired.clone()),
+            Box::new(m.policy_current.clone()),
+            Box::new(m.policy_forecast_upper.clone()),
+            Box::new(m.policy_winner.clone()),
+            Box::new(m.policy_shadow_desired.clone()),
         ];
         for c in collectors {
             // Names are unique constants: registration cannot fail.
@@ -106,7 +259,76 @@ impl Metrics {
         for p in ["poll", "upload"] {
             m.commands_delivered.with_label_values(&[p]);
         }
+        for o in ["patched", "unchanged", "failed"] {
+            m.kube_drain_annotations.with_label_values(&[o]);
+        }
         m
+    }
+
+    /// Sets a policy's gauges from its latest decision; the previous winner's series is removed, so exactly
+    /// one `fleetpilot_policy_decision_winner` series per policy is 1.
+    pub fn record_policy(&self, g: &PolicyGauges<'_>) {
+        let policy = g.policy;
+        self.policy_desired.with_label_values(&[policy]).set(i64::from(g.desired));
+        self.policy_current.with_label_values(&[policy]).set(i64::from(g.current));
+        match g.forecast_upper.filter(|v| v.is_finite()) {
+            Some(v) => self.policy_forecast_upper.with_label_values(&[policy]).set(v),
+            None => {
+                let _ = self.policy_forecast_upper.remove_label_values(&[policy]);
+            }
+        }
+        let winner = winner_label(g.winner);
+        let mut series = self.policy_series.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = series.entry(policy.to_string()).or_default();
+        if let Some(old) = entry.winner.filter(|old| *old != winner) {
+            let _ = self.policy_winner.remove_label_values(&[policy, old]);
+        }
+        entry.winner = Some(winner);
+        self.policy_winner.with_label_values(&[policy, winner]).set(1);
+    }
+
+    /// Sets what shadow policy `shadow` would have set for `policy`'s target.
+    pub fn record_shadow(&self, policy: &str, shadow: &str, desired: u32) {
+        self.policy_shadow_desired.with_label_values(&[policy, shadow]).set(i64::from(desired));
+        let mut series = self.policy_series.lock().unwrap_or_else(|e| e.into_inner());
+        series.entry(policy.to_string()).or_default().shadows.insert(shadow.to_string());
+    }
+
+    /// Removes a shadow policy's series (the shadow was deleted or detached while `policy` lives on).
+    pub fn forget_shadow(&self, policy: &str, shadow: &str) {
+        let _ = self.policy_shadow_desired.remove_label_values(&[policy, shadow]);
+        let mut series = self.policy_series.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = series.get_mut(policy) {
+            e.shadows.remove(shadow);
+        }
+    }
+
+    /// Removes every series of `policy` (deleted or renamed), so `/metrics` does not keep reporting it.
+    pub fn forget_policy(&self, policy: &str) {
+        let _ = self.policy_desired.remove_label_values(&[policy]);
+        let _ = self.policy_current.remove_label_values(&[policy]);
+        let _ = self.policy_forecast_upper.remove_label_values(&[policy]);
+        let gone = self.policy_series.lock().unwrap_or_else(|e| e.into_inner()).remove(policy);
+        if let Some(gone) = gone {
+            if let Some(w) = gone.winner {
+                let _ = self.policy_winner.remove_label_values(&[policy, w]);
+            }
+            for s in gone.shadows {
+                let _ = self.policy_shadow_desired.remove_label_values(&[policy, s.as_str()]);
+            }
+        }
+    }
+
+    /// Names of the policies that have per-policy series (so a loop can forget those it no longer runs).
+    pub fn recorded_policies(&self) -> Vec<String> {
+        self.policy_series.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+    }
+
+    /// Kubernetes API requests counted so far, all verbs together.
+    pub fn kube_requests_total(&self) -> u64 {
+        use prometheus::core::Collector as _;
+        let families = self.kube_requests.collect();
+        families.iter().flat_map(|f| f.get_metric()).map(|m| m.get_counter().get_value() as u64).sum()
     }
 
     /// Text exposition format.
@@ -123,4 +345,168 @@ pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,kube=warn,actix_server=warn,actix_web=warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample lines of `name` in the exposition text (comments excluded).
+    fn lines<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| !l.starts_with('#') && l.split(['{', ' ']).next() == Some(name)).collect()
+    }
+
+    fn gauges<'a>(policy: &'a str, winner: &'a str, upper: Option<f64>) -> PolicyGauges<'a> {
+        PolicyGauges { policy, current: 3, desired: 5, forecast_upper: upper, winner }
+    }
+
+    #[test]
+    fn winners_are_normalised_to_a_fixed_vocabulary() {
+        assert_eq!(winner_label("reactive:queue_depth_per_replica"), "reactive");
+        assert_eq!(winner_label("reactive:gpu_utilization+clamp"), "reactive");
+        assert_eq!(winner_label("slo:itl_p95_ms"), "slo");
+        assert_eq!(winner_label("predictive"), "predictive");
+        assert_eq!(winner_label("rate-limit+clamp"), "rate-limit");
+        assert_eq!(winner_label("anomaly-gate"), "anomaly-gate");
+        assert_eq!(winner_label("something-new:with/any {chars}"), "other");
+        assert_eq!(winner_label(""), "other");
+    }
+
+    #[test]
+    fn a_policys_decision_renders_its_gauges_with_one_winner() {
+        let m = Metrics::new();
+        m.record_policy(&gauges("llama", "reactive:queue_depth", Some(41.5)));
+        let text = m.render();
+        assert_eq!(
+            lines(&text, "fleetpilot_policy_desired_replicas"),
+            ["fleetpilot_policy_desired_replicas{policy=\"llama\"} 5"]
+        );
+        assert_eq!(
+            lines(&text, "fleetpilot_policy_current_replicas"),
+            ["fleetpilot_policy_current_replicas{policy=\"llama\"} 3"]
+        );
+        assert_eq!(
+            lines(&text, "fleetpilot_policy_forecast_upper"),
+            ["fleetpilot_policy_forecast_upper{policy=\"llama\"} 41.5"]
+        );
+        assert_eq!(
+            lines(&text, "fleetpilot_policy_decision_winner"),
+            ["fleetpilot_policy_decision_winner{policy=\"llama\",winner=\"reactive\"} 1"]
+        );
+        assert!(text.contains("# TYPE fleetpilot_policy_desired_replicas gauge"), "{text}");
+
+        // The next decision's winner replaces the old one; no forecast removes the upper bound.
+        m.record_policy(&gauges("llama", "stabilization", None));
+        let text = m.render();
+        assert_eq!(
+            lines(&text, "fleetpilot_policy_decision_winner"),
+            ["fleetpilot_policy_decision_winner{policy=\"llama\",winner=\"stabilization\"} 1"]
+        );
+        assert!(lines(&text, "fleetpilot_policy_forecast_upper").is_empty(), "{text}");
+    }
+
+    #[test]
+    fn forgetting_a_policy_removes_all_its_series_and_only_its_own() {
+        let m = Metrics::new();
+        m.record_policy(&gauges("llama", "predictive", Some(10.0)));
+        m.record_policy(&gauges("mistral", "panic", Some(3.0)));
+        m.record_shadow("llama", "llama-cheap", 4);
+        m.record_shadow("llama", "llama-fast", 7);
+        m.record_shadow("mistral", "mistral-cheap", 2);
+        let text = m.render();
+        assert_eq!(lines(&text, "fleetpilot_policy_shadow_desired_replicas").len(), 3, "{text}");
+        assert!(
+            text.contains("fleetpilot_policy_shadow_desired_replicas{policy=\"llama\",shadow=\"llama-fast\"} 7"),
+            "{text}"
+        );
+
+        m.forget_policy("llama");
+        let text = m.render();
+        assert!(!text.contains("policy=\"llama\""), "{text}");
+        for name in [
+            "fleetpilot_policy_desired_replicas",
+            "fleetpilot_policy_current_replicas",
+            "fleetpilot_policy_forecast_upper",
+            "fleetpilot_policy_decision_winner",
+            "fleetpilot_policy_shadow_desired_replicas",
+        ] {
+            assert_eq!(lines(&text, name).len(), 1, "{name} keeps mistral's series: {text}");
+        }
+        assert_eq!(m.recorded_policies(), ["mistral"]);
+        m.forget_shadow("mistral", "mistral-cheap");
+        assert!(lines(&m.render(), "fleetpilot_policy_shadow_desired_replicas").is_empty());
+        // Forgetting twice, or a policy never seen, is harmless.
+        m.forget_policy("llama");
+        m.forget_policy("never-seen");
+    }
+
+    #[test]
+    fn the_winner_label_stays_bounded_whatever_the_engine_calls_it() {
+        let m = Metrics::new();
+        for (i, w) in
+            ["reactive:a", "reactive:b", "slo:ttft_p95_ms", "brand-new-1", "brand-new-2", "hold"].iter().enumerate()
+        {
+            m.record_policy(&PolicyGauges {
+                policy: "p",
+                current: 1,
+                desired: i as u32,
+                forecast_upper: None,
+                winner: w,
+            });
+        }
+        let text = m.render();
+        assert_eq!(
+            lines(&text, "fleetpilot_policy_decision_winner"),
+            ["fleetpilot_policy_decision_winner{policy=\"p\",winner=\"hold\"} 1"]
+        );
+    }
+
+    #[test]
+    fn kube_requests_are_classified_by_verb() {
+        assert_eq!(kube_verb("GET", "/apis/apps/v1/namespaces/ml/deployments/llama/scale", None), "get");
+        assert_eq!(kube_verb("GET", "/apis/apps/v1/namespaces/ml/deployments/llama", None), "get");
+        assert_eq!(kube_verb("GET", "/apis/apps/v1/namespaces/ml/deployments", Some("limit=500")), "list");
+        assert_eq!(kube_verb("GET", "/apis/apps/v1/deployments", None), "list");
+        assert_eq!(
+            kube_verb("GET", "/apis/apps/v1/namespaces/ml/deployments", Some("watch=true&resourceVersion=5")),
+            "watch"
+        );
+        assert_eq!(kube_verb("GET", "/api/v1/namespaces/ml/pods", Some("labelSelector=app%3Dllama")), "list");
+        assert_eq!(kube_verb("GET", "/api/v1/namespaces/ml", None), "get");
+        assert_eq!(kube_verb("PATCH", "/api/v1/namespaces/ml/pods/llama-1", None), "patch");
+        let m = Metrics::new();
+        m.kube_requests.with_label_values(&["get"]).inc();
+        m.kube_requests.with_label_values(&["patch"]).inc_by(2);
+        assert_eq!(m.kube_requests_total(), 3);
+        assert!(m.render().contains("fleetpilot_kube_requests_total{verb=\"patch\"} 2"));
+    }
+
+    /// `promtool check metrics` (Debian's `prometheus` package) accepts the exposition, per-policy series
+    /// included; skipped with a note where promtool is not installed.
+    #[test]
+    fn promtool_accepts_the_exposition() {
+        let m = Metrics::new();
+        m.record_policy(&gauges("llama", "reactive:queue_depth", Some(41.5)));
+        m.record_shadow("llama", "llama-cheap", 4);
+        m.kube_requests.with_label_values(&["get"]).inc();
+        let text = m.render();
+        let child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let Ok(mut child) = child else {
+            eprintln!("note: promtool not found; `promtool check metrics` skipped (apt-get install prometheus)");
+            return;
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write as _;
+            stdin.write_all(text.as_bytes()).expect("writing to promtool");
+        }
+        let out = child.wait_with_output().expect("promtool runs");
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        // promtool's lint also flags style (e.g. counters without `_total`); any problem is a failure here.
+        assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
+    }
 }

@@ -1,7 +1,12 @@
 //! What the control loop acts through: Kubernetes' scale subresource and agent commands.
+//!
+//! Build with [`Actuators::new`]: it gives the Kubernetes scaler the pool it reads replica loads from for
+//! drain-safe scale-downs (see [`kube`]).
 
 pub mod agents;
 pub mod kube;
+
+use sqlx::PgPool;
 
 use crate::domain::policy::{PolicySpec, TargetKind};
 
@@ -32,6 +37,11 @@ pub struct Actuators {
 }
 
 impl Actuators {
+    /// Actuators over `pool`; the Kubernetes scaler, when there is one, reads replica loads from it.
+    pub fn new(kube: Option<kube::KubeScaler>, pool: PgPool) -> Self {
+        Self { kube: kube.map(|k| k.with_replica_loads(pool.clone())), agents: agents::AgentActuator::new(pool) }
+    }
+
     /// Current replicas as the target reports them (`None` when it cannot say).
     pub async fn current(&self, spec: &PolicySpec) -> Result<Option<u32>, ActuateError> {
         match spec.target.kind {
@@ -43,13 +53,28 @@ impl Actuators {
         }
     }
 
-    /// Sets the target's replicas (idempotent).
+    /// Sets the target's replicas (idempotent); a Deployment's scale-down first ranks its pods for deletion
+    /// by load (a failure there is logged and counted, never an error: see [`Actuators::scale_reported`]).
     pub async fn scale(&self, spec: &PolicySpec, replicas: u32, decision_id: i64) -> Result<(), ActuateError> {
+        self.scale_reported(spec, replicas, decision_id).await.map(|_| ())
+    }
+
+    /// [`Actuators::scale`], with what happened besides the scale itself (the drain annotations of a
+    /// Deployment's scale-down), for a caller that records it.
+    pub async fn scale_reported(
+        &self,
+        spec: &PolicySpec,
+        replicas: u32,
+        decision_id: i64,
+    ) -> Result<kube::ScaleReport, ActuateError> {
         match spec.target.kind {
             TargetKind::Deployment | TargetKind::Statefulset => {
                 self.kube.as_ref().ok_or(ActuateError::NoKube)?.scale(spec, replicas).await
             }
-            TargetKind::AgentGroup => self.agents.set_replicas(&spec.target.name, replicas, decision_id).await,
+            TargetKind::AgentGroup => {
+                self.agents.set_replicas(&spec.target.name, replicas, decision_id).await?;
+                Ok(kube::ScaleReport::default())
+            }
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod commands;
 pub mod dashboard;
 pub mod decision;
+pub mod fake_kube;
 pub mod forecast;
 pub mod ingest;
 pub mod query;

@@ -1,20 +1,24 @@
 //! `fleetpilot bench tick`: one control-loop tick over N deployments and M GPUs, on one core.
 //!
-//! The private PostgreSQL gets N agent-group policies (GPU utilisation at 60 %, forecast on, the default
-//! behavior) over M GPUs on 4-GPU nodes with the control loop's whole lookback of samples (one reading per
+//! The private PostgreSQL gets N policies (GPU utilisation at 60 %, forecast on, the default behavior), the
+//! first `--kube-deployments` of them targeting Deployments on a fake Kubernetes API server (one pod per
+//! node serving it), the rest agent groups, over M GPUs on 4-GPU nodes with the control loop's whole lookback of samples (one reading per
 //! bucket per GPU, stored through the real ingest path), each deployment with its own daily-ish shape so
 //! decisions differ. The loop then ticks on a single-threaded runtime on its own thread (the control plane's
 //! share: one core; PostgreSQL runs in its own processes), first once to warm up (the first tick fits every
-//! forecast), then `--ticks` times; the median and the slowest are reported.
+//! forecast), then `--ticks` times; the median and the slowest are reported, with the Kubernetes API
+//! requests per timed tick (by verb): reads come from the Deployment watch, so they stay near zero however
+//! many policies target Deployments.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use gpu_agent::protocol::{Batch, GpuSample, NodeInfo, PROTOCOL_VERSION};
 
+use super::fake_kube::FakeCluster;
 use super::quantile;
-use crate::actuators::{Actuators, agents::AgentActuator};
-use crate::config::ControlSettings;
+use crate::actuators::{Actuators, kube::KubeScaler};
+use crate::config::{ControlSettings, KubeSettings};
 use crate::control::ControlLoop;
 use crate::db;
 use crate::domain::policy::{Metric, PolicySpec, Target, TargetKind};
@@ -29,6 +33,8 @@ pub struct TickBenchOptions {
     pub gpus: usize,
     /// Timed ticks.
     pub ticks: usize,
+    /// Policies (the first ones) that target Kubernetes Deployments on the fake API server.
+    pub kube_deployments: usize,
     /// Working directory (wiped).
     pub data_dir: std::path::PathBuf,
 }
@@ -39,6 +45,7 @@ const GPUS_PER_NODE: usize = 4;
 pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
     anyhow::ensure!(opts.deployments >= 1 && opts.ticks >= 1, "--deployments and --ticks must be at least 1");
     anyhow::ensure!(opts.gpus >= opts.deployments * GPUS_PER_NODE, "--gpus must give each deployment a 4-GPU node");
+    anyhow::ensure!(opts.kube_deployments <= opts.deployments, "--kube-deployments must be at most --deployments");
     let (mut pg, _url, pool) = super::fresh_database(&opts.data_dir, true).await?;
     let settings = ControlSettings::default();
     let bucket = i64::from(settings.bucket_secs);
@@ -104,15 +111,43 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
         }
     }
     pb.finish_and_clear();
+    // The Deployments, as many pods as nodes serve each, in namespace `bench`.
+    let cluster = FakeCluster::start()?;
+    for d in 0..opts.kube_deployments {
+        let name = format!("model-{d:04}");
+        let nodes: Vec<usize> = (0..nodes_total).filter(|n| n % opts.deployments == d).collect();
+        cluster.add_deployment("bench", &name, nodes.len().max(1) as u32, &[("app", &name)]);
+        for (i, n) in nodes.iter().enumerate() {
+            let ip = format!("10.{}.{}.{}", n / 65536, (n / 256) % 256, n % 256);
+            cluster.add_pod(
+                "bench",
+                &format!("{name}-{i}"),
+                &name,
+                &[("app", &name)],
+                &ip,
+                &format!("tick-node-{n:05}"),
+            );
+        }
+    }
     for d in 0..opts.deployments {
-        let spec = PolicySpec {
-            name: format!("model-{d:04}"),
-            target: Target {
+        let target = if d < opts.kube_deployments {
+            Target {
+                kind: TargetKind::Deployment,
+                namespace: Some("bench".into()),
+                name: format!("model-{d:04}"),
+                deployment: None,
+            }
+        } else {
+            Target {
                 kind: TargetKind::AgentGroup,
                 namespace: None,
                 name: format!("group-{d:04}"),
                 deployment: Some(format!("bench/model-{d:04}")),
-            },
+            }
+        };
+        let spec = PolicySpec {
+            name: format!("model-{d:04}"),
+            target,
             min_replicas: 1,
             max_replicas: 64,
             metric: Some(Metric::GpuUtilization),
@@ -141,15 +176,18 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
     );
 
     // The loop on one core.
-    let control = ControlLoop::new(
-        pool.clone(),
-        settings,
-        Actuators { kube: None, agents: AgentActuator::new(pool.clone()) },
-        Metrics::new(),
-    );
+    let metrics = Metrics::new();
+    let kube_settings = KubeSettings { api_url: Some(cluster.url.clone()), ..KubeSettings::default() };
+    let kube = if opts.kube_deployments > 0 {
+        KubeScaler::from_settings(&kube_settings, metrics.clone()).await?
+    } else {
+        None
+    };
+    let control = ControlLoop::new(pool.clone(), settings, Actuators::new(kube, pool.clone()), metrics.clone());
     let ticks = opts.ticks;
     let deployments = opts.deployments;
-    let timings = std::thread::spawn(move || -> anyhow::Result<(f64, Vec<f64>)> {
+    let m = metrics.clone();
+    let timings = std::thread::spawn(move || -> anyhow::Result<(f64, Vec<f64>, KubeCalls)> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async move {
             let mut now = Utc::now();
@@ -157,6 +195,9 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
             let first = control.tick(now).await?;
             let warm = start.elapsed().as_secs_f64() * 1000.0;
             anyhow::ensure!(first.policies.len() == deployments, "first tick failed: {:?}", first.failures.first());
+            // The watches list and settle between ticks as they would in a live loop.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let before = KubeCalls::read(&m);
             let mut v = Vec::with_capacity(ticks);
             for _ in 0..ticks {
                 now += chrono::Duration::seconds(5);
@@ -166,12 +207,14 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
                 anyhow::ensure!(out.failures.is_empty(), "tick failures: {:?}", out.failures.first());
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Ok((warm, v))
+            let calls = KubeCalls::read(&m).since(&before);
+            Ok((warm, v, calls))
         })
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the tick thread panicked"))??;
-    let (warm, mut v) = timings;
+    let (warm, mut v, calls) = timings;
+    cluster.stop().await;
     let median = quantile(&mut v, 0.5);
     let max = quantile(&mut v, 1.0);
     let _ = pool.close().await;
@@ -179,10 +222,45 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
     println!(
         "first tick (fits every forecast): {warm:.0} ms; {ticks} ticks: median {median:.0} ms, slowest {max:.0} ms"
     );
+    let per_tick = calls.total() as f64 / ticks as f64;
     println!(
-        "deployments={} gpus={} tick_ms={median:.1} tick_max_ms={max:.1} first_tick_ms={warm:.1}",
+        "Kubernetes API, {} policies on Deployments: {per_tick:.2} requests per tick ({}) over {ticks} ticks",
+        opts.kube_deployments,
+        calls.describe()
+    );
+    println!(
+        "deployments={} gpus={} tick_ms={median:.1} tick_max_ms={max:.1} first_tick_ms={warm:.1} kube_deployments={} kube_calls_per_tick={per_tick:.2}",
         opts.deployments,
-        nodes_total * GPUS_PER_NODE
+        nodes_total * GPUS_PER_NODE,
+        opts.kube_deployments
     );
     Ok(median)
+}
+
+/// Kubernetes API requests by verb, from `fleetpilot_kube_requests_total`.
+#[derive(Debug, Clone, Default)]
+struct KubeCalls(std::collections::BTreeMap<String, u64>);
+
+impl KubeCalls {
+    fn read(m: &Metrics) -> Self {
+        let mut by = std::collections::BTreeMap::new();
+        for verb in ["get", "list", "watch", "patch", "update", "create", "delete", "other"] {
+            let n = m.kube_requests.get_metric_with_label_values(&[verb]).map(|c| c.get()).unwrap_or(0);
+            by.insert(verb.to_string(), n);
+        }
+        Self(by)
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self(self.0.iter().map(|(k, v)| (k.clone(), v.saturating_sub(before.0.get(k).copied().unwrap_or(0)))).collect())
+    }
+
+    fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    fn describe(&self) -> String {
+        let parts: Vec<String> = self.0.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+        if parts.is_empty() { "none".into() } else { parts.join(", ") }
+    }
 }

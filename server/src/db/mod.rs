@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod node_groups;
 pub mod opportunities;
 pub mod policies;
+pub mod replica_load;
 pub mod rollups;
 pub mod series;
 pub mod users;

@@ -4,6 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+/// The fake Kubernetes API server with Deployments (watchable), their scale and Pods: the server crate's,
+/// which `fleetpilot bench tick` runs too, so the tests and the benchmark exercise one fake.
+pub use fleetpilot::bench::fake_kube::{FakeCluster, KubeRequest};
 use serde_json::{Value, json};
 
 /// One recorded request.
@@ -81,7 +84,9 @@ async fn serve(responder: Responder) -> Fake {
 }
 
 /// A Kubernetes API server holding one Deployment's scale; GET and PATCH of
-/// `/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale` behave like the real API.
+/// `/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale` behave like the real API, everything else is a
+/// 404 (so the scaler's Deployment watch never syncs and it reads the scale with a GET, as without RBAC for
+/// `list`/`watch`). [`FakeCluster`] serves Deployments, watches and Pods.
 pub async fn kube_api(namespace: &str, name: &str, replicas: u32) -> (Fake, Arc<Mutex<u32>>) {
     let state = Arc::new(Mutex::new(replicas));
     let s = state.clone();

@@ -13,6 +13,7 @@ mod end_to_end;
 mod fakes;
 mod helpers;
 mod install;
+mod kube;
 mod openapi;
 mod opportunities;
 mod postgres;
