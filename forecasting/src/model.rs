@@ -78,7 +78,7 @@ impl Default for ModelConfig {
             max_horizon: 64,
             candidates: Candidate::ALL.to_vec(),
             selection_window: 300,
-            fitted_penalty: 0.1,
+            fitted_penalty: 0.05,
         }
     }
 }
@@ -550,7 +550,8 @@ impl Fitted {
         }
         let candidate = self.chosen(horizon);
         let per_step = &self.errors[candidate.index()];
-        let inflation = if candidate == Candidate::Level { self.inflation } else { 1.0 };
+        // The level's errors (and so the median's) are in-sample for the profile; the naive ones are not.
+        let inflation = if candidate.shifted() { self.inflation } else { 1.0 };
         let mut point = Vec::with_capacity(horizon);
         let mut intervals: Vec<Interval> = levels
             .iter()
