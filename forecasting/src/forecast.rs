@@ -188,7 +188,11 @@ mod tests {
             (0..(p * 8)).map(|i| 100.0 + 30.0 * ((i % p) as f64 / p as f64 * std::f64::consts::TAU).sin()).collect();
         let f = forecast(&y, p, 0.9, &ForecastConfig::default()).expect("forecast");
         // An exactly periodic series: the seasonal level and seasonal-naive are both right; either may win.
-        assert!(matches!(f.model, ModelKind::MstlLevel | ModelKind::SeasonalNaive | ModelKind::Median), "{:?}", f.model);
+        assert!(
+            matches!(f.model, ModelKind::MstlLevel | ModelKind::SeasonalNaive | ModelKind::Median),
+            "{:?}",
+            f.model
+        );
         assert_eq!(f.period, Some(p));
         for (k, v) in f.point.iter().enumerate() {
             let truth = y[y.len() - p + k];

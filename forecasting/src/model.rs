@@ -99,7 +99,8 @@ pub enum Candidate {
 
 impl Candidate {
     /// Every candidate, in the order ties are broken.
-    pub const ALL: [Candidate; 4] = [Candidate::Level, Candidate::SeasonalNaive, Candidate::LastValue, Candidate::Median];
+    pub const ALL: [Candidate; 4] =
+        [Candidate::Level, Candidate::SeasonalNaive, Candidate::LastValue, Candidate::Median];
 
     /// A short stable name (`level`, `seasonal_naive`, `last_value`, `median`).
     pub fn name(self) -> &'static str {
@@ -297,9 +298,7 @@ impl Fitted {
         }
         let errors = Candidate::ALL
             .iter()
-            .map(|c| {
-                if candidates.contains(c) { vec![VecDeque::with_capacity(window + 1); max_h] } else { Vec::new() }
-            })
+            .map(|c| if candidates.contains(c) { vec![VecDeque::with_capacity(window + 1); max_h] } else { Vec::new() })
             .collect();
         // The seasonal-naive forecast k steps ahead made k steps ago reaches back p * ceil(k / p) points.
         let history_cap = m.naive_period.map_or(0, |p| p * max_h.div_ceil(p)).max(max_h);

@@ -216,12 +216,7 @@ const TRACE_RO: Ro = Ro { season: 1, horizon: 12, warmup: 60, stride: 12 };
 #[test]
 fn step_like_series_meet_the_targets() {
     let cfg = ModelConfig::default();
-    let default = Opt {
-        name: "default",
-        candidates: ALL,
-        window: cfg.selection_window,
-        penalty: cfg.fitted_penalty,
-    };
+    let default = Opt { name: "default", candidates: ALL, window: cfg.selection_window, penalty: cfg.fitted_penalty };
     let mut misses = Vec::new();
     for spec in &forecast_data::STEP_SPECS {
         let y = forecast_data::step_series(spec, 14);
@@ -273,7 +268,13 @@ fn leave_one_series_out() {
     for (j, opt) in OPTIONS.iter().enumerate() {
         let worst = table.iter().map(|row| row[j].ratio()).fold(0.0, f64::max);
         let met = table.iter().filter(|row| row[j].meets_targets()).count();
-        println!("  {:<18} mean {:.3}  worst {:.3}  targets met {met}/{}", opt.name, mean_ratio(j, None), worst, series.len());
+        println!(
+            "  {:<18} mean {:.3}  worst {:.3}  targets met {met}/{}",
+            opt.name,
+            mean_ratio(j, None),
+            worst,
+            series.len()
+        );
     }
     println!("\nleave one series out: option chosen on the others, scored on the held one:");
     let mut held = Vec::new();
