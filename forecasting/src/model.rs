@@ -13,8 +13,19 @@
 //! - the point forecast is shifted by the median of the recent k-step errors (conditional median, which is what
 //!   MASE rewards, and a drift term), and the interval bounds are their empirical quantiles.
 //!
+//! That smoothed level is one of four candidates ([`Candidate`]): besides it, the seasonal-naive forecast (the
+//! detected period), the last value, and the point-wise median of those three. Every candidate's k-step errors are
+//! tracked on the series' own past as it arrives (rolling origin: the forecast made k steps before each point,
+//! scored when the point comes), and a forecast uses the candidate with the least recent error over the requested
+//! horizon, with that candidate's own recent k-step errors as its interval quantiles (split-conformal) and, for
+//! the level and the median, its median shift. The level and the median are scored on points their profile and
+//! smoothing were fitted on, so their errors are handicapped by [`ModelConfig::fitted_penalty`]. A step-like
+//! series (set by another autoscaler) ends up on the last value, a smooth seasonal one on the seasonal level,
+//! with no per-series setting. Why this set, window and handicap: `forecasting/tests/forecast_selection.rs`.
+//!
 //! After a fit, [`Fitted::update`] absorbs new points in O(max_horizon) each, reusing the seasonal profile and the
-//! level parameters (warm start); refit when the seasonal profile may have drifted (e.g. hourly or daily).
+//! level parameters (warm start) and scoring every candidate on them, so the choice follows the data between
+//! refits; refit when the seasonal profile may have drifted (e.g. hourly or daily).
 
 use std::collections::VecDeque;
 
@@ -44,6 +55,14 @@ pub struct ModelConfig {
     pub residual_window: usize,
     /// Steps ahead with empirically calibrated intervals; further steps widen like a random walk.
     pub max_horizon: usize,
+    /// The candidates a forecast may choose among (an empty list means the smoothed level alone).
+    pub candidates: Vec<Candidate>,
+    /// Most recent k-step errors per step ahead that choose the candidate (at most `residual_window`).
+    pub selection_window: usize,
+    /// Relative handicap on the recent error of the candidates fitted on the points they are scored on (the level
+    /// model's smoothing and profile, and the median that contains it): their errors there are in-sample, so
+    /// optimistic, while the naive candidates' are out-of-sample.
+    pub fitted_penalty: f64,
 }
 
 impl Default for ModelConfig {
@@ -57,7 +76,51 @@ impl Default for ModelConfig {
             tune_horizon: 12,
             residual_window: 300,
             max_horizon: 64,
+            candidates: Candidate::ALL.to_vec(),
+            selection_window: 300,
+            fitted_penalty: 0.05,
         }
+    }
+}
+
+/// The forecasts a [`Fitted`] model chooses among, each scored by its own rolling-origin errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Candidate {
+    /// The robust exponentially smoothed level, plus the MSTL seasonal profile when that tuned better.
+    Level,
+    /// The value one detected season back (absent when no season is detected).
+    SeasonalNaive,
+    /// The last observed value.
+    LastValue,
+    /// The point-wise median of the three above (their mean when there is no season).
+    Median,
+}
+
+impl Candidate {
+    /// Every candidate, in the order ties are broken.
+    pub const ALL: [Candidate; 4] =
+        [Candidate::Level, Candidate::SeasonalNaive, Candidate::LastValue, Candidate::Median];
+
+    /// A short stable name (`level`, `seasonal_naive`, `last_value`, `median`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Candidate::Level => "level",
+            Candidate::SeasonalNaive => "seasonal_naive",
+            Candidate::LastValue => "last_value",
+            Candidate::Median => "median",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the forecast is shifted by the median of the candidate's recent k-step errors. The naive candidates
+    /// are not: they stay exactly the baselines they stand for (a shift by the median recent change is a drift
+    /// that hurts where the direction of change varies over the day, as on a daily fleet).
+    fn shifted(self) -> bool {
+        matches!(self, Candidate::Level | Candidate::Median)
     }
 }
 
@@ -68,10 +131,12 @@ pub struct MultiForecast {
     pub point: Vec<f64>,
     /// One interval per requested level, in the order requested.
     pub intervals: Vec<Interval>,
-    /// The model used.
+    /// The model used (the chosen candidate; [`Candidate::Level`] reports the level model's own kind).
     pub model: ModelKind,
     /// The seasonal period used, in steps, if any.
     pub period: Option<usize>,
+    /// The candidate chosen for this forecast.
+    pub candidate: Candidate,
 }
 
 /// A central prediction interval.
@@ -95,6 +160,7 @@ const MIN_ERRORS: usize = 8;
 /// A fitted demand model, ready to forecast and to absorb new points.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fitted {
+    /// The kind of the [`Candidate::Level`] model.
     kind: ModelKind,
     /// Seasonal profile at the series' resolution; value for absolute step t is `profile[t % period]`.
     profile: Vec<f64>,
@@ -108,22 +174,45 @@ pub struct Fitted {
     sigma: f64,
     /// Levels after each of the last `max_horizon` points, newest last.
     levels: VecDeque<f64>,
-    /// `errors[k - 1]`: the last `residual_window` errors of the (k)-step-ahead forecast, oldest first.
-    errors: Vec<VecDeque<f64>>,
+    /// `errors[c][k - 1]`: the last `residual_window` errors (actual minus forecast) of candidate `c`'s
+    /// (k)-step-ahead forecast, oldest first. Empty for a candidate that is not enabled.
+    errors: Vec<Vec<VecDeque<f64>>>,
+    /// The candidates enabled, in tie-breaking order.
+    candidates: Vec<Candidate>,
+    selection_window: usize,
+    fitted_penalty: f64,
     residual_window: usize,
+    max_h: usize,
+    /// The detected season (steps) the seasonal-naive candidate repeats, even if the level model did not use it.
+    naive_period: Option<usize>,
+    /// The last `history_cap` observations, newest last (the naive candidates' memory).
+    history: VecDeque<f64>,
+    history_cap: usize,
     last: f64,
     non_negative: bool,
     /// The last `residual_window` observations, and how many of them are zero.
     recent: VecDeque<f64>,
     recent_zeros: usize,
-    /// Variance inflation of the empirical errors: the in-sample errors of a seasonal model are measured against a
-    /// profile fitted on the same points, so they understate the out-of-sample spread by about 1 + 1/cycles.
+    /// Variance inflation of the level model's empirical errors: the in-sample errors of a seasonal model are
+    /// measured against a profile fitted on the same points, so they understate the out-of-sample spread by about
+    /// 1 + 1/cycles. The naive candidates' errors are out-of-sample already.
     inflation: f64,
+}
+
+/// What [`Fitted::new_state`] needs besides the configuration.
+struct LevelModel {
+    kind: ModelKind,
+    profile: Vec<f64>,
+    alpha: f64,
+    clip: f64,
+    level: f64,
+    sigma: f64,
+    naive_period: Option<usize>,
 }
 
 impl Fitted {
     /// Fits the model to `y` (oldest first). Errors only on invalid input (empty or non-finite); a series too
-    /// short or too flat for the model gets a last-value model.
+    /// short or too flat for the model gets a last-value level model (the naive candidates still compete).
     pub fn fit(y: &[f64], cfg: &ModelConfig) -> Result<Self, Error> {
         if y.is_empty() {
             return Err(Error::TooShort { len: 0, need: 1 });
@@ -131,16 +220,15 @@ impl Fitted {
         if let Some(index) = y.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite { index });
         }
-        let max_h = cfg.max_horizon.max(1);
         let window = cfg.residual_window.max(MIN_ERRORS);
-        let non_negative = y.iter().all(|&v| v >= 0.0);
         let n = y.len();
         if n < cfg.min_points.max(3) || is_constant(y) {
-            return Ok(Self::last_value_model(y, max_h, window, non_negative));
+            return Ok(Self::last_value_model(y, cfg));
         }
 
         let profile = seasonal_profile(y, cfg).unwrap_or_default();
-        let tail_start = n.saturating_sub(cfg.tune_window.max(cfg.residual_window).max(16));
+        let naive_period = (!profile.is_empty()).then_some(profile.len());
+        let tail_start = n.saturating_sub(cfg.tune_window.max(window).max(16));
         let tail = &y[tail_start..];
         let deseason = |profile: &[f64]| -> Vec<f64> {
             if profile.is_empty() {
@@ -149,10 +237,10 @@ impl Fitted {
                 tail.iter().enumerate().map(|(i, v)| v - profile[(tail_start + i) % profile.len()]).collect()
             }
         };
-        let k_tune = cfg.tune_horizon.clamp(1, max_h);
+        let k_tune = cfg.tune_horizon.clamp(1, cfg.max_horizon.max(1));
         let tune_from = tail.len().saturating_sub(cfg.tune_window.max(16));
 
-        // Candidates: with and without the seasonal profile, each over the smoothing grid.
+        // Level model: with and without the seasonal profile, each over the smoothing grid.
         let mut best: Option<(f64, bool, f64, f64, f64)> = None; // (score, seasonal, alpha, clip, sigma)
         let seasonal_options: &[bool] = if profile.is_empty() { &[false] } else { &[false, true] };
         let mut series = Vec::with_capacity(2);
@@ -174,27 +262,19 @@ impl Fitted {
             series.push((seasonal, d));
         }
         let Some((_, seasonal, alpha, clip, sigma)) = best else {
-            return Ok(Self::last_value_model(y, max_h, window, non_negative));
+            return Ok(Self::last_value_model(y, cfg));
         };
         let d = series.into_iter().find(|(s, _)| *s == seasonal).map(|(_, d)| d).unwrap_or_default();
-
-        let mut fitted = Self {
+        let level_model = LevelModel {
             kind: if seasonal { ModelKind::MstlLevel } else { ModelKind::Level },
             profile: if seasonal { profile } else { Vec::new() },
-            n: tail_start,
             alpha,
             clip,
             level: initial_level(&d),
             sigma,
-            levels: VecDeque::with_capacity(max_h + 1),
-            errors: vec![VecDeque::with_capacity(window + 1); max_h],
-            residual_window: window,
-            last: y[n - 1],
-            non_negative,
-            recent: VecDeque::with_capacity(window + 1),
-            recent_zeros: 0,
-            inflation: 1.0,
+            naive_period,
         };
+        let mut fitted = Self::new_state(level_model, cfg, &y[..tail_start]);
         if let Some(p) = fitted.period() {
             fitted.inflation = 1.0 + 1.0 / (n / p).clamp(1, 7) as f64;
         }
@@ -202,31 +282,74 @@ impl Fitted {
         Ok(fitted)
     }
 
-    fn last_value_model(y: &[f64], max_h: usize, window: usize, non_negative: bool) -> Self {
-        let tail = &y[y.len().saturating_sub(window + 1)..];
-        let mut fitted = Self {
+    /// A model whose state starts after `before` (only its last points are kept, as the naive candidates'
+    /// memory) and has absorbed nothing yet.
+    fn new_state(m: LevelModel, cfg: &ModelConfig, before: &[f64]) -> Self {
+        let max_h = cfg.max_horizon.max(1);
+        let window = cfg.residual_window.max(MIN_ERRORS);
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(Candidate::ALL.len());
+        for &c in &cfg.candidates {
+            if !candidates.contains(&c) && (c != Candidate::SeasonalNaive || m.naive_period.is_some()) {
+                candidates.push(c);
+            }
+        }
+        if candidates.is_empty() {
+            candidates.push(Candidate::Level);
+        }
+        let errors = Candidate::ALL
+            .iter()
+            .map(|c| if candidates.contains(c) { vec![VecDeque::with_capacity(window + 1); max_h] } else { Vec::new() })
+            .collect();
+        // The seasonal-naive forecast k steps ahead made k steps ago reaches back p * ceil(k / p) points.
+        let history_cap = m.naive_period.map_or(0, |p| p * max_h.div_ceil(p)).max(max_h);
+        let history: VecDeque<f64> = before[before.len().saturating_sub(history_cap)..].iter().copied().collect();
+        Self {
+            kind: m.kind,
+            profile: m.profile,
+            n: before.len(),
+            alpha: m.alpha,
+            clip: m.clip,
+            level: m.level,
+            sigma: m.sigma,
+            levels: VecDeque::with_capacity(max_h + 1),
+            errors,
+            candidates,
+            selection_window: cfg.selection_window.clamp(MIN_ERRORS, window),
+            fitted_penalty: if cfg.fitted_penalty.is_finite() { cfg.fitted_penalty.max(0.0) } else { 0.0 },
+            residual_window: window,
+            max_h,
+            naive_period: m.naive_period,
+            history_cap,
+            last: history.back().copied().unwrap_or(m.level),
+            history,
+            non_negative: before.iter().all(|&v| v >= 0.0),
+            recent: VecDeque::with_capacity(window + 1),
+            recent_zeros: 0,
+            inflation: 1.0,
+        }
+    }
+
+    fn last_value_model(y: &[f64], cfg: &ModelConfig) -> Self {
+        let window = cfg.residual_window.max(MIN_ERRORS);
+        let split = y.len().saturating_sub(window + 1);
+        let tail = &y[split..];
+        let level_model = LevelModel {
             kind: ModelKind::LastValue,
             profile: Vec::new(),
-            n: y.len() - tail.len(),
             alpha: 1.0,
             clip: f64::INFINITY,
             level: tail[0],
             sigma: robust_sigma(tail),
-            levels: VecDeque::with_capacity(max_h + 1),
-            errors: vec![VecDeque::with_capacity(window + 1); max_h],
-            residual_window: window,
-            last: tail[0],
-            non_negative,
-            recent: VecDeque::with_capacity(window + 1),
-            recent_zeros: 0,
-            inflation: 1.0,
+            naive_period: None,
         };
+        let mut fitted = Self::new_state(level_model, cfg, &y[..split]);
         fitted.absorb(tail);
         fitted
     }
 
     /// Absorbs new observations (oldest first): O(max_horizon) per point, the seasonal profile and the level
-    /// parameters are kept. Non-finite points are rejected without changing the model.
+    /// parameters are kept, every candidate's errors are updated. Non-finite points are rejected without changing
+    /// the model.
     pub fn update(&mut self, new_points: &[f64]) -> Result<(), Error> {
         if let Some(index) = new_points.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite { index });
@@ -236,23 +359,51 @@ impl Fitted {
     }
 
     fn absorb(&mut self, points: &[f64]) {
+        let level_on = !self.errors[Candidate::Level.index()].is_empty();
+        let naive_on = !self.errors[Candidate::SeasonalNaive.index()].is_empty();
+        let last_on = !self.errors[Candidate::LastValue.index()].is_empty();
+        let median_on = !self.errors[Candidate::Median.index()].is_empty();
         for &y in points {
-            let d = y - self.season_at(self.n);
-            // k-step errors of the forecasts made k steps ago (levels[len - k] is the level k points back).
-            let len = self.levels.len();
-            for (k, errors) in self.errors.iter_mut().enumerate() {
-                if k < len {
-                    errors.push_back(d - self.levels[len - 1 - k]);
-                    if errors.len() > self.residual_window {
-                        errors.pop_front();
+            let season = self.season_at(self.n);
+            // The forecasts of this point made k steps ago (their last observation was k points back), scored.
+            let (nl, nh) = (self.levels.len(), self.history.len());
+            for k in 1..=self.max_h {
+                let level = (k <= nl).then(|| self.levels[nl - k] + season);
+                let last = (k <= nh).then(|| self.history[nh - k]);
+                let naive = self.naive_period.and_then(|p| {
+                    let back = p * k.div_ceil(p);
+                    (back <= nh).then(|| self.history[nh - back])
+                });
+                let mut push = |c: Candidate, forecast: Option<f64>, on: bool| {
+                    if let (true, Some(f)) = (on, forecast) {
+                        let e = &mut self.errors[c.index()][k - 1];
+                        e.push_back(y - f);
+                        if e.len() > self.residual_window {
+                            e.pop_front();
+                        }
                     }
+                };
+                push(Candidate::Level, level, level_on);
+                push(Candidate::SeasonalNaive, naive, naive_on);
+                push(Candidate::LastValue, last, last_on);
+                if median_on {
+                    let m = match (level, last, self.naive_period) {
+                        (Some(a), Some(b), None) => Some((a + b) / 2.0),
+                        (Some(a), Some(b), Some(_)) => naive.map(|c| median3(a, b, c)),
+                        _ => None,
+                    };
+                    push(Candidate::Median, m, true);
                 }
             }
-            let e = d - self.level;
+            let e = y - season - self.level;
             self.level += self.alpha * e.clamp(-self.clip, self.clip);
             self.levels.push_back(self.level);
-            if self.levels.len() > self.errors.len() {
+            if self.levels.len() > self.max_h {
                 self.levels.pop_front();
+            }
+            self.history.push_back(y);
+            if self.history.len() > self.history_cap {
+                self.history.pop_front();
             }
             self.non_negative &= y >= 0.0;
             self.recent.push_back(y);
@@ -276,14 +427,20 @@ impl Fitted {
         if self.profile.is_empty() { 0.0 } else { self.profile[t % self.profile.len()] }
     }
 
-    /// Which model this is.
+    /// Which model the [`Candidate::Level`] candidate is (MSTL level, plain level, or last value for a series too
+    /// short or flat to fit).
     pub fn kind(&self) -> ModelKind {
         self.kind
     }
 
-    /// The seasonal period in steps, if the model uses one.
+    /// The seasonal period in steps, if the level model uses one.
     pub fn period(&self) -> Option<usize> {
         if self.profile.is_empty() { None } else { Some(self.profile.len()) }
+    }
+
+    /// The season the seasonal-naive candidate repeats, if one was detected.
+    pub fn naive_period(&self) -> Option<usize> {
+        self.naive_period
     }
 
     /// Points absorbed so far (fit plus updates).
@@ -301,7 +458,87 @@ impl Fitted {
         (self.alpha, self.clip)
     }
 
-    /// Forecasts `horizon` steps with a central interval per level in `levels` (each in (0, 1)).
+    /// The candidates this model chooses among (the seasonal-naive one only when a season was detected).
+    pub fn candidates(&self) -> &[Candidate] {
+        &self.candidates
+    }
+
+    /// From now on chooses only among `candidates` (those of them this model tracks; the level model if none)
+    /// by their last `selection_window` errors with `fitted_penalty` (see [`ModelConfig`]): what-if evaluation of
+    /// other selection rules on one fit.
+    pub fn restrict(&mut self, candidates: &[Candidate], selection_window: usize, fitted_penalty: f64) {
+        self.fitted_penalty = if fitted_penalty.is_finite() { fitted_penalty.max(0.0) } else { 0.0 };
+        self.candidates = Candidate::ALL
+            .iter()
+            .copied()
+            .filter(|c| candidates.contains(c) && !self.errors[c.index()].is_empty())
+            .collect();
+        if self.candidates.is_empty() {
+            self.candidates.push(Candidate::Level);
+        }
+        self.selection_window = selection_window.clamp(MIN_ERRORS, self.residual_window);
+    }
+
+    /// Mean absolute error of `candidate` over its most recent `selection_window` errors at steps
+    /// 1..=min(horizon, max_horizon), after its median shift (level and median candidates); `None` if it is not
+    /// enabled or has fewer than 8 errors at some step.
+    pub fn recent_error(&self, candidate: Candidate, horizon: usize) -> Option<f64> {
+        let per_step = self.errors.get(candidate.index())?;
+        let kk = horizon.clamp(1, self.max_h);
+        let mut buf = Vec::with_capacity(self.selection_window);
+        let mut total = 0.0;
+        for errors in per_step.get(..kk)? {
+            if errors.len() < MIN_ERRORS {
+                return None;
+            }
+            buf.clear();
+            buf.extend(errors.iter().skip(errors.len().saturating_sub(self.selection_window)).copied());
+            let shift = if candidate.shifted() { median(&mut buf) } else { 0.0 };
+            total += buf.iter().map(|e| (e - shift).abs()).sum::<f64>() / buf.len() as f64;
+        }
+        Some(total / kk as f64)
+    }
+
+    /// The candidate a forecast of `horizon` steps uses now: the enabled one with the least recent error
+    /// ([`Fitted::recent_error`], the level and median ones handicapped by [`ModelConfig::fitted_penalty`]), ties
+    /// to the earlier in [`Candidate::ALL`]; the level model while none has enough errors.
+    pub fn chosen(&self, horizon: usize) -> Candidate {
+        let mut best: Option<(f64, Candidate)> = None;
+        for &c in &self.candidates {
+            let handicap = match c {
+                Candidate::Level | Candidate::Median => 1.0 + self.fitted_penalty,
+                Candidate::SeasonalNaive | Candidate::LastValue => 1.0,
+            };
+            if let Some(score) = self.recent_error(c, horizon).map(|e| e * handicap)
+                && best.is_none_or(|(b, _)| score < b)
+            {
+                best = Some((score, c));
+            }
+        }
+        best.map_or(Candidate::Level, |(_, c)| c)
+    }
+
+    /// The unshifted forecast of `candidate` for the step `k` (1-based) after the last absorbed point.
+    fn raw(&self, candidate: Candidate, k: usize) -> f64 {
+        let level = self.level + self.season_at(self.n + k - 1);
+        // The latest observed point in the same phase of the season as the target step.
+        let naive = self.naive_period.map(|p| {
+            let back = 1 + (p - k % p) % p;
+            self.history.len().checked_sub(back).map_or(self.last, |i| self.history[i])
+        });
+        match (candidate, naive) {
+            (Candidate::Level, _) => level,
+            (Candidate::LastValue, _) | (Candidate::SeasonalNaive, None) => self.last,
+            (Candidate::SeasonalNaive, Some(v)) => v,
+            (Candidate::Median, None) => (level + self.last) / 2.0,
+            (Candidate::Median, Some(v)) => median3(level, self.last, v),
+        }
+    }
+
+    /// Forecasts `horizon` steps with a central interval per level in `levels` (each in (0, 1)), from the
+    /// candidate [`Fitted::chosen`] picks for this horizon: its point forecast (for the level and median
+    /// candidates shifted by the median of their recent k-step errors), its interval bounds the (finite-sample
+    /// corrected) empirical quantiles of its recent k-step errors.
     /// Non-negative training data gives non-negative forecasts and bounds.
     pub fn forecast(&self, horizon: usize, levels: &[f64]) -> Result<MultiForecast, Error> {
         if horizon == 0 {
@@ -310,26 +547,30 @@ impl Fitted {
         if let Some(l) = levels.iter().find(|l| !(**l > 0.0 && **l < 1.0)) {
             return Err(Error::InvalidArgument { name: "levels", reason: format!("must be in (0, 1), got {l}") });
         }
-        let base = if self.kind == ModelKind::LastValue { self.last } else { self.level };
+        let candidate = self.chosen(horizon);
+        let per_step = &self.errors[candidate.index()];
+        // The level's errors (and so the median's) are in-sample for the profile; the naive ones are not.
+        let inflation = if candidate.shifted() { self.inflation } else { 1.0 };
         let mut point = Vec::with_capacity(horizon);
         let mut intervals: Vec<Interval> = levels
             .iter()
             .map(|&level| Interval { level, lower: Vec::with_capacity(horizon), upper: Vec::with_capacity(horizon) })
             .collect();
-        let max_h = self.errors.len();
         let mut sorted = Vec::new();
         for k in 1..=horizon {
-            let center = base + self.season_at(self.n + k - 1);
+            let center = self.raw(candidate, k);
             // Errors of the largest calibrated step not beyond k, widened like a random walk past max_h.
-            let kk = k.min(max_h);
-            let widen = ((k as f64) / (kk as f64) * self.inflation).sqrt();
+            let kk = k.min(self.max_h);
+            let widen = ((k as f64) / (kk as f64) * inflation).sqrt();
             sorted.clear();
-            sorted.extend(self.errors[kk - 1].iter().copied());
+            if let Some(errors) = per_step.get(kk - 1) {
+                sorted.extend(errors.iter().copied());
+            }
             let empirical = sorted.len() >= MIN_ERRORS;
             if empirical {
                 sorted.sort_unstable_by(f64::total_cmp);
             }
-            let shift = if empirical { quantile(&sorted, 0.5) } else { 0.0 };
+            let shift = if empirical && candidate.shifted() { quantile(&sorted, 0.5) } else { 0.0 };
             point.push(center + shift);
             for iv in &mut intervals {
                 let (lo, hi) = if empirical {
@@ -367,8 +608,36 @@ impl Fitted {
         {
             return Err(Error::Model("non-finite forecast (values too large?)".into()));
         }
-        Ok(MultiForecast { point, intervals, model: self.kind, period: self.period() })
+        let (model, period) = match candidate {
+            Candidate::Level => (self.kind, self.period()),
+            Candidate::SeasonalNaive => (ModelKind::SeasonalNaive, self.naive_period),
+            Candidate::LastValue => (ModelKind::LastValue, None),
+            Candidate::Median => (ModelKind::Median, self.naive_period.or(self.period())),
+        };
+        Ok(MultiForecast { point, intervals, model, period, candidate })
     }
+
+    /// The `q` quantile (in (0, 1)) of each of the next `horizon` steps, from the same calibrated errors as
+    /// [`Fitted::forecast`]: for q > 0.5 the upper bound of the central interval at level 2q - 1, for q < 0.5 the
+    /// lower bound at level 1 - 2q, the point forecast (conditional median) at 0.5.
+    pub fn quantile(&self, horizon: usize, q: f64) -> Result<Vec<f64>, Error> {
+        if !(q > 0.0 && q < 1.0) {
+            return Err(Error::InvalidArgument { name: "q", reason: format!("must be in (0, 1), got {q}") });
+        }
+        let level = (2.0 * q - 1.0).abs();
+        if level <= 0.0 {
+            return Ok(self.forecast(horizon, &[])?.point);
+        }
+        let f = self.forecast(horizon, &[level])?;
+        let Some(iv) = f.intervals.into_iter().next() else {
+            return Err(Error::Model("no interval returned".into()));
+        };
+        Ok(if q > 0.5 { iv.upper } else { iv.lower })
+    }
+}
+
+fn median3(a: f64, b: f64, c: f64) -> f64 {
+    a.max(b).min(a.min(b).max(c))
 }
 
 fn is_constant(y: &[f64]) -> bool {
@@ -571,6 +840,65 @@ mod tests {
         let f = Fitted::fit(&y, &cfg).and_then(|m| m.forecast(16, &[0.8])).expect("forecast");
         let width = |k: usize| f.intervals[0].upper[k] - f.intervals[0].lower[k];
         assert!(width(15) > width(3));
+    }
+
+    /// Replica-count-like steps: holds a value for a while, then jumps.
+    fn steps(len: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        let mut v = 6.0_f64;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let u = (s >> 11) as f64 / (1u64 << 53) as f64;
+                if u < 0.06 {
+                    v = (v + if u < 0.03 { 1.0 } else { -1.0 } * (1.0 + (u * 1000.0) % 3.0).floor()).max(1.0);
+                }
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_step_series_is_forecast_by_its_last_value() {
+        let y = steps(800, 0x9E37_79B9_7F4A_7C15);
+        let m = Fitted::fit(&y, &ModelConfig::default()).expect("fit");
+        let f = m.forecast(6, &[0.8]).expect("forecast");
+        assert!(f.point.iter().all(|&v| (v - y[y.len() - 1]).abs() < 1e-9), "{:?} vs {}", f.point, y[y.len() - 1]);
+        assert!(f.intervals[0].lower[0] <= f.point[0] && f.point[0] <= f.intervals[0].upper[0]);
+    }
+
+    #[test]
+    fn the_choice_follows_the_data_through_updates() {
+        let y = noisy_daily(24 * 20, 24);
+        let mut m = Fitted::fit(&y, &ModelConfig::default()).expect("fit");
+        assert_eq!(m.candidates().len(), 4);
+        let before = m.chosen(6);
+        assert!(matches!(before, Candidate::Level | Candidate::SeasonalNaive | Candidate::Median), "{before:?}");
+        // The series turns into steps: the seasonal profile no longer applies and the last value takes over.
+        m.update(&steps(600, 42).iter().map(|v| v * 10.0).collect::<Vec<_>>()).expect("update");
+        assert_eq!(m.chosen(6), Candidate::LastValue);
+        let q = m.quantile(6, 0.9).expect("quantile");
+        let f = m.forecast(6, &[0.8]).expect("forecast");
+        assert_eq!(q, f.intervals[0].upper);
+        assert_eq!(m.quantile(6, 0.5).expect("median"), f.point);
+        assert!(m.quantile(6, 1.0).is_err());
+    }
+
+    #[test]
+    fn restricting_to_one_candidate_uses_it() {
+        let y = noisy_daily(24 * 12, 24);
+        let mut m = Fitted::fit(&y, &ModelConfig::default()).expect("fit");
+        m.restrict(&[Candidate::SeasonalNaive], 100, 0.0);
+        let f = m.forecast(3, &[0.8]).expect("forecast");
+        assert_eq!((f.candidate, f.model, f.period), (Candidate::SeasonalNaive, ModelKind::SeasonalNaive, Some(24)));
+        m.restrict(&[], 100, 0.0);
+        assert_eq!(m.chosen(3), Candidate::Level);
+        let cfg = ModelConfig { candidates: vec![Candidate::LastValue], ..ModelConfig::default() };
+        let only_last = Fitted::fit(&y, &cfg).expect("fit");
+        assert_eq!(only_last.candidates(), &[Candidate::LastValue]);
+        assert_eq!(only_last.chosen(3), Candidate::LastValue);
     }
 
     #[test]

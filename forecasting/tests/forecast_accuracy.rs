@@ -1,4 +1,5 @@
-//! The demand model beats seasonal naive with calibrated intervals on real data (EVAL.md section 2, issue 5):
+//! The demand model beats both naive forecasts (at most 2 % above the better) with calibrated intervals on real
+//! data (EVAL.md section 2, issues 5 and 20):
 //! rolling-origin MASE on the NAB EC2 CPU series (m = 288, h = 12, W = 576, s = 12) and on the work series of the
 //! 10-second traces (prompt_tokens / 1000 + output_tokens / 100; m = 1, h = 12, W = 60, s = 12).
 
@@ -20,10 +21,13 @@ fn forecaster(train: &[f64], h: usize) -> IntervalForecast {
 }
 
 fn check(name: &str, r: &MaseReport) -> Option<String> {
-    let (model, naive) = (r.mase_model?, r.mase_seasonal_naive?);
-    let ok = model < naive && (0.75..=0.85).contains(&r.coverage80) && (0.90..=1.0).contains(&r.coverage95);
+    let (model, naive, last) = (r.mase_model?, r.mase_seasonal_naive?, r.mase_last_value?);
+    // Issue 20: never more than 2 % worse than the better naive forecast, coverage within 5 points of nominal.
+    let ok = model <= 1.02 * naive.min(last)
+        && (0.75..=0.85).contains(&r.coverage80)
+        && (0.90..=1.0).contains(&r.coverage95);
     let line = format!(
-        "{name}: MASE {model:.3} vs seasonal naive {naive:.3}, coverage 80% {:.1}, 95% {:.1} ({} origins)",
+        "{name}: MASE {model:.3} vs seasonal naive {naive:.3}, last value {last:.3}, coverage 80% {:.1}, 95% {:.1} ({} origins)",
         100.0 * r.coverage80,
         100.0 * r.coverage95,
         r.origins
@@ -53,7 +57,7 @@ fn run(ec2_filter: &dyn Fn(&str) -> bool) {
 /// Every origin of two EC2 series (the strongly seasonal 53ea38 and the spiky fe7f93, the two with the least
 /// coverage margin) and of the three traces; fast enough for a debug build.
 #[test]
-fn beats_seasonal_naive_with_calibrated_intervals_on_real_series() {
+fn beats_the_naive_forecasts_with_calibrated_intervals_on_real_series() {
     run(&|n: &str| n.ends_with("53ea38") || n.ends_with("fe7f93"));
 }
 

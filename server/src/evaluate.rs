@@ -12,7 +12,7 @@ use forecasting::backtest::{
     format_summary_csv, simulate,
 };
 use forecasting::mase::{IntervalForecast, MaseReport, RollingOrigin, evaluate};
-use forecasting::model::{Fitted, ModelConfig};
+use forecasting::model::{Candidate, Fitted, ModelConfig};
 use forecasting::nab::{self, ScoredFile};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -150,20 +150,22 @@ pub fn print_cv(files: &[ScoredFile], dev: &[nab::CorpusScore]) -> anyhow::Resul
     Ok(reports)
 }
 
-/// The production forecaster as a rolling-origin forecaster.
-fn model_forecaster(train: &[f64], h: usize) -> IntervalForecast {
+/// The production forecaster as a rolling-origin forecaster, with the candidate it chose (`None` if it failed and
+/// the last value stood in).
+fn model_forecaster(train: &[f64], h: usize) -> (IntervalForecast, Option<Candidate>) {
     match Fitted::fit(train, &ModelConfig::default()).and_then(|m| m.forecast(h, &[0.8, 0.95])) {
         Ok(f) if f.intervals.len() == 2 => {
             let (i80, i95) = (&f.intervals[0], &f.intervals[1]);
-            IntervalForecast {
+            let fc = IntervalForecast {
                 point: f.point.clone(),
                 lo80: i80.lower.clone(),
                 hi80: i80.upper.clone(),
                 lo95: i95.lower.clone(),
                 hi95: i95.upper.clone(),
-            }
+            };
+            (fc, Some(f.candidate))
         }
-        _ => IntervalForecast::point_only(vec![train.last().copied().unwrap_or(0.0); h]),
+        _ => (IntervalForecast::point_only(vec![train.last().copied().unwrap_or(0.0); h]), None),
     }
 }
 
@@ -201,12 +203,20 @@ pub fn forecast(
     let settings = RollingOrigin { season: m, horizon, warmup, stride: stride.unwrap_or(horizon) };
     let origins = y.len().saturating_sub(warmup + horizon) / settings.stride + 1;
     let progress = bar(origins as u64, "origins");
+    // Which candidate each origin's forecast used (the model chooses by its own errors on the training part).
+    let mut chosen: BTreeMap<Candidate, usize> = BTreeMap::new();
     let mut f = |train: &[f64], h: usize| {
         progress.inc(1);
-        model_forecaster(train, h)
+        let (fc, candidate) = model_forecaster(train, h);
+        if let Some(c) = candidate {
+            *chosen.entry(c).or_default() += 1;
+        }
+        fc
     };
     let r = evaluate(&y, &settings, &mut f).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     progress.finish_and_clear();
+    let fitted_origins = chosen.values().sum::<usize>().max(1) as f64;
+    let share = |c: Candidate| chosen.get(&c).copied().unwrap_or(0) as f64 / fitted_origins;
     let fmt = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
     println!(
         "{}: {} points, m={m} h={horizon} W={warmup} stride={}, {} origins",
@@ -230,6 +240,12 @@ pub fn forecast(
         r.coverage80,
         r.coverage95
     );
+    let shares: Vec<(Candidate, f64)> = Candidate::ALL.iter().map(|&c| (c, share(c))).collect();
+    println!(
+        "  chosen candidate (share of origins): {}",
+        shares.iter().map(|(c, s)| format!("{} {:.1}%", c.name(), s * 100.0)).collect::<Vec<_>>().join(", ")
+    );
+    println!("{}", shares.iter().map(|(c, s)| format!("share_{}={s:.3}", c.name())).collect::<Vec<_>>().join(" "));
     Ok(r)
 }
 
