@@ -416,7 +416,10 @@ impl ScalingEngine {
         let mut refit = false;
         if due {
             let history: Vec<f64> = self.history.iter().copied().collect();
-            match Fitted::fit(&history, &ModelConfig::default()) {
+            // Errors are kept per step ahead up to the horizon only: a policy's model stays small (500 policies
+            // keep 500 of them in the leader).
+            let cfg = ModelConfig { max_horizon: horizon.clamp(1, 64), ..ModelConfig::default() };
+            match Fitted::fit(&history, &cfg) {
                 Ok(f) => {
                     self.fitted = Some(f);
                     self.fitted_len = history.len();

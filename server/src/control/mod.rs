@@ -107,6 +107,7 @@ struct Plan {
     decision: forecasting::decision::Decision,
     inputs: serde_json::Value,
     forecast_id: Option<i64>,
+    forecast_upper: Option<f64>,
     nodes: Vec<String>,
 }
 
@@ -320,6 +321,20 @@ impl ControlLoop {
                 error,
             });
         }
+        // Per-policy gauges for Grafana: this tick's decisions, and no series left for deleted policies.
+        let names: std::collections::HashSet<&str> = planned.iter().map(|pl| pl.policy.spec.name.as_str()).collect();
+        for gone in self.metrics.recorded_policies().into_iter().filter(|n| !names.contains(n.as_str())) {
+            self.metrics.forget_policy(&gone);
+        }
+        for pl in &planned {
+            self.metrics.record_policy(&crate::telemetry::PolicyGauges {
+                policy: &pl.policy.spec.name,
+                current: pl.current,
+                desired: pl.decision.desired,
+                forecast_upper: pl.forecast_upper,
+                winner: &pl.decision.winner,
+            });
+        }
         self.metrics.control_ticks.inc();
         self.metrics.control_tick_seconds.observe(started.elapsed().as_secs_f64());
         Ok(out)
@@ -492,7 +507,15 @@ impl ControlLoop {
                 json!({ "upper_max": step.forecast_upper, "quantile": spec.predictive.quantile, "mode": spec.predictive.mode, "refitted": step.refit.is_some() }),
             );
         }
-        Ok(Plan { policy: p, current, decision: step.decision, inputs, forecast_id, nodes })
+        Ok(Plan {
+            policy: p,
+            current,
+            decision: step.decision,
+            inputs,
+            forecast_id,
+            forecast_upper: step.forecast_upper,
+            nodes,
+        })
     }
 
     /// What a planned decision needs.
