@@ -611,8 +611,14 @@ mod tests {
         assert_eq!(bad.validate().unwrap_err().field.as_deref(), Some("behavior.scaleDown.policies[0].periodSeconds"));
         let bad = PolicySpec { scale_to_zero_idle_secs: None, ..s.clone() };
         assert_eq!(bad.validate().unwrap_err().field.as_deref(), Some("scale_to_zero_idle_secs"));
-        let bad = PolicySpec { metrics: vec![], ..s };
-        assert_eq!(bad.validate().unwrap_err().field.as_deref(), Some("metrics"));
+        // Without metric targets a policy is the default policy for LLM serving: capacity sizing.
+        let llm = PolicySpec { metrics: vec![], ..s.clone() };
+        assert_eq!(llm.validate().map_err(|e| e.error), Ok(()));
+        assert_eq!(llm.capacity(), Some(CapacitySpec::default()));
+        assert_eq!(llm.resolved_behavior(300).scale_up.policies, vec![]);
+        assert!(s.capacity().is_none(), "metric targets alone: HPA-style");
+        let bad = PolicySpec { capacity: Some(CapacitySpec { margin: f64::NAN, ..CapacitySpec::default() }), ..s };
+        assert_eq!(bad.validate().unwrap_err().field.as_deref(), Some("capacity.margin"));
     }
 
     #[test]
