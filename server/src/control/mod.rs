@@ -32,14 +32,8 @@ pub mod snapshot;
 
 use snapshot::Snapshot;
 
-/// Anomaly score at or above which the latest point counts as anomalous.
-pub const ANOMALY_THRESHOLD: f64 = forecasting::engine::ANOMALY_THRESHOLD;
-/// Buckets of history needed before the forecast is computed and acted on.
-pub const MIN_FORECAST_POINTS: usize = forecasting::engine::MIN_FORECAST_POINTS;
 /// An unchanged hold (same replicas, same winner) is recorded again at most this often.
 pub const RECORD_HOLD_SECS: i64 = 30;
-/// Seconds a forecast is used before it is refitted (and stored again).
-pub const FORECAST_REFIT_SECS: i64 = 30;
 /// Longest wait between two attempts to act on a failing target.
 pub const MAX_BACKOFF_SECS: i64 = 300;
 
@@ -723,11 +717,6 @@ impl ControlLoop {
             _ => None,
         }
     }
-}
-
-/// The metric's name in decisions.
-pub fn metric_name(m: Metric) -> &'static str {
-    m.name()
 }
 
 /// One node whose GPUs run far above their peers' (a hot spot or a fault, e.g. a stuck kernel) while the rest of

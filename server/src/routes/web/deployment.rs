@@ -13,7 +13,6 @@ use super::chart::{self, Band, Marker, Panel, Series, Style};
 use super::dashboard::outcome;
 use super::session::WebUser;
 use super::{Chrome, Params, RANGES, TimeRange, WebError, ago, render};
-use crate::control::metric_name;
 use crate::db;
 use crate::db::anomalies::StoredAnomaly;
 use crate::db::policies::StoredPolicy;
@@ -361,7 +360,7 @@ pub async fn page(
     if let Some(p) = &policy {
         let first = p.spec.targets().first().copied();
         if let Some(first) = first {
-            demand.title = format!("Demand: {}, all replicas", metric_name(first.metric));
+            demand.title = format!("Demand: {}, all replicas", first.metric.name());
             let PolicyData { metric, forecast, decisions } = policy_data
                 .as_ref()
                 .ok_or_else(|| WebError::Internal("the deployment's data was read without its policy".into()))?;
@@ -448,7 +447,7 @@ pub async fn page(
                 .collect();
         }
         let targets: Vec<String> =
-            p.spec.targets().iter().map(|t| format!("{} at {} per replica", metric_name(t.metric), t.target)).collect();
+            p.spec.targets().iter().map(|t| format!("{} at {} per replica", t.metric.name(), t.target)).collect();
         policy_view = Some(PolicyView {
             id: p.id.to_string(),
             name: p.spec.name.clone(),
