@@ -47,6 +47,8 @@ paths={
     "get":op("One policy","policies",{**std(ok(ref("StoredPolicy"))),"404":NOTF},params=[pth("id","Policy id",{"type":"string","format":"uuid"})]),
     "put":op("Replace a policy's spec (a new version; decisions name the version that decided)","policies",{**std(ok(ref("StoredPolicy"))),"404":NOTF,"409":{"description":"Name taken"}},params=[pth("id","Policy id",{"type":"string","format":"uuid"})],body=jbody(ref("PolicySpec"))),
     "delete":op("Delete a policy (its versions and decisions are kept)","policies",{"204":{"description":"Deleted"},"401":UNAUTH,"404":NOTF},params=[pth("id","Policy id",{"type":"string","format":"uuid"})])},
+ "/api/v1/policies/{id}/shadow-report":{
+    "get":op("The last 24 h priced for the policy's deployment: the active policy and every shadow, each one's recorded decisions replayed against the observed demand through the fluid model","policies",{**std(ok(ref("ShadowReport"))),"404":NOTF},params=[pth("id","Policy id",{"type":"string","format":"uuid"})])},
  "/api/v1/decisions":{"get":op("Decisions, newest first, with every proposal and the reason","policies",std(ok({"type":"array","items":ref("DecisionRecord")})),params=[q("limit",{"type":"integer","minimum":1,"maximum":1000,"default":100},"How many")])},
  "/api/v1/alerts":{"get":op("Incidents (one per node or deployment group)","alerting",std(ok({"type":"array","items":{"type":"object"}})),
     params=[q("state",{"type":"string","enum":["firing","resolved"]},"State"),q("severity",{"type":"string"},"Severity"),q("group",{"type":"string"},"node/<id> or deployment/<ns/name>"),q("limit",{"type":"integer"},"How many")])},
@@ -125,6 +127,7 @@ schemas={
    "tolerance":num("HPA tolerance",default=0.1),
    "cold_start_secs":intg("Seconds a new replica needs before serving",default=120),
    "dry_run":{"type":"boolean","default":False},
+   "mode":{"type":"string","enum":["active","shadow"],"default":"active","description":"shadow: decided every tick on live data beside the active policy, recorded, never acted on; priced by /shadow-report"},
    "rebatch":{"type":"object","additionalProperties":False,"required":["min_batch_size","max_batch_size","itl_slo_ms"],"properties":{
       "min_batch_size":intg("",minimum=1),"max_batch_size":intg("",maximum=4096),"max_queue_delay_us":intg("",default=2000),"itl_slo_ms":num("ITL p95 the batch size must keep")}},
    "capacity":{"type":"object","additionalProperties":False,"description":"Capacity sizing on the demand estimated from served work and queue growth: the tail of recent demand, the forecast's quantile over the cold start and the backlog to drain. On by default for a policy without metric targets.","properties":{
@@ -136,6 +139,15 @@ schemas={
       "margin":num("Relative headroom (0..=10)",default=0.03),
       "down_hysteresis":num("A scale-down must remove at least this fraction (0..=1)",default=0.05),
       "gpus_per_replica":num("GPUs per replica (0.01..=1024)",default=1.0)}}}},
+ "ShadowReport":{"type":"object","description":"Counterfactual cost of each policy of a deployment over the last 24 h","properties":{
+   "policy_id":{"type":"string","format":"uuid"},"deployment":{"type":"string"},"from":{"type":"string","format":"date-time"},"to":{"type":"string","format":"date-time"},
+   "step_secs":{"type":"integer"},"steps":{"type":"integer"},"demand_steps_estimated":{"type":"integer"},"demand_steps_from_utilization":{"type":"integer"},
+   "gpu_model":{"type":["string","null"]},"price_per_gpu_hour":{"type":"number"},"currency":{"type":"string"},"cold_start_secs":{"type":"number"},"queue_delay_slo_secs":{"type":"number"},
+   "policies":{"type":"array","items":{"type":"object","properties":{
+      "policy_id":{"type":"string","format":"uuid"},"name":{"type":"string"},"mode":{"type":"string","enum":["active","shadow"]},"decisions":{"type":"integer"},
+      "gpu_hours":{"type":"number"},"cost":{"type":"number"},"slo_attainment":{"type":"number","minimum":0,"maximum":1},"actions_per_hour":{"type":"number"},
+      "peak_replicas":{"type":"integer"},"gpu_hours_vs_active":{"type":["number","null"]}}}},
+   "without_decisions":{"type":"array","items":{"type":"string"}}}},
  "StoredPolicy":{"type":"object","properties":{"id":{"type":"string","format":"uuid"},"version":{"type":"integer"},"created_at":{"type":"string","format":"date-time"},"updated_at":{"type":"string","format":"date-time"},"spec":ref("PolicySpec")}},
  "DecisionRecord":{"type":"object","description":"One decision: every proposal, the one that won and why, in words","properties":{
    "id":{"type":"integer"},"policy_id":{"type":"string"},"policy_version":{"type":"integer"},"decided_at":{"type":"string","format":"date-time"},

@@ -171,6 +171,7 @@ pub fn demo_policy(capacity: u32, speedup: f64) -> PolicySpec {
         tolerance: 0.1,
         cold_start_secs: wall_u32(120.0),
         dry_run: false,
+        mode: Default::default(),
         rebatch: Some(RebatchSpec {
             min_batch_size: 4,
             max_batch_size: 128,

@@ -23,7 +23,7 @@ pub struct Metrics {
     pub control_ticks: IntCounter,
     /// Seconds per control-loop tick.
     pub control_tick_seconds: Histogram,
-    /// Decisions by outcome: applied, unchanged, dry_run, failed.
+    /// Decisions by outcome: applied, unchanged, dry_run, shadow, failed.
     pub decisions: IntCounterVec,
     /// 1 while this replica leads the control loop.
     pub leader: IntGauge,
@@ -250,7 +250,7 @@ impl Metrics {
         for o in ["stored", "duplicate", "rejected", "busy"] {
             m.ingest_batches.with_label_values(&[o]);
         }
-        for o in ["applied", "unchanged", "dry_run", "failed"] {
+        for o in ["applied", "unchanged", "dry_run", "shadow", "failed"] {
             m.decisions.with_label_values(&[o]);
         }
         for o in ["delivered", "retry", "failed"] {
@@ -317,6 +317,12 @@ impl Metrics {
                 let _ = self.policy_shadow_desired.remove_label_values(&[policy, s.as_str()]);
             }
         }
+    }
+
+    /// Shadow policies with a series beside `policy`.
+    pub fn recorded_shadows(&self, policy: &str) -> Vec<String> {
+        let series = self.policy_series.lock().unwrap_or_else(|e| e.into_inner());
+        series.get(policy).map(|e| e.shadows.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Names of the policies that have per-policy series (so a loop can forget those it no longer runs).

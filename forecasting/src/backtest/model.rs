@@ -410,16 +410,18 @@ struct PendingBatch {
 }
 
 /// The core loop, shared by [`simulate`] and [`replay`]. `decide` returns the (already clamped) R_{t+1}.
+/// `initial` is the fleet ready at step 0 (EVAL.md's warm start [`initial_ready`] when `None`).
 fn run_model(
     trace: &[TraceStep],
     profile: &Profile,
     name: &str,
+    initial: Option<u32>,
     mut decide: impl FnMut(&Observation<'_>) -> u32,
 ) -> Result<BacktestResult, BacktestError> {
     let work = trace_work(trace, profile)?;
     let n = work.len();
     let k = profile.cold_start_steps();
-    let mut ready: u32 = initial_ready(&work, profile);
+    let mut ready: u32 = initial.unwrap_or_else(|| initial_ready(&work, profile));
     let mut pending: VecDeque<PendingBatch> = VecDeque::new();
     let mut pending_count: u32 = 0;
     let mut backlog_hist: Vec<f64> = Vec::with_capacity(n);
@@ -566,7 +568,7 @@ pub fn simulate(
     let (lo, hi) = policy.bounds();
     let (lo, hi) = (lo.min(hi), hi.max(lo));
     let name = policy.name().to_string();
-    run_model(trace, profile, &name, |obs| policy.decide(obs).clamp(lo, hi))
+    run_model(trace, profile, &name, None, |obs| policy.decide(obs).clamp(lo, hi))
 }
 
 /// Replays a recorded `desired` column (entry t is R_{t+1}, used as is) and re-derives rows and summary.
@@ -576,10 +578,22 @@ pub fn replay(
     name: &str,
     desired: &[u32],
 ) -> Result<BacktestResult, BacktestError> {
+    replay_from(trace, profile, name, desired, None)
+}
+
+/// [`replay`] from a given ready fleet at step 0 (`None`: EVAL.md's warm start), for paths recorded live,
+/// which start from whatever the fleet ran.
+pub fn replay_from(
+    trace: &[TraceStep],
+    profile: &Profile,
+    name: &str,
+    desired: &[u32],
+    initial: Option<u32>,
+) -> Result<BacktestResult, BacktestError> {
     if desired.len() != trace.len() {
         return Err(BacktestError::LengthMismatch { trace: trace.len(), desired: desired.len() });
     }
-    run_model(trace, profile, name, |obs| desired[obs.t])
+    run_model(trace, profile, name, initial, |obs| desired[obs.t])
 }
 
 /// Per-step CSV with header `step,timestamp,work,ready,pending,desired,backlog,violation` (violation as 0/1,

@@ -242,6 +242,7 @@ pub async fn run(opts: DecisionBenchOptions) -> anyhow::Result<(f64, f64)> {
         tolerance: 0.1,
         cold_start_secs: 120,
         dry_run: false,
+        mode: Default::default(),
         rebatch: None,
         capacity: None,
     };

@@ -28,6 +28,7 @@ use crate::domain::policy::{Metric, PolicySpec, TargetKind};
 use crate::telemetry::Metrics;
 
 pub mod replay;
+pub mod shadow;
 pub mod snapshot;
 
 use snapshot::Snapshot;
@@ -111,6 +112,8 @@ enum Action {
     Nothing,
     /// Recorded only.
     DryRun,
+    /// Recorded only: a shadow policy, which never acts.
+    Shadow,
     /// Not now: the target failed recently.
     BackingOff(String),
     /// Scale the target.
@@ -132,6 +135,9 @@ pub struct ControlLoop {
     backoffs: Mutex<HashMap<Uuid, Backoff>>,
     /// Replicas this leader last applied per policy.
     applied: Mutex<HashMap<Uuid, u32>>,
+    /// The fleet each shadow policy would run: its last decision (it never acts, so its engine is told its
+    /// own decisions were applied and sees this count, not the active policy's, as its replicas).
+    shadow_fleet: Mutex<HashMap<Uuid, u32>>,
     /// The latest stored forecast per policy.
     forecast_ids: Mutex<HashMap<Uuid, i64>>,
     /// When each policy's last decision was recorded, with its replicas and winner.
@@ -156,6 +162,7 @@ impl ControlLoop {
             engines: Mutex::new(HashMap::new()),
             backoffs: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
+            shadow_fleet: Mutex::new(HashMap::new()),
             forecast_ids: Mutex::new(HashMap::new()),
             last_recorded: Mutex::new(HashMap::new()),
             snapshot: tokio::sync::RwLock::new(Snapshot::default()),
@@ -188,6 +195,7 @@ impl ControlLoop {
             // Deleted policies leave no engine behind.
             let live: std::collections::HashSet<Uuid> = policies.iter().map(|p| p.id).collect();
             self.engines.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, _| live.contains(id));
+            self.shadow_fleet.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, _| live.contains(id));
         }
         self.snapshot
             .write()
@@ -241,7 +249,7 @@ impl ControlLoop {
                     decision: &pl.decision,
                     inputs: pl.inputs.clone(),
                     forecast_id: pl.forecast_id,
-                    dry_run: pl.policy.spec.dry_run,
+                    dry_run: pl.policy.spec.dry_run || pl.policy.spec.is_shadow(),
                 };
                 (d, matches!(a, Action::Nothing))
             })
@@ -263,7 +271,7 @@ impl ControlLoop {
             .filter_map(|(i, a)| match a {
                 Action::Scale => Some((i, None)),
                 Action::BackingOff(msg) => Some((i, Some(msg.clone()))),
-                Action::Nothing | Action::DryRun => None,
+                Action::Nothing | Action::DryRun | Action::Shadow => None,
             })
             .collect();
         let planned_ref = &planned;
@@ -299,9 +307,14 @@ impl ControlLoop {
                     self.metrics.decisions.with_label_values(&["dry_run"]).inc();
                     (false, None)
                 }
+                Action::Shadow => {
+                    self.metrics.decisions.with_label_values(&["shadow"]).inc();
+                    (false, None)
+                }
                 _ => result.remove(&i).unwrap_or((false, None)),
             };
             if !pl.policy.spec.dry_run
+                && !pl.policy.spec.is_shadow()
                 && let Err(e) = self.rebatch(&pl.policy, &pl.nodes, now, ids[i]).await
             {
                 tracing::warn!(policy = %pl.policy.spec.name, error = %e, "rebatch failed");
@@ -320,7 +333,28 @@ impl ControlLoop {
         for gone in self.metrics.recorded_policies().into_iter().filter(|n| !names.contains(n.as_str())) {
             self.metrics.forget_policy(&gone);
         }
-        for pl in &planned {
+        // A shadow's desired replicas are published beside the active policy of its deployment (its own name
+        // when there is none); pairs that no longer exist lose their series.
+        let active: HashMap<String, &str> = planned
+            .iter()
+            .filter(|pl| !pl.policy.spec.is_shadow())
+            .map(|pl| (pl.policy.spec.deployment(), pl.policy.spec.name.as_str()))
+            .collect();
+        let mut shadows: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+        for pl in planned.iter().filter(|pl| pl.policy.spec.is_shadow()) {
+            let shadow = pl.policy.spec.name.as_str();
+            let of = active.get(&pl.policy.spec.deployment()).copied().unwrap_or(shadow);
+            self.metrics.record_shadow(of, shadow, pl.decision.desired);
+            shadows.entry(of).or_default().insert(shadow);
+        }
+        for policy in self.metrics.recorded_policies() {
+            for s in self.metrics.recorded_shadows(&policy) {
+                if !shadows.get(policy.as_str()).is_some_and(|set| set.contains(s.as_str())) {
+                    self.metrics.forget_shadow(&policy, &s);
+                }
+            }
+        }
+        for pl in planned.iter().filter(|pl| !pl.policy.spec.is_shadow()) {
             self.metrics.record_policy(&crate::telemetry::PolicyGauges {
                 policy: &pl.policy.spec.name,
                 current: pl.current,
@@ -405,7 +439,17 @@ impl ControlLoop {
             }
         };
         // Replicas asked for but not serving yet are pending (cold start).
-        let ready = serving.map_or(current, |s| s.min(current));
+        let mut ready = serving.map_or(current, |s| s.min(current));
+        // A shadow sees the fleet it would run (its own last decision, from the real count at its start), all
+        // ready: it has no cold start to watch because nothing it decides happens.
+        let (current, current_source) = if spec.is_shadow() {
+            let mut fleet = self.shadow_fleet.lock().unwrap_or_else(|e| e.into_inner());
+            let own = *fleet.entry(p.id).or_insert(current);
+            ready = own;
+            (own, "shadow fleet")
+        } else {
+            (current, current_source)
+        };
 
         // Latency SLOs, worst replica over the last few buckets.
         let lat = snapshot.latency(&deployment, now.timestamp() - bucket * 3);
@@ -465,6 +509,11 @@ impl ControlLoop {
             }
         };
         let step = slot.engine.step(&obs);
+        if spec.is_shadow() && step.decision.desired != current {
+            // Nothing acts on a shadow's decision; it runs on as if it had.
+            slot.engine.applied(now.timestamp(), current, step.decision.desired);
+            self.shadow_fleet.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, step.decision.desired);
+        }
         self.engines.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, slot);
 
         let forecast_id = match &step.refit {
@@ -515,7 +564,9 @@ impl ControlLoop {
     /// What a planned decision needs.
     fn action(&self, pl: &Plan, now: DateTime<Utc>) -> Action {
         let spec = &pl.policy.spec;
-        if spec.dry_run {
+        if spec.is_shadow() {
+            Action::Shadow
+        } else if spec.dry_run {
             Action::DryRun
         } else if pl.decision.desired == pl.current && !self.resend_due(pl.policy.id, spec, now) {
             Action::Nothing

@@ -228,3 +228,61 @@ pub const LEADER_LOCK_KEY: i64 = 0x666c_6565_7470_696c; // "fleetpil"
 pub async fn try_lead(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK_KEY).fetch_one(conn).await
 }
+
+/// One recorded decision as a point of its policy's replica path.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct PathPoint {
+    /// Policy.
+    pub policy_id: Uuid,
+    /// When.
+    pub decided_at: DateTime<Utc>,
+    /// Replicas before.
+    pub current_replicas: i32,
+    /// Replicas decided.
+    pub desired_replicas: i32,
+    /// The engine's demand estimate then (busy replicas), if it made one.
+    pub demand: Option<f64>,
+}
+
+/// Most decisions [`decision_paths`] reads (a day of one policy recorded every tick is far fewer).
+pub const MAX_PATH_POINTS: i64 = 500_000;
+
+/// The decisions of `policies` in `[from, to)`, plus each policy's last decision before `from` (the count in
+/// force at the start), oldest first, at most [`MAX_PATH_POINTS`].
+pub async fn decision_paths(
+    pool: &PgPool,
+    policies: &[Uuid],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<PathPoint>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT policy_id, decided_at, current_replicas, desired_replicas, demand FROM ( \
+           SELECT b.* FROM UNNEST($1::uuid[]) AS p(id) CROSS JOIN LATERAL ( \
+             SELECT policy_id, decided_at, current_replicas, desired_replicas, \
+               CASE WHEN jsonb_typeof(inputs->'demand') = 'number' THEN (inputs->>'demand')::float8 END AS demand \
+             FROM decisions WHERE policy_id = p.id AND decided_at < $2 ORDER BY decided_at DESC LIMIT 1) b \
+           UNION ALL \
+           SELECT policy_id, decided_at, current_replicas, desired_replicas, \
+             CASE WHEN jsonb_typeof(inputs->'demand') = 'number' THEN (inputs->>'demand')::float8 END \
+           FROM decisions WHERE policy_id = ANY($1) AND decided_at >= $2 AND decided_at < $3 \
+         ) d ORDER BY decided_at, policy_id LIMIT $4",
+    )
+    .bind(policies)
+    .bind(from)
+    .bind(to)
+    .bind(MAX_PATH_POINTS)
+    .fetch_all(pool)
+    .await
+}
+
+/// The GPU model most of `deployment`'s serving nodes have (what its replicas are priced at), if known.
+pub async fn deployment_gpu_model(pool: &PgPool, deployment: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT g.model FROM gpu_latest g WHERE g.node_id IN \
+           (SELECT node_id FROM serving_latest WHERE deployment = $1) \
+         GROUP BY g.model ORDER BY count(*) DESC, g.model LIMIT 1",
+    )
+    .bind(deployment)
+    .fetch_optional(pool)
+    .await
+}

@@ -23,6 +23,11 @@ pub struct StoredPolicy {
     pub spec: PolicySpec,
 }
 
+/// The policy that acts on `deployment` (the first active one: a shadow never does), from a list.
+pub fn active_for<'a>(policies: &'a [StoredPolicy], deployment: &str) -> Option<&'a StoredPolicy> {
+    policies.iter().find(|p| !p.spec.is_shadow() && p.spec.deployment() == deployment)
+}
+
 type Row = (Uuid, i32, DateTime<Utc>, DateTime<Utc>, serde_json::Value);
 
 fn from_row((id, version, created_at, updated_at, spec): Row) -> Option<StoredPolicy> {

@@ -9,6 +9,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 
+/// Whether a policy acts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    /// The leader acts on its decisions (unless `dry_run`).
+    #[default]
+    Active,
+    /// The leader runs it through the same engine every tick on live data and records its decisions, but never
+    /// acts: a candidate priced against the active policy of the same target (`/shadow-report`) before anyone
+    /// switches to it. A shadow never rebatches and is never the deployment's policy.
+    Shadow,
+}
+
 /// What a policy scales.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -316,6 +329,9 @@ pub struct PolicySpec {
     /// Record decisions without acting.
     #[serde(default)]
     pub dry_run: bool,
+    /// `active` (default) or `shadow`: decide every tick, record, never act (see [`PolicyMode::Shadow`]).
+    #[serde(default)]
+    pub mode: PolicyMode,
     /// Optional rebatching.
     #[serde(default)]
     pub rebatch: Option<RebatchSpec>,
@@ -554,6 +570,11 @@ impl PolicySpec {
             }
             TargetKind::AgentGroup => format!("agent group {}", self.target.name),
         }
+    }
+
+    /// Whether the leader never acts on this policy (see [`PolicyMode::Shadow`]).
+    pub fn is_shadow(&self) -> bool {
+        self.mode == PolicyMode::Shadow
     }
 }
 

@@ -125,8 +125,12 @@ pub async fn load(pool: &PgPool, s: &OpportunitySettings, now: DateTime<Utc>) ->
             dep_model.entry(d.as_str()).or_insert(g.model.as_str());
         }
     }
-    let policies: HashMap<String, crate::domain::policy::PolicySpec> =
-        db::policies::list(pool).await?.into_iter().map(|p| (p.spec.deployment(), p.spec)).collect();
+    let policies: HashMap<String, crate::domain::policy::PolicySpec> = db::policies::list(pool)
+        .await?
+        .into_iter()
+        .filter(|p| !p.spec.is_shadow())
+        .map(|p| (p.spec.deployment(), p.spec))
+        .collect();
     let mut deployments: BTreeMap<String, DeploymentWindow> = BTreeMap::new();
     for r in db::opportunities::deployment_buckets(pool, from, to, bucket).await? {
         let Some(i) = idx(r.b) else { continue };

@@ -88,6 +88,20 @@ async fn the_flow_from_agent_to_kubernetes_pagerduty_and_dashboard_works_end_to_
         )
         .await;
     assert_eq!(policy.status(), 201, "{}", policy.text().await.unwrap());
+    // A shadow policy on the same Deployment that always wants 1 replica: decided and recorded every tick,
+    // never sent to Kubernetes.
+    let shadow = app
+        .api_post(
+            "/api/v1/policies",
+            &json!({
+                "name": "llama-one",
+                "target": {"kind": "deployment", "namespace": "ml", "name": "llama"},
+                "min_replicas": 1, "max_replicas": 1, "cold_start_secs": 5, "mode": "shadow"
+            }),
+        )
+        .await;
+    assert_eq!(shadow.status(), 201, "{}", shadow.text().await.unwrap());
+    let shadow_id = shadow.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
 
     // The simulated node runs 4 saturated replicas of a deployment Kubernetes says has 2: per-replica
     // utilisation far above the 50 % target must scale it up.
@@ -118,6 +132,38 @@ async fn the_flow_from_agent_to_kubernetes_pagerduty_and_dashboard_works_end_to_
     assert_eq!(current, 2);
     assert!(desired > 2 && desired <= 10, "{desired}: {reason}");
     assert_eq!(*kube_replicas.lock().unwrap(), desired as u32);
+    // The shadow decided 1 each time, recorded as not applied, and no PATCH ever carried its count.
+    let (shadow_decisions, shadow_applied, shadow_other): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE applied OR NOT dry_run), count(*) FILTER (WHERE desired_replicas <> 1)          FROM decisions d JOIN policies p ON p.id = d.policy_id WHERE p.name = 'llama-one'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(shadow_decisions >= 1);
+    assert_eq!((shadow_applied, shadow_other), (0, 0));
+    assert!(
+        kube.recorded()
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .all(|r| r.body.pointer("/spec/replicas") != Some(&json!(1)))
+    );
+    let metrics = app.http.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("fleetpilot_policy_shadow_desired_replicas{policy=\"llama\",shadow=\"llama-one\"} 1"),
+        "{metrics}"
+    );
+    let report: Value = app
+        .http
+        .get(format!("{}/api/v1/policies/{shadow_id}/shadow-report", app.address))
+        .bearer_auth(&app.api_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = report["policies"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["llama", "llama-one"], "{report}");
     // Once a few buckets of history exist, decisions are made with a stored forecast and an anomaly score.
     eventually(Duration::from_secs(45), "a decision with its forecast and anomaly inputs", || async {
         let n = app

@@ -17,4 +17,5 @@ mod kube;
 mod openapi;
 mod opportunities;
 mod postgres;
+mod shadow;
 mod store;

@@ -25,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(policies::get)
         .service(policies::update)
         .service(policies::delete)
+        .service(policies::shadow_report)
         .service(reads::decisions)
         .service(reads::alerts)
         .service(alerting::create_rule)

@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, delete as del, get, post, put, web};
 use uuid::Uuid;
 
 use crate::auth::ApiAuth;
+use crate::control::shadow;
 use crate::db::policies::{self as store, Write};
 use crate::domain::policy::PolicySpec;
 use crate::error::{ApiError, parse_json};
@@ -76,4 +77,25 @@ pub async fn delete(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<Strin
     let deleted = store::delete(&state.pool, id).await?;
     state.policies.invalidate();
     if deleted { Ok(HttpResponse::NoContent().finish()) } else { Err(ApiError::not_found(format!("no policy {id}"))) }
+}
+
+/// What the policy's deployment's policies (the active one and its shadows) would have cost over the last
+/// 24 h: their recorded decisions replayed against the observed demand (see [`crate::control::shadow`]).
+#[get("/api/v1/policies/{id}/shadow-report")]
+pub async fn shadow_report(
+    _a: ApiAuth,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let all = store::list(&state.pool).await?;
+    let Some(asked) = all.iter().find(|p| p.id == id) else {
+        return Err(ApiError::not_found(format!("no policy {id}")));
+    };
+    let pricing = crate::opportunities::detector_config(&state.settings.opportunities).pricing;
+    let report = shadow::report(&state.pool, &all, asked, chrono::Utc::now(), &pricing).await.map_err(|e| match e {
+        shadow::ShadowError::Db(e) => ApiError::from(e),
+        other => ApiError::internal(other.to_string()),
+    })?;
+    Ok(HttpResponse::Ok().json(report))
 }

@@ -17,7 +17,7 @@ use crate::db;
 use crate::db::anomalies::StoredAnomaly;
 use crate::db::policies::StoredPolicy;
 use crate::db::series::ChartPlan;
-use crate::domain::policy::TargetKind;
+use crate::domain::policy::{PolicyMode, TargetKind};
 use crate::state::AppState;
 
 /// A deployment row.
@@ -53,7 +53,7 @@ pub async fn list(
         state.policies.list(&state.pool)
     )?;
     let mut by_dep: HashMap<String, String> = HashMap::new();
-    for p in policies.iter() {
+    for p in policies.iter().filter(|p| !p.spec.is_shadow()) {
         by_dep.entry(p.spec.deployment()).or_insert_with(|| p.spec.name.clone());
     }
     let mut out: Vec<DeploymentView> = rows
@@ -128,6 +128,28 @@ pub struct ReplicaView {
     peers_link: String,
 }
 
+/// One row of the shadow table: a policy's recorded decisions priced against the observed demand.
+pub struct ShadowRow {
+    id: String,
+    name: String,
+    mode: &'static str,
+    decisions: usize,
+    gpu_hours: String,
+    cost: String,
+    vs_active: String,
+    attainment: String,
+    actions: String,
+    peak: u32,
+}
+
+/// The shadow table and what it was computed on.
+pub struct ShadowView {
+    rows: Vec<ShadowRow>,
+    note: String,
+    without: String,
+    report_link: String,
+}
+
 /// The deployment's policy.
 pub struct PolicyView {
     id: String,
@@ -148,6 +170,7 @@ pub struct DeploymentTemplate {
     resolution: String,
     forecast_note: String,
     policy: Option<PolicyView>,
+    shadow: Option<ShadowView>,
     timeline: Vec<TimelineEntry>,
     replicas: Vec<ReplicaView>,
     outliers: usize,
@@ -249,6 +272,7 @@ pub struct Data {
     batching: Vec<db::commands::CommandRecord>,
     events: Vec<StoredAnomaly>,
     policy_data: Option<PolicyData>,
+    shadow: Option<crate::control::shadow::ShadowReport>,
 }
 
 /// What the page reads of its policy's loop: the observed metric, the latest forecast, the decisions.
@@ -276,6 +300,7 @@ async fn load(
     deployment: &str,
     range: &TimeRange,
     policy: Option<&StoredPolicy>,
+    all: &[StoredPolicy],
 ) -> Result<Data, WebError> {
     let pool = &state.pool;
     let plan = ChartPlan::new(
@@ -297,15 +322,35 @@ async fn load(
         )?;
         Ok::<_, sqlx::Error>(Some(PolicyData { metric, forecast, decisions }))
     };
-    let ((read, points), commands, replicas, batching, events, policy_data) = tokio::try_join!(
-        db::series::deployment_chart(pool, deployment, range.from, range.to, &plan),
-        db::dashboard::rebatch_commands(pool, deployment, 20),
-        db::dashboard::replicas_of(pool, deployment),
-        db::dashboard::applied_batching(pool, deployment),
-        db::anomalies::of_deployment(pool, deployment, range.from, range.to, MAX_MARKED),
-        policy_data,
-    )?;
-    Ok(Data { read, points, commands, replicas, batching, events, policy_data })
+    // With shadow policies: the last 24 h priced for each, beside the active policy.
+    let shadow = async {
+        let Some(first_shadow) = all.iter().find(|p| p.spec.is_shadow() && p.spec.deployment() == deployment) else {
+            return Ok(None);
+        };
+        let pricing = crate::opportunities::detector_config(&state.settings.opportunities).pricing;
+        crate::control::shadow::report(pool, all, first_shadow, Utc::now(), &pricing).await.map(Some).map_err(|e| {
+            match e {
+                crate::control::shadow::ShadowError::Db(e) => WebError::from(e),
+                other => WebError::Internal(other.to_string()),
+            }
+        })
+    };
+    let (stored, shadow) = tokio::join!(
+        async {
+            tokio::try_join!(
+                db::series::deployment_chart(pool, deployment, range.from, range.to, &plan),
+                db::dashboard::rebatch_commands(pool, deployment, 20),
+                db::dashboard::replicas_of(pool, deployment),
+                db::dashboard::applied_batching(pool, deployment),
+                db::anomalies::of_deployment(pool, deployment, range.from, range.to, MAX_MARKED),
+                policy_data,
+            )
+        },
+        shadow,
+    );
+    let ((read, points), commands, replicas, batching, events, policy_data) = stored?;
+    let shadow = shadow?;
+    Ok(Data { read, points, commands, replicas, batching, events, policy_data, shadow })
 }
 
 /// `GET /deployments/{ns}/{name}?range=`.
@@ -323,10 +368,10 @@ pub async fn page(
     let now = Utc::now();
     let pool = &state.pool;
     let policies = state.policies.list(pool).await?;
-    let policy = policies.iter().find(|p| p.spec.deployment() == deployment);
+    let policy = db::policies::active_for(&policies, &deployment);
     let key = DataKey { deployment: deployment.clone(), range: range.key, policy: policy.map(|p| (p.id, p.version)) };
-    let data = state.deployment_data.get(key, load(&state, &deployment, &range, policy)).await?;
-    let Data { read, points, commands, replicas, batching, events, policy_data } = &*data;
+    let data = state.deployment_data.get(key, load(&state, &deployment, &range, policy, &policies)).await?;
+    let Data { read, points, commands, replicas, batching, events, policy_data, shadow } = &*data;
     if policy.is_none() && points.is_empty() && commands.is_empty() && replicas.is_empty() {
         return Err(WebError::NotFound(format!("no deployment {deployment}: no serving data and no policy names it")));
     }
@@ -472,6 +517,55 @@ pub async fn page(
             points: points.iter().map(|p| (ms(p.ts), p.requests_per_s)).collect(),
         });
     }
+    let shadow_view = shadow.as_ref().map(|r| {
+        let money = |v: f64| format!("{}{v:.2}", r.currency);
+        for (i, row) in r.policies.iter().filter(|row| row.mode == PolicyMode::Shadow).enumerate() {
+            replicas_panel.series.push(Series {
+                name: format!("shadow {}", row.name),
+                class: ["c3", "c4", "c5", "c1"][i % 4],
+                style: Style::Step,
+                points: row
+                    .path
+                    .iter()
+                    .filter(|(t, _)| *t >= ms(range.from))
+                    .map(|(t, n)| (*t, f64::from(*n)))
+                    .collect(),
+            });
+        }
+        ShadowView {
+            rows: r
+                .policies
+                .iter()
+                .map(|row| ShadowRow {
+                    id: row.policy_id.to_string(),
+                    name: row.name.clone(),
+                    mode: if row.mode == PolicyMode::Shadow { "shadow" } else { "active" },
+                    decisions: row.decisions,
+                    gpu_hours: format!("{:.1}", row.gpu_hours),
+                    cost: money(row.cost),
+                    vs_active: row.gpu_hours_vs_active.map(|v| format!("{v:.2}×")).unwrap_or_default(),
+                    attainment: format!("{:.1} %", row.slo_attainment * 100.0),
+                    actions: format!("{:.1}", row.actions_per_hour),
+                    peak: row.peak_replicas,
+                })
+                .collect(),
+            note: format!(
+                "{} to {} in {}-s steps: each policy's recorded decisions replayed against the observed demand                  ({} steps estimated by the engine, {} from GPU busy time only) through the fluid model, cold start                  {:.0} s, delay budget {:.1} s, {} at {}{:.2}/GPU-hour",
+                r.from.format("%Y-%m-%d %H:%M"),
+                r.to.format("%H:%M UTC"),
+                r.step_secs,
+                r.demand_steps_estimated,
+                r.demand_steps_from_utilization,
+                r.cold_start_secs,
+                r.queue_delay_slo_secs,
+                r.gpu_model.as_deref().unwrap_or("unknown GPU"),
+                r.currency,
+                r.price_per_gpu_hour
+            ),
+            without: r.without_decisions.join(", "),
+            report_link: format!("/api/v1/policies/{}/shadow-report", r.policy_id),
+        }
+    });
     // The deployment's own anomaly events on the chart (latency ones on the latency panel); its GPUs' peer
     // outliers show in the replicas table.
     let anomalies: Vec<AnomalyView> = events.iter().map(|a| anomaly_view(now, a, range.key)).collect();
@@ -496,6 +590,7 @@ pub async fn page(
         resolution: read.describe(),
         forecast_note,
         policy: policy_view,
+        shadow: shadow_view,
         timeline,
         outliers: replicas.iter().filter(|r| r.outlier).count(),
         replicas,

@@ -123,9 +123,9 @@ fn action_plan(o: &StoredOpportunity) -> Option<ActionPlan> {
     serde_json::from_value(o.action.clone()).ok()
 }
 
-/// The policy that scales `deployment`, if any.
+/// The policy that scales `deployment`, if any (never a shadow).
 fn policy_for<'a>(policies: &'a [StoredPolicy], deployment: &str) -> Option<&'a StoredPolicy> {
-    policies.iter().find(|p| p.spec.deployment() == deployment)
+    crate::db::policies::active_for(policies, deployment)
 }
 
 /// Why there is no one-click button, or `None` when there is one (before the checks that need the database).

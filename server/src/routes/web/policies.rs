@@ -33,6 +33,7 @@ pub struct PolicyRow {
     metrics: String,
     replicas: String,
     dry_run: bool,
+    shadow: bool,
     updated: String,
 }
 
@@ -74,6 +75,7 @@ pub async fn list(state: web::Data<AppState>, user: WebUser) -> Result<HttpRespo
                     .join(", "),
                 replicas: format!("{}..={}", p.spec.min_replicas, p.spec.max_replicas),
                 dry_run: p.spec.dry_run,
+                shadow: p.spec.is_shadow(),
                 updated: ago(now, p.updated_at),
                 name: p.spec.name.clone(),
             }
@@ -162,6 +164,7 @@ const FIELDS: &[&str] = &[
     "rebatch.itl_slo_ms",
     "rebatch.max_queue_delay_us",
     "dry_run",
+    "mode",
 ];
 
 /// HPA's directions: JSON key and label.
@@ -215,6 +218,7 @@ fn defaults() -> HashMap<String, String> {
         ("panic.threshold", "2"),
         ("panic.window_secs", "60"),
         ("dry_run", "on"),
+        ("mode", "active"),
     ] {
         v.insert(k.into(), d.into());
     }
@@ -462,6 +466,7 @@ fn spec_from_form(base: Value, form: &HashMap<String, String>) -> Result<PolicyS
         set_or_default(&mut spec, "rebatch.max_queue_delay_us", delay);
     }
     set(&mut spec, "dry_run", Value::Bool(!r.get("dry_run").is_empty()));
+    set_or_default(&mut spec, "mode", r.text("mode"));
     let bytes = serde_json::to_vec(&spec).map_err(|e| WebError::Internal(e.to_string()))?;
     let checked = parse_json::<PolicySpec>(&bytes).and_then(|p| p.validate().map(|()| p));
     checked.map_err(|e| {
