@@ -17,7 +17,7 @@
 //!    no demand forecast within the cold start; any demand (or forecast demand) wakes the fleet.
 //! 7. **Stabilization** (HPA `behavior`): a scale-up goes to the lowest recommendation of the scale-up window,
 //!    a scale-down to the highest of the scale-down window; nothing scales down before the loop has watched a
-//!    whole window or a cold start, whichever is shorter (e.g. right after a leadership change); then
+//!    whole scale-down window (e.g. right after a start or a leadership change); then
 //!    **hysteresis**: a scale-down that removes less than `down_hysteresis` of the fleet is not made.
 //! 8. **Rate limits** (HPA `behavior.policies`): at most `value` pods or percent per `period_secs`, measured
 //!    from the replica count at the start of the period; `select_policy` picks the most (`max`) or least
@@ -462,9 +462,10 @@ pub fn decide(input: &DecisionInput, state: &mut DecisionState) -> Decision {
         }
     } else if desired < current {
         let w = i64::from(b.scale_down.stabilization_window_secs);
-        // Right after a start (or a leadership change) the window holds few recommendations: wait until it
-        // holds a cold start's worth, the time a replica removed by mistake would take to come back.
-        let wait = w.min(i64::from(input.cold_start_secs));
+        // Right after a start (or a leadership change) the window holds few recommendations: a scale-down
+        // waits until the loop has watched one whole window, the evidence the window exists to require (the
+        // highest recommendation over fewer seconds is not the same rule).
+        let wait = w;
         if now - watching_since < wait {
             reason = format!(
                 "{} wants {desired}, but the loop has watched for {} s of the {wait} s needed before a scale-down: \

@@ -102,8 +102,9 @@ fn replaying_the_desired_column_reproduces_the_summary() {
 /// least 99.5 % attainment within 1.10x the GPU-hours of `static-best` and at least 35 % below `static-peak`, and
 /// more attainment than `hpa` and `kpa` (a tie only at 100 %). On azure_code a causal policy cannot reach 99.5 %
 /// (see `azure_code_target_needs_foresight`); the issue asks for no less than the retired backtest-only policy
-/// (86.55 % at 76.8 GPU-h, at most 3 % more GPU-hours). The engine stays within 2.5 points of the causal ceiling
-/// there (85.70 % at 75.9 GPU-h when this was written: 0.85 points short of that target, see the README).
+/// (86.55 % at 76.8 GPU-h, at most 3 % more GPU-hours): 86.91 % at 75.9 GPU-h when this was written, 0.87 points
+/// under the causal ceiling. (It was 85.70 % while a scale-down after a start waited only a cold start rather than
+/// the whole scale-down window: the early scale-down from 15 to 13 met the first burst short.)
 #[test]
 fn fleetpilot_meets_its_targets() {
     for name in ["azure_conv_10s", "azure_code_10s", "mooncake_conversation_10s"] {
@@ -120,7 +121,8 @@ fn fleetpilot_meets_its_targets() {
         );
         assert!(f.actions_per_hour <= 20.0, "{name}: {f:?}");
         if name == "azure_code_10s" {
-            assert!(f.slo_attainment >= AZURE_CODE_CAUSAL_CEILING - 0.025, "{name}: {f:?}");
+            assert!(f.slo_attainment >= 0.8655, "{name}: {f:?}");
+            assert!(f.slo_attainment <= AZURE_CODE_CAUSAL_CEILING, "{name}: {f:?}");
             assert!(f.gpu_hours <= 1.03 * 76.8, "{name}: {f:?}");
         } else {
             assert!(f.slo_attainment >= 0.995, "{name}: {f:?}");
