@@ -48,6 +48,59 @@ pub struct Metrics {
     /// Which label values each policy has series under, so they can be removed (the vectors cannot be
     /// queried by a partial label set).
     policy_series: Arc<Mutex<HashMap<String, PolicySeries>>>,
+    /// Fleet gauges, read from the store when scraped (see [`Metrics::record_fleet`]).
+    fleet: FleetSeries,
+}
+
+/// Fleet-wide gauges: every replica reads them from the store, so any replica's scrape tells the same.
+#[derive(Clone)]
+struct FleetSeries {
+    gpus_reporting: IntGauge,
+    gpus_idle_allocated: IntGauge,
+    gpus_throttled: IntGauge,
+    gpus_xid: IntGauge,
+    nodes_silent: IntGauge,
+    idle_gpu_equivalent: prometheus::Gauge,
+    opportunity_money: GaugeVec,
+    alerts_firing: IntGaugeVec,
+    /// When they were last read.
+    read_at: Arc<Mutex<Option<std::time::Instant>>>,
+}
+
+/// Opportunity kinds with a `fleetpilot_opportunities_open_saving_per_week` series (a fixed set: bounded
+/// labels).
+const OPPORTUNITY_KINDS: [&str; 8] = [
+    "idle_gpu",
+    "memory_only",
+    "consolidation",
+    "batching",
+    "kv_cache_saturation",
+    "throttling",
+    "straggler",
+    "drain_node",
+];
+/// Alert severities with a `fleetpilot_alerts_firing` series; anything else counts as `other`.
+const SEVERITIES: [&str; 5] = ["critical", "error", "warning", "info", "other"];
+
+/// What [`Metrics::record_fleet`] publishes.
+#[derive(Debug, Clone, Default)]
+pub struct FleetReading {
+    /// GPUs with a fresh reading.
+    pub gpus_reporting: i64,
+    /// Of those, allocated GPUs under 5 % utilisation.
+    pub gpus_idle_allocated: i64,
+    /// Reporting GPUs throttled for a reason other than idle.
+    pub gpus_throttled: i64,
+    /// Reporting GPUs whose last XID is not 0.
+    pub gpus_xid: i64,
+    /// Nodes not heard from within the freshness window.
+    pub nodes_silent: i64,
+    /// GPU-equivalents idle over the latest idle-capacity window (absent before the first refresh).
+    pub idle_gpu_equivalent: Option<f64>,
+    /// Open opportunities' saving per week, by kind.
+    pub opportunity_money: Vec<(String, f64)>,
+    /// Firing incidents, by severity.
+    pub firing: Vec<(String, i64)>,
 }
 
 /// The labelled series one policy currently has.
@@ -222,9 +275,57 @@ impl Metrics {
             )
             .expect("static metric definition is valid"),
             policy_series: Arc::default(),
+            fleet: FleetSeries {
+                gpus_reporting: IntGauge::new("fleetpilot_fleet_gpus_reporting", "GPUs with a fresh reading")
+                    .expect("static metric definition is valid"),
+                gpus_idle_allocated: IntGauge::new(
+                    "fleetpilot_fleet_gpus_idle_allocated",
+                    "GPUs serving a deployment or group that run under 5 % utilisation now",
+                )
+                .expect("static metric definition is valid"),
+                gpus_throttled: IntGauge::new(
+                    "fleetpilot_fleet_gpus_throttled",
+                    "GPUs throttled for a reason other than idle now",
+                )
+                .expect("static metric definition is valid"),
+                gpus_xid: IntGauge::new("fleetpilot_fleet_gpus_xid", "GPUs whose last reading carries an XID error")
+                    .expect("static metric definition is valid"),
+                nodes_silent: IntGauge::new(
+                    "fleetpilot_fleet_nodes_silent",
+                    "Nodes not heard from within the freshness window",
+                )
+                .expect("static metric definition is valid"),
+                idle_gpu_equivalent: prometheus::Gauge::new(
+                    "fleetpilot_fleet_idle_gpu_equivalent",
+                    "GPUs idle on average over the latest idle-capacity window",
+                )
+                .expect("static metric definition is valid"),
+                opportunity_money: GaugeVec::new(
+                    Opts::new(
+                        "fleetpilot_opportunities_open_saving_per_week",
+                        "Money per week the open optimization opportunities would save, by kind",
+                    ),
+                    &["kind"],
+                )
+                .expect("static metric definition is valid"),
+                alerts_firing: IntGaugeVec::new(
+                    Opts::new("fleetpilot_alerts_firing", "Firing alert incidents, by severity"),
+                    &["severity"],
+                )
+                .expect("static metric definition is valid"),
+                read_at: Arc::default(),
+            },
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
+            Box::new(m.fleet.gpus_reporting.clone()),
+            Box::new(m.fleet.gpus_idle_allocated.clone()),
+            Box::new(m.fleet.gpus_throttled.clone()),
+            Box::new(m.fleet.gpus_xid.clone()),
+            Box::new(m.fleet.nodes_silent.clone()),
+            Box::new(m.fleet.idle_gpu_equivalent.clone()),
+            Box::new(m.fleet.opportunity_money.clone()),
+            Box::new(m.fleet.alerts_firing.clone()),
             Box::new(m.ingest_batches.clone()),
             Box::new(m.ingest_samples.clone()),
             Box::new(m.ingest_seconds.clone()),
@@ -249,6 +350,12 @@ impl Metrics {
         // Expose every outcome from the start, so rates work before the first event.
         for o in ["stored", "duplicate", "rejected", "busy"] {
             m.ingest_batches.with_label_values(&[o]);
+        }
+        for k in OPPORTUNITY_KINDS {
+            m.fleet.opportunity_money.with_label_values(&[k]);
+        }
+        for s in SEVERITIES {
+            m.fleet.alerts_firing.with_label_values(&[s]);
         }
         for o in ["applied", "unchanged", "dry_run", "shadow", "failed"] {
             m.decisions.with_label_values(&[o]);
@@ -316,6 +423,49 @@ impl Metrics {
             for s in gone.shadows {
                 let _ = self.policy_shadow_desired.remove_label_values(&[policy, s.as_str()]);
             }
+        }
+    }
+
+    /// Whether the fleet gauges are older than `max_age` (or were never read), marking them read now if so:
+    /// of concurrent scrapes, one reads the store.
+    pub fn fleet_due(&self, max_age: std::time::Duration) -> bool {
+        let mut at = self.fleet.read_at.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if at.is_some_and(|t| now.duration_since(t) < max_age) {
+            return false;
+        }
+        *at = Some(now);
+        true
+    }
+
+    /// Publishes the fleet gauges. Kinds and severities outside the fixed sets are not published (kinds) or
+    /// count as `other` (severities), so the label sets stay bounded.
+    pub fn record_fleet(&self, r: &FleetReading) {
+        let f = &self.fleet;
+        f.gpus_reporting.set(r.gpus_reporting);
+        f.gpus_idle_allocated.set(r.gpus_idle_allocated);
+        f.gpus_throttled.set(r.gpus_throttled);
+        f.gpus_xid.set(r.gpus_xid);
+        f.nodes_silent.set(r.nodes_silent);
+        match r.idle_gpu_equivalent.filter(|v| v.is_finite()) {
+            Some(v) => f.idle_gpu_equivalent.set(v),
+            None => f.idle_gpu_equivalent.set(0.0),
+        }
+        for k in OPPORTUNITY_KINDS {
+            let v = r.opportunity_money.iter().filter(|(kind, _)| kind == k).fold(0.0, |acc, (_, v)| acc + v);
+            f.opportunity_money.with_label_values(&[k]).set(if v.is_finite() { v } else { 0.0 });
+        }
+        for s in SEVERITIES {
+            let n: i64 = r
+                .firing
+                .iter()
+                .filter(|(sev, _)| {
+                    let known = SEVERITIES[..4].contains(&sev.as_str());
+                    if s == "other" { !known } else { sev == s }
+                })
+                .map(|(_, n)| *n)
+                .sum();
+            f.alerts_firing.with_label_values(&[s]).set(n);
         }
     }
 
@@ -444,6 +594,30 @@ mod tests {
         // Forgetting twice, or a policy never seen, is harmless.
         m.forget_policy("llama");
         m.forget_policy("never-seen");
+    }
+
+    #[test]
+    fn fleet_gauges_keep_bounded_labels_whatever_the_store_says() {
+        let m = Metrics::new();
+        m.record_fleet(&FleetReading {
+            gpus_reporting: 12,
+            idle_gpu_equivalent: Some(f64::NAN),
+            opportunity_money: vec![("idle_gpu".into(), 10.0), ("idle_gpu".into(), 5.5), ("made_up".into(), 1.0)],
+            firing: vec![("critical".into(), 2), ("page-me".into(), 3), ("weird".into(), 1)],
+            ..FleetReading::default()
+        });
+        let text = m.render();
+        assert!(text.contains("fleetpilot_fleet_gpus_reporting 12"), "{text}");
+        assert!(text.contains("fleetpilot_fleet_idle_gpu_equivalent 0"), "{text}");
+        assert!(text.contains("fleetpilot_opportunities_open_saving_per_week{kind=\"idle_gpu\"} 15.5"), "{text}");
+        assert!(!text.contains("made_up"), "{text}");
+        assert_eq!(lines(&text, "fleetpilot_opportunities_open_saving_per_week").len(), 8, "{text}");
+        assert!(text.contains("fleetpilot_alerts_firing{severity=\"critical\"} 2"), "{text}");
+        assert!(text.contains("fleetpilot_alerts_firing{severity=\"other\"} 4"), "{text}");
+        assert_eq!(lines(&text, "fleetpilot_alerts_firing").len(), 5, "{text}");
+        // Read once per period, whoever scrapes.
+        assert!(m.fleet_due(std::time::Duration::from_secs(60)));
+        assert!(!m.clone().fleet_due(std::time::Duration::from_secs(60)));
     }
 
     #[test]

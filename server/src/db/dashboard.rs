@@ -603,3 +603,35 @@ pub async fn applied_batching(
     .fetch_all(pool)
     .await
 }
+
+/// What `/metrics` publishes about the fleet (the same on every replica: read from the store).
+#[derive(Debug, Clone, Default)]
+pub struct FleetGaugeRows {
+    /// The overview's cheap tiles (GPUs reporting, idle allocated, throttled, XID, silent nodes, alerts).
+    pub tiles: Tiles,
+    /// GPU-equivalents idle over the latest idle-capacity refresh, if there was one.
+    pub idle_gpu_equivalent: Option<f64>,
+    /// Open opportunities' money per week by kind.
+    pub opportunity_money: Vec<(String, f64)>,
+    /// Firing incidents by severity.
+    pub firing: Vec<(String, i64)>,
+}
+
+/// Reads [`FleetGaugeRows`] ("reporting" = a reading within `fresh_secs`).
+pub async fn fleet_gauges(pool: &PgPool, fresh_secs: u32) -> Result<FleetGaugeRows, sqlx::Error> {
+    let (tiles, idle, money, firing) = tokio::try_join!(
+        tiles(pool, fresh_secs),
+        sqlx::query_scalar::<_, f64>("SELECT idle_gpu_equivalent FROM idle_capacity ORDER BY computed_at DESC LIMIT 1")
+            .fetch_optional(pool),
+        sqlx::query_as::<_, (String, f64)>(
+            "SELECT kind, coalesce(sum(saving_per_week) FILTER (WHERE saving_per_week > 0), 0)::float8 \
+             FROM opportunities WHERE status = 'open' GROUP BY kind",
+        )
+        .fetch_all(pool),
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT severity, count(*) FROM alerts WHERE state = 'firing' GROUP BY severity"
+        )
+        .fetch_all(pool),
+    )?;
+    Ok(FleetGaugeRows { tiles, idle_gpu_equivalent: idle, opportunity_money: money, firing })
+}

@@ -24,9 +24,28 @@ pub async fn readyz(state: aw::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus exposition of the server's own metrics.
+/// The fleet gauges are read from the store at most this often (whatever the scrape interval).
+pub const FLEET_GAUGES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Prometheus exposition of the server's own metrics, with the fleet gauges read from the store (so every
+/// replica reports the same fleet; a store that does not answer leaves the last values, never fails the scrape).
 #[get("/metrics")]
 pub async fn metrics(state: aw::Data<AppState>) -> HttpResponse {
+    if state.metrics.fleet_due(FLEET_GAUGES_MAX_AGE) {
+        match crate::db::dashboard::fleet_gauges(&state.pool, state.settings.alerts.node_silent_secs).await {
+            Ok(r) => state.metrics.record_fleet(&crate::telemetry::FleetReading {
+                gpus_reporting: r.tiles.gpus_reporting,
+                gpus_idle_allocated: r.tiles.idle_allocated,
+                gpus_throttled: r.tiles.throttled,
+                gpus_xid: r.tiles.xid,
+                nodes_silent: r.tiles.silent_nodes,
+                idle_gpu_equivalent: r.idle_gpu_equivalent,
+                opportunity_money: r.opportunity_money,
+                firing: r.firing,
+            }),
+            Err(e) => tracing::warn!(error = %e, "fleet gauges not read"),
+        }
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
 

@@ -11,6 +11,7 @@ mod dashboard;
 mod demo_fleet;
 mod end_to_end;
 mod fakes;
+mod grafana;
 mod helpers;
 mod install;
 mod kube;
