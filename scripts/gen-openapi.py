@@ -45,8 +45,8 @@ paths={
     "post":op("Create a scaling policy","policies",{**ok(ref("StoredPolicy"),"Created","201"),"400":ERR,"401":UNAUTH,"409":{"description":"Name taken","content":{"application/json":{"schema":ref("Error")}}}},body=jbody(ref("PolicySpec")))},
  "/api/v1/policies/{id}":{
     "get":op("One policy","policies",{**std(ok(ref("StoredPolicy"))),"404":NOTF},params=[pth("id","Policy id",{"type":"string","format":"uuid"})]),
-    "put":op("Replace a policy's spec (a new version; decisions name the version that decided)","policies",{**std(ok(ref("StoredPolicy"))),"404":NOTF,"409":{"description":"Name taken"}},params=[pth("id","Policy id",{"type":"string","format":"uuid"})],body=jbody(ref("PolicySpec"))),
-    "delete":op("Delete a policy (its versions and decisions are kept)","policies",{"204":{"description":"Deleted"},"401":UNAUTH,"404":NOTF},params=[pth("id","Policy id",{"type":"string","format":"uuid"})])},
+    "put":op("Replace a policy's spec (a new version; decisions name the version that decided)","policies",{**std(ok(ref("StoredPolicy"))),"404":NOTF,"409":{"description":"Name taken, or the policy is owned by a ScalingPolicy resource (field `owner`)","content":{"application/json":{"schema":ref("Error")}}}},params=[pth("id","Policy id",{"type":"string","format":"uuid"})],body=jbody(ref("PolicySpec"))),
+    "delete":op("Delete a policy (its versions and decisions are kept)","policies",{"204":{"description":"Deleted"},"400":ERR,"401":UNAUTH,"404":NOTF,"409":{"description":"Owned by a ScalingPolicy resource: delete that instead (field `owner`)","content":{"application/json":{"schema":ref("Error")}}}},params=[pth("id","Policy id",{"type":"string","format":"uuid"})])},
  "/api/v1/policies/{id}/shadow-report":{
     "get":op("The last 24 h priced for the policy's deployment: the active policy and every shadow, each one's recorded decisions replayed against the observed demand through the fluid model","policies",{**std(ok(ref("ShadowReport"))),"404":NOTF},params=[pth("id","Policy id",{"type":"string","format":"uuid"})])},
  "/api/v1/decisions":{"get":op("Decisions, newest first, with every proposal and the reason","policies",std(ok({"type":"array","items":ref("DecisionRecord")})),params=[q("limit",{"type":"integer","minimum":1,"maximum":1000,"default":100},"How many")])},
@@ -148,7 +148,7 @@ schemas={
       "gpu_hours":{"type":"number"},"cost":{"type":"number"},"slo_attainment":{"type":"number","minimum":0,"maximum":1},"actions_per_hour":{"type":"number"},
       "peak_replicas":{"type":"integer"},"gpu_hours_vs_active":{"type":["number","null"]}}}},
    "without_decisions":{"type":"array","items":{"type":"string"}}}},
- "StoredPolicy":{"type":"object","properties":{"id":{"type":"string","format":"uuid"},"version":{"type":"integer"},"created_at":{"type":"string","format":"date-time"},"updated_at":{"type":"string","format":"date-time"},"spec":ref("PolicySpec")}},
+ "StoredPolicy":{"type":"object","properties":{"id":{"type":"string","format":"uuid"},"version":{"type":"integer"},"created_at":{"type":"string","format":"date-time"},"updated_at":{"type":"string","format":"date-time"},"spec":ref("PolicySpec"),"owner":{"type":["string","null"],"description":"The Kubernetes resource that owns it (`ScalingPolicy <namespace>/<name>`): read-only here"}}},
  "DecisionRecord":{"type":"object","description":"One decision: every proposal, the one that won and why, in words","properties":{
    "id":{"type":"integer"},"policy_id":{"type":"string"},"policy_version":{"type":"integer"},"decided_at":{"type":"string","format":"date-time"},
    "target":{"type":"string"},"current_replicas":{"type":"integer"},"desired_replicas":{"type":"integer"},"winner":{"type":"string"},"reason":{"type":"string"},

@@ -132,6 +132,7 @@ impl Default for Behavior {
 
 /// How the forecast is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PredictiveMode {
     /// Not computed.
@@ -145,6 +146,7 @@ pub enum PredictiveMode {
 
 /// Burst handling.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PanicSettings {
     /// Observed / target ratio that starts panic mode; 0 disables it.

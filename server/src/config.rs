@@ -175,7 +175,7 @@ impl Default for ControlSettings {
 }
 
 /// Kubernetes access: an explicit API server URL, else in-cluster, else kubeconfig; none is fine.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KubeSettings {
     /// API server URL, e.g. `https://10.0.0.1:6443` (or a fake server in tests).
@@ -184,6 +184,14 @@ pub struct KubeSettings {
     pub token: Secret,
     /// Use kubeconfig / in-cluster discovery when `api_url` is not set.
     pub discover: bool,
+    /// Follow `ScalingPolicy` resources (`deploy/crds/`) on the leader: each becomes a policy owned by it.
+    pub scaling_policies: bool,
+}
+
+impl Default for KubeSettings {
+    fn default() -> Self {
+        Self { api_url: None, token: Secret::default(), discover: false, scaling_policies: true }
+    }
 }
 
 /// Alert rule, lifecycle and delivery settings.

@@ -13,11 +13,15 @@ use crate::actuators::{Actuators, kube::KubeScaler};
 use crate::alerts::{AlertEngine, Receivers, outbox::OutboxWorker};
 use crate::config::Settings;
 use crate::control::ControlLoop;
+use crate::control::crd::PolicyController;
 use crate::db::{self, Partitions};
 use crate::delivery::CommandBus;
 use crate::error::ApiError;
 use crate::ingest::{IngestQueue, QueueLimits};
 use crate::opportunities::Refresher;
+
+/// How often the leader writes policies' latest decisions into their ScalingPolicy resources' status.
+pub const SCALING_POLICY_STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 use crate::pg::{PgOptions, PrivatePostgres};
 use crate::routes;
 use crate::state::AppState;
@@ -81,6 +85,7 @@ impl Application {
         let (shutdown, rx) = watch::channel(false);
         let commands = CommandBus::new(rx.clone());
         let kube = KubeScaler::from_settings(&settings.kube, metrics.clone()).await?;
+        let kube_client = kube.as_ref().map(KubeScaler::client);
         let actuators = Actuators::new(kube, pool.clone());
         let state = AppState {
             pool: pool.clone(),
@@ -117,6 +122,11 @@ impl Application {
                 // Opportunities and anomalies are refreshed by the control-loop leader too.
                 let refresher = Refresher::new(pool.clone(), settings.opportunities.clone());
                 tasks.push(tokio::spawn(refresher.run_until_stopped(control.leadership(), rx.clone())));
+            }
+            if let Some(client) = kube_client.filter(|_| settings.kube.scaling_policies) {
+                // ScalingPolicy resources are followed by the leader too.
+                let controller = PolicyController::new(pool.clone(), client, SCALING_POLICY_STATUS_EVERY);
+                tasks.push(tokio::spawn(controller.run_until_stopped(control.leadership(), rx.clone())));
             }
             tasks.push(tokio::spawn(control.run_until_stopped(rx.clone())));
         }

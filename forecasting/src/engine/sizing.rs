@@ -24,6 +24,7 @@ use crate::decision::Proposal;
 
 /// Settings of capacity sizing. Times are in seconds, so they carry over to any bucket size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct CapacitySpec {
     /// Queueing-delay budget L, seconds (the SLO on the wait before a request is served).

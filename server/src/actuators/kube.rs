@@ -179,6 +179,11 @@ impl KubeScaler {
         Ok(Some(Self { client, metrics, namespaces: Arc::default(), watches: Arc::default(), loads: None }))
     }
 
+    /// The client (shared with the ScalingPolicy controller: the same credentials and request counting).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
     /// Reads replicas' load from `pool` (`serving_latest`) to order pods before a scale-down; without it,
     /// scale-downs annotate nothing.
     pub fn with_replica_loads(mut self, pool: PgPool) -> Self {

@@ -3,7 +3,9 @@
 //!
 //! It serves what the scaler uses, the way the real API does: Deployments (get, list, `watch=true` as a
 //! stream of JSON events, the `scale` subresource's get and merge-patch), Pods (list with an equality
-//! `labelSelector`, merge-patch). Every request is recorded in arrival order. Resource versions are one
+//! `labelSelector`, merge-patch), and fleetpilot's `ScalingPolicy` custom resources (cluster-wide list, watch
+//! from a resource version with the events since replayed, `410 Gone` for a compacted one, the `status`
+//! subresource's merge-patch). Every request is recorded in arrival order. Resource versions are one
 //! increasing counter, as etcd's revision.
 
 use std::collections::BTreeMap;
@@ -47,7 +49,20 @@ struct State {
     watches: Vec<(String, mpsc::UnboundedSender<web::Bytes>)>,
     /// Pod PATCHes answer 403, as for a service account without that right.
     forbid_pod_patches: bool,
+    /// (namespace, name) -> ScalingPolicy object.
+    scaling_policies: BTreeMap<(String, String), Value>,
+    /// Every ScalingPolicy watch event with its resource version (what a watch from an older one replays).
+    sp_log: Vec<(u64, Value)>,
+    /// Resource versions at or below this are compacted: a watch from one gets `410 Gone`.
+    sp_compacted: u64,
+    /// Open ScalingPolicy watches.
+    sp_watches: Vec<mpsc::UnboundedSender<web::Bytes>>,
+    /// ScalingPolicy watches answered `410 Gone`.
+    sp_gone: usize,
 }
+
+/// The ScalingPolicy collection path.
+const SP_PATH: [&str; 4] = ["apis", "fleetpilot.dev", "v1", "scalingpolicies"];
 
 impl State {
     fn bump(&mut self) -> String {
@@ -61,6 +76,77 @@ impl State {
         line.push('\n');
         let bytes = web::Bytes::from(line);
         self.watches.retain(|(w_ns, tx)| w_ns != ns || tx.send(bytes.clone()).is_ok());
+    }
+}
+
+impl State {
+    /// Records a ScalingPolicy event and sends it to the open watches.
+    fn sp_event(&mut self, kind: &str, object: &Value) {
+        let rv = self.revision;
+        let event = json!({ "type": kind, "object": object });
+        let mut line = event.to_string();
+        line.push('\n');
+        let bytes = web::Bytes::from(line);
+        self.sp_watches.retain(|tx| tx.send(bytes.clone()).is_ok());
+        self.sp_log.push((rv, event));
+    }
+
+    /// A streaming response from `rx`, after `first` (lines already due).
+    fn stream(first: Vec<web::Bytes>, rx: Option<mpsc::UnboundedReceiver<web::Bytes>>) -> HttpResponse {
+        let head = futures_util::stream::iter(first.into_iter().map(Ok::<_, actix_web::Error>));
+        let tail = futures_util::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), Some(rx)))
+        });
+        HttpResponse::Ok().content_type("application/json").streaming(futures_util::StreamExt::chain(head, tail))
+    }
+
+    fn scaling_policies(&mut self, r: &KubeRequest, rest: &[&str]) -> HttpResponse {
+        match (r.method.as_str(), rest) {
+            ("GET", []) if r.is_watch() => {
+                let from: u64 = query_param(&r.query, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+                if from < self.sp_compacted {
+                    self.sp_gone += 1;
+                    // As the real API: a watch event of type ERROR carrying a 410 Status, then the end.
+                    let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "message": format!("too old resource version: {from} ({})", self.sp_compacted),
+                        "reason": "Expired", "code": 410}});
+                    return Self::stream(vec![web::Bytes::from(format!("{gone}\n"))], None);
+                }
+                let replay: Vec<web::Bytes> = self
+                    .sp_log
+                    .iter()
+                    .filter(|(rv, _)| *rv > from)
+                    .map(|(_, e)| web::Bytes::from(format!("{e}\n")))
+                    .collect();
+                let (tx, rx) = mpsc::unbounded_channel::<web::Bytes>();
+                self.sp_watches.push(tx);
+                Self::stream(replay, Some(rx))
+            }
+            ("GET", []) => HttpResponse::Ok().json(json!({
+                "apiVersion": "fleetpilot.dev/v1", "kind": "ScalingPolicyList",
+                "metadata": {"resourceVersion": self.revision.to_string()},
+                "items": self.scaling_policies.values().cloned().collect::<Vec<_>>()
+            })),
+            ("PATCH", ["namespaces", ns, "scalingpolicies", name, "status"]) => {
+                let key = (ns.to_string(), name.to_string());
+                if !self.scaling_policies.contains_key(&key) {
+                    return status(404, "NotFound", &format!("scalingpolicies.fleetpilot.dev \"{name}\" not found"));
+                }
+                if !r.content_type.starts_with("application/merge-patch+json") {
+                    return status(415, "UnsupportedMediaType", "only merge patches are served here");
+                }
+                let rv = self.bump();
+                let Some(o) = self.scaling_policies.get_mut(&key) else { return status(404, "NotFound", name) };
+                // The status subresource changes only `status`.
+                merge(o, &json!({"status": r.body.get("status").cloned().unwrap_or(Value::Null)}));
+                merge(o, &json!({"metadata": {"resourceVersion": rv}}));
+                let o = o.clone();
+                self.sp_event("MODIFIED", &o);
+                HttpResponse::Ok().json(o)
+            }
+            _ => status(404, "NotFound", "the server could not find the requested resource"),
+        }
     }
 }
 
@@ -151,6 +237,11 @@ fn decode(s: &str) -> String {
 fn handle(state: &Arc<Mutex<State>>, r: &KubeRequest) -> HttpResponse {
     let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    if segs.len() >= 3 && segs[..3] == SP_PATH[..3] {
+        // Cluster-wide list/watch, or a namespaced object's subresource.
+        let rest: Vec<&str> = if segs.get(3) == Some(&SP_PATH[3]) { segs[4..].to_vec() } else { segs[3..].to_vec() };
+        return st.scaling_policies(r, &rest);
+    }
     match (r.method.as_str(), segs.as_slice()) {
         ("GET", ["apis", "apps", "v1", "namespaces", ns, "deployments"]) => {
             if r.is_watch() {
@@ -353,6 +444,67 @@ impl FakeCluster {
     /// Makes pod PATCHes fail with 403 (a service account without `patch` on pods), or succeed again.
     pub fn forbid_pod_patches(&self, forbid: bool) {
         self.state().forbid_pod_patches = forbid;
+    }
+
+    /// Creates or updates a ScalingPolicy (its `generation` goes up when the spec changes, as the API server
+    /// does); watchers see ADDED or MODIFIED.
+    pub fn apply_scaling_policy(&self, ns: &str, name: &str, spec: Value) {
+        let mut st = self.state();
+        let rv = st.bump();
+        let key = (ns.to_string(), name.to_string());
+        let (kind, object) = match st.scaling_policies.get_mut(&key) {
+            Some(o) => {
+                if o["spec"] != spec {
+                    let g = o["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                    o["metadata"]["generation"] = g.into();
+                    o["spec"] = spec;
+                }
+                o["metadata"]["resourceVersion"] = rv.into();
+                ("MODIFIED", o.clone())
+            }
+            None => {
+                let o = json!({"apiVersion": "fleetpilot.dev/v1", "kind": "ScalingPolicy",
+                    "metadata": {"name": name, "namespace": ns, "resourceVersion": rv, "generation": 1,
+                                 "uid": format!("uid-sp-{ns}-{name}")},
+                    "spec": spec});
+                st.scaling_policies.insert(key, o.clone());
+                ("ADDED", o)
+            }
+        };
+        st.sp_event(kind, &object);
+    }
+
+    /// Deletes a ScalingPolicy; watchers see DELETED.
+    pub fn delete_scaling_policy(&self, ns: &str, name: &str) {
+        let mut st = self.state();
+        let Some(mut o) = st.scaling_policies.remove(&(ns.to_string(), name.to_string())) else { return };
+        let rv = st.bump();
+        o["metadata"]["resourceVersion"] = rv.into();
+        st.sp_event("DELETED", &o);
+    }
+
+    /// A ScalingPolicy as stored (with its status).
+    pub fn scaling_policy(&self, ns: &str, name: &str) -> Option<Value> {
+        self.state().scaling_policies.get(&(ns.to_string(), name.to_string())).cloned()
+    }
+
+    /// Compacts the ScalingPolicy history as an API server restart after etcd compaction does: the open
+    /// watches close, the ScalingPolicies in `deleted_meanwhile` are gone without any event left to replay,
+    /// and a watch from any resource version seen so far gets `410 Gone` (the client must list again).
+    pub fn compact_scaling_policies(&self, deleted_meanwhile: &[(&str, &str)]) {
+        let mut st = self.state();
+        for (ns, name) in deleted_meanwhile {
+            st.scaling_policies.remove(&(ns.to_string(), name.to_string()));
+        }
+        st.bump();
+        st.sp_compacted = st.revision;
+        st.sp_log.clear();
+        st.sp_watches.clear();
+    }
+
+    /// ScalingPolicy watches answered `410 Gone` so far.
+    pub fn scaling_policy_watches_gone(&self) -> usize {
+        self.state().sp_gone
     }
 
     /// Every request so far, in arrival order.

@@ -27,6 +27,7 @@ use crate::db::series::Point;
 use crate::domain::policy::{Metric, PolicySpec, TargetKind};
 use crate::telemetry::Metrics;
 
+pub mod crd;
 pub mod replay;
 pub mod shadow;
 pub mod snapshot;

@@ -286,3 +286,17 @@ pub async fn deployment_gpu_model(pool: &PgPool, deployment: &str) -> Result<Opt
     .fetch_optional(pool)
     .await
 }
+
+/// A policy's latest decision: when, replicas before and decided, and why.
+pub async fn latest_decision(
+    pool: &PgPool,
+    policy: Uuid,
+) -> Result<Option<(DateTime<Utc>, i32, i32, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT decided_at, current_replicas, desired_replicas, reason FROM decisions WHERE policy_id = $1 \
+         ORDER BY decided_at DESC LIMIT 1",
+    )
+    .bind(policy)
+    .fetch_optional(pool)
+    .await
+}

@@ -21,6 +21,9 @@ pub struct StoredPolicy {
     /// The spec.
     #[serde(flatten)]
     pub spec: PolicySpec,
+    /// The Kubernetes resource that owns it (`ScalingPolicy <namespace>/<name>`): read-only here, edited
+    /// through the resource. Absent for policies made through the API or the dashboard.
+    pub owner: Option<String>,
 }
 
 /// The policy that acts on `deployment` (the first active one: a shadow never does), from a list.
@@ -28,11 +31,18 @@ pub fn active_for<'a>(policies: &'a [StoredPolicy], deployment: &str) -> Option<
     policies.iter().find(|p| !p.spec.is_shadow() && p.spec.deployment() == deployment)
 }
 
-type Row = (Uuid, i32, DateTime<Utc>, DateTime<Utc>, serde_json::Value);
+type Row = (Uuid, i32, DateTime<Utc>, DateTime<Utc>, serde_json::Value, Option<String>);
 
-fn from_row((id, version, created_at, updated_at, spec): Row) -> Option<StoredPolicy> {
+/// The columns of a [`Row`] (a macro, so that queries stay `&'static str` literals).
+macro_rules! columns {
+    () => {
+        "id, version, created_at, updated_at, spec, owner"
+    };
+}
+
+fn from_row((id, version, created_at, updated_at, spec, owner): Row) -> Option<StoredPolicy> {
     match serde_json::from_value(spec) {
-        Ok(spec) => Some(StoredPolicy { id, version, created_at, updated_at, spec }),
+        Ok(spec) => Some(StoredPolicy { id, version, created_at, updated_at, spec, owner }),
         Err(e) => {
             tracing::error!(%id, error = %e, "stored policy does not parse; skipping it");
             None
@@ -56,16 +66,26 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// Creates a policy at version 1.
 pub async fn create(pool: &PgPool, spec: &PolicySpec) -> Result<Write<StoredPolicy>, sqlx::Error> {
+    create_owned(pool, spec, None).await
+}
+
+/// Creates a policy at version 1 owned by `owner` (see [`StoredPolicy::owner`]).
+pub async fn create_owned(
+    pool: &PgPool,
+    spec: &PolicySpec,
+    owner: Option<&str>,
+) -> Result<Write<StoredPolicy>, sqlx::Error> {
     let id = Uuid::new_v4();
     let json = serde_json::to_value(spec).unwrap_or_default();
     let mut tx = pool.begin().await?;
-    let row: Result<Row, _> = sqlx::query_as(
-        "INSERT INTO policies (id, name, version, spec) VALUES ($1, $2, 1, $3) \
-         RETURNING id, version, created_at, updated_at, spec",
-    )
+    let row: Result<Row, _> = sqlx::query_as(concat!(
+        "INSERT INTO policies (id, name, version, spec, owner) VALUES ($1, $2, 1, $3, $4) RETURNING ",
+        columns!()
+    ))
     .bind(id)
     .bind(&spec.name)
     .bind(&json)
+    .bind(owner)
     .fetch_one(&mut *tx)
     .await;
     let row = match row {
@@ -84,22 +104,20 @@ pub async fn create(pool: &PgPool, spec: &PolicySpec) -> Result<Write<StoredPoli
 
 /// Live policies, by name.
 pub async fn list(pool: &PgPool) -> Result<Vec<StoredPolicy>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, version, created_at, updated_at, spec FROM policies WHERE deleted_at IS NULL ORDER BY name",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<Row> =
+        sqlx::query_as(concat!("SELECT ", columns!(), " FROM policies WHERE deleted_at IS NULL ORDER BY name"))
+            .fetch_all(pool)
+            .await?;
     Ok(rows.into_iter().filter_map(from_row).collect())
 }
 
 /// One live policy.
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<StoredPolicy>, sqlx::Error> {
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT id, version, created_at, updated_at, spec FROM policies WHERE id = $1 AND deleted_at IS NULL",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
+    let row: Option<Row> =
+        sqlx::query_as(concat!("SELECT ", columns!(), " FROM policies WHERE id = $1 AND deleted_at IS NULL"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
     Ok(row.and_then(from_row))
 }
 
@@ -107,10 +125,11 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<StoredPolicy>, sqlx::
 pub async fn update(pool: &PgPool, id: Uuid, spec: &PolicySpec) -> Result<Write<StoredPolicy>, sqlx::Error> {
     let json = serde_json::to_value(spec).unwrap_or_default();
     let mut tx = pool.begin().await?;
-    let row: Result<Option<Row>, _> = sqlx::query_as(
+    let row: Result<Option<Row>, _> = sqlx::query_as(concat!(
         "UPDATE policies SET name = $2, spec = $3, version = version + 1, updated_at = now() \
-         WHERE id = $1 AND deleted_at IS NULL RETURNING id, version, created_at, updated_at, spec",
-    )
+         WHERE id = $1 AND deleted_at IS NULL RETURNING ",
+        columns!()
+    ))
     .bind(id)
     .bind(&spec.name)
     .bind(&json)
@@ -139,4 +158,26 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
         .execute(pool)
         .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// The live policy `owner` owns (see [`StoredPolicy::owner`]).
+pub async fn by_owner(pool: &PgPool, owner: &str) -> Result<Option<StoredPolicy>, sqlx::Error> {
+    let row: Option<Row> =
+        sqlx::query_as(concat!("SELECT ", columns!(), " FROM policies WHERE owner = $1 AND deleted_at IS NULL"))
+            .bind(owner)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.and_then(from_row))
+}
+
+/// Live policies that a Kubernetes resource owns.
+pub async fn owned(pool: &PgPool) -> Result<Vec<StoredPolicy>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM policies WHERE owner IS NOT NULL AND deleted_at IS NULL ORDER BY name"
+    ))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().filter_map(from_row).collect())
 }

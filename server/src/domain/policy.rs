@@ -5,12 +5,60 @@ use forecasting::decision::{
 };
 pub use forecasting::engine::CapacitySpec;
 use forecasting::engine::{EngineSpec, MetricTarget as EngineMetric, SloTarget};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 
+/// What fleetpilot reports on a [`ScalingPolicy`] (its `status` subresource).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingPolicyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The stored policy it is (absent while the spec is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<String>,
+    /// Replicas the target had at the latest decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_replicas: Option<u32>,
+    /// Replicas the latest decision wants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<u32>,
+    /// The latest decision's reason, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<String>,
+    /// When it was made (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision_time: Option<String>,
+    /// `Accepted`: whether the spec is valid and stored (with the validation message when not).
+    #[serde(default)]
+    pub conditions: Vec<PolicyCondition>,
+}
+
+/// A Kubernetes-style condition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyCondition {
+    /// `Accepted`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason (`Stored`, `InvalidSpec`, `NameTaken`).
+    pub reason: String,
+    /// In words; for an invalid spec, the field and what is wrong with it.
+    pub message: String,
+    /// When `status` last changed (RFC 3339).
+    pub last_transition_time: String,
+    /// The generation it was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
 /// Whether a policy acts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyMode {
     /// The leader acts on its decisions (unless `dry_run`).
@@ -23,7 +71,7 @@ pub enum PolicyMode {
 }
 
 /// What a policy scales.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// `deployment`, `statefulset` (Kubernetes, through the scale subresource) or `agent_group`
@@ -41,7 +89,7 @@ pub struct Target {
 }
 
 /// Kinds of [`Target`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetKind {
     /// apps/v1 Deployment.
@@ -53,7 +101,7 @@ pub enum TargetKind {
 }
 
 /// The metric a policy holds at its target value per replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// GPU utilisation, percent per replica's GPU.
@@ -88,7 +136,7 @@ impl Metric {
 }
 
 /// One metric held at a target value per replica.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricTarget {
     /// The metric.
@@ -98,7 +146,7 @@ pub struct MetricTarget {
 }
 
 /// Latency SLOs; a breach scales up and forbids scaling down.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SloSpec {
     /// Time-to-first-token p95 target, milliseconds.
@@ -110,7 +158,7 @@ pub struct SloSpec {
 }
 
 /// How the forecast is used.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictiveSpec {
     /// `off`, `forecast_only` (computed and recorded, never acted on) or `on`.
@@ -136,7 +184,7 @@ impl Default for PredictiveSpec {
 
 /// HPA's `behavior`, field for field (`scaleUp`/`scaleDown`, `stabilizationWindowSeconds`, `selectPolicy`,
 /// `policies: [{type: Pods|Percent, value, periodSeconds}]`), so an HPA's block can be pasted as it is.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BehaviorSpec {
     /// Scale-up rules; HPA's defaults when absent.
@@ -148,7 +196,7 @@ pub struct BehaviorSpec {
 }
 
 /// HPA's `HPAScalingRules`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RulesSpec {
     /// Seconds; HPA's default (0 up, 300 down) when absent.
@@ -163,7 +211,7 @@ pub struct RulesSpec {
 }
 
 /// HPA's `selectPolicy` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum SelectPolicySpec {
     /// The most permissive policy.
     Max,
@@ -174,7 +222,7 @@ pub enum SelectPolicySpec {
 }
 
 /// HPA's `HPAScalingPolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RatePolicySpec {
     /// `Pods` or `Percent`.
@@ -187,7 +235,7 @@ pub struct RatePolicySpec {
 }
 
 /// HPA's policy types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RateKindSpec {
     /// Replicas.
     Pods,
@@ -258,7 +306,7 @@ impl BehaviorSpec {
 }
 
 /// Batching the control loop may set on the deployment's engines.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RebatchSpec {
     /// Smallest batch size allowed.
@@ -285,7 +333,21 @@ fn default_tolerance() -> f64 {
 }
 
 /// A scaling policy as the API accepts it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, kube::CustomResource)]
+#[kube(
+    group = "fleetpilot.dev",
+    version = "v1",
+    kind = "ScalingPolicy",
+    namespaced,
+    status = "ScalingPolicyStatus",
+    shortname = "scalpol",
+    printcolumn = r#"{"name": "Policy", "type": "string", "jsonPath": ".spec.name"}"#,
+    printcolumn = r#"{"name": "Mode", "type": "string", "jsonPath": ".spec.mode"}"#,
+    printcolumn = r#"{"name": "Current", "type": "integer", "jsonPath": ".status.currentReplicas"}"#,
+    printcolumn = r#"{"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"}"#,
+    printcolumn = r#"{"name": "Accepted", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Accepted')].status"}"#,
+    doc = "A fleetpilot scaling policy managed with kubectl/GitOps; its spec is the REST API's policy spec"
+)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySpec {
     /// Unique name (`[a-z0-9-]`, 1..=63).
@@ -581,6 +643,37 @@ impl PolicySpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `deploy/crds/scalingpolicies.fleetpilot.dev.json` is the CRD derived from [`PolicySpec`] (run with
+    /// `FLEETPILOT_WRITE_CRD=1` to rewrite it after changing the spec).
+    #[test]
+    fn the_crd_in_deploy_is_generated_from_the_spec_type() {
+        use kube::CustomResourceExt as _;
+        let crd = ScalingPolicy::crd();
+        let mut text = serde_json::to_string_pretty(&crd).unwrap();
+        text.push('\n');
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds/scalingpolicies.fleetpilot.dev.json");
+        if std::env::var_os("FLEETPILOT_WRITE_CRD").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == text,
+            "{} is stale: run FLEETPILOT_WRITE_CRD=1 cargo test -p fleetpilot crd",
+            path.display()
+        );
+        // What the API server requires of it: the status subresource, a structural schema with the spec's
+        // required fields.
+        assert_eq!(crd.spec.group, "fleetpilot.dev");
+        let v = &crd.spec.versions[0];
+        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        let schema = serde_json::to_value(&v.schema).unwrap();
+        let required = &schema["openAPIV3Schema"]["properties"]["spec"]["required"];
+        for f in ["name", "target", "min_replicas", "max_replicas"] {
+            assert!(required.as_array().unwrap().iter().any(|r| r == f), "{f}: {required}");
+        }
+    }
 
     fn spec() -> PolicySpec {
         crate::error::parse_json(

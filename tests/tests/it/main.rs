@@ -7,6 +7,7 @@ mod alerting;
 mod bad_input;
 mod browser;
 mod commands;
+mod crd;
 mod dashboard;
 mod demo_fleet;
 mod end_to_end;

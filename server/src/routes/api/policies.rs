@@ -14,6 +14,20 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::field("id", "must be a UUID"))
 }
 
+/// Refuses to change a policy a Kubernetes resource owns (409 naming `owner`).
+async fn not_owned(state: &AppState, id: Uuid) -> Result<(), ApiError> {
+    match store::get(&state.pool, id).await? {
+        Some(p) => match p.owner {
+            Some(owner) => Err(ApiError::conflict(
+                "owner",
+                format!("policy {id} is managed by {owner}: change it with kubectl (or in Git), not here"),
+            )),
+            None => Ok(()),
+        },
+        None => Err(ApiError::not_found(format!("no policy {id}"))),
+    }
+}
+
 fn parse_spec(body: &[u8]) -> Result<PolicySpec, ApiError> {
     let spec: PolicySpec = parse_json(body)?;
     spec.validate()?;
@@ -61,6 +75,7 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let spec = parse_spec(&body)?;
+    not_owned(&state, id).await?;
     let written = store::update(&state.pool, id, &spec).await?;
     state.policies.invalidate();
     match written {
@@ -74,6 +89,7 @@ pub async fn update(
 #[del("/api/v1/policies/{id}")]
 pub async fn delete(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
+    not_owned(&state, id).await?;
     let deleted = store::delete(&state.pool, id).await?;
     state.policies.invalidate();
     if deleted { Ok(HttpResponse::NoContent().finish()) } else { Err(ApiError::not_found(format!("no policy {id}"))) }

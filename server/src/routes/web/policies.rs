@@ -554,8 +554,13 @@ pub async fn edit_form(
     let Some(p) = db::policies::get(&state.pool, id).await? else {
         return Err(WebError::NotFound(format!("no policy {id}")));
     };
-    let chrome = user.chrome(&state, format!("Policy {}", p.spec.name), "policies");
-    let values = values_of(&serde_json::to_value(&p.spec).unwrap_or_default());
+    let mut chrome = user.chrome(&state, format!("Policy {}", p.spec.name), "policies");
+    let mut values = values_of(&serde_json::to_value(&p.spec).unwrap_or_default());
+    if let Some(owner) = &p.owner {
+        // Managed in Kubernetes: shown read-only, whoever looks.
+        chrome.is_operator = false;
+        values.insert("owner".into(), owner.clone());
+    }
     form_page(chrome, Some(id.to_string()), p.version, values, None, StatusCode::OK)
 }
 
@@ -573,6 +578,12 @@ pub async fn update(
     let Some(p) = db::policies::get(&state.pool, id).await? else {
         return Err(WebError::NotFound(format!("no policy {id}")));
     };
+    if let Some(owner) = &p.owner {
+        return Err(WebError::Forbidden(format!(
+            "policy {} is managed by {owner}: change it with kubectl (or in Git), not here",
+            p.spec.name
+        )));
+    }
     let chrome = user.chrome(&state, format!("Policy {}", p.spec.name), "policies");
     let base = serde_json::to_value(&p.spec).unwrap_or_default();
     let spec = match spec_from_form(base, &form) {
