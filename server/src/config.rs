@@ -123,6 +123,12 @@ pub struct IngestSettings {
     pub rollup_1h_retention_days: u32,
     /// Seconds between rollup runs.
     pub rollup_secs: f64,
+    /// Seconds a sample's timestamp may lie ahead of the server clock (agent clock skew); later samples
+    /// are refused with a 400. Samples older than `retention_days` are refused too: their partition is
+    /// (or will soon be) dropped.
+    pub max_future_secs: u32,
+    /// Largest body of the unauthenticated, small routes (`/api/v1/enroll`, `/login`), bytes.
+    pub small_body_bytes: usize,
 }
 
 impl Default for IngestSettings {
@@ -137,6 +143,8 @@ impl Default for IngestSettings {
             rollup_1m_retention_days: 35,
             rollup_1h_retention_days: 400,
             rollup_secs: 30.0,
+            max_future_secs: 300,
+            small_body_bytes: 16 * 1024,
         }
     }
 }
@@ -406,6 +414,12 @@ impl Settings {
         }
         if self.ingest.retention_days == 0 {
             return bad("ingest.retention_days", "must be at least 1");
+        }
+        if self.ingest.max_future_secs > 86_400 {
+            return bad("ingest.max_future_secs", "must be at most 86400 (future partitions are never dropped early)");
+        }
+        if !(256..=1024 * 1024).contains(&self.ingest.small_body_bytes) {
+            return bad("ingest.small_body_bytes", "must be between 256 and 1048576");
         }
         if !(self.control.tick_secs.is_finite() && self.control.tick_secs >= 0.05) {
             return bad("control.tick_secs", "must be at least 0.05");

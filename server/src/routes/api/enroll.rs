@@ -86,13 +86,30 @@ struct Enroll {
     hostname: String,
 }
 
+/// Reads an unauthenticated route's body, refusing anything above `ingest.small_body_bytes` with 413
+/// before buffering it (the app-wide limit is sized for ingest batches, megabytes).
+pub async fn read_small_body(state: &AppState, payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    let limit = state.settings.ingest.small_body_bytes;
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(ApiError::bad_request(format!("reading the body: {e}"))),
+        Err(_) => Err(ApiError {
+            status: actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            error: format!("request body larger than {limit} bytes"),
+            field: None,
+            retry_after_secs: None,
+        }),
+    }
+}
+
 fn valid_node_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
 /// Exchanges an enrollment token for a per-node credential (re-enrolling a node rotates it).
 #[post("/api/v1/enroll")]
-pub async fn enroll(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn enroll(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let body = read_small_body(&state, payload).await?;
     let e: Enroll = parse_json(&body)?;
     if !valid_node_id(&e.node_id) {
         return Err(ApiError::field("node_id", "must be 1..=128 characters of letters, digits, '.', '-', '_'"));

@@ -5,7 +5,7 @@ use gpu_agent::protocol::{Batch, BatchAck};
 
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, parse_json};
-use crate::ingest::SubmitError;
+use crate::ingest::{StoreFailure, SubmitError};
 use crate::state::AppState;
 
 /// Stores a batch once (idempotent on `(agent_id, seq)`) and answers only after it is committed.
@@ -16,6 +16,17 @@ pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Byte
     let rejected = || m.ingest_batches.with_label_values(&["rejected"]).inc();
     let batch: Batch = parse_json(&body).inspect_err(|_| rejected())?;
     batch.validate().map_err(|e| {
+        rejected();
+        ApiError::field(e.field, e.reason)
+    })?;
+    // The accepted time window: nothing older than raw retention (its partition is or will be dropped),
+    // nothing further ahead than the configured clock skew (it would create partitions that are never
+    // dropped and pin the node's "latest" rows).
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let ingest = &state.settings.ingest;
+    let min_ms = now_ms - i64::from(ingest.retention_days) * 86_400_000;
+    let max_ms = now_ms + i64::from(ingest.max_future_secs) * 1000;
+    batch.validate_window(min_ms, max_ms).map_err(|e| {
         rejected();
         ApiError::field(e.field, e.reason)
     })?;
@@ -45,7 +56,11 @@ pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Byte
             }
             Ok(HttpResponse::Ok().json(BatchAck { seq, duplicate: stored.duplicate, commands: stored.commands }))
         }
+        // Refused by the database even alone: retrying cannot help, so no retry-forever 503.
+        Ok(Err(StoreFailure::Rejected { field, reason })) => Err(ApiError::field(field, reason)),
         // Not committed: the agent keeps the batch and retries.
-        Ok(Err(_)) | Err(_) => Err(ApiError::unavailable("the batch could not be stored; retry")),
+        Ok(Err(StoreFailure::Unavailable(_))) | Err(_) => {
+            Err(ApiError::unavailable("the batch could not be stored; retry"))
+        }
     }
 }
