@@ -57,8 +57,13 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Bearer token for the REST API (`Authorization: Bearer ...`).
     pub api_token: Secret,
-    /// Bearer token agents use for ingest.
+    /// Shared bearer token for agents. Every node would hold the same token, so it cannot prove which node
+    /// writes: it is refused for writes unless `agent_token_can_write` is set. Nodes enroll instead
+    /// (`POST /api/v1/enroll`) and write with their own credential.
     pub agent_token: Secret,
+    /// Trusts the shared `agent_token` to write any node's and deployment's data (demo fleets, simulators,
+    /// benchmarks on one machine). Off by default; never turn it on where nodes are not trusted.
+    pub agent_token_can_write: bool,
     /// Ingest settings.
     pub ingest: IngestSettings,
     /// Control-loop settings.
@@ -89,6 +94,7 @@ impl Default for Settings {
             data_dir: PathBuf::from(".fleetpilot"),
             api_token: Secret::default(),
             agent_token: Secret::default(),
+            agent_token_can_write: false,
             ingest: IngestSettings::default(),
             control: ControlSettings::default(),
             kube: KubeSettings::default(),
@@ -518,8 +524,11 @@ impl Settings {
         if d.refresh_secs > 3600 {
             return bad("dashboard.refresh_secs", "must be at most 3600");
         }
-        if self.api_token.is_empty() || self.agent_token.is_empty() {
-            return bad("api_token/agent_token", "both must be set (FLEETPILOT_API_TOKEN, FLEETPILOT_AGENT_TOKEN)");
+        if self.api_token.is_empty() {
+            return bad("api_token", "must be set (FLEETPILOT_API_TOKEN)");
+        }
+        if self.agent_token_can_write && self.agent_token.is_empty() {
+            return bad("agent_token", "must be set when agent_token_can_write is on (FLEETPILOT_AGENT_TOKEN)");
         }
         Ok(())
     }

@@ -7,6 +7,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app};
 
+/// (what, how to break a valid batch, the field the 400 must name)
+type Case = (&'static str, Box<dyn Fn(&mut Value)>, &'static str);
+
 /// A valid batch for `node` with every sample at `ts_ms`.
 fn batch_at(node: &str, seq: u64, ts_ms: i64) -> Value {
     json!({
@@ -82,7 +85,7 @@ async fn timestamp_bombs_are_refused_and_create_no_partitions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nul_characters_and_oversized_fields_are_refused_naming_the_field() {
     let app = spawn_app(|s| s.control.enabled = false).await;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("NUL in model", Box::new(|b| b["gpus"][0]["model"] = json!("H100\u{0}")), "gpus[0].model"),
         ("oversized model", Box::new(|b| b["gpus"][0]["model"] = json!("H".repeat(10_000))), "gpus[0].model"),
         ("NUL in agent version", Box::new(|b| b["node"]["agent_version"] = json!("1.0\u{0}")), "node.agent_version"),
@@ -219,5 +222,172 @@ async fn a_replay_after_its_partition_was_dropped_is_refused_cleanly() {
     assert_eq!(e["field"], "gpus[0].ts_ms");
     let (status, e) = post_batch(&app, &batch("node-1", 3)).await;
     assert_eq!(status, 200, "{e}");
+    app.stop().await;
+}
+
+async fn new_enrollment_token(app: &TestApp, deployments: &[&str]) -> String {
+    let r = app
+        .api_post("/api/v1/enrollment-tokens", &json!({"ttl_secs": 600, "max_uses": 10, "deployments": deployments}))
+        .await;
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+}
+
+async fn enroll(app: &TestApp, token: &str, node: &str) -> reqwest::Response {
+    app.http
+        .post(format!("{}/api/v1/enroll", app.address))
+        .json(&json!({"enrollment_token": token, "node_id": node, "hostname": node}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn credential_of(app: &TestApp, token: &str, node: &str) -> String {
+    let r = enroll(app, token, node).await;
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+}
+
+async fn ingest_with(app: &TestApp, credential: &str, b: &Value) -> (u16, Value) {
+    let r =
+        app.http.post(format!("{}/api/v1/ingest", app.address)).bearer_auth(credential).json(b).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn serving(b: &mut Value, deployment: &str) {
+    b["serving"] = json!([{"ts_ms": chrono::Utc::now().timestamp_millis(), "deployment": deployment, "replica": "r1",
+        "engine": "vllm", "queue_depth": 1000, "running": 1, "prompt_tokens_per_s": 1.0, "generation_tokens_per_s": 1.0}]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrollment_token_cannot_take_over_an_enrolled_node() {
+    let app = spawn_app(|s| s.control.enabled = false).await;
+    let token = new_enrollment_token(&app, &[]).await;
+    let original = credential_of(&app, &token, "node-a").await;
+    // The attacker holds an enrollment token (from an install command) and names an existing node.
+    let r = enroll(&app, &token, "node-a").await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "node_id");
+    assert_eq!(ingest_with(&app, &original, &batch("node-a", 1)).await.0, 200, "the node keeps its credential");
+    // An operator's explicit grant allows one re-enrollment, which replaces the credential.
+    let g = app.api_post("/api/v1/enrollments/node-a/re-enroll", &json!({})).await;
+    assert_eq!(g.status(), 201);
+    let renewed = credential_of(&app, &token, "node-a").await;
+    assert_eq!(ingest_with(&app, &original, &batch("node-a", 2)).await.0, 401, "the old credential is dead");
+    assert_eq!(ingest_with(&app, &renewed, &batch("node-a", 3)).await.0, 200);
+    assert_eq!(enroll(&app, &token, "node-a").await.status(), 409, "the grant is spent");
+    let events: Value = app
+        .http
+        .get(format!("{}/api/v1/enrollment-events", app.address))
+        .bearer_auth(&app.api_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events.as_array().unwrap().iter().rev().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["enrolled", "refused-existing-node", "re-enroll-granted", "re-enrolled", "refused-existing-node"],
+        "{events}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_credential_writes_only_its_node_and_its_deployments() {
+    let app = spawn_app(|s| s.control.enabled = false).await;
+    let token = new_enrollment_token(&app, &["ml/llama"]).await;
+    let cred = credential_of(&app, &token, "node-a").await;
+    let _victim = credential_of(&app, &token, "node-b").await;
+    // Cross-node: GPU rows of another node.
+    let (status, e) = ingest_with(&app, &cred, &batch("node-b", 1)).await;
+    assert_eq!((status, e["field"].as_str()), (403, Some("agent_id")), "{e}");
+    // Cross-deployment: serving rows (queue depth 1000) for a deployment not assigned to this node.
+    let mut b = batch("node-a", 2);
+    serving(&mut b, "prod/checkout");
+    let (status, e) = ingest_with(&app, &cred, &b).await;
+    assert_eq!((status, e["field"].as_str()), (403, Some("serving[0].deployment")), "{e}");
+    let mut b = batch("node-a", 3);
+    b["node"]["deployment"] = json!("prod/checkout");
+    let (status, e) = ingest_with(&app, &cred, &b).await;
+    assert_eq!((status, e["field"].as_str()), (403, Some("node.deployment")), "{e}");
+    assert_eq!(app.count("SELECT count(*) FROM serving_latest WHERE deployment = 'prod/checkout'").await, 0);
+    // Its own deployment is fine; the operator can assign more.
+    let mut b = batch("node-a", 4);
+    serving(&mut b, "ml/llama");
+    assert_eq!(ingest_with(&app, &cred, &b).await.0, 200);
+    let r = app
+        .http
+        .put(format!("{}/api/v1/enrollments/node-a/deployments", app.address))
+        .bearer_auth(&app.api_token)
+        .json(&json!({"deployments": ["prod/*"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut b = batch("node-a", 5);
+    serving(&mut b, "prod/checkout");
+    assert_eq!(ingest_with(&app, &cred, &b).await.0, 200);
+    // Commands: only its own.
+    let r = app
+        .http
+        .get(format!("{}/api/v1/commands?agent_id=node-b&wait_s=0", app.address))
+        .bearer_auth(&cred)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = app
+        .http
+        .post(format!("{}/api/v1/commands/ack", app.address))
+        .bearer_auth(&cred)
+        .json(&json!({"agent_id": "node-b", "received": ["x"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_agent_token_cannot_write_unless_trusted_by_configuration() {
+    let app = spawn_app(|s| {
+        s.control.enabled = false;
+        s.agent_token_can_write = false;
+    })
+    .await;
+    let (status, e) = post_batch(&app, &batch("node-a", 1)).await;
+    assert_eq!(status, 403, "{e}");
+    assert_eq!(app.count("SELECT count(*) FROM ingest_batches").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_tokens_and_node_credentials_can_be_listed_and_revoked() {
+    let app = spawn_app(|s| s.control.enabled = false).await;
+    let token = new_enrollment_token(&app, &[]).await;
+    let cred = credential_of(&app, &token, "node-a").await;
+    let get = |path: &'static str| {
+        let (http, url, t) = (app.http.clone(), format!("{}{path}", app.address), app.api_token.clone());
+        async move { http.get(url).bearer_auth(t).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let tokens = get("/api/v1/enrollment-tokens").await;
+    assert_eq!(tokens[0]["uses"], 1);
+    assert!(tokens[0].get("token").is_none(), "the token itself is never listed: {tokens}");
+    let id = tokens[0]["id"].as_str().unwrap().to_string();
+    let del = |path: String| {
+        let (http, url, t) = (app.http.clone(), format!("{}{path}", app.address), app.api_token.clone());
+        async move { http.delete(url).bearer_auth(t).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(del(format!("/api/v1/enrollment-tokens/{id}")).await, 204);
+    assert_eq!(enroll(&app, &token, "node-new").await.status(), 401, "a revoked token enrolls nothing");
+    assert_eq!(ingest_with(&app, &cred, &batch("node-a", 1)).await.0, 200);
+    assert_eq!(del("/api/v1/enrollments/node-a".into()).await, 204);
+    assert_eq!(ingest_with(&app, &cred, &batch("node-a", 2)).await.0, 401, "a revoked credential writes nothing");
+    let nodes = get("/api/v1/enrollments").await;
+    assert!(nodes[0]["revoked_at"].is_string(), "{nodes}");
     app.stop().await;
 }

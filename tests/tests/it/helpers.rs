@@ -77,6 +77,8 @@ pub fn test_settings() -> Settings {
         listen: "127.0.0.1:0".into(),
         api_token: Secret::new("test-api-token"),
         agent_token: Secret::new("test-agent-token"),
+        // Most tests play many nodes with one token; the adversarial tests turn this off.
+        agent_token_can_write: true,
         ..Settings::default()
     };
     s.control.tick_secs = 0.5;

@@ -30,12 +30,18 @@ pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Byte
         rejected();
         ApiError::field(e.field, e.reason)
     })?;
-    if let AgentAuth::Node(node) = &auth
-        && *node != batch.agent_id
-    {
-        rejected();
-        return Err(ApiError::forbidden("agent_id", format!("this credential may only write node {node:?}")));
-    }
+    // A node credential writes its own node's rows and the serving rows of its assigned deployments only.
+    let scoped = || -> Result<(), ApiError> {
+        auth.check_node("agent_id", &batch.agent_id)?;
+        if let Some(d) = &batch.node.deployment {
+            auth.check_deployment("node.deployment", d)?;
+        }
+        for (i, s) in batch.serving.iter().enumerate() {
+            auth.check_deployment(&format!("serving[{i}].deployment"), &s.deployment)?;
+        }
+        Ok(())
+    };
+    scoped().inspect_err(|_| rejected())?;
     let seq = batch.seq;
     let done = match state.ingest.submit(batch) {
         Ok(rx) => rx,
