@@ -16,6 +16,14 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 pub const MAX_GPU_SAMPLES_PER_BATCH: usize = 100_000;
 /// See [`MAX_GPU_SAMPLES_PER_BATCH`].
 pub const MAX_SERVING_SAMPLES_PER_BATCH: usize = 100_000;
+/// Largest GPU index on a node: no server holds more than 256 GPUs, and the dashboard lays GPUs out by
+/// index, so an unbounded index is a memory bomb for every page that draws the node.
+pub const MAX_GPU_INDEX: u32 = 255;
+/// Most distinct serving series (`deployment`, `replica`) one batch may carry: a node runs a handful of
+/// replicas, and each new pair is a new row in `serving_latest` and a new series for the control loop.
+pub const MAX_SERVING_SERIES_PER_BATCH: usize = 256;
+/// Longest GPU model name accepted.
+pub const MAX_MODEL_LEN: usize = 128;
 
 /// One upload from one agent: everything it sampled since its previous upload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,9 +267,7 @@ impl CommandAck {
 fn check_results(field: &str, results: &[CommandResult]) -> Result<(), FieldError> {
     for (i, r) in results.iter().enumerate() {
         check_ident(&format!("{field}[{i}].id"), &r.id, 64)?;
-        if r.message.len() > 4096 {
-            return Err(err(format!("{field}[{i}].message"), "at most 4096 characters"));
-        }
+        check_message(&format!("{field}[{i}].message"), &r.message, 4096)?;
     }
     Ok(())
 }
@@ -341,6 +347,29 @@ fn check_opt(field: impl FnOnce() -> String, v: Option<f64>, lo: f64, hi: f64) -
     }
 }
 
+/// Free text that may be empty: bounded, and no control characters (NUL cannot be stored in PostgreSQL
+/// `text`, and one such row would fail a whole group commit).
+fn check_text(field: &str, v: &str, max: usize) -> Result<(), FieldError> {
+    if v.len() > max {
+        return Err(err(field, format!("at most {max} characters")));
+    }
+    if v.chars().any(|c| c.is_control()) {
+        return Err(err(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A message for people: newlines and tabs are fine, NUL and other control characters are not.
+fn check_message(field: &str, v: &str, max: usize) -> Result<(), FieldError> {
+    if v.len() > max {
+        return Err(err(field, format!("at most {max} characters")));
+    }
+    if v.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(err(field, "must not contain NUL or control characters other than newlines and tabs"));
+    }
+    Ok(())
+}
+
 fn check_ident(field: &str, v: &str, max: usize) -> Result<(), FieldError> {
     if v.is_empty() || v.len() > max {
         return Err(err(field, format!("must be 1..={max} characters")));
@@ -368,6 +397,11 @@ impl Batch {
         }
         check_ident("agent_id", &self.agent_id, 128)?;
         check_ident("node.hostname", &self.node.hostname, 255)?;
+        check_text("node.agent_version", &self.node.agent_version, 64)?;
+        check_text("node.gpu_source", &self.node.gpu_source, 32)?;
+        if let Some(g) = &self.node.group {
+            check_ident("node.group", g, 64)?;
+        }
         if self.gpus.len() > MAX_GPU_SAMPLES_PER_BATCH {
             return Err(err("gpus", format!("at most {MAX_GPU_SAMPLES_PER_BATCH} samples per batch")));
         }
@@ -382,7 +416,11 @@ impl Batch {
             if !(TS_MIN_MS..=TS_MAX_MS).contains(&g.ts_ms) {
                 return Err(err(f("ts_ms"), "must be Unix milliseconds between 2000 and 2200"));
             }
+            if g.gpu_index > MAX_GPU_INDEX {
+                return Err(err(f("gpu_index"), format!("must be in 0..={MAX_GPU_INDEX}")));
+            }
             check_ident(&f("uuid"), &g.uuid, 96)?;
+            check_text(&f("model"), &g.model, MAX_MODEL_LEN)?;
             check_range(|| f("util_pct"), g.util_pct, 0.0, 100.0)?;
             check_range(|| f("power_w"), g.power_w, 0.0, 100_000.0)?;
             check_range(|| f("temp_c"), g.temp_c, -50.0, 200.0)?;
@@ -427,13 +465,49 @@ impl Batch {
             if !(TS_MIN_MS..=TS_MAX_MS).contains(&p.ts_ms) {
                 return Err(err(f("ts_ms"), "must be Unix milliseconds between 2000 and 2200"));
             }
+            if p.gpu_index > MAX_GPU_INDEX {
+                return Err(err(f("gpu_index"), format!("must be in 0..={MAX_GPU_INDEX}")));
+            }
             if let Some(u) = &p.uuid {
                 check_ident(&f("uuid"), u, 96)?;
             }
             check_opt(|| f("bandwidth_gb_s"), p.bandwidth_gb_s, 0.0, 1e6)?;
-            if p.error.as_ref().is_some_and(|e| e.len() > 1024) {
-                return Err(err(f("error"), "at most 1024 characters"));
+            if let Some(e) = &p.error {
+                check_message(&f("error"), e, 1024)?;
             }
+        }
+        let series: std::collections::HashSet<(&str, &str)> =
+            self.serving.iter().map(|s| (s.deployment.as_str(), s.replica.as_str())).collect();
+        if series.len() > MAX_SERVING_SERIES_PER_BATCH {
+            return Err(err(
+                "serving",
+                format!("at most {MAX_SERVING_SERIES_PER_BATCH} distinct (deployment, replica) series per batch"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that every sample's timestamp lies in `min_ms..=max_ms` (the server's accepted window: no
+    /// older than raw retention, no further ahead than a few minutes of clock skew). A sample outside it
+    /// would create partitions that are never dropped, or pin a "latest" row forever.
+    pub fn validate_window(&self, min_ms: i64, max_ms: i64) -> Result<(), FieldError> {
+        let check = |field: String, ts: i64| {
+            if ts < min_ms {
+                Err(err(field, format!("older than the server accepts ({ts} < {min_ms} ms)")))
+            } else if ts > max_ms {
+                Err(err(field, format!("too far in the future ({ts} > {max_ms} ms; check the node's clock)")))
+            } else {
+                Ok(())
+            }
+        };
+        for (i, g) in self.gpus.iter().enumerate() {
+            check(format!("gpus[{i}].ts_ms"), g.ts_ms)?;
+        }
+        for (i, s) in self.serving.iter().enumerate() {
+            check(format!("serving[{i}].ts_ms"), s.ts_ms)?;
+        }
+        for (i, p) in self.probes.iter().enumerate() {
+            check(format!("probes[{i}].ts_ms"), p.ts_ms)?;
         }
         Ok(())
     }
@@ -567,6 +641,42 @@ mod tests {
         assert!(matches!(&ack.commands[0], IncomingCommand::Known(c) if c.id == "a"));
         assert!(matches!(&ack.commands[1], IncomingCommand::Unknown { id, .. } if id == "b"));
         assert!(matches!(&ack.commands[2], IncomingCommand::Unknown { id, .. } if id == "c"));
+    }
+
+    #[test]
+    fn a_gpu_index_beyond_the_largest_node_is_refused() {
+        let mut b = batch();
+        b.gpus[0].gpu_index = MAX_GPU_INDEX;
+        assert_eq!(b.validate(), Ok(()));
+        b.gpus[0].gpu_index = 2_000_000_000;
+        assert_eq!(b.validate().unwrap_err().field, "gpus[0].gpu_index");
+    }
+
+    #[test]
+    fn nul_and_oversized_text_fields_are_refused() {
+        let mut b = batch();
+        b.gpus[0].model = "H100\u{0}".into();
+        assert_eq!(b.validate().unwrap_err().field, "gpus[0].model");
+        let mut b = batch();
+        b.gpus[0].model = "x".repeat(MAX_MODEL_LEN + 1);
+        assert_eq!(b.validate().unwrap_err().field, "gpus[0].model");
+        let mut b = batch();
+        b.node.agent_version = "1\u{0}".into();
+        assert_eq!(b.validate().unwrap_err().field, "node.agent_version");
+        let mut b = batch();
+        b.command_results.push(CommandResult { id: "c".into(), ok: true, message: "a\u{0}b".into() });
+        assert_eq!(b.validate().unwrap_err().field, "command_results[0].message");
+        b.command_results[0].message = "line one\nline two".into();
+        assert_eq!(b.validate(), Ok(()));
+    }
+
+    #[test]
+    fn timestamps_outside_the_window_are_refused() {
+        let b = batch();
+        let ts = b.gpus[0].ts_ms;
+        assert_eq!(b.validate_window(ts - 1, ts + 1), Ok(()));
+        assert_eq!(b.validate_window(ts + 1, ts + 2).unwrap_err().field, "gpus[0].ts_ms");
+        assert_eq!(b.validate_window(ts - 2, ts - 1).unwrap_err().field, "gpus[0].ts_ms");
     }
 
     #[test]

@@ -57,8 +57,13 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Bearer token for the REST API (`Authorization: Bearer ...`).
     pub api_token: Secret,
-    /// Bearer token agents use for ingest.
+    /// Shared bearer token for agents. Every node would hold the same token, so it cannot prove which node
+    /// writes: it is refused for writes unless `agent_token_can_write` is set. Nodes enroll instead
+    /// (`POST /api/v1/enroll`) and write with their own credential.
     pub agent_token: Secret,
+    /// Trusts the shared `agent_token` to write any node's and deployment's data (demo fleets, simulators,
+    /// benchmarks on one machine). Off by default; never turn it on where nodes are not trusted.
+    pub agent_token_can_write: bool,
     /// Ingest settings.
     pub ingest: IngestSettings,
     /// Control-loop settings.
@@ -89,6 +94,7 @@ impl Default for Settings {
             data_dir: PathBuf::from(".fleetpilot"),
             api_token: Secret::default(),
             agent_token: Secret::default(),
+            agent_token_can_write: false,
             ingest: IngestSettings::default(),
             control: ControlSettings::default(),
             kube: KubeSettings::default(),
@@ -123,6 +129,12 @@ pub struct IngestSettings {
     pub rollup_1h_retention_days: u32,
     /// Seconds between rollup runs.
     pub rollup_secs: f64,
+    /// Seconds a sample's timestamp may lie ahead of the server clock (agent clock skew); later samples
+    /// are refused with a 400. Samples older than `retention_days` are refused too: their partition is
+    /// (or will soon be) dropped.
+    pub max_future_secs: u32,
+    /// Largest body of the unauthenticated, small routes (`/api/v1/enroll`, `/login`), bytes.
+    pub small_body_bytes: usize,
 }
 
 impl Default for IngestSettings {
@@ -137,6 +149,8 @@ impl Default for IngestSettings {
             rollup_1m_retention_days: 35,
             rollup_1h_retention_days: 400,
             rollup_secs: 30.0,
+            max_future_secs: 300,
+            small_body_bytes: 16 * 1024,
         }
     }
 }
@@ -415,6 +429,12 @@ impl Settings {
         if self.ingest.retention_days == 0 {
             return bad("ingest.retention_days", "must be at least 1");
         }
+        if self.ingest.max_future_secs > 86_400 {
+            return bad("ingest.max_future_secs", "must be at most 86400 (future partitions are never dropped early)");
+        }
+        if !(256..=1024 * 1024).contains(&self.ingest.small_body_bytes) {
+            return bad("ingest.small_body_bytes", "must be between 256 and 1048576");
+        }
         if !(self.control.tick_secs.is_finite() && self.control.tick_secs >= 0.05) {
             return bad("control.tick_secs", "must be at least 0.05");
         }
@@ -512,8 +532,11 @@ impl Settings {
         if d.refresh_secs > 3600 {
             return bad("dashboard.refresh_secs", "must be at most 3600");
         }
-        if self.api_token.is_empty() || self.agent_token.is_empty() {
-            return bad("api_token/agent_token", "both must be set (FLEETPILOT_API_TOKEN, FLEETPILOT_AGENT_TOKEN)");
+        if self.api_token.is_empty() {
+            return bad("api_token", "must be set (FLEETPILOT_API_TOKEN)");
+        }
+        if self.agent_token_can_write && self.agent_token.is_empty() {
+            return bad("agent_token", "must be set when agent_token_can_write is on (FLEETPILOT_AGENT_TOKEN)");
         }
         Ok(())
     }

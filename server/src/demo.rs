@@ -298,6 +298,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         listen: opts.listen.clone(),
         api_token: Secret::new(api_token.clone()),
         agent_token: Secret::new(agent_token.clone()),
+        // The simulated fleet runs in this process with one shared token: trusted here, never in a cluster.
+        agent_token_can_write: true,
         data_dir: opts.data_dir.clone(),
         ..Settings::default()
     };

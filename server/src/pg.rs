@@ -1,7 +1,10 @@
 //! A private PostgreSQL cluster, started and stopped by fleetpilot itself.
 //!
 //! Used when no `DATABASE_URL` is given (the demo, the tests, a single-box trial). The cluster lives in a
-//! data directory of ours, listens on 127.0.0.1 on a free port (never assuming 5432), and runs as an
+//! data directory of ours and listens only on a Unix socket inside it (no TCP at all: `listen_addresses`
+//! is empty, host logins are rejected in `pg_hba.conf`, and the socket is mode 0700 in a mode-0700
+//! directory, so only the cluster's own user and root can connect; an old cluster initialised with
+//! `trust` on 127.0.0.1 is safe too because nothing listens there). It runs as an
 //! unprivileged user because `initdb` refuses root. The postmaster is started from a dedicated thread with a
 //! parent-death signal, so even a SIGKILLed fleetpilot never leaves an orphaned server behind; a normal stop
 //! is a fast shutdown (SIGINT) that waits for the server to exit.
@@ -155,7 +158,10 @@ impl PrivatePostgres {
         }
         if !data_dir.join("PG_VERSION").exists() {
             let mut cmd = Command::new(bin.join("initdb"));
-            cmd.arg("-D").arg(&data_dir).args(["-U", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--locale=C"]);
+            cmd.arg("-D")
+                .arg(&data_dir)
+                .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=reject"])
+                .args(["--encoding=UTF8", "--locale=C"]);
             if opts.ephemeral {
                 cmd.arg("--no-sync");
             }
@@ -174,7 +180,8 @@ impl PrivatePostgres {
             let port = free_port().map_err(|e| PgError::Io("pick a free port".into(), e))?;
             let mut cmd = Command::new(bin.join("postgres"));
             cmd.arg("-D").arg(&data_dir).arg("-p").arg(port.to_string());
-            cmd.args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]);
+            // The port only names the socket file (`.s.PGSQL.<port>`); nothing listens on TCP.
+            cmd.args(["-c", "listen_addresses=", "-c", "max_connections=200", "-c", "unix_socket_permissions=0700"]);
             cmd.arg("-c").arg(format!("unix_socket_directories={}", data_dir.display()));
             if opts.ephemeral {
                 cmd.args(["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off"]);
@@ -183,7 +190,7 @@ impl PrivatePostgres {
                 .stdout(Stdio::from(log.try_clone().map_err(|e| PgError::Io("dup log".into(), e))?));
             cmd.stderr(Stdio::from(log2.try_clone().map_err(|e| PgError::Io("dup log".into(), e))?));
             let (pid, exited) = spawn_supervised(cmd, user.as_ref())?;
-            match wait_ready(&bin, port, &exited, Duration::from_secs(60)) {
+            match wait_ready(&bin, &data_dir, port, &exited, Duration::from_secs(60)) {
                 Ok(()) => {
                     let pg = PrivatePostgres { data_dir: data_dir.clone(), port, pid, exited, stopped: false };
                     tracing::info!(port, data_dir = %data_dir.display(), "private PostgreSQL is up");
@@ -203,7 +210,7 @@ impl PrivatePostgres {
             })
     }
 
-    /// Port the cluster listens on (127.0.0.1).
+    /// Port number of the cluster's Unix socket (`<data_dir>/.s.PGSQL.<port>`); there is no TCP listener.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -218,9 +225,9 @@ impl PrivatePostgres {
         self.url_for(DATABASE)
     }
 
-    /// Connection URL of another database in the cluster.
+    /// Connection URL of another database in the cluster (over its Unix socket).
     pub fn url_for(&self, db: &str) -> String {
-        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port)
+        socket_url(&self.data_dir, self.port, db)
     }
 
     /// Fast shutdown: clients are disconnected, the server exits, the data stays consistent.
@@ -318,19 +325,44 @@ fn spawn_supervised(mut cmd: Command, user: Option<&User>) -> Result<(i32, mpsc:
     Ok((pid, exit_rx))
 }
 
-/// Waits until the server accepts connections (`pg_isready`; an open TCP port alone still answers "the
-/// database system is starting up" during recovery).
-fn wait_ready(bin: &Path, port: u16, exited: &mpsc::Receiver<()>, timeout: Duration) -> Result<(), PgError> {
+/// `postgres://fleetpilot@localhost:<port>/<db>?host=<socket dir>`: sqlx and libpq take a `host` starting
+/// with `/` as the directory of the Unix socket.
+pub fn socket_url(socket_dir: &Path, port: u16, db: &str) -> String {
+    let dir: String = socket_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .map(|&b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("postgres://{SUPERUSER}@localhost:{port}/{db}?host={dir}")
+}
+
+/// Waits until the server accepts connections on its socket (`pg_isready`; an existing socket alone still
+/// answers "the database system is starting up" during recovery).
+fn wait_ready(
+    bin: &Path,
+    socket_dir: &Path,
+    port: u16,
+    exited: &mpsc::Receiver<()>,
+    timeout: Duration,
+) -> Result<(), PgError> {
     let start = Instant::now();
     let isready = bin.join("pg_isready");
+    let socket = socket_dir.join(format!(".s.PGSQL.{port}"));
     while start.elapsed() < timeout {
         if exited.try_recv().is_ok() {
             return Err(PgError::Command { what: "postgres".into(), detail: "exited during start-up".into() });
         }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if socket.exists() {
             let ready = if isready.is_file() {
                 Command::new(&isready)
-                    .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", SUPERUSER, "-d", "postgres"])
+                    .arg("-q")
+                    .arg("-h")
+                    .arg(socket_dir)
+                    .args(["-p", &port.to_string(), "-U", SUPERUSER, "-d", "postgres"])
                     .status()
                     .is_ok_and(|s| s.success())
             } else {

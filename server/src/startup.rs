@@ -206,11 +206,14 @@ async fn maintenance(state: AppState, mut rx: watch::Receiver<bool>) {
         if let Err(e) = state.partitions.ensure_around_now(&state.pool).await {
             tracing::warn!(error = %e, "creating partitions failed");
         }
-        match db::drop_expired_partitions(&state.pool, state.settings.ingest.retention_days).await {
+        let retention = state.settings.ingest.retention_days;
+        match db::drop_expired_partitions(&state.pool, retention).await {
             Ok(d) if !d.is_empty() => tracing::info!(dropped = ?d, "expired partitions dropped"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "dropping expired partitions failed"),
         }
+        // Even after a partial failure: a day we may have dropped must not be assumed to exist.
+        state.partitions.forget_before(db::retention_cutoff(retention));
         let i = &state.settings.ingest;
         if let Err(e) = db::rollups::expire(&state.pool, i.rollup_1m_retention_days, i.rollup_1h_retention_days).await {
             tracing::warn!(error = %e, "expiring rollups failed");

@@ -13,7 +13,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Batches by outcome: stored, duplicate, rejected, busy, error.
+    /// Batches by outcome: stored, duplicate, rejected, busy, error, isolated (written alone after their group
+    /// was refused).
     pub ingest_batches: IntCounterVec,
     /// Metric values stored.
     pub ingest_samples: IntCounter,
@@ -348,7 +349,7 @@ impl Metrics {
             let _ = m.registry.register(c);
         }
         // Expose every outcome from the start, so rates work before the first event.
-        for o in ["stored", "duplicate", "rejected", "busy"] {
+        for o in ["stored", "duplicate", "rejected", "busy", "isolated"] {
             m.ingest_batches.with_label_values(&[o]);
         }
         for k in OPPORTUNITY_KINDS {

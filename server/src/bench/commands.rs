@@ -63,6 +63,8 @@ pub async fn run(opts: CommandBenchOptions) -> anyhow::Result<(Distribution, Dis
         listen: "127.0.0.1:0".into(),
         api_token: Secret::new("bench-api"),
         agent_token: Secret::new("bench-agent"),
+        // One process simulates every node: the shared token is trusted, as in the demo.
+        agent_token_can_write: true,
         database_url: Some(url),
         ..Settings::default()
     };

@@ -141,6 +141,8 @@ async fn phase(url: &str, kube: &FakeKube, tick_secs: f64, min_gap: f64, steps: 
         listen: "127.0.0.1:0".into(),
         api_token: Secret::new("bench-api"),
         agent_token: Secret::new("bench-agent"),
+        // One process simulates every node: the shared token is trusted, as in the demo.
+        agent_token_can_write: true,
         database_url: Some(url.to_string()),
         ..Settings::default()
     };

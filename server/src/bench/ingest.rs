@@ -103,6 +103,8 @@ async fn start_server(database_url: &str, api: &str, agent: &str) -> anyhow::Res
         .env("FLEETPILOT_LISTEN", format!("127.0.0.1:{port}"))
         .env("FLEETPILOT_API_TOKEN", api)
         .env("FLEETPILOT_AGENT_TOKEN", agent)
+        // The benchmark plays every node with the shared token.
+        .env("FLEETPILOT_AGENT_TOKEN_CAN_WRITE", "true")
         .env("FLEETPILOT_CONTROL__ENABLED", "false")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

@@ -105,6 +105,18 @@ impl Partitions {
         Ok(())
     }
 
+    /// Forgets every day before `day`: retention dropped their partitions, so a later sample for one of
+    /// them must create it again (or be refused) instead of failing its whole group on a missing partition.
+    pub fn forget_before(&self, day: NaiveDate) {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).retain(|d| *d >= day);
+    }
+
+    /// Forgets every day: the next group re-checks (`CREATE ... IF NOT EXISTS`) the partitions it needs.
+    /// Used after a group failed, in case a partition was dropped behind this process's back.
+    pub fn forget_all(&self) {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Partitions for yesterday through the day after tomorrow (clock skew and midnight both covered).
     pub async fn ensure_around_now(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         let today = Utc::now().date_naive();
@@ -138,9 +150,15 @@ async fn create_partition(pool: &PgPool, table: &str, day: NaiveDate) -> Result<
     }
 }
 
-/// Drops daily partitions entirely older than `retention_days`; returns the dropped table names.
+/// The first day whose partitions `retention_days` keeps.
+pub fn retention_cutoff(retention_days: u32) -> NaiveDate {
+    Utc::now().date_naive() - chrono::Duration::days(i64::from(retention_days))
+}
+
+/// Drops daily partitions entirely older than `retention_days`; returns the dropped table names. Callers
+/// holding a [`Partitions`] must call [`Partitions::forget_before`] with [`retention_cutoff`] afterwards.
 pub async fn drop_expired_partitions(pool: &PgPool, retention_days: u32) -> Result<Vec<String>, sqlx::Error> {
-    let cutoff = Utc::now().date_naive() - chrono::Duration::days(i64::from(retention_days));
+    let cutoff = retention_cutoff(retention_days);
     let mut dropped = Vec::new();
     for table in PARTITIONED_TABLES {
         let children: Vec<String> = sqlx::query_scalar(

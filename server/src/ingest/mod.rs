@@ -39,11 +39,52 @@ pub enum SubmitError {
     Closed,
 }
 
+/// Why a queued batch was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreFailure {
+    /// The database refused this batch's data even when it was written alone: retrying cannot help (400).
+    #[error("the database refused the batch ({field}): {reason}")]
+    Rejected {
+        /// The part of the batch to blame, as far as the database error tells.
+        field: String,
+        /// The database's reason.
+        reason: String,
+    },
+    /// The database could not be reached or failed for reasons of its own: retry later (503).
+    #[error("the batch could not be stored: {0}")]
+    Unavailable(String),
+}
+
+/// What a submitted batch's receiver yields.
+pub type StoreResult = Result<Stored, StoreFailure>;
+
 struct Job {
     batch: Batch,
     _permit: OwnedSemaphorePermit,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<Stored, String>>,
+    reply: oneshot::Sender<StoreResult>,
+}
+
+/// Whether `e` was caused by the rows written (the data), not by the database being unavailable: SQLSTATE
+/// class 22 (data exception, e.g. NUL in text), 23 (integrity, e.g. no partition for a row), 54 (limits).
+fn is_data_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54"))
+        }
+        sqlx::Error::Encode(_) | sqlx::Error::TypeNotFound { .. } => true,
+        _ => false,
+    }
+}
+
+/// The field a data error points at, as far as the message tells (the database does not name JSON paths).
+fn blamed_field(e: &sqlx::Error) -> String {
+    let msg = e.to_string();
+    if msg.contains("partition") {
+        if msg.contains("serving_samples") { "serving[].ts_ms" } else { "gpus[].ts_ms" }.to_string()
+    } else {
+        "batch".to_string()
+    }
 }
 
 /// Limits of the pipeline.
@@ -104,7 +145,7 @@ impl IngestQueue {
     }
 
     /// Queues a validated batch; the receiver yields once it is committed (or failed).
-    pub fn submit(&self, batch: Batch) -> Result<oneshot::Receiver<Result<Stored, String>>, SubmitError> {
+    pub fn submit(&self, batch: Batch) -> Result<oneshot::Receiver<StoreResult>, SubmitError> {
         let rows = rows_of(&batch);
         if rows > self.max_rows {
             return Err(SubmitError::TooLarge(rows, self.max_rows));
@@ -157,30 +198,60 @@ impl Writer {
         let elapsed = started.elapsed();
         match result {
             Ok(stored) => {
-                let mut samples = 0u64;
-                for (job, s) in group.into_iter().zip(stored) {
-                    if s.duplicate {
-                        self.metrics.ingest_batches.with_label_values(&["duplicate"]).inc();
-                    } else {
-                        self.metrics.ingest_batches.with_label_values(&["stored"]).inc();
-                        samples += job.batch.metric_values() as u64;
-                    }
-                    self.metrics.ingest_seconds.observe(job.enqueued.elapsed().as_secs_f64());
-                    let _ = job.reply.send(Ok(s));
-                }
-                self.metrics.ingest_samples.inc_by(samples);
+                let samples = self.acknowledge(group, stored);
                 tracing::trace!(?elapsed, samples, "group stored");
             }
-            Err(e) => {
-                tracing::warn!(error = %e, batches = group.len(), "storing an ingest group failed; agents will retry");
+            Err(e) if is_data_error(&e) => {
+                // One batch's rows were refused (a value validation missed, a partition dropped behind our
+                // back): isolate it by writing every batch alone, so it costs only its own sender a 400.
+                tracing::warn!(error = %e, batches = group.len(), "an ingest group was refused; isolating its batches");
+                self.metrics.ingest_batches.with_label_values(&["isolated"]).inc_by(group.len() as u64);
+                self.partitions.forget_all();
                 for job in group {
-                    self.metrics.ingest_batches.with_label_values(&["error"]).inc();
-                    let _ = job.reply.send(Err(e.to_string()));
+                    match self.store(std::slice::from_ref(&job)).await {
+                        Ok(stored) => {
+                            self.acknowledge(vec![job], stored);
+                        }
+                        Err(e) if is_data_error(&e) => {
+                            tracing::warn!(error = %e, node = %job.batch.agent_id, seq = job.batch.seq, "batch refused by the database");
+                            self.metrics.ingest_batches.with_label_values(&["rejected"]).inc();
+                            let failure = StoreFailure::Rejected { field: blamed_field(&e), reason: e.to_string() };
+                            let _ = job.reply.send(Err(failure));
+                        }
+                        Err(e) => self.fail(vec![job], &e).await,
+                    }
                 }
-                // Do not spin on a database that is down.
-                tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            Err(e) => self.fail(group, &e).await,
         }
+    }
+
+    /// Answers every job of a stored group; returns the metric values stored.
+    fn acknowledge(&self, group: Vec<Job>, stored: Vec<Stored>) -> u64 {
+        let mut samples = 0u64;
+        for (job, s) in group.into_iter().zip(stored) {
+            if s.duplicate {
+                self.metrics.ingest_batches.with_label_values(&["duplicate"]).inc();
+            } else {
+                self.metrics.ingest_batches.with_label_values(&["stored"]).inc();
+                samples += job.batch.metric_values() as u64;
+            }
+            self.metrics.ingest_seconds.observe(job.enqueued.elapsed().as_secs_f64());
+            let _ = job.reply.send(Ok(s));
+        }
+        self.metrics.ingest_samples.inc_by(samples);
+        samples
+    }
+
+    /// The database is unavailable: every sender retries later.
+    async fn fail(&self, group: Vec<Job>, e: &sqlx::Error) {
+        tracing::warn!(error = %e, batches = group.len(), "storing an ingest group failed; agents will retry");
+        for job in group {
+            self.metrics.ingest_batches.with_label_values(&["error"]).inc();
+            let _ = job.reply.send(Err(StoreFailure::Unavailable(e.to_string())));
+        }
+        // Do not spin on a database that is down.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     async fn store(&self, group: &[Job]) -> Result<Vec<Stored>, sqlx::Error> {

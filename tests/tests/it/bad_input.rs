@@ -257,13 +257,16 @@ async fn policies_reject_bad_specs_naming_the_field_and_keep_what_was_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_ingest_queue_answers_429_with_retry_after() {
-    // No writer drains the queue, and it holds one batch: the first batch waits, the second is refused.
+    // One real writer, held inside its group by a lock the test owns, and a queue that holds one batch: the
+    // first batch waits, the second is refused. (With no writer at all, "nothing stored" could not fail.)
     let app = spawn_app(|s| {
         s.control.enabled = false;
         s.ingest.max_queued_rows = 5;
-        s.ingest.writers = 0;
+        s.ingest.writers = 1;
     })
     .await;
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE ingest_batches IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
     let first = {
         let http = app.http.clone();
         let url = format!("{}/api/v1/ingest", app.address);
@@ -277,14 +280,20 @@ async fn a_full_ingest_queue_answers_429_with_retry_after() {
     let r = app.ingest_raw(serde_json::to_vec(&batch(2)).unwrap()).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers().get("retry-after").unwrap(), "1");
-    nothing_stored(&app).await;
     // A batch larger than the whole queue can never fit: that is a 400, not a retry.
     let mut big = batch(3);
     let gpu = big["gpus"][0].clone();
     big["gpus"] = serde_json::Value::Array(vec![gpu; 10]);
     let r = app.ingest_raw(serde_json::to_vec(&big).unwrap()).await;
     assert_eq!(r.status(), 400);
-    first.abort();
+    // Released, the writer stores the waiting batch, and only it: the refused ones were never queued.
+    lock.commit().await.unwrap();
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM ingest_batches").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(seqs, vec![1]);
+    assert_eq!(app.count("SELECT count(*) FROM gpu_samples").await, 2);
+    // The queue is free again.
+    assert_eq!(app.ingest_raw(serde_json::to_vec(&batch(4)).unwrap()).await.status(), 200);
     app.stop().await;
 }
 

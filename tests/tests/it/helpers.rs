@@ -51,8 +51,10 @@ pub async fn fresh_database() -> String {
     let admin = tokio::task::spawn_blocking(admin_url).await.unwrap().to_string();
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
     fleetpilot::pg::ensure_database(&admin, &name).await.unwrap();
-    let base = admin.rsplit_once('/').unwrap().0;
-    format!("{base}/{name}")
+    // The private cluster's URL carries its socket directory as `?host=/...`: keep the query, swap the path.
+    let (main, query) = admin.split_once('?').unwrap_or((&admin, ""));
+    let base = main.rsplit_once('/').unwrap().0;
+    if query.is_empty() { format!("{base}/{name}") } else { format!("{base}/{name}?{query}") }
 }
 
 /// A running app.
@@ -77,6 +79,8 @@ pub fn test_settings() -> Settings {
         listen: "127.0.0.1:0".into(),
         api_token: Secret::new("test-api-token"),
         agent_token: Secret::new("test-agent-token"),
+        // Most tests play many nodes with one token; the adversarial tests turn this off.
+        agent_token_can_write: true,
         ..Settings::default()
     };
     s.control.tick_secs = 0.5;

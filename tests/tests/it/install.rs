@@ -32,7 +32,12 @@ async fn the_install_script_installs_enrolls_and_the_credential_writes_only_its_
     })
     .await;
 
-    let r = app.api_post("/api/v1/enrollment-tokens", &json!({"ttl_secs": 600, "max_uses": 1, "note": "test"})).await;
+    let r = app
+        .api_post(
+            "/api/v1/enrollment-tokens",
+            &json!({"ttl_secs": 600, "max_uses": 1, "note": "test", "deployments": ["ml/llama"]}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let t: Value = r.json().await.unwrap();
     let token = t["token"].as_str().unwrap().to_string();

@@ -3,6 +3,7 @@
 //! every request.
 #![allow(clippy::unwrap_used)]
 
+mod adversarial;
 mod alerting;
 mod bad_input;
 mod browser;

@@ -1,5 +1,5 @@
-//! The private PostgreSQL cluster: starts on a free port as an unprivileged user, keeps its data across
-//! restarts, and stops cleanly.
+//! The private PostgreSQL cluster: starts as an unprivileged user on a Unix socket only (no TCP, never
+//! trust on TCP), keeps its data across restarts, and stops cleanly.
 
 use fleetpilot::pg::{PgOptions, PrivatePostgres};
 use sqlx::Connection as _;
@@ -14,6 +14,15 @@ async fn the_private_cluster_starts_keeps_data_and_stops_cleanly() {
     assert_ne!(pg.port(), 5432, "never assumes the default port");
     fleetpilot::pg::ensure_database(&pg.url_for("postgres"), "fleetpilot").await.unwrap();
     let mut c = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
+    // No TCP listener: a local user cannot log in as superuser over 127.0.0.1 (issue #15).
+    assert!(std::net::TcpStream::connect(("127.0.0.1", pg.port())).is_err(), "no TCP listener");
+    let listen: String = sqlx::query_scalar("SHOW listen_addresses").fetch_one(&mut c).await.unwrap();
+    assert_eq!(listen, "");
+    let hba: Vec<String> =
+        sqlx::query_scalar("SELECT type || ' ' || auth_method FROM pg_hba_file_rules").fetch_all(&mut c).await.unwrap();
+    assert!(!hba.iter().any(|r| r.starts_with("host") && r.ends_with("trust")), "{hba:?}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(pg.data_dir()).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "only the cluster's user reaches its socket");
     sqlx::query("CREATE TABLE kept (v int)").execute(&mut c).await.unwrap();
     sqlx::query("INSERT INTO kept VALUES (42)").execute(&mut c).await.unwrap();
     c.close().await.unwrap();

@@ -25,12 +25,7 @@ pub struct PollQuery {
 }
 
 fn check_node(auth: &AgentAuth, agent_id: &str) -> Result<(), ApiError> {
-    match auth {
-        AgentAuth::Node(node) if node != agent_id => {
-            Err(ApiError::forbidden("agent_id", format!("this credential may only act for node {node:?}")))
-        }
-        _ => Ok(()),
-    }
+    auth.check_node("agent_id", agent_id)
 }
 
 /// `GET /api/v1/commands`: answers with the agent's due commands as soon as there are any, or with none

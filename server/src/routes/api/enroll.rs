@@ -1,13 +1,19 @@
-//! Agent enrollment: `POST /api/v1/enrollment-tokens` (operators), `POST /api/v1/enroll` (installers),
-//! `GET /api/v1/enrollments`.
+//! Agent enrollment: enrollment tokens (create, list, revoke), `POST /api/v1/enroll` (installers: new node
+//! ids only), enrolled nodes (list, revoke, assign deployments, allow one re-enrollment) and the audit
+//! trail of all of it (`GET /api/v1/enrollment-events`).
+//!
+//! Scope: a node credential writes GPU rows of its own node only, and serving rows only for the
+//! deployments assigned to it: the enrollment token's `deployments` at enrollment, replaced by the
+//! operator with `PUT /api/v1/enrollments/{node_id}/deployments`. Patterns are `namespace/name` or
+//! `namespace/*`.
 
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
 use chrono::{Duration, Utc};
 use rand::Rng as _;
 use serde::Deserialize;
 
 use crate::auth::ApiAuth;
-use crate::db::enroll::{self as store, Refused};
+use crate::db::enroll::{self as store, Enrolled, Refused};
 use crate::error::{ApiError, parse_json};
 use crate::state::AppState;
 
@@ -36,6 +42,31 @@ struct NewToken {
     max_uses: u32,
     #[serde(default)]
     note: String,
+    /// Deployments the nodes enrolled with this token may report serving samples for.
+    #[serde(default)]
+    deployments: Vec<String>,
+}
+
+/// Most deployment patterns per token or node.
+pub const MAX_DEPLOYMENT_PATTERNS: usize = 256;
+
+/// Checks deployment patterns: `namespace/name` or `namespace/*`.
+pub fn parse_deployment_patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for p in patterns {
+        let check = match p.strip_suffix("/*") {
+            Some(ns) => gpu_agent::protocol::parse_deployment(&format!("{ns}/x")).map(|_| ()),
+            None => gpu_agent::protocol::parse_deployment(p).map(|_| ()),
+        };
+        check.map_err(|e| format!("{p:?}: {e} (or `namespace/*`)"))?;
+        out.push(p.to_string());
+    }
+    if out.len() > MAX_DEPLOYMENT_PATTERNS {
+        return Err(format!("at most {MAX_DEPLOYMENT_PATTERNS} patterns"));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 fn default_ttl() -> u32 {
@@ -65,12 +96,16 @@ pub async fn create_token(
     if t.note.len() > 200 {
         return Err(ApiError::field("note", "at most 200 characters"));
     }
+    let deployments = parse_deployment_patterns(t.deployments.iter().map(String::as_str))
+        .map_err(|e| ApiError::field("deployments", e))?;
     let token = random_token("fpe");
     let expires_at = Utc::now() + Duration::seconds(i64::from(t.ttl_secs));
-    store::create_token(&state.pool, &token, expires_at, t.max_uses as i32, &t.note).await?;
+    let id = store::create_token(&state.pool, &token, expires_at, t.max_uses as i32, &t.note, &deployments).await?;
     let url = public_url(&state, &req);
     Ok(HttpResponse::Created().json(serde_json::json!({
+        "id": id,
         "token": token,
+        "deployments": deployments,
         "expires_at": expires_at,
         "max_uses": t.max_uses,
         "install_command": format!("curl -fsSL {url}/install.sh | sudo sh -s -- --token {token}"),
@@ -86,22 +121,50 @@ struct Enroll {
     hostname: String,
 }
 
+/// Reads an unauthenticated route's body, refusing anything above `ingest.small_body_bytes` with 413
+/// before buffering it (the app-wide limit is sized for ingest batches, megabytes).
+pub async fn read_small_body(state: &AppState, payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    let limit = state.settings.ingest.small_body_bytes;
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(ApiError::bad_request(format!("reading the body: {e}"))),
+        Err(_) => Err(ApiError {
+            status: actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            error: format!("request body larger than {limit} bytes"),
+            field: None,
+            retry_after_secs: None,
+        }),
+    }
+}
+
 fn valid_node_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
-/// Exchanges an enrollment token for a per-node credential (re-enrolling a node rotates it).
+/// Exchanges an enrollment token for a per-node credential. Only a new node id is bound; an enrolled one
+/// needs an operator's grant (`POST /api/v1/enrollments/{node_id}/re-enroll`), else 409.
 #[post("/api/v1/enroll")]
-pub async fn enroll(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn enroll(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let body = read_small_body(&state, payload).await?;
     let e: Enroll = parse_json(&body)?;
     if !valid_node_id(&e.node_id) {
         return Err(ApiError::field("node_id", "must be 1..=128 characters of letters, digits, '.', '-', '_'"));
     }
     let credential = random_token("fpn");
     match store::enroll(&state.pool, &e.enrollment_token, &e.node_id, &credential).await? {
-        Ok(()) => {
-            tracing::info!(node = %e.node_id, hostname = %e.hostname, "node enrolled");
+        Ok(how) => {
+            tracing::info!(node = %e.node_id, hostname = %e.hostname, again = (how == Enrolled::Again), "node enrolled");
+            // A re-enrolled node's old credential must stop working here at once.
+            state.credentials.clear();
             Ok(HttpResponse::Ok().json(serde_json::json!({ "node_id": e.node_id, "token": credential })))
+        }
+        Err(Refused::NodeExists) => {
+            tracing::warn!(node = %e.node_id, hostname = %e.hostname, "enrollment of an existing node refused");
+            Err(ApiError::conflict(
+                "node_id",
+                "this node is enrolled already; an operator must allow a re-enrollment \
+                 (POST /api/v1/enrollments/{node_id}/re-enroll)",
+            ))
         }
         Err(Refused::InvalidToken) => Err(ApiError {
             status: actix_web::http::StatusCode::UNAUTHORIZED,
@@ -112,10 +175,93 @@ pub async fn enroll(state: web::Data<AppState>, body: web::Bytes) -> Result<Http
     }
 }
 
-/// Enrolled nodes.
+/// Enrolled nodes: id, when, revoked, assigned deployments, pending re-enrollment.
 #[get("/api/v1/enrollments")]
 pub async fn enrollments(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let rows = store::enrolled(&state.pool).await?;
-    Ok(HttpResponse::Ok()
-        .json(rows.into_iter().map(|(n, at)| serde_json::json!({"node_id": n, "enrolled_at": at})).collect::<Vec<_>>()))
+    Ok(HttpResponse::Ok().json(store::enrolled(&state.pool).await?))
+}
+
+/// Enrollment tokens (never the tokens themselves), newest first.
+#[get("/api/v1/enrollment-tokens")]
+pub async fn list_tokens(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(store::tokens(&state.pool).await?))
+}
+
+/// Revokes an enrollment token: no further enrollment with it.
+#[delete("/api/v1/enrollment-tokens/{id}")]
+pub async fn revoke_token(
+    _a: ApiAuth,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::field("id", "must be a UUID"))?;
+    if !store::revoke_token(&state.pool, id, "api").await? {
+        return Err(ApiError::not_found("no such enrollment token"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn node_path(node: &str) -> Result<&str, ApiError> {
+    if valid_node_id(node) { Ok(node) } else { Err(ApiError::field("node_id", "not a valid node id")) }
+}
+
+/// Revokes a node's credential: its uploads are refused (401) from now on (other replicas: within a minute).
+#[delete("/api/v1/enrollments/{node_id}")]
+pub async fn revoke_node(
+    _a: ApiAuth,
+    state: web::Data<AppState>,
+    node: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let node = node_path(&node)?;
+    if !store::revoke_node(&state.pool, node, "api").await? {
+        return Err(ApiError::not_found("no such enrolled node"));
+    }
+    state.credentials.clear();
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Allows the node's next enrollment (once, within an hour) to replace its credential.
+#[post("/api/v1/enrollments/{node_id}/re-enroll")]
+pub async fn reenroll(
+    _a: ApiAuth,
+    state: web::Data<AppState>,
+    node: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let node = node_path(&node)?;
+    let expires_at = Utc::now() + Duration::hours(1);
+    if !store::grant_reenroll(&state.pool, node, "api", expires_at).await? {
+        return Err(ApiError::not_found("no such enrolled node"));
+    }
+    Ok(HttpResponse::Created().json(serde_json::json!({"node_id": node, "expires_at": expires_at})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Deployments {
+    deployments: Vec<String>,
+}
+
+/// Replaces the deployments a node may report serving samples for.
+#[put("/api/v1/enrollments/{node_id}/deployments")]
+pub async fn set_deployments(
+    _a: ApiAuth,
+    state: web::Data<AppState>,
+    node: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let node = node_path(&node)?;
+    let d: Deployments = parse_json(&body)?;
+    let deployments = parse_deployment_patterns(d.deployments.iter().map(String::as_str))
+        .map_err(|e| ApiError::field("deployments", e))?;
+    if !store::set_deployments(&state.pool, node, &deployments, "api").await? {
+        return Err(ApiError::not_found("no such enrolled node"));
+    }
+    state.credentials.clear();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"node_id": node, "deployments": deployments})))
+}
+
+/// The latest enrollment events (enrolled, re-enrolled, grants, revocations, refused takeovers).
+#[get("/api/v1/enrollment-events")]
+pub async fn events(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(store::events(&state.pool, 1000).await?))
 }

@@ -5,7 +5,7 @@ use gpu_agent::protocol::{Batch, BatchAck};
 
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, parse_json};
-use crate::ingest::SubmitError;
+use crate::ingest::{StoreFailure, SubmitError};
 use crate::state::AppState;
 
 /// Stores a batch once (idempotent on `(agent_id, seq)`) and answers only after it is committed.
@@ -19,12 +19,29 @@ pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Byte
         rejected();
         ApiError::field(e.field, e.reason)
     })?;
-    if let AgentAuth::Node(node) = &auth
-        && *node != batch.agent_id
-    {
+    // The accepted time window: nothing older than raw retention (its partition is or will be dropped),
+    // nothing further ahead than the configured clock skew (it would create partitions that are never
+    // dropped and pin the node's "latest" rows).
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let ingest = &state.settings.ingest;
+    let min_ms = now_ms - i64::from(ingest.retention_days) * 86_400_000;
+    let max_ms = now_ms + i64::from(ingest.max_future_secs) * 1000;
+    batch.validate_window(min_ms, max_ms).map_err(|e| {
         rejected();
-        return Err(ApiError::forbidden("agent_id", format!("this credential may only write node {node:?}")));
-    }
+        ApiError::field(e.field, e.reason)
+    })?;
+    // A node credential writes its own node's rows and the serving rows of its assigned deployments only.
+    let scoped = || -> Result<(), ApiError> {
+        auth.check_node("agent_id", &batch.agent_id)?;
+        if let Some(d) = &batch.node.deployment {
+            auth.check_deployment("node.deployment", d)?;
+        }
+        for (i, s) in batch.serving.iter().enumerate() {
+            auth.check_deployment(&format!("serving[{i}].deployment"), &s.deployment)?;
+        }
+        Ok(())
+    };
+    scoped().inspect_err(|_| rejected())?;
     let seq = batch.seq;
     let done = match state.ingest.submit(batch) {
         Ok(rx) => rx,
@@ -45,7 +62,11 @@ pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Byte
             }
             Ok(HttpResponse::Ok().json(BatchAck { seq, duplicate: stored.duplicate, commands: stored.commands }))
         }
+        // Refused by the database even alone: retrying cannot help, so no retry-forever 503.
+        Ok(Err(StoreFailure::Rejected { field, reason })) => Err(ApiError::field(field, reason)),
         // Not committed: the agent keeps the batch and retries.
-        Ok(Err(_)) | Err(_) => Err(ApiError::unavailable("the batch could not be stored; retry")),
+        Ok(Err(StoreFailure::Unavailable(_))) | Err(_) => {
+            Err(ApiError::unavailable("the batch could not be stored; retry"))
+        }
     }
 }

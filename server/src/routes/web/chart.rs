@@ -328,7 +328,12 @@ pub struct Cell {
 
 /// Node × GPU utilisation heatmap; each cell links to its GPU page, each row label to its node page.
 pub fn heatmap(rows: &[(String, Vec<Cell>)]) -> String {
-    let cols = rows.iter().flat_map(|(_, c)| c.iter().map(|c| c.gpu + 1)).max().unwrap_or(1).max(1) as f64;
+    // Columns are GPU indexes: bounded by the protocol's largest index, so a row stored before that bound
+    // existed (or written around it) cannot make the page loop to an attacker-chosen index.
+    let max_cols = gpu_agent::protocol::MAX_GPU_INDEX as i32 + 1;
+    let in_range = |c: &&Cell| (0..max_cols).contains(&c.gpu);
+    let cols =
+        rows.iter().flat_map(|(_, c)| c.iter().filter(in_range).map(|c| c.gpu + 1)).max().unwrap_or(1).max(1) as f64;
     let (label_w, cell, gap) = (120.0, 22.0, 3.0);
     let w = label_w + cols * (cell + gap);
     let h = 18.0 + rows.len().max(1) as f64 * (cell * 0.7 + gap);
@@ -354,7 +359,7 @@ pub fn heatmap(rows: &[(String, Vec<Cell>)]) -> String {
             label_w - 6.0,
             yy + cell * 0.5
         );
-        for c in cells {
+        for c in cells.iter().filter(in_range) {
             let xx = label_w + f64::from(c.gpu) * (cell + gap);
             let fill = if c.stale {
                 "var(--stale)".to_string()
@@ -427,5 +432,12 @@ mod tests {
         assert!(svg.contains(r#"href="/nodes/n%201/gpus/1""#), "{svg}");
         assert_eq!(svg.matches("<rect").count(), 2);
         assert!(svg.contains("var(--stale)"));
+    }
+
+    #[test]
+    fn a_huge_gpu_index_does_not_widen_the_heatmap() {
+        let svg = heatmap(&[("n".into(), vec![Cell { gpu: 2_000_000_000, util: 50.0, stale: false }])]);
+        assert!(svg.len() < 4096, "{} bytes", svg.len());
+        assert_eq!(svg.matches("<rect").count(), 0);
     }
 }

@@ -20,6 +20,10 @@ pub struct EnrolledView {
     node: String,
     link: String,
     when: String,
+    deployments: String,
+    revoked: bool,
+    reenroll_pending: bool,
+    reenroll_action: String,
 }
 
 /// `templates/install.html`.
@@ -44,10 +48,14 @@ async fn install_page(
     let enrolled = db::enroll::enrolled(&state.pool)
         .await?
         .into_iter()
-        .map(|(node, at)| EnrolledView {
-            link: format!("/nodes/{}", super::url_encode(&node)),
-            node,
-            when: ago(now, at),
+        .map(|e| EnrolledView {
+            link: format!("/nodes/{}", super::url_encode(&e.node_id)),
+            reenroll_action: format!("/install/nodes/{}/re-enroll", super::url_encode(&e.node_id)),
+            node: e.node_id,
+            when: ago(now, e.enrolled_at),
+            deployments: if e.deployments.is_empty() { "none".into() } else { e.deployments.join(", ") },
+            revoked: e.revoked_at.is_some(),
+            reenroll_pending: e.reenroll_pending,
         })
         .collect();
     let (command, token_expires, fresh) = match token {
@@ -76,12 +84,36 @@ pub async fn create_token(
     form: web::Form<HashMap<String, String>>,
 ) -> Result<HttpResponse, WebError> {
     user.may_act(form.get("csrf").map(String::as_str))?;
+    let deployments = crate::routes::api::enroll::parse_deployment_patterns(
+        form.get("deployments").map(String::as_str).unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()),
+    )
+    .map_err(|message| WebError::BadRequest { field: "deployments".into(), message })?;
     let bytes: [u8; 32] = rand::rng().random();
     let token = format!("fpe_{}", hex::encode(bytes));
     let expires = Utc::now() + Duration::hours(1);
-    db::enroll::create_token(&state.pool, &token, expires, 50, &format!("dashboard: {}", user.name)).await?;
+    db::enroll::create_token(&state.pool, &token, expires, 50, &format!("dashboard: {}", user.name), &deployments)
+        .await?;
     tracing::info!(user = %user.name, "enrollment token created from the dashboard");
     install_page(&state, &user, &req, Some((token, expires.format("%Y-%m-%d %H:%M UTC").to_string()))).await
+}
+
+/// `POST /install/nodes/{node}/re-enroll`: an operator allows the node's next enrollment (one time, one
+/// hour) to replace its credential; recorded in the enrollment events.
+#[post("/install/nodes/{node}/re-enroll")]
+pub async fn reenroll(
+    state: web::Data<AppState>,
+    user: WebUser,
+    req: HttpRequest,
+    node: web::Path<String>,
+    form: web::Form<HashMap<String, String>>,
+) -> Result<HttpResponse, WebError> {
+    user.may_act(form.get("csrf").map(String::as_str))?;
+    let expires = Utc::now() + Duration::hours(1);
+    if !db::enroll::grant_reenroll(&state.pool, &node, &format!("dashboard: {}", user.name), expires).await? {
+        return Err(WebError::NotFound(format!("node {node:?} is not enrolled")));
+    }
+    tracing::info!(user = %user.name, node = %node, "re-enrollment granted from the dashboard");
+    install_page(&state, &user, &req, None).await
 }
 
 const SCRIPT: &str = include_str!("../../../../scripts/install-agent.sh");

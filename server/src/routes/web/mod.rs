@@ -411,6 +411,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(policies::update)
         .service(install::page)
         .service(install::create_token)
+        .service(install::reenroll)
         .service(install::install_sh)
         .service(install::agent_binary);
 }
