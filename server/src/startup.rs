@@ -101,6 +101,7 @@ impl Application {
             deployment_data: Arc::default(),
             counts: Arc::default(),
             actuators: actuators.clone(),
+            remote_write: Arc::default(),
         };
         let server = http_server(listener, state.clone())?;
         let mut tasks = vec![tokio::spawn(commands.clone().listen_until_stopped(pool.clone(), rx.clone()))];

@@ -38,4 +38,6 @@ pub struct AppState {
     pub counts: Arc<crate::routes::web::cache::CountCache>,
     /// What the control loop acts through; the dashboard's one-click actions use the same.
     pub actuators: crate::actuators::Actuators,
+    /// Prometheus remote-write targets' previous writes (rates and histogram intervals).
+    pub remote_write: Arc<crate::ingest::remote_write::Trackers>,
 }

@@ -4,6 +4,8 @@
 //! only after its group committed. When the queue is full the handler answers 429 with `Retry-After`
 //! instead of growing memory.
 
+pub mod remote_write;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -272,7 +274,12 @@ impl Writer {
         let batches: Vec<&Batch> = group.iter().map(|j| &j.batch).collect();
         let outcomes = db::ingest::store_group(&self.pool, &batches).await?;
         let nodes: Vec<&str> = {
-            let mut n: Vec<&str> = batches.iter().map(|b| b.agent_id.as_str()).collect();
+            // Batches converted from Prometheus remote-write have no agent to take commands: theirs wait.
+            let mut n: Vec<&str> = batches
+                .iter()
+                .filter(|b| b.node.agent_version != remote_write::AGENT_VERSION)
+                .map(|b| b.agent_id.as_str())
+                .collect();
             n.sort_unstable();
             n.dedup();
             n

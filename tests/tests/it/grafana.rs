@@ -55,10 +55,10 @@ fn dashboard_exprs(d: &Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_expositions_pass_promtool_and_the_grafana_dashboard_charts_declared_series_with_valid_promql() {
-    if promtool(&["--version"], "").is_none() {
-        eprintln!("note: promtool not found; install the Debian package `prometheus` (scripts/test does)");
-        return;
-    }
+    assert!(
+        promtool(&["--version"], "").is_some(),
+        "promtool is not installed: run scripts/ensure-prometheus (apt-get install -y prometheus)"
+    );
     let app = spawn_app(|_| {}).await;
     // A policy and a shadow, so the per-policy series are in the exposition too.
     for (name, mode) in [("demo", "active"), ("demo-lean", "shadow")] {

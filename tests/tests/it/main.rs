@@ -20,5 +20,6 @@ mod kube;
 mod openapi;
 mod opportunities;
 mod postgres;
+mod remote_write;
 mod shadow;
 mod store;

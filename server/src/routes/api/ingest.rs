@@ -5,6 +5,7 @@ use gpu_agent::protocol::{Batch, BatchAck};
 
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, parse_json};
+use crate::ingest::remote_write as rw;
 use crate::ingest::{StoreFailure, SubmitError};
 use crate::state::AppState;
 
@@ -12,9 +13,45 @@ use crate::state::AppState;
 #[post("/api/v1/ingest")]
 #[tracing::instrument(name = "ingest", skip_all)]
 pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let batch: Batch =
+        parse_json(&body).inspect_err(|_| state.metrics.ingest_batches.with_label_values(&["rejected"]).inc())?;
+    Ok(HttpResponse::Ok().json(accept(&auth, &state, batch).await?))
+}
+
+/// Prometheus remote-write 1.0 (`Content-Encoding: snappy`, `application/x-protobuf`): DCGM exporter and
+/// serving-engine series become agent batches (see [`crate::ingest::remote_write`]), checked and stored exactly
+/// as the agent's. 204 when stored; 400 for a request that can never be stored (Prometheus drops it); 429/503
+/// to be retried.
+#[post("/api/v1/write")]
+#[tracing::instrument(name = "remote_write", skip_all)]
+pub async fn remote_write(
+    auth: AgentAuth,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    use sha2::Digest as _;
+    let rejected = || state.metrics.ingest_batches.with_label_values(&["rejected"]).inc();
+    let req = rw::decode(&body).map_err(|e| {
+        rejected();
+        ApiError::field("body", e.to_string())
+    })?;
+    let digest = sha2::Sha256::digest(&body);
+    let converted = state.remote_write.convert(&req, &digest);
+    // Every batch (one per node) is checked before any is stored, so a request is refused or stored whole
+    // (a retry after a 503 stores the rest: the stored ones are duplicates by their seq).
+    let results = futures_util::future::join_all(converted.batches.into_iter().map(|b| accept(&auth, &state, b))).await;
+    for r in results {
+        r?;
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The checks and the store every batch goes through, the agent's and remote-write's alike: the protocol's
+/// validation, the accepted time window, the credential's scope; then the group commit. The acknowledgement
+/// carries the node's due commands.
+pub(crate) async fn accept(auth: &AgentAuth, state: &AppState, batch: Batch) -> Result<BatchAck, ApiError> {
     let m = &state.metrics;
     let rejected = || m.ingest_batches.with_label_values(&["rejected"]).inc();
-    let batch: Batch = parse_json(&body).inspect_err(|_| rejected())?;
     batch.validate().map_err(|e| {
         rejected();
         ApiError::field(e.field, e.reason)
@@ -23,9 +60,9 @@ pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Byte
     // nothing further ahead than the configured clock skew (it would create partitions that are never
     // dropped and pin the node's "latest" rows).
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let ingest = &state.settings.ingest;
-    let min_ms = now_ms - i64::from(ingest.retention_days) * 86_400_000;
-    let max_ms = now_ms + i64::from(ingest.max_future_secs) * 1000;
+    let limits = &state.settings.ingest;
+    let min_ms = now_ms - i64::from(limits.retention_days) * 86_400_000;
+    let max_ms = now_ms + i64::from(limits.max_future_secs) * 1000;
     batch.validate_window(min_ms, max_ms).map_err(|e| {
         rejected();
         ApiError::field(e.field, e.reason)
@@ -60,7 +97,7 @@ pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Byte
             if !stored.commands.is_empty() {
                 m.commands_delivered.with_label_values(&["upload"]).inc_by(stored.commands.len() as u64);
             }
-            Ok(HttpResponse::Ok().json(BatchAck { seq, duplicate: stored.duplicate, commands: stored.commands }))
+            Ok(BatchAck { seq, duplicate: stored.duplicate, commands: stored.commands })
         }
         // Refused by the database even alone: retrying cannot help, so no retry-forever 503.
         Ok(Err(StoreFailure::Rejected { field, reason })) => Err(ApiError::field(field, reason)),

@@ -14,6 +14,7 @@ use actix_web::web;
 /// Registers the API routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(ingest::ingest)
+        .service(ingest::remote_write)
         .service(commands::poll)
         .service(commands::ack)
         .service(commands::get_one)
