@@ -251,6 +251,24 @@ enum BenchCmd {
         #[arg(long, default_value = ".fleetpilot/bench-dashboard")]
         data_dir: PathBuf,
     },
+    /// Prometheus remote-write ingest (DCGM-shaped requests) next to the agent protocol's, same run.
+    RemoteWrite {
+        /// Seconds of each phase.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Concurrent senders (one Prometheus per node; one agent per node in the agent phase).
+        #[arg(long, default_value_t = 32)]
+        senders: usize,
+        /// GPUs per node.
+        #[arg(long, default_value_t = 8)]
+        gpus: usize,
+        /// Timestamps per request.
+        #[arg(long, default_value_t = 5)]
+        readings: usize,
+        /// Working directory (wiped).
+        #[arg(long, default_value = ".fleetpilot/bench-remote-write")]
+        data_dir: PathBuf,
+    },
     /// End-to-end HTTP ingest against the private PostgreSQL, next to a bulk-COPY ceiling.
     Ingest {
         /// Seconds of the saturation phase (the 80 % latency phase runs half as long).
@@ -381,6 +399,11 @@ async fn main() -> anyhow::Result<()> {
                 data_dir,
             };
             fleetpilot::bench::dashboard::run(opts).await
+        }
+        Cmd::Bench(BenchCmd::RemoteWrite { seconds, senders, gpus, readings, data_dir }) => {
+            let opts =
+                fleetpilot::bench::remote_write::RemoteWriteBenchOptions { seconds, senders, gpus, readings, data_dir };
+            fleetpilot::bench::remote_write::run(opts).await
         }
         Cmd::Bench(BenchCmd::Ingest { seconds, agents, gpus, readings, data_dir }) => {
             let opts = fleetpilot::bench::ingest::IngestBenchOptions {

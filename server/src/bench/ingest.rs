@@ -89,12 +89,12 @@ fn set_seq(body: &mut [u8], slot: usize, seq: u64) {
     body[slot..slot + 20].copy_from_slice(s.as_bytes());
 }
 
-struct Server {
-    child: tokio::process::Child,
-    url: String,
+pub(super) struct Server {
+    pub(super) child: tokio::process::Child,
+    pub(super) url: String,
 }
 
-async fn start_server(database_url: &str, api: &str, agent: &str) -> anyhow::Result<Server> {
+pub(super) async fn start_server(database_url: &str, api: &str, agent: &str) -> anyhow::Result<Server> {
     let port = crate::pg::free_port()?;
     let exe = std::env::current_exe()?;
     let child = tokio::process::Command::new(exe)
@@ -124,16 +124,16 @@ async fn start_server(database_url: &str, api: &str, agent: &str) -> anyhow::Res
     Ok(Server { child, url })
 }
 
-struct Phase {
-    samples: u64,
-    elapsed: Duration,
-    latencies_ms: Vec<f64>,
-    busy: u64,
-    errors: u64,
+pub(super) struct Phase {
+    pub(super) samples: u64,
+    pub(super) elapsed: Duration,
+    pub(super) latencies_ms: Vec<f64>,
+    pub(super) busy: u64,
+    pub(super) errors: u64,
 }
 
 /// Runs `agents` senders for `secs`; `interval` paces each agent (None = closed loop).
-async fn phase(
+pub(super) async fn phase(
     url: &str,
     token: &str,
     opts: &IngestBenchOptions,

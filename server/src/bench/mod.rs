@@ -8,6 +8,7 @@ pub mod fake_kube;
 pub mod forecast;
 pub mod ingest;
 pub mod query;
+pub mod remote_write;
 pub mod tick;
 
 /// A fresh private cluster under `data_dir` (wiped first) with a migrated `bench` database whose partitions

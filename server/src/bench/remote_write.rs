@@ -1,0 +1,232 @@
+//! `fleetpilot bench remote-write`: Prometheus remote-write ingest against a separate server process and the
+//! private PostgreSQL, next to the agent protocol's ingest of the same GPU readings measured in the same run.
+//!
+//! Each simulated Prometheus sends DCGM-shaped requests (12 `DCGM_FI_*` series per GPU, dcgm-exporter's labels,
+//! `--readings` timestamps per request) as fast as they are acknowledged; each agent sends the same readings as
+//! JSON batches. One sample is one stored metric value of one GPU at one timestamp, in both phases. The
+//! decode-and-convert rate on one core shows whether protobuf and snappy are the bottleneck.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use gpu_agent::protocol::GPU_METRICS_PER_SAMPLE;
+
+use super::ingest::{IngestBenchOptions, phase, start_server};
+use super::quantile;
+use crate::ingest::remote_write::{Label, PromSample, TimeSeries, Trackers, WriteRequest, decode, encode};
+
+/// Options of the benchmark.
+#[derive(Debug, Clone)]
+pub struct RemoteWriteBenchOptions {
+    /// Seconds of each phase.
+    pub seconds: u64,
+    /// Concurrent senders (each one Prometheus for a node, and one agent in the other phase).
+    pub senders: usize,
+    /// GPUs per node.
+    pub gpus: usize,
+    /// Timestamps per request (a Prometheus sending every N scrapes of 1 s).
+    pub readings: usize,
+    /// Working directory (wiped).
+    pub data_dir: std::path::PathBuf,
+}
+
+/// The DCGM fields a request carries per GPU and timestamp, with a value for GPU `g` at reading `r`.
+const FIELDS: [&str; 12] = [
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_MEMORY_TEMP",
+    "DCGM_FI_DEV_SM_CLOCK",
+    "DCGM_FI_DEV_MEM_CLOCK",
+    "DCGM_FI_DEV_XID_ERRORS",
+    "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+    "DCGM_FI_PROF_SM_ACTIVE",
+    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+];
+
+fn value(field: usize, g: usize, r: usize) -> f64 {
+    match field {
+        0 => ((g * 13 + r) % 100) as f64,
+        1 => 40_000.0 + r as f64,
+        2 => 41_000.0 - r as f64,
+        3 => 350.0 + g as f64,
+        4 | 5 => 60.0 + (r % 10) as f64,
+        6 => 1980.0,
+        7 => 2619.0,
+        8 | 9 => 0.0,
+        _ => 0.5,
+    }
+}
+
+/// A DCGM-shaped request for `node` with `readings` timestamps from `base_ms`.
+pub fn dcgm_request(node: &str, gpus: usize, readings: usize, base_ms: i64) -> WriteRequest {
+    let mut timeseries = Vec::with_capacity(gpus * FIELDS.len());
+    for g in 0..gpus {
+        for (f, name) in FIELDS.iter().enumerate() {
+            let l = |k: &str, v: String| Label { name: k.into(), value: v };
+            timeseries.push(TimeSeries {
+                labels: vec![
+                    l("__name__", (*name).into()),
+                    l("DCGM_FI_DRIVER_VERSION", "570.133.20".into()),
+                    l("Hostname", node.into()),
+                    l("UUID", format!("GPU-{node}-{g:02}")),
+                    l("device", format!("nvidia{g}")),
+                    l("gpu", g.to_string()),
+                    l("instance", format!("{node}:9400")),
+                    l("job", "dcgm".into()),
+                    l("modelName", "NVIDIA H100 80GB HBM3".into()),
+                    l("pci_bus_id", format!("00000000:{:02X}:00.0", 0x18 + g)),
+                ],
+                samples: (0..readings)
+                    .map(|r| PromSample { value: value(f, g, r), timestamp: base_ms + r as i64 * 1000 })
+                    .collect(),
+            });
+        }
+    }
+    WriteRequest { timeseries }
+}
+
+/// Decode + convert on one core, metric values per second.
+fn decode_rate(opts: &RemoteWriteBenchOptions) -> (f64, usize) {
+    let body = encode(&dcgm_request("bench-node-00000", opts.gpus, opts.readings, 1_700_000_000_000));
+    let trackers = Trackers::default();
+    let values = (opts.gpus * opts.readings * GPU_METRICS_PER_SAMPLE) as f64;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_millis(700) {
+        if let Ok(req) = decode(&body) {
+            let c = trackers.convert(&req, &n.to_le_bytes());
+            if c.batches.iter().all(|b| b.validate().is_ok()) {
+                n += 1;
+            }
+        }
+    }
+    (n as f64 * values / start.elapsed().as_secs_f64(), body.len())
+}
+
+/// Runs the benchmark and prints its figures; the last line is machine-readable.
+pub async fn run(opts: RemoteWriteBenchOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(opts.seconds >= 1, "--seconds must be at least 1");
+    anyhow::ensure!(
+        (1..=1024).contains(&opts.senders) && (1..=64).contains(&opts.gpus) && (1..=60).contains(&opts.readings),
+        "--senders 1..=1024, --gpus 1..=64 and --readings 1..=60"
+    );
+    let (mut pg, url, pool) = super::fresh_database(&opts.data_dir, false).await?;
+    pool.close().await;
+    let server = start_server(&url, "bench-api", "bench-agent").await?;
+    let (decode_per_s, body_bytes) = decode_rate(&opts);
+    let per_request = (opts.gpus * opts.readings * GPU_METRICS_PER_SAMPLE) as u64;
+    println!(
+        "fleetpilot bench remote-write: {} senders x {} GPUs x {} readings per request ({per_request} samples, {body_bytes} bytes snappy); decode + convert + validate on one core: {decode_per_s:.0} samples/s",
+        opts.senders, opts.gpus, opts.readings
+    );
+
+    // The agent protocol, same readings, same server.
+    let agent_opts = IngestBenchOptions {
+        seconds: opts.seconds,
+        agents: opts.senders,
+        gpus: opts.gpus,
+        readings_per_batch: opts.readings,
+        data_dir: opts.data_dir.clone(),
+    };
+    let _ = phase(&server.url, "bench-agent", &agent_opts, 0, 2.0, None).await;
+    let agent = phase(&server.url, "bench-agent", &agent_opts, 1_000_000, opts.seconds as f64, None).await;
+    let agent_per_s = agent.samples as f64 / agent.elapsed.as_secs_f64();
+    println!("agent protocol (JSON): {agent_per_s:.0} samples/s ({} errors)", agent.errors);
+
+    // Remote-write: every request distinct (a repeat would be dropped as a duplicate), built before the clock
+    // starts, as many as the agent phase's rate suggests plus headroom.
+    let expected = (agent_per_s * 2.0 * opts.seconds as f64 / per_request as f64 / opts.senders as f64).ceil() as usize;
+    let per_sender = expected.clamp(16, 4000);
+    let base_ms = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let bodies: Vec<Arc<Vec<Vec<u8>>>> = (0..opts.senders)
+        .map(|s| {
+            let node = format!("rw-node-{s:05}");
+            Arc::new(
+                (0..per_sender)
+                    .map(|k| {
+                        let start = base_ms + (k * opts.readings) as i64 * 1000;
+                        encode(&dcgm_request(&node, opts.gpus, opts.readings, start))
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(opts.senders).build()?;
+    let samples = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let lat = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let deadline = Instant::now() + Duration::from_secs(opts.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for b in bodies {
+        let (http, url) = (http.clone(), format!("{}/api/v1/write", server.url));
+        let (samples, errors, lat) = (samples.clone(), errors.clone(), lat.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut local = Vec::new();
+            for body in b.iter() {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let t = Instant::now();
+                let r = http
+                    .post(&url)
+                    .bearer_auth("bench-agent")
+                    .header("content-encoding", "snappy")
+                    .header("content-type", "application/x-protobuf")
+                    .header("x-prometheus-remote-write-version", "0.1.0")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        local.push(t.elapsed().as_secs_f64() * 1000.0);
+                        samples.fetch_add(per_request, Ordering::Relaxed);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            lat.lock().await.extend(local);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rw_per_s = samples.load(Ordering::Relaxed) as f64 / elapsed;
+    let mut lat = std::mem::take(&mut *lat.lock().await);
+    let (p50, p99) = (quantile(&mut lat, 0.5), quantile(&mut lat, 0.99));
+    let ratio = rw_per_s / agent_per_s.max(1e-9);
+    println!(
+        "remote-write: {rw_per_s:.0} samples/s over {elapsed:.1}s ({} requests, {} errors), p50 {p50:.1} ms, p99 {p99:.1} ms; ratio to the agent protocol {ratio:.3}",
+        lat.len(),
+        errors.load(Ordering::Relaxed)
+    );
+    drop(server);
+    tokio::task::spawn_blocking(move || pg.stop()).await?;
+    let _ = std::fs::remove_dir_all(&opts.data_dir);
+    println!(
+        "samples_per_s={rw_per_s:.0} agent_samples_per_s={agent_per_s:.0} ratio={ratio:.3} decode_samples_per_s={decode_per_s:.0} p99_ms={p99:.1}"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bench_request_converts_to_one_valid_batch_of_every_gpu_reading() {
+        let req = dcgm_request("n1", 4, 3, 1_700_000_000_000);
+        let c = Trackers::default().convert(&decode(&encode(&req)).unwrap(), b"x");
+        assert_eq!(c.batches.len(), 1);
+        assert_eq!(c.batches[0].gpus.len(), 12);
+        assert!(c.batches[0].validate().is_ok());
+        assert_eq!(c.batches[0].gpus[0].sm_clock_mhz, 1980);
+    }
+}
