@@ -83,6 +83,10 @@ pub struct Settings {
     pub agent_binary: Option<PathBuf>,
     /// The operator's dashboard: bootstrap account, sessions, prices.
     pub dashboard: DashboardSettings,
+    /// Seconds a stop (SIGTERM or SIGINT) may take to drain: stop accepting, finish in-flight requests,
+    /// group commits and deliveries, release leadership. Keep it below Kubernetes'
+    /// `terminationGracePeriodSeconds` (30 by default).
+    pub shutdown_grace_secs: f64,
 }
 
 impl Default for Settings {
@@ -104,6 +108,7 @@ impl Default for Settings {
             webhooks: Vec::new(),
             agent_binary: None,
             dashboard: DashboardSettings::default(),
+            shutdown_grace_secs: 25.0,
         }
     }
 }
@@ -523,6 +528,9 @@ impl Settings {
         }
         if d.refresh_secs > 3600 {
             return bad("dashboard.refresh_secs", "must be at most 3600");
+        }
+        if !(self.shutdown_grace_secs.is_finite() && (1.0..=3600.0).contains(&self.shutdown_grace_secs)) {
+            return bad("shutdown_grace_secs", "must be between 1 and 3600");
         }
         if self.api_token.is_empty() {
             return bad("api_token", "must be set (FLEETPILOT_API_TOKEN)");

@@ -391,3 +391,66 @@ async fn enrollment_tokens_and_node_credentials_can_be_listed_and_revoked() {
     assert!(nodes[0]["revoked_at"].is_string(), "{nodes}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_ingest_loses_and_duplicates_no_acknowledged_sample() {
+    let app = spawn_app(|s| {
+        s.control.enabled = false;
+        s.shutdown_grace_secs = 10.0;
+    })
+    .await;
+    // What `fleetpilot serve` installs; registered now, so the SIGTERM below is caught, not fatal.
+    tokio::spawn(fleetpilot::startup::stop_on_signals(app.shutdown_handle()).unwrap());
+    let base = chrono::Utc::now().timestamp_millis();
+    let agents: Vec<_> = (0..4)
+        .map(|a| {
+            let (http, url, token) =
+                (app.http.clone(), format!("{}/api/v1/ingest", app.address), app.agent_token.clone());
+            tokio::spawn(async move {
+                let node = format!("node-{a}");
+                let mut acked = Vec::new();
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                for seq in 1..100_000u64 {
+                    if std::time::Instant::now() > deadline {
+                        break;
+                    }
+                    // Distinct timestamps per batch, so a stored duplicate would show as an extra row.
+                    let b = batch_at(&node, seq, base + seq as i64);
+                    match http.post(&url).bearer_auth(&token).json(&b).send().await {
+                        Ok(r) if r.status() == 200 => acked.push(seq),
+                        Ok(_) => {}      // refused while draining: not acknowledged, the agent keeps it
+                        Err(_) => break, // the server stopped accepting
+                    }
+                }
+                (node, acked)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut acked = Vec::new();
+    for a in agents {
+        acked.push(a.await.unwrap());
+    }
+    // The app closes its own pool when it stops: check through a new one.
+    let pool = sqlx::PgPool::connect_with((*app.pool.connect_options()).clone()).await.unwrap();
+    app.stop().await;
+    let total: usize = acked.iter().map(|(_, s)| s.len()).sum();
+    assert!(total > 10, "ingest was running when the signal came ({total} acknowledged)");
+    for (node, seqs) in &acked {
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT seq FROM ingest_batches WHERE node_id = $1")
+            .bind(node)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let lost: Vec<&u64> = seqs.iter().filter(|s| !stored.contains(&(**s as i64))).collect();
+        assert!(lost.is_empty(), "{node}: acknowledged but lost: {lost:?}");
+    }
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT (node_id, gpu_index, ts)) FROM gpu_samples")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, distinct, "no sample stored twice");
+    assert!(rows as usize >= total, "every acknowledged sample is stored ({rows} rows, {total} acknowledged)");
+}

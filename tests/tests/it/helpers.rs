@@ -120,6 +120,11 @@ pub async fn spawn_app_on(url: &str, customize: impl FnOnce(&mut Settings)) -> T
 }
 
 impl TestApp {
+    /// A handle that stops the app when `true` is sent (as a signal handler would).
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
     /// Stops the app and waits for it.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
