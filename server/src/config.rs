@@ -236,6 +236,10 @@ pub struct AlertSettings {
     pub retry_max_secs: f64,
     /// Timeout of one delivery request, seconds.
     pub delivery_timeout_secs: f64,
+    /// Allows webhook URLs on loopback, private, link-local (cloud metadata) and other internal addresses.
+    /// Off by default: a webhook must not reach into the control plane's own network (SSRF). Redirects
+    /// are never followed either way.
+    pub webhook_allow_private: bool,
     /// Whether `anomaly-high` fires for open anomaly events (table `anomalies`).
     pub anomaly_enabled: bool,
     /// Lowest anomaly event severity (`info`, `warning`, `critical`) that fires `anomaly-high`.
@@ -266,6 +270,7 @@ impl Default for AlertSettings {
             retry_base_secs: 1.0,
             retry_max_secs: 300.0,
             delivery_timeout_secs: 10.0,
+            webhook_allow_private: false,
             anomaly_enabled: true,
             anomaly_min_severity: AnomalyLevel::Critical,
             opportunity_enabled: true,
@@ -369,6 +374,12 @@ pub struct DashboardSettings {
     pub currency: String,
     /// Seconds between live refreshes of pages (0: off).
     pub refresh_secs: u32,
+    /// Failed logins (per client IP and per user name; failed enrollments per client IP) before a lockout;
+    /// each further failure doubles the lockout, starting at one second. Locked attempts get 429 with
+    /// Retry-After before any password is hashed.
+    pub login_free_failures: u32,
+    /// Longest lockout, seconds.
+    pub login_lockout_max_secs: u32,
 }
 
 impl Default for DashboardSettings {
@@ -380,6 +391,8 @@ impl Default for DashboardSettings {
             price_per_gpu_hour: 2.5,
             currency: "$".into(),
             refresh_secs: 5,
+            login_free_failures: 5,
+            login_lockout_max_secs: 900,
         }
     }
 }
@@ -525,6 +538,9 @@ impl Settings {
         }
         if !(d.price_per_gpu_hour.is_finite() && d.price_per_gpu_hour >= 0.0) {
             return bad("dashboard.price_per_gpu_hour", "must be a non-negative number");
+        }
+        if d.login_free_failures > 1000 || !(1..=86_400).contains(&d.login_lockout_max_secs) {
+            return bad("dashboard.login_free_failures/login_lockout_max_secs", "at most 1000 / 1..=86400");
         }
         if d.refresh_secs > 3600 {
             return bad("dashboard.refresh_secs", "must be at most 3600");

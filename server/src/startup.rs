@@ -96,6 +96,11 @@ impl Application {
             deployment_data: Arc::default(),
             counts: Arc::default(),
             actuators: actuators.clone(),
+            lockout: Arc::new(crate::lockout::Lockout::new(
+                settings.dashboard.login_free_failures,
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(u64::from(settings.dashboard.login_lockout_max_secs)),
+            )),
         };
         let server = http_server(listener, state.clone())?;
         let mut tasks = vec![tokio::spawn(commands.clone().listen_until_stopped(pool.clone(), rx.clone()))];
