@@ -600,3 +600,57 @@ async fn webhook_deliveries_do_not_follow_redirects() {
         r.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_writing_route_of_the_api_refuses_unauthenticated_calls() {
+    let app = spawn_app(|s| s.control.enabled = false).await;
+    // The route table as the server publishes it (the document's paths are checked against the router by
+    // `openapi::every_path_in_the_openapi_document_is_a_route_of_the_server`).
+    let doc: Value = serde_json::from_str(fleetpilot::routes::OPENAPI).unwrap();
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let url = path
+            .replace("{id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{node}", "node-x")
+            .replace("{gpu}", "0")
+            .replace("{namespace}", "ml")
+            .replace("{name}", "llama");
+        for (method, op) in ops.as_object().unwrap() {
+            if !matches!(method.as_str(), "post" | "put" | "delete" | "patch") {
+                continue;
+            }
+            let public = op.get("security").is_none();
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            for token in [None, Some("wrong-token"), Some(app.agent_token.as_str())] {
+                let mut req = app
+                    .http
+                    .request(m.clone(), format!("{}{url}", app.address))
+                    .header("content-type", "application/json")
+                    .body("{}");
+                if let Some(t) = token {
+                    req = req.bearer_auth(t);
+                }
+                let status = req.send().await.unwrap().status().as_u16();
+                if public {
+                    // The enrollment exchange is public by design: it must still refuse an empty body.
+                    assert!(status >= 400, "{method} {path} with {token:?}: {status}");
+                } else if token == Some(app.agent_token.as_str()) && op["security"][0].get("agent").is_some() {
+                    // The agent token on an agent route: authenticated, then refused on the body.
+                    assert!(status >= 400, "{method} {path} with the agent token: {status}");
+                } else {
+                    assert_eq!(status, 401, "{method} {path} with {token:?}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 60, "{checked}");
+    for table in ["policies", "alert_rules", "silences", "webhook_receivers", "enrollment_tokens", "reenroll_grants"] {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table} changed");
+    }
+    app.stop().await;
+}
