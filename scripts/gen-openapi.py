@@ -27,11 +27,12 @@ def pth(name, desc, schema={"type":"string"}): return {"name":name,"in":"path","
 RANGE=[q("from",{"type":"string","format":"date-time"},"Start (RFC 3339); default: 1 hour ago"),q("to",{"type":"string","format":"date-time"},"End (RFC 3339); default: now")]
 std=lambda r: {**r, "400":ERR, "401":UNAUTH}
 
+DEPS={"type":"array","maxItems":256,"items":{"type":"string"},"description":"Deployments (namespace/name or namespace/*) the node may report serving samples for"}
 paths={
  "/api/v1/ingest":{"post":op("Upload one batch of GPU and serving samples","agents",
     {**ok(ref("BatchAck"),"Stored (or already stored) and committed; carries the agent's due commands"),"400":ERR,"401":UNAUTH,
-     "403":{"description":"A node credential writing another node's data"},"429":{"description":"Ingest queue full; retry after Retry-After"},"503":{"description":"Not committed; retry after Retry-After"}},
-    security="agent", body=jbody(ref("Batch")), desc="Idempotent on (agent_id, seq). See docs/protocol.md for every field.")},
+     "403":{"description":"A node credential writing another node's rows or a deployment not assigned to it, or the shared agent token while agent_token_can_write is off"},"429":{"description":"Ingest queue full; retry after Retry-After"},"503":{"description":"Not committed; retry after Retry-After"}},
+    security="agent", body=jbody(ref("Batch")), desc="Idempotent on (agent_id, seq). See docs/protocol.md for every field. Samples must lie between now - ingest.retention_days and now + ingest.max_future_secs; gpu_index is 0..=255; text fields carry no control characters. A batch the database still refuses is isolated from its group commit and answered 400.")},
  "/api/v1/write":{"post":op("Prometheus remote-write 1.0 receiver: DCGM exporter and serving-engine series become GPU and serving samples","agents",
     {"204":{"description":"Stored (or already stored: a retried request is idempotent)"},"400":ERR,"401":UNAUTH,
      "403":{"description":"A node credential writing another node's or deployment's data","content":{"application/json":{"schema":ref("Error")}}},
@@ -64,11 +65,23 @@ paths={
  "/api/v1/deployments/{namespace}/{name}/series":{"get":op("A deployment's serving series","fleet",std(ok({"type":"object"})),params=[pth("namespace","Namespace"),pth("name","Name")]+RANGE)},
  "/api/v1/deployments/{namespace}/{name}/metric":{"get":op("What a scaling policy sees: the metric summed over replicas per bucket","fleet",std(ok({"type":"object"})),
     params=[pth("namespace","Namespace"),pth("name","Name"),q("metric",ref("Metric"),"Metric",True),q("bucket_secs",{"type":"integer","minimum":1},"Bucket width"),q("group",{"type":"string"},"Agent group")]+RANGE)},
- "/api/v1/enrollment-tokens":{"post":op("Create an enrollment token (shown once) and the install command","install",std(ok({"type":"object"},"Created","201")),
-    body=jbody({"type":"object","additionalProperties":False,"properties":{"ttl_secs":{"type":"integer","default":3600},"max_uses":{"type":"integer","default":100},"note":{"type":"string"}}}))},
- "/api/v1/enroll":{"post":op("Exchange an enrollment token for a per-node credential","install",{**ok({"type":"object"}),"400":ERR,"401":UNAUTH},security=None,
+ "/api/v1/enrollment-tokens":{
+    "post":op("Create an enrollment token (shown once) and the install command","install",std(ok({"type":"object"},"Created","201")),
+    body=jbody({"type":"object","additionalProperties":False,"properties":{"ttl_secs":{"type":"integer","default":3600},"max_uses":{"type":"integer","default":100},"note":{"type":"string"},"deployments":DEPS}})),
+    "get":op("Enrollment tokens (never the tokens themselves), newest first","install",std(ok({"type":"array","items":ref("EnrollmentToken")})))},
+ "/api/v1/enrollment-tokens/{id}":{"delete":op("Revoke an enrollment token","install",{"204":{"description":"Revoked"},"400":ERR,"401":UNAUTH,"404":NOTF},params=[pth("id","Token id",{"type":"string","format":"uuid"})])},
+ "/api/v1/enroll":{"post":op("Exchange an enrollment token for a per-node credential (new node ids only)","install",{**ok({"type":"object"}),"400":ERR,"401":UNAUTH,
+    "409":{"description":"The node id is enrolled already and no operator allowed a re-enrollment","content":{"application/json":{"schema":ref("Error")}}},
+    "413":{"description":"Body larger than ingest.small_body_bytes"},"429":{"description":"Too many failed enrollments from this address; retry after Retry-After"}},security=None,
     body=jbody({"type":"object","additionalProperties":False,"required":["enrollment_token","node_id"],"properties":{"enrollment_token":{"type":"string"},"node_id":{"type":"string"},"hostname":{"type":"string"}}}))},
- "/api/v1/enrollments":{"get":op("Enrolled nodes","install",std(ok({"type":"array","items":{"type":"object"}})))},
+ "/api/v1/enrollments":{"get":op("Enrolled nodes with revocation, assigned deployments and pending re-enrollment","install",std(ok({"type":"array","items":ref("Enrollment")})))},
+ "/api/v1/enrollments/{node}":{"delete":op("Revoke a node's credential (its uploads get 401)","install",{"204":{"description":"Revoked"},"400":ERR,"401":UNAUTH,"404":NOTF},params=[pth("node","Node id")])},
+ "/api/v1/enrollments/{node}/re-enroll":{"post":op("Allow one re-enrollment of an enrolled node within an hour (recorded)","install",{**ok({"type":"object","properties":{"node_id":{"type":"string"},"expires_at":{"type":"string","format":"date-time"}}},"Granted","201"),"400":ERR,"401":UNAUTH,"404":NOTF},params=[pth("node","Node id")])},
+ "/api/v1/enrollments/{node}/deployments":{"put":op("Replace the deployments a node may report serving samples for","install",{**std(ok({"type":"object"})),"404":NOTF},params=[pth("node","Node id")],
+    body=jbody({"type":"object","additionalProperties":False,"required":["deployments"],"properties":{"deployments":DEPS}}))},
+ "/api/v1/enrollment-events":{"get":op("Enrollment audit trail, newest first: enrolled, re-enrolled, grants, revocations, refused takeovers","install",std(ok({"type":"array","items":ref("EnrollmentEvent")})))},
+ "/api/v1/users/{name}/disable":{"post":op("Disable a dashboard user and end its sessions","users",{"204":{"description":"Disabled"},"401":UNAUTH,"404":NOTF},params=[pth("name","User name")])},
+ "/api/v1/users/{name}":{"delete":op("Delete a dashboard user and its sessions","users",{"204":{"description":"Deleted"},"401":UNAUTH,"404":NOTF},params=[pth("name","User name")])},
  "/api/v1/opportunities":{"get":op("Optimization opportunities ranked by expected value (saving x confidence)","opportunities",std(ok({"type":"object","properties":{"total":{"type":"integer"},"limit":{"type":"integer"},"offset":{"type":"integer"},"items":{"type":"array","items":ref("Opportunity")}}})),
     params=[q("deployment",{"type":"string"},"namespace/name"),q("node",{"type":"string"},"Node id"),q("kind",{"type":"string"},"idle_gpu, memory_only, consolidation, batching, kv_cache_saturation, throttling, straggler, drain"),q("status",{"type":"string","enum":["open","closed","dismissed"]},"Status"),q("limit",{"type":"integer","minimum":1,"maximum":1000},"Page size"),q("offset",{"type":"integer","minimum":0},"Skip")])},
  "/api/v1/opportunities/{id}":{"get":op("One opportunity with its evidence","opportunities",{**std(ok(ref("Opportunity"))),"404":NOTF},params=[pth("id","Opportunity id",{"type":"integer"})])},
@@ -189,11 +202,14 @@ schemas={
  "SilenceSpec":{"type":"object","required":["matchers"],"properties":{
    "matchers":{"type":"array","items":{"type":"object","required":["label","value"],"properties":{"label":{"type":"string"},"value":{"type":"string"},"op":{"type":"string","enum":["=","!=","=~"],"description":"=~ is a * glob"}}}},
    "comment":{"type":"string"},"created_by":{"type":"string"},"starts_at":{"type":"string","format":"date-time"},"ends_at":{"type":"string","format":"date-time"},"duration_secs":{"type":"number"}}},
+ "EnrollmentToken":{"type":"object","properties":{"id":{"type":"string","format":"uuid"},"note":{"type":"string"},"created_at":{"type":"string","format":"date-time"},"expires_at":{"type":"string","format":"date-time"},"max_uses":{"type":"integer"},"uses":{"type":"integer"},"revoked_at":{"type":["string","null"],"format":"date-time"},"deployments":{"type":"array","items":{"type":"string"}}}},
+ "Enrollment":{"type":"object","properties":{"node_id":{"type":"string"},"enrolled_at":{"type":"string","format":"date-time"},"revoked_at":{"type":["string","null"],"format":"date-time"},"deployments":{"type":"array","items":{"type":"string"}},"reenroll_pending":{"type":"boolean"}}},
+ "EnrollmentEvent":{"type":"object","properties":{"at":{"type":"string","format":"date-time"},"node_id":{"type":["string","null"]},"token_id":{"type":["string","null"],"format":"uuid"},"kind":{"type":"string","enum":["enrolled","re-enrolled","re-enroll-granted","credential-revoked","token-revoked","deployments-set","refused-existing-node"]},"actor":{"type":"string"},"detail":{"type":"string"}}},
  "ProbeRecord":{"type":"object","properties":{"gpu_index":{"type":"integer"},"ts":{"type":"string","format":"date-time"},"uuid":{"type":"string"},"bandwidth_gb_s":{"type":"number"},"error":{"type":"string"}}},
 }
 doc={"openapi":"3.1.0","info":{"title":"fleetpilot","version":"1","description":"Observability and autoscaling control plane for GPU model-serving fleets. Bad input is a 400 with {error, field}."},
  "servers":[{"url":"/"}],"paths":paths,
- "components":{"schemas":schemas,"securitySchemes":{"api":{"type":"http","scheme":"bearer","description":"The API token (api_token)"},"agent":{"type":"http","scheme":"bearer","description":"The shared agent token or an enrolled node's credential"}}}}
+ "components":{"schemas":schemas,"securitySchemes":{"api":{"type":"http","scheme":"bearer","description":"The API token (api_token)"},"agent":{"type":"http","scheme":"bearer","description":"An enrolled node's credential (or the shared agent token where agent_token_can_write trusts it)"}}}}
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "openapi.json")
 with open(out, "w") as f:
     json.dump(doc, f, indent=1)

@@ -83,6 +83,10 @@ pub struct Settings {
     pub agent_binary: Option<PathBuf>,
     /// The operator's dashboard: bootstrap account, sessions, prices.
     pub dashboard: DashboardSettings,
+    /// Seconds a stop (SIGTERM or SIGINT) may take to drain: stop accepting, finish in-flight requests,
+    /// group commits and deliveries, release leadership. Keep it below Kubernetes'
+    /// `terminationGracePeriodSeconds` (30 by default).
+    pub shutdown_grace_secs: f64,
 }
 
 impl Default for Settings {
@@ -104,6 +108,7 @@ impl Default for Settings {
             webhooks: Vec::new(),
             agent_binary: None,
             dashboard: DashboardSettings::default(),
+            shutdown_grace_secs: 25.0,
         }
     }
 }
@@ -239,6 +244,10 @@ pub struct AlertSettings {
     pub retry_max_secs: f64,
     /// Timeout of one delivery request, seconds.
     pub delivery_timeout_secs: f64,
+    /// Allows webhook URLs on loopback, private, link-local (cloud metadata) and other internal addresses.
+    /// Off by default: a webhook must not reach into the control plane's own network (SSRF). Redirects
+    /// are never followed either way.
+    pub webhook_allow_private: bool,
     /// Whether `anomaly-high` fires for open anomaly events (table `anomalies`).
     pub anomaly_enabled: bool,
     /// Lowest anomaly event severity (`info`, `warning`, `critical`) that fires `anomaly-high`.
@@ -269,6 +278,7 @@ impl Default for AlertSettings {
             retry_base_secs: 1.0,
             retry_max_secs: 300.0,
             delivery_timeout_secs: 10.0,
+            webhook_allow_private: false,
             anomaly_enabled: true,
             anomaly_min_severity: AnomalyLevel::Critical,
             opportunity_enabled: true,
@@ -372,6 +382,12 @@ pub struct DashboardSettings {
     pub currency: String,
     /// Seconds between live refreshes of pages (0: off).
     pub refresh_secs: u32,
+    /// Failed logins (per client IP and per user name; failed enrollments per client IP) before a lockout;
+    /// each further failure doubles the lockout, starting at one second. Locked attempts get 429 with
+    /// Retry-After before any password is hashed.
+    pub login_free_failures: u32,
+    /// Longest lockout, seconds.
+    pub login_lockout_max_secs: u32,
 }
 
 impl Default for DashboardSettings {
@@ -383,6 +399,8 @@ impl Default for DashboardSettings {
             price_per_gpu_hour: 2.5,
             currency: "$".into(),
             refresh_secs: 5,
+            login_free_failures: 5,
+            login_lockout_max_secs: 900,
         }
     }
 }
@@ -529,8 +547,14 @@ impl Settings {
         if !(d.price_per_gpu_hour.is_finite() && d.price_per_gpu_hour >= 0.0) {
             return bad("dashboard.price_per_gpu_hour", "must be a non-negative number");
         }
+        if d.login_free_failures > 1000 || !(1..=86_400).contains(&d.login_lockout_max_secs) {
+            return bad("dashboard.login_free_failures/login_lockout_max_secs", "at most 1000 / 1..=86400");
+        }
         if d.refresh_secs > 3600 {
             return bad("dashboard.refresh_secs", "must be at most 3600");
+        }
+        if !(self.shutdown_grace_secs.is_finite() && (1.0..=3600.0).contains(&self.shutdown_grace_secs)) {
+            return bad("shutdown_grace_secs", "must be between 1 and 3600");
         }
         if self.api_token.is_empty() {
             return bad("api_token", "must be set (FLEETPILOT_API_TOKEN)");

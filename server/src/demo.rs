@@ -373,7 +373,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!("  Ctrl-C stops everything and cleans up.");
     println!();
 
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    // Ctrl-C or SIGTERM (e.g. `timeout`, a container stop) both clean up.
+    let (signalled, mut got) = tokio::sync::watch::channel(false);
+    let wait = crate::startup::stop_on_signals(signalled).context("installing signal handlers")?;
+    tokio::spawn(wait);
+    let _ = got.wait_for(|v| *v).await;
     println!("stopping...");
     fleet.stop().await;
     let _ = shutdown.send(true);

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod evaluate;
 pub mod ingest;
+pub mod lockout;
 pub mod opportunities;
 pub mod pg;
 pub mod routes;

@@ -298,12 +298,8 @@ async fn main() -> anyhow::Result<()> {
             let settings = Settings::load(config.as_deref())?;
             let app = Application::build(settings).await?;
             tracing::info!(port = app.port(), "fleetpilot serving");
-            let stop = app.shutdown_handle();
-            tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                tracing::info!("shutting down");
-                let _ = stop.send(true);
-            });
+            // Registered before serving, so a SIGTERM at any time after this drains instead of killing.
+            tokio::spawn(fleetpilot::startup::stop_on_signals(app.shutdown_handle())?);
             app.run_until_stopped().await
         }
         Cmd::Migrate { config } => {

@@ -102,6 +102,11 @@ impl Application {
             counts: Arc::default(),
             actuators: actuators.clone(),
             remote_write: Arc::default(),
+            lockout: Arc::new(crate::lockout::Lockout::new(
+                settings.dashboard.login_free_failures,
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(u64::from(settings.dashboard.login_lockout_max_secs)),
+            )),
         };
         let server = http_server(listener, state.clone())?;
         let mut tasks = vec![tokio::spawn(commands.clone().listen_until_stopped(pool.clone(), rx.clone()))];
@@ -155,8 +160,11 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Serves until the shutdown handle fires (or the server stops), then stops background tasks,
-    /// the HTTP server and the private database, in that order.
+    /// Serves until the shutdown handle fires (or the server stops), then drains within
+    /// `shutdown_grace_secs`: the HTTP server stops accepting and finishes in-flight requests (an ingest
+    /// request waits for its group commit), background tasks finish their step (the control loop releases
+    /// leadership, the outbox finishes its delivery), the writers commit what is queued; then the private
+    /// database stops.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let mut rx = self.shutdown.subscribe();
@@ -165,17 +173,24 @@ impl Application {
             _ = rx.wait_for(|v| *v) => {}
         }
         let _ = self.shutdown.send(true);
-        handle.stop(true).await;
-        let _ = server.await;
-        for t in self.tasks.drain(..) {
-            let _ = t.await;
-        }
-        // The HTTP server is stopped: dropping the last queue handle lets the writers drain and exit.
+        let grace = std::time::Duration::from_secs_f64(self.state.settings.shutdown_grace_secs);
+        let tasks: Vec<JoinHandle<()>> = self.tasks.drain(..).collect();
         let Self { state, writers, pg, .. } = self;
         let pool = state.pool.clone();
-        drop(state);
-        for w in writers {
-            let _ = w.await;
+        let drain = async move {
+            handle.stop(true).await;
+            let _ = server.await;
+            for t in tasks {
+                let _ = t.await;
+            }
+            // The HTTP server is stopped: dropping the last queue handle lets the writers drain and exit.
+            drop(state);
+            for w in writers {
+                let _ = w.await;
+            }
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!(?grace, "shutdown grace period over; stopping with work still in flight");
         }
         pool.close().await;
         if let Some(mut pg) = pg {
@@ -183,6 +198,22 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Registers SIGTERM (Kubernetes' stop signal) and SIGINT (Ctrl-C) now, and returns a future that flips
+/// `stop` on the first of them; a second signal while draining is ignored (the grace period bounds it).
+pub fn stop_on_signals(stop: watch::Sender<bool>) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = which, "shutting down gracefully");
+        let _ = stop.send(true);
+    })
 }
 
 /// Every `secs`: roll up what is complete (one replica at a time).
@@ -236,6 +267,8 @@ async fn maintenance(state: AppState, mut rx: watch::Receiver<bool>) {
 
 fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
     let body_limit = state.settings.ingest.max_body_bytes;
+    // In-flight requests get the whole grace period (the overall drain is bounded by it too).
+    let shutdown_secs = state.settings.shutdown_grace_secs.ceil() as u64;
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -257,7 +290,7 @@ fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server>
     })
     .listen(listener)?
     .disable_signals()
-    .shutdown_timeout(10)
+    .shutdown_timeout(shutdown_secs)
     .run();
     Ok(server)
 }

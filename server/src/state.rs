@@ -36,6 +36,8 @@ pub struct AppState {
     pub deployment_data: Arc<crate::routes::web::cache::DeploymentDataCache>,
     /// Counts of the dashboard's lists, cached for two seconds.
     pub counts: Arc<crate::routes::web::cache::CountCache>,
+    /// Brute-force lockouts of login and enrollment.
+    pub lockout: Arc<crate::lockout::Lockout>,
     /// What the control loop acts through; the dashboard's one-click actions use the same.
     pub actuators: crate::actuators::Actuators,
     /// Prometheus remote-write targets' previous writes (rates and histogram intervals).

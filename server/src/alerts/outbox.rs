@@ -127,11 +127,19 @@ impl OutboxWorker {
     /// A worker for the receivers in `settings`; `wake` hurries it when the engine queued something.
     pub fn new(pool: PgPool, settings: &Settings, metrics: Metrics, wake: Arc<Notify>) -> Self {
         let a = &settings.alerts;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs_f64(a.delivery_timeout_secs))
             .connect_timeout(Duration::from_secs_f64(a.delivery_timeout_secs.min(5.0)))
-            .build()
-            .unwrap_or_default();
+            // A redirect would take a delivery past the target check (e.g. to 169.254.169.254).
+            .redirect(reqwest::redirect::Policy::none());
+        if !a.webhook_allow_private {
+            builder = builder.dns_resolver(Arc::new(super::targets::DenyPrivate));
+        }
+        // A client without our policies must never be used: fall back to one that does not redirect.
+        let http = builder.build().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "building the delivery client failed; using a plain one without redirects");
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default()
+        });
         let webhooks = settings.webhooks.iter().map(|w| (w.name.clone(), (w.url.clone(), w.secret.clone()))).collect();
         Self {
             pool,
@@ -193,6 +201,10 @@ impl OutboxWorker {
                 Err(e) => return self.retry(d.attempts, format!("looking up the receiver: {e}"), None),
             },
         };
+        // Checked at every delivery (a settings file or an old row may name an internal target).
+        if let Err(e) = super::targets::check(&url, self.settings.webhook_allow_private).await {
+            return Sent::Permanent { error: format!("webhook target refused: {e}"), status: None };
+        }
         let body = match serde_json::to_vec(&d.payload) {
             Ok(b) => b,
             Err(e) => return Sent::Permanent { error: format!("encoding: {e}"), status: None },
@@ -235,6 +247,10 @@ impl OutboxWorker {
                     .unwrap_or_else(|| self.backoff(attempts));
                 Sent::Retry { after_secs: after, error: "429 Too Many Requests".into(), status: Some(429) }
             }
+            Ok(r) if r.status().is_redirection() => Sent::Permanent {
+                error: format!("{}: redirects are not followed", r.status()),
+                status: Some(r.status().as_u16()),
+            },
             Ok(r) if r.status().is_client_error() => {
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();

@@ -62,22 +62,48 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 /// Creates a user, or replaces the hash and role of an existing one.
 pub async fn upsert(pool: &PgPool, username: &str, password_hash: &str, role: Role) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO dashboard_users (username, password_hash, role) VALUES ($1, $2, $3) \
-         ON CONFLICT (username) DO UPDATE SET password_hash = $2, role = $3, updated_at = now()",
+         ON CONFLICT (username) DO UPDATE SET password_hash = $2, role = $3, updated_at = now(), disabled_at = NULL",
     )
     .bind(username)
     .bind(password_hash)
     .bind(role.as_str())
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    // A password reset ends every session of the user: whoever knew the old password is logged out.
+    sqlx::query("DELETE FROM dashboard_sessions WHERE username = $1").bind(username).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+/// Disables a user and ends its sessions; false when there is no such user.
+pub async fn disable(pool: &PgPool, username: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query("UPDATE dashboard_users SET disabled_at = coalesce(disabled_at, now()) WHERE username = $1")
+        .bind(username)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    sqlx::query("DELETE FROM dashboard_sessions WHERE username = $1").bind(username).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(n > 0)
+}
+
+/// Deletes a user (its sessions go with it); false when there is no such user.
+pub async fn delete(pool: &PgPool, username: &str) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query("DELETE FROM dashboard_users WHERE username = $1")
+        .bind(username)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
 }
 
 /// A user's password hash and role.
 pub async fn credentials(pool: &PgPool, username: &str) -> Result<Option<(String, Role)>, sqlx::Error> {
     let row: Option<(String, String)> =
-        sqlx::query_as("SELECT password_hash, role FROM dashboard_users WHERE username = $1")
+        sqlx::query_as("SELECT password_hash, role FROM dashboard_users WHERE username = $1 AND disabled_at IS NULL")
             .bind(username)
             .fetch_optional(pool)
             .await?;
@@ -108,7 +134,8 @@ pub async fn create_session(
 pub async fn session(pool: &PgPool, session_id: &str) -> Result<Option<Session>, sqlx::Error> {
     let row: Option<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT s.username, u.role, s.csrf_token, s.expires_at FROM dashboard_sessions s \
-         JOIN dashboard_users u USING (username) WHERE s.id_sha256 = $1 AND s.expires_at > now()",
+         JOIN dashboard_users u USING (username) \
+         WHERE s.id_sha256 = $1 AND s.expires_at > now() AND u.disabled_at IS NULL",
     )
     .bind(super::enroll::digest(session_id))
     .fetch_optional(pool)

@@ -153,10 +153,19 @@ impl Trackers {
             let label = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
             let target = (label("job"), label("instance"));
             let per_ts = scrapes.entry(target).or_default();
-            for s in &ts.samples {
+            // Usually one sample per series and request: the last one takes the labels, the others copy them.
+            let n = ts.samples.len();
+            let mut labels = Some(labels);
+            let mut name = Some(name);
+            for (i, s) in ts.samples.iter().enumerate() {
+                let (name, labels) = if i + 1 == n {
+                    (name.take().unwrap_or_default(), labels.take().unwrap_or_default())
+                } else {
+                    (name.clone().unwrap_or_default(), labels.clone().unwrap_or_default())
+                };
                 per_ts.entry(s.timestamp).or_default().push(Sample {
-                    name: name.clone(),
-                    labels: labels.clone(),
+                    name,
+                    labels,
                     value: s.value,
                     timestamp_ms: Some(s.timestamp),
                 });

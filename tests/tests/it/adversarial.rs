@@ -391,3 +391,266 @@ async fn enrollment_tokens_and_node_credentials_can_be_listed_and_revoked() {
     assert!(nodes[0]["revoked_at"].is_string(), "{nodes}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_ingest_loses_and_duplicates_no_acknowledged_sample() {
+    let app = spawn_app(|s| {
+        s.control.enabled = false;
+        s.shutdown_grace_secs = 10.0;
+    })
+    .await;
+    // What `fleetpilot serve` installs; registered now, so the SIGTERM below is caught, not fatal.
+    tokio::spawn(fleetpilot::startup::stop_on_signals(app.shutdown_handle()).unwrap());
+    let base = chrono::Utc::now().timestamp_millis();
+    let agents: Vec<_> = (0..4)
+        .map(|a| {
+            let (http, url, token) =
+                (app.http.clone(), format!("{}/api/v1/ingest", app.address), app.agent_token.clone());
+            tokio::spawn(async move {
+                let node = format!("node-{a}");
+                let mut acked = Vec::new();
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                for seq in 1..100_000u64 {
+                    if std::time::Instant::now() > deadline {
+                        break;
+                    }
+                    // Distinct timestamps per batch, so a stored duplicate would show as an extra row.
+                    let b = batch_at(&node, seq, base + seq as i64);
+                    match http.post(&url).bearer_auth(&token).json(&b).send().await {
+                        Ok(r) if r.status() == 200 => acked.push(seq),
+                        Ok(_) => {}      // refused while draining: not acknowledged, the agent keeps it
+                        Err(_) => break, // the server stopped accepting
+                    }
+                }
+                (node, acked)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut acked = Vec::new();
+    for a in agents {
+        acked.push(a.await.unwrap());
+    }
+    // The app closes its own pool when it stops: check through a new one.
+    let pool = sqlx::PgPool::connect_with((*app.pool.connect_options()).clone()).await.unwrap();
+    app.stop().await;
+    let total: usize = acked.iter().map(|(_, s)| s.len()).sum();
+    assert!(total > 10, "ingest was running when the signal came ({total} acknowledged)");
+    for (node, seqs) in &acked {
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT seq FROM ingest_batches WHERE node_id = $1")
+            .bind(node)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let lost: Vec<&u64> = seqs.iter().filter(|s| !stored.contains(&(**s as i64))).collect();
+        assert!(lost.is_empty(), "{node}: acknowledged but lost: {lost:?}");
+    }
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT (node_id, gpu_index, ts)) FROM gpu_samples")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, distinct, "no sample stored twice");
+    assert!(rows as usize >= total, "every acknowledged sample is stored ({rows} rows, {total} acknowledged)");
+}
+
+/// Posts the login form once (fresh CSRF cookie each time); returns the status and the Retry-After header.
+async fn try_login(app: &TestApp, user: &str, password: &str) -> (u16, Option<String>) {
+    use crate::helpers::{form_body, set_cookie};
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = http.get(format!("{}/login", app.address)).send().await.unwrap();
+    let (csrf, _) = set_cookie(&page, "fp_login_csrf").unwrap();
+    let r = http
+        .post(format!("{}/login", app.address))
+        .header("cookie", format!("fp_login_csrf={csrf}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("username", user), ("password", password), ("csrf", &csrf), ("next", "/")]))
+        .send()
+        .await
+        .unwrap();
+    let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    (r.status().as_u16(), retry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_brute_force_is_locked_out_with_a_growing_backoff() {
+    let app = spawn_app(|s| s.control.enabled = false).await;
+    crate::helpers::add_user(&app.pool, "ops", "the-right-password", fleetpilot::db::users::Role::Operator).await;
+    for i in 0..5 {
+        assert_eq!(try_login(&app, "ops", &format!("guess-{i}")).await.0, 401, "guess {i}");
+    }
+    // The sixth failure locks the name and the address; then even the right password waits.
+    assert_eq!(try_login(&app, "ops", "guess-5").await.0, 401);
+    let (status, retry) = try_login(&app, "ops", "the-right-password").await;
+    assert_eq!(status, 429);
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    // Another name from the same address is locked too (a spray over user names).
+    assert_eq!(try_login(&app, "someone", "x").await.0, 429);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(try_login(&app, "ops", "the-right-password").await.0, 303, "the lockout ends");
+    // Enrollment guesses are locked out the same way.
+    for _ in 0..5 {
+        let r = enroll(&app, "fpe_guess", "node-x").await;
+        assert_eq!(r.status(), 401);
+    }
+    let _ = enroll(&app, "fpe_guess", "node-x").await;
+    let r = enroll(&app, "fpe_guess", "node-x").await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_reset_or_a_disabled_user_ends_the_users_sessions() {
+    use fleetpilot::db::users::Role;
+    let app = spawn_app(|s| s.control.enabled = false).await;
+    crate::helpers::add_user(&app.pool, "ops", "old-password-1", Role::Operator).await;
+    let s = crate::helpers::WebSession::login(&app.address, "ops", "old-password-1").await;
+    assert_eq!(s.get("/policies").await.status(), 200);
+    // Reset, as `fleetpilot user add` does.
+    crate::helpers::add_user(&app.pool, "ops", "new-password-2", Role::Operator).await;
+    assert_eq!(s.get("/policies").await.status(), 303, "the old session is gone after a password reset");
+    let s = crate::helpers::WebSession::login(&app.address, "ops", "new-password-2").await;
+    let r = app.api_post("/api/v1/users/ops/disable", &json!({})).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(s.get("/policies").await.status(), 303, "a disabled user's session is gone");
+    assert_eq!(try_login(&app, "ops", "new-password-2").await.0, 401, "a disabled user cannot log in");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_targets_on_internal_addresses_are_refused() {
+    let app = spawn_app(|s| {
+        s.control.enabled = false;
+        s.alerts.webhook_allow_private = false;
+    })
+    .await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://127.0.0.1:8080/api/v1/policies",
+        "http://localhost:5432/",
+        "http://[::1]/",
+        "http://10.0.0.7/",
+        "http://192.168.1.1/",
+        "http://[::ffff:169.254.169.254]/",
+    ] {
+        let body = json!({"name": "hook", "url": url, "secret": "api-secret-abcdefghijkl"});
+        let r = app.api_post("/api/v1/webhooks", &body).await;
+        let status = r.status().as_u16();
+        let e: Value = r.json().await.unwrap();
+        assert_eq!((status, e["field"].as_str()), (400, Some("url")), "{url}: {e}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM webhook_receivers").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_do_not_follow_redirects() {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let pd = crate::fakes::receiver().await;
+    let inner = crate::fakes::receiver().await;
+    // A target that answers every delivery with a redirect to an internal service.
+    let to = format!("{}/stolen", inner.url);
+    let redirector = HttpServer::new(move || {
+        let to = to.clone();
+        App::new().default_service(web::to(move || {
+            let to = to.clone();
+            async move { HttpResponse::TemporaryRedirect().insert_header(("Location", to)).finish() }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let port = redirector.addrs()[0].port();
+    let redirector = redirector.run();
+    let handle = redirector.handle();
+    tokio::spawn(redirector);
+    let app = spawn_app(|s| {
+        crate::alerting::alerting(s, &pd);
+        s.webhooks.push(fleetpilot::config::WebhookSettings {
+            name: "bouncer".into(),
+            url: format!("http://127.0.0.1:{port}/hook"),
+            secret: fleetpilot::config::Secret::new("settings-secret-0123456789"),
+        });
+    })
+    .await;
+    crate::alerting::node(&app.pool, "node-r", 0.0, None).await;
+    crate::alerting::gpu(&app.pool, "node-r", 0, 99.0, 10.0).await;
+    let failed = crate::helpers::eventually(Duration::from_secs(15), "the redirected delivery to fail", || async {
+        let v: Value = app
+            .http
+            .get(format!("{}/api/v1/alert-deliveries?state=failed", app.address))
+            .bearer_auth(&app.api_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_array().unwrap().iter().find(|d| d["receiver"] == "webhook:bouncer").cloned()
+    })
+    .await;
+    assert_eq!(failed["last_status"], 307, "{failed}");
+    assert!(inner.received().is_empty(), "the redirect was not followed");
+    app.stop().await;
+    handle.stop(false).await;
+    for r in [pd, inner] {
+        r.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_writing_route_of_the_api_refuses_unauthenticated_calls() {
+    let app = spawn_app(|s| s.control.enabled = false).await;
+    // The route table as the server publishes it (the document's paths are checked against the router by
+    // `openapi::every_path_in_the_openapi_document_is_a_route_of_the_server`).
+    let doc: Value = serde_json::from_str(fleetpilot::routes::OPENAPI).unwrap();
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let url = path
+            .replace("{id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{node}", "node-x")
+            .replace("{gpu}", "0")
+            .replace("{namespace}", "ml")
+            .replace("{name}", "llama");
+        for (method, op) in ops.as_object().unwrap() {
+            if !matches!(method.as_str(), "post" | "put" | "delete" | "patch") {
+                continue;
+            }
+            let public = op.get("security").is_none();
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            for token in [None, Some("wrong-token"), Some(app.agent_token.as_str())] {
+                let mut req = app
+                    .http
+                    .request(m.clone(), format!("{}{url}", app.address))
+                    .header("content-type", "application/json")
+                    .body("{}");
+                if let Some(t) = token {
+                    req = req.bearer_auth(t);
+                }
+                let status = req.send().await.unwrap().status().as_u16();
+                if public {
+                    // The enrollment exchange is public by design: it must still refuse an empty body.
+                    assert!(status >= 400, "{method} {path} with {token:?}: {status}");
+                } else if token == Some(app.agent_token.as_str()) && op["security"][0].get("agent").is_some() {
+                    // The agent token on an agent route: authenticated, then refused on the body.
+                    assert!(status >= 400, "{method} {path} with the agent token: {status}");
+                } else {
+                    assert_eq!(status, 401, "{method} {path} with {token:?}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 60, "{checked}");
+    for table in ["policies", "alert_rules", "silences", "webhook_receivers", "enrollment_tokens", "reenroll_grants"] {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table} changed");
+    }
+    app.stop().await;
+}

@@ -88,6 +88,8 @@ pub fn test_settings() -> Settings {
     s.control.lookback_secs = 300;
     s.alerts.eval_secs = 0.3;
     s.alerts.group_wait_secs = 0.3;
+    // The tests' webhook receivers listen on 127.0.0.1; the adversarial tests turn this off.
+    s.alerts.webhook_allow_private = true;
     s
 }
 
@@ -120,6 +122,11 @@ pub async fn spawn_app_on(url: &str, customize: impl FnOnce(&mut Settings)) -> T
 }
 
 impl TestApp {
+    /// A handle that stops the app when `true` is sent (as a signal handler would).
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
     /// Stops the app and waits for it.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);

@@ -152,6 +152,9 @@ pub async fn create_webhook(
 ) -> Result<HttpResponse, ApiError> {
     let spec: WebhookSpec = parse_json(&body)?;
     spec.validate()?;
+    crate::alerts::targets::check(&spec.url, state.settings.alerts.webhook_allow_private)
+        .await
+        .map_err(|e| ApiError::field("url", e.to_string()))?;
     if state.settings.webhooks.iter().any(|w| w.name == spec.name) {
         return Err(ApiError::conflict(
             "name",

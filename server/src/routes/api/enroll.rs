@@ -144,7 +144,21 @@ fn valid_node_id(s: &str) -> bool {
 /// Exchanges an enrollment token for a per-node credential. Only a new node id is bound; an enrolled one
 /// needs an operator's grant (`POST /api/v1/enrollments/{node_id}/re-enroll`), else 409.
 #[post("/api/v1/enroll")]
-pub async fn enroll(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn enroll(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    // Guessing tokens or probing node ids: failures lock the client out with a growing backoff.
+    let ip_key = format!("enroll-ip:{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default());
+    if let Some(secs) = state.lockout.locked(&[&ip_key]) {
+        return Err(ApiError {
+            status: actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            error: format!("too many failed enrollments from this address; retry in {secs} s"),
+            field: None,
+            retry_after_secs: Some(secs.min(u64::from(u32::MAX)) as u32),
+        });
+    }
     let body = read_small_body(&state, payload).await?;
     let e: Enroll = parse_json(&body)?;
     if !valid_node_id(&e.node_id) {
@@ -159,6 +173,7 @@ pub async fn enroll(state: web::Data<AppState>, payload: web::Payload) -> Result
             Ok(HttpResponse::Ok().json(serde_json::json!({ "node_id": e.node_id, "token": credential })))
         }
         Err(Refused::NodeExists) => {
+            state.lockout.failure(&[&ip_key]);
             tracing::warn!(node = %e.node_id, hostname = %e.hostname, "enrollment of an existing node refused");
             Err(ApiError::conflict(
                 "node_id",
@@ -166,12 +181,15 @@ pub async fn enroll(state: web::Data<AppState>, payload: web::Payload) -> Result
                  (POST /api/v1/enrollments/{node_id}/re-enroll)",
             ))
         }
-        Err(Refused::InvalidToken) => Err(ApiError {
-            status: actix_web::http::StatusCode::UNAUTHORIZED,
-            error: "enrollment token unknown, expired or used up".into(),
-            field: Some("enrollment_token".into()),
-            retry_after_secs: None,
-        }),
+        Err(Refused::InvalidToken) => {
+            state.lockout.failure(&[&ip_key]);
+            Err(ApiError {
+                status: actix_web::http::StatusCode::UNAUTHORIZED,
+                error: "enrollment token unknown, expired or used up".into(),
+                field: Some("enrollment_token".into()),
+                retry_after_secs: None,
+            })
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod opportunities;
 pub mod policies;
 pub mod reads;
 pub mod series;
+pub mod users;
 
 use actix_web::web;
 
@@ -56,6 +57,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(enroll::reenroll)
         .service(enroll::set_deployments)
         .service(enroll::events)
+        .service(users::disable)
+        .service(users::remove)
         .service(opportunities::list)
         .service(opportunities::get_one)
         .service(opportunities::dismiss)

@@ -205,6 +205,16 @@ pub async fn login(
         return Err(WebError::Forbidden("missing or wrong CSRF token (field csrf): reload the login page".into()));
     }
     let next = safe_next(form.next.as_deref());
+    // Brute force: locked keys are refused before the (expensive) password hash runs.
+    let ip_key = format!("ip:{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default());
+    let user_key = format!("user:{}", form.username);
+    if let Some(secs) = state.lockout.locked(&[&ip_key, &user_key]) {
+        tracing::warn!(user = %form.username, ip = %ip_key, secs, "login locked out");
+        return Ok(HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", secs.to_string()))
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("too many failed logins; try again in {secs} s\n")));
+    }
     let stored = users::credentials(&state.pool, &form.username).await?;
     let password = form.password.clone();
     let verified = tokio::task::spawn_blocking(move || match stored {
@@ -218,6 +228,7 @@ pub async fn login(
     .await
     .map_err(|e| WebError::Internal(e.to_string()))?;
     let Some(_role) = verified else {
+        state.lockout.failure(&[&ip_key, &user_key]);
         tracing::info!(user = %form.username, "dashboard login refused");
         let token = expected.unwrap_or_default();
         let t = LoginTemplate {
@@ -229,6 +240,7 @@ pub async fn login(
         };
         return render(&t, actix_web::http::StatusCode::UNAUTHORIZED);
     };
+    state.lockout.success(&[&user_key]);
     let id = random_hex(32);
     let ttl = i64::from(state.settings.dashboard.session_ttl_secs);
     let expires = Utc::now() + chrono::Duration::seconds(ttl);
