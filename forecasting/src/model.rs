@@ -63,6 +63,18 @@ pub struct ModelConfig {
     /// model's smoothing and profile, and the median that contains it): their errors there are in-sample, so
     /// optimistic, while the naive candidates' are out-of-sample.
     pub fitted_penalty: f64,
+    /// How clearly a fitted candidate (level, median) must beat the better naive candidate (seasonal-naive, last
+    /// value) to be chosen over it: its recent per-point losses, paired with the naive one's at the same points
+    /// and averaged over blocks as long as the horizon (so autocorrelated errors are not counted as independent),
+    /// must be lower by this many standard errors. 0 = the least recent error wins outright.
+    pub switch_z: f64,
+    /// Most recent k-step errors per step ahead whose quantiles are the interval bounds (at most
+    /// `residual_window`; the point forecast's median shift uses all `residual_window`).
+    pub interval_window: usize,
+    /// Most recent points the level model (seasonal profile and smoothing) is not fitted on, so that its errors
+    /// there are out-of-sample like the naive candidates' (at most `residual_window`; the fit keeps two seasons
+    /// and 16 points at least). 0 = fitted on every point.
+    pub holdout: usize,
 }
 
 impl Default for ModelConfig {
@@ -76,9 +88,14 @@ impl Default for ModelConfig {
             tune_horizon: 12,
             residual_window: 300,
             max_horizon: 64,
-            candidates: Candidate::ALL.to_vec(),
+            // The median is not among the defaults: its errors contain the level's in-sample ones, and chosen on
+            // them it lost to the last value on step-like series (forecasting/tests/forecast_selection.rs).
+            candidates: vec![Candidate::Level, Candidate::SeasonalNaive, Candidate::LastValue],
             selection_window: 300,
             fitted_penalty: 0.05,
+            switch_z: 2.0,
+            interval_window: 300,
+            holdout: 0,
         }
     }
 }
@@ -181,6 +198,8 @@ pub struct Fitted {
     candidates: Vec<Candidate>,
     selection_window: usize,
     fitted_penalty: f64,
+    switch_z: f64,
+    interval_window: usize,
     residual_window: usize,
     max_h: usize,
     /// The detected season (steps) the seasonal-naive candidate repeats, even if the level model did not use it.
@@ -226,10 +245,16 @@ impl Fitted {
             return Ok(Self::last_value_model(y, cfg));
         }
 
-        let profile = seasonal_profile(y, cfg).unwrap_or_default();
-        let naive_period = (!profile.is_empty()).then_some(profile.len());
-        let tail_start = n.saturating_sub(cfg.tune_window.max(window).max(16));
-        let tail = &y[tail_start..];
+        // The season is detected on the whole series; the level model (profile and smoothing) is fitted on all but
+        // the most recent `window` points (as far as two seasons allow), so its errors there, which choose the
+        // candidate and size the intervals, are out-of-sample like the naive candidates' errors.
+        let season = detect_season(y, cfg);
+        let naive_period = season.map(|s| s.period());
+        let holdout = cfg.holdout.min(window);
+        let fit_end = n.saturating_sub(holdout).max(naive_period.map_or(16, |p| 2 * p)).min(n);
+        let profile = season.and_then(|s| season_profile(&y[..fit_end], s, cfg)).unwrap_or_default();
+        let tail_start = fit_end.saturating_sub(cfg.tune_window.max(16));
+        let tail = &y[tail_start..fit_end];
         let deseason = |profile: &[f64]| -> Vec<f64> {
             if profile.is_empty() {
                 tail.to_vec()
@@ -238,7 +263,6 @@ impl Fitted {
             }
         };
         let k_tune = cfg.tune_horizon.clamp(1, cfg.max_horizon.max(1));
-        let tune_from = tail.len().saturating_sub(cfg.tune_window.max(16));
 
         // Level model: with and without the seasonal profile, each over the smoothing grid.
         let mut best: Option<(f64, bool, f64, f64, f64)> = None; // (score, seasonal, alpha, clip, sigma)
@@ -253,7 +277,7 @@ impl Fitted {
                     if c.is_finite() && !clip.is_finite() {
                         continue;
                     }
-                    let score = tune_score(&d[tune_from..], alpha, clip, k_tune);
+                    let score = tune_score(&d, alpha, clip, k_tune);
                     if best.is_none_or(|b| score < b.0) {
                         best = Some((score, seasonal, alpha, clip, sigma));
                     }
@@ -276,9 +300,11 @@ impl Fitted {
         };
         let mut fitted = Self::new_state(level_model, cfg, &y[..tail_start]);
         if let Some(p) = fitted.period() {
-            fitted.inflation = 1.0 + 1.0 / (n / p).clamp(1, 7) as f64;
+            // Where the fit had to reach into the recent window, those errors are in-sample for the profile.
+            let in_sample = (fit_end + window).saturating_sub(n).min(window) as f64 / window as f64;
+            fitted.inflation = 1.0 + in_sample / (fit_end / p).clamp(1, 7) as f64;
         }
-        fitted.absorb(tail);
+        fitted.absorb(&y[tail_start..]);
         Ok(fitted)
     }
 
@@ -316,6 +342,8 @@ impl Fitted {
             candidates,
             selection_window: cfg.selection_window.clamp(MIN_ERRORS, window),
             fitted_penalty: if cfg.fitted_penalty.is_finite() { cfg.fitted_penalty.max(0.0) } else { 0.0 },
+            switch_z: if cfg.switch_z.is_finite() { cfg.switch_z.max(0.0) } else { 0.0 },
+            interval_window: cfg.interval_window.clamp(MIN_ERRORS, window),
             residual_window: window,
             max_h,
             naive_period: m.naive_period,
@@ -464,10 +492,11 @@ impl Fitted {
     }
 
     /// From now on chooses only among `candidates` (those of them this model tracks; the level model if none)
-    /// by their last `selection_window` errors with `fitted_penalty` (see [`ModelConfig`]): what-if evaluation of
-    /// other selection rules on one fit.
-    pub fn restrict(&mut self, candidates: &[Candidate], selection_window: usize, fitted_penalty: f64) {
-        self.fitted_penalty = if fitted_penalty.is_finite() { fitted_penalty.max(0.0) } else { 0.0 };
+    /// with `cfg`'s `selection_window`, `fitted_penalty`, `switch_z` and `interval_window` (the rest of `cfg` is
+    /// ignored): what-if evaluation of other selection rules on one fit.
+    pub fn restrict(&mut self, candidates: &[Candidate], cfg: &ModelConfig) {
+        self.fitted_penalty = if cfg.fitted_penalty.is_finite() { cfg.fitted_penalty.max(0.0) } else { 0.0 };
+        self.switch_z = if cfg.switch_z.is_finite() { cfg.switch_z.max(0.0) } else { 0.0 };
         self.candidates = Candidate::ALL
             .iter()
             .copied()
@@ -476,46 +505,75 @@ impl Fitted {
         if self.candidates.is_empty() {
             self.candidates.push(Candidate::Level);
         }
-        self.selection_window = selection_window.clamp(MIN_ERRORS, self.residual_window);
+        self.selection_window = cfg.selection_window.clamp(MIN_ERRORS, self.residual_window);
+        self.interval_window = cfg.interval_window.clamp(MIN_ERRORS, self.residual_window);
+    }
+
+    /// The recent per-point losses of `candidate` for a forecast of `horizon` steps, newest first: for each of
+    /// the last (at most `selection_window`) observed points, the mean over steps k = 1..=min(horizon,
+    /// max_horizon) of the absolute error of the forecast made k steps before it (after the candidate's median
+    /// shift, level and median candidates). Index j is the same point for every candidate, so losses pair up.
+    /// `None` if the candidate is not enabled or has fewer than 8 errors at some step.
+    fn recent_losses(&self, candidate: Candidate, horizon: usize) -> Option<Vec<f64>> {
+        let per_step = self.errors.get(candidate.index())?;
+        let kk = horizon.clamp(1, self.max_h);
+        let steps = per_step.get(..kk)?;
+        let len = steps.iter().map(VecDeque::len).min()?.min(self.selection_window);
+        if len < MIN_ERRORS {
+            return None;
+        }
+        let mut losses = vec![0.0; len];
+        let mut buf = Vec::with_capacity(len);
+        for errors in steps {
+            buf.clear();
+            buf.extend(errors.iter().rev().take(len).copied());
+            let shift = if candidate.shifted() {
+                let mut sorted = buf.clone();
+                median(&mut sorted)
+            } else {
+                0.0
+            };
+            for (l, e) in losses.iter_mut().zip(&buf) {
+                *l += (e - shift).abs() / kk as f64;
+            }
+        }
+        Some(losses)
     }
 
     /// Mean absolute error of `candidate` over its most recent `selection_window` errors at steps
     /// 1..=min(horizon, max_horizon), after its median shift (level and median candidates); `None` if it is not
     /// enabled or has fewer than 8 errors at some step.
     pub fn recent_error(&self, candidate: Candidate, horizon: usize) -> Option<f64> {
-        let per_step = self.errors.get(candidate.index())?;
-        let kk = horizon.clamp(1, self.max_h);
-        let mut buf = Vec::with_capacity(self.selection_window);
-        let mut total = 0.0;
-        for errors in per_step.get(..kk)? {
-            if errors.len() < MIN_ERRORS {
-                return None;
-            }
-            buf.clear();
-            buf.extend(errors.iter().skip(errors.len().saturating_sub(self.selection_window)).copied());
-            let shift = if candidate.shifted() { median(&mut buf) } else { 0.0 };
-            total += buf.iter().map(|e| (e - shift).abs()).sum::<f64>() / buf.len() as f64;
-        }
-        Some(total / kk as f64)
+        let losses = self.recent_losses(candidate, horizon)?;
+        Some(losses.iter().sum::<f64>() / losses.len() as f64)
     }
 
-    /// The candidate a forecast of `horizon` steps uses now: the enabled one with the least recent error
-    /// ([`Fitted::recent_error`], the level and median ones handicapped by [`ModelConfig::fitted_penalty`]), ties
-    /// to the earlier in [`Candidate::ALL`]; the level model while none has enough errors.
+    /// The candidate a forecast of `horizon` steps uses now. The last value is the default; another candidate (its
+    /// error handicapped by [`ModelConfig::fitted_penalty`] for the level and the median) takes over only when it
+    /// beats the last value by [`ModelConfig::switch_z`] standard errors on the paired recent losses, and among
+    /// those the least recent error wins (with `switch_z` 0, or without the last value among the candidates:
+    /// the least recent error outright). Ties go to the earlier in [`Candidate::ALL`]; the level model while none
+    /// has enough errors.
     pub fn chosen(&self, horizon: usize) -> Candidate {
-        let mut best: Option<(f64, Candidate)> = None;
-        for &c in &self.candidates {
-            let handicap = match c {
-                Candidate::Level | Candidate::Median => 1.0 + self.fitted_penalty,
-                Candidate::SeasonalNaive | Candidate::LastValue => 1.0,
-            };
-            if let Some(score) = self.recent_error(c, horizon).map(|e| e * handicap)
-                && best.is_none_or(|(b, _)| score < b)
-            {
-                best = Some((score, c));
-            }
-        }
-        best.map_or(Candidate::Level, |(_, c)| c)
+        let kk = horizon.clamp(1, self.max_h);
+        let scored: Vec<(Candidate, f64, Vec<f64>)> = self
+            .candidates
+            .iter()
+            .filter_map(|&c| {
+                let handicap = if c.shifted() { 1.0 + self.fitted_penalty } else { 1.0 };
+                let mut losses = self.recent_losses(c, kk)?;
+                losses.iter_mut().for_each(|l| *l *= handicap);
+                let mean = losses.iter().sum::<f64>() / losses.len() as f64;
+                Some((c, mean, losses))
+            })
+            .collect();
+        let Some(best) = least(scored.iter()) else { return Candidate::Level };
+        let default = scored.iter().find(|s| s.0 == Candidate::LastValue);
+        let Some(default) = default.filter(|_| self.switch_z > 0.0) else { return best.0 };
+        // A candidate chosen over the last value on noise costs more than it gains: on a series that mostly holds
+        // still a few lucky days make any other candidate look better.
+        least(scored.iter().filter(|s| s.1 < default.1 && clearly_lower(&s.2, &default.2, kk, self.switch_z)))
+            .map_or(default.0, |s| s.0)
     }
 
     /// The unshifted forecast of `candidate` for the step `k` (1-based) after the last absorbed point.
@@ -572,6 +630,15 @@ impl Fitted {
             }
             let shift = if empirical && candidate.shifted() { quantile(&sorted, 0.5) } else { 0.0 };
             point.push(center + shift);
+            if empirical
+                && sorted.len() > self.interval_window
+                && let Some(errors) = per_step.get(kk - 1)
+            {
+                // The bounds from the most recent errors only.
+                sorted.clear();
+                sorted.extend(errors.iter().skip(errors.len() - self.interval_window).copied());
+                sorted.sort_unstable_by(f64::total_cmp);
+            }
             for iv in &mut intervals {
                 let (lo, hi) = if empirical {
                     // Finite-sample (conformal) correction of the quantile levels. With a point mass at zero that
@@ -634,6 +701,29 @@ impl Fitted {
         };
         Ok(if q > 0.5 { iv.upper } else { iv.lower })
     }
+}
+
+/// The candidate with the least mean loss, the earlier on ties.
+fn least<'a>(scored: impl Iterator<Item = &'a (Candidate, f64, Vec<f64>)>) -> Option<&'a (Candidate, f64, Vec<f64>)> {
+    scored.fold(None, |b, s| if b.is_none_or(|b: &(Candidate, f64, Vec<f64>)| s.1 < b.1) { Some(s) } else { b })
+}
+
+/// Whether `a` is lower than `b` (paired per-point losses, newest first) by more than `z` standard errors of the
+/// mean difference, estimated from the means of consecutive blocks of `block` points (losses a horizon apart
+/// share forecasts, so single points are not independent). Fewer than two blocks: never.
+fn clearly_lower(a: &[f64], b: &[f64], block: usize, z: f64) -> bool {
+    let block = block.max(1);
+    let n = a.len().min(b.len());
+    let blocks: Vec<f64> =
+        (0..n / block).map(|i| (i * block..(i + 1) * block).map(|j| a[j] - b[j]).sum::<f64>() / block as f64).collect();
+    if blocks.len() < 2 {
+        return false;
+    }
+    let nb = blocks.len() as f64;
+    let mean = blocks.iter().sum::<f64>() / nb;
+    let var = blocks.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (nb - 1.0);
+    let se = (var / nb).sqrt();
+    if se > 0.0 { mean < -z * se } else { mean < 0.0 }
 }
 
 fn median3(a: f64, b: f64, c: f64) -> f64 {
@@ -708,12 +798,22 @@ fn rollup(y: &[f64], b: usize) -> (Vec<f64>, usize) {
 /// Points the season detection runs on at most (longer series are averaged into buckets first).
 const DETECT_POINTS: usize = 2048;
 
-/// The seasonal profile (length = period, indexed by absolute step modulo period), if a season is detected.
-///
-/// The period is detected on a rollup of at most [`DETECT_POINTS`] buckets (periodogram, refined to the local
-/// autocorrelation maximum); the MSTL decomposition runs at full resolution up to `max_fit_points` points, else
-/// on the same rollup with the profile interpolated back to the series' resolution.
-fn seasonal_profile(y: &[f64], cfg: &ModelConfig) -> Option<Vec<f64>> {
+/// A detected season: `coarse` steps of buckets of `bucket` steps (the rollup it was detected on).
+#[derive(Debug, Clone, Copy)]
+struct Season {
+    coarse: usize,
+    bucket: usize,
+}
+
+impl Season {
+    fn period(self) -> usize {
+        self.coarse * self.bucket
+    }
+}
+
+/// The season of `y`, if one is detected: on a rollup of at most [`DETECT_POINTS`] buckets (periodogram, refined
+/// to the local autocorrelation maximum).
+fn detect_season(y: &[f64], cfg: &ModelConfig) -> Option<Season> {
     let n = y.len();
     let b = n.div_ceil(DETECT_POINTS).max(1);
     let (coarse, _) = rollup(y, b);
@@ -733,7 +833,16 @@ fn seasonal_profile(y: &[f64], cfg: &ModelConfig) -> Option<Vec<f64>> {
         .map(|p| (p, crate::forecast::autocorrelation(&coarse, p)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(p, _)| p)?;
-    let p = pc * b;
+    Some(Season { coarse: pc, bucket: b })
+}
+
+/// The seasonal profile of `y` for `season` (length = period, indexed by absolute step modulo period): the MSTL
+/// decomposition at full resolution up to `max_fit_points` points, else on the season's rollup with the profile
+/// interpolated back to the series' resolution.
+fn season_profile(y: &[f64], season: Season, cfg: &ModelConfig) -> Option<Vec<f64>> {
+    let n = y.len();
+    let (pc, b) = (season.coarse, season.bucket);
+    let p = season.period();
     if n <= cfg.max_fit_points.max(16) {
         return stl_profile(y, p);
     }
@@ -873,7 +982,7 @@ mod tests {
     fn the_choice_follows_the_data_through_updates() {
         let y = noisy_daily(24 * 20, 24);
         let mut m = Fitted::fit(&y, &ModelConfig::default()).expect("fit");
-        assert_eq!(m.candidates().len(), 4);
+        assert_eq!(m.candidates(), &[Candidate::Level, Candidate::SeasonalNaive, Candidate::LastValue]);
         let before = m.chosen(6);
         assert!(matches!(before, Candidate::Level | Candidate::SeasonalNaive | Candidate::Median), "{before:?}");
         // The series turns into steps: the seasonal profile no longer applies and the last value takes over.
@@ -887,13 +996,32 @@ mod tests {
     }
 
     #[test]
+    fn a_candidate_replaces_the_last_value_only_when_clearly_better() {
+        // Paired losses: a lower by 0.1 everywhere (no noise) is clearly lower; lower on average by 0.02 with a
+        // spread of 1 over 50 blocks is not, at 2 standard errors.
+        let b: Vec<f64> = (0..300).map(|i| 1.0 + (i % 7) as f64).collect();
+        let a: Vec<f64> = b.iter().map(|v| v - 0.1).collect();
+        assert!(clearly_lower(&a, &b, 6, 2.0));
+        let noisy: Vec<f64> =
+            b.iter().enumerate().map(|(i, v)| v - 0.02 + if i % 12 < 6 { 1.0 } else { -1.0 }).collect();
+        assert!(!clearly_lower(&noisy, &b, 6, 2.0));
+        assert!(!clearly_lower(&a[..6], &b[..6], 6, 2.0), "one block is no evidence");
+        // On a step series the level model does not take over from the last value on noise.
+        let y = steps(800, 7);
+        let m = Fitted::fit(&y, &ModelConfig::default()).expect("fit");
+        assert_eq!(m.chosen(6), Candidate::LastValue);
+    }
+
+    #[test]
     fn restricting_to_one_candidate_uses_it() {
         let y = noisy_daily(24 * 12, 24);
         let mut m = Fitted::fit(&y, &ModelConfig::default()).expect("fit");
-        m.restrict(&[Candidate::SeasonalNaive], 100, 0.0);
+        let what_if =
+            ModelConfig { selection_window: 100, fitted_penalty: 0.0, switch_z: 0.0, ..ModelConfig::default() };
+        m.restrict(&[Candidate::SeasonalNaive], &what_if);
         let f = m.forecast(3, &[0.8]).expect("forecast");
         assert_eq!((f.candidate, f.model, f.period), (Candidate::SeasonalNaive, ModelKind::SeasonalNaive, Some(24)));
-        m.restrict(&[], 100, 0.0);
+        m.restrict(&[], &what_if);
         assert_eq!(m.chosen(3), Candidate::Level);
         let cfg = ModelConfig { candidates: vec![Candidate::LastValue], ..ModelConfig::default() };
         let only_last = Fitted::fit(&y, &cfg).expect("fit");
