@@ -75,6 +75,11 @@ pub struct ModelConfig {
     /// there are out-of-sample like the naive candidates' (at most `residual_window`; the fit keeps two seasons
     /// and 16 points at least). 0 = fitted on every point.
     pub holdout: usize,
+    /// Step of adaptive conformal inference (Gibbs and Candès, 2021) on the interval level: replayed over the
+    /// more recent half of the interval window, each error outside the interval the errors before it gave raises
+    /// the level by `aci_gamma` x nominal, each inside lowers it by `aci_gamma` x (1 - nominal), so coverage
+    /// follows a change in the error spread. 0 = the plain split-conformal quantiles.
+    pub aci_gamma: f64,
 }
 
 impl Default for ModelConfig {
@@ -96,6 +101,7 @@ impl Default for ModelConfig {
             switch_z: 2.0,
             interval_window: 300,
             holdout: 0,
+            aci_gamma: 0.01,
         }
     }
 }
@@ -200,6 +206,7 @@ pub struct Fitted {
     fitted_penalty: f64,
     switch_z: f64,
     interval_window: usize,
+    aci_gamma: f64,
     residual_window: usize,
     max_h: usize,
     /// The detected season (steps) the seasonal-naive candidate repeats, even if the level model did not use it.
@@ -344,6 +351,7 @@ impl Fitted {
             fitted_penalty: if cfg.fitted_penalty.is_finite() { cfg.fitted_penalty.max(0.0) } else { 0.0 },
             switch_z: if cfg.switch_z.is_finite() { cfg.switch_z.max(0.0) } else { 0.0 },
             interval_window: cfg.interval_window.clamp(MIN_ERRORS, window),
+            aci_gamma: if cfg.aci_gamma.is_finite() { cfg.aci_gamma.clamp(0.0, 1.0) } else { 0.0 },
             residual_window: window,
             max_h,
             naive_period: m.naive_period,
@@ -492,8 +500,8 @@ impl Fitted {
     }
 
     /// From now on chooses only among `candidates` (those of them this model tracks; the level model if none)
-    /// with `cfg`'s `selection_window`, `fitted_penalty`, `switch_z` and `interval_window` (the rest of `cfg` is
-    /// ignored): what-if evaluation of other selection rules on one fit.
+    /// with `cfg`'s `selection_window`, `fitted_penalty`, `switch_z`, `interval_window` and `aci_gamma` (the rest
+    /// of `cfg` is ignored): what-if evaluation of other selection rules on one fit.
     pub fn restrict(&mut self, candidates: &[Candidate], cfg: &ModelConfig) {
         self.fitted_penalty = if cfg.fitted_penalty.is_finite() { cfg.fitted_penalty.max(0.0) } else { 0.0 };
         self.switch_z = if cfg.switch_z.is_finite() { cfg.switch_z.max(0.0) } else { 0.0 };
@@ -507,6 +515,7 @@ impl Fitted {
         }
         self.selection_window = cfg.selection_window.clamp(MIN_ERRORS, self.residual_window);
         self.interval_window = cfg.interval_window.clamp(MIN_ERRORS, self.residual_window);
+        self.aci_gamma = if cfg.aci_gamma.is_finite() { cfg.aci_gamma.clamp(0.0, 1.0) } else { 0.0 };
     }
 
     /// The recent per-point losses of `candidate` for a forecast of `horizon` steps, newest first: for each of
@@ -615,6 +624,8 @@ impl Fitted {
             .map(|&level| Interval { level, lower: Vec::with_capacity(horizon), upper: Vec::with_capacity(horizon) })
             .collect();
         let mut sorted = Vec::new();
+        // Adaptive interval levels of the last calibrated step they were computed for (steps beyond max_h share).
+        let (mut chrono, mut adapted, mut adapted_for) = (Vec::new(), Vec::new(), 0usize);
         for k in 1..=horizon {
             let center = self.raw(candidate, k);
             // Errors of the largest calibrated step not beyond k, widened like a random walk past max_h.
@@ -639,16 +650,31 @@ impl Fitted {
                 sorted.extend(errors.iter().skip(errors.len() - self.interval_window).copied());
                 sorted.sort_unstable_by(f64::total_cmp);
             }
-            for iv in &mut intervals {
+            if empirical
+                && self.aci_gamma > 0.0
+                && adapted_for != kk
+                && let Some(errors) = per_step.get(kk - 1)
+            {
+                chrono.clear();
+                chrono.extend(errors.iter().skip(errors.len().saturating_sub(self.interval_window)).copied());
+                adapted.clear();
+                adapted.extend(intervals.iter().map(|iv| adaptive_tails(&chrono, iv.level, self.aci_gamma)));
+                adapted_for = kk;
+            }
+            for (i, iv) in intervals.iter_mut().enumerate() {
                 let (lo, hi) = if empirical {
                     // Finite-sample (conformal) correction of the quantile levels. With a point mass at zero that
                     // holds the lower tail, the interval is [0, upper] and the upper bound is the `level` quantile.
                     let m = sorted.len() as f64;
                     let central = (1.0 + iv.level) / 2.0;
                     let target = if self.zero_mass() >= 1.0 - central { iv.level } else { central };
-                    let q = (target * (m + 1.0) / m).min(1.0);
-                    let lo = quantile(&sorted, 1.0 - q);
-                    let hi = quantile(&sorted, q);
+                    // Adaptive conformal offsets of each tail's quantile level (zero when off).
+                    let (d_lo, d_hi) =
+                        if adapted_for == kk { adapted.get(i).copied().unwrap_or_default() } else { (0.0, 0.0) };
+                    let q_hi = ((target + d_hi) * (m + 1.0) / m).clamp(0.5, 1.0);
+                    let q_lo = ((target + d_lo) * (m + 1.0) / m).clamp(0.5, 1.0);
+                    let lo = quantile(&sorted, 1.0 - q_lo);
+                    let hi = quantile(&sorted, q_hi);
                     (shift + (lo - shift) * widen, shift + (hi - shift) * widen)
                 } else {
                     let half = normal_quantile(0.5 + iv.level / 2.0) * self.sigma * (k as f64).sqrt();
@@ -701,6 +727,38 @@ impl Fitted {
         };
         Ok(if q > 0.5 { iv.upper } else { iv.lower })
     }
+}
+
+/// Adaptive conformal inference (Gibbs and Candès, 2021), one level per tail, replayed over the more recent half
+/// of `errors` (oldest first): each error is checked against the bounds that the errors before it give at the
+/// current quantile levels (split-conformal), and a tail's level moves outwards by `gamma` x (1 - miss share)
+/// after a miss beyond it and inwards by `gamma` x miss share otherwise, where the miss share of a central
+/// `nominal` interval is (1 - nominal) / 2 per tail; so each tail settles where its misses run at that share,
+/// whatever the other does (a forecast biased one way gets one bound moved, not both). Returns how far the lower
+/// and the upper quantile levels moved outwards.
+fn adaptive_tails(errors: &[f64], nominal: f64, gamma: f64) -> (f64, f64) {
+    let start = (errors.len() / 2).max(MIN_ERRORS);
+    if errors.len() <= start {
+        return (0.0, 0.0);
+    }
+    let share = (1.0 - nominal) / 2.0;
+    let mut sorted = errors[..start].to_vec();
+    sorted.sort_unstable_by(f64::total_cmp);
+    // Offsets of the upper level above (1 + nominal) / 2 and of the lower level below (1 - nominal) / 2.
+    let (mut d_lo, mut d_hi) = (0.0_f64, 0.0_f64);
+    for &e in &errors[start..] {
+        let m = sorted.len() as f64;
+        let central = 1.0 - share;
+        let q_hi = ((central + d_hi) * (m + 1.0) / m).clamp(0.5, 1.0);
+        let q_lo = ((central + d_lo) * (m + 1.0) / m).clamp(0.5, 1.0);
+        let miss_lo = e < quantile(&sorted, 1.0 - q_lo);
+        let miss_hi = e > quantile(&sorted, q_hi);
+        d_lo = (d_lo + gamma * (f64::from(u8::from(miss_lo)) - share)).clamp(-0.5 + share, share);
+        d_hi = (d_hi + gamma * (f64::from(u8::from(miss_hi)) - share)).clamp(-0.5 + share, share);
+        let at = sorted.partition_point(|v| *v < e);
+        sorted.insert(at, e);
+    }
+    (d_lo, d_hi)
 }
 
 /// The candidate with the least mean loss, the earlier on ties.

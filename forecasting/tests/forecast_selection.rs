@@ -104,11 +104,13 @@ struct Sel {
     holdout: usize,
 }
 
-/// A selection rule and an interval window ([`ModelConfig::interval_window`]).
+/// A selection rule, an interval window ([`ModelConfig::interval_window`]) and an adaptive-conformal step
+/// ([`ModelConfig::aci_gamma`]).
 #[derive(Debug, Clone, Copy)]
 struct Opt {
     sel: Sel,
     iw: usize,
+    gamma: f64,
 }
 
 impl Opt {
@@ -118,13 +120,18 @@ impl Opt {
             fitted_penalty: self.sel.penalty,
             switch_z: self.sel.z,
             interval_window: self.iw,
+            aci_gamma: self.gamma,
             holdout: self.sel.holdout,
             ..ModelConfig::default()
         }
     }
 
     fn name(&self) -> String {
-        format!("{}/iw{}", self.sel.name, self.iw)
+        if self.gamma > 0.0 {
+            format!("{}/iw{}/aci{}", self.sel.name, self.iw, self.gamma)
+        } else {
+            format!("{}/iw{}", self.sel.name, self.iw)
+        }
     }
 }
 
@@ -148,12 +155,14 @@ const SELECTIONS: [Sel; 16] = [
     Sel { name: "level/ho300", candidates: &[Candidate::Level], window: 300, penalty: 0.0, z: 0.0, holdout: 300 },
     Sel { name: "all/300/0/z2/ho300", candidates: ALL, window: 300, penalty: 0.0, z: 2.0, holdout: 300 },
 ];
-/// Interval windows tried with every selection rule (the point forecasts do not depend on them).
-const INTERVAL_WINDOWS: [usize; 3] = [300, 150, 100];
+/// Interval windows and adaptive-conformal steps tried with every selection rule (the point forecasts do not
+/// depend on them).
+const INTERVALS: [(usize, f64); 7] =
+    [(300, 0.0), (150, 0.0), (100, 0.0), (300, 0.005), (300, 0.01), (300, 0.02), (300, 0.05)];
 
-/// Every selection rule with every interval window, selection-major.
+/// Every selection rule with every interval option, selection-major.
 fn options() -> Vec<Opt> {
-    SELECTIONS.iter().flat_map(|&sel| INTERVAL_WINDOWS.iter().map(move |&iw| Opt { sel, iw })).collect()
+    SELECTIONS.iter().flat_map(|&sel| INTERVALS.iter().map(move |&(iw, gamma)| Opt { sel, iw, gamma })).collect()
 }
 
 /// Rolling-origin settings (EVAL.md section 2).
@@ -245,7 +254,8 @@ fn evaluate(y: &[f64], ro: Ro, opts: &[Opt]) -> Vec<Figures> {
         let mut fits: Vec<(usize, Fitted)> = Vec::new();
         for opt in opts {
             if !fits.iter().any(|(h, _)| *h == opt.sel.holdout) {
-                let cfg = ModelConfig { holdout: opt.sel.holdout, ..ModelConfig::default() };
+                // Every candidate is tracked; each option chooses among its own.
+                let cfg = ModelConfig { holdout: opt.sel.holdout, candidates: ALL.to_vec(), ..ModelConfig::default() };
                 fits.push((opt.sel.holdout, Fitted::fit(&y[..o], &cfg).expect("fit")));
             }
         }
@@ -312,12 +322,12 @@ fn step_like_series_meet_the_targets() {
         z: cfg.switch_z,
         holdout: cfg.holdout,
     };
-    let default = Opt { sel, iw: cfg.interval_window };
+    let default = Opt { sel, iw: cfg.interval_window, gamma: cfg.aci_gamma };
     let mut misses = Vec::new();
     for spec in &forecast_data::STEP_SPECS {
         let y = forecast_data::step_series(spec, 14);
         assert!(y.iter().all(|v| v.fract() == 0.0), "replica counts are integers");
-        let f = evaluate(&y, Ro { stride: 24, ..STEP_RO }, &[default])[0];
+        let f = evaluate(&y, STEP_RO, &[default])[0];
         let line = f.line(spec.name);
         println!("{line}");
         let ok = f.ratio() <= 1.02 && f.cov80 >= 0.75 && (0.90..=1.0).contains(&f.cov95);
@@ -384,7 +394,7 @@ fn leave_one_series_out() {
     }
     println!("\nleave one series out: option chosen on the others, scored on the held one:");
     let mut held = Vec::new();
-    let n_iw = INTERVAL_WINDOWS.len();
+    let n_iw = INTERVALS.len();
     for (i, (name, _, _)) in series.iter().enumerate() {
         // The selection rule by the mean ratio on the other series, then its interval window by their mean
         // coverage error.
