@@ -11,17 +11,21 @@
 //!   over the first [`ModelConfig::tune_horizon`] steps ahead on the recent history, with and without the seasonal
 //!   profile;
 //! - the point forecast is shifted by the median of the recent k-step errors (conditional median, which is what
-//!   MASE rewards, and a drift term), and the interval bounds are their empirical quantiles.
+//!   MASE rewards, and a drift term), and the interval bounds come from their empirical quantiles.
 //!
-//! That smoothed level is one of four candidates ([`Candidate`]): besides it, the seasonal-naive forecast (the
-//! detected period), the last value, and the point-wise median of those three. Every candidate's k-step errors are
-//! tracked on the series' own past as it arrives (rolling origin: the forecast made k steps before each point,
-//! scored when the point comes), and a forecast uses the candidate with the least recent error over the requested
-//! horizon, with that candidate's own recent k-step errors as its interval quantiles (split-conformal) and, for
-//! the level and the median, its median shift. The level and the median are scored on points their profile and
-//! smoothing were fitted on, so their errors are handicapped by [`ModelConfig::fitted_penalty`]. A step-like
-//! series (set by another autoscaler) ends up on the last value, a smooth seasonal one on the seasonal level,
-//! with no per-series setting. Why this set, window and handicap: `forecasting/tests/forecast_selection.rs`.
+//! That smoothed level is one of the candidates ([`Candidate`]): besides it, the seasonal-naive forecast (the
+//! detected period), the last value, and (not among the defaults) the point-wise median of those three. Every
+//! candidate's k-step errors are tracked on the series' own past as it arrives (rolling origin: the forecast made
+//! k steps before each point, scored when the point comes). The last value is the default; another candidate
+//! takes over only when its recent losses over the requested horizon, paired point by point with the last
+//! value's, are lower by [`ModelConfig::switch_z`] standard errors (blocks of the horizon, since neighbouring
+//! errors share forecasts), and among those the least recent error wins. The level's errors are scored on points
+//! its profile and smoothing were fitted on, so they are handicapped by [`ModelConfig::fitted_penalty`]. The
+//! intervals are the chosen candidate's own recent k-step errors' split-conformal quantiles, one set per step
+//! ahead, each tail's quantile level moved by adaptive conformal inference ([`ModelConfig::aci_gamma`]) replayed
+//! over those errors, so coverage follows a change in the spread. A step-like series (set by another autoscaler)
+//! ends up on the last value, a smooth seasonal one on the seasonal level, with no per-series setting. Why this
+//! rule, its settings and not the median: `forecasting/tests/forecast_selection.rs`.
 //!
 //! After a fit, [`Fitted::update`] absorbs new points in O(max_horizon) each, reusing the seasonal profile and the
 //! level parameters (warm start) and scoring every candidate on them, so the choice follows the data between
@@ -63,22 +67,27 @@ pub struct ModelConfig {
     /// model's smoothing and profile, and the median that contains it): their errors there are in-sample, so
     /// optimistic, while the naive candidates' are out-of-sample.
     pub fitted_penalty: f64,
-    /// How clearly a fitted candidate (level, median) must beat the better naive candidate (seasonal-naive, last
-    /// value) to be chosen over it: its recent per-point losses, paired with the naive one's at the same points
-    /// and averaged over blocks as long as the horizon (so autocorrelated errors are not counted as independent),
-    /// must be lower by this many standard errors. 0 = the least recent error wins outright.
+    /// How clearly another candidate must beat the last value to be chosen over it: its recent per-point losses
+    /// (after `fitted_penalty`), paired with the last value's at the same points and averaged over blocks as long
+    /// as the horizon (so autocorrelated errors are not counted as independent), must be lower by this many
+    /// standard errors of the mean difference. 0 (or no last value among the candidates) = the least recent error
+    /// wins outright.
     pub switch_z: f64,
+    /// Length of the blocks `switch_z`'s standard error is estimated from, in horizons (at least 1).
+    pub switch_block: usize,
     /// Most recent k-step errors per step ahead whose quantiles are the interval bounds (at most
     /// `residual_window`; the point forecast's median shift uses all `residual_window`).
     pub interval_window: usize,
     /// Most recent points the level model (seasonal profile and smoothing) is not fitted on, so that its errors
     /// there are out-of-sample like the naive candidates' (at most `residual_window`; the fit keeps two seasons
-    /// and 16 points at least). 0 = fitted on every point.
+    /// and 16 points at least). 0 = fitted on every point: a held-out fit is a stale one, which cost more than
+    /// the honest errors gained (forecasting/tests/forecast_selection.rs).
     pub holdout: usize,
-    /// Step of adaptive conformal inference (Gibbs and Candès, 2021) on the interval level: replayed over the
-    /// more recent half of the interval window, each error outside the interval the errors before it gave raises
-    /// the level by `aci_gamma` x nominal, each inside lowers it by `aci_gamma` x (1 - nominal), so coverage
-    /// follows a change in the error spread. 0 = the plain split-conformal quantiles.
+    /// Step of adaptive conformal inference (Gibbs and Candès, 2021) on each tail's quantile level, replayed over
+    /// the more recent half of the interval window: an error beyond a bound that the errors before it gave moves
+    /// that tail's level out by `aci_gamma` x (1 - its miss share), any other in by `aci_gamma` x its miss share
+    /// ((1 - level) / 2), so coverage follows a change in the spread or a bias of the errors. 0 = the plain
+    /// split-conformal quantiles.
     pub aci_gamma: f64,
 }
 
@@ -99,6 +108,7 @@ impl Default for ModelConfig {
             selection_window: 300,
             fitted_penalty: 0.05,
             switch_z: 2.0,
+            switch_block: 1,
             interval_window: 300,
             holdout: 0,
             aci_gamma: 0.01,
@@ -205,6 +215,7 @@ pub struct Fitted {
     selection_window: usize,
     fitted_penalty: f64,
     switch_z: f64,
+    switch_block: usize,
     interval_window: usize,
     aci_gamma: f64,
     residual_window: usize,
@@ -253,8 +264,7 @@ impl Fitted {
         }
 
         // The season is detected on the whole series; the level model (profile and smoothing) is fitted on all but
-        // the most recent `window` points (as far as two seasons allow), so its errors there, which choose the
-        // candidate and size the intervals, are out-of-sample like the naive candidates' errors.
+        // the most recent `holdout` points (as far as two seasons allow; none by default, see ModelConfig::holdout).
         let season = detect_season(y, cfg);
         let naive_period = season.map(|s| s.period());
         let holdout = cfg.holdout.min(window);
@@ -350,6 +360,7 @@ impl Fitted {
             selection_window: cfg.selection_window.clamp(MIN_ERRORS, window),
             fitted_penalty: if cfg.fitted_penalty.is_finite() { cfg.fitted_penalty.max(0.0) } else { 0.0 },
             switch_z: if cfg.switch_z.is_finite() { cfg.switch_z.max(0.0) } else { 0.0 },
+            switch_block: cfg.switch_block.max(1),
             interval_window: cfg.interval_window.clamp(MIN_ERRORS, window),
             aci_gamma: if cfg.aci_gamma.is_finite() { cfg.aci_gamma.clamp(0.0, 1.0) } else { 0.0 },
             residual_window: window,
@@ -500,11 +511,12 @@ impl Fitted {
     }
 
     /// From now on chooses only among `candidates` (those of them this model tracks; the level model if none)
-    /// with `cfg`'s `selection_window`, `fitted_penalty`, `switch_z`, `interval_window` and `aci_gamma` (the rest
-    /// of `cfg` is ignored): what-if evaluation of other selection rules on one fit.
+    /// with `cfg`'s `selection_window`, `fitted_penalty`, `switch_z`, `switch_block`, `interval_window` and
+    /// `aci_gamma` (the rest of `cfg` is ignored): what-if evaluation of other selection rules on one fit.
     pub fn restrict(&mut self, candidates: &[Candidate], cfg: &ModelConfig) {
         self.fitted_penalty = if cfg.fitted_penalty.is_finite() { cfg.fitted_penalty.max(0.0) } else { 0.0 };
         self.switch_z = if cfg.switch_z.is_finite() { cfg.switch_z.max(0.0) } else { 0.0 };
+        self.switch_block = cfg.switch_block.max(1);
         self.candidates = Candidate::ALL
             .iter()
             .copied()
@@ -581,8 +593,12 @@ impl Fitted {
         let Some(default) = default.filter(|_| self.switch_z > 0.0) else { return best.0 };
         // A candidate chosen over the last value on noise costs more than it gains: on a series that mostly holds
         // still a few lucky days make any other candidate look better.
-        least(scored.iter().filter(|s| s.1 < default.1 && clearly_lower(&s.2, &default.2, kk, self.switch_z)))
-            .map_or(default.0, |s| s.0)
+        least(
+            scored
+                .iter()
+                .filter(|s| s.1 < default.1 && clearly_lower(&s.2, &default.2, kk * self.switch_block, self.switch_z)),
+        )
+        .map_or(default.0, |s| s.0)
     }
 
     /// The unshifted forecast of `candidate` for the step `k` (1-based) after the last absorbed point.
@@ -1068,6 +1084,25 @@ mod tests {
         let y = steps(800, 7);
         let m = Fitted::fit(&y, &ModelConfig::default()).expect("fit");
         assert_eq!(m.chosen(6), Candidate::LastValue);
+    }
+
+    #[test]
+    fn adaptive_tails_follow_a_change_in_spread_and_bias() {
+        let noise = |i: usize| ((i * 7919) % 101) as f64 / 100.0 - 0.5;
+        // The same spread throughout: the levels hardly move.
+        let steady: Vec<f64> = (0..300).map(noise).collect();
+        let (lo, hi) = adaptive_tails(&steady, 0.8, 0.01);
+        assert!(lo.abs() < 0.05 && hi.abs() < 0.05, "{lo} {hi}");
+        // Twice the spread in the recent half: both tails move out.
+        let wider: Vec<f64> = (0..300).map(|i| noise(i) * if i >= 150 { 2.0 } else { 1.0 }).collect();
+        let (lo, hi) = adaptive_tails(&wider, 0.8, 0.01);
+        assert!(lo > 0.03 && hi > 0.03, "{lo} {hi}");
+        // Biased upwards in the recent half: the upper tail moves out, the lower one in.
+        let biased: Vec<f64> = (0..300).map(|i| noise(i) + if i >= 150 { 0.3 } else { 0.0 }).collect();
+        let (lo, hi) = adaptive_tails(&biased, 0.8, 0.01);
+        assert!(hi > 0.05 && lo < 0.0, "{lo} {hi}");
+        // Too few errors to replay: no adaptation.
+        assert_eq!(adaptive_tails(&steady[..8], 0.8, 0.01), (0.0, 0.0));
     }
 
     #[test]

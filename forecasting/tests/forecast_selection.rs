@@ -9,82 +9,125 @@
 //!
 //! # What was tried, and how it was chosen
 //!
-//! Options (all on one fit per origin, [`Fitted::restrict`]): the candidate set the forecast chooses among, how
-//! many recent k-step errors choose (the intervals always use the last 300), and the handicap on the level and
-//! median candidates' recent error (`fitted_penalty`, since their errors are in-sample): `level` (the model before
-//! issue 20: the MSTL / robust smoothed level alone), `median` (the combination alone), `level+last`,
-//! `no-median/300/0.1` (level, seasonal-naive, last value), and all four choosing on the last 300 errors with
-//! handicaps 0, 0.05, 0.1, 0.2, 0.3 or on the last 100 with 0.1. Tried before these and dropped: shifting the
-//! naive candidates by the median of their recent errors like the level (a drift that went the wrong way on
-//! daily fleets: step_daily_mid 1.15 x the last value).
+//! Options (all on one fit per origin, [`Fitted::restrict`], except the holdout which needs a fit of its own):
+//! - the selection rule: the candidate set, how many recent k-step errors choose (`selection_window`), the
+//!   handicap on the level and median candidates' recent error (`fitted_penalty`, since their errors are
+//!   in-sample), and `switch_z`: with z > 0 the last value is the default and another candidate takes over only
+//!   when its recent per-point losses, paired with the last value's, are lower by z standard errors (blocks of the
+//!   horizon, or of 2 or 4 horizons: `b2`, `b4`); z = 0 is the least recent error outright (the rule before this
+//!   change: `all/300/0.05`);
+//! - `holdout` 300: the level model (profile and smoothing) fitted without the last 300 points, so that its
+//!   errors there are out-of-sample (`ho300`);
+//! - the intervals: the last 300, 150 or 100 k-step errors (`iw`), and adaptive conformal inference per tail
+//!   with step `aci` 0.005, 0.01, 0.02, 0.05 replayed over the recent half of the errors (`aci_gamma`).
+//!
+//! `level` is the model before issue 20 (the MSTL / robust smoothed level alone). Tried before these and dropped:
+//! shifting the naive candidates by the median of their recent errors like the level (a drift that went the
+//! wrong way on daily fleets: step_daily_mid 1.15 x the last value), and ACI with one level for both tails (on
+//! azure_code, whose misses are all above, it widened both bounds: 80 % coverage 90.6 at every origin).
 //!
 //! Judged by leave-one-series-out over the dev series (EVAL.md §1's rule applied to series): for each series,
-//! the option with the least mean ratio MASE_model / min(MASE_seasonal_naive, MASE_last_value) on the other
-//! series is scored on the held series. Dev series: the 8 NAB EC2 CPU series (m = 288, h = 12, W = 576, s = 12),
-//! the work of the 3 10-second traces (m = 1, h = 12, W = 60, s = 12), and the 5 step-like series (14 days,
-//! m = 144, h = 6, W = 288, s = 6). Figures: `cargo test -p forecasting --test forecast_selection
-//! leave_one_series_out -- --ignored --nocapture` (about 8 minutes in debug on a loaded machine; see
-//! [`leave_one_series_out`]; what it printed is in RESULTS below).
+//! the selection rule is chosen on the other 15 by the issue's bound first (their worst ratio MASE_model /
+//! min(MASE_seasonal_naive, MASE_last_value), no better than 1.02 counted) and then their mean ratio, and its
+//! interval option by their mean coverage error (|cov80 - 80 %| + |cov95 - 95 %|); both are scored on the held
+//! series. Dev series: the 8 NAB EC2 CPU series (m = 288, h = 12, W = 576, s = 12), the work of the 3 10-second
+//! traces (m = 1, h = 12, W = 60, s = 12), and the 5 step-like series (14 days, m = 144, h = 6, W = 288, s = 6).
+//! Figures: `cargo test -p forecasting --test forecast_selection leave_one_series_out -- --ignored --nocapture`
+//! (about 90 s in debug; see [`leave_one_series_out`]; what it printed is in RESULTS below).
 //!
 //! RESULTS
 //!
 //! Run on 2026-12-06 (debug, every fourth origin: `FORECAST_STRIDE_MUL` default 4), ratio = MASE of the model
 //! over the better of seasonal-naive and last-value; "met" = ratio <= 1.02 and both coverages within 5 points.
-//! `level` is the model before issue 20. In-sample (each option scored on all 16 series):
+//! In-sample (each option scored on all 16 series), the selection rules with the plain last-300 intervals:
 //!
 //! ```text
-//! level              mean 0.908  worst 1.707  targets met 9/16
-//! median             mean 0.898  worst 1.465  targets met 7/16
-//! level+last         mean 0.830  worst 1.138  targets met 9/16
-//! no-median/300/0.1  mean 0.829  worst 1.103  targets met 10/16
-//! all/300/0          mean 0.826  worst 1.136  targets met 9/16
-//! all/300/0.05       mean 0.823  worst 1.084  targets met 10/16
-//! all/300/0.1        mean 0.827  worst 1.081  targets met 9/16
-//! all/300/0.2        mean 0.849  worst 1.162  targets met 8/16
-//! all/300/0.3        mean 0.861  worst 1.162  targets met 8/16
-//! all/100/0.1        mean 0.834  worst 1.177  targets met 10/16
+//! level/iw300                    mean 0.908  worst 1.707  cover err 0.062  targets met 9/16
+//! all/300/0.05/iw300             mean 0.822  worst 1.084  cover err 0.057  targets met 10/16
+//! all/300/0.05/z1/iw300          mean 0.823  worst 1.074  cover err 0.058  targets met 9/16
+//! all/300/0.05/z2/iw300          mean 0.821  worst 1.045  cover err 0.059  targets met 11/16
+//! all/300/0.05/z3/iw300          mean 0.857  worst 1.022  cover err 0.064  targets met 9/16
+//! all/300/0/z2/iw300             mean 0.818  worst 1.045  cover err 0.059  targets met 11/16
+//! all/300/0.1/z2/iw300           mean 0.838  worst 1.045  cover err 0.059  targets met 11/16
+//! all/300/0.2/z2/iw300           mean 0.855  worst 1.009  cover err 0.067  targets met 8/16
+//! all/300/0.1/z3/iw300           mean 0.865  worst 1.000  cover err 0.065  targets met 10/16
+//! all/150/0.05/z2/iw300          mean 0.836  worst 1.038  cover err 0.063  targets met 10/16
+//! no-median/300/0.05/z1/iw300    mean 0.824  worst 1.103  cover err 0.060  targets met 10/16
+//! no-median/300/0.05/z1.5/iw300  mean 0.821  worst 1.006  cover err 0.065  targets met 10/16
+//! no-median/300/0.05/z2/iw300    mean 0.818  worst 1.000  cover err 0.062  targets met 11/16
+//! no-median/300/0.05/z3/iw300    mean 0.860  worst 1.023  cover err 0.064  targets met 9/16
+//! no-median/300/0.05/z2/b2/iw300 mean 0.821  worst 1.000  cover err 0.063  targets met 10/16
+//! no-median/300/0.05/z2/b4/iw300 mean 0.838  worst 1.000  cover err 0.064  targets met 9/16
+//! all/300/0.05/z2/b4/iw300       mean 0.839  worst 1.045  cover err 0.061  targets met 9/16
+//! level/ho300/iw300              mean 1.084  worst 2.581  cover err 0.051  targets met 8/16
+//! all/300/0/z2/ho300/iw300       mean 0.838  worst 1.000  cover err 0.058  targets met 10/16
 //! ```
 //!
-//! Held out: every fold (16 of 16) chose `all/300/0.05` on the other 15 series, hence the defaults
-//! (`candidates` all four, `selection_window` 300, `fitted_penalty` 0.05). Scored on the held series:
+//! and the interval options with the selection rule chosen on all 16 (`no-median/300/0.05/z2`):
 //!
 //! ```text
-//! series                       MASE  naive   last  ratio  cov80 cov95  level/naive/last/median %
-//! ec2_cpu_utilization_24ae8d  1.086  1.797  1.644  0.660  76.5  94.8   100/  0/  0/  0
-//! ec2_cpu_utilization_53ea38  0.869  1.063  1.321  0.817  77.2  92.7    92/  0/  0/  8
-//! ec2_cpu_utilization_5f5533  0.408  0.738  0.636  0.640  79.5  95.1    61/ 39/  0/  0
-//! ec2_cpu_utilization_77c1ca  0.656  0.883  0.724  0.906  73.1  92.0    92/  0/  4/  4
-//! ec2_cpu_utilization_825cc2  0.900  3.078  1.151  0.782  75.8  93.8    89/  0/  8/  3
-//! ec2_cpu_utilization_ac20cd  0.062  0.420  0.084  0.734  81.7  94.9    89/  0/ 10/  1
-//! ec2_cpu_utilization_c6585a  0.721  0.915  0.928  0.788  80.2  93.3   100/  0/  0/  0
-//! ec2_cpu_utilization_fe7f93  1.857  3.059  3.070  0.607  72.0  89.6    88/  0/  3/ 10
-//! azure_conv_10s              0.584  0.960  0.960  0.608  86.1  94.4   100/  0/  0/  0
-//! azure_code_10s              1.113  1.145  1.145  0.972  80.6  98.6   100/  0/  0/  0
-//! mooncake_conversation_10s   0.641  1.020  1.020  0.628  84.7  97.2   100/  0/  0/  0
-//! step_daily_mid              0.532  0.788  0.524  1.016  76.4  91.9     0/  0/ 74/ 26
-//! step_daily_large            0.525  1.508  0.484  1.084  82.6  96.3     0/  0/ 76/ 24
-//! step_small_flat             0.392  0.529  0.372  1.054  88.9  97.5     0/  0/ 74/ 26
-//! step_no_season              0.264  0.905  0.264  1.000  86.3  95.4     0/  0/100/  0
-//! step_bursty                 0.697  0.904  0.805  0.865  79.2  96.5    79/  0/  0/ 21
-//! held-out mean ratio 0.823, worst 1.084, targets met 10/16
+//! iw300            cover err 0.062      iw300/aci0.005   cover err 0.058
+//! iw150            cover err 0.061      iw300/aci0.01    cover err 0.057
+//! iw100            cover err 0.065      iw300/aci0.02    cover err 0.061
+//!                                       iw300/aci0.05    cover err 0.081
 //! ```
 //!
-//! Before (the `level` option) the same held series scored mean ratio 0.908, worst 1.707 (step_daily_large),
-//! and lost to the last value on 3 of the 5 step-like series by 40 to 71 %. Left open: the 2 % bound on
-//! step_daily_large (1.084) and step_small_flat (1.054), where the median candidate (in-sample errors of the
-//! level inside it) still wins about a quarter of the origins; a larger handicap does not fix them (0.3:
-//! step_daily_large 1.026, but step_small_flat 1.162 and step_bursty 1.021), so the held-out rule does not pick
-//! it. Coverage: 80 % coverage of 72-73 %
-//! on ec2 77c1ca and fe7f93 (the same as before, 71.9 and 73.7, at these origins) and 86-89 % on the integer
-//! step series (discreteness, see [`step_like_series_meet_the_targets`]).
+//! Hence the defaults: candidates level, seasonal-naive and last value (the median's errors contain the level's
+//! in-sample ones, and chosen on them it still cost 4.5 % on step_small_flat at z = 2), `selection_window` 300,
+//! `fitted_penalty` 0.05, `switch_z` 2, `switch_block` 1, `interval_window` 300, `aci_gamma` 0.01, `holdout` 0
+//! (fitting the level without its last 300 points makes it stale: ac20cd 2.58 x the last value, and on the short
+//! traces it fits on 16 to 50 points). Held out (the option chosen on the other 15, scored on the held series):
 //!
-//! The same defaults on the 31-day versions (`write_step_series`, then `fleetpilot eval forecast --series S
-//! --horizon 6 --season 144 --stride 6`, release), model / seasonal-naive / last-value MASE, coverage 80/95,
-//! before -> after: step_daily_mid 0.634 -> 0.416 / 0.727 / 0.373, 71.8/91.5 -> 80.9/94.5; step_daily_large
-//! 0.822 -> 0.642 / 1.537 / 0.555, 70.7/93.2 -> 74.4/93.9; step_small_flat 0.650 -> 0.440 / 0.684 / 0.424,
-//! 78.2/92.9 -> 87.4/97.6; step_bursty 0.715 -> 0.715 / 0.880 / 0.756, 76.2/92.6 -> 76.7/92.6. The gap to the last
-//! value is closed by about three quarters, not entirely (1.12, 1.16, 1.04 x the last value): the median
-//! candidate is still chosen at 18-48 % of the origins there.
+//! ```text
+//! series                       MASE  naive   last  ratio cov80 cov95  level/naive/last/median %   chosen
+//! ec2_cpu_utilization_24ae8d  1.086  1.797  1.644  0.660  81.6  96.2  100/  0/  0/  0  no-median/z2/aci0.01
+//! ec2_cpu_utilization_53ea38  0.874  1.063  1.321  0.823  75.9  92.1   99/  1/  0/  0  no-median/z2/aci0.01
+//! ec2_cpu_utilization_5f5533  0.408  0.738  0.636  0.640  78.8  94.7   61/ 39/  0/  0  no-median/z2/aci0.01
+//! ec2_cpu_utilization_77c1ca  0.650  0.883  0.724  0.898  75.9  92.7   47/  0/ 53/  0  no-median/z2/b2/aci0.01
+//! ec2_cpu_utilization_825cc2  0.907  3.078  1.151  0.788  75.0  93.9   88/  0/ 12/  0  no-median/z2/aci0.01
+//! ec2_cpu_utilization_ac20cd  0.063  0.420  0.084  0.740  81.5  95.4   85/  0/ 15/  0  no-median/z2/aci0.01
+//! ec2_cpu_utilization_c6585a  0.721  0.915  0.928  0.788  82.3  96.4  100/  0/  0/  0  no-median/z2/aci0.01
+//! ec2_cpu_utilization_fe7f93  2.096  3.059  3.070  0.685  70.3  91.1   75/  0/ 25/  0  no-median/z2/aci0.01
+//! azure_conv_10s              0.941  0.960  0.960  0.980  86.1  94.4   83/  0/ 17/  0  all/0/z2/ho300/aci0.01
+//! azure_code_10s              1.115  1.145  1.145  0.974  75.0  98.6   83/  0/ 17/  0  no-median/z2/aci0.01
+//! mooncake_conversation_10s   0.641  1.020  1.020  0.628  87.5  97.2  100/  0/  0/  0  no-median/z2/aci0.01
+//! step_daily_mid              0.524  0.788  0.524  1.000  75.5  89.1    0/  0/100/  0  no-median/z2/aci0.01
+//! step_daily_large            0.484  1.508  0.484  1.000  85.2  95.8    0/  0/100/  0  no-median/z2/aci0.01
+//! step_small_flat             0.388  0.529  0.372  1.045  91.0  98.8    0/  0/ 96/  4  all/0/z2/iw300
+//! step_no_season              0.264  0.905  0.264  1.000  82.9  95.4    0/  0/100/  0  no-median/z2/aci0.01
+//! step_bursty                 0.734  0.904  0.805  0.911  78.2  95.8   57/  0/ 43/  0  no-median/z2/aci0.01
+//! held-out mean ratio 0.847, worst 1.045, targets met 8/16 (11/16 counting integer over-coverage as met)
+//! ```
+//!
+//! (Names shortened: `no-median/z2/aci0.01` is `no-median/300/0.05/z2/iw300/aci0.01`.) Before this change (the
+//! rule `all/300/0.05`, held out the same way) the figures were mean 0.823, worst 1.084, 10/16 met. The worst
+//! held-out ratio now comes from folds whose choice differs from the shipped one: held out, step_small_flat gets
+//! `all/300/0/z2` (the median, 4 % of the origins, costs 4.5 %), and azure_conv the holdout fit (0.980, where the
+//! shipped rule scores 0.608); the shipped configuration scores at most 1.000 on every dev series. Coverage at
+//! these (every fourth) origins: fe7f93 70.3 / 91.1 and 825cc2 75.0 at 80 %; at every origin (the issue's stride,
+//! `forecast_accuracy.rs`) all 8 EC2 series and the 3 traces are within 5 points: 80 % 75.2-82.6, 95 %
+//! 92.7-97.5. Over-coverage at 80 % on integer step series (86-91 % here) is discreteness, see
+//! [`step_like_series_meet_the_targets`]; at every origin they cover 81.2-85.6 % and 92.9-96.5 %.
+//!
+//! The same defaults on the 31-day versions (the issue's real series are 31 days; [`step_like_series_31_days`],
+//! the same evaluation as `fleetpilot eval forecast --series S --horizon 6 --season 144 --stride 6`, every
+//! origin), model / seasonal-naive / last-value MASE, coverage 80/95, before this change -> now:
+//!
+//! ```text
+//! step_daily_mid    0.416 / 0.727 / 0.373  80.9/94.5  ->  0.373 (1.000 x last)  84.2/93.5
+//! step_daily_large  0.642 / 1.537 / 0.555  74.4/93.9  ->  0.572 (1.032 x last)  82.2/92.0
+//! step_small_flat   0.440 / 0.684 / 0.424  87.4/97.6  ->  0.424 (1.000 x last)  83.9/96.4
+//! step_no_season            -              -          ->  0.224 / 0.952 / 0.224 84.9/94.9
+//! step_bursty       0.715 / 0.880 / 0.756  76.7/92.6  ->  0.723 (0.957 x last)  76.2/92.0
+//! ```
+//!
+//! Every coverage is now within 5 points; the 2 % bound is met on four of the five, and step_daily_large stays
+//! 3.2 % above the last value (1.16 before): over 31 days its level model (weekly shape and growth) wins the
+//! paired test at some origins on errors that are in-sample for its profile and smoothing, and loses out of
+//! sample. Longer blocks for the standard error do not close it (`switch_block` 4: 1.029, and step_daily_mid
+//! 1.015), and a held-out fit (`holdout`) is worse elsewhere (see above); what would is honest errors for the level
+//! from a second fit without the recent window while forecasting from the full fit (twice the refit cost), not
+//! tried for lack of time.
 
 mod forecast_data;
 
@@ -102,6 +145,8 @@ struct Sel {
     z: f64,
     /// [`ModelConfig::holdout`] (a fit of its own).
     holdout: usize,
+    /// [`ModelConfig::switch_block`].
+    block: usize,
 }
 
 /// A selection rule, an interval window ([`ModelConfig::interval_window`]) and an adaptive-conformal step
@@ -119,6 +164,7 @@ impl Opt {
             selection_window: self.sel.window,
             fitted_penalty: self.sel.penalty,
             switch_z: self.sel.z,
+            switch_block: self.sel.block,
             interval_window: self.iw,
             aci_gamma: self.gamma,
             holdout: self.sel.holdout,
@@ -137,23 +183,82 @@ impl Opt {
 
 const ALL: &[Candidate] = &Candidate::ALL;
 const NO_MEDIAN: &[Candidate] = &[Candidate::Level, Candidate::SeasonalNaive, Candidate::LastValue];
-const SELECTIONS: [Sel; 16] = [
-    Sel { name: "level", candidates: &[Candidate::Level], window: 300, penalty: 0.0, z: 0.0, holdout: 0 },
-    Sel { name: "all/300/0.05", candidates: ALL, window: 300, penalty: 0.05, z: 0.0, holdout: 0 },
-    Sel { name: "all/300/0.05/z1", candidates: ALL, window: 300, penalty: 0.05, z: 1.0, holdout: 0 },
-    Sel { name: "all/300/0.05/z2", candidates: ALL, window: 300, penalty: 0.05, z: 2.0, holdout: 0 },
-    Sel { name: "all/300/0.05/z3", candidates: ALL, window: 300, penalty: 0.05, z: 3.0, holdout: 0 },
-    Sel { name: "all/300/0/z2", candidates: ALL, window: 300, penalty: 0.0, z: 2.0, holdout: 0 },
-    Sel { name: "all/300/0.1/z2", candidates: ALL, window: 300, penalty: 0.1, z: 2.0, holdout: 0 },
-    Sel { name: "all/300/0.2/z2", candidates: ALL, window: 300, penalty: 0.2, z: 2.0, holdout: 0 },
-    Sel { name: "all/300/0.1/z3", candidates: ALL, window: 300, penalty: 0.1, z: 3.0, holdout: 0 },
-    Sel { name: "all/150/0.05/z2", candidates: ALL, window: 150, penalty: 0.05, z: 2.0, holdout: 0 },
-    Sel { name: "no-median/300/0.05/z1", candidates: NO_MEDIAN, window: 300, penalty: 0.05, z: 1.0, holdout: 0 },
-    Sel { name: "no-median/300/0.05/z1.5", candidates: NO_MEDIAN, window: 300, penalty: 0.05, z: 1.5, holdout: 0 },
-    Sel { name: "no-median/300/0.05/z2", candidates: NO_MEDIAN, window: 300, penalty: 0.05, z: 2.0, holdout: 0 },
-    Sel { name: "no-median/300/0.05/z3", candidates: NO_MEDIAN, window: 300, penalty: 0.05, z: 3.0, holdout: 0 },
-    Sel { name: "level/ho300", candidates: &[Candidate::Level], window: 300, penalty: 0.0, z: 0.0, holdout: 300 },
-    Sel { name: "all/300/0/z2/ho300", candidates: ALL, window: 300, penalty: 0.0, z: 2.0, holdout: 300 },
+const SELECTIONS: [Sel; 19] = [
+    Sel { name: "level", candidates: &[Candidate::Level], window: 300, penalty: 0.0, z: 0.0, holdout: 0, block: 1 },
+    Sel { name: "all/300/0.05", candidates: ALL, window: 300, penalty: 0.05, z: 0.0, holdout: 0, block: 1 },
+    Sel { name: "all/300/0.05/z1", candidates: ALL, window: 300, penalty: 0.05, z: 1.0, holdout: 0, block: 1 },
+    Sel { name: "all/300/0.05/z2", candidates: ALL, window: 300, penalty: 0.05, z: 2.0, holdout: 0, block: 1 },
+    Sel { name: "all/300/0.05/z3", candidates: ALL, window: 300, penalty: 0.05, z: 3.0, holdout: 0, block: 1 },
+    Sel { name: "all/300/0/z2", candidates: ALL, window: 300, penalty: 0.0, z: 2.0, holdout: 0, block: 1 },
+    Sel { name: "all/300/0.1/z2", candidates: ALL, window: 300, penalty: 0.1, z: 2.0, holdout: 0, block: 1 },
+    Sel { name: "all/300/0.2/z2", candidates: ALL, window: 300, penalty: 0.2, z: 2.0, holdout: 0, block: 1 },
+    Sel { name: "all/300/0.1/z3", candidates: ALL, window: 300, penalty: 0.1, z: 3.0, holdout: 0, block: 1 },
+    Sel { name: "all/150/0.05/z2", candidates: ALL, window: 150, penalty: 0.05, z: 2.0, holdout: 0, block: 1 },
+    Sel {
+        name: "no-median/300/0.05/z1",
+        candidates: NO_MEDIAN,
+        window: 300,
+        penalty: 0.05,
+        z: 1.0,
+        holdout: 0,
+        block: 1,
+    },
+    Sel {
+        name: "no-median/300/0.05/z1.5",
+        candidates: NO_MEDIAN,
+        window: 300,
+        penalty: 0.05,
+        z: 1.5,
+        holdout: 0,
+        block: 1,
+    },
+    Sel {
+        name: "no-median/300/0.05/z2",
+        candidates: NO_MEDIAN,
+        window: 300,
+        penalty: 0.05,
+        z: 2.0,
+        holdout: 0,
+        block: 1,
+    },
+    Sel {
+        name: "no-median/300/0.05/z3",
+        candidates: NO_MEDIAN,
+        window: 300,
+        penalty: 0.05,
+        z: 3.0,
+        holdout: 0,
+        block: 1,
+    },
+    Sel {
+        name: "no-median/300/0.05/z2/b2",
+        candidates: NO_MEDIAN,
+        window: 300,
+        penalty: 0.05,
+        z: 2.0,
+        holdout: 0,
+        block: 2,
+    },
+    Sel {
+        name: "no-median/300/0.05/z2/b4",
+        candidates: NO_MEDIAN,
+        window: 300,
+        penalty: 0.05,
+        z: 2.0,
+        holdout: 0,
+        block: 4,
+    },
+    Sel { name: "all/300/0.05/z2/b4", candidates: ALL, window: 300, penalty: 0.05, z: 2.0, holdout: 0, block: 4 },
+    Sel {
+        name: "level/ho300",
+        candidates: &[Candidate::Level],
+        window: 300,
+        penalty: 0.0,
+        z: 0.0,
+        holdout: 300,
+        block: 1,
+    },
+    Sel { name: "all/300/0/z2/ho300", candidates: ALL, window: 300, penalty: 0.0, z: 2.0, holdout: 300, block: 1 },
 ];
 /// Interval windows and adaptive-conformal steps tried with every selection rule (the point forecasts do not
 /// depend on them).
@@ -321,6 +426,7 @@ fn step_like_series_meet_the_targets() {
         penalty: cfg.fitted_penalty,
         z: cfg.switch_z,
         holdout: cfg.holdout,
+        block: cfg.switch_block,
     };
     let default = Opt { sel, iw: cfg.interval_window, gamma: cfg.aci_gamma };
     let mut misses = Vec::new();
@@ -421,6 +527,50 @@ fn leave_one_series_out() {
         "held-out mean ratio {mean:.3}, worst {worst:.3}, targets met {met}/{0}, given discreteness {met_d}/{0}",
         held.len()
     );
+}
+
+/// The shipped forecaster on the 31-day versions of the step-like series, as the issue runs its real series
+/// (`fleetpilot eval forecast --series S --horizon 6 --season 144 --stride 6` runs the same
+/// [`forecasting::mase::evaluate`] on the same `Fitted::fit` + `forecast`):
+/// `cargo test -p forecasting --test forecast_selection step_like_series_31_days -- --ignored --nocapture`.
+#[test]
+#[ignore = "about a minute in debug; run on demand"]
+fn step_like_series_31_days() {
+    use forecasting::mase::{IntervalForecast, RollingOrigin};
+    // FORECAST_SWITCH_BLOCK=n tries another `switch_block` (exploration only).
+    let block = std::env::var("FORECAST_SWITCH_BLOCK").ok().and_then(|v| v.parse().ok());
+    let cfg =
+        ModelConfig { switch_block: block.unwrap_or(ModelConfig::default().switch_block), ..ModelConfig::default() };
+    let mut forecaster = |train: &[f64], h: usize| {
+        let f = Fitted::fit(train, &cfg).and_then(|m| m.forecast(h, &[0.8, 0.95]));
+        match f {
+            Ok(f) if f.intervals.len() == 2 => IntervalForecast {
+                point: f.point,
+                lo80: f.intervals[0].lower.clone(),
+                hi80: f.intervals[0].upper.clone(),
+                lo95: f.intervals[1].lower.clone(),
+                hi95: f.intervals[1].upper.clone(),
+            },
+            _ => IntervalForecast::point_only(vec![train[train.len() - 1]; h]),
+        }
+    };
+    for spec in &forecast_data::STEP_SPECS {
+        let y = forecast_data::step_series(spec, 31);
+        let ro = RollingOrigin { season: 144, horizon: 6, warmup: 288, stride: 6 };
+        let r = forecasting::mase::evaluate(&y, &ro, &mut forecaster).expect("evaluation");
+        let (model, naive, last) = (
+            r.mase_model.unwrap_or(f64::NAN),
+            r.mase_seasonal_naive.unwrap_or(f64::NAN),
+            r.mase_last_value.unwrap_or(f64::NAN),
+        );
+        println!(
+            "{}: MASE {model:.3} / seasonal-naive {naive:.3} / last value {last:.3} (ratio {:.3}), coverage 80% {:.1}, 95% {:.1}",
+            spec.name,
+            model / naive.min(last),
+            100.0 * r.coverage80,
+            100.0 * r.coverage95
+        );
+    }
 }
 
 /// Writes the step-like series, 31 days each (as the issue's real series), as `timestamp,value` CSVs for
