@@ -2,7 +2,8 @@
 //! and prediction intervals from the model's own recent k-step errors (conformal-style empirical quantiles, one
 //! set per step ahead).
 //!
-//! Fitting is cheap by construction (about 6 ms for a week of 1-minute points, one core, release):
+//! Fitting is cheap by construction (about 6 ms for a week of 1-minute points, one core, release; twice that with
+//! the second fit for honest errors):
 //! - the season is detected on a rollup of at most 2048 buckets (augurs periodogram, confirmed and refined by the
 //!   autocorrelation); the MSTL decomposition (augurs' `stlrs`) runs at full resolution up to
 //!   [`ModelConfig::max_fit_points`] points, else on the rollup with the profile interpolated back;
@@ -13,19 +14,20 @@
 //! - the point forecast is shifted by the median of the recent k-step errors (conditional median, which is what
 //!   MASE rewards, and a drift term), and the interval bounds come from their empirical quantiles.
 //!
-//! That smoothed level is one of the candidates ([`Candidate`]): besides it, the seasonal-naive forecast (the
-//! detected period), the last value, and (not among the defaults) the point-wise median of those three. Every
-//! candidate's k-step errors are tracked on the series' own past as it arrives (rolling origin: the forecast made
-//! k steps before each point, scored when the point comes). The last value is the default; another candidate
-//! takes over only when its recent losses over the requested horizon, paired point by point with the last
-//! value's, are lower by [`ModelConfig::switch_z`] standard errors (blocks of the horizon, since neighbouring
-//! errors share forecasts), and among those the least recent error wins. The level's errors are scored on points
-//! its profile and smoothing were fitted on, so they are handicapped by [`ModelConfig::fitted_penalty`]. The
-//! intervals are the chosen candidate's own recent k-step errors' split-conformal quantiles, one set per step
-//! ahead, each tail's quantile level moved by adaptive conformal inference ([`ModelConfig::aci_gamma`]) replayed
-//! over those errors, so coverage follows a change in the spread. A step-like series (set by another autoscaler)
-//! ends up on the last value, a smooth seasonal one on the seasonal level, with no per-series setting. Why this
-//! rule, its settings and not the median: `forecasting/tests/forecast_selection.rs`.
+//! That smoothed level is one of four candidates ([`Candidate`]): besides it, the seasonal-naive forecast (the
+//! detected period), the last value, and the point-wise median of those three. Every candidate's k-step errors are
+//! tracked on the series' own past as it arrives (rolling origin: the forecast made k steps before each point,
+//! scored when the point comes). The level's (and so the median's) errors on the most recent points come from a
+//! second fit that did not see them ([`ModelConfig::honest_errors`], recentred on this fit's own median error), so
+//! every candidate is judged out of sample. The last value is the default; another candidate takes over only when
+//! its recent losses over the requested horizon, paired point by point with the last value's, are lower by
+//! [`ModelConfig::switch_z`] standard errors (blocks of the horizon, since neighbouring errors share forecasts),
+//! and among those the least recent error wins. The intervals are the chosen candidate's own recent k-step
+//! errors' split-conformal quantiles, one set per step ahead, each tail's quantile level moved by adaptive
+//! conformal inference ([`ModelConfig::aci_gamma`]) replayed over those errors, so coverage follows a change in
+//! the spread or a bias. A step-like series (set by another autoscaler) ends up on the last value, a smooth
+//! seasonal one on the seasonal level, with no per-series setting. Why this rule and its settings:
+//! `forecasting/tests/forecast_selection.rs`.
 //!
 //! After a fit, [`Fitted::update`] absorbs new points in O(max_horizon) each, reusing the seasonal profile and the
 //! level parameters (warm start) and scoring every candidate on them, so the choice follows the data between
@@ -64,8 +66,8 @@ pub struct ModelConfig {
     /// Most recent k-step errors per step ahead that choose the candidate (at most `residual_window`).
     pub selection_window: usize,
     /// Relative handicap on the recent error of the candidates fitted on the points they are scored on (the level
-    /// model's smoothing and profile, and the median that contains it): their errors there are in-sample, so
-    /// optimistic, while the naive candidates' are out-of-sample.
+    /// model's smoothing and profile, and the median that contains it): without `honest_errors` their errors there
+    /// are in-sample, so optimistic, while the naive candidates' are out-of-sample.
     pub fitted_penalty: f64,
     /// How clearly another candidate must beat the last value to be chosen over it: its recent per-point losses
     /// (after `fitted_penalty`), paired with the last value's at the same points and averaged over blocks as long
@@ -83,6 +85,11 @@ pub struct ModelConfig {
     /// and 16 points at least). 0 = fitted on every point: a held-out fit is a stale one, which cost more than
     /// the honest errors gained (forecasting/tests/forecast_selection.rs).
     pub holdout: usize,
+    /// Most recent points whose errors of the level (and median) candidates come from a second fit that did not
+    /// see them (at most a quarter of the series), while the forecasts come from the fit on every point: honest
+    /// errors for the choice and the intervals without a stale forecast, at twice the refit cost. 0 = one fit,
+    /// in-sample errors.
+    pub honest_errors: usize,
     /// Step of adaptive conformal inference (Gibbs and Candès, 2021) on each tail's quantile level, replayed over
     /// the more recent half of the interval window: an error beyond a bound that the errors before it gave moves
     /// that tail's level out by `aci_gamma` x (1 - its miss share), any other in by `aci_gamma` x its miss share
@@ -102,15 +109,15 @@ impl Default for ModelConfig {
             tune_horizon: 12,
             residual_window: 300,
             max_horizon: 64,
-            // The median is not among the defaults: its errors contain the level's in-sample ones, and chosen on
-            // them it lost to the last value on step-like series (forecasting/tests/forecast_selection.rs).
-            candidates: vec![Candidate::Level, Candidate::SeasonalNaive, Candidate::LastValue],
+            candidates: Candidate::ALL.to_vec(),
             selection_window: 300,
-            fitted_penalty: 0.05,
+            // The level's and the median's errors are out-of-sample (`honest_errors`): no handicap.
+            fitted_penalty: 0.0,
             switch_z: 2.0,
             switch_block: 1,
             interval_window: 300,
             holdout: 0,
+            honest_errors: 300,
             aci_gamma: 0.01,
         }
     }
@@ -257,17 +264,50 @@ impl Fitted {
         if let Some(index) = y.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite { index });
         }
+        let mut fitted = Self::fit_without(y, cfg, cfg.holdout);
+        // At most a quarter of the series, so that a short one keeps most of its points for the second fit.
+        let honest = cfg.honest_errors.min(cfg.residual_window.max(MIN_ERRORS)).min(y.len() / 4);
+        if honest > 0 && fitted.kind != ModelKind::LastValue {
+            // The level's (and the median's) recent errors from a second fit that did not see the recent points.
+            let second = Self::fit_without(y, cfg, honest);
+            if second.kind != ModelKind::LastValue {
+                for c in [Candidate::Level, Candidate::Median] {
+                    let (own, honest) = (&fitted.errors[c.index()], &second.errors[c.index()]);
+                    if own.is_empty() || honest.is_empty() {
+                        continue;
+                    }
+                    // The second fit's spread around this fit's own bias: the median shift of the forecast must
+                    // stay this model's (the second one, fitted on older points, lags).
+                    let recentred: Vec<VecDeque<f64>> = own
+                        .iter()
+                        .zip(honest)
+                        .map(|(o, h)| {
+                            let centre = median(&mut o.iter().copied().collect::<Vec<_>>())
+                                - median(&mut h.iter().copied().collect::<Vec<_>>());
+                            h.iter().map(|e| e + centre).collect()
+                        })
+                        .collect();
+                    fitted.errors[c.index()] = recentred;
+                }
+                fitted.inflation = second.inflation;
+            }
+        }
+        Ok(fitted)
+    }
+
+    /// [`Fitted::fit`] of a valid series with the level model fitted on all but the last `holdout` points.
+    fn fit_without(y: &[f64], cfg: &ModelConfig, holdout: usize) -> Self {
         let window = cfg.residual_window.max(MIN_ERRORS);
         let n = y.len();
         if n < cfg.min_points.max(3) || is_constant(y) {
-            return Ok(Self::last_value_model(y, cfg));
+            return Self::last_value_model(y, cfg);
         }
 
         // The season is detected on the whole series; the level model (profile and smoothing) is fitted on all but
         // the most recent `holdout` points (as far as two seasons allow; none by default, see ModelConfig::holdout).
         let season = detect_season(y, cfg);
         let naive_period = season.map(|s| s.period());
-        let holdout = cfg.holdout.min(window);
+        let holdout = holdout.min(window);
         let fit_end = n.saturating_sub(holdout).max(naive_period.map_or(16, |p| 2 * p)).min(n);
         let profile = season.and_then(|s| season_profile(&y[..fit_end], s, cfg)).unwrap_or_default();
         let tail_start = fit_end.saturating_sub(cfg.tune_window.max(16));
@@ -303,7 +343,7 @@ impl Fitted {
             series.push((seasonal, d));
         }
         let Some((_, seasonal, alpha, clip, sigma)) = best else {
-            return Ok(Self::last_value_model(y, cfg));
+            return Self::last_value_model(y, cfg);
         };
         let d = series.into_iter().find(|(s, _)| *s == seasonal).map(|(_, d)| d).unwrap_or_default();
         let level_model = LevelModel {
@@ -322,7 +362,7 @@ impl Fitted {
             fitted.inflation = 1.0 + in_sample / (fit_end / p).clamp(1, 7) as f64;
         }
         fitted.absorb(&y[tail_start..]);
-        Ok(fitted)
+        fitted
     }
 
     /// A model whose state starts after `before` (only its last points are kept, as the naive candidates'
@@ -1056,7 +1096,7 @@ mod tests {
     fn the_choice_follows_the_data_through_updates() {
         let y = noisy_daily(24 * 20, 24);
         let mut m = Fitted::fit(&y, &ModelConfig::default()).expect("fit");
-        assert_eq!(m.candidates(), &[Candidate::Level, Candidate::SeasonalNaive, Candidate::LastValue]);
+        assert_eq!(m.candidates(), &Candidate::ALL);
         let before = m.chosen(6);
         assert!(matches!(before, Candidate::Level | Candidate::SeasonalNaive | Candidate::Median), "{before:?}");
         // The series turns into steps: the seasonal profile no longer applies and the last value takes over.

@@ -17,7 +17,8 @@
 //!   horizon, or of 2 or 4 horizons: `b2`, `b4`); z = 0 is the least recent error outright (the rule before this
 //!   change: `all/300/0.05`);
 //! - `holdout` 300: the level model (profile and smoothing) fitted without the last 300 points, so that its
-//!   errors there are out-of-sample (`ho300`);
+//!   errors there are out-of-sample (`ho300`); `honest_errors` 300: the same errors from such a second fit while
+//!   the forecasts come from the fit on every point (`hon300`, twice the refit cost);
 //! - the intervals: the last 300, 150 or 100 k-step errors (`iw`), and adaptive conformal inference per tail
 //!   with step `aci` 0.005, 0.01, 0.02, 0.05 replayed over the recent half of the errors (`aci_gamma`).
 //!
@@ -59,55 +60,61 @@
 //! no-median/300/0.05/z2/b2/iw300 mean 0.821  worst 1.000  cover err 0.063  targets met 10/16
 //! no-median/300/0.05/z2/b4/iw300 mean 0.838  worst 1.000  cover err 0.064  targets met 9/16
 //! all/300/0.05/z2/b4/iw300       mean 0.839  worst 1.045  cover err 0.061  targets met 9/16
+//! no-median/300/0.05/z2/hon300/iw300 mean 0.820  worst 1.000  cover err 0.067  targets met 8/16
+//! no-median/300/0/z2/hon300/iw300 mean 0.816  worst 1.000  cover err 0.067  targets met 8/16
+//! all/300/0/z2/hon300/iw300      mean 0.814  worst 1.000  cover err 0.068  targets met 8/16
 //! level/ho300/iw300              mean 1.084  worst 2.581  cover err 0.051  targets met 8/16
 //! all/300/0/z2/ho300/iw300       mean 0.838  worst 1.000  cover err 0.058  targets met 10/16
 //! ```
 //!
-//! and the interval options with the selection rule chosen on all 16 (`no-median/300/0.05/z2`):
+//! and the interval options with the selection rule chosen on all 16 (`all/300/0/z2/hon300`):
 //!
 //! ```text
-//! iw300            cover err 0.062      iw300/aci0.005   cover err 0.058
-//! iw150            cover err 0.061      iw300/aci0.01    cover err 0.057
-//! iw100            cover err 0.065      iw300/aci0.02    cover err 0.061
-//!                                       iw300/aci0.05    cover err 0.081
+//! iw300            cover err 0.068      iw300/aci0.005   cover err 0.059
+//! iw150            cover err 0.069      iw300/aci0.01    cover err 0.058
+//! iw100            cover err 0.075      iw300/aci0.02    cover err 0.065
+//!                                       iw300/aci0.05    cover err 0.087
 //! ```
 //!
-//! Hence the defaults: candidates level, seasonal-naive and last value (the median's errors contain the level's
-//! in-sample ones, and chosen on them it still cost 4.5 % on step_small_flat at z = 2), `selection_window` 300,
-//! `fitted_penalty` 0.05, `switch_z` 2, `switch_block` 1, `interval_window` 300, `aci_gamma` 0.01, `holdout` 0
-//! (fitting the level without its last 300 points makes it stale: ac20cd 2.58 x the last value, and on the short
-//! traces it fits on 16 to 50 points). Held out (the option chosen on the other 15, scored on the held series):
+//! Hence the defaults: all four candidates, `selection_window` 300, `switch_z` 2, `switch_block` 1,
+//! `honest_errors` 300 (the level's and the median's errors from a second fit without the last 300 points, at most
+//! a quarter of the series, recentred on the full fit's own median error so that its shift stays its own),
+//! `fitted_penalty` 0 (those errors are out-of-sample now), `interval_window` 300, `aci_gamma` 0.01, `holdout` 0
+//! (forecasting from a fit without the last 300 points makes it stale: ac20cd 2.58 x the last value, and on the
+//! short traces it fits on 16 to 50 points). The honest errors went through three versions, each run through the
+//! whole grid: without the quarter-of-the-series cap the short traces' second fit had 16 to 50 points (azure_conv
+//! 1.000 x instead of 0.608; `no-median/300/0.05/z2/hon300` mean 0.848); without the recentring the stale second
+//! fit's bias became the full fit's median shift (ec2 24ae8d 80 % coverage 69.4); with both, the median candidate
+//! no longer costs anything on the step series. Held out (the option chosen on the other 15, scored on the held
+//! series):
 //!
 //! ```text
 //! series                       MASE  naive   last  ratio cov80 cov95  level/naive/last/median %   chosen
-//! ec2_cpu_utilization_24ae8d  1.086  1.797  1.644  0.660  81.6  96.2  100/  0/  0/  0  no-median/z2/aci0.01
-//! ec2_cpu_utilization_53ea38  0.874  1.063  1.321  0.823  75.9  92.1   99/  1/  0/  0  no-median/z2/aci0.01
-//! ec2_cpu_utilization_5f5533  0.408  0.738  0.636  0.640  78.8  94.7   61/ 39/  0/  0  no-median/z2/aci0.01
-//! ec2_cpu_utilization_77c1ca  0.650  0.883  0.724  0.898  75.9  92.7   47/  0/ 53/  0  no-median/z2/b2/aci0.01
-//! ec2_cpu_utilization_825cc2  0.907  3.078  1.151  0.788  75.0  93.9   88/  0/ 12/  0  no-median/z2/aci0.01
-//! ec2_cpu_utilization_ac20cd  0.063  0.420  0.084  0.740  81.5  95.4   85/  0/ 15/  0  no-median/z2/aci0.01
-//! ec2_cpu_utilization_c6585a  0.721  0.915  0.928  0.788  82.3  96.4  100/  0/  0/  0  no-median/z2/aci0.01
-//! ec2_cpu_utilization_fe7f93  2.096  3.059  3.070  0.685  70.3  91.1   75/  0/ 25/  0  no-median/z2/aci0.01
-//! azure_conv_10s              0.941  0.960  0.960  0.980  86.1  94.4   83/  0/ 17/  0  all/0/z2/ho300/aci0.01
-//! azure_code_10s              1.115  1.145  1.145  0.974  75.0  98.6   83/  0/ 17/  0  no-median/z2/aci0.01
-//! mooncake_conversation_10s   0.641  1.020  1.020  0.628  87.5  97.2  100/  0/  0/  0  no-median/z2/aci0.01
-//! step_daily_mid              0.524  0.788  0.524  1.000  75.5  89.1    0/  0/100/  0  no-median/z2/aci0.01
-//! step_daily_large            0.484  1.508  0.484  1.000  85.2  95.8    0/  0/100/  0  no-median/z2/aci0.01
-//! step_small_flat             0.388  0.529  0.372  1.045  91.0  98.8    0/  0/ 96/  4  all/0/z2/iw300
-//! step_no_season              0.264  0.905  0.264  1.000  82.9  95.4    0/  0/100/  0  no-median/z2/aci0.01
-//! step_bursty                 0.734  0.904  0.805  0.911  78.2  95.8   57/  0/ 43/  0  no-median/z2/aci0.01
-//! held-out mean ratio 0.847, worst 1.045, targets met 8/16 (11/16 counting integer over-coverage as met)
+//! ec2_cpu_utilization_24ae8d  1.086  1.797  1.644  0.660  75.1  93.4  100/  0/  0/  0  all/0/z2/hon300/aci0.01
+//! ec2_cpu_utilization_53ea38  0.874  1.063  1.321  0.823  80.8  94.8   99/  1/  0/  0  no-median/0/z2/hon300/aci0.005
+//! ec2_cpu_utilization_5f5533  0.408  0.738  0.636  0.640  77.8  94.1   61/ 39/  0/  0  all/0/z2/hon300/aci0.01
+//! ec2_cpu_utilization_77c1ca  0.617  0.883  0.724  0.853  77.8  94.8   53/  0/ 32/ 15  all/0/z2/hon300/aci0.01
+//! ec2_cpu_utilization_825cc2  0.908  3.078  1.151  0.788  75.8  94.2   82/  0/ 12/  6  all/0/z2/hon300/aci0.01
+//! ec2_cpu_utilization_ac20cd  0.063  0.420  0.084  0.740  81.5  96.2   85/  0/ 15/  0  all/0/z2/hon300/aci0.01
+//! ec2_cpu_utilization_c6585a  0.721  0.915  0.928  0.788  80.9  92.5  100/  0/  0/  0  all/0/z2/hon300/aci0.01
+//! ec2_cpu_utilization_fe7f93  2.093  3.059  3.070  0.684  70.1  90.6   78/  0/ 19/  3  all/0/z2/hon300/aci0.01
+//! azure_conv_10s              0.584  0.960  0.960  0.608  86.1  95.8  100/  0/  0/  0  all/0/z2/hon300/aci0.005
+//! azure_code_10s              1.115  1.145  1.145  0.974  75.0  98.6   83/  0/ 17/  0  all/0/z2/hon300/aci0.01
+//! mooncake_conversation_10s   0.641  1.020  1.020  0.628  87.5  97.2  100/  0/  0/  0  all/0/z2/hon300/aci0.01
+//! step_daily_mid              0.524  0.788  0.524  1.000  75.5  89.1    0/  0/100/  0  all/0/z2/hon300/aci0.01
+//! step_daily_large            0.484  1.508  0.484  1.000  86.1  96.5    0/  0/100/  0  all/0/z2/hon300/aci0.005
+//! step_small_flat             0.372  0.529  0.372  1.000  88.9  98.6    0/  0/100/  0  all/0/z2/hon300/aci0.005
+//! step_no_season              0.264  0.905  0.264  1.000  84.0  95.6    0/  0/100/  0  all/0/z2/hon300/aci0.005
+//! step_bursty                 0.696  0.904  0.805  0.864  77.1  94.2   72/  0/  4/ 24  all/0/z2/hon300/aci0.01
+//! held-out mean ratio 0.816, worst 1.000, targets met 9/16 (11/16 counting integer over-coverage as met)
 //! ```
 //!
-//! (Names shortened: `no-median/z2/aci0.01` is `no-median/300/0.05/z2/iw300/aci0.01`.) Before this change (the
-//! rule `all/300/0.05`, held out the same way) the figures were mean 0.823, worst 1.084, 10/16 met. The worst
-//! held-out ratio now comes from folds whose choice differs from the shipped one: held out, step_small_flat gets
-//! `all/300/0/z2` (the median, 4 % of the origins, costs 4.5 %), and azure_conv the holdout fit (0.980, where the
-//! shipped rule scores 0.608); the shipped configuration scores at most 1.000 on every dev series. Coverage at
-//! these (every fourth) origins: fe7f93 70.3 / 91.1 and 825cc2 75.0 at 80 %; at every origin (the issue's stride,
-//! `forecast_accuracy.rs`) all 8 EC2 series and the 3 traces are within 5 points: 80 % 75.2-82.6, 95 %
-//! 92.7-97.5. Over-coverage at 80 % on integer step series (86-91 % here) is discreteness, see
-//! [`step_like_series_meet_the_targets`]; at every origin they cover 81.2-85.6 % and 92.9-96.5 %.
+//! (Names shortened: `all/0/z2/hon300/aci0.01` is `all/300/0/z2/hon300/iw300/aci0.01`.) Before this change (the
+//! rule `all/300/0.05`, chosen then by the mean ratio alone) the held-out figures were mean 0.823, worst 1.084,
+//! 10/16 met. Coverage at these (every fourth) origins: fe7f93 70.1 / 90.6 at 80 % / 95 %; at every origin (the
+//! issue's stride, `forecast_accuracy.rs`) all 8 EC2 series and the 3 traces are within 5 points: 80 %
+//! 75.7-83.0, 95 % 90.5-97.8. Over-coverage at 80 % on integer step series is discreteness, see
+//! [`step_like_series_meet_the_targets`]; at every origin they cover 81.1-85.5 % and 93.0-96.5 %.
 //!
 //! The same defaults on the 31-day versions (the issue's real series are 31 days; [`step_like_series_31_days`],
 //! the same evaluation as `fleetpilot eval forecast --series S --horizon 6 --season 144 --stride 6`, every
@@ -115,19 +122,16 @@
 //!
 //! ```text
 //! step_daily_mid    0.416 / 0.727 / 0.373  80.9/94.5  ->  0.373 (1.000 x last)  84.2/93.5
-//! step_daily_large  0.642 / 1.537 / 0.555  74.4/93.9  ->  0.572 (1.032 x last)  82.2/92.0
+//! step_daily_large  0.642 / 1.537 / 0.555  74.4/93.9  ->  0.560 (1.010 x last)  82.6/91.9
 //! step_small_flat   0.440 / 0.684 / 0.424  87.4/97.6  ->  0.424 (1.000 x last)  83.9/96.4
 //! step_no_season            -              -          ->  0.224 / 0.952 / 0.224 84.9/94.9
-//! step_bursty       0.715 / 0.880 / 0.756  76.7/92.6  ->  0.723 (0.957 x last)  76.2/92.0
+//! step_bursty       0.715 / 0.880 / 0.756  76.7/92.6  ->  0.703 (0.931 x last)  81.0/95.2
 //! ```
 //!
-//! Every coverage is now within 5 points; the 2 % bound is met on four of the five, and step_daily_large stays
-//! 3.2 % above the last value (1.16 before): over 31 days its level model (weekly shape and growth) wins the
-//! paired test at some origins on errors that are in-sample for its profile and smoothing, and loses out of
-//! sample. Longer blocks for the standard error do not close it (`switch_block` 4: 1.029, and step_daily_mid
-//! 1.015), and a held-out fit (`holdout`) is worse elsewhere (see above); what would is honest errors for the level
-//! from a second fit without the recent window while forecasting from the full fit (twice the refit cost), not
-//! tried for lack of time.
+//! Every one within the issue's bounds. Without the honest errors (`honest_errors` 0, the rule otherwise the
+//! same but without the median) step_daily_large stayed at 1.032 (its level model, with a weekly shape and growth
+//! over 31 days, won the paired test at 10 % of the origins on in-sample errors and lost out of sample), and
+//! longer blocks for the standard error did not close it (`switch_block` 4: 1.029).
 
 mod forecast_data;
 
@@ -147,6 +151,8 @@ struct Sel {
     holdout: usize,
     /// [`ModelConfig::switch_block`].
     block: usize,
+    /// [`ModelConfig::honest_errors`] (a fit of its own).
+    honest: usize,
 }
 
 /// A selection rule, an interval window ([`ModelConfig::interval_window`]) and an adaptive-conformal step
@@ -183,17 +189,62 @@ impl Opt {
 
 const ALL: &[Candidate] = &Candidate::ALL;
 const NO_MEDIAN: &[Candidate] = &[Candidate::Level, Candidate::SeasonalNaive, Candidate::LastValue];
-const SELECTIONS: [Sel; 19] = [
-    Sel { name: "level", candidates: &[Candidate::Level], window: 300, penalty: 0.0, z: 0.0, holdout: 0, block: 1 },
-    Sel { name: "all/300/0.05", candidates: ALL, window: 300, penalty: 0.05, z: 0.0, holdout: 0, block: 1 },
-    Sel { name: "all/300/0.05/z1", candidates: ALL, window: 300, penalty: 0.05, z: 1.0, holdout: 0, block: 1 },
-    Sel { name: "all/300/0.05/z2", candidates: ALL, window: 300, penalty: 0.05, z: 2.0, holdout: 0, block: 1 },
-    Sel { name: "all/300/0.05/z3", candidates: ALL, window: 300, penalty: 0.05, z: 3.0, holdout: 0, block: 1 },
-    Sel { name: "all/300/0/z2", candidates: ALL, window: 300, penalty: 0.0, z: 2.0, holdout: 0, block: 1 },
-    Sel { name: "all/300/0.1/z2", candidates: ALL, window: 300, penalty: 0.1, z: 2.0, holdout: 0, block: 1 },
-    Sel { name: "all/300/0.2/z2", candidates: ALL, window: 300, penalty: 0.2, z: 2.0, holdout: 0, block: 1 },
-    Sel { name: "all/300/0.1/z3", candidates: ALL, window: 300, penalty: 0.1, z: 3.0, holdout: 0, block: 1 },
-    Sel { name: "all/150/0.05/z2", candidates: ALL, window: 150, penalty: 0.05, z: 2.0, holdout: 0, block: 1 },
+const SELECTIONS: [Sel; 22] = [
+    Sel {
+        name: "level",
+        candidates: &[Candidate::Level],
+        window: 300,
+        penalty: 0.0,
+        z: 0.0,
+        holdout: 0,
+        block: 1,
+        honest: 0,
+    },
+    Sel { name: "all/300/0.05", candidates: ALL, window: 300, penalty: 0.05, z: 0.0, holdout: 0, block: 1, honest: 0 },
+    Sel {
+        name: "all/300/0.05/z1",
+        candidates: ALL,
+        window: 300,
+        penalty: 0.05,
+        z: 1.0,
+        holdout: 0,
+        block: 1,
+        honest: 0,
+    },
+    Sel {
+        name: "all/300/0.05/z2",
+        candidates: ALL,
+        window: 300,
+        penalty: 0.05,
+        z: 2.0,
+        holdout: 0,
+        block: 1,
+        honest: 0,
+    },
+    Sel {
+        name: "all/300/0.05/z3",
+        candidates: ALL,
+        window: 300,
+        penalty: 0.05,
+        z: 3.0,
+        holdout: 0,
+        block: 1,
+        honest: 0,
+    },
+    Sel { name: "all/300/0/z2", candidates: ALL, window: 300, penalty: 0.0, z: 2.0, holdout: 0, block: 1, honest: 0 },
+    Sel { name: "all/300/0.1/z2", candidates: ALL, window: 300, penalty: 0.1, z: 2.0, holdout: 0, block: 1, honest: 0 },
+    Sel { name: "all/300/0.2/z2", candidates: ALL, window: 300, penalty: 0.2, z: 2.0, holdout: 0, block: 1, honest: 0 },
+    Sel { name: "all/300/0.1/z3", candidates: ALL, window: 300, penalty: 0.1, z: 3.0, holdout: 0, block: 1, honest: 0 },
+    Sel {
+        name: "all/150/0.05/z2",
+        candidates: ALL,
+        window: 150,
+        penalty: 0.05,
+        z: 2.0,
+        holdout: 0,
+        block: 1,
+        honest: 0,
+    },
     Sel {
         name: "no-median/300/0.05/z1",
         candidates: NO_MEDIAN,
@@ -202,6 +253,7 @@ const SELECTIONS: [Sel; 19] = [
         z: 1.0,
         holdout: 0,
         block: 1,
+        honest: 0,
     },
     Sel {
         name: "no-median/300/0.05/z1.5",
@@ -211,6 +263,7 @@ const SELECTIONS: [Sel; 19] = [
         z: 1.5,
         holdout: 0,
         block: 1,
+        honest: 0,
     },
     Sel {
         name: "no-median/300/0.05/z2",
@@ -220,6 +273,7 @@ const SELECTIONS: [Sel; 19] = [
         z: 2.0,
         holdout: 0,
         block: 1,
+        honest: 0,
     },
     Sel {
         name: "no-median/300/0.05/z3",
@@ -229,6 +283,7 @@ const SELECTIONS: [Sel; 19] = [
         z: 3.0,
         holdout: 0,
         block: 1,
+        honest: 0,
     },
     Sel {
         name: "no-median/300/0.05/z2/b2",
@@ -238,6 +293,7 @@ const SELECTIONS: [Sel; 19] = [
         z: 2.0,
         holdout: 0,
         block: 2,
+        honest: 0,
     },
     Sel {
         name: "no-median/300/0.05/z2/b4",
@@ -247,8 +303,48 @@ const SELECTIONS: [Sel; 19] = [
         z: 2.0,
         holdout: 0,
         block: 4,
+        honest: 0,
     },
-    Sel { name: "all/300/0.05/z2/b4", candidates: ALL, window: 300, penalty: 0.05, z: 2.0, holdout: 0, block: 4 },
+    Sel {
+        name: "all/300/0.05/z2/b4",
+        candidates: ALL,
+        window: 300,
+        penalty: 0.05,
+        z: 2.0,
+        holdout: 0,
+        block: 4,
+        honest: 0,
+    },
+    Sel {
+        name: "no-median/300/0.05/z2/hon300",
+        candidates: NO_MEDIAN,
+        window: 300,
+        penalty: 0.05,
+        z: 2.0,
+        holdout: 0,
+        block: 1,
+        honest: 300,
+    },
+    Sel {
+        name: "no-median/300/0/z2/hon300",
+        candidates: NO_MEDIAN,
+        window: 300,
+        penalty: 0.0,
+        z: 2.0,
+        holdout: 0,
+        block: 1,
+        honest: 300,
+    },
+    Sel {
+        name: "all/300/0/z2/hon300",
+        candidates: ALL,
+        window: 300,
+        penalty: 0.0,
+        z: 2.0,
+        holdout: 0,
+        block: 1,
+        honest: 300,
+    },
     Sel {
         name: "level/ho300",
         candidates: &[Candidate::Level],
@@ -257,8 +353,18 @@ const SELECTIONS: [Sel; 19] = [
         z: 0.0,
         holdout: 300,
         block: 1,
+        honest: 0,
     },
-    Sel { name: "all/300/0/z2/ho300", candidates: ALL, window: 300, penalty: 0.0, z: 2.0, holdout: 300, block: 1 },
+    Sel {
+        name: "all/300/0/z2/ho300",
+        candidates: ALL,
+        window: 300,
+        penalty: 0.0,
+        z: 2.0,
+        holdout: 300,
+        block: 1,
+        honest: 0,
+    },
 ];
 /// Interval windows and adaptive-conformal steps tried with every selection rule (the point forecasts do not
 /// depend on them).
@@ -356,16 +462,23 @@ fn evaluate(y: &[f64], ro: Ro, opts: &[Opt]) -> Vec<Figures> {
     let mut o = ro.warmup;
     while o + ro.horizon <= y.len() {
         // One fit per distinct holdout.
-        let mut fits: Vec<(usize, Fitted)> = Vec::new();
+        let mut fits: Vec<((usize, usize), Fitted)> = Vec::new();
         for opt in opts {
-            if !fits.iter().any(|(h, _)| *h == opt.sel.holdout) {
+            let key = (opt.sel.holdout, opt.sel.honest);
+            if !fits.iter().any(|(k, _)| *k == key) {
                 // Every candidate is tracked; each option chooses among its own.
-                let cfg = ModelConfig { holdout: opt.sel.holdout, candidates: ALL.to_vec(), ..ModelConfig::default() };
-                fits.push((opt.sel.holdout, Fitted::fit(&y[..o], &cfg).expect("fit")));
+                let cfg = ModelConfig {
+                    holdout: key.0,
+                    honest_errors: key.1,
+                    candidates: ALL.to_vec(),
+                    ..ModelConfig::default()
+                };
+                fits.push((key, Fitted::fit(&y[..o], &cfg).expect("fit")));
             }
         }
         for (i, opt) in opts.iter().enumerate() {
-            let Some((_, fitted)) = fits.iter().find(|(h, _)| *h == opt.sel.holdout) else { continue };
+            let key = (opt.sel.holdout, opt.sel.honest);
+            let Some((_, fitted)) = fits.iter().find(|(k, _)| *k == key) else { continue };
             let mut model = fitted.clone();
             model.restrict(opt.sel.candidates, &opt.config());
             let f = model.forecast(ro.horizon, &[0.8, 0.95]).expect("forecast");
@@ -427,6 +540,7 @@ fn step_like_series_meet_the_targets() {
         z: cfg.switch_z,
         holdout: cfg.holdout,
         block: cfg.switch_block,
+        honest: cfg.honest_errors,
     };
     let default = Opt { sel, iw: cfg.interval_window, gamma: cfg.aci_gamma };
     let mut misses = Vec::new();
@@ -537,10 +651,14 @@ fn leave_one_series_out() {
 #[ignore = "about a minute in debug; run on demand"]
 fn step_like_series_31_days() {
     use forecasting::mase::{IntervalForecast, RollingOrigin};
-    // FORECAST_SWITCH_BLOCK=n tries another `switch_block` (exploration only).
-    let block = std::env::var("FORECAST_SWITCH_BLOCK").ok().and_then(|v| v.parse().ok());
-    let cfg =
-        ModelConfig { switch_block: block.unwrap_or(ModelConfig::default().switch_block), ..ModelConfig::default() };
+    // FORECAST_SWITCH_BLOCK=n and FORECAST_HONEST_ERRORS=n try another `switch_block` or `honest_errors`
+    // (exploration only).
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    let cfg = ModelConfig {
+        switch_block: env("FORECAST_SWITCH_BLOCK").unwrap_or(ModelConfig::default().switch_block),
+        honest_errors: env("FORECAST_HONEST_ERRORS").unwrap_or(ModelConfig::default().honest_errors),
+        ..ModelConfig::default()
+    };
     let mut forecaster = |train: &[f64], h: usize| {
         let f = Fitted::fit(train, &cfg).and_then(|m| m.forecast(h, &[0.8, 0.95]));
         match f {
