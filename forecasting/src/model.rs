@@ -2,7 +2,8 @@
 //! and prediction intervals from the model's own recent k-step errors (conformal-style empirical quantiles, one
 //! set per step ahead).
 //!
-//! Fitting is cheap by construction (about 6 ms for a week of 1-minute points, one core, release):
+//! Fitting is cheap by construction (about 6 ms for a week of 1-minute points, one core, release; twice that with
+//! the second fit for honest errors):
 //! - the season is detected on a rollup of at most 2048 buckets (augurs periodogram, confirmed and refined by the
 //!   autocorrelation); the MSTL decomposition (augurs' `stlrs`) runs at full resolution up to
 //!   [`ModelConfig::max_fit_points`] points, else on the rollup with the profile interpolated back;
@@ -11,17 +12,22 @@
 //!   over the first [`ModelConfig::tune_horizon`] steps ahead on the recent history, with and without the seasonal
 //!   profile;
 //! - the point forecast is shifted by the median of the recent k-step errors (conditional median, which is what
-//!   MASE rewards, and a drift term), and the interval bounds are their empirical quantiles.
+//!   MASE rewards, and a drift term), and the interval bounds come from their empirical quantiles.
 //!
 //! That smoothed level is one of four candidates ([`Candidate`]): besides it, the seasonal-naive forecast (the
 //! detected period), the last value, and the point-wise median of those three. Every candidate's k-step errors are
 //! tracked on the series' own past as it arrives (rolling origin: the forecast made k steps before each point,
-//! scored when the point comes), and a forecast uses the candidate with the least recent error over the requested
-//! horizon, with that candidate's own recent k-step errors as its interval quantiles (split-conformal) and, for
-//! the level and the median, its median shift. The level and the median are scored on points their profile and
-//! smoothing were fitted on, so their errors are handicapped by [`ModelConfig::fitted_penalty`]. A step-like
-//! series (set by another autoscaler) ends up on the last value, a smooth seasonal one on the seasonal level,
-//! with no per-series setting. Why this set, window and handicap: `forecasting/tests/forecast_selection.rs`.
+//! scored when the point comes). The level's (and so the median's) errors on the most recent points come from a
+//! second fit that did not see them ([`ModelConfig::honest_errors`], recentred on this fit's own median error), so
+//! every candidate is judged out of sample. The last value is the default; another candidate takes over only when
+//! its recent losses over the requested horizon, paired point by point with the last value's, are lower by
+//! [`ModelConfig::switch_z`] standard errors (blocks of the horizon, since neighbouring errors share forecasts),
+//! and among those the least recent error wins. The intervals are the chosen candidate's own recent k-step
+//! errors' split-conformal quantiles, one set per step ahead, each tail's quantile level moved by adaptive
+//! conformal inference ([`ModelConfig::aci_gamma`]) replayed over those errors, so coverage follows a change in
+//! the spread or a bias. A step-like series (set by another autoscaler) ends up on the last value, a smooth
+//! seasonal one on the seasonal level, with no per-series setting. Why this rule and its settings:
+//! `forecasting/tests/forecast_selection.rs`.
 //!
 //! After a fit, [`Fitted::update`] absorbs new points in O(max_horizon) each, reusing the seasonal profile and the
 //! level parameters (warm start) and scoring every candidate on them, so the choice follows the data between
@@ -60,9 +66,36 @@ pub struct ModelConfig {
     /// Most recent k-step errors per step ahead that choose the candidate (at most `residual_window`).
     pub selection_window: usize,
     /// Relative handicap on the recent error of the candidates fitted on the points they are scored on (the level
-    /// model's smoothing and profile, and the median that contains it): their errors there are in-sample, so
-    /// optimistic, while the naive candidates' are out-of-sample.
+    /// model's smoothing and profile, and the median that contains it): without `honest_errors` their errors there
+    /// are in-sample, so optimistic, while the naive candidates' are out-of-sample.
     pub fitted_penalty: f64,
+    /// How clearly another candidate must beat the last value to be chosen over it: its recent per-point losses
+    /// (after `fitted_penalty`), paired with the last value's at the same points and averaged over blocks as long
+    /// as the horizon (so autocorrelated errors are not counted as independent), must be lower by this many
+    /// standard errors of the mean difference. 0 (or no last value among the candidates) = the least recent error
+    /// wins outright.
+    pub switch_z: f64,
+    /// Length of the blocks `switch_z`'s standard error is estimated from, in horizons (at least 1).
+    pub switch_block: usize,
+    /// Most recent k-step errors per step ahead whose quantiles are the interval bounds (at most
+    /// `residual_window`; the point forecast's median shift uses all `residual_window`).
+    pub interval_window: usize,
+    /// Most recent points the level model (seasonal profile and smoothing) is not fitted on, so that its errors
+    /// there are out-of-sample like the naive candidates' (at most `residual_window`; the fit keeps two seasons
+    /// and 16 points at least). 0 = fitted on every point: a held-out fit is a stale one, which cost more than
+    /// the honest errors gained (forecasting/tests/forecast_selection.rs).
+    pub holdout: usize,
+    /// Most recent points whose errors of the level (and median) candidates come from a second fit that did not
+    /// see them (at most a quarter of the series), while the forecasts come from the fit on every point: honest
+    /// errors for the choice and the intervals without a stale forecast, at twice the refit cost. 0 = one fit,
+    /// in-sample errors.
+    pub honest_errors: usize,
+    /// Step of adaptive conformal inference (Gibbs and Candès, 2021) on each tail's quantile level, replayed over
+    /// the more recent half of the interval window: an error beyond a bound that the errors before it gave moves
+    /// that tail's level out by `aci_gamma` x (1 - its miss share), any other in by `aci_gamma` x its miss share
+    /// ((1 - level) / 2), so coverage follows a change in the spread or a bias of the errors. 0 = the plain
+    /// split-conformal quantiles.
+    pub aci_gamma: f64,
 }
 
 impl Default for ModelConfig {
@@ -78,7 +111,14 @@ impl Default for ModelConfig {
             max_horizon: 64,
             candidates: Candidate::ALL.to_vec(),
             selection_window: 300,
-            fitted_penalty: 0.05,
+            // The level's and the median's errors are out-of-sample (`honest_errors`): no handicap.
+            fitted_penalty: 0.0,
+            switch_z: 2.0,
+            switch_block: 1,
+            interval_window: 300,
+            holdout: 0,
+            honest_errors: 300,
+            aci_gamma: 0.01,
         }
     }
 }
@@ -181,6 +221,10 @@ pub struct Fitted {
     candidates: Vec<Candidate>,
     selection_window: usize,
     fitted_penalty: f64,
+    switch_z: f64,
+    switch_block: usize,
+    interval_window: usize,
+    aci_gamma: f64,
     residual_window: usize,
     max_h: usize,
     /// The detected season (steps) the seasonal-naive candidate repeats, even if the level model did not use it.
@@ -220,16 +264,54 @@ impl Fitted {
         if let Some(index) = y.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite { index });
         }
+        let mut fitted = Self::fit_without(y, cfg, cfg.holdout);
+        // At most a quarter of the series, so that a short one keeps most of its points for the second fit.
+        let honest = cfg.honest_errors.min(cfg.residual_window.max(MIN_ERRORS)).min(y.len() / 4);
+        if honest > 0 && fitted.kind != ModelKind::LastValue {
+            // The level's (and the median's) recent errors from a second fit that did not see the recent points.
+            let second = Self::fit_without(y, cfg, honest);
+            if second.kind != ModelKind::LastValue {
+                for c in [Candidate::Level, Candidate::Median] {
+                    let (own, honest) = (&fitted.errors[c.index()], &second.errors[c.index()]);
+                    if own.is_empty() || honest.is_empty() {
+                        continue;
+                    }
+                    // The second fit's spread around this fit's own bias: the median shift of the forecast must
+                    // stay this model's (the second one, fitted on older points, lags).
+                    let recentred: Vec<VecDeque<f64>> = own
+                        .iter()
+                        .zip(honest)
+                        .map(|(o, h)| {
+                            let centre = median(&mut o.iter().copied().collect::<Vec<_>>())
+                                - median(&mut h.iter().copied().collect::<Vec<_>>());
+                            h.iter().map(|e| e + centre).collect()
+                        })
+                        .collect();
+                    fitted.errors[c.index()] = recentred;
+                }
+                fitted.inflation = second.inflation;
+            }
+        }
+        Ok(fitted)
+    }
+
+    /// [`Fitted::fit`] of a valid series with the level model fitted on all but the last `holdout` points.
+    fn fit_without(y: &[f64], cfg: &ModelConfig, holdout: usize) -> Self {
         let window = cfg.residual_window.max(MIN_ERRORS);
         let n = y.len();
         if n < cfg.min_points.max(3) || is_constant(y) {
-            return Ok(Self::last_value_model(y, cfg));
+            return Self::last_value_model(y, cfg);
         }
 
-        let profile = seasonal_profile(y, cfg).unwrap_or_default();
-        let naive_period = (!profile.is_empty()).then_some(profile.len());
-        let tail_start = n.saturating_sub(cfg.tune_window.max(window).max(16));
-        let tail = &y[tail_start..];
+        // The season is detected on the whole series; the level model (profile and smoothing) is fitted on all but
+        // the most recent `holdout` points (as far as two seasons allow; none by default, see ModelConfig::holdout).
+        let season = detect_season(y, cfg);
+        let naive_period = season.map(|s| s.period());
+        let holdout = holdout.min(window);
+        let fit_end = n.saturating_sub(holdout).max(naive_period.map_or(16, |p| 2 * p)).min(n);
+        let profile = season.and_then(|s| season_profile(&y[..fit_end], s, cfg)).unwrap_or_default();
+        let tail_start = fit_end.saturating_sub(cfg.tune_window.max(16));
+        let tail = &y[tail_start..fit_end];
         let deseason = |profile: &[f64]| -> Vec<f64> {
             if profile.is_empty() {
                 tail.to_vec()
@@ -238,7 +320,6 @@ impl Fitted {
             }
         };
         let k_tune = cfg.tune_horizon.clamp(1, cfg.max_horizon.max(1));
-        let tune_from = tail.len().saturating_sub(cfg.tune_window.max(16));
 
         // Level model: with and without the seasonal profile, each over the smoothing grid.
         let mut best: Option<(f64, bool, f64, f64, f64)> = None; // (score, seasonal, alpha, clip, sigma)
@@ -253,7 +334,7 @@ impl Fitted {
                     if c.is_finite() && !clip.is_finite() {
                         continue;
                     }
-                    let score = tune_score(&d[tune_from..], alpha, clip, k_tune);
+                    let score = tune_score(&d, alpha, clip, k_tune);
                     if best.is_none_or(|b| score < b.0) {
                         best = Some((score, seasonal, alpha, clip, sigma));
                     }
@@ -262,7 +343,7 @@ impl Fitted {
             series.push((seasonal, d));
         }
         let Some((_, seasonal, alpha, clip, sigma)) = best else {
-            return Ok(Self::last_value_model(y, cfg));
+            return Self::last_value_model(y, cfg);
         };
         let d = series.into_iter().find(|(s, _)| *s == seasonal).map(|(_, d)| d).unwrap_or_default();
         let level_model = LevelModel {
@@ -276,10 +357,12 @@ impl Fitted {
         };
         let mut fitted = Self::new_state(level_model, cfg, &y[..tail_start]);
         if let Some(p) = fitted.period() {
-            fitted.inflation = 1.0 + 1.0 / (n / p).clamp(1, 7) as f64;
+            // Where the fit had to reach into the recent window, those errors are in-sample for the profile.
+            let in_sample = (fit_end + window).saturating_sub(n).min(window) as f64 / window as f64;
+            fitted.inflation = 1.0 + in_sample / (fit_end / p).clamp(1, 7) as f64;
         }
-        fitted.absorb(tail);
-        Ok(fitted)
+        fitted.absorb(&y[tail_start..]);
+        fitted
     }
 
     /// A model whose state starts after `before` (only its last points are kept, as the naive candidates'
@@ -316,6 +399,10 @@ impl Fitted {
             candidates,
             selection_window: cfg.selection_window.clamp(MIN_ERRORS, window),
             fitted_penalty: if cfg.fitted_penalty.is_finite() { cfg.fitted_penalty.max(0.0) } else { 0.0 },
+            switch_z: if cfg.switch_z.is_finite() { cfg.switch_z.max(0.0) } else { 0.0 },
+            switch_block: cfg.switch_block.max(1),
+            interval_window: cfg.interval_window.clamp(MIN_ERRORS, window),
+            aci_gamma: if cfg.aci_gamma.is_finite() { cfg.aci_gamma.clamp(0.0, 1.0) } else { 0.0 },
             residual_window: window,
             max_h,
             naive_period: m.naive_period,
@@ -464,10 +551,12 @@ impl Fitted {
     }
 
     /// From now on chooses only among `candidates` (those of them this model tracks; the level model if none)
-    /// by their last `selection_window` errors with `fitted_penalty` (see [`ModelConfig`]): what-if evaluation of
-    /// other selection rules on one fit.
-    pub fn restrict(&mut self, candidates: &[Candidate], selection_window: usize, fitted_penalty: f64) {
-        self.fitted_penalty = if fitted_penalty.is_finite() { fitted_penalty.max(0.0) } else { 0.0 };
+    /// with `cfg`'s `selection_window`, `fitted_penalty`, `switch_z`, `switch_block`, `interval_window` and
+    /// `aci_gamma` (the rest of `cfg` is ignored): what-if evaluation of other selection rules on one fit.
+    pub fn restrict(&mut self, candidates: &[Candidate], cfg: &ModelConfig) {
+        self.fitted_penalty = if cfg.fitted_penalty.is_finite() { cfg.fitted_penalty.max(0.0) } else { 0.0 };
+        self.switch_z = if cfg.switch_z.is_finite() { cfg.switch_z.max(0.0) } else { 0.0 };
+        self.switch_block = cfg.switch_block.max(1);
         self.candidates = Candidate::ALL
             .iter()
             .copied()
@@ -476,46 +565,80 @@ impl Fitted {
         if self.candidates.is_empty() {
             self.candidates.push(Candidate::Level);
         }
-        self.selection_window = selection_window.clamp(MIN_ERRORS, self.residual_window);
+        self.selection_window = cfg.selection_window.clamp(MIN_ERRORS, self.residual_window);
+        self.interval_window = cfg.interval_window.clamp(MIN_ERRORS, self.residual_window);
+        self.aci_gamma = if cfg.aci_gamma.is_finite() { cfg.aci_gamma.clamp(0.0, 1.0) } else { 0.0 };
+    }
+
+    /// The recent per-point losses of `candidate` for a forecast of `horizon` steps, newest first: for each of
+    /// the last (at most `selection_window`) observed points, the mean over steps k = 1..=min(horizon,
+    /// max_horizon) of the absolute error of the forecast made k steps before it (after the candidate's median
+    /// shift, level and median candidates). Index j is the same point for every candidate, so losses pair up.
+    /// `None` if the candidate is not enabled or has fewer than 8 errors at some step.
+    fn recent_losses(&self, candidate: Candidate, horizon: usize) -> Option<Vec<f64>> {
+        let per_step = self.errors.get(candidate.index())?;
+        let kk = horizon.clamp(1, self.max_h);
+        let steps = per_step.get(..kk)?;
+        let len = steps.iter().map(VecDeque::len).min()?.min(self.selection_window);
+        if len < MIN_ERRORS {
+            return None;
+        }
+        let mut losses = vec![0.0; len];
+        let mut buf = Vec::with_capacity(len);
+        for errors in steps {
+            buf.clear();
+            buf.extend(errors.iter().rev().take(len).copied());
+            let shift = if candidate.shifted() {
+                let mut sorted = buf.clone();
+                median(&mut sorted)
+            } else {
+                0.0
+            };
+            for (l, e) in losses.iter_mut().zip(&buf) {
+                *l += (e - shift).abs() / kk as f64;
+            }
+        }
+        Some(losses)
     }
 
     /// Mean absolute error of `candidate` over its most recent `selection_window` errors at steps
     /// 1..=min(horizon, max_horizon), after its median shift (level and median candidates); `None` if it is not
     /// enabled or has fewer than 8 errors at some step.
     pub fn recent_error(&self, candidate: Candidate, horizon: usize) -> Option<f64> {
-        let per_step = self.errors.get(candidate.index())?;
-        let kk = horizon.clamp(1, self.max_h);
-        let mut buf = Vec::with_capacity(self.selection_window);
-        let mut total = 0.0;
-        for errors in per_step.get(..kk)? {
-            if errors.len() < MIN_ERRORS {
-                return None;
-            }
-            buf.clear();
-            buf.extend(errors.iter().skip(errors.len().saturating_sub(self.selection_window)).copied());
-            let shift = if candidate.shifted() { median(&mut buf) } else { 0.0 };
-            total += buf.iter().map(|e| (e - shift).abs()).sum::<f64>() / buf.len() as f64;
-        }
-        Some(total / kk as f64)
+        let losses = self.recent_losses(candidate, horizon)?;
+        Some(losses.iter().sum::<f64>() / losses.len() as f64)
     }
 
-    /// The candidate a forecast of `horizon` steps uses now: the enabled one with the least recent error
-    /// ([`Fitted::recent_error`], the level and median ones handicapped by [`ModelConfig::fitted_penalty`]), ties
-    /// to the earlier in [`Candidate::ALL`]; the level model while none has enough errors.
+    /// The candidate a forecast of `horizon` steps uses now. The last value is the default; another candidate (its
+    /// error handicapped by [`ModelConfig::fitted_penalty`] for the level and the median) takes over only when it
+    /// beats the last value by [`ModelConfig::switch_z`] standard errors on the paired recent losses, and among
+    /// those the least recent error wins (with `switch_z` 0, or without the last value among the candidates:
+    /// the least recent error outright). Ties go to the earlier in [`Candidate::ALL`]; the level model while none
+    /// has enough errors.
     pub fn chosen(&self, horizon: usize) -> Candidate {
-        let mut best: Option<(f64, Candidate)> = None;
-        for &c in &self.candidates {
-            let handicap = match c {
-                Candidate::Level | Candidate::Median => 1.0 + self.fitted_penalty,
-                Candidate::SeasonalNaive | Candidate::LastValue => 1.0,
-            };
-            if let Some(score) = self.recent_error(c, horizon).map(|e| e * handicap)
-                && best.is_none_or(|(b, _)| score < b)
-            {
-                best = Some((score, c));
-            }
-        }
-        best.map_or(Candidate::Level, |(_, c)| c)
+        let kk = horizon.clamp(1, self.max_h);
+        let scored: Vec<(Candidate, f64, Vec<f64>)> = self
+            .candidates
+            .iter()
+            .filter_map(|&c| {
+                let handicap = if c.shifted() { 1.0 + self.fitted_penalty } else { 1.0 };
+                let mut losses = self.recent_losses(c, kk)?;
+                losses.iter_mut().for_each(|l| *l *= handicap);
+                let mean = losses.iter().sum::<f64>() / losses.len() as f64;
+                Some((c, mean, losses))
+            })
+            .collect();
+        let Some(best) = least(scored.iter()) else { return Candidate::Level };
+        let default = scored.iter().find(|s| s.0 == Candidate::LastValue);
+        let Some(default) = default.filter(|_| self.switch_z > 0.0) else { return best.0 };
+        // A candidate chosen over the last value on noise costs more than it gains: on a series that mostly holds
+        // still a few lucky days make any other candidate look better.
+        least(
+            scored
+                .iter()
+                .filter(|s| s.1 < default.1 && clearly_lower(&s.2, &default.2, kk * self.switch_block, self.switch_z)),
+        )
+        .map_or(default.0, |s| s.0)
     }
 
     /// The unshifted forecast of `candidate` for the step `k` (1-based) after the last absorbed point.
@@ -557,6 +680,8 @@ impl Fitted {
             .map(|&level| Interval { level, lower: Vec::with_capacity(horizon), upper: Vec::with_capacity(horizon) })
             .collect();
         let mut sorted = Vec::new();
+        // Adaptive interval levels of the last calibrated step they were computed for (steps beyond max_h share).
+        let (mut chrono, mut adapted, mut adapted_for) = (Vec::new(), Vec::new(), 0usize);
         for k in 1..=horizon {
             let center = self.raw(candidate, k);
             // Errors of the largest calibrated step not beyond k, widened like a random walk past max_h.
@@ -572,16 +697,40 @@ impl Fitted {
             }
             let shift = if empirical && candidate.shifted() { quantile(&sorted, 0.5) } else { 0.0 };
             point.push(center + shift);
-            for iv in &mut intervals {
+            if empirical
+                && sorted.len() > self.interval_window
+                && let Some(errors) = per_step.get(kk - 1)
+            {
+                // The bounds from the most recent errors only.
+                sorted.clear();
+                sorted.extend(errors.iter().skip(errors.len() - self.interval_window).copied());
+                sorted.sort_unstable_by(f64::total_cmp);
+            }
+            if empirical
+                && self.aci_gamma > 0.0
+                && adapted_for != kk
+                && let Some(errors) = per_step.get(kk - 1)
+            {
+                chrono.clear();
+                chrono.extend(errors.iter().skip(errors.len().saturating_sub(self.interval_window)).copied());
+                adapted.clear();
+                adapted.extend(intervals.iter().map(|iv| adaptive_tails(&chrono, iv.level, self.aci_gamma)));
+                adapted_for = kk;
+            }
+            for (i, iv) in intervals.iter_mut().enumerate() {
                 let (lo, hi) = if empirical {
                     // Finite-sample (conformal) correction of the quantile levels. With a point mass at zero that
                     // holds the lower tail, the interval is [0, upper] and the upper bound is the `level` quantile.
                     let m = sorted.len() as f64;
                     let central = (1.0 + iv.level) / 2.0;
                     let target = if self.zero_mass() >= 1.0 - central { iv.level } else { central };
-                    let q = (target * (m + 1.0) / m).min(1.0);
-                    let lo = quantile(&sorted, 1.0 - q);
-                    let hi = quantile(&sorted, q);
+                    // Adaptive conformal offsets of each tail's quantile level (zero when off).
+                    let (d_lo, d_hi) =
+                        if adapted_for == kk { adapted.get(i).copied().unwrap_or_default() } else { (0.0, 0.0) };
+                    let q_hi = ((target + d_hi) * (m + 1.0) / m).clamp(0.5, 1.0);
+                    let q_lo = ((target + d_lo) * (m + 1.0) / m).clamp(0.5, 1.0);
+                    let lo = quantile(&sorted, 1.0 - q_lo);
+                    let hi = quantile(&sorted, q_hi);
                     (shift + (lo - shift) * widen, shift + (hi - shift) * widen)
                 } else {
                     let half = normal_quantile(0.5 + iv.level / 2.0) * self.sigma * (k as f64).sqrt();
@@ -634,6 +783,61 @@ impl Fitted {
         };
         Ok(if q > 0.5 { iv.upper } else { iv.lower })
     }
+}
+
+/// Adaptive conformal inference (Gibbs and Candès, 2021), one level per tail, replayed over the more recent half
+/// of `errors` (oldest first): each error is checked against the bounds that the errors before it give at the
+/// current quantile levels (split-conformal), and a tail's level moves outwards by `gamma` x (1 - miss share)
+/// after a miss beyond it and inwards by `gamma` x miss share otherwise, where the miss share of a central
+/// `nominal` interval is (1 - nominal) / 2 per tail; so each tail settles where its misses run at that share,
+/// whatever the other does (a forecast biased one way gets one bound moved, not both). Returns how far the lower
+/// and the upper quantile levels moved outwards.
+fn adaptive_tails(errors: &[f64], nominal: f64, gamma: f64) -> (f64, f64) {
+    let start = (errors.len() / 2).max(MIN_ERRORS);
+    if errors.len() <= start {
+        return (0.0, 0.0);
+    }
+    let share = (1.0 - nominal) / 2.0;
+    let mut sorted = errors[..start].to_vec();
+    sorted.sort_unstable_by(f64::total_cmp);
+    // Offsets of the upper level above (1 + nominal) / 2 and of the lower level below (1 - nominal) / 2.
+    let (mut d_lo, mut d_hi) = (0.0_f64, 0.0_f64);
+    for &e in &errors[start..] {
+        let m = sorted.len() as f64;
+        let central = 1.0 - share;
+        let q_hi = ((central + d_hi) * (m + 1.0) / m).clamp(0.5, 1.0);
+        let q_lo = ((central + d_lo) * (m + 1.0) / m).clamp(0.5, 1.0);
+        let miss_lo = e < quantile(&sorted, 1.0 - q_lo);
+        let miss_hi = e > quantile(&sorted, q_hi);
+        d_lo = (d_lo + gamma * (f64::from(u8::from(miss_lo)) - share)).clamp(-0.5 + share, share);
+        d_hi = (d_hi + gamma * (f64::from(u8::from(miss_hi)) - share)).clamp(-0.5 + share, share);
+        let at = sorted.partition_point(|v| *v < e);
+        sorted.insert(at, e);
+    }
+    (d_lo, d_hi)
+}
+
+/// The candidate with the least mean loss, the earlier on ties.
+fn least<'a>(scored: impl Iterator<Item = &'a (Candidate, f64, Vec<f64>)>) -> Option<&'a (Candidate, f64, Vec<f64>)> {
+    scored.fold(None, |b, s| if b.is_none_or(|b: &(Candidate, f64, Vec<f64>)| s.1 < b.1) { Some(s) } else { b })
+}
+
+/// Whether `a` is lower than `b` (paired per-point losses, newest first) by more than `z` standard errors of the
+/// mean difference, estimated from the means of consecutive blocks of `block` points (losses a horizon apart
+/// share forecasts, so single points are not independent). Fewer than two blocks: never.
+fn clearly_lower(a: &[f64], b: &[f64], block: usize, z: f64) -> bool {
+    let block = block.max(1);
+    let n = a.len().min(b.len());
+    let blocks: Vec<f64> =
+        (0..n / block).map(|i| (i * block..(i + 1) * block).map(|j| a[j] - b[j]).sum::<f64>() / block as f64).collect();
+    if blocks.len() < 2 {
+        return false;
+    }
+    let nb = blocks.len() as f64;
+    let mean = blocks.iter().sum::<f64>() / nb;
+    let var = blocks.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (nb - 1.0);
+    let se = (var / nb).sqrt();
+    if se > 0.0 { mean < -z * se } else { mean < 0.0 }
 }
 
 fn median3(a: f64, b: f64, c: f64) -> f64 {
@@ -708,12 +912,22 @@ fn rollup(y: &[f64], b: usize) -> (Vec<f64>, usize) {
 /// Points the season detection runs on at most (longer series are averaged into buckets first).
 const DETECT_POINTS: usize = 2048;
 
-/// The seasonal profile (length = period, indexed by absolute step modulo period), if a season is detected.
-///
-/// The period is detected on a rollup of at most [`DETECT_POINTS`] buckets (periodogram, refined to the local
-/// autocorrelation maximum); the MSTL decomposition runs at full resolution up to `max_fit_points` points, else
-/// on the same rollup with the profile interpolated back to the series' resolution.
-fn seasonal_profile(y: &[f64], cfg: &ModelConfig) -> Option<Vec<f64>> {
+/// A detected season: `coarse` steps of buckets of `bucket` steps (the rollup it was detected on).
+#[derive(Debug, Clone, Copy)]
+struct Season {
+    coarse: usize,
+    bucket: usize,
+}
+
+impl Season {
+    fn period(self) -> usize {
+        self.coarse * self.bucket
+    }
+}
+
+/// The season of `y`, if one is detected: on a rollup of at most [`DETECT_POINTS`] buckets (periodogram, refined
+/// to the local autocorrelation maximum).
+fn detect_season(y: &[f64], cfg: &ModelConfig) -> Option<Season> {
     let n = y.len();
     let b = n.div_ceil(DETECT_POINTS).max(1);
     let (coarse, _) = rollup(y, b);
@@ -733,7 +947,16 @@ fn seasonal_profile(y: &[f64], cfg: &ModelConfig) -> Option<Vec<f64>> {
         .map(|p| (p, crate::forecast::autocorrelation(&coarse, p)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(p, _)| p)?;
-    let p = pc * b;
+    Some(Season { coarse: pc, bucket: b })
+}
+
+/// The seasonal profile of `y` for `season` (length = period, indexed by absolute step modulo period): the MSTL
+/// decomposition at full resolution up to `max_fit_points` points, else on the season's rollup with the profile
+/// interpolated back to the series' resolution.
+fn season_profile(y: &[f64], season: Season, cfg: &ModelConfig) -> Option<Vec<f64>> {
+    let n = y.len();
+    let (pc, b) = (season.coarse, season.bucket);
+    let p = season.period();
     if n <= cfg.max_fit_points.max(16) {
         return stl_profile(y, p);
     }
@@ -873,7 +1096,7 @@ mod tests {
     fn the_choice_follows_the_data_through_updates() {
         let y = noisy_daily(24 * 20, 24);
         let mut m = Fitted::fit(&y, &ModelConfig::default()).expect("fit");
-        assert_eq!(m.candidates().len(), 4);
+        assert_eq!(m.candidates(), &Candidate::ALL);
         let before = m.chosen(6);
         assert!(matches!(before, Candidate::Level | Candidate::SeasonalNaive | Candidate::Median), "{before:?}");
         // The series turns into steps: the seasonal profile no longer applies and the last value takes over.
@@ -887,13 +1110,51 @@ mod tests {
     }
 
     #[test]
+    fn a_candidate_replaces_the_last_value_only_when_clearly_better() {
+        // Paired losses: a lower by 0.1 everywhere (no noise) is clearly lower; lower on average by 0.02 with a
+        // spread of 1 over 50 blocks is not, at 2 standard errors.
+        let b: Vec<f64> = (0..300).map(|i| 1.0 + (i % 7) as f64).collect();
+        let a: Vec<f64> = b.iter().map(|v| v - 0.1).collect();
+        assert!(clearly_lower(&a, &b, 6, 2.0));
+        let noisy: Vec<f64> =
+            b.iter().enumerate().map(|(i, v)| v - 0.02 + if i % 12 < 6 { 1.0 } else { -1.0 }).collect();
+        assert!(!clearly_lower(&noisy, &b, 6, 2.0));
+        assert!(!clearly_lower(&a[..6], &b[..6], 6, 2.0), "one block is no evidence");
+        // On a step series the level model does not take over from the last value on noise.
+        let y = steps(800, 7);
+        let m = Fitted::fit(&y, &ModelConfig::default()).expect("fit");
+        assert_eq!(m.chosen(6), Candidate::LastValue);
+    }
+
+    #[test]
+    fn adaptive_tails_follow_a_change_in_spread_and_bias() {
+        let noise = |i: usize| ((i * 7919) % 101) as f64 / 100.0 - 0.5;
+        // The same spread throughout: the levels hardly move.
+        let steady: Vec<f64> = (0..300).map(noise).collect();
+        let (lo, hi) = adaptive_tails(&steady, 0.8, 0.01);
+        assert!(lo.abs() < 0.05 && hi.abs() < 0.05, "{lo} {hi}");
+        // Twice the spread in the recent half: both tails move out.
+        let wider: Vec<f64> = (0..300).map(|i| noise(i) * if i >= 150 { 2.0 } else { 1.0 }).collect();
+        let (lo, hi) = adaptive_tails(&wider, 0.8, 0.01);
+        assert!(lo > 0.03 && hi > 0.03, "{lo} {hi}");
+        // Biased upwards in the recent half: the upper tail moves out, the lower one in.
+        let biased: Vec<f64> = (0..300).map(|i| noise(i) + if i >= 150 { 0.3 } else { 0.0 }).collect();
+        let (lo, hi) = adaptive_tails(&biased, 0.8, 0.01);
+        assert!(hi > 0.05 && lo < 0.0, "{lo} {hi}");
+        // Too few errors to replay: no adaptation.
+        assert_eq!(adaptive_tails(&steady[..8], 0.8, 0.01), (0.0, 0.0));
+    }
+
+    #[test]
     fn restricting_to_one_candidate_uses_it() {
         let y = noisy_daily(24 * 12, 24);
         let mut m = Fitted::fit(&y, &ModelConfig::default()).expect("fit");
-        m.restrict(&[Candidate::SeasonalNaive], 100, 0.0);
+        let what_if =
+            ModelConfig { selection_window: 100, fitted_penalty: 0.0, switch_z: 0.0, ..ModelConfig::default() };
+        m.restrict(&[Candidate::SeasonalNaive], &what_if);
         let f = m.forecast(3, &[0.8]).expect("forecast");
         assert_eq!((f.candidate, f.model, f.period), (Candidate::SeasonalNaive, ModelKind::SeasonalNaive, Some(24)));
-        m.restrict(&[], 100, 0.0);
+        m.restrict(&[], &what_if);
         assert_eq!(m.chosen(3), Candidate::Level);
         let cfg = ModelConfig { candidates: vec![Candidate::LastValue], ..ModelConfig::default() };
         let only_last = Fitted::fit(&y, &cfg).expect("fit");
