@@ -256,15 +256,19 @@ enum BenchCmd {
         /// Seconds of each phase.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
-        /// Concurrent senders (one Prometheus per node; one agent per node in the agent phase).
-        #[arg(long, default_value_t = 32)]
+        /// Concurrent remote-write senders (the agent phase runs one agent per node of the same fleet).
+        #[arg(long, default_value_t = 8)]
         senders: usize,
         /// GPUs per node.
         #[arg(long, default_value_t = 8)]
         gpus: usize,
-        /// Timestamps per request.
+        /// Readings per agent batch.
         #[arg(long, default_value_t = 5)]
         readings: usize,
+        /// Nodes (DCGM exporters) per remote-write request (8 GPUs x 12 series each: 20 is ~2,000 samples,
+        /// Prometheus' default max_samples_per_send).
+        #[arg(long, default_value_t = 20)]
+        nodes_per_request: usize,
         /// Working directory (wiped).
         #[arg(long, default_value = ".fleetpilot/bench-remote-write")]
         data_dir: PathBuf,
@@ -396,9 +400,15 @@ async fn main() -> anyhow::Result<()> {
             };
             fleetpilot::bench::dashboard::run(opts).await
         }
-        Cmd::Bench(BenchCmd::RemoteWrite { seconds, senders, gpus, readings, data_dir }) => {
-            let opts =
-                fleetpilot::bench::remote_write::RemoteWriteBenchOptions { seconds, senders, gpus, readings, data_dir };
+        Cmd::Bench(BenchCmd::RemoteWrite { seconds, senders, gpus, readings, nodes_per_request, data_dir }) => {
+            let opts = fleetpilot::bench::remote_write::RemoteWriteBenchOptions {
+                seconds,
+                senders,
+                gpus,
+                readings,
+                nodes_per_request,
+                data_dir,
+            };
             fleetpilot::bench::remote_write::run(opts).await
         }
         Cmd::Bench(BenchCmd::Ingest { seconds, agents, gpus, readings, data_dir }) => {

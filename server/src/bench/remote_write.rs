@@ -1,9 +1,10 @@
 //! `fleetpilot bench remote-write`: Prometheus remote-write ingest against a separate server process and the
 //! private PostgreSQL, next to the agent protocol's ingest of the same GPU readings measured in the same run.
 //!
-//! Each simulated Prometheus sends DCGM-shaped requests (12 `DCGM_FI_*` series per GPU, dcgm-exporter's labels,
-//! `--readings` timestamps per request) as fast as they are acknowledged; each agent sends the same readings as
-//! JSON batches. One sample is one stored metric value of one GPU at one timestamp, in both phases. The
+//! Each simulated Prometheus scrapes `--nodes-per-request` DCGM exporters and sends what it scraped as
+//! Prometheus does (12 `DCGM_FI_*` series per GPU with dcgm-exporter's labels, one sample per series per
+//! request when scrapes are further apart than the flush deadline, about 2,000 samples per request), as fast as
+//! it is acknowledged; each agent sends its node's readings as JSON batches (`--readings` per batch). One sample is one stored metric value of one GPU at one timestamp, in both phases. The
 //! decode-and-convert rate on one core shows whether protobuf and snappy are the bottleneck.
 
 use std::sync::Arc;
@@ -21,12 +22,15 @@ use crate::ingest::remote_write::{Label, PromSample, TimeSeries, Trackers, Write
 pub struct RemoteWriteBenchOptions {
     /// Seconds of each phase.
     pub seconds: u64,
-    /// Concurrent senders (each one Prometheus for a node, and one agent in the other phase).
+    /// Concurrent remote-write senders (Prometheus instances or shards); the agent phase runs one agent per
+    /// node of the same fleet (`senders × nodes_per_request`).
     pub senders: usize,
     /// GPUs per node.
     pub gpus: usize,
-    /// Timestamps per request (a Prometheus sending every N scrapes of 1 s).
+    /// Readings per agent batch (an agent uploading every N seconds).
     pub readings: usize,
+    /// Nodes (DCGM exporters) in one remote-write request.
+    pub nodes_per_request: usize,
     /// Working directory (wiped).
     pub data_dir: std::path::PathBuf,
 }
@@ -61,29 +65,31 @@ fn value(field: usize, g: usize, r: usize) -> f64 {
     }
 }
 
-/// A DCGM-shaped request for `node` with `readings` timestamps from `base_ms`.
-pub fn dcgm_request(node: &str, gpus: usize, readings: usize, base_ms: i64) -> WriteRequest {
-    let mut timeseries = Vec::with_capacity(gpus * FIELDS.len());
-    for g in 0..gpus {
-        for (f, name) in FIELDS.iter().enumerate() {
-            let l = |k: &str, v: String| Label { name: k.into(), value: v };
-            timeseries.push(TimeSeries {
-                labels: vec![
-                    l("__name__", (*name).into()),
-                    l("DCGM_FI_DRIVER_VERSION", "570.133.20".into()),
-                    l("Hostname", node.into()),
-                    l("UUID", format!("GPU-{node}-{g:02}")),
-                    l("device", format!("nvidia{g}")),
-                    l("gpu", g.to_string()),
-                    l("instance", format!("{node}:9400")),
-                    l("job", "dcgm".into()),
-                    l("modelName", "NVIDIA H100 80GB HBM3".into()),
-                    l("pci_bus_id", format!("00000000:{:02X}:00.0", 0x18 + g)),
-                ],
-                samples: (0..readings)
-                    .map(|r| PromSample { value: value(f, g, r), timestamp: base_ms + r as i64 * 1000 })
-                    .collect(),
-            });
+/// A DCGM-shaped request for `nodes` with `readings` timestamps from `base_ms`.
+pub fn dcgm_request(nodes: &[String], gpus: usize, readings: usize, base_ms: i64) -> WriteRequest {
+    let mut timeseries = Vec::with_capacity(nodes.len() * gpus * FIELDS.len());
+    for node in nodes {
+        for g in 0..gpus {
+            for (f, name) in FIELDS.iter().enumerate() {
+                let l = |k: &str, v: String| Label { name: k.into(), value: v };
+                timeseries.push(TimeSeries {
+                    labels: vec![
+                        l("__name__", (*name).into()),
+                        l("DCGM_FI_DRIVER_VERSION", "570.133.20".into()),
+                        l("Hostname", node.into()),
+                        l("UUID", format!("GPU-{node}-{g:02}")),
+                        l("device", format!("nvidia{g}")),
+                        l("gpu", g.to_string()),
+                        l("instance", format!("{node}:9400")),
+                        l("job", "dcgm".into()),
+                        l("modelName", "NVIDIA H100 80GB HBM3".into()),
+                        l("pci_bus_id", format!("00000000:{:02X}:00.0", 0x18 + g)),
+                    ],
+                    samples: (0..readings)
+                        .map(|r| PromSample { value: value(f, g, r), timestamp: base_ms + r as i64 * 1000 })
+                        .collect(),
+                });
+            }
         }
     }
     WriteRequest { timeseries }
@@ -91,9 +97,10 @@ pub fn dcgm_request(node: &str, gpus: usize, readings: usize, base_ms: i64) -> W
 
 /// Decode + convert on one core, metric values per second.
 fn decode_rate(opts: &RemoteWriteBenchOptions) -> (f64, usize) {
-    let body = encode(&dcgm_request("bench-node-00000", opts.gpus, opts.readings, 1_700_000_000_000));
+    let nodes: Vec<String> = (0..opts.nodes_per_request).map(|n| format!("bench-node-{n:05}")).collect();
+    let body = encode(&dcgm_request(&nodes, opts.gpus, 1, 1_700_000_000_000));
     let trackers = Trackers::default();
-    let values = (opts.gpus * opts.readings * GPU_METRICS_PER_SAMPLE) as f64;
+    let values = (opts.nodes_per_request * opts.gpus * GPU_METRICS_PER_SAMPLE) as f64;
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < Duration::from_millis(700) {
@@ -111,23 +118,30 @@ fn decode_rate(opts: &RemoteWriteBenchOptions) -> (f64, usize) {
 pub async fn run(opts: RemoteWriteBenchOptions) -> anyhow::Result<()> {
     anyhow::ensure!(opts.seconds >= 1, "--seconds must be at least 1");
     anyhow::ensure!(
-        (1..=1024).contains(&opts.senders) && (1..=64).contains(&opts.gpus) && (1..=60).contains(&opts.readings),
-        "--senders 1..=1024, --gpus 1..=64 and --readings 1..=60"
+        (1..=1024).contains(&opts.senders)
+            && (1..=64).contains(&opts.gpus)
+            && (1..=60).contains(&opts.readings)
+            && (1..=1000).contains(&opts.nodes_per_request),
+        "--senders 1..=1024, --gpus 1..=64, --readings 1..=60 and --nodes-per-request 1..=1000"
     );
     let (mut pg, url, pool) = super::fresh_database(&opts.data_dir, false).await?;
     pool.close().await;
     let server = start_server(&url, "bench-api", "bench-agent").await?;
     let (decode_per_s, body_bytes) = decode_rate(&opts);
-    let per_request = (opts.gpus * opts.readings * GPU_METRICS_PER_SAMPLE) as u64;
+    let per_request = (opts.nodes_per_request * opts.gpus * GPU_METRICS_PER_SAMPLE) as u64;
     println!(
-        "fleetpilot bench remote-write: {} senders x {} GPUs x {} readings per request ({per_request} samples, {body_bytes} bytes snappy); decode + convert + validate on one core: {decode_per_s:.0} samples/s",
-        opts.senders, opts.gpus, opts.readings
+        "fleetpilot bench remote-write: {} Prometheus senders x {} nodes x {} GPUs per request ({per_request} samples, {body_bytes} bytes snappy), against {} agents (one per node) x {} readings per batch; decode + convert + validate on one core: {decode_per_s:.0} samples/s",
+        opts.senders,
+        opts.nodes_per_request,
+        opts.gpus,
+        opts.senders * opts.nodes_per_request,
+        opts.readings
     );
 
     // The agent protocol, same readings, same server.
     let agent_opts = IngestBenchOptions {
         seconds: opts.seconds,
-        agents: opts.senders,
+        agents: opts.senders * opts.nodes_per_request,
         gpus: opts.gpus,
         readings_per_batch: opts.readings,
         data_dir: opts.data_dir.clone(),
@@ -144,13 +158,11 @@ pub async fn run(opts: RemoteWriteBenchOptions) -> anyhow::Result<()> {
     let base_ms = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let bodies: Vec<Arc<Vec<Vec<u8>>>> = (0..opts.senders)
         .map(|s| {
-            let node = format!("rw-node-{s:05}");
+            let nodes: Vec<String> =
+                (0..opts.nodes_per_request).map(|n| format!("rw-node-{:05}", s * opts.nodes_per_request + n)).collect();
             Arc::new(
                 (0..per_sender)
-                    .map(|k| {
-                        let start = base_ms + (k * opts.readings) as i64 * 1000;
-                        encode(&dcgm_request(&node, opts.gpus, opts.readings, start))
-                    })
+                    .map(|k| encode(&dcgm_request(&nodes, opts.gpus, 1, base_ms + k as i64 * 1000)))
                     .collect(),
             )
         })
@@ -222,9 +234,9 @@ mod tests {
 
     #[test]
     fn a_bench_request_converts_to_one_valid_batch_of_every_gpu_reading() {
-        let req = dcgm_request("n1", 4, 3, 1_700_000_000_000);
+        let req = dcgm_request(&["n1".into(), "n2".into()], 4, 3, 1_700_000_000_000);
         let c = Trackers::default().convert(&decode(&encode(&req)).unwrap(), b"x");
-        assert_eq!(c.batches.len(), 1);
+        assert_eq!(c.batches.len(), 2);
         assert_eq!(c.batches[0].gpus.len(), 12);
         assert!(c.batches[0].validate().is_ok());
         assert_eq!(c.batches[0].gpus[0].sm_clock_mhz, 1980);
