@@ -11,6 +11,8 @@ pub fn start_server(db: &str, port: u16, env: &[(&str, &str)]) -> Child {
         .env("FLEETPILOT_LISTEN", format!("127.0.0.1:{port}"))
         .env("FLEETPILOT_API_TOKEN", "api")
         .env("FLEETPILOT_AGENT_TOKEN", "agent")
+        // These tests play their agents with the shared token (real nodes enroll instead).
+        .env("FLEETPILOT_AGENT_TOKEN_CAN_WRITE", "true")
         .env("RUST_LOG", "error")
         .envs(env.iter().copied())
         .stdout(Stdio::null())

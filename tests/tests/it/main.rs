@@ -10,7 +10,6 @@ mod browser;
 mod commands;
 mod crd;
 mod dashboard;
-mod demo_fleet;
 mod end_to_end;
 mod fakes;
 mod grafana;

@@ -1,6 +1,15 @@
-//! The demo fleet (simulated agents replaying a real trace, sized as the trace's static-peak fleet) against
-//! the real control plane: after one loop of the trace, the opportunities page's idle capacity matches what
-//! the backtest's static-peak versus fleetpilot GPU-hours imply, within 20 % (issue #7).
+//! The demo fleet against the backtest, in a test binary of its own: it is timed (simulated agents at 30x
+//! against the live control loop), so it runs alone rather than beside the `it` binary's other tests, which
+//! would slow its loop on a 2-core machine and make its SLO a measure of the machine.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "it/helpers.rs"]
+mod helpers;
+
+// The demo fleet (simulated agents replaying a real trace, sized as the trace's static-peak fleet) against
+// the real control plane: after one loop of the trace, the opportunities page's idle capacity matches what
+// the backtest's static-peak versus fleetpilot GPU-hours imply, within 20 % (issue #7).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
