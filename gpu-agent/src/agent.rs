@@ -298,33 +298,7 @@ impl Agent {
                 continue;
             };
             if let Some(s) = e.tracker.update(&parsed, elapsed) {
-                let engine = match s.engine {
-                    scrape::Engine::Vllm => "vllm",
-                    scrape::Engine::Triton => "triton",
-                    scrape::Engine::Tgi => "tgi",
-                };
-                let q = |l: &Option<scrape::LatencyQuantiles>| l.as_ref().map(|l| (l.p50_s, l.p95_s, l.p99_s));
-                let (t50, t95, t99) = q(&s.ttft).map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c)));
-                let (i50, i95, i99) = q(&s.itl).map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c)));
-                out.push(ServingSample {
-                    ts_ms: now,
-                    deployment: deployment.clone(),
-                    replica: replica_name(&self.cfg.agent_id, &e.url),
-                    engine: engine.into(),
-                    queue_depth: s.queue_depth.max(0.0),
-                    running: s.running.max(0.0),
-                    kv_cache_pct: s.kv_cache_pct.map(|v| v.clamp(0.0, 100.0)),
-                    ttft_p50_s: t50,
-                    ttft_p95_s: t95,
-                    ttft_p99_s: t99,
-                    itl_p50_s: i50,
-                    itl_p95_s: i95,
-                    itl_p99_s: i99,
-                    requests_per_s: s.requests_per_s.max(0.0),
-                    prompt_tokens_per_s: s.prompt_tokens_per_s.max(0.0),
-                    generation_tokens_per_s: s.generation_tokens_per_s.max(0.0),
-                    batch_size_mean: s.batch_size_mean,
-                });
+                out.push(s.serving_sample(now, deployment.clone(), replica_name(&self.cfg.agent_id, &e.url)));
             }
         }
         out

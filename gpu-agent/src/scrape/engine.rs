@@ -93,6 +93,40 @@ pub struct EngineStats {
     pub preemptions_per_s: f64,
 }
 
+impl EngineStats {
+    /// The wire sample of this interval for `replica` of `deployment`, ending at `ts_ms` (negative readings
+    /// clamped to 0, KV-cache use to 0..=100): what the agent uploads, and what Prometheus remote-write becomes.
+    pub fn serving_sample(&self, ts_ms: i64, deployment: String, replica: String) -> crate::protocol::ServingSample {
+        let q = |l: &Option<LatencyQuantiles>| l.as_ref().map(|l| (l.p50_s, l.p95_s, l.p99_s));
+        let (t50, t95, t99) = q(&self.ttft).map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c)));
+        let (i50, i95, i99) = q(&self.itl).map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c)));
+        crate::protocol::ServingSample {
+            ts_ms,
+            deployment,
+            replica,
+            engine: match self.engine {
+                Engine::Vllm => "vllm",
+                Engine::Triton => "triton",
+                Engine::Tgi => "tgi",
+            }
+            .into(),
+            queue_depth: self.queue_depth.max(0.0),
+            running: self.running.max(0.0),
+            kv_cache_pct: self.kv_cache_pct.map(|v| v.clamp(0.0, 100.0)),
+            ttft_p50_s: t50,
+            ttft_p95_s: t95,
+            ttft_p99_s: t99,
+            itl_p50_s: i50,
+            itl_p95_s: i95,
+            itl_p99_s: i99,
+            requests_per_s: self.requests_per_s.max(0.0),
+            prompt_tokens_per_s: self.prompt_tokens_per_s.max(0.0),
+            generation_tokens_per_s: self.generation_tokens_per_s.max(0.0),
+            batch_size_mean: self.batch_size_mean,
+        }
+    }
+}
+
 /// A label set.
 type Labels = Vec<(String, String)>;
 

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use gpu_agent::protocol::{Batch, GpuSample, NodeInfo, PROTOCOL_VERSION, ServingSample};
-use gpu_agent::scrape::{Engine, EngineTracker, Sample, Scrape, dcgm_gpus};
+use gpu_agent::scrape::{EngineTracker, Sample, Scrape, dcgm_gpus};
 use sha2::{Digest as _, Sha256};
 
 /// `node.agent_version` of the batches made here (no agent behind them: no commands go back).
@@ -238,34 +238,7 @@ impl Trackers {
                 });
                 let replica = label("pod").unwrap_or_else(|| target.1.clone());
                 let node = label("node").or_else(|| label("Hostname")).unwrap_or_else(|| host_of(&target.1));
-                let q =
-                    |l: &Option<gpu_agent::scrape::LatencyQuantiles>| l.as_ref().map(|l| (l.p50_s, l.p95_s, l.p99_s));
-                let (t50, t95, t99) = q(&s.ttft).map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c)));
-                let (i50, i95, i99) = q(&s.itl).map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c)));
-                nodes.entry(node).or_default().1.push(ServingSample {
-                    ts_ms: ts,
-                    deployment,
-                    replica,
-                    engine: match s.engine {
-                        Engine::Vllm => "vllm",
-                        Engine::Triton => "triton",
-                        Engine::Tgi => "tgi",
-                    }
-                    .into(),
-                    queue_depth: s.queue_depth.max(0.0),
-                    running: s.running.max(0.0),
-                    kv_cache_pct: s.kv_cache_pct.map(|v| v.clamp(0.0, 100.0)),
-                    ttft_p50_s: t50,
-                    ttft_p95_s: t95,
-                    ttft_p99_s: t99,
-                    itl_p50_s: i50,
-                    itl_p95_s: i95,
-                    itl_p99_s: i99,
-                    requests_per_s: s.requests_per_s.max(0.0),
-                    prompt_tokens_per_s: s.prompt_tokens_per_s.max(0.0),
-                    generation_tokens_per_s: s.generation_tokens_per_s.max(0.0),
-                    batch_size_mean: s.batch_size_mean,
-                });
+                nodes.entry(node).or_default().1.push(s.serving_sample(ts, deployment, replica));
             }
         }
         drop(trackers);
