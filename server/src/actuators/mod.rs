@@ -8,6 +8,7 @@ pub mod kube;
 
 use sqlx::PgPool;
 
+use crate::db::control::Fence;
 use crate::domain::policy::{PolicySpec, TargetKind};
 
 /// Why an actuation failed.
@@ -25,6 +26,10 @@ pub enum ActuateError {
     /// The agent group has no nodes.
     #[error("agent group {0:?} has no nodes")]
     EmptyGroup(String),
+    /// The leadership term this actuation belongs to is over: another replica leads now, or this one lost its
+    /// lock. Nothing was sent.
+    #[error("fenced: leadership term {0} is over (another replica leads, or this one lost its lock); nothing sent")]
+    Fenced(i64),
 }
 
 /// All actuators, chosen per policy target.
@@ -55,8 +60,17 @@ impl Actuators {
 
     /// Sets the target's replicas (idempotent); a Deployment's scale-down first ranks its pods for deletion
     /// by load (a failure there is logged and counted, never an error: see [`Actuators::scale_reported`]).
-    pub async fn scale(&self, spec: &PolicySpec, replicas: u32, decision_id: i64) -> Result<(), ActuateError> {
-        self.scale_reported(spec, replicas, decision_id).await.map(|_| ())
+    ///
+    /// `fence` is the control loop's leadership term; the actuation is refused ([`ActuateError::Fenced`]) unless
+    /// it is still current. `None` only for an operator's own action (a one-click), attributed to the user.
+    pub async fn scale(
+        &self,
+        spec: &PolicySpec,
+        replicas: u32,
+        decision_id: i64,
+        fence: Option<Fence>,
+    ) -> Result<(), ActuateError> {
+        self.scale_reported(spec, replicas, decision_id, fence).await.map(|_| ())
     }
 
     /// [`Actuators::scale`], with what happened besides the scale itself (the drain annotations of a
@@ -66,13 +80,18 @@ impl Actuators {
         spec: &PolicySpec,
         replicas: u32,
         decision_id: i64,
+        fence: Option<Fence>,
     ) -> Result<kube::ScaleReport, ActuateError> {
         match spec.target.kind {
             TargetKind::Deployment | TargetKind::Statefulset => {
-                self.kube.as_ref().ok_or(ActuateError::NoKube)?.scale(spec, replicas).await
+                let k = self.kube.as_ref().ok_or(ActuateError::NoKube)?;
+                // Checked right before the PATCH: the API server cannot check our token itself, so the window
+                // left is this one round trip to PostgreSQL (agent commands are fenced inside their transaction).
+                self.agents.check_fence(fence).await?;
+                k.scale(spec, replicas).await
             }
             TargetKind::AgentGroup => {
-                self.agents.set_replicas(&spec.target.name, replicas, decision_id).await?;
+                self.agents.set_replicas(&spec.target.name, replicas, decision_id, fence).await?;
                 Ok(kube::ScaleReport::default())
             }
         }

@@ -25,7 +25,6 @@ pub mod targets;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -662,10 +661,16 @@ impl AlertEngine {
     }
 
     /// Evaluates every `eval_secs` while `leading` is set, until `shutdown` flips.
-    pub async fn run_until_stopped(self, leading: Arc<AtomicBool>, mut shutdown: watch::Receiver<bool>) {
+    /// Each pass first re-checks the term in the database, so a replica that lost its lock does not page.
+    pub async fn run_until_stopped(
+        self,
+        leading: Arc<crate::control::leadership::Leadership>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let period = Duration::from_secs_f64(self.settings.eval_secs);
         while !*shutdown.borrow() {
-            if leading.load(Ordering::Relaxed)
+            if leading.is_leading()
+                && leading.confirm().await
                 && let Err(e) = self.evaluate(Utc::now()).await
             {
                 tracing::warn!(error = %e, "alert evaluation failed");

@@ -191,6 +191,9 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
     let timings = std::thread::spawn(move || -> anyhow::Result<(f64, Vec<f64>, KubeCalls)> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async move {
+            // Ticks act only within a leadership term, as in `serve`.
+            let _lock =
+                control.take_leadership().await.ok_or_else(|| anyhow::anyhow!("could not take the leader lock"))?;
             let mut now = Utc::now();
             let start = Instant::now();
             let first = control.tick(now).await?;

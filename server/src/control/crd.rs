@@ -12,7 +12,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -60,9 +59,13 @@ impl PolicyController {
     }
 
     /// Follows the resources while `leading` is set, until `shutdown` flips.
-    pub async fn run_until_stopped(self, leading: Arc<AtomicBool>, mut shutdown: signal::Receiver<bool>) {
+    pub async fn run_until_stopped(
+        self,
+        leading: Arc<super::leadership::Leadership>,
+        mut shutdown: signal::Receiver<bool>,
+    ) {
         while !*shutdown.borrow() {
-            if !leading.load(Ordering::Relaxed) {
+            if !leading.is_leading() {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = shutdown.changed() => {}
@@ -74,7 +77,7 @@ impl PolicyController {
     }
 
     /// One term of leadership: watch, reconcile, publish status; returns when leadership or the process ends.
-    async fn lead(&self, leading: &AtomicBool, shutdown: &mut signal::Receiver<bool>) {
+    async fn lead(&self, leading: &super::leadership::Leadership, shutdown: &mut signal::Receiver<bool>) {
         let api: Api<ScalingPolicy> = Api::all(self.client.clone());
         let mut events = watch(api, watcher::Config::default()).default_backoff().boxed();
         let mut listed: HashSet<String> = HashSet::new();
@@ -83,7 +86,7 @@ impl PolicyController {
         let mut published: HashMap<String, ScalingPolicyStatus> = HashMap::new();
         let mut status_tick = tokio::time::interval(self.status_every);
         let mut errors = 0u32;
-        while leading.load(Ordering::Relaxed) && !*shutdown.borrow() {
+        while leading.is_leading() && !*shutdown.borrow() {
             tokio::select! {
                 ev = events.next() => {
                     let Some(ev) = ev else { return };

@@ -5,7 +5,6 @@
 //! server replicas exactly one acts, and leadership moves as soon as the leader's connection drops.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,10 +27,12 @@ use crate::domain::policy::{Metric, PolicySpec, TargetKind};
 use crate::telemetry::Metrics;
 
 pub mod crd;
+pub mod leadership;
 pub mod replay;
 pub mod shadow;
 pub mod snapshot;
 
+use leadership::Leadership;
 use snapshot::Snapshot;
 
 /// An unchanged hold (same replicas, same winner) is recorded again at most this often.
@@ -148,12 +149,13 @@ pub struct ControlLoop {
     /// Signalled when samples are committed (by any replica).
     wake: Option<Arc<tokio::sync::Notify>>,
     last_resend: Mutex<HashMap<Uuid, DateTime<Utc>>>,
-    leading: Arc<AtomicBool>,
+    leadership: Arc<Leadership>,
 }
 
 impl ControlLoop {
     /// A loop over `pool` acting through `actuators`.
     pub fn new(pool: PgPool, settings: ControlSettings, actuators: Actuators, metrics: Metrics) -> Self {
+        let pool_for_leadership = pool.clone();
         Self {
             pool,
             settings,
@@ -169,7 +171,7 @@ impl ControlLoop {
             snapshot: tokio::sync::RwLock::new(Snapshot::default()),
             wake: None,
             last_resend: Mutex::new(HashMap::new()),
-            leading: Arc::new(AtomicBool::new(false)),
+            leadership: Leadership::new(pool_for_leadership),
         }
     }
 
@@ -180,9 +182,19 @@ impl ControlLoop {
         self
     }
 
-    /// Set while this replica holds the leader lock.
-    pub fn leadership(&self) -> Arc<AtomicBool> {
-        self.leading.clone()
+    /// This replica's leadership (shared with the leader-only tasks).
+    pub fn leadership(&self) -> Arc<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// Takes the leader lock and starts a term (see [`Leadership::take`]); for callers that tick by hand, such
+    /// as `bench tick`. Keep the returned connection for as long as ticks should act.
+    pub async fn take_leadership(&self) -> Option<sqlx::PgConnection> {
+        let conn = self.leadership.take(&leadership::holder_name()).await;
+        if conn.is_some() {
+            self.metrics.leader.set(1);
+        }
+        conn
     }
 
     /// Evaluates every live policy once, as of `now`: refresh the fleet snapshot (two queries for the
@@ -586,7 +598,12 @@ impl ControlLoop {
     async fn act(&self, pl: &Plan, decision_id: i64, now: DateTime<Utc>) -> (bool, Option<String>) {
         let (p, current, desired) = (&pl.policy, pl.current, pl.decision.desired);
         let target = p.spec.target_label();
-        match self.actuators.scale(&p.spec, desired, decision_id).await {
+        // Every actuation carries this term's fencing token; without one (a tick run by hand without taking the
+        // lock, or a term that just ended) nothing is sent.
+        let Some(fence) = self.leadership.fence() else {
+            return (false, Some("not sent: this replica does not lead the control loop".into()));
+        };
+        match self.actuators.scale(&p.spec, desired, decision_id, Some(fence)).await {
             Ok(()) => {
                 self.metrics.decisions.with_label_values(&["applied"]).inc();
                 self.backoffs.lock().unwrap_or_else(|e| e.into_inner()).remove(&p.id);
@@ -689,7 +706,16 @@ impl ControlLoop {
         if current == Some(next) {
             return Ok(());
         }
-        match self.actuators.agents.rebatch(nodes, &deployment, next, r.max_queue_delay_us, decision_id).await {
+        let Some(fence) = self.leadership.fence() else {
+            tracing::warn!(deployment = %deployment, "rebatch not sent: this replica does not lead the control loop");
+            return Ok(());
+        };
+        match self
+            .actuators
+            .agents
+            .rebatch(nodes, &deployment, next, r.max_queue_delay_us, decision_id, Some(fence))
+            .await
+        {
             Ok(n) => {
                 tracing::info!(deployment = %deployment, batch = next, nodes = n, how = %how, "rebatch queued");
                 self.batch_sizes.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, next);
@@ -708,11 +734,9 @@ impl ControlLoop {
                 break;
             }
             if leader.is_none() {
-                leader = self.try_lead().await;
+                leader = self.take_leadership().await;
                 if leader.is_some() {
                     tracing::info!("this replica now leads the control loop");
-                    self.metrics.leader.set(1);
-                    self.leading.store(true, Ordering::Relaxed);
                 }
             } else if let Some(conn) = leader.as_mut() {
                 // A broken leader connection means the lock is gone too.
@@ -720,7 +744,7 @@ impl ControlLoop {
                     tracing::warn!("lost the leader connection; stepping down");
                     leader = None;
                     self.metrics.leader.set(0);
-                    self.leading.store(false, Ordering::Relaxed);
+                    self.leadership.end();
                 }
             }
             let tick_started = Instant::now();
@@ -756,17 +780,9 @@ impl ControlLoop {
             }
         }
         if let Some(conn) = leader {
-            self.leading.store(false, Ordering::Relaxed);
+            self.leadership.end();
             let _ = sqlx::Connection::close(conn).await;
             self.metrics.leader.set(0);
-        }
-    }
-
-    async fn try_lead(&self) -> Option<sqlx::PgConnection> {
-        let mut conn = self.pool.acquire().await.ok()?.detach();
-        match db::control::try_lead(&mut conn).await {
-            Ok(true) => Some(conn),
-            _ => None,
         }
     }
 }

@@ -40,6 +40,40 @@ pub async fn enqueue(
     Ok(id)
 }
 
+/// Queues `action` for every node of `nodes` in one transaction, only while `fence` is the current leadership
+/// term: the epoch row is read `FOR SHARE`, so a successor's [`crate::db::control::begin_epoch`] waits for this
+/// transaction and no command of a superseded leader lands after it. `Ok(None)` when fenced off.
+pub async fn enqueue_fenced(
+    pool: &PgPool,
+    fence: crate::db::control::Fence,
+    nodes: &[String],
+    action: &CommandAction,
+    decision_id: Option<i64>,
+) -> Result<Option<Vec<Uuid>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let locked: Option<i64> =
+        sqlx::query_scalar("SELECT epoch FROM leader_epoch FOR SHARE").fetch_optional(&mut *tx).await?;
+    if locked != Some(fence.epoch) || !crate::db::control::fence_holds(&mut *tx, fence).await? {
+        return Ok(None);
+    }
+    let ids: Vec<Uuid> = nodes.iter().map(|_| Uuid::new_v4()).collect();
+    sqlx::query(
+        "WITH c AS (INSERT INTO commands (id, node_id, action, decision_id, leader_epoch) \
+           SELECT id, node, $3, $4, $5 FROM UNNEST($1::uuid[], $2::text[]) AS u(id, node) RETURNING node_id) \
+         SELECT pg_notify($6, node_id) FROM c",
+    )
+    .bind(&ids)
+    .bind(nodes)
+    .bind(serde_json::to_value(action).unwrap_or_default())
+    .bind(decision_id)
+    .bind(fence.epoch)
+    .bind(CHANNEL)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(ids))
+}
+
 /// Commands due for delivery to each of `nodes`, oldest first; marks them delivered. Due: never delivered,
 /// delivered without a receipt for [`REDELIVER_UNACKED_SECS`], or received without a result for
 /// [`REDELIVER_UNFINISHED_SECS`]; never older than [`EXPIRE_SECS`].

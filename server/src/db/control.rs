@@ -229,6 +229,59 @@ pub async fn try_lead(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error
     sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK_KEY).fetch_one(conn).await
 }
 
+/// The fencing token of one leadership term: the epoch it took and the database backend holding the lock.
+///
+/// A replica that takes the leader lock bumps the epoch ([`begin_epoch`]); every actuation carries its [`Fence`]
+/// and is refused once a newer term began or the lock-holding connection is gone ([`fence_holds`]), so a leader
+/// that lost its lock without noticing (a partitioned connection, a long pause) cannot act after its successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// Leadership term, increasing.
+    pub epoch: i64,
+    /// `pg_backend_pid()` of the connection holding the leader lock.
+    pub holder_pid: i32,
+}
+
+/// The two halves of [`LEADER_LOCK_KEY`] as `pg_locks` shows a bigint advisory lock (`classid`, `objid`).
+const LEADER_LOCK_CLASSID: i64 = LEADER_LOCK_KEY >> 32;
+const LEADER_LOCK_OBJID: i64 = LEADER_LOCK_KEY & 0xffff_ffff;
+
+/// Starts a leadership term on `conn`, which must hold the leader lock: bumps the epoch and records this backend
+/// as its holder.
+pub async fn begin_epoch(conn: &mut sqlx::PgConnection, holder: &str) -> Result<Fence, sqlx::Error> {
+    let (epoch, holder_pid): (i64, i32) = sqlx::query_as(
+        "INSERT INTO leader_epoch (id, epoch, holder_pid, holder) VALUES (true, 1, pg_backend_pid(), $1) \
+         ON CONFLICT (id) DO UPDATE SET epoch = leader_epoch.epoch + 1, holder_pid = EXCLUDED.holder_pid, \
+           holder = EXCLUDED.holder, since = now() \
+         RETURNING epoch, holder_pid",
+    )
+    .bind(holder)
+    .fetch_one(conn)
+    .await?;
+    Ok(Fence { epoch, holder_pid })
+}
+
+/// True while `$1` is the current epoch and backend `$2` still holds the leader lock.
+const FENCE_HOLDS: &str = "SELECT EXISTS (SELECT 1 FROM leader_epoch e WHERE e.epoch = $1 AND e.holder_pid = $2) \
+     AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $2 \
+                 AND l.classid::bigint = $3 AND l.objid::bigint = $4 AND l.objsubid = 1)";
+
+/// Whether `fence` is still the current leadership term (see [`Fence`]).
+pub async fn fence_holds<'e>(db: impl sqlx::PgExecutor<'e>, fence: Fence) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(FENCE_HOLDS)
+        .bind(fence.epoch)
+        .bind(fence.holder_pid)
+        .bind(LEADER_LOCK_CLASSID)
+        .bind(LEADER_LOCK_OBJID)
+        .fetch_one(db)
+        .await
+}
+
+/// The current leadership term (`None` before any replica led), for operators and tests.
+pub async fn current_epoch(pool: &PgPool) -> Result<Option<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT epoch, holder FROM leader_epoch").fetch_optional(pool).await
+}
+
 /// One recorded decision as a point of its policy's replica path.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct PathPoint {

@@ -11,7 +11,6 @@ pub mod sweep;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -349,10 +348,15 @@ impl Refresher {
     }
 
     /// Ticks every `refresh_secs` while `leading` is set, until `shutdown` flips.
-    pub async fn run_until_stopped(self, leading: Arc<AtomicBool>, mut shutdown: watch::Receiver<bool>) {
+    /// Each refresh first re-checks the term in the database.
+    pub async fn run_until_stopped(
+        self,
+        leading: Arc<crate::control::leadership::Leadership>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let period = Duration::from_secs_f64(self.settings.refresh_secs);
         while !*shutdown.borrow() {
-            if leading.load(Ordering::Relaxed) {
+            if leading.is_leading() && leading.confirm().await {
                 let span = tracing::info_span!("opportunities_refresh");
                 if let Err(e) = self.tick(Utc::now()).instrument(span).await {
                     tracing::warn!(error = %e, "opportunity refresh failed");

@@ -90,7 +90,7 @@ async fn a_scale_down_ranks_the_deployments_own_pods_by_load_before_the_scale_pa
     let act = Actuators::new(Some(scaler(&cluster, &metrics).await), pool.clone());
     let spec = policy("ml", "llama");
 
-    let report = act.scale_reported(&spec, 2, 1).await.unwrap();
+    let report = act.scale_reported(&spec, 2, 1, None).await.unwrap();
     assert_eq!(cluster.replicas("ml", "llama"), Some(2));
     let drain = report.drain.expect("a scale-down drains");
     assert_eq!((drain.pods, drain.patched, drain.with_load, drain.error.as_deref()), (4, 4, 3, None));
@@ -128,7 +128,7 @@ async fn a_scale_down_ranks_the_deployments_own_pods_by_load_before_the_scale_pa
 
     // The same loads again: nothing to re-annotate, the scale still goes out.
     cluster.clear_requests();
-    let report = act.scale_reported(&spec, 1, 2).await.unwrap();
+    let report = act.scale_reported(&spec, 1, 2, None).await.unwrap();
     assert_eq!(report.drain.map(|d| (d.patched, d.unchanged)), Some((0, 4)));
     assert!(pod_patches(&cluster.requests()).is_empty());
     assert_eq!(cluster.replicas("ml", "llama"), Some(1));
@@ -141,7 +141,7 @@ async fn a_scale_up_touches_no_pod() {
     two_deployments(&cluster);
     let pool = pool().await;
     let act = Actuators::new(Some(scaler(&cluster, &Metrics::new()).await), pool);
-    let report = act.scale_reported(&policy("ml", "llama"), 6, 1).await.unwrap();
+    let report = act.scale_reported(&policy("ml", "llama"), 6, 1, None).await.unwrap();
     assert_eq!(report.drain, None);
     assert_eq!(cluster.replicas("ml", "llama"), Some(6));
     let requests = cluster.requests();
@@ -159,7 +159,7 @@ async fn a_failed_annotation_does_not_block_the_scale_down() {
     let act = Actuators::new(Some(scaler(&cluster, &metrics).await), pool);
     // No RBAC to patch pods: every annotation is refused; the scale goes out all the same.
     cluster.forbid_pod_patches(true);
-    let report = act.scale_reported(&policy("ml", "llama"), 3, 1).await.unwrap();
+    let report = act.scale_reported(&policy("ml", "llama"), 3, 1, None).await.unwrap();
     let drain = report.drain.expect("a scale-down drains");
     assert_eq!((drain.pods, drain.patched), (4, 0));
     assert!(drain.error.as_deref().is_some_and(|e| e.starts_with("4 of 4 pod annotations failed")), "{drain:?}");
@@ -172,7 +172,7 @@ async fn a_failed_annotation_does_not_block_the_scale_down() {
     let closed = fleetpilot::db::connect(&fresh_database().await, 1).await.unwrap();
     closed.close().await;
     let act = Actuators::new(Some(scaler(&cluster, &metrics).await), closed);
-    let report = act.scale_reported(&policy("ml", "mistral"), 1, 2).await.unwrap();
+    let report = act.scale_reported(&policy("ml", "mistral"), 1, 2, None).await.unwrap();
     let drain = report.drain.expect("a scale-down drains");
     assert!(drain.error.as_deref().is_some_and(|e| e.contains("replica loads")), "{drain:?}");
     assert_eq!(cluster.replicas("ml", "mistral"), Some(1));
@@ -235,4 +235,68 @@ async fn without_a_watch_replicas_are_read_with_a_get_as_before() {
     let gets = fake.recorded().iter().filter(|r| r.method == "GET" && r.path.ends_with("/scale")).count();
     assert_eq!(gets, 3);
     fake.stop().await;
+}
+
+/// Issue #15: a leader that lost its lock without noticing (its connection was cut, here by
+/// `pg_terminate_backend`; in life a partition or a long pause) must not act after its successor. Its PATCH and
+/// its agent commands carry its term's fencing token and are refused; the successor's go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_leaders_patch_and_commands_are_refused() {
+    use fleetpilot::actuators::ActuateError;
+    use fleetpilot::control::leadership::Leadership;
+
+    let cluster = FakeCluster::start().unwrap();
+    two_deployments(&cluster);
+    let pool = pool().await;
+    let metrics = Metrics::new();
+    let act = Actuators::new(Some(scaler(&cluster, &metrics).await), pool.clone());
+    let spec = policy("ml", "llama");
+
+    let a = Leadership::new(pool.clone());
+    let _a_conn = a.take("replica-a").await.expect("a leads");
+    let fence_a = a.fence().expect("a has a term");
+    assert!(a.confirm().await);
+    act.scale_reported(&spec, 3, 1, Some(fence_a)).await.expect("the leader acts");
+    assert_eq!(cluster.replicas("ml", "llama"), Some(3));
+
+    // A's lock-holding backend goes away; A still believes it leads.
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(fence_a.holder_pid).execute(&pool).await.unwrap();
+    eventually(Duration::from_secs(10), "the terminated backend's lock to go", || async {
+        (!fleetpilot::db::control::fence_holds(&pool, fence_a).await.unwrap()).then_some(())
+    })
+    .await;
+    assert!(a.is_leading(), "the stale leader has not noticed");
+    assert!(!a.confirm().await, "but its term no longer holds");
+    // Refused even before anyone else leads: the lock is gone.
+    let patches = |c: &FakeCluster| c.requests().iter().filter(|r| r.method == "PATCH").count();
+    let before = patches(&cluster);
+    let err = act.scale_reported(&spec, 8, 2, Some(fence_a)).await.expect_err("no lock, no PATCH");
+    assert!(matches!(err, ActuateError::Fenced(e) if e == fence_a.epoch), "{err:?}");
+
+    // B takes over with a newer term and acts.
+    let b = Leadership::new(pool.clone());
+    let _b_conn = b.take("replica-b").await.expect("b leads once a's lock is gone");
+    let fence_b = b.fence().unwrap();
+    assert_eq!(fence_b.epoch, fence_a.epoch + 1);
+    assert_eq!(
+        fleetpilot::db::control::current_epoch(&pool).await.unwrap(),
+        Some((fence_b.epoch, "replica-b".to_string()))
+    );
+    let err = act.scale_reported(&spec, 8, 3, Some(fence_a)).await.expect_err("the stale term is refused");
+    assert!(matches!(err, ActuateError::Fenced(_)), "{err:?}");
+    let err = act
+        .agents
+        .rebatch(&["node-1".to_string()], "ml/llama", 32, 1000, None, Some(fence_a))
+        .await
+        .expect_err("the stale term queues no command");
+    assert!(matches!(err, ActuateError::Fenced(_)), "{err:?}");
+    assert_eq!(patches(&cluster), before, "nothing reached the API server from the stale leader");
+    assert_eq!(cluster.replicas("ml", "llama"), Some(3));
+
+    act.scale_reported(&spec, 5, 4, Some(fence_b)).await.expect("the new leader acts");
+    assert_eq!(cluster.replicas("ml", "llama"), Some(5));
+    act.agents.rebatch(&["node-1".to_string()], "ml/llama", 32, 1000, None, Some(fence_b)).await.unwrap();
+    let epochs: Vec<Option<i64>> =
+        sqlx::query_scalar("SELECT leader_epoch FROM commands").fetch_all(&pool).await.unwrap();
+    assert_eq!(epochs, vec![Some(fence_b.epoch)], "only the current term's command, stamped with its epoch");
 }

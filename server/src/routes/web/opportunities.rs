@@ -617,7 +617,7 @@ async fn perform(
                     Vec::new(),
                 ));
             }
-            let (ok, result) = match state.actuators.scale(spec, replicas, decision_id).await {
+            let (ok, result) = match state.actuators.scale(spec, replicas, decision_id, None).await {
                 Ok(()) => {
                     (true, format!("scaled {target} from {current} to {replicas} replicas (decision {decision_id})"))
                 }
