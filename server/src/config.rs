@@ -83,6 +83,8 @@ pub struct Settings {
     pub agent_binary: Option<PathBuf>,
     /// The operator's dashboard: bootstrap account, sessions, prices.
     pub dashboard: DashboardSettings,
+    /// How long each history table keeps its rows (telemetry's own retention is under `ingest`).
+    pub retention: RetentionSettings,
     /// Seconds a stop (SIGTERM or SIGINT) may take to drain: stop accepting, finish in-flight requests,
     /// group commits and deliveries, release leadership. Keep it below Kubernetes'
     /// `terminationGracePeriodSeconds` (30 by default).
@@ -108,8 +110,83 @@ impl Default for Settings {
             webhooks: Vec::new(),
             agent_binary: None,
             dashboard: DashboardSettings::default(),
+            retention: RetentionSettings::default(),
             shutdown_grace_secs: 25.0,
         }
+    }
+}
+
+/// Days each history table keeps its rows; 0 keeps them forever. The hourly maintenance deletes older rows in
+/// bounded batches. Open things are never deleted (an open incident, an open anomaly event or opportunity),
+/// nor an opportunity whose one-click action is still on record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Scaling decisions (`decisions`), with their reasons.
+    pub decisions_days: u32,
+    /// Stored forecasts (`forecasts`).
+    pub forecasts_days: u32,
+    /// Agent commands and their results (`commands`).
+    pub commands_days: u32,
+    /// Ended anomaly events (`anomalies`).
+    pub anomalies_days: u32,
+    /// Resolved incidents and their deliveries (`alerts`, `alert_deliveries`).
+    pub incidents_days: u32,
+    /// Resolved alert instances (`alert_instances`).
+    pub alert_instances_days: u32,
+    /// Closed or dismissed opportunities (`opportunities`).
+    pub opportunities_days: u32,
+    /// One-click actions on opportunities (`opportunity_actions`).
+    pub opportunity_actions_days: u32,
+    /// Enrollment history (`enrollment_events`).
+    pub enrollment_events_days: u32,
+    /// GPU probe results (`gpu_probes`).
+    pub gpu_probes_days: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            decisions_days: 30,
+            forecasts_days: 7,
+            commands_days: 14,
+            anomalies_days: 90,
+            incidents_days: 90,
+            alert_instances_days: 30,
+            opportunities_days: 90,
+            opportunity_actions_days: 365,
+            enrollment_events_days: 365,
+            gpu_probes_days: 30,
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// Every table with its timestamp rule and its retention: (setting, table, days).
+    pub fn tables(&self) -> [(&'static str, u32); 10] {
+        [
+            ("decisions_days", self.decisions_days),
+            ("forecasts_days", self.forecasts_days),
+            ("commands_days", self.commands_days),
+            ("anomalies_days", self.anomalies_days),
+            ("incidents_days", self.incidents_days),
+            ("alert_instances_days", self.alert_instances_days),
+            ("opportunity_actions_days", self.opportunity_actions_days),
+            ("opportunities_days", self.opportunities_days),
+            ("enrollment_events_days", self.enrollment_events_days),
+            ("gpu_probes_days", self.gpu_probes_days),
+        ]
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, days) in self.tables() {
+            if days > 36_500 {
+                return Err(ConfigError::Invalid(format!(
+                    "retention.{name}: must be at most 36500 (100 years); 0 keeps rows forever"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -244,6 +321,10 @@ pub struct AlertSettings {
     pub retry_max_secs: f64,
     /// Timeout of one delivery request, seconds.
     pub delivery_timeout_secs: f64,
+    /// A delivery still undelivered this many seconds after it was queued is given up: marked failed (listed
+    /// with the failed deliveries, counted in `fleetpilot_alert_deliveries_total{outcome="given_up"}`) and never
+    /// sent. A page a day late does more harm than good, and an outbox must not grow without bound.
+    pub delivery_give_up_secs: f64,
     /// Allows webhook URLs on loopback, private, link-local (cloud metadata) and other internal addresses.
     /// Off by default: a webhook must not reach into the control plane's own network (SSRF). Redirects
     /// are never followed either way.
@@ -278,6 +359,7 @@ impl Default for AlertSettings {
             retry_base_secs: 1.0,
             retry_max_secs: 300.0,
             delivery_timeout_secs: 10.0,
+            delivery_give_up_secs: 86_400.0,
             webhook_allow_private: false,
             anomaly_enabled: true,
             anomaly_min_severity: AnomalyLevel::Critical,
@@ -509,6 +591,10 @@ impl Settings {
         if !(a.delivery_timeout_secs.is_finite() && a.delivery_timeout_secs >= 0.1) {
             return bad("alerts.delivery_timeout_secs", "must be at least 0.1");
         }
+        if !(a.delivery_give_up_secs.is_finite() && a.delivery_give_up_secs >= 60.0) {
+            return bad("alerts.delivery_give_up_secs", "must be at least 60");
+        }
+        self.retention.validate()?;
         if !(a.opportunity_min_money_per_week.is_finite() && a.opportunity_min_money_per_week > 0.0) {
             return bad("alerts.opportunity_min_money_per_week", "must be a finite number > 0");
         }

@@ -250,8 +250,10 @@ async fn maintenance(state: AppState, mut rx: watch::Receiver<bool>) {
         if let Err(e) = db::rollups::expire(&state.pool, i.rollup_1m_retention_days, i.rollup_1h_retention_days).await {
             tracing::warn!(error = %e, "expiring rollups failed");
         }
-        if let Err(e) = db::alerts::expire_instances(&state.pool, 30).await {
-            tracing::warn!(error = %e, "expiring resolved alert instances failed");
+        match db::retention::expire(&state.pool, &state.settings.retention).await {
+            Ok(d) if !d.is_empty() => tracing::info!(deleted = ?d, "history past its retention deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiring history failed"),
         }
         match db::commands::expire(&state.pool).await {
             Ok(n) if n > 0 => tracing::warn!(commands = n, "commands expired without a result"),

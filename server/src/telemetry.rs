@@ -361,7 +361,7 @@ impl Metrics {
         for o in ["applied", "unchanged", "dry_run", "shadow", "failed"] {
             m.decisions.with_label_values(&[o]);
         }
-        for o in ["delivered", "retry", "failed"] {
+        for o in ["delivered", "retry", "failed", "given_up"] {
             m.alert_deliveries.with_label_values(&[o]);
         }
         for p in ["poll", "upload"] {

@@ -127,6 +127,8 @@ impl OutboxWorker {
     /// A worker for the receivers in `settings`; `wake` hurries it when the engine queued something.
     pub fn new(pool: PgPool, settings: &Settings, metrics: Metrics, wake: Arc<Notify>) -> Self {
         let a = &settings.alerts;
+        // reqwest is built without a default TLS provider; a library caller may not have installed one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs_f64(a.delivery_timeout_secs))
             .connect_timeout(Duration::from_secs_f64(a.delivery_timeout_secs.min(5.0)))
@@ -156,6 +158,15 @@ impl OutboxWorker {
     /// Sends what is due once; returns how many deliveries were attempted.
     pub async fn drain_once(&self) -> Result<usize, sqlx::Error> {
         let lease = self.settings.delivery_timeout_secs + 30.0;
+        let given_up = db::alerts::give_up_stale(&self.pool, self.settings.delivery_give_up_secs).await?;
+        if given_up > 0 {
+            self.metrics.alert_deliveries.with_label_values(&["given_up"]).inc_by(given_up);
+            tracing::error!(
+                deliveries = given_up,
+                after_secs = self.settings.delivery_give_up_secs,
+                "alert deliveries given up: undelivered for too long"
+            );
+        }
         let due = db::alerts::claim_due(&self.pool, BATCH, lease).await?;
         let results = futures_util::future::join_all(due.iter().map(|d| self.attempt(d))).await;
         for (d, sent) in due.iter().zip(results) {

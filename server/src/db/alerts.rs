@@ -849,12 +849,16 @@ pub async fn delete_webhook(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error
         == 1)
 }
 
-/// Forgets instances resolved more than `days` ago (incidents and deliveries stay); returns how many.
-pub async fn expire_instances(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
+/// Gives up every delivery still undelivered `older_than_secs` after it was queued: it is marked failed with the
+/// reason and never sent. Returns how many.
+pub async fn give_up_stale(pool: &PgPool, older_than_secs: f64) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
-        "DELETE FROM alert_instances WHERE state = 'resolved' AND resolved_at < now() - make_interval(days => $1)",
+        "UPDATE alert_deliveries SET failed_permanently = true, \
+           last_error = format('gave up: undelivered %s s after it was queued (%s attempts); last error: %s', \
+                               round($1::numeric), attempts, coalesce(last_error, 'none')) \
+         WHERE delivered_at IS NULL AND NOT failed_permanently AND created_at < now() - make_interval(secs => $1)",
     )
-    .bind(days as i32)
+    .bind(older_than_secs)
     .execute(pool)
     .await?
     .rows_affected())

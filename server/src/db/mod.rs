@@ -15,6 +15,7 @@ pub mod node_groups;
 pub mod opportunities;
 pub mod policies;
 pub mod replica_load;
+pub mod retention;
 pub mod rollups;
 pub mod series;
 pub mod users;

@@ -20,5 +20,6 @@ mod openapi;
 mod opportunities;
 mod postgres;
 mod remote_write;
+mod retention;
 mod shadow;
 mod store;
