@@ -104,6 +104,8 @@ pub struct AgentOptions {
     pub long_poll_wait: Option<Duration>,
     /// Take commands only from upload acknowledgements (no long poll): at most one interval late.
     pub no_long_poll: bool,
+    /// PEM CA bundle the server's certificate must chain to (only it is trusted); `None`: the platform's roots.
+    pub server_ca: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 enum GpuSource {
@@ -215,6 +217,7 @@ impl Agent {
                 spool,
                 request_timeout: opts.request_timeout.unwrap_or(Duration::from_secs(5)),
                 backoff: opts.backoff.unwrap_or_default(),
+                server_ca: opts.server_ca.clone(),
             },
             stats.clone(),
         )?;
@@ -225,7 +228,13 @@ impl Agent {
             .collect();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default();
         let wait = opts.long_poll_wait.unwrap_or(DEFAULT_POLL_WAIT);
-        let commands = CommandClient::new(&cfg.server_url, &cfg.token, &cfg.agent_id, wait);
+        let commands = CommandClient::new(
+            &cfg.server_url,
+            &cfg.token,
+            &cfg.agent_id,
+            wait,
+            opts.server_ca.as_deref().map(Vec::as_slice),
+        );
         Ok(Self {
             // Batches from a previous run may still wait in the spool (or be acknowledged with a later clock):
             // new ones must come after them.

@@ -45,14 +45,16 @@ pub struct CommandClient {
 
 impl CommandClient {
     /// A client for `server_url` that long-polls for `wait` at a time.
-    pub fn new(server_url: &str, token: &str, agent_id: &str, wait: Duration) -> Self {
+    /// `server_ca`: the PEM CA bundle the server must chain to, if not the platform's roots.
+    pub fn new(server_url: &str, token: &str, agent_id: &str, wait: Duration, server_ca: Option<&[u8]>) -> Self {
         let base = server_url.trim_end_matches('/');
-        let http = reqwest::Client::builder()
-            // The server holds a poll for `wait`; anything much longer is a dead connection.
-            .timeout(wait + Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .unwrap_or_default();
+        let http = crate::tls::client(
+            reqwest::Client::builder()
+                // The server holds a poll for `wait`; anything much longer is a dead connection.
+                .timeout(wait + Duration::from_secs(10))
+                .connect_timeout(Duration::from_secs(3)),
+            server_ca,
+        );
         Self {
             http,
             poll_url: format!("{base}/api/v1/commands"),

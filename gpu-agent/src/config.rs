@@ -27,6 +27,9 @@ pub struct Settings {
     pub server_url: Option<String>,
     /// Agent bearer token (required).
     pub token: Option<String>,
+    /// PEM CA bundle the control plane's certificate must chain to (a private CA); only it is trusted. Unset:
+    /// the platform's roots.
+    pub server_ca_file: Option<PathBuf>,
     /// Node identity; defaults to the host name.
     pub agent_id: Option<String>,
     /// Seconds between samples and uploads; commands reach the agent within one interval.
@@ -81,6 +84,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             server_url: None,
+            server_ca_file: None,
             token: None,
             agent_id: None,
             interval_secs: 1.0,
@@ -278,12 +282,20 @@ impl Settings {
             max_queued: self.max_queued,
             rebatch_hook: self.rebatch_hook,
         };
+        let server_ca = match &self.server_ca_file {
+            Some(path) => Some(std::sync::Arc::new(
+                crate::tls::read_ca(path)
+                    .map_err(|e| invalid("server_ca_file (--server-ca, FLEETPILOT_SERVER_CA_FILE)", e))?,
+            )),
+            None => None,
+        };
         let options = AgentOptions {
             spool,
             request_timeout: Some(Duration::from_secs_f64(self.request_timeout_secs)),
             backoff: None,
             long_poll_wait: Some(Duration::from_secs(self.command_poll_secs)),
             no_long_poll: self.command_poll_secs == 0,
+            server_ca,
         };
         Ok(Resolved { agent, options, metrics_addr, triton_url: self.triton_url, triton_model: self.triton_model })
     }

@@ -29,4 +29,6 @@ pub mod sim;
 #[cfg(feature = "agent")]
 pub mod spool;
 #[cfg(feature = "agent")]
+pub mod tls;
+#[cfg(feature = "agent")]
 pub mod triton;

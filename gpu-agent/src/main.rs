@@ -58,6 +58,10 @@ struct RunArgs {
     #[arg(long = "server", env = "FLEETPILOT_SERVER_URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     server_url: Option<String>,
+    /// PEM CA bundle the control plane's certificate must chain to (only it is trusted). [file: server_ca_file]
+    #[arg(long = "server-ca", env = "FLEETPILOT_SERVER_CA_FILE")]
+    #[serde(rename = "server_ca_file", skip_serializing_if = "Option::is_none")]
+    server_ca_file: Option<PathBuf>,
     /// Agent bearer token (required; prefer the variable or a file readable only by the agent). [file: token]
     #[arg(long, env = "FLEETPILOT_AGENT_TOKEN", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -54,6 +54,8 @@ pub struct SenderConfig {
     pub request_timeout: Duration,
     /// Waits between failed sends.
     pub backoff: Backoff,
+    /// PEM CA bundle the server's certificate must chain to; `None`: the platform's roots.
+    pub server_ca: Option<Arc<Vec<u8>>>,
 }
 
 /// Exponential backoff with jitter: the n-th consecutive failure waits `min(initial * 2^(n-1), max)`, times
@@ -87,12 +89,12 @@ impl Sender {
     /// A sender over the configured spool (indexing what a previous run left there); installs the ring crypto
     /// provider for HTTPS if none is installed yet.
     pub fn new(cfg: SenderConfig, stats: Arc<AgentStats>) -> Result<Self, SpoolError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(3)))
-            .build()
-            .unwrap_or_default();
+        let http = crate::tls::client(
+            reqwest::Client::builder()
+                .timeout(cfg.request_timeout)
+                .connect_timeout(cfg.request_timeout.min(Duration::from_secs(3))),
+            cfg.server_ca.as_deref().map(Vec::as_slice),
+        );
         let (spool, recovered) = Spool::open(&cfg.spool)?;
         if recovered.batches > 0 || recovered.torn_records > 0 {
             tracing::info!(

@@ -85,6 +85,8 @@ pub struct Settings {
     pub dashboard: DashboardSettings,
     /// How long each history table keeps its rows (telemetry's own retention is under `ingest`).
     pub retention: RetentionSettings,
+    /// Native TLS for the HTTP server (off unless a certificate and key are given).
+    pub tls: TlsSettings,
     /// Seconds a stop (SIGTERM or SIGINT) may take to drain: stop accepting, finish in-flight requests,
     /// group commits and deliveries, release leadership. Keep it below Kubernetes'
     /// `terminationGracePeriodSeconds` (30 by default).
@@ -111,8 +113,35 @@ impl Default for Settings {
             agent_binary: None,
             dashboard: DashboardSettings::default(),
             retention: RetentionSettings::default(),
+            tls: TlsSettings::default(),
             shutdown_grace_secs: 25.0,
         }
+    }
+}
+
+/// Native TLS (rustls). With `cert_file` and `key_file` set the server speaks only HTTPS on `listen`, marks its
+/// cookies `Secure`, and reloads the pair when either file changes (checked every `reload_secs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// Seconds between checks of the files for a renewal.
+    pub reload_secs: f64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self { cert_file: None, key_file: None, reload_secs: 10.0 }
+    }
+}
+
+impl TlsSettings {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
     }
 }
 
@@ -595,6 +624,12 @@ impl Settings {
             return bad("alerts.delivery_give_up_secs", "must be at least 60");
         }
         self.retention.validate()?;
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return bad("tls.key_file", "tls.cert_file and tls.key_file go together");
+        }
+        if !(self.tls.reload_secs.is_finite() && (0.1..=86_400.0).contains(&self.tls.reload_secs)) {
+            return bad("tls.reload_secs", "must be between 0.1 and 86400");
+        }
         if !(a.opportunity_min_money_per_week.is_finite() && a.opportunity_min_money_per_week > 0.0) {
             return bad("alerts.opportunity_min_money_per_week", "must be a finite number > 0");
         }

@@ -72,7 +72,14 @@ impl Application {
             .context("dashboard bootstrap operator")?;
         let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
-        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+        let scheme = if settings.tls.enabled() { "https" } else { "http" };
+        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("{scheme}://127.0.0.1:{port}"));
+        // A server configured for TLS that cannot load its certificate must not start in plain text.
+        let tls = if settings.tls.enabled() {
+            Some(crate::tls::server_config(&settings.tls).context("loading the TLS certificate")?)
+        } else {
+            None
+        };
         let partitions = Arc::new(Partitions::default());
         partitions.ensure_around_now(&pool).await?;
         let metrics = Metrics::new();
@@ -108,8 +115,12 @@ impl Application {
                 std::time::Duration::from_secs(u64::from(settings.dashboard.login_lockout_max_secs)),
             )),
         };
-        let server = http_server(listener, state.clone())?;
+        let (tls_config, tls_cert) = tls.unzip();
+        let server = http_server(listener, state.clone(), tls_config)?;
         let mut tasks = vec![tokio::spawn(commands.clone().listen_until_stopped(pool.clone(), rx.clone()))];
+        if let Some(cert) = tls_cert {
+            tasks.push(tokio::spawn(crate::tls::reload_until_stopped(settings.tls.clone(), cert, rx.clone())));
+        }
 
         // The engine wakes the outbox worker when it queues deliveries, so a page does not wait for a poll.
         let wake = Arc::new(tokio::sync::Notify::new());
@@ -267,7 +278,7 @@ async fn maintenance(state: AppState, mut rx: watch::Receiver<bool>) {
     }
 }
 
-fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
+fn http_server(listener: TcpListener, state: AppState, tls: Option<rustls::ServerConfig>) -> anyhow::Result<Server> {
     let body_limit = state.settings.ingest.max_body_bytes;
     // In-flight requests get the whole grace period (the overall drain is bounded by it too).
     let shutdown_secs = state.settings.shutdown_grace_secs.ceil() as u64;
@@ -289,10 +300,11 @@ fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server>
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::not_found("no such route"))
             }))
-    })
-    .listen(listener)?
-    .disable_signals()
-    .shutdown_timeout(shutdown_secs)
-    .run();
+    });
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, config)?,
+        None => server.listen(listener)?,
+    };
+    let server = server.disable_signals().shutdown_timeout(shutdown_secs).run();
     Ok(server)
 }

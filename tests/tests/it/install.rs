@@ -50,6 +50,38 @@ async fn the_install_script_installs_enrolls_and_the_credential_writes_only_its_
 
     let script = app.http.get(format!("{}/install.sh", app.address)).send().await.unwrap().text().await.unwrap();
     assert!(script.contains(&format!("SERVER=\"{}\"", app.address)));
+    // The binary's SHA-256 is baked into the script and published beside the binary; the installer checks it.
+    use sha2::Digest as _;
+    let sum = hex::encode(sha2::Sha256::digest(std::fs::read(&binary).unwrap()));
+    assert!(script.contains(&format!("AGENT_SHA256=\"{sum}\"")), "the script carries the binary's SHA-256");
+    let published = app.http.get(format!("{}/download/fleetpilot-agent.sha256", app.address)).send().await.unwrap();
+    assert_eq!(published.text().await.unwrap(), format!("{sum}  fleetpilot-agent\n"));
+    {
+        // A binary that does not match (tampered in transit, or a stale cache) is not installed.
+        let tampered = script.replace(&sum, &"0".repeat(64));
+        let path = dir.path().join("tampered.sh");
+        std::fs::write(&path, tampered).unwrap();
+        let troot = dir.path().join("troot");
+        let out = std::process::Command::new("sh")
+            .arg(&path)
+            .args(["--token", "unused", "--root", troot.to_str().unwrap(), "--node-id", "tampered"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("SHA-256") && err.contains("not installed"), "{err}");
+        assert!(
+            !troot.join("usr/local/bin/fleetpilot-agent").exists()
+                && !troot.join("usr/local/bin/fleetpilot-agent.new").exists()
+        );
+        // Plain http to a host other than loopback is refused unless asked for.
+        let out = std::process::Command::new("sh")
+            .arg(&path)
+            .args(["--token", "t", "--root", troot.to_str().unwrap(), "--server", "http://fleet.example"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-http"));
+    }
     let script_path = dir.path().join("install.sh");
     std::fs::write(&script_path, &script).unwrap();
     let root = dir.path().join("root");

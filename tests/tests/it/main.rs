@@ -23,3 +23,4 @@ mod remote_write;
 mod retention;
 mod shadow;
 mod store;
+mod tls;

@@ -118,30 +118,74 @@ pub async fn reenroll(
 
 const SCRIPT: &str = include_str!("../../../../scripts/install-agent.sh");
 
-/// `GET /install.sh`.
+/// The agent binary to serve: the configured one, else the one next to this executable.
+fn agent_binary_path(state: &AppState) -> Option<std::path::PathBuf> {
+    state
+        .settings
+        .agent_binary
+        .clone()
+        .or_else(|| std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("fleetpilot-agent"))))
+}
+
+/// SHA-256 (hex) of the file at `path`, recomputed only when its size or modification time changes.
+async fn sha256_of(path: &std::path::Path) -> Option<String> {
+    use sha2::Digest as _;
+    type Cache = std::sync::Mutex<Option<(std::path::PathBuf, u64, std::time::SystemTime, String)>>;
+    static CACHE: Cache = std::sync::Mutex::new(None);
+    let meta = tokio::fs::metadata(path).await.ok()?;
+    let (len, modified) = (meta.len(), meta.modified().ok()?);
+    if let Some((p, l, m, sum)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        && p == path
+        && *l == len
+        && *m == modified
+    {
+        return Some(sum.clone());
+    }
+    let bytes = tokio::fs::read(path).await.ok()?;
+    let sum = tokio::task::spawn_blocking(move || hex::encode(sha2::Sha256::digest(&bytes))).await.ok()?;
+    *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some((path.to_path_buf(), len, modified, sum.clone()));
+    Some(sum)
+}
+
+/// `GET /install.sh`: the installer with this server's URL and the agent binary's SHA-256 baked in.
 #[get("/install.sh")]
 pub async fn install_sh(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let url = public_url(&state, &req);
+    let sum = match agent_binary_path(&state) {
+        Some(p) => sha256_of(&p).await.unwrap_or_default(),
+        None => String::new(),
+    };
     HttpResponse::Ok()
         .content_type("text/x-shellscript; charset=utf-8")
-        .body(SCRIPT.replace("__FLEETPILOT_SERVER__", &url))
+        .body(SCRIPT.replace("__FLEETPILOT_SERVER__", &url).replace("__FLEETPILOT_AGENT_SHA256__", &sum))
+}
+
+fn no_binary(path: Option<&std::path::Path>, e: &str) -> HttpResponse {
+    let what = path.map(|p| p.display().to_string()).unwrap_or_else(|| "fleetpilot-agent".into());
+    HttpResponse::NotFound().json(serde_json::json!({
+        "error": format!("agent binary {what} not available: {e}; build it with `cargo build --release --bins` or set agent_binary")
+    }))
 }
 
 /// `GET /download/fleetpilot-agent`: the configured agent binary, else the one next to this executable.
 #[get("/download/fleetpilot-agent")]
 pub async fn agent_binary(state: web::Data<AppState>) -> HttpResponse {
-    let path = state
-        .settings
-        .agent_binary
-        .clone()
-        .or_else(|| std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("fleetpilot-agent"))));
-    let Some(path) = path else {
-        return HttpResponse::NotFound().json(serde_json::json!({"error": "no agent binary configured"}));
-    };
+    let Some(path) = agent_binary_path(&state) else { return no_binary(None, "no agent binary configured") };
     match tokio::fs::read(&path).await {
         Ok(bytes) => HttpResponse::Ok().content_type("application/octet-stream").body(bytes),
-        Err(e) => HttpResponse::NotFound().json(serde_json::json!({
-            "error": format!("agent binary {} not available: {e}; build it with `cargo build --release --bins` or set agent_binary", path.display())
-        })),
+        Err(e) => no_binary(Some(&path), &e.to_string()),
+    }
+}
+
+/// `GET /download/fleetpilot-agent.sha256`: the binary's SHA-256 in `sha256sum` format, which the installer
+/// checks the download against.
+#[get("/download/fleetpilot-agent.sha256")]
+pub async fn agent_binary_sha256(state: web::Data<AppState>) -> HttpResponse {
+    let Some(path) = agent_binary_path(&state) else { return no_binary(None, "no agent binary configured") };
+    match sha256_of(&path).await {
+        Some(sum) => {
+            HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(format!("{sum}  fleetpilot-agent\n"))
+        }
+        None => no_binary(Some(&path), "cannot be read"),
     }
 }

@@ -413,5 +413,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(install::create_token)
         .service(install::reenroll)
         .service(install::install_sh)
+        .service(install::agent_binary_sha256)
         .service(install::agent_binary);
 }

@@ -25,7 +25,7 @@ fn random_hex(bytes: usize) -> String {
 }
 
 fn secure_cookies(state: &AppState) -> bool {
-    state.settings.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+    state.settings.tls.enabled() || state.settings.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
 }
 
 fn cookie<'a>(state: &AppState, name: &'a str, value: String, max_age_secs: i64) -> Cookie<'a> {
