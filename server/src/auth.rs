@@ -1,7 +1,5 @@
 //! Bearer-token extractors: `ApiAuth` for the REST API, `AgentAuth` for ingest.
 
-use std::future::{Ready, ready};
-
 use futures_util::future::LocalBoxFuture;
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
@@ -14,23 +12,125 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
     req.headers().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
-fn check(req: &HttpRequest, pick: fn(&AppState) -> &str) -> Result<(), ApiError> {
-    let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal("app state missing"))?;
-    let expected = pick(state).as_bytes();
-    match bearer(req) {
-        Some(given) if !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected)) => Ok(()),
-        _ => Err(ApiError::unauthorized()),
+/// Who called the REST API and what it may do: the configured `api_token` (the bootstrap token, admin) or a
+/// named token from `POST /api/v1/tokens` with its scope. The scope a request needs follows from its method and
+/// path ([`required_scope`]); a token without it gets a 403 naming `authorization`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiAuth {
+    /// For the audit log: `api-token` (the configured token) or `token:<name>`.
+    pub actor: String,
+    /// What the token may do.
+    pub scope: Scope,
+}
+
+pub use crate::db::api_tokens::Scope;
+
+/// Path prefixes whose writes (and, for the first three, reads too) need the `admin` scope: identities,
+/// credentials, the audit trail, and where alerts go and when they fire.
+const ADMIN_PREFIXES: [&str; 8] = [
+    "/api/v1/tokens",
+    "/api/v1/users",
+    "/api/v1/audit",
+    "/api/v1/enrollment-tokens",
+    "/api/v1/enrollments",
+    "/api/v1/webhooks",
+    "/api/v1/alert-rules",
+    "/api/v1/enrollment-events",
+];
+
+/// The scope a request needs: reads need `read` (except tokens, users and the audit log: `admin`), writes to
+/// identities, credentials, webhooks and alert rules need `admin`, every other write `operate`.
+pub fn required_scope(method: &actix_web::http::Method, path: &str) -> Scope {
+    let admin_path = ADMIN_PREFIXES.iter().any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    let read = matches!(*method, actix_web::http::Method::GET | actix_web::http::Method::HEAD);
+    let admin_read = ["/api/v1/tokens", "/api/v1/users", "/api/v1/audit"]
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    match (read, admin_path) {
+        (true, _) if admin_read => Scope::Admin,
+        (true, _) => Scope::Read,
+        (false, true) => Scope::Admin,
+        (false, false) => Scope::Operate,
     }
 }
 
-/// Proof that the request carried the API token.
-pub struct ApiAuth;
+impl ApiAuth {
+    /// Who the credential in `req` is, if it is an API credential at all (no scope check).
+    pub async fn identify(state: &AppState, req: &HttpRequest) -> Result<Option<ApiAuth>, ApiError> {
+        let Some(given) = bearer(req) else { return Ok(None) };
+        let configured = state.settings.api_token.expose().as_bytes();
+        if !configured.is_empty() && bool::from(given.as_bytes().ct_eq(configured)) {
+            return Ok(Some(ApiAuth { actor: "api-token".into(), scope: Scope::Admin }));
+        }
+        if !given.starts_with("fpa_") {
+            return Ok(None);
+        }
+        Ok(state
+            .api_tokens
+            .lookup(&state.pool, given)
+            .await?
+            .map(|(name, scope)| ApiAuth { actor: format!("token:{name}"), scope }))
+    }
+
+    /// Refuses (403 naming `authorization`) unless this token's scope covers `needed`.
+    pub fn require(&self, needed: Scope) -> Result<(), ApiError> {
+        if self.scope >= needed {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "authorization",
+                format!("this token's scope is {}; this request needs {}", self.scope.as_str(), needed.as_str()),
+            ))
+        }
+    }
+}
 
 impl FromRequest for ApiAuth {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(check(req, |s| s.settings.api_token.expose()).map(|()| ApiAuth))
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .cloned()
+                .ok_or_else(|| ApiError::internal("app state missing"))?;
+            let auth = ApiAuth::identify(&state, &req).await?.ok_or_else(ApiError::unauthorized)?;
+            auth.require(required_scope(req.method(), req.path()))?;
+            Ok(auth)
+        })
+    }
+}
+
+/// Named API tokens resolved recently (digest -> name and scope; `None`: not a live token), for 30 s; this
+/// replica forgets them at once on a revocation or rotation ([`ApiTokenCache::clear`]), other replicas
+/// within 30 s.
+#[derive(Debug, Default)]
+pub struct ApiTokenCache {
+    map: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (Option<(String, Scope)>, std::time::Instant)>>,
+}
+
+impl ApiTokenCache {
+    /// The name and scope of a live token with this secret.
+    pub async fn lookup(&self, pool: &sqlx::PgPool, secret: &str) -> Result<Option<(String, Scope)>, sqlx::Error> {
+        let key = crate::db::enroll::digest(secret);
+        if let Some((hit, at)) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && at.elapsed().as_secs() < 30
+        {
+            return Ok(hit.clone());
+        }
+        let found = crate::db::api_tokens::lookup(pool, secret).await?.map(|(_, name, scope)| (name, scope));
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.insert(key, (found.clone(), std::time::Instant::now()));
+        Ok(found)
+    }
+
+    /// Forgets every cached token.
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

@@ -101,6 +101,7 @@ impl Application {
             partitions,
             metrics: metrics.clone(),
             credentials: Arc::default(),
+            api_tokens: Arc::default(),
             commands: commands.clone(),
             overview: Arc::default(),
             policies: Arc::default(),

@@ -24,6 +24,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Node credentials resolved recently.
     pub credentials: Arc<crate::auth::CredentialCache>,
+    /// Named API tokens resolved recently.
+    pub api_tokens: Arc<crate::auth::ApiTokenCache>,
     /// Wakes command long polls.
     pub commands: crate::delivery::CommandBus,
     /// Dashboard figures that scan history, cached.

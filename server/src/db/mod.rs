@@ -4,6 +4,8 @@
 
 pub mod alerts;
 pub mod anomalies;
+pub mod api_tokens;
+pub mod audit;
 pub mod commands;
 pub mod control;
 pub mod copy;

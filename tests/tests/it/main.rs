@@ -24,3 +24,4 @@ mod retention;
 mod shadow;
 mod store;
 mod tls;
+mod tokens;

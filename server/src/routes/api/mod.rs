@@ -8,6 +8,7 @@ pub mod opportunities;
 pub mod policies;
 pub mod reads;
 pub mod series;
+pub mod tokens;
 pub mod users;
 
 use actix_web::web;
@@ -15,6 +16,11 @@ use actix_web::web;
 /// Registers the API routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(ingest::ingest)
+        .service(tokens::list)
+        .service(tokens::create)
+        .service(tokens::rotate)
+        .service(tokens::revoke)
+        .service(tokens::audit)
         .service(ingest::remote_write)
         .service(commands::poll)
         .service(commands::ack)

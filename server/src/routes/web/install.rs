@@ -94,6 +94,8 @@ pub async fn create_token(
     db::enroll::create_token(&state.pool, &token, expires, 50, &format!("dashboard: {}", user.name), &deployments)
         .await?;
     tracing::info!(user = %user.name, "enrollment token created from the dashboard");
+    let after = serde_json::json!({"expires_at": expires, "max_uses": 50, "deployments": deployments});
+    db::audit::record(&state.pool, &user.actor(), "create", "enrollment_token", &token[..12], None, Some(after)).await;
     install_page(&state, &user, &req, Some((token, expires.format("%Y-%m-%d %H:%M UTC").to_string()))).await
 }
 
@@ -113,6 +115,8 @@ pub async fn reenroll(
         return Err(WebError::NotFound(format!("node {node:?} is not enrolled")));
     }
     tracing::info!(user = %user.name, node = %node, "re-enrollment granted from the dashboard");
+    let after = serde_json::json!({"expires_at": expires});
+    db::audit::record(&state.pool, &user.actor(), "grant-re-enroll", "node", &node, None, Some(after)).await;
     install_page(&state, &user, &req, None).await
 }
 

@@ -4,6 +4,7 @@
 //! act; every form carries the session's CSRF token. Charts are SVG built on the server (`chart`).
 
 pub mod anomalies;
+pub mod audit;
 pub mod cache;
 pub mod chart;
 pub mod dashboard;
@@ -412,6 +413,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(install::page)
         .service(install::create_token)
         .service(install::reenroll)
+        .service(audit::page)
         .service(install::install_sh)
         .service(install::agent_binary_sha256)
         .service(install::agent_binary);

@@ -681,6 +681,9 @@ pub async fn act(
         },
     )
     .await?;
+    let after =
+        json!({"command": command, "ok": ok, "result": result, "decision_id": decision_id, "command_ids": command_ids});
+    db::audit::record(&state.pool, &user.actor(), "act", "opportunity", &id.to_string(), None, Some(after)).await;
     Ok(HttpResponse::SeeOther().insert_header(("Location", format!("/opportunities/{id}"))).finish())
 }
 
@@ -722,6 +725,16 @@ pub async fn dismiss(
         };
     }
     tracing::info!(user = %user.name, opportunity = id, reason, "opportunity dismissed from the dashboard");
+    db::audit::record(
+        &state.pool,
+        &user.actor(),
+        "dismiss",
+        "opportunity",
+        &id.to_string(),
+        None,
+        Some(json!({"reason": reason})),
+    )
+    .await;
     let back = safe_back(form.get("back"), id);
     let location = if back.starts_with("/opportunities?") || back == "/opportunities" {
         format!("{back}{}dismissed={id}", if back.contains('?') { "&" } else { "?" })

@@ -533,6 +533,8 @@ pub async fn create(
     match written {
         Write::Ok(p) => {
             tracing::info!(policy = %p.spec.name, user = %user.name, "policy created from the dashboard");
+            let after = serde_json::to_value(&p).ok();
+            db::audit::record(&state.pool, &user.actor(), "create", "policy", &p.id.to_string(), None, after).await;
             Ok(HttpResponse::SeeOther().insert_header(("Location", format!("/policies/{}", p.id))).finish())
         }
         Write::NameTaken => {
@@ -596,8 +598,10 @@ pub async fn update(
     let written = db::policies::update(&state.pool, id, &spec).await?;
     state.policies.invalidate();
     match written {
-        Write::Ok(p) => {
-            tracing::info!(policy = %p.spec.name, version = p.version, user = %user.name, "policy updated from the dashboard");
+        Write::Ok(after) => {
+            tracing::info!(policy = %after.spec.name, version = after.version, user = %user.name, "policy updated from the dashboard");
+            let (b, a) = (serde_json::to_value(&p).ok(), serde_json::to_value(&after).ok());
+            db::audit::record(&state.pool, &user.actor(), "update", "policy", &id.to_string(), b, a).await;
             Ok(HttpResponse::SeeOther().insert_header(("Location", format!("/policies/{id}"))).finish())
         }
         Write::NameTaken => {

@@ -51,6 +51,11 @@ pub struct WebUser {
 }
 
 impl WebUser {
+    /// Who this is in the audit log: `user:<name>`, `token:<name>` or `api-token`.
+    pub fn actor(&self) -> String {
+        if self.csrf.is_some() { format!("user:{}", self.name) } else { self.name.clone() }
+    }
+
     /// 403 unless an operator.
     pub fn require_operator(&self) -> Result<(), WebError> {
         match self.role {
@@ -115,6 +120,14 @@ impl FromRequest for WebUser {
                 let expected = state.settings.api_token.expose().as_bytes();
                 if !expected.is_empty() && bool::from(token.as_bytes().ct_eq(expected)) {
                     return Ok(WebUser { name: "api-token".into(), role: Role::Operator, csrf: None });
+                }
+                // A named API token: `read` looks like a viewer, `operate` and `admin` like an operator.
+                if token.starts_with("fpa_")
+                    && let Some((name, scope)) =
+                        state.api_tokens.lookup(&state.pool, &token).await.map_err(WebError::from)?
+                {
+                    let role = if scope >= crate::auth::Scope::Operate { Role::Operator } else { Role::Viewer };
+                    return Ok(WebUser { name: format!("token:{name}"), role, csrf: None });
                 }
                 return Err(WebError::Unauthorized);
             }

@@ -200,6 +200,8 @@ pub async fn create(
     };
     let s = store::create_silence(&state.pool, &spec.matchers, spec.comment.trim(), &user.name, start, end).await?;
     tracing::info!(silence = %s.id, user = %user.name, matchers = %matchers_text(&spec.matchers), "silence created from the dashboard");
+    let after = serde_json::to_value(&s).ok();
+    crate::db::audit::record(&state.pool, &user.actor(), "create", "silence", &s.id.to_string(), None, after).await;
     Ok(HttpResponse::SeeOther().insert_header(("Location", format!("/alerts?silenced={}#silences", s.id))).finish())
 }
 
@@ -217,6 +219,7 @@ pub async fn expire(
         return Err(WebError::NotFound(format!("no silence {id} in force")));
     }
     tracing::info!(silence = %id, user = %user.name, "silence expired from the dashboard");
+    crate::db::audit::record(&state.pool, &user.actor(), "expire", "silence", &id.to_string(), None, None).await;
     Ok(HttpResponse::SeeOther().insert_header(("Location", "/alerts#silences")).finish())
 }
 
