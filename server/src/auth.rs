@@ -102,12 +102,15 @@ impl FromRequest for ApiAuth {
     }
 }
 
+/// A token digest's name and scope (`None`: not a live token) and when that was looked up.
+type CachedToken = (Option<(String, Scope)>, std::time::Instant);
+
 /// Named API tokens resolved recently (digest -> name and scope; `None`: not a live token), for 30 s; this
 /// replica forgets them at once on a revocation or rotation ([`ApiTokenCache::clear`]), other replicas
 /// within 30 s.
 #[derive(Debug, Default)]
 pub struct ApiTokenCache {
-    map: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (Option<(String, Scope)>, std::time::Instant)>>,
+    map: std::sync::Mutex<std::collections::HashMap<Vec<u8>, CachedToken>>,
 }
 
 impl ApiTokenCache {
