@@ -244,6 +244,9 @@ pub struct IngestSettings {
     /// are refused with a 400. Samples older than `retention_days` are refused too: their partition is
     /// (or will soon be) dropped.
     pub max_future_secs: u32,
+    /// Distinct (deployment, replica) serving series one node may report over its lifetime; a batch with a
+    /// new series beyond it is refused with a 400 naming the series.
+    pub max_serving_series_per_node: usize,
     /// Largest body of the unauthenticated, small routes (`/api/v1/enroll`, `/login`), bytes.
     pub small_body_bytes: usize,
 }
@@ -261,6 +264,7 @@ impl Default for IngestSettings {
             rollup_1h_retention_days: 400,
             rollup_secs: 30.0,
             max_future_secs: 300,
+            max_serving_series_per_node: 1024,
             small_body_bytes: 16 * 1024,
         }
     }
@@ -560,6 +564,9 @@ impl Settings {
         }
         if self.ingest.max_future_secs > 86_400 {
             return bad("ingest.max_future_secs", "must be at most 86400 (future partitions are never dropped early)");
+        }
+        if !(1..=1_000_000).contains(&self.ingest.max_serving_series_per_node) {
+            return bad("ingest.max_serving_series_per_node", "must be between 1 and 1000000");
         }
         if !(256..=1024 * 1024).contains(&self.ingest.small_body_bytes) {
             return bad("ingest.small_body_bytes", "must be between 256 and 1048576");

@@ -102,6 +102,7 @@ impl Application {
             metrics: metrics.clone(),
             credentials: Arc::default(),
             api_tokens: Arc::default(),
+            series_budget: Arc::default(),
             commands: commands.clone(),
             overview: Arc::default(),
             policies: Arc::default(),

@@ -24,6 +24,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Node credentials resolved recently.
     pub credentials: Arc<crate::auth::CredentialCache>,
+    /// Serving series per node, for the per-node cardinality budget.
+    pub series_budget: Arc<crate::ingest::cardinality::SeriesBudget>,
     /// Named API tokens resolved recently.
     pub api_tokens: Arc<crate::auth::ApiTokenCache>,
     /// Wakes command long polls.

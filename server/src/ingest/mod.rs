@@ -4,6 +4,7 @@
 //! only after its group committed. When the queue is full the handler answers 429 with `Retry-After`
 //! instead of growing memory.
 
+pub mod cardinality;
 pub mod remote_write;
 
 use std::sync::Arc;

@@ -7,6 +7,7 @@ mod adversarial;
 mod alerting;
 mod bad_input;
 mod browser;
+mod cardinality;
 mod commands;
 mod crd;
 mod dashboard;

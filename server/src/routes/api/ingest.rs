@@ -79,6 +79,14 @@ pub(crate) async fn accept(auth: &AgentAuth, state: &AppState, batch: Batch) -> 
         Ok(())
     };
     scoped().inspect_err(|_| rejected())?;
+    if !batch.serving.is_empty() {
+        let series = batch.serving.iter().map(|s| (s.deployment.as_str(), s.replica.as_str()));
+        let max = limits.max_serving_series_per_node;
+        if let Err((field, reason)) = state.series_budget.admit(&state.pool, &batch.agent_id, series, max).await? {
+            rejected();
+            return Err(ApiError::field(field, reason));
+        }
+    }
     let seq = batch.seq;
     let done = match state.ingest.submit(batch) {
         Ok(rx) => rx,
