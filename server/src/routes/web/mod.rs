@@ -203,6 +203,9 @@ pub fn render<T: Template>(t: &T, status: StatusCode) -> Result<HttpResponse, We
 #[derive(Debug, Default)]
 pub struct Params(HashMap<String, String>);
 
+/// Deepest page a list serves.
+pub const MAX_PAGE: i64 = 200;
+
 impl Params {
     /// From the query string.
     pub fn new(q: web::Query<HashMap<String, String>>) -> Self {
@@ -234,13 +237,17 @@ impl Params {
         }
     }
 
-    /// A page number (1-based, default 1).
+    /// A page number (1-based, default 1), at most [`MAX_PAGE`]: lists page with OFFSET, and a deep offset
+    /// costs the database a scan of every row before it (narrow the filters instead).
     pub fn page(&self) -> Result<i64, WebError> {
         match self.0.get("page").map(|v| v.trim()).filter(|v| !v.is_empty()) {
             None => Ok(1),
             Some(v) => match v.parse::<i64>() {
-                Ok(n) if (1..=100_000).contains(&n) => Ok(n),
-                _ => Err(WebError::field("page", "must be a whole number from 1 to 100000")),
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+                _ => Err(WebError::field(
+                    "page",
+                    format!("must be a whole number from 1 to {MAX_PAGE} (narrow the filters to reach older rows)"),
+                )),
             },
         }
     }
@@ -353,7 +360,9 @@ pub struct Pager {
 impl Pager {
     /// From the page, the page size and the total.
     pub fn new(page: i64, per_page: i64, total: i64, base_query: String) -> Self {
-        Pager { page, pages: ((total + per_page - 1) / per_page).max(1), total, more: false, base_query }
+        // Never a link past the deepest page served.
+        let pages = ((total + per_page - 1) / per_page).clamp(1, MAX_PAGE);
+        Pager { page, pages, total, more: false, base_query }
     }
 
     /// From the page, the page size and a capped count: past the count there is at least one more page.
