@@ -507,6 +507,11 @@ pub fn suppress(conditions: &mut [Condition], silences: &[(Uuid, Vec<Matcher>)])
     }
 }
 
+/// The built-in rule of a GPU that stopped reporting while its node still reports.
+pub const GPU_MISSING: &str = "gpu-missing";
+/// The built-in rule of a GPU whose whole reading repeats unchanged for `alerts.stuck_reading_secs`.
+pub const GPU_STUCK_READING: &str = "gpu-stuck-reading";
+
 /// The built-in rule of open anomaly events at or above `alerts.anomaly_min_severity`.
 pub const ANOMALY_HIGH: &str = "anomaly-high";
 /// The built-in rule of open opportunities worth at least `alerts.opportunity_min_money_per_week`.
