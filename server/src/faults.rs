@@ -89,6 +89,8 @@ pub struct Event {
     pub node: String,
     /// GPU named, if any.
     pub gpu: Option<u32>,
+    /// Replica named, if any (`<node>-gpu<i>` in the simulated fleet: the replica on that GPU).
+    pub replica: Option<String>,
     /// Deployment named ('' when none).
     pub deployment: String,
 }
@@ -193,6 +195,7 @@ impl Collector {
                     what: rule,
                     node: node.unwrap_or_default(),
                     gpu: gpu.and_then(|g| g.parse().ok()),
+                    replica: None,
                     deployment: dep.unwrap_or_default(),
                 });
             }
@@ -211,12 +214,14 @@ impl Collector {
         for (id, node, dep, target, metric, source) in rows {
             if self.seen_anomalies.insert(id) {
                 let gpu = target.strip_prefix("gpu:").and_then(|t| t.rsplit_once(':')).and_then(|(_, g)| g.parse().ok());
+                let replica = target.strip_prefix("replica:").map(str::to_string);
                 self.events.push(Event {
                     at_ms: now_ms,
                     source: "anomaly",
                     what: format!("{source}:{metric}"),
                     node,
                     gpu,
+                    replica,
                     deployment: dep,
                 });
             }
@@ -236,6 +241,7 @@ impl Collector {
                 what: kind,
                 node: node.unwrap_or_default(),
                 gpu: gpu.and_then(|g| u32::try_from(g).ok()),
+                replica: None,
                 deployment: dep.unwrap_or_default(),
             });
         }
@@ -243,9 +249,14 @@ impl Collector {
     }
 }
 
-/// Whether `e` names `f`'s GPU (or its node as a whole) inside its window plus the grace.
+/// Whether `e` names `f`'s GPU, its replica, or its node as a whole, inside its window plus the grace.
 fn names(e: &Event, f: &Fault, node: &str) -> bool {
-    e.node == node && e.gpu.is_none_or(|g| g == f.gpu_index) && e.at_ms >= f.start_ms && e.at_ms <= f.end_ms + GRACE_MS
+    let place = match (&e.replica, e.gpu) {
+        (Some(r), _) => *r == format!("{node}-gpu{}", f.gpu_index),
+        (None, Some(g)) => g == f.gpu_index,
+        (None, None) => true,
+    };
+    e.node == node && place && e.at_ms >= f.start_ms && e.at_ms <= f.end_ms + GRACE_MS
 }
 
 /// Scores the events against the faults (pure: the figures of EVAL.md section 1b).
@@ -565,7 +576,7 @@ fn write_csv(out: &std::path::Path, r: &FaultBenchReport) -> anyhow::Result<()> 
         );
     }
     std::fs::write(out.join("faults.csv"), f)?;
-    let mut f = String::from("time,source,what,node,gpu,deployment,fault\n");
+    let mut f = String::from("time,source,what,node,gpu,replica,deployment,fault\n");
     let by_event: HashMap<usize, usize> =
         r.faults.iter().enumerate().filter_map(|(fi, o)| o.first_event.map(|e| (e, fi))).collect();
     for (i, e) in r.events.iter().enumerate() {
@@ -578,12 +589,13 @@ fn write_csv(out: &std::path::Path, r: &FaultBenchReport) -> anyhow::Result<()> 
             .unwrap_or_default();
         let _ = writeln!(
             f,
-            "{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{}",
             ts(e.at_ms).to_rfc3339(),
             e.source,
             e.what,
             e.node,
             e.gpu.map(|g| g.to_string()).unwrap_or_default(),
+            e.replica.as_deref().unwrap_or_default(),
             e.deployment,
             fault
         );
@@ -607,6 +619,7 @@ mod tests {
             what: "x".into(),
             node: node_name(node),
             gpu,
+            replica: None,
             deployment: String::new(),
         }
     }

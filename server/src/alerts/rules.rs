@@ -585,7 +585,8 @@ fn fmt_num(x: Option<f64>) -> String {
 }
 
 /// One line saying why an anomaly event is anomalous, from its stored evidence: the streaming detector's
-/// peak row (`source = detector`) or the peer comparison (`source = peers`). Unknown shapes get a generic
+/// peak row (`source = detector`), the peer comparison (`source = peers`) or the leak verdict (`source =
+/// leak`). Unknown shapes get a generic
 /// line rather than an error: the evidence is written by this server, but old rows may differ.
 pub fn explain_anomaly(metric: &str, source: &str, score: f64, evidence: &Value) -> String {
     if source == "peers"
@@ -599,6 +600,18 @@ pub fn explain_anomaly(metric: &str, source: &str, score: f64, evidence: &Value)
             fmt_num(num(e, "offset")),
             fmt_num(num(e, "mad_distance")),
             e.get("samples").and_then(Value::as_u64).unwrap_or(0),
+        );
+    }
+    if source == "leak"
+        && let Some(e) = evidence.get("evidence").filter(|e| e.is_object())
+    {
+        let gib = |k: &str| num(e, k).map(|b| b / 1_073_741_824.0);
+        return format!(
+            "memory used grows {} GiB/min faster than its peers' ({} GiB over the last buckets, now {} GiB): full in about {} min",
+            fmt_num(num(e, "slope_bytes_per_s").map(|s| s * 60.0 / 1_073_741_824.0)),
+            fmt_num(gib("rise_bytes")),
+            fmt_num(gib("mem_used_bytes")),
+            fmt_num(num(e, "seconds_to_full").map(|s| (s / 60.0).round())),
         );
     }
     let Some(peak) = evidence.get("peak").filter(|p| p.is_object()) else {
