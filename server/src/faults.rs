@@ -339,6 +339,9 @@ pub fn score(
 /// per-kind keys) and writes the CSVs.
 pub async fn run(opts: FaultBenchOptions) -> anyhow::Result<FaultBenchReport> {
     anyhow::ensure!(opts.nodes >= 1 && opts.gpus_per_node >= 1, "--nodes and --gpus-per-node must be at least 1");
+    // reqwest is built without a default TLS provider (the server's and the ingest client's); a library
+    // caller may not have installed one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     anyhow::ensure!(opts.hours.is_finite() && opts.hours >= 1.0, "--hours must be at least 1");
     anyhow::ensure!(opts.sample_secs >= 1, "--sample-secs must be at least 1");
     let text = std::fs::read_to_string(&opts.trace).with_context(|| format!("reading {}", opts.trace.display()))?;
