@@ -124,10 +124,14 @@ mod tests {
     fn a_steady_creep_towards_full_memory_is_a_leak() {
         // 0.5 GiB per minute from 60 GiB: full in 40 minutes.
         let peers: Vec<f64> = (0..30).map(|i| 60.0 * GIB + noise(i, 0.2 * GIB)).collect();
-        let mem: Vec<f64> = (0..30).map(|i| 60.0 * GIB + if i >= 20 { (i - 20) as f64 * 0.5 * GIB } else { 0.0 }).collect();
+        let mem: Vec<f64> =
+            (0..30).map(|i| 60.0 * GIB + if i >= 20 { (i - 20) as f64 * 0.5 * GIB } else { 0.0 }).collect();
         let e = leak(&mem, &peers, TOTAL, 60.0, &LeakConfig::default()).expect("leak");
         assert!(e.seconds_to_full < 3600.0 && e.rising_fraction >= 0.7, "{e:?}");
-        assert!(leak(&mem[..22], &peers[..22], TOTAL, 60.0, &LeakConfig::default()).is_none(), "two minutes are too few");
+        assert!(
+            leak(&mem[..22], &peers[..22], TOTAL, 60.0, &LeakConfig::default()).is_none(),
+            "two minutes are too few"
+        );
     }
 
     #[test]

@@ -318,7 +318,10 @@ impl FaultInjector {
         }
         // Remember readings as sampled (before faults) so a stuck reading freezes a real one.
         for g in gpus.iter() {
-            let stuck = self.faults.iter().any(|f| f.kind == FaultKind::StuckReading && f.gpu_index == g.gpu_index && f.active(ts_ms));
+            let stuck = self
+                .faults
+                .iter()
+                .any(|f| f.kind == FaultKind::StuckReading && f.gpu_index == g.gpu_index && f.active(ts_ms));
             if !stuck {
                 self.last.insert(g.gpu_index, g.clone());
             }
@@ -457,7 +460,8 @@ mod tests {
     #[test]
     fn an_xid_burst_reports_changing_codes_then_stops() {
         let mut inj = one(FaultKind::XidBurst);
-        let codes: Vec<u32> = [100_000, 110_000, 120_000].iter().map(|t| at(&mut inj, *t, 50.0).0[1].xid_last).collect();
+        let codes: Vec<u32> =
+            [100_000, 110_000, 120_000].iter().map(|t| at(&mut inj, *t, 50.0).0[1].xid_last).collect();
         assert_eq!(codes, vec![13, 31, 43]);
         assert_eq!(at(&mut inj, 800_000, 50.0).0[1].xid_last, 0);
     }
@@ -481,7 +485,8 @@ mod tests {
         let (g, s) = at(&mut inj, 300_000, 50.0);
         assert_eq!(g.iter().map(|g| g.gpu_index).collect::<Vec<_>>(), vec![0]);
         assert_eq!(s.iter().map(|s| s.replica.as_str()).collect::<Vec<_>>(), vec!["n0-gpu0"]);
-        let mut probes = vec![ProbeSample { ts_ms: 0, gpu_index: 1, uuid: None, bandwidth_gb_s: Some(2900.0), error: None }];
+        let mut probes =
+            vec![ProbeSample { ts_ms: 0, gpu_index: 1, uuid: None, bandwidth_gb_s: Some(2900.0), error: None }];
         inj.apply_probes(300_000, &mut probes);
         assert!(probes.is_empty());
     }

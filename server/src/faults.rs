@@ -167,9 +167,15 @@ fn ts(ms: i64) -> DateTime<Utc> {
 /// fleet serves the trace's peak step at 70 %.
 fn replica_speed(trace: &Trace, gpus: u32) -> f64 {
     let step = trace.step_secs.max(1e-9);
-    let peak = trace.rows.iter().map(|r| (r.prompt_tokens / 1000.0 + r.output_tokens / 100.0) / step).fold(0.0, f64::max);
+    let peak =
+        trace.rows.iter().map(|r| (r.prompt_tokens / 1000.0 + r.output_tokens / 100.0) / step).fold(0.0, f64::max);
     (peak / 0.7 / f64::from(gpus.max(1))).max(1e-3)
 }
+
+/// An alert instance: id, rule, node, GPU and deployment labels.
+type InstanceRow = (i64, String, Option<String>, Option<String>, Option<String>);
+/// An opportunity: kind, node, GPU, deployment.
+type OpportunityRow = (String, Option<String>, Option<i32>, Option<String>);
 
 /// Collects what the detection path emitted at `now_ms` since the previous call.
 struct Collector {
@@ -180,7 +186,7 @@ struct Collector {
 
 impl Collector {
     async fn alerts(&mut self, pool: &PgPool, now_ms: i64) -> Result<(), sqlx::Error> {
-        let rows: Vec<(i64, String, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        let rows: Vec<InstanceRow> = sqlx::query_as(
             "SELECT id, rule, labels->>'node', labels->>'gpu', labels->>'deployment' FROM alert_instances \
              WHERE fired_at = $1 AND rule NOT IN ('anomaly-high', 'opportunity-value')",
         )
@@ -213,7 +219,8 @@ impl Collector {
         .await?;
         for (id, node, dep, target, metric, source) in rows {
             if self.seen_anomalies.insert(id) {
-                let gpu = target.strip_prefix("gpu:").and_then(|t| t.rsplit_once(':')).and_then(|(_, g)| g.parse().ok());
+                let gpu =
+                    target.strip_prefix("gpu:").and_then(|t| t.rsplit_once(':')).and_then(|(_, g)| g.parse().ok());
                 let replica = target.strip_prefix("replica:").map(str::to_string);
                 self.events.push(Event {
                     at_ms: now_ms,
@@ -226,7 +233,7 @@ impl Collector {
                 });
             }
         }
-        let rows: Vec<(String, Option<String>, Option<i32>, Option<String>)> = sqlx::query_as(
+        let rows: Vec<OpportunityRow> = sqlx::query_as(
             "SELECT kind, node_id, gpu_index, deployment FROM opportunities \
              WHERE first_seen = $1 AND status = 'open' AND kind = ANY($2)",
         )
@@ -386,7 +393,20 @@ pub async fn run(opts: FaultBenchOptions) -> anyhow::Result<FaultBenchReport> {
     let public_url = format!("http://127.0.0.1:{}", app.port());
     let stop = app.shutdown_handle();
     let server = tokio::spawn(app.run_until_stopped());
-    let result = drive(&opts, &trace, speed, &plan, &pool, &settings, &ingest_url, &public_url, (start_ms, end_ms), scored_from_ms, step_ms).await;
+    let result = drive(
+        &opts,
+        &trace,
+        speed,
+        &plan,
+        &pool,
+        &settings,
+        &ingest_url,
+        &public_url,
+        (start_ms, end_ms),
+        scored_from_ms,
+        step_ms,
+    )
+    .await;
     let _ = stop.send(true);
     let _ = server.await;
     pool.close().await;
@@ -445,7 +465,8 @@ async fn drive(
     let refresher = Refresher::new(pool.clone(), settings.opportunities.clone());
     let refresh_ms = ((settings.opportunities.refresh_secs * 1000.0) as i64).max(step_ms);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
-    let mut collector = Collector { seen_anomalies: HashSet::new(), seen_instances: HashSet::new(), events: Vec::new() };
+    let mut collector =
+        Collector { seen_anomalies: HashSet::new(), seen_instances: HashSet::new(), events: Vec::new() };
     let mut seq = 0u64;
     let mut t = start_ms;
     let mut next_refresh = start_ms + refresh_ms;
@@ -483,7 +504,11 @@ async fn drive(
             posts.push(async move {
                 let r = req.send().await?;
                 let status = r.status();
-                anyhow::ensure!(status.is_success(), "ingest answered {status}: {}", r.text().await.unwrap_or_default());
+                anyhow::ensure!(
+                    status.is_success(),
+                    "ingest answered {status}: {}",
+                    r.text().await.unwrap_or_default()
+                );
                 anyhow::Ok(())
             });
         }
@@ -547,10 +572,20 @@ fn print(r: &FaultBenchReport, opts: &FaultBenchOptions) {
     for (what, n) in &r.false_by_what {
         println!("  false {what}: {n}");
     }
-    let mut line =
-        format!("recall={} false_per_gpu_day={} delay_p95_s={}", fmt(r.recall), fmt(r.false_per_gpu_day), fmt(r.delay_p95_s));
+    let mut line = format!(
+        "recall={} false_per_gpu_day={} delay_p95_s={}",
+        fmt(r.recall),
+        fmt(r.false_per_gpu_day),
+        fmt(r.delay_p95_s)
+    );
     for k in &r.kinds {
-        line.push_str(&format!(" recall_{}={} delay_p95_{}_s={}", k.kind.name(), fmt(k.recall()), k.kind.name(), fmt(k.delay_p95_s)));
+        line.push_str(&format!(
+            " recall_{}={} delay_p95_{}_s={}",
+            k.kind.name(),
+            fmt(k.recall()),
+            k.kind.name(),
+            fmt(k.delay_p95_s)
+        ));
     }
     println!("{line}");
 }
@@ -635,11 +670,11 @@ mod tests {
             fault(FaultKind::XidBurst, 1, 3, 8000, 8100),
         ];
         let events = vec![
-            event(1030, 0, Some(1)),   // thermal, 30 s
-            event(1500, 0, Some(1)),   // same fault again: not false
-            event(6500, 1, None),      // node-level, in the dropout's grace: detects it
-            event(1200, 0, Some(2)),   // another GPU: false
-            event(2000 + 601, 0, Some(1)), // after the grace: false
+            event(1030, 0, Some(1)),                               // thermal, 30 s
+            event(1500, 0, Some(1)),                               // same fault again: not false
+            event(6500, 1, None),                                  // node-level, in the dropout's grace: detects it
+            event(1200, 0, Some(2)),                               // another GPU: false
+            event(2000 + 601, 0, Some(1)),                         // after the grace: false
             Event { node: String::new(), ..event(3000, 0, None) }, // deployment-level
         ];
         let r = score(&faults, events, 2, 4, 0, 86_400_000);

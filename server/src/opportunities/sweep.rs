@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use forecasting::anomaly::Detector;
-use forecasting::leak::{LeakConfig, leak};
 use forecasting::events::{AnomalyEvent, EventConfig, EventTracker, EventUpdate, Severity};
+use forecasting::leak::{LeakConfig, leak};
 use forecasting::peers::{PeerConfig, score_peers};
 use serde::Serialize;
 use serde_json::json;
@@ -44,6 +44,10 @@ pub struct SweepOutcome {
 /// Buckets of the recent peer comparison (10 minutes at the default 60 s buckets): the median offset over
 /// them flags a departure that has lasted about half of it, five minutes.
 pub const RECENT_BUCKETS: usize = 10;
+
+/// A series fed to its detector: identity, values per bucket, and for GPU series with peers whether the GPU
+/// departs from them at each bucket ([`peer_gates`]).
+type Input<'a> = (SeriesId, &'a [f64], Option<&'a [bool]>);
 
 struct SeriesState {
     detector: Detector,
@@ -179,7 +183,7 @@ impl AnomalySweep {
         // its deployment (when at least three serve): load moves every replica together (the deployment's own
         // series below carry it), a GPU fault moves one GPU.
         let gates = peer_gates(w, &loaded.gpu_temp_c, self.idle_util_pct, self.peers.threshold, self.peers.rel_floor);
-        let mut inputs: Vec<(SeriesId, &[f64], Option<&[bool]>)> = Vec::new();
+        let mut inputs: Vec<Input<'_>> = Vec::new();
         for (gi, (g, temp)) in w.gpus.iter().zip(&loaded.gpu_temp_c).enumerate() {
             let dep = g.deployment.clone().unwrap_or_default();
             let target = format!("gpu:{}:{}", g.node, g.gpu_index);
@@ -376,7 +380,11 @@ impl AnomalySweep {
         let mut deps: BTreeMap<String, BTreeMap<(String, String), Series>> = BTreeMap::new();
         for (dep, node, replica, b, itl, ttft) in rows {
             let Some(i) = usize::try_from((b - start) / w.bucket_secs.max(1)).ok().filter(|i| *i < n) else { continue };
-            let e = deps.entry(dep).or_default().entry((node, replica)).or_insert_with(|| (vec![f64::NAN; n], vec![f64::NAN; n]));
+            let e = deps
+                .entry(dep)
+                .or_default()
+                .entry((node, replica))
+                .or_insert_with(|| (vec![f64::NAN; n], vec![f64::NAN; n]));
             e.0[i] = itl.unwrap_or(f64::NAN);
             e.1[i] = ttft.unwrap_or(f64::NAN);
         }
@@ -440,9 +448,8 @@ impl AnomalySweep {
         let w = &loaded.window;
         let cfg = LeakConfig::default();
         // Complete buckets only: the newest one is still filling.
-        let complete = (0..w.buckets)
-            .take_while(|i| w.start_secs + (*i as i64 + 1) * w.bucket_secs <= now.timestamp())
-            .count();
+        let complete =
+            (0..w.buckets).take_while(|i| w.start_secs + (*i as i64 + 1) * w.bucket_secs <= now.timestamp()).count();
         let mut by_dep: BTreeMap<&str, Vec<&forecasting::opportunities::GpuWindow>> = BTreeMap::new();
         for g in &w.gpus {
             if let Some(d) = g.deployment.as_deref() {
@@ -482,7 +489,7 @@ impl AnomalySweep {
             // 0.5 at the horizon, towards 1 as the out-of-memory nears.
             let score = (1.0 - 0.5 * e.seconds_to_full / cfg.horizon_secs).clamp(0.5, 1.0);
             let ev = json!({ "bucket_secs": w.bucket_secs, "mem_total_bytes": g.mem_total_bytes,
-                             "peers": peer.len() > 0, "evidence": e });
+                             "peers": !peer.is_empty(), "evidence": e });
             db::anomalies::open_or_update(pool, &id, "leak", now, "critical", score, &ev, now).await?;
             out.opened.push(format!("{}/{}", id.target, id.metric));
             flagged.insert(id);
