@@ -500,6 +500,7 @@ impl Settings {
             ("alerts.repeat_interval_secs", a.repeat_interval_secs),
             ("alerts.throttle_for_secs", a.throttle_for_secs),
             ("alerts.xid_window_secs", a.xid_window_secs),
+            ("alerts.stuck_reading_secs", a.stuck_reading_secs),
             ("alerts.slo_ttft_p95_s", a.slo_ttft_p95_s),
             ("alerts.slo_itl_p95_s", a.slo_itl_p95_s),
             ("alerts.slo_for_secs", a.slo_for_secs),
