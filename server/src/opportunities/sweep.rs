@@ -503,3 +503,51 @@ impl AnomalySweep {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forecasting::opportunities::{FleetWindow, GpuWindow};
+
+    fn gpu(i: u32, util: &[f64]) -> GpuWindow {
+        let n = util.len();
+        GpuWindow {
+            node: "n".into(),
+            gpu_index: i,
+            model: "H100".into(),
+            deployment: Some("ml/llama".into()),
+            util_pct: util.to_vec(),
+            sm_active: vec![f64::NAN; n],
+            mem_used_bytes: vec![f64::NAN; n],
+            mem_total_bytes: 0.0,
+            power_w: vec![f64::NAN; n],
+            sm_clock_mhz: vec![f64::NAN; n],
+            throttle_reasons: vec![0; n],
+            xid_max: 0,
+            ecc_dbe_new: 0,
+        }
+    }
+
+    #[test]
+    fn a_gpu_passes_the_gate_only_where_it_departs_from_its_peers_not_when_load_moves_them_all() {
+        // Bucket 1: the load doubles on every GPU; bucket 2: GPU 3 alone jumps; bucket 3: GPU 3 idles.
+        let gpus = vec![
+            gpu(0, &[40.0, 80.0, 41.0, 40.0]),
+            gpu(1, &[41.0, 81.0, 40.0, 41.0]),
+            gpu(2, &[39.0, 79.0, 40.0, 39.0]),
+            gpu(3, &[40.0, 80.0, 95.0, 1.0]),
+        ];
+        let temps = vec![vec![50.0, 60.0, 50.0, 50.0]; 4];
+        let w = FleetWindow { start_secs: 0, bucket_secs: 60, buckets: 4, gpus, deployments: vec![] };
+        let gates = peer_gates(&w, &temps, 5.0, 3.5, 0.01);
+        assert_eq!(gates.len(), 4);
+        assert_eq!(gates[&3][0], vec![false, false, true, false], "only GPU 3's own jump, not the load step or idling");
+        for i in 0..3 {
+            assert_eq!(gates[&i][0], vec![false; 4], "GPU {i}");
+            assert_eq!(gates[&i][1], vec![false; 4], "temperatures move together: GPU {i}");
+        }
+        // Fewer than three GPUs serving the deployment: no gate at all (their events are recorded as before).
+        let w2 = FleetWindow { gpus: w.gpus[..2].to_vec(), ..w };
+        assert!(peer_gates(&w2, &temps, 5.0, 3.5, 0.01).is_empty());
+    }
+}
