@@ -13,6 +13,7 @@ pub mod events;
 pub mod forecast;
 pub mod idle;
 pub mod latency_model;
+pub mod leak;
 pub mod mase;
 pub mod model;
 pub mod nab;

@@ -17,6 +17,8 @@ pub mod cuda;
 #[cfg(feature = "agent")]
 pub mod fakes;
 #[cfg(feature = "agent")]
+pub mod faults;
+#[cfg(feature = "agent")]
 pub mod nvml;
 #[cfg(feature = "agent")]
 pub mod scrape;

@@ -342,6 +342,10 @@ pub struct AlertSettings {
     pub throttle_for_secs: f64,
     /// Seconds a new XID error keeps `gpu-xid-error` firing.
     pub xid_window_secs: f64,
+    /// Seconds a GPU's whole reading (utilisation, memory, power, temperature, SM clock) may repeat unchanged
+    /// before `gpu-stuck-reading` fires (a live GPU's power reading never repeats to the milliwatt for a
+    /// minute: the exporter is stuck); 0 disables the rule.
+    pub stuck_reading_secs: f64,
     /// TTFT p95 target of every deployment, seconds (`slo-ttft`); 0 disables the rule.
     pub slo_ttft_p95_s: f64,
     /// Inter-token latency p95 target of every deployment, seconds (`slo-itl`); 0 disables the rule.
@@ -386,6 +390,7 @@ impl Default for AlertSettings {
             repeat_interval_secs: 4.0 * 3600.0,
             throttle_for_secs: 60.0,
             xid_window_secs: 900.0,
+            stuck_reading_secs: 60.0,
             slo_ttft_p95_s: 2.0,
             slo_itl_p95_s: 0.2,
             slo_for_secs: 300.0,
@@ -613,6 +618,7 @@ impl Settings {
             ("alerts.repeat_interval_secs", a.repeat_interval_secs),
             ("alerts.throttle_for_secs", a.throttle_for_secs),
             ("alerts.xid_window_secs", a.xid_window_secs),
+            ("alerts.stuck_reading_secs", a.stuck_reading_secs),
             ("alerts.slo_ttft_p95_s", a.slo_ttft_p95_s),
             ("alerts.slo_itl_p95_s", a.slo_itl_p95_s),
             ("alerts.slo_for_secs", a.slo_for_secs),

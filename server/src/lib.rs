@@ -13,6 +13,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod evaluate;
+pub mod faults;
 pub mod ingest;
 pub mod lockout;
 pub mod opportunities;

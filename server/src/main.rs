@@ -114,6 +114,36 @@ enum EvalCmd {
         #[arg(long)]
         cv: bool,
     },
+    /// Fault-injection benchmark on simulated GPU telemetry through the real detection path (EVAL.md 1b).
+    Faults {
+        /// Seed of the fault schedule and the simulator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Simulated nodes.
+        #[arg(long, default_value_t = 8)]
+        nodes: u32,
+        /// GPUs per node.
+        #[arg(long, default_value_t = 8)]
+        gpus_per_node: u32,
+        /// Simulated hours.
+        #[arg(long, default_value_t = 24.0)]
+        hours: f64,
+        /// Trace replayed in a loop.
+        #[arg(long, default_value = "../shared/data/traces/azure_conv_10s.csv")]
+        trace: PathBuf,
+        /// Faults of each kind.
+        #[arg(long, default_value_t = 4)]
+        faults_per_kind: usize,
+        /// Seconds between two samples of every GPU (simulated).
+        #[arg(long, default_value_t = 10)]
+        sample_secs: u32,
+        /// Where faults.csv and events.csv go.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Working directory (private PostgreSQL; wiped).
+        #[arg(long, default_value = ".fleetpilot/eval-faults")]
+        data_dir: PathBuf,
+    },
     /// Rolling-origin MASE of the forecaster and the seasonal-naive and last-value baselines.
     Forecast {
         /// Series CSV.
@@ -343,6 +373,31 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Eval(EvalCmd::Nab { data, out, cv }) => fleetpilot::evaluate::nab(&data, &out, cv).map(|_| ()),
+        Cmd::Eval(EvalCmd::Faults {
+            seed,
+            nodes,
+            gpus_per_node,
+            hours,
+            trace,
+            faults_per_kind,
+            sample_secs,
+            out,
+            data_dir,
+        }) => {
+            let opts = fleetpilot::faults::FaultBenchOptions {
+                seed,
+                nodes,
+                gpus_per_node,
+                hours,
+                trace,
+                faults_per_kind,
+                sample_secs,
+                out,
+                data_dir,
+                progress: true,
+            };
+            fleetpilot::faults::run(opts).await.map(|_| ())
+        }
         Cmd::Eval(EvalCmd::Forecast { series, horizon, season, warmup, stride, column }) => {
             anyhow::ensure!(horizon >= 1, "--horizon must be at least 1");
             fleetpilot::evaluate::forecast(&series, horizon, season, warmup, stride, column).map(|_| ())

@@ -37,6 +37,9 @@ use crate::db;
 use crate::db::alerts::{IncidentFields, InstanceChange, Outgoing};
 use rules::{Condition, IncidentView, Severity, labels};
 
+/// Hours after which a GPU that stopped reporting no longer fires `gpu-missing` (it was removed for good).
+pub const MISSING_GPU_FORGET_HOURS: i64 = 24;
+
 /// NVML throttle reasons that mean heat: software (0x20) and hardware (0x40) thermal slowdown.
 pub const THERMAL_THROTTLE_MASK: i64 = 0x20 | 0x40;
 
@@ -230,6 +233,34 @@ impl AlertEngine {
                 format!("GPU {gpu} on {node} reported XID {xid}"),
                 json!({ "node": node, "gpu_index": gpu, "uuid": uuid, "xid": xid, "seen_at": changed_at, "window_secs": s.xid_window_secs }),
             ));
+        }
+
+        // A GPU gone from a node that still reports: fell off the bus, driver lost it, or its exporter died.
+        let forget = now - chrono::Duration::hours(MISSING_GPU_FORGET_HOURS);
+        for (node, gpu, uuid, last, deployment) in db::alerts::missing_gpus(&self.pool, fresh, forget).await? {
+            out.push(gpu_condition(
+                (rules::GPU_MISSING, Severity::Critical, 0.0),
+                &node,
+                gpu,
+                deployment.as_deref(),
+                format!("GPU {gpu} on {node} stopped reporting (last reading {last}) while the node still reports"),
+                json!({ "node": node, "gpu_index": gpu, "uuid": uuid, "last_reading": last, "silent_after_secs": s.node_silent_secs }),
+            ));
+        }
+
+        if s.stuck_reading_secs > 0.0 {
+            for (node, gpu, uuid, since, deployment) in
+                db::alerts::stuck_gpus(&self.pool, fresh, s.stuck_reading_secs).await?
+            {
+                out.push(gpu_condition(
+                    (rules::GPU_STUCK_READING, Severity::Warning, 0.0),
+                    &node,
+                    gpu,
+                    deployment.as_deref(),
+                    format!("GPU {gpu} on {node} repeats the same reading since {since}: its telemetry is stuck"),
+                    json!({ "node": node, "gpu_index": gpu, "uuid": uuid, "unchanged_since": since, "after_secs": s.stuck_reading_secs }),
+                ));
+            }
         }
 
         for (rule, metric, target, what) in [

@@ -507,6 +507,11 @@ pub fn suppress(conditions: &mut [Condition], silences: &[(Uuid, Vec<Matcher>)])
     }
 }
 
+/// The built-in rule of a GPU that stopped reporting while its node still reports.
+pub const GPU_MISSING: &str = "gpu-missing";
+/// The built-in rule of a GPU whose whole reading repeats unchanged for `alerts.stuck_reading_secs`.
+pub const GPU_STUCK_READING: &str = "gpu-stuck-reading";
+
 /// The built-in rule of open anomaly events at or above `alerts.anomaly_min_severity`.
 pub const ANOMALY_HIGH: &str = "anomaly-high";
 /// The built-in rule of open opportunities worth at least `alerts.opportunity_min_money_per_week`.
@@ -580,8 +585,8 @@ fn fmt_num(x: Option<f64>) -> String {
 }
 
 /// One line saying why an anomaly event is anomalous, from its stored evidence: the streaming detector's
-/// peak row (`source = detector`) or the peer comparison (`source = peers`). Unknown shapes get a generic
-/// line rather than an error: the evidence is written by this server, but old rows may differ.
+/// peak row (`source = detector`), the peer comparison (`source = peers`) or the leak verdict
+/// (`source = leak`). Unknown shapes get a generic line rather than an error: the evidence is written by this server, but old rows may differ.
 pub fn explain_anomaly(metric: &str, source: &str, score: f64, evidence: &Value) -> String {
     if source == "peers"
         && let Some(e) = evidence.get("evidence").filter(|e| e.is_object())
@@ -594,6 +599,20 @@ pub fn explain_anomaly(metric: &str, source: &str, score: f64, evidence: &Value)
             fmt_num(num(e, "offset")),
             fmt_num(num(e, "mad_distance")),
             e.get("samples").and_then(Value::as_u64).unwrap_or(0),
+        );
+    }
+    if source == "leak"
+        && let Some(e) = evidence.get("evidence").filter(|e| e.is_object())
+    {
+        const GIB: f64 = 1_073_741_824.0;
+        let n = |k: &str| num(e, k).unwrap_or(f64::NAN);
+        return format!(
+            "memory used grows {:.2} GiB/min faster than its peers' ({:.1} GiB over the last buckets, now {:.1} GiB): \
+             full in about {:.0} min",
+            n("slope_bytes_per_s") * 60.0 / GIB,
+            n("rise_bytes") / GIB,
+            n("mem_used_bytes") / GIB,
+            n("seconds_to_full") / 60.0,
         );
     }
     let Some(peak) = evidence.get("peak").filter(|p| p.is_object()) else {
@@ -797,5 +816,16 @@ mod tests {
         assert!(Op::Gt.holds(2.0, 1.0) && !Op::Gt.holds(1.0, 1.0));
         assert!(Op::Ge.holds(1.0, 1.0) && Op::Le.holds(1.0, 1.0));
         assert!(Op::Lt.holds(0.5, 1.0) && Op::Ne.holds(0.5, 1.0) && Op::Eq.holds(1.0, 1.0));
+    }
+
+    #[test]
+    fn a_leak_is_explained_with_its_slope_and_time_to_full() {
+        let gib = 1_073_741_824.0;
+        let ev = json!({"evidence": {"slope_bytes_per_s": 0.5 * gib / 60.0, "rise_bytes": 4.5 * gib,
+                                     "mem_used_bytes": 70.0 * gib, "seconds_to_full": 1200.0}});
+        assert_eq!(
+            explain_anomaly("mem_used_bytes", "leak", 0.8, &ev),
+            "memory used grows 0.50 GiB/min faster than its peers' (4.5 GiB over the last buckets, now 70.0 GiB): full in about 20 min"
+        );
     }
 }

@@ -923,6 +923,44 @@ pub async fn recent_xids(
     .await
 }
 
+/// GPUs that stopped reporting while their node still reports: the latest reading older than `fresh` but
+/// newer than `forget_before` (a GPU removed for good stops alerting a day later), on a node with another
+/// GPU reading at or after `fresh`: (node, gpu, uuid, last reading, deployment).
+pub async fn missing_gpus(
+    pool: &PgPool,
+    fresh: DateTime<Utc>,
+    forget_before: DateTime<Utc>,
+) -> Result<Vec<(String, i32, String, DateTime<Utc>, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT g.node_id, g.gpu_index, g.uuid, g.ts, n.deployment FROM gpu_latest g JOIN nodes n USING (node_id) \
+         WHERE g.ts < $1 AND g.ts >= $2 \
+           AND EXISTS (SELECT 1 FROM gpu_latest o WHERE o.node_id = g.node_id AND o.ts >= $1) \
+         ORDER BY g.node_id, g.gpu_index",
+    )
+    .bind(fresh)
+    .bind(forget_before)
+    .fetch_all(pool)
+    .await
+}
+
+/// GPUs reporting at or after `fresh` whose whole reading (utilisation, memory, power, temperature, SM
+/// clock) has not changed for at least `for_secs`: (node, gpu, uuid, unchanged since, deployment).
+pub async fn stuck_gpus(
+    pool: &PgPool,
+    fresh: DateTime<Utc>,
+    for_secs: f64,
+) -> Result<Vec<(String, i32, String, DateTime<Utc>, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT g.node_id, g.gpu_index, g.uuid, g.changed_at, n.deployment FROM gpu_latest g JOIN nodes n USING (node_id) \
+         WHERE g.ts >= $1 AND g.changed_at IS NOT NULL AND g.ts - g.changed_at >= make_interval(secs => $2) \
+         ORDER BY g.node_id, g.gpu_index",
+    )
+    .bind(fresh)
+    .bind(for_secs)
+    .fetch_all(pool)
+    .await
+}
+
 /// Nodes not heard from since `since`, with when they were last seen.
 pub async fn silent_nodes(pool: &PgPool, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
     sqlx::query_as("SELECT node_id, last_seen FROM nodes WHERE last_seen < $1 ORDER BY node_id")

@@ -70,6 +70,26 @@ pub async fn close(pool: &PgPool, s: &SeriesId, ended_at: DateTime<Utc>) -> Resu
     Ok(n > 0)
 }
 
+/// Per-replica latency of the serving samples in `[from, to)`, bucketed: (deployment, node, replica, bucket
+/// start in Unix seconds, mean ITL p95, mean TTFT p95), ordered.
+pub async fn replica_latency_buckets(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket_secs: i64,
+) -> Result<Vec<(String, String, String, i64, Option<f64>, Option<f64>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT deployment, node_id, replica, floor(date_part('epoch', ts) / $1)::bigint * $1 AS b, \
+                avg(itl_p95_s)::float8, avg(ttft_p95_s)::float8 \
+         FROM serving_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+    )
+    .bind(bucket_secs.max(1))
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
 /// Series with an open event from `source`.
 pub async fn open_series(pool: &PgPool, source: &str) -> Result<Vec<SeriesId>, sqlx::Error> {
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(

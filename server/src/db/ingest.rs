@@ -325,13 +325,18 @@ async fn upsert_gpu_latest(tx: &mut sqlx::PgConnection, batches: &[&Batch]) -> R
     }
     sqlx::query(
         "INSERT INTO gpu_latest (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, \
-         power_w, temp_c, sm_clock_mhz, throttle_reasons, xid_last) \
-         SELECT * FROM UNNEST($1::text[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::real[], \
-         $7::bigint[], $8::bigint[], $9::real[], $10::real[], $11::int[], $12::bigint[], $13::int[]) \
+         power_w, temp_c, sm_clock_mhz, throttle_reasons, xid_last, changed_at) \
+         SELECT n, g, t, u, m, ut, mu, mt, p, te, sc, th, x, t FROM UNNEST($1::text[], $2::int[], $3::timestamptz[], \
+         $4::text[], $5::text[], $6::real[], $7::bigint[], $8::bigint[], $9::real[], $10::real[], $11::int[], \
+         $12::bigint[], $13::int[]) AS z(n, g, t, u, m, ut, mu, mt, p, te, sc, th, x) \
          ON CONFLICT (node_id, gpu_index) DO UPDATE SET ts = excluded.ts, uuid = excluded.uuid, model = excluded.model, \
          util_pct = excluded.util_pct, mem_used_bytes = excluded.mem_used_bytes, mem_total_bytes = excluded.mem_total_bytes, \
          power_w = excluded.power_w, temp_c = excluded.temp_c, sm_clock_mhz = excluded.sm_clock_mhz, \
-         throttle_reasons = excluded.throttle_reasons, xid_last = excluded.xid_last \
+         throttle_reasons = excluded.throttle_reasons, xid_last = excluded.xid_last, \
+         changed_at = CASE WHEN gpu_latest.changed_at IS NULL OR (gpu_latest.util_pct, gpu_latest.mem_used_bytes, \
+             gpu_latest.power_w, gpu_latest.temp_c, gpu_latest.sm_clock_mhz) IS DISTINCT FROM (excluded.util_pct, \
+             excluded.mem_used_bytes, excluded.power_w, excluded.temp_c, excluded.sm_clock_mhz) \
+           THEN excluded.ts ELSE gpu_latest.changed_at END \
          WHERE excluded.ts > gpu_latest.ts",
     )
     .bind(&c.node)

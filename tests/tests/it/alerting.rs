@@ -733,3 +733,55 @@ async fn a_valuable_opportunity_notifies_at_info_severity_holds_within_the_hyste
     app.stop().await;
     pd.stop().await;
 }
+
+/// One batch of `node` at `at` with the given GPUs `(index, util %, power W)`.
+fn gpu_batch(node: &str, seq: u64, at: chrono::DateTime<chrono::Utc>, gpus: &[(u32, f64, f64)]) -> Value {
+    let ts = at.timestamp_millis();
+    let gpus: Vec<Value> = gpus
+        .iter()
+        .map(|(i, util, power)| {
+            json!({"ts_ms": ts, "gpu_index": i, "uuid": format!("GPU-{node}-{i}"), "util_pct": util,
+                   "mem_used_bytes": 40_000_000_000_u64, "mem_total_bytes": 85_520_809_984_u64, "power_w": power,
+                   "temp_c": 55.0, "sm_clock_mhz": 1980})
+        })
+        .collect();
+    json!({"version": 1, "agent_id": node, "seq": seq, "sent_at_ms": ts,
+           "node": {"hostname": node, "agent_version": "test", "gpu_source": "simulated"}, "gpus": gpus})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_gone_from_a_reporting_node_and_a_gpu_repeating_its_reading_fire_their_rules() {
+    let app = crate::helpers::spawn_app(|s| s.control.enabled = false).await;
+    let now = chrono::Utc::now();
+    let before = now - chrono::Duration::seconds(90);
+    // 90 s ago three GPUs report; 10 s ago GPU 0 repeats its reading exactly (stuck exporter), GPU 1 has
+    // moved on, GPU 2 is gone while its node still reports.
+    for (seq, at, gpus) in [
+        (1, before, vec![(0, 41.0, 312.25), (1, 55.0, 401.5), (2, 60.0, 420.0)]),
+        (2, now - chrono::Duration::seconds(10), vec![(0, 41.0, 312.25), (1, 56.0, 404.75)]),
+    ] {
+        let r = app.ingest_raw(serde_json::to_vec(&gpu_batch("node-f", seq, at, &gpus)).unwrap()).await;
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+    let settings = Settings::default().alerts;
+    let engine = fleetpilot::alerts::AlertEngine::new(
+        app.pool.clone(),
+        settings,
+        fleetpilot::alerts::Receivers::default(),
+        "http://fleetpilot.test".into(),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    );
+    let out = engine.evaluate(now).await.unwrap();
+    let mut fired = out.fired.clone();
+    fired.sort();
+    assert_eq!(fired, vec!["gpu-missing/node-f/2", "gpu-stuck-reading/node-f/0"], "{out:?}");
+    // Once GPU 2 reports again and GPU 0's reading moves, both resolve.
+    let later = now + chrono::Duration::seconds(5);
+    let body = gpu_batch("node-f", 3, later, &[(0, 43.0, 318.5), (1, 57.0, 405.0), (2, 61.0, 421.0)]);
+    assert_eq!(app.ingest_raw(serde_json::to_vec(&body).unwrap()).await.status(), 200);
+    let out = engine.evaluate(later).await.unwrap();
+    let mut resolved = out.resolved.clone();
+    resolved.sort();
+    assert_eq!(resolved, vec!["gpu-missing/node-f/2", "gpu-stuck-reading/node-f/0"], "{out:?}");
+    app.stop().await;
+}

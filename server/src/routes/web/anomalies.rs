@@ -81,6 +81,10 @@ pub fn evidence_words(a: &StoredAnomaly) -> String {
             _ => format!("departs from its {peers} peers"),
         };
     }
+    if a.source == "leak" {
+        // The leak verdict's own sentence (slope, rise, time to full), as the alert carries it.
+        return crate::alerts::rules::explain_anomaly(&a.metric, &a.source, a.score, e);
+    }
     if let Some(peak) = e.get("peak") {
         let observed = f(peak.get("observed"));
         let expected = f(peak.get("expected"));
