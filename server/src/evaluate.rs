@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use forecasting::anomaly::Detector;
+use forecasting::anomaly::selection;
 use forecasting::backtest::{
     self as bt, EnginePolicy, HpaPolicy, KpaPolicy, Policy, Profile, Summary, TraceStep, format_steps_csv,
     format_summary_csv, simulate,
@@ -52,13 +52,17 @@ fn timestamp_value_csv(text: &str, col: usize, path: &Path) -> anyhow::Result<(V
 
 /// `fleetpilot eval nab --data DIR --out DIR [--cv]`: runs the detector on every file of a NAB-layout
 /// directory, writes `<out>/<category>/fleetpilot_<file>.csv`, and prints the NAB score of each profile;
-/// with `cv`, also the leave-one-category-out cross-validation of each profile ([`print_cv`]).
+/// with `cv`, also scores the corpus with every setting of the model-selection grid
+/// ([`selection::grid`]) and prints the leave-one-category-out cross-validation of each profile
+/// ([`print_cv`]).
 pub fn nab(data: &Path, out: &Path, cv: bool) -> anyhow::Result<Vec<nab::CorpusScore>> {
     let labels_path = data.join("labels/combined_windows.json");
     let labels: BTreeMap<String, Vec<(String, String)>> =
         serde_json::from_str(&read(&labels_path)?).with_context(|| format!("parsing {}", labels_path.display()))?;
     let progress = bar(labels.len() as u64, "detecting");
     let mut files = Vec::with_capacity(labels.len());
+    // (seconds, values) of every file, kept to score the grid's other settings.
+    let mut series: Vec<(Vec<i64>, Vec<f64>)> = Vec::with_capacity(if cv { labels.len() } else { 0 });
     for (key, windows) in &labels {
         let path = data.join("data").join(key);
         let (timestamps, values) = timestamp_value_csv(&read(&path)?, 1, &path)?;
@@ -75,9 +79,8 @@ pub fn nab(data: &Path, out: &Path, cv: bool) -> anyhow::Result<Vec<nab::CorpusS
                 ))
             })
             .collect::<anyhow::Result<_>>()?;
-        let mut detector = Detector::default();
-        let scores: Vec<f64> =
-            micros.iter().zip(&values).map(|(t, v)| detector.update(t / 1_000_000, *v).score).collect();
+        let secs: Vec<i64> = micros.iter().map(|t| t.div_euclid(1_000_000)).collect();
+        let scores = selection::score_series(&Default::default(), &secs, &values);
         let (category, file) =
             key.split_once('/').with_context(|| format!("label key {key:?} is not category/file"))?;
         let dir = out.join(category);
@@ -85,6 +88,9 @@ pub fn nab(data: &Path, out: &Path, cv: bool) -> anyhow::Result<Vec<nab::CorpusS
         let csv = nab::format_results_csv(&timestamps, &values, &scores).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
         std::fs::write(dir.join(format!("fleetpilot_{file}")), csv)?;
         files.push(ScoredFile { name: key.clone(), windows: nab::window_rows(&micros, &spans), scores });
+        if cv {
+            series.push((secs, values));
+        }
         progress.inc(1);
     }
     progress.finish_and_clear();
@@ -103,33 +109,74 @@ pub fn nab(data: &Path, out: &Path, cv: bool) -> anyhow::Result<Vec<nab::CorpusS
         out_scores.iter().map(|s| format!("{}={:.2}", s.profile.name, s.normalized)).collect::<Vec<_>>().join(" ");
     println!("{line}");
     if cv {
-        print_cv(&files, &out_scores)?;
+        let grid = selection::grid();
+        let progress = bar(grid.len() as u64, "model-selection grid");
+        let mut scored: Vec<Vec<ScoredFile>> = Vec::with_capacity(grid.len());
+        for c in &grid {
+            // The grid's first setting is the shipped one, already scored above.
+            if scored.is_empty() && c.config == Default::default() {
+                scored.push(files.clone());
+            } else {
+                let with_c = files
+                    .iter()
+                    .zip(&series)
+                    .map(|(f, (secs, values))| ScoredFile {
+                        scores: selection::score_series(&c.config, secs, values),
+                        ..f.clone()
+                    })
+                    .collect();
+                scored.push(with_c);
+            }
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+        print_cv(&grid, &scored, &out_scores)?;
     }
     Ok(out_scores)
 }
 
-/// Prints leave-one-category-out cross-validation (EVAL.md section 1, model selection) of one scored corpus
-/// next to its plain dev scores: per profile, each held-out category's score at the threshold chosen on the
-/// other categories, the mean over the folds with windows and the pooled held-out score. Last line
-/// `cv_mean_<profile>=.. cv_pooled_<profile>=..` for each profile.
-pub fn print_cv(files: &[ScoredFile], dev: &[nab::CorpusScore]) -> anyhow::Result<Vec<nab::CvReport>> {
+/// Prints leave-one-category-out cross-validation (EVAL.md section 1, model selection) next to the plain dev
+/// scores: `scored[k]` is the corpus scored with `grid[k]` (the shipped setting first). Per profile, each
+/// held-out category is scored with the setting and threshold chosen on the other categories (the whole
+/// protocol), then the same with only the threshold chosen for the shipped setting. Reports the mean over
+/// the folds with windows and the pooled held-out score. Last line, per profile:
+/// `cv_mean_<p>= cv_pooled_<p>=` (whole protocol), `cv_threshold_mean_<p>= cv_threshold_pooled_<p>=`,
+/// `dev_<p>=`, then `cv_candidates=`.
+pub fn print_cv(
+    grid: &[selection::Candidate],
+    scored: &[Vec<ScoredFile>],
+    dev: &[nab::CorpusScore],
+) -> anyhow::Result<Vec<nab::CvReport>> {
+    let err = |e: nab::NabError| anyhow::anyhow!("{e}");
+    anyhow::ensure!(!grid.is_empty() && grid.len() == scored.len(), "one scored corpus per grid setting");
+    let refs: Vec<&[ScoredFile]> = scored.iter().map(Vec::as_slice).collect();
     let reports = nab::PROFILES
         .iter()
-        .map(|p| nab::leave_one_category_out(&[files], p))
+        .map(|p| nab::leave_one_category_out(&refs, p))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("leave-one-category-out cross-validation (threshold chosen on the other categories):");
-    for r in &reports {
+        .map_err(err)?;
+    let threshold_only = nab::PROFILES
+        .iter()
+        .map(|p| nab::leave_one_category_out(&refs[..1], p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    println!(
+        "leave-one-category-out cross-validation: each category scored with the setting (of {} in the grid) and \
+         the threshold chosen on the other categories",
+        grid.len()
+    );
+    for (r, t) in reports.iter().zip(&threshold_only) {
         let plain = dev.iter().find(|d| d.profile.name == r.profile.name).map_or(f64::NAN, |d| d.normalized);
         println!(
-            "  {:<20} dev {:6.2}  cv mean {:6.2} (folds with windows)  pooled {:6.2}",
-            r.profile.name, plain, r.mean, r.pooled
+            "  {:<20} dev {:6.2}  cv mean {:6.2} (folds with windows)  pooled {:6.2}   threshold only: mean {:6.2} pooled {:6.2}",
+            r.profile.name, plain, r.mean, r.pooled, t.mean, t.pooled
         );
         for f in &r.folds {
             let h = &f.held_out;
             let score = f.normalized().map_or_else(|| "   n/a".to_string(), |v| format!("{v:6.2}"));
+            let name = grid.get(f.candidate).map_or("?", |c| c.name);
             println!(
-                "    {:<22} {score}  threshold {:.6} (train {:6.2})  windows {:>2} TP {:>2} FP {:>3} FN {:>2}  raw {:8.3}",
+                "    {:<22} {score}  {name:<20} threshold {:.6} (train {:6.2})  windows {:>2} TP {:>2} FP {:>3} FN {:>2}  raw {:8.3}",
                 f.category,
                 f.threshold,
                 f.train_normalized,
@@ -141,11 +188,19 @@ pub fn print_cv(files: &[ScoredFile], dev: &[nab::CorpusScore]) -> anyhow::Resul
             );
         }
     }
-    let line = reports
+    let mut line = reports
         .iter()
-        .map(|r| format!("cv_mean_{0}={1:.2} cv_pooled_{0}={2:.2}", r.profile.name, r.mean, r.pooled))
+        .zip(&threshold_only)
+        .map(|(r, t)| {
+            let plain = dev.iter().find(|d| d.profile.name == r.profile.name).map_or(f64::NAN, |d| d.normalized);
+            format!(
+                "cv_mean_{0}={1:.2} cv_pooled_{0}={2:.2} cv_threshold_mean_{0}={3:.2} cv_threshold_pooled_{0}={4:.2} dev_{0}={5:.2}",
+                r.profile.name, r.mean, r.pooled, t.mean, t.pooled, plain
+            )
+        })
         .collect::<Vec<_>>()
         .join(" ");
+    line += &format!(" cv_candidates={}", grid.len());
     println!("{line}");
     Ok(reports)
 }

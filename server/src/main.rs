@@ -110,7 +110,8 @@ enum EvalCmd {
         #[arg(long)]
         out: PathBuf,
         /// Also print leave-one-category-out cross-validation (EVAL.md section 1, model selection): each
-        /// category scored at the threshold chosen on the other categories, per fold and the mean.
+        /// category scored with the detector setting (from the fixed grid of `forecasting::anomaly::selection`)
+        /// and the threshold chosen on the other categories, per fold and the mean, next to the dev score.
         #[arg(long)]
         cv: bool,
     },
