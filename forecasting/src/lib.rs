@@ -16,6 +16,8 @@ pub mod latency_model;
 pub mod mase;
 pub mod model;
 pub mod nab;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod opportunities;
 pub mod peers;
 

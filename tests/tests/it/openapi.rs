@@ -18,6 +18,8 @@ async fn every_path_in_the_openapi_document_is_a_route_of_the_server() {
         let url = path
             .replace("{id}", "00000000-0000-0000-0000-000000000000")
             .replace("{node}", "node-x")
+            .replace("{node_id}", "node-x")
+            .replace("{username}", "nobody")
             .replace("{gpu}", "0")
             .replace("{namespace}", "ml")
             .replace("{name}", "llama");
