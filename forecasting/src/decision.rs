@@ -133,6 +133,7 @@ impl Default for Behavior {
 /// How the forecast is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PredictiveMode {
     /// Not computed.
@@ -147,11 +148,14 @@ pub enum PredictiveMode {
 /// Burst handling.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PanicSettings {
     /// Observed / target ratio that starts panic mode; 0 disables it.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::panic_threshold))]
     pub threshold: f64,
     /// Seconds without a burst before panic mode ends.
+    #[cfg_attr(feature = "openapi", schema(maximum = 3600))]
     pub window_secs: u32,
 }
 

@@ -17,6 +17,8 @@ pub mod leak;
 pub mod mase;
 pub mod model;
 pub mod nab;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod opportunities;
 pub mod peers;
 

@@ -27,6 +27,7 @@ pub const MAX_MODEL_LEN: usize = 128;
 
 /// One upload from one agent: everything it sampled since its previous upload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     /// Must equal [`PROTOCOL_VERSION`].
@@ -55,6 +56,7 @@ pub struct Batch {
 
 /// One run of the active health probe on one GPU: the memory bandwidth a small nvrtc-compiled kernel achieved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProbeSample {
     /// Unix milliseconds when the probe finished.
@@ -73,6 +75,7 @@ pub struct ProbeSample {
 
 /// What the agent knows about its node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NodeInfo {
     /// Host name as the node reports it.
@@ -91,6 +94,7 @@ pub struct NodeInfo {
 
 /// One GPU at one instant. Units follow NVIDIA's DCGM exporter where it has a counterpart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GpuSample {
     /// Unix milliseconds.
@@ -136,6 +140,7 @@ pub struct GpuSample {
 
 /// One serving-engine replica over one sampling interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServingSample {
     /// Unix milliseconds at the end of the interval.
@@ -185,6 +190,7 @@ pub struct ServingSample {
 
 /// The server's answer to an accepted batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchAck {
     /// The acknowledged sequence number: the batch is durably stored (or was already).
@@ -193,6 +199,7 @@ pub struct BatchAck {
     pub duplicate: bool,
     /// Commands for this agent, oldest first.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Command>))]
     pub commands: Vec<IncomingCommand>,
 }
 
@@ -222,16 +229,19 @@ impl From<Command> for IncomingCommand {
 /// `GET /api/v1/commands?agent_id=...&wait_s=...`: the commands waiting for an agent, returned as soon as there
 /// are any or after `wait_s` seconds with none (long poll).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CommandPoll {
     /// Commands for this agent, oldest first.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Command>))]
     pub commands: Vec<IncomingCommand>,
 }
 
 /// `POST /api/v1/commands/ack`: the agent confirms it received commands and reports the results of those it
 /// executed, without waiting for its next batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CommandAck {
     /// The agent (its credential must be allowed to write this node).
@@ -274,6 +284,7 @@ fn check_results(field: &str, results: &[CommandResult]) -> Result<(), FieldErro
 
 /// A command from the control plane to one agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Command {
     /// Unique id; executing the same id twice is a no-op.
@@ -284,6 +295,7 @@ pub struct Command {
 
 /// The actions an agent understands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CommandAction {
     /// Change the serving engine's batching.
@@ -308,6 +320,7 @@ pub enum CommandAction {
 
 /// Outcome of one command, reported in the next batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CommandResult {
     /// The command's id.

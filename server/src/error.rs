@@ -5,7 +5,8 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 /// An error answered to an HTTP client.
-#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, Serialize, thiserror::Error, utoipa::ToSchema)]
+#[schema(as = Error)]
 #[error("{status}: {error}")]
 pub struct ApiError {
     /// HTTP status.
@@ -98,28 +99,61 @@ impl ResponseError for ApiError {
     }
 }
 
+fn contains_nul_escape(body: &[u8]) -> bool {
+    let mut rest = body;
+    while let Some(i) = rest.iter().position(|&b| b == b'\\') {
+        if rest[i..].starts_with(b"\\u0000") {
+            return true;
+        }
+        rest = &rest[i + 1..];
+    }
+    false
+}
+
+/// The JSON path of the first string (value or key) that holds a NUL.
+pub fn nul_path(v: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.contains('\0') => Some(at),
+        Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| nul_path(x, format!("{at}[{i}]"))),
+        Value::Object(o) => o.iter().find_map(|(k, x)| {
+            let here = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            if k.contains('\0') { Some(here) } else { nul_path(x, here) }
+        }),
+        _ => None,
+    }
+}
+
 /// Parses a JSON body into `T`, naming the failing field by its path (`gpus[0].util_pct`).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // PostgreSQL cannot store NUL in text or jsonb: refused here, naming the field, rather than by the
+    // database as a 500. The escape is the only way JSON carries a NUL, so the scan is skipped otherwise.
+    if contains_nul_escape(body)
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+        && let Some(field) = nul_path(&v, String::new())
+    {
+        let field = if field.is_empty() { "body".to_string() } else { field };
+        return Err(ApiError::field(field, "must not contain NUL characters"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let msg = inner.to_string();
-            // serde_path_to_error's path ends at an unknown field but stops at the parent of a missing one.
-            let missing = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next());
-            let field = match missing {
-                Some(name) if path == "." => name.to_string(),
-                Some(name) => format!("{path}.{name}"),
-                None if path == "." => String::new(),
-                None => path,
-            };
-            if field.is_empty() {
-                Err(ApiError::bad_request(format!("malformed JSON body: {msg}")))
-            } else {
-                Err(ApiError::field(field, msg))
-            }
-        }
+    serde_path_to_error::deserialize::<_, T>(de).map_err(serde_error)
+}
+
+/// The 400 for a body serde refused, naming the field by its path.
+pub fn serde_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    let msg = e.into_inner().to_string();
+    // serde_path_to_error's path ends at an unknown field but stops at the parent of a missing one.
+    let missing = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+    let field = match missing {
+        Some(name) if path == "." => name.to_string(),
+        Some(name) => format!("{path}.{name}"),
+        None if path == "." => String::new(),
+        None => path,
+    };
+    if field.is_empty() {
+        ApiError::bad_request(format!("malformed JSON body: {msg}"))
+    } else {
+        ApiError::field(field, msg)
     }
 }

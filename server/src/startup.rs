@@ -280,6 +280,34 @@ async fn maintenance(state: AppState, mut rx: watch::Receiver<bool>) {
     }
 }
 
+/// Refuses a NUL in the path or the query string (400 naming which): PostgreSQL cannot store or compare it,
+/// and no identifier or filter of the API holds one.
+async fn refuse_nul(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let nul = |s: &str| s.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(b"%00"));
+    if nul(req.path()) {
+        return Err(ApiError::field("path", "must not contain NUL characters").into());
+    }
+    if nul(req.query_string()) {
+        return Err(ApiError::field("query", "must not contain NUL characters").into());
+    }
+    next.call(req).await
+}
+
+/// What no route answered: 405 with `Allow` for a path the API document declares with other methods (the
+/// per-path resources of `doc::configure_method_not_allowed` answer first; this covers what they miss), else 404.
+async fn not_routed(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
+    use actix_web::ResponseError as _;
+    match routes::api::doc::allowed_methods(req.path()) {
+        Some(methods) if !methods.iter().any(|m| m == req.method().as_str()) => {
+            routes::api::doc::method_not_allowed(&req, methods)
+        }
+        _ => ApiError::not_found("no such route").error_response(),
+    }
+}
+
 fn http_server(listener: TcpListener, state: AppState, tls: Option<rustls::ServerConfig>) -> anyhow::Result<Server> {
     let body_limit = state.settings.ingest.max_body_bytes;
     // In-flight requests get the whole grace period (the overall drain is bounded by it too).
@@ -297,11 +325,10 @@ fn http_server(listener: TcpListener, state: AppState, tls: Option<rustls::Serve
                 web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(format!("path: {e}")).into()),
             )
             .wrap(middleware::Compress::default())
+            .wrap(middleware::from_fn(refuse_nul))
             .wrap(middleware::NormalizePath::trim())
             .configure(routes::configure)
-            .default_service(web::to(|| async {
-                Err::<actix_web::HttpResponse, _>(ApiError::not_found("no such route"))
-            }))
+            .default_service(web::to(not_routed))
     });
     let server = match tls {
         Some(config) => server.listen_rustls_0_23(listener, config)?,

@@ -25,23 +25,32 @@ use crate::decision::Proposal;
 /// Settings of capacity sizing. Times are in seconds, so they carry over to any bucket size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct CapacitySpec {
     /// Queueing-delay budget L, seconds (the SLO on the wait before a request is served).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 3600))]
     pub queue_delay_slo_secs: f64,
     /// Window of recent demand whose peak and tail the fleet is sized for.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 604800))]
     pub peak_window_secs: f64,
     /// Threshold quantile of the exponential tail fit.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
     pub tail_quantile: f64,
     /// The recent peak is extrapolated to the expected maximum over the window plus this period.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 604800))]
     pub return_period_secs: f64,
     /// The tail extrapolation treats a shorter history as this long.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 604800))]
     pub min_tail_window_secs: f64,
     /// Relative headroom on every demand-based proposal.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 10))]
     pub margin: f64,
     /// A scale-down happens only when it removes at least this fraction of the current count.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
     pub down_hysteresis: f64,
     /// GPUs per replica (busy replicas = GPU busy fraction summed over GPUs / this).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.01, maximum = 1024))]
     pub gpus_per_replica: f64,
 }
 

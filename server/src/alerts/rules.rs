@@ -15,7 +15,7 @@ use crate::error::ApiError;
 pub type Labels = BTreeMap<String, String>;
 
 /// PagerDuty's severities, ordered from least to most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Informational.
@@ -51,7 +51,7 @@ impl Severity {
 }
 
 /// A comparison of a metric value with a threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Op {
     /// `>`
     #[serde(rename = ">")]
@@ -100,8 +100,9 @@ impl Op {
 
 /// A stored metric a user rule can watch: per GPU (latest reading) or per deployment (latest reading of
 /// each replica, aggregated).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = AlertMetric)]
 pub enum Metric {
     /// GPU utilisation, percent.
     UtilPct,
@@ -157,7 +158,7 @@ impl Metric {
 }
 
 /// How replicas' values of a deployment metric are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Aggregate {
     /// The worst (highest) replica.
@@ -181,14 +182,16 @@ impl Aggregate {
 }
 
 /// What a user rule looks at.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Scope {
     /// Only this deployment (serving metrics: the deployment; GPU metrics: nodes serving it).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 200)]
     pub deployment: Option<String>,
     /// Only this node.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 200)]
     pub node: Option<String>,
 }
 
@@ -197,19 +200,22 @@ fn yes() -> bool {
 }
 
 /// A user rule: `metric op threshold` holding for `for_secs` fires an alert of `severity`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// Unique name (letters, digits, `.`, `_`, `-`).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$", min_length = 1, max_length = 64)]
     pub name: String,
     /// The metric watched.
     pub metric: Metric,
     /// Comparison.
     pub op: Op,
     /// Threshold, in the metric's unit.
+    #[schema(minimum = -1e15, maximum = 1e15)]
     pub threshold: f64,
     /// Seconds the condition must hold before the alert fires (pending meanwhile).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 86400)]
     pub for_secs: f64,
     /// Severity of the alert.
     pub severity: Severity,
@@ -249,15 +255,15 @@ impl RuleSpec {
     /// Range and shape checks serde cannot express; the error names the field.
     pub fn validate(&self) -> Result<(), ApiError> {
         valid_name(&self.name).map_err(|e| ApiError::field("name", e))?;
-        if !self.threshold.is_finite() {
-            return Err(ApiError::field("threshold", "must be a finite number"));
+        if !(self.threshold.is_finite() && self.threshold.abs() <= 1e15) {
+            return Err(ApiError::field("threshold", "must be a number in -1e15..=1e15"));
         }
         if !(self.for_secs.is_finite() && (0.0..=86_400.0).contains(&self.for_secs)) {
             return Err(ApiError::field("for_secs", "must be in 0..=86400"));
         }
         for (f, v) in [("scope.deployment", &self.scope.deployment), ("scope.node", &self.scope.node)] {
             if let Some(v) = v
-                && (v.is_empty() || v.len() > 200)
+                && (v.is_empty() || v.chars().count() > 200)
             {
                 return Err(ApiError::field(f, "must be 1-200 characters"));
             }
@@ -272,7 +278,7 @@ impl RuleSpec {
                     "label names are 1-64 letters, digits or '_', and not one of the built-in labels",
                 ));
             }
-            if v.len() > 200 {
+            if v.chars().count() > 200 {
                 return Err(ApiError::field(format!("labels.{k}"), "must be at most 200 characters"));
             }
         }
@@ -281,7 +287,7 @@ impl RuleSpec {
 }
 
 /// How a silence matcher compares a label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum MatchOp {
     /// Equal.
     #[default]
@@ -296,12 +302,14 @@ pub enum MatchOp {
 }
 
 /// One condition of a silence on an instance's labels (a missing label reads as "").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Matcher {
     /// Label name.
+    #[schema(pattern = r"^[A-Za-z0-9_]{1,64}$", min_length = 1, max_length = 64)]
     pub label: String,
     /// Value (a glob with `=~`).
+    #[schema(max_length = 200)]
     pub value: String,
     /// Comparison, `=` by default.
     #[serde(default)]
@@ -341,17 +349,25 @@ pub fn glob(pattern: &str, s: &str) -> bool {
 }
 
 /// A silence as created through the API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SilenceSpec {
-    /// All must match for an instance to be silenced.
+    /// All must match for an instance to be silenced; at least one must select something (`=` or `=~` with
+    /// a value other than `*`).
+    #[schema(min_items = 1, max_items = 20)]
     pub matchers: Vec<Matcher>,
     /// Why (shown to whoever looks later).
+    #[schema(
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$",
+        min_length = 1,
+        max_length = 1000
+    )]
     pub comment: String,
     /// Who.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub created_by: Option<String>,
-    /// Start (default: now).
+    /// Start (default: now, or `ends_at` when that has passed).
     #[serde(default)]
     pub starts_at: Option<DateTime<Utc>>,
     /// End; or give `duration_secs`.
@@ -359,6 +375,7 @@ pub struct SilenceSpec {
     pub ends_at: Option<DateTime<Utc>>,
     /// Length from the start, seconds; or give `ends_at`.
     #[serde(default)]
+    #[schema(minimum = 0.001, maximum = 7776000)]
     pub duration_secs: Option<f64>,
 }
 
@@ -372,21 +389,22 @@ impl SilenceSpec {
             if !valid_label_name(&m.label) {
                 return Err(ApiError::field(format!("matchers[{i}].label"), "must be 1-64 letters, digits or '_'"));
             }
-            if m.value.len() > 200 {
+            if m.value.chars().count() > 200 {
                 return Err(ApiError::field(format!("matchers[{i}].value"), "must be at most 200 characters"));
             }
         }
-        if !self.matchers.iter().any(|m| m.op != MatchOp::Ne && !m.value.is_empty() && m.value != "*") {
+        // A value of only `*` (or nothing) matches every instance: it selects nothing in particular.
+        if !self.matchers.iter().any(|m| m.op != MatchOp::Ne && m.value.chars().any(|c| c != '*')) {
             return Err(ApiError::field(
                 "matchers",
                 "at least one matcher must select something (= or =~ with a value)",
             ));
         }
-        if self.comment.trim().is_empty() || self.comment.len() > 1000 {
+        if self.comment.trim().is_empty() || self.comment.chars().count() > 1000 {
             return Err(ApiError::field("comment", "must be 1-1000 characters"));
         }
         if let Some(c) = &self.created_by
-            && c.len() > 200
+            && c.chars().count() > 200
         {
             return Err(ApiError::field("created_by", "must be at most 200 characters"));
         }
@@ -398,14 +416,20 @@ impl SilenceSpec {
             (None, None) => return Err(ApiError::field("ends_at", "give ends_at or duration_secs")),
             (Some(e), None) => e,
             (None, Some(d)) => {
-                if !(d.is_finite() && d > 0.0 && d <= 90.0 * 86_400.0) {
-                    return Err(ApiError::field("duration_secs", "must be in (0, 7776000]"));
+                if !(d.is_finite() && (0.001..=90.0 * 86_400.0).contains(&d)) {
+                    return Err(ApiError::field(
+                        "duration_secs",
+                        "must be in 0.001..=7776000 (a millisecond at least)",
+                    ));
                 }
                 start + chrono::Duration::milliseconds((d * 1000.0) as i64)
             }
         };
-        if end <= start || end <= now {
-            return Err(ApiError::field("ends_at", "must be after starts_at and in the future"));
+        // A window that has ended already, or an empty one, is kept as a record and silences nothing (listed
+        // with `?all=true`); without `starts_at`, one whose `ends_at` has passed starts (and ends) then.
+        let start = if self.starts_at.is_none() { start.min(end) } else { start };
+        if end < start {
+            return Err(ApiError::field("ends_at", "must not be before starts_at"));
         }
         if end - start > chrono::Duration::days(90) {
             return Err(ApiError::field("ends_at", "a silence lasts at most 90 days"));
@@ -414,15 +438,29 @@ impl SilenceSpec {
     }
 }
 
+/// Whether `s` uses only the characters of RFC 3986 with well-formed percent escapes (the document's
+/// `format: uri`; the URL parser alone would also take spaces and non-ASCII text).
+fn rfc3986_chars(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().all(|(i, &c)| match c {
+        b'%' => b.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
+        c => c.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&c),
+    })
+}
+
 /// A webhook receiver as created through the API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
-    /// Unique name.
+    /// Unique name (letters, digits, `.`, `_`, `-`).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$", min_length = 1, max_length = 64)]
     pub name: String,
-    /// URL events are POSTed to.
+    /// URL events are POSTed to (http or https; its host must not be internal unless
+    /// `alerts.webhook_allow_private`).
+    #[schema(pattern = r"^https?://[^\x00]*$", max_length = 2000)]
     pub url: String,
     /// HMAC-SHA256 signing secret (never returned or printed).
+    #[schema(value_type = String, min_length = 16, max_length = 512, write_only)]
     pub secret: crate::config::Secret,
 }
 
@@ -431,12 +469,13 @@ impl WebhookSpec {
     pub fn validate(&self) -> Result<(), ApiError> {
         valid_name(&self.name).map_err(|e| ApiError::field("name", e))?;
         let ok_url = (self.url.starts_with("http://") || self.url.starts_with("https://"))
-            && self.url.len() <= 2000
+            && rfc3986_chars(&self.url)
+            && self.url.chars().count() <= 2000
             && reqwest::Url::parse(&self.url).is_ok();
         if !ok_url {
             return Err(ApiError::field("url", "must be an http(s) URL"));
         }
-        if !(16..=512).contains(&self.secret.expose().len()) {
+        if !(16..=512).contains(&self.secret.expose().chars().count()) {
             return Err(ApiError::field("secret", "must be 16-512 characters"));
         }
         Ok(())

@@ -44,7 +44,7 @@ pub async fn open(pool: &PgPool) -> Result<HashMap<String, OpenAlert>, sqlx::Err
 }
 
 /// An incident as the API lists it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Incident {
     /// Row id.
     pub id: i64,
@@ -117,7 +117,7 @@ pub async fn open_incidents(pool: &PgPool) -> Result<HashMap<String, Incident>, 
 }
 
 /// An active (pending or firing) instance as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Instance {
     /// Row id.
     pub id: i64,
@@ -533,7 +533,7 @@ pub async fn failed(
 }
 
 /// A delivery as the API lists it (no payload: it is what was sent, minus secrets, and can be large).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeliveryRow {
     /// Row id.
     pub id: i64,
@@ -578,7 +578,7 @@ pub async fn deliveries(pool: &PgPool, state: Option<&str>, limit: i64) -> Resul
 }
 
 /// A stored user rule.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StoredRule {
     /// Id.
     pub id: Uuid,
@@ -687,11 +687,12 @@ pub async fn delete_rule(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
 }
 
 /// A silence.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Silence {
     /// Id.
     pub id: Uuid,
     /// Matchers.
+    #[schema(value_type = Vec<Matcher>)]
     pub matchers: sqlx::types::Json<Vec<Matcher>>,
     /// Why.
     pub comment: String,

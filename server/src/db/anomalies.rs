@@ -105,7 +105,7 @@ pub async fn open_series(pool: &PgPool, source: &str) -> Result<Vec<SeriesId>, s
 }
 
 /// One stored anomaly event.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct StoredAnomaly {
     /// Id.
     pub id: i64,

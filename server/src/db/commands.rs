@@ -153,7 +153,7 @@ pub async fn acknowledge(
 }
 
 /// A command's record, for the API.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct CommandRecord {
     /// Id.
     pub id: Uuid,
@@ -218,7 +218,7 @@ pub async fn node_exists(pool: &PgPool, node: &str) -> Result<bool, sqlx::Error>
 }
 
 /// The latest probe of each GPU of a node.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ProbeRecord {
     /// GPU index.
     pub gpu_index: i32,

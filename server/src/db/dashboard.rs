@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use super::Total;
 
 /// One node row.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct NodeRow {
     /// Node id.
     pub node_id: String,
@@ -27,7 +27,7 @@ pub struct NodeRow {
 }
 
 /// One GPU row.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct GpuRow {
     /// Node.
     pub node_id: String,
@@ -50,7 +50,7 @@ pub struct GpuRow {
 }
 
 /// One decision row.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DecisionRow {
     /// When.
     pub decided_at: DateTime<Utc>,

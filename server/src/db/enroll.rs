@@ -150,7 +150,7 @@ pub async fn node_of(pool: &PgPool, credential: &str) -> Result<Option<String>, 
 }
 
 /// One enrolled node as the API lists it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Enrollment {
     /// Node id.
     pub node_id: String,
@@ -177,7 +177,7 @@ pub async fn enrolled(pool: &PgPool) -> Result<Vec<Enrollment>, sqlx::Error> {
 }
 
 /// One enrollment token as the API lists it (never the token itself).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TokenInfo {
     /// Token id.
     pub id: Uuid,
@@ -283,7 +283,7 @@ pub async fn set_deployments(
 }
 
 /// One recorded enrollment event.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Event {
     /// When.
     pub at: DateTime<Utc>,

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 pub const KEEP_DAYS: i64 = 7;
 
 /// One stored figure, as the API returns it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct IdleRow {
     /// When the refresher computed it.
     pub computed_at: DateTime<Utc>,

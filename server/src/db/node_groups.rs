@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 /// One node's group as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct NodeGroup {
     /// Node.
     pub node_id: String,

@@ -213,7 +213,7 @@ fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
 }
 
 /// One stored opportunity.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct StoredOpportunity {
     /// Id (for the API).
     pub id: i64,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::domain::policy::PolicySpec;
 
 /// A stored policy.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StoredPolicy {
     /// Id.
     pub id: Uuid,

@@ -138,7 +138,7 @@ pub async fn deployment_series(
 }
 
 /// The fleet at a glance, from the latest readings.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct FleetOverview {
     /// Nodes known.
     pub nodes: i64,

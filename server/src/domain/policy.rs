@@ -58,7 +58,7 @@ pub struct PolicyCondition {
 }
 
 /// Whether a policy acts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyMode {
     /// The leader acts on its decisions (unless `dry_run`).
@@ -71,7 +71,7 @@ pub enum PolicyMode {
 }
 
 /// What a policy scales.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// `deployment`, `statefulset` (Kubernetes, through the scale subresource) or `agent_group`
@@ -79,17 +79,20 @@ pub struct Target {
     pub kind: TargetKind,
     /// Kubernetes namespace (required for Kubernetes kinds).
     #[serde(default)]
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", max_length = 253)]
     pub namespace: Option<String>,
     /// Deployment / StatefulSet name, or the agent group.
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", max_length = 253)]
     pub name: String,
     /// The serving deployment (`namespace/name`) whose metrics drive an `agent_group` target; defaults to
     /// `namespace/name` for Kubernetes kinds.
     #[serde(default)]
+    #[schema(pattern = r"^[a-z0-9.]([a-z0-9.-]{0,251}[a-z0-9.])?/[a-z0-9.]([a-z0-9.-]{0,251}[a-z0-9.])?$")]
     pub deployment: Option<String>,
 }
 
 /// Kinds of [`Target`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetKind {
     /// apps/v1 Deployment.
@@ -101,7 +104,7 @@ pub enum TargetKind {
 }
 
 /// The metric a policy holds at its target value per replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// GPU utilisation, percent per replica's GPU.
@@ -136,29 +139,32 @@ impl Metric {
 }
 
 /// One metric held at a target value per replica.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricTarget {
     /// The metric.
     pub metric: Metric,
     /// Target per replica.
+    #[schema(exclusive_minimum = 0, maximum = 1000000000)]
     pub target: f64,
 }
 
 /// Latency SLOs; a breach scales up and forbids scaling down.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SloSpec {
     /// Time-to-first-token p95 target, milliseconds.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 600000)]
     pub ttft_p95_ms: Option<f64>,
     /// Inter-token latency p95 target, milliseconds.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 600000)]
     pub itl_p95_ms: Option<f64>,
 }
 
 /// How the forecast is used.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictiveSpec {
     /// `off`, `forecast_only` (computed and recorded, never acted on) or `on`.
@@ -166,9 +172,11 @@ pub struct PredictiveSpec {
     pub mode: PredictiveMode,
     /// Interval quantile used as headroom (0.5..=0.99; 0.9 = the upper bound of the 80 % interval).
     #[serde(default = "default_quantile")]
+    #[schema(minimum = 0.5, maximum = 0.99)]
     pub quantile: f64,
     /// How far ahead to look, seconds; defaults to the cold start (capacity started now serves only then).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     pub horizon_secs: Option<u32>,
 }
 
@@ -184,7 +192,7 @@ impl Default for PredictiveSpec {
 
 /// HPA's `behavior`, field for field (`scaleUp`/`scaleDown`, `stabilizationWindowSeconds`, `selectPolicy`,
 /// `policies: [{type: Pods|Percent, value, periodSeconds}]`), so an HPA's block can be pasted as it is.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BehaviorSpec {
     /// Scale-up rules; HPA's defaults when absent.
@@ -196,11 +204,12 @@ pub struct BehaviorSpec {
 }
 
 /// HPA's `HPAScalingRules`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RulesSpec {
     /// Seconds; HPA's default (0 up, 300 down) when absent.
     #[serde(default)]
+    #[schema(maximum = 3600)]
     pub stabilization_window_seconds: Option<u32>,
     /// `Max` (default), `Min` or `Disabled`.
     #[serde(default)]
@@ -211,7 +220,7 @@ pub struct RulesSpec {
 }
 
 /// HPA's `selectPolicy` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub enum SelectPolicySpec {
     /// The most permissive policy.
     Max,
@@ -222,20 +231,22 @@ pub enum SelectPolicySpec {
 }
 
 /// HPA's `HPAScalingPolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RatePolicySpec {
     /// `Pods` or `Percent`.
     #[serde(rename = "type")]
     pub kind: RateKindSpec,
     /// Amount (at least 1).
+    #[schema(minimum = 1)]
     pub value: u32,
     /// Period, 1..=1800 seconds.
+    #[schema(minimum = 1, maximum = 1800)]
     pub period_seconds: u32,
 }
 
 /// HPA's policy types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub enum RateKindSpec {
     /// Replicas.
     Pods,
@@ -306,17 +317,21 @@ impl BehaviorSpec {
 }
 
 /// Batching the control loop may set on the deployment's engines.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RebatchSpec {
     /// Smallest batch size allowed.
+    #[schema(minimum = 1, maximum = 4096)]
     pub min_batch_size: u32,
     /// Largest batch size allowed.
+    #[schema(minimum = 1, maximum = 4096)]
     pub max_batch_size: u32,
     /// Batching delay used, microseconds.
     #[serde(default = "default_delay")]
+    #[schema(maximum = 10000000)]
     pub max_queue_delay_us: u64,
     /// Inter-token latency p95 the batch size must keep, milliseconds.
+    #[schema(exclusive_minimum = 0, maximum = 600000)]
     pub itl_slo_ms: f64,
 }
 
@@ -333,7 +348,7 @@ fn default_tolerance() -> f64 {
 }
 
 /// A scaling policy as the API accepts it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, kube::CustomResource)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema, kube::CustomResource)]
 #[kube(
     group = "fleetpilot.dev",
     version = "v1",
@@ -351,21 +366,26 @@ fn default_tolerance() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct PolicySpec {
     /// Unique name (`[a-z0-9-]`, 1..=63).
+    #[schema(pattern = r"^[a-z0-9-]{1,63}$", min_length = 1, max_length = 63)]
     pub name: String,
     /// What is scaled.
     pub target: Target,
     /// Fewest replicas.
+    #[schema(maximum = 10000)]
     pub min_replicas: u32,
     /// Most replicas.
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_replicas: u32,
     /// Metric held at `target_value` per replica (shorthand for one entry of `metrics`).
     #[serde(default)]
     pub metric: Option<Metric>,
     /// Target per replica of `metric`.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 1000000000)]
     pub target_value: Option<f64>,
     /// Several metric targets; the largest proposal wins (as in HPA). The first drives the forecast.
     #[serde(default)]
+    #[schema(max_items = 8)]
     pub metrics: Vec<MetricTarget>,
     /// Latency SLOs (feedback: a breach scales up and forbids scaling down).
     #[serde(default)]
@@ -381,12 +401,15 @@ pub struct PolicySpec {
     pub panic: PanicSettings,
     /// With `min_replicas` 0: seconds without demand (and none forecast) before scaling to zero.
     #[serde(default)]
+    #[schema(minimum = 60, maximum = 604800)]
     pub scale_to_zero_idle_secs: Option<u32>,
     /// HPA tolerance around the target (0.1 = 10 %).
     #[serde(default = "default_tolerance")]
+    #[schema(minimum = 0, maximum = 1)]
     pub tolerance: f64,
     /// Seconds a new replica needs before it serves; the forecast looks this far ahead.
     #[serde(default = "default_cold_start")]
+    #[schema(maximum = 3600)]
     pub cold_start_secs: u32,
     /// Record decisions without acting.
     #[serde(default)]
@@ -534,8 +557,8 @@ impl PolicySpec {
             if r.max_batch_size > 4096 {
                 return Err(ApiError::field("rebatch.max_batch_size", "must be at most 4096"));
             }
-            if !(r.itl_slo_ms.is_finite() && r.itl_slo_ms > 0.0) {
-                return Err(ApiError::field("rebatch.itl_slo_ms", "must be a positive number"));
+            if !(r.itl_slo_ms.is_finite() && r.itl_slo_ms > 0.0 && r.itl_slo_ms <= 600_000.0) {
+                return Err(ApiError::field("rebatch.itl_slo_ms", "must be a number of milliseconds in (0, 600000]"));
             }
             if r.max_queue_delay_us > 10_000_000 {
                 return Err(ApiError::field("rebatch.max_queue_delay_us", "must be at most 10000000"));

@@ -8,12 +8,27 @@ use actix_web::{HttpResponse, get, web as aw};
 use crate::state::AppState;
 
 /// Liveness: the process serves HTTP.
+#[utoipa::path(
+    tag = "meta",
+    operation_id = "healthz",
+    responses(
+        (status = 200, description = "Alive", body = String, content_type = "text/plain")
+    )
+)]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
 /// Readiness: the database answers.
+#[utoipa::path(
+    tag = "meta",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer", body = String, content_type = "text/plain")
+    )
+)]
 #[get("/readyz")]
 pub async fn readyz(state: aw::Data<AppState>) -> HttpResponse {
     match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await {
@@ -29,6 +44,13 @@ pub const FLEET_GAUGES_MAX_AGE: std::time::Duration = std::time::Duration::from_
 
 /// Prometheus exposition of the server's own metrics, with the fleet gauges read from the store (so every
 /// replica reports the same fleet; a store that does not answer leaves the last values, never fails the scrape).
+#[utoipa::path(
+    tag = "meta",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")
+    )
+)]
 #[get("/metrics")]
 pub async fn metrics(state: aw::Data<AppState>) -> HttpResponse {
     if state.metrics.fleet_due(FLEET_GAUGES_MAX_AGE) {
@@ -49,17 +71,22 @@ pub async fn metrics(state: aw::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
 
-/// The OpenAPI 3.1 document of the API (`docs/openapi.json`, compiled in).
-pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
-
-/// `GET /api/v1/openapi.json`.
+/// `GET /api/v1/openapi.json`: the OpenAPI 3.1 document generated from the API's types (see [`api::doc`]).
+#[utoipa::path(
+    tag = "meta",
+    operation_id = "openapi",
+    responses(
+        (status = 200, description = "This document (OpenAPI 3.1)", body = Object, content_type = "application/json")
+    )
+)]
 #[get("/api/v1/openapi.json")]
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+    HttpResponse::Ok().content_type("application/json").body(api::doc::document())
 }
 
 /// Registers every route.
 pub fn configure(cfg: &mut aw::ServiceConfig) {
+    api::doc::configure_method_not_allowed(cfg);
     cfg.service(healthz).service(readyz).service(metrics).service(openapi);
     api::configure(cfg);
     web::configure(cfg);

@@ -18,6 +18,8 @@ async fn every_path_in_the_openapi_document_is_a_route_of_the_server() {
         let url = path
             .replace("{id}", "00000000-0000-0000-0000-000000000000")
             .replace("{node}", "node-x")
+            .replace("{node_id}", "node-x")
+            .replace("{username}", "nobody")
             .replace("{gpu}", "0")
             .replace("{namespace}", "ml")
             .replace("{name}", "llama");
@@ -46,5 +48,34 @@ async fn every_path_in_the_openapi_document_is_a_route_of_the_server() {
     {
         assert!(spec.get(field).is_some(), "PolicySpec.{field} is missing from the document");
     }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeclared_method_on_a_declared_path_is_a_405_with_allow() {
+    let app = spawn_app(|s| s.control.enabled = false).await;
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/api/v1/commands/ack", "POST"),
+        (reqwest::Method::PATCH, "/api/v1/policies/00000000-0000-0000-0000-000000000000", "DELETE, GET, PUT"),
+        (reqwest::Method::DELETE, "/api/v1/fleet", "GET"),
+        (reqwest::Method::POST, "/healthz", "GET"),
+    ] {
+        let r = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.address))
+            .bearer_auth(&app.api_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("not allowed"), "{body}");
+    }
+    // The declared methods still reach their handlers, and an unknown path is still a 404.
+    let r = app.http.post(format!("{}/api/v1/commands/ack", app.address)).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app.http.get(format!("{}/api/v1/nope", app.address)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
     app.stop().await;
 }

@@ -4,14 +4,13 @@
 
 use actix_web::{HttpResponse, delete as del, get, post, put, web};
 use chrono::Utc;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::alerts::rules::{RuleSpec, SilenceSpec, WebhookSpec};
 use crate::auth::ApiAuth;
 use crate::db::alerts::{self as store, RuleWrite};
-use crate::error::{ApiError, parse_json};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
@@ -19,7 +18,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 fn parse_rule(body: &[u8]) -> Result<RuleSpec, ApiError> {
-    let spec: RuleSpec = parse_json(body)?;
+    let spec: RuleSpec = super::doc::parse_body(body)?;
     spec.validate()?;
     Ok(spec)
 }
@@ -33,6 +32,19 @@ fn limit(n: Option<i64>) -> Result<i64, ApiError> {
 }
 
 /// Creates a user rule (201).
+#[utoipa::path(
+    tag = "alerting",
+    operation_id = "create_alert_rule",
+    security(("api" = [])),
+    request_body(content = RuleSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = crate::db::alerts::StoredRule, headers(("Location" = String, description = "URL of the new resource"))),
+        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 409, description = "The name is taken", body = ApiError),
+        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+    )
+)]
 #[post("/api/v1/alert-rules")]
 pub async fn create_rule(_a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let spec = parse_rule(&body)?;
@@ -46,12 +58,33 @@ pub async fn create_rule(_a: ApiAuth, state: web::Data<AppState>, body: web::Byt
 }
 
 /// Lists user rules.
+#[utoipa::path(
+    tag = "alerting",
+    operation_id = "list_alert_rules",
+    security(("api" = [])),
+    responses(
+        (status = 200, description = "User alert rules", body = Vec<crate::db::alerts::StoredRule>),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/alert-rules")]
 pub async fn list_rules(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(store::rules(&state.pool).await?))
 }
 
 /// One user rule.
+#[utoipa::path(
+    tag = "alerting",
+    operation_id = "get_alert_rule",
+    security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Rule id")),
+    responses(
+        (status = 200, description = "The rule", body = crate::db::alerts::StoredRule),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError)
+    )
+)]
 #[get("/api/v1/alert-rules/{id}")]
 pub async fn get_rule(
     _a: ApiAuth,
@@ -66,6 +99,21 @@ pub async fn get_rule(
 }
 
 /// Replaces a user rule.
+#[utoipa::path(
+    tag = "alerting",
+    operation_id = "update_alert_rule",
+    security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Rule id")),
+    request_body(content = RuleSpec, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Replaced", body = crate::db::alerts::StoredRule),
+        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError),
+        (status = 409, description = "The name is taken", body = ApiError),
+        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+    )
+)]
 #[put("/api/v1/alert-rules/{id}")]
 pub async fn update_rule(
     _a: ApiAuth,
@@ -83,6 +131,20 @@ pub async fn update_rule(
 }
 
 /// Deletes a user rule (204); its alerts resolve at the next evaluation.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/alert-rules/{id}",
+    tag = "alerting",
+    operation_id = "delete_alert_rule",
+    security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Rule id")),
+    responses(
+        (status = 204, description = "Deleted; its alerts resolve at the next evaluation"),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError)
+    )
+)]
 #[del("/api/v1/alert-rules/{id}")]
 pub async fn delete_rule(
     _a: ApiAuth,
@@ -98,13 +160,25 @@ pub async fn delete_rule(
 }
 
 /// Creates a silence (201).
+#[utoipa::path(
+    tag = "alerting",
+    operation_id = "create_silence",
+    security(("api" = [])),
+    request_body(content = SilenceSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = crate::db::alerts::Silence, headers(("Location" = String, description = "URL of the new resource"))),
+        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+    )
+)]
 #[post("/api/v1/silences")]
 pub async fn create_silence(
     _a: ApiAuth,
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let spec: SilenceSpec = parse_json(&body)?;
+    let spec: SilenceSpec = super::doc::parse_body(&body)?;
     let (start, end) = spec.validate(Utc::now())?;
     let by = spec.created_by.as_deref().unwrap_or("api");
     let s = store::create_silence(&state.pool, &spec.matchers, spec.comment.trim(), by, start, end).await?;
@@ -112,13 +186,69 @@ pub async fn create_silence(
 }
 
 /// `?all=true` includes ended silences.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SilenceQuery {
+    /// Include ended silences.
     all: Option<bool>,
 }
 
+/// A webhook receiver as the API shows it (never its secret).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookView {
+    /// Id (null for a receiver configured in the settings).
+    pub id: Option<Uuid>,
+    /// Name.
+    pub name: String,
+    /// URL.
+    pub url: String,
+    /// `settings` or `api`.
+    #[schema(inline)]
+    pub source: WebhookSource,
+    /// When it was added through the API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// Where a webhook receiver comes from.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookSource {
+    /// The settings file / environment.
+    Settings,
+    /// `POST /api/v1/webhooks`.
+    Api,
+}
+
+/// PagerDuty's state.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PagerDutyView {
+    /// Whether a routing key is set.
+    pub configured: bool,
+}
+
+/// `GET /api/v1/webhooks`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Receivers {
+    /// PagerDuty.
+    pub pagerduty: PagerDutyView,
+    /// Webhooks from the settings, then the API's.
+    pub webhooks: Vec<WebhookView>,
+}
+
 /// Silences in force or upcoming (all with `?all=true`).
+#[utoipa::path(
+    tag = "alerting",
+    operation_id = "list_silences",
+    security(("api" = [])),
+    params(SilenceQuery),
+    responses(
+        (status = 200, description = "Silences in force or upcoming (all with all=true)", body = Vec<crate::db::alerts::Silence>),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/silences")]
 pub async fn list_silences(
     _a: ApiAuth,
@@ -129,6 +259,20 @@ pub async fn list_silences(
 }
 
 /// Expires a silence now (204).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/silences/{id}",
+    tag = "alerting",
+    operation_id = "expire_silence",
+    security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Silence id")),
+    responses(
+        (status = 204, description = "Expired now"),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such silence in force", body = ApiError)
+    )
+)]
 #[del("/api/v1/silences/{id}")]
 pub async fn expire_silence(
     _a: ApiAuth,
@@ -144,13 +288,26 @@ pub async fn expire_silence(
 }
 
 /// Adds a webhook receiver (201); the secret is stored to sign deliveries and never returned.
+#[utoipa::path(
+    tag = "alerting",
+    operation_id = "create_webhook",
+    security(("api" = [])),
+    request_body(content = WebhookSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created (the secret is never returned)", body = WebhookView, headers(("Location" = String, description = "URL of the new resource"))),
+        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 409, description = "The name is taken", body = ApiError),
+        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+    )
+)]
 #[post("/api/v1/webhooks")]
 pub async fn create_webhook(
     _a: ApiAuth,
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let spec: WebhookSpec = parse_json(&body)?;
+    let spec: WebhookSpec = super::doc::parse_body(&body)?;
     spec.validate()?;
     crate::alerts::targets::check(&spec.url, state.settings.alerts.webhook_allow_private)
         .await
@@ -162,32 +319,71 @@ pub async fn create_webhook(
         ));
     }
     match store::create_webhook(&state.pool, &spec).await? {
-        Some(w) => Ok(HttpResponse::Created()
-            .insert_header(("Location", format!("/api/v1/webhooks/{}", w.id)))
-            .json(json!({ "id": w.id, "name": w.name, "url": w.url, "source": "api", "created_at": w.created_at }))),
+        Some(w) => Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/webhooks/{}", w.id))).json(
+            WebhookView {
+                id: Some(w.id),
+                name: w.name,
+                url: w.url,
+                source: WebhookSource::Api,
+                created_at: Some(w.created_at),
+            },
+        )),
         None => Err(ApiError::conflict("name", format!("a webhook named {:?} exists", spec.name))),
     }
 }
 
 /// Receivers: PagerDuty (whether configured), the settings' webhooks and the API's (no secrets).
+#[utoipa::path(
+    tag = "alerting",
+    operation_id = "list_webhooks",
+    security(("api" = [])),
+    responses(
+        (status = 200, description = "Receivers: PagerDuty (whether configured) and webhooks (no secrets)", body = Receivers),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/webhooks")]
 pub async fn list_webhooks(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut out: Vec<_> = state
+    let mut webhooks: Vec<WebhookView> = state
         .settings
         .webhooks
         .iter()
-        .map(|w| json!({ "id": null, "name": w.name, "url": w.url, "source": "settings" }))
+        .map(|w| WebhookView {
+            id: None,
+            name: w.name.clone(),
+            url: w.url.clone(),
+            source: WebhookSource::Settings,
+            created_at: None,
+        })
         .collect();
     for w in store::webhooks(&state.pool).await? {
-        out.push(json!({ "id": w.id, "name": w.name, "url": w.url, "source": "api", "created_at": w.created_at }));
+        webhooks.push(WebhookView {
+            id: Some(w.id),
+            name: w.name,
+            url: w.url,
+            source: WebhookSource::Api,
+            created_at: Some(w.created_at),
+        });
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "pagerduty": { "configured": !state.settings.pagerduty.routing_key.is_empty() },
-        "webhooks": out,
-    })))
+    let pagerduty = PagerDutyView { configured: !state.settings.pagerduty.routing_key.is_empty() };
+    Ok(HttpResponse::Ok().json(Receivers { pagerduty, webhooks }))
 }
 
 /// Removes a webhook receiver added through the API (204).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/webhooks/{id}",
+    tag = "alerting",
+    operation_id = "delete_webhook",
+    security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError)
+    )
+)]
 #[del("/api/v1/webhooks/{id}")]
 pub async fn delete_webhook(
     _a: ApiAuth,
@@ -203,14 +399,42 @@ pub async fn delete_webhook(
 }
 
 /// `?state=pending|firing|resolved&limit=N`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceQuery {
+    /// Only this state (default: pending and firing).
+    #[param(inline, value_type = Option<InstanceState>)]
     state: Option<String>,
+    /// How many (1..=1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+/// Alert instance states.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Condition holds, not yet for `for_secs`.
+    Pending,
+    /// Firing.
+    Firing,
+    /// Resolved.
+    Resolved,
+}
+
 /// Alert instances (default: pending and firing), newest first, with why each is suppressed.
+#[utoipa::path(
+    tag = "alerting",
+    operation_id = "list_alert_instances",
+    security(("api" = [])),
+    params(InstanceQuery),
+    responses(
+        (status = 200, description = "Alert instances, newest first", body = Vec<crate::db::alerts::Instance>),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/alert-instances")]
 pub async fn instances(
     _a: ApiAuth,
@@ -226,14 +450,42 @@ pub async fn instances(
 }
 
 /// `?state=pending|delivered|failed&limit=N`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
+    /// Only this state.
+    #[param(inline, value_type = Option<DeliveryState>)]
     state: Option<String>,
+    /// How many (1..=1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+/// Outbox delivery states.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Not delivered yet; retried.
+    Pending,
+    /// Delivered.
+    Delivered,
+    /// Refused permanently.
+    Failed,
+}
+
 /// Outbox rows, newest first: what was sent where, attempts, and permanent failures with their error.
+#[utoipa::path(
+    tag = "alerting",
+    operation_id = "list_alert_deliveries",
+    security(("api" = [])),
+    params(DeliveryQuery),
+    responses(
+        (status = 200, description = "Outbox rows, newest first", body = Vec<crate::db::alerts::DeliveryRow>),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/alert-deliveries")]
 pub async fn deliveries(
     _a: ApiAuth,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, get, post, web};
 use gpu_agent::protocol::{CommandAck, CommandAction, CommandPoll};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::{AgentAuth, ApiAuth};
@@ -17,11 +17,32 @@ use crate::state::AppState;
 pub const MAX_WAIT_SECS: u64 = 60;
 
 /// `?agent_id=...&wait_s=...`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PollQuery {
+    /// The agent (its node id).
+    #[param(min_length = 1, max_length = 128)]
     agent_id: String,
+    /// Longest wait, seconds (default 25).
+    #[param(maximum = 60)]
     wait_s: Option<u64>,
+}
+
+/// What an acknowledgement recorded.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AckCounts {
+    /// Commands newly marked received.
+    pub received: u64,
+    /// Commands newly marked completed.
+    pub completed: u64,
+}
+
+/// A queued probe.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProbeQueued {
+    /// Follow it with `GET /api/v1/commands/{id}`.
+    pub command_id: Uuid,
 }
 
 fn check_node(auth: &AgentAuth, agent_id: &str) -> Result<(), ApiError> {
@@ -30,6 +51,18 @@ fn check_node(auth: &AgentAuth, agent_id: &str) -> Result<(), ApiError> {
 
 /// `GET /api/v1/commands`: answers with the agent's due commands as soon as there are any, or with none
 /// after `wait_s` (default 25, at most 60) seconds.
+#[utoipa::path(
+    tag = "agents",
+    operation_id = "poll_commands",
+    security(("agent" = [])),
+    params(PollQuery),
+    responses(
+        (status = 200, description = "Due commands as soon as there are any, else none after wait_s", body = gpu_agent::protocol::CommandPoll),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 403, description = "The credential may not act for this node or deployment, or the shared agent token may not write (agent_token_can_write off)", body = ApiError)
+    )
+)]
 #[get("/api/v1/commands")]
 #[tracing::instrument(name = "command_poll", skip_all)]
 pub async fn poll(
@@ -67,6 +100,19 @@ pub async fn poll(
 }
 
 /// `POST /api/v1/commands/ack`: receipts and results from an agent.
+#[utoipa::path(
+    tag = "agents",
+    operation_id = "ack_commands",
+    security(("agent" = [])),
+    request_body(content = gpu_agent::protocol::CommandAck, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Receipts and results recorded", body = AckCounts),
+        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 403, description = "The credential may not act for this node or deployment, or the shared agent token may not write (agent_token_can_write off)", body = ApiError),
+        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+    )
+)]
 #[post("/api/v1/commands/ack")]
 #[tracing::instrument(name = "command_ack", skip_all)]
 pub async fn ack(auth: AgentAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
@@ -75,10 +121,22 @@ pub async fn ack(auth: AgentAuth, state: web::Data<AppState>, body: web::Bytes) 
     check_node(&auth, &a.agent_id)?;
     let mut conn = state.pool.acquire().await?;
     let (received, completed) = db::commands::acknowledge(&mut conn, &a.agent_id, &a.received, &a.results).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "received": received, "completed": completed })))
+    Ok(HttpResponse::Ok().json(AckCounts { received, completed }))
 }
 
 /// `GET /api/v1/commands/{id}`: one command's life (queued, delivered, received, completed, result).
+#[utoipa::path(
+    tag = "commands",
+    operation_id = "get_command",
+    security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Command id")),
+    responses(
+        (status = 200, description = "The command's life", body = crate::db::commands::CommandRecord),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError)
+    )
+)]
 #[get("/api/v1/commands/{id}")]
 pub async fn get_one(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::field("id", "must be a UUID"))?;
@@ -89,6 +147,16 @@ pub async fn get_one(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<Stri
 }
 
 /// `GET /api/v1/nodes/{node}/commands`: a node's newest commands.
+#[utoipa::path(
+    tag = "commands",
+    operation_id = "node_commands",
+    security(("api" = [])),
+    params(("node" = String, Path, description = "Node id")),
+    responses(
+        (status = 200, description = "The node's newest commands (at most 100)", body = Vec<crate::db::commands::CommandRecord>),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/nodes/{node}/commands")]
 pub async fn of_node(
     _a: ApiAuth,
@@ -100,16 +168,37 @@ pub async fn of_node(
 
 /// `POST /api/v1/nodes/{node}/probe`: runs the GPU health probe (memory bandwidth) on the node now; 202 with
 /// the command id. Results appear under `GET /api/v1/nodes/{node}/probes`.
+#[utoipa::path(
+    tag = "commands",
+    operation_id = "probe_node",
+    security(("api" = [])),
+    params(("node" = String, Path, description = "Node id")),
+    responses(
+        (status = 202, description = "Queued", body = ProbeQueued),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError)
+    )
+)]
 #[post("/api/v1/nodes/{node}/probe")]
 pub async fn probe(_a: ApiAuth, state: web::Data<AppState>, node: web::Path<String>) -> Result<HttpResponse, ApiError> {
     if !db::commands::node_exists(&state.pool, &node).await? {
         return Err(ApiError::not_found(format!("no node {:?} has reported", node.as_str())));
     }
     let id = db::commands::enqueue(&state.pool, &node, &CommandAction::Probe {}, None).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "command_id": id })))
+    Ok(HttpResponse::Accepted().json(ProbeQueued { command_id: id }))
 }
 
 /// `GET /api/v1/nodes/{node}/probes`: the latest probe result of each of the node's GPUs.
+#[utoipa::path(
+    tag = "commands",
+    operation_id = "node_probes",
+    security(("api" = [])),
+    params(("node" = String, Path, description = "Node id")),
+    responses(
+        (status = 200, description = "The latest probe result of each GPU", body = Vec<crate::db::commands::ProbeRecord>),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/nodes/{node}/probes")]
 pub async fn probes(
     _a: ApiAuth,

@@ -2,6 +2,7 @@
 
 pub mod alerting;
 pub mod commands;
+pub mod doc;
 pub mod enroll;
 pub mod ingest;
 pub mod opportunities;

@@ -3,11 +3,11 @@
 use actix_web::{HttpResponse, get, post, web};
 use chrono::Utc;
 use forecasting::opportunities::Kind;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::ApiAuth;
 use crate::db;
-use crate::error::{ApiError, parse_json};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Largest page.
@@ -35,24 +35,97 @@ fn page(limit: Option<String>, offset: Option<String>) -> Result<(i64, i64), Api
 
 fn name(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
     match v {
-        Some(s) if s.is_empty() || s.len() > 256 => Err(ApiError::field(field, "must be 1..=256 characters")),
+        Some(s) if s.is_empty() || s.chars().count() > 256 || s.contains('\0') => {
+            Err(ApiError::field(field, "must be 1..=256 characters, without NUL"))
+        }
         v => Ok(v),
     }
 }
 
 /// `?deployment=&node=&kind=&status=&limit=&offset=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only this deployment (`namespace/name`).
+    #[param(min_length = 1, max_length = 256)]
     deployment: Option<String>,
+    /// Only this node.
+    #[param(min_length = 1, max_length = 256)]
     node: Option<String>,
+    /// Only this kind.
+    #[param(inline, value_type = Option<OpportunityKind>)]
     kind: Option<String>,
+    /// Only this status.
+    #[param(inline, value_type = Option<OpportunityStatus>)]
     status: Option<String>,
+    /// Page size (1..=1000, default 100).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// Items to skip.
+    #[param(value_type = Option<i64>, minimum = 0)]
     offset: Option<String>,
 }
 
+/// Kinds of opportunity.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OpportunityKind {
+    /// GPUs allocated with nothing loaded and no work.
+    IdleGpu,
+    /// Memory held, compute idle.
+    MemoryOnly,
+    /// Replicas that fit on fewer GPUs.
+    Consolidation,
+    /// Batching headroom.
+    Batching,
+    /// KV cache saturated.
+    KvCacheSaturation,
+    /// Throttled GPUs.
+    Throttling,
+    /// A GPU slower than its peers.
+    Straggler,
+    /// A node to drain.
+    DrainNode,
+}
+
+/// Opportunity states.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OpportunityStatus {
+    /// Persisting.
+    Open,
+    /// Vanished.
+    Closed,
+    /// Dismissed by an operator.
+    Dismissed,
+}
+
+/// A page of opportunities.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpportunityPage {
+    /// How many match.
+    pub total: i64,
+    /// Page size.
+    pub limit: i64,
+    /// Skipped.
+    pub offset: i64,
+    /// This page.
+    pub items: Vec<db::opportunities::StoredOpportunity>,
+}
+
 /// `GET /api/v1/opportunities`: highest expected value first, with the total matching.
+#[utoipa::path(
+    tag = "opportunities",
+    operation_id = "list_opportunities",
+    security(("api" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Highest expected value first, with the total matching", body = OpportunityPage),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/opportunities")]
 #[tracing::instrument(name = "opportunities_list", skip_all)]
 pub async fn list(_a: ApiAuth, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
@@ -78,7 +151,7 @@ pub async fn list(_a: ApiAuth, state: web::Data<AppState>, q: web::Query<ListQue
         offset,
     };
     let (items, total) = db::opportunities::list(&state.pool, &f).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "total": total, "limit": limit, "offset": offset, "items": items })))
+    Ok(HttpResponse::Ok().json(OpportunityPage { total, limit, offset, items }))
 }
 
 fn parse_id(id: &str) -> Result<i64, ApiError> {
@@ -86,6 +159,18 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /api/v1/opportunities/{id}`.
+#[utoipa::path(
+    tag = "opportunities",
+    operation_id = "get_opportunity",
+    security(("api" = [])),
+    params(("id" = i64, Path, description = "Opportunity id", minimum = 1)),
+    responses(
+        (status = 200, description = "The opportunity with its evidence", body = crate::db::opportunities::StoredOpportunity),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError)
+    )
+)]
 #[get("/api/v1/opportunities/{id}")]
 pub async fn get_one(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
@@ -96,14 +181,35 @@ pub async fn get_one(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<Stri
 }
 
 /// Body of a dismissal.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dismissal {
+    /// Why (1..=500 characters once trimmed).
+    #[schema(
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$",
+        min_length = 1,
+        max_length = 500
+    )]
     reason: String,
 }
 
 /// `POST /api/v1/opportunities/{id}/dismiss` with `{"reason": "..."}` (1..=500 characters): it stays
 /// dismissed while it persists; 409 if it is closed.
+#[utoipa::path(
+    tag = "opportunities",
+    operation_id = "dismiss_opportunity",
+    security(("api" = [])),
+    params(("id" = i64, Path, description = "Opportunity id", minimum = 1)),
+    request_body(content = Dismissal, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Dismissed", body = crate::db::opportunities::StoredOpportunity),
+        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError),
+        (status = 409, description = "The opportunity is closed", body = ApiError),
+        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+    )
+)]
 #[post("/api/v1/opportunities/{id}/dismiss")]
 #[tracing::instrument(name = "opportunity_dismiss", skip_all)]
 pub async fn dismiss(
@@ -113,7 +219,7 @@ pub async fn dismiss(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    let d: Dismissal = parse_json(&body)?;
+    let d: Dismissal = super::doc::parse_body(&body)?;
     let reason = d.reason.trim();
     let chars = reason.chars().count();
     if chars == 0 || chars > MAX_REASON_CHARS {
@@ -131,6 +237,16 @@ pub async fn dismiss(
 /// `GET /api/v1/idle-capacity`: the fleet's idle capacity over the latest opportunities window (GPUs
 /// allocated with nothing loaded and no work, summed bucket by bucket), in GPU-hours and money per week;
 /// 404 before the first refresh.
+#[utoipa::path(
+    tag = "opportunities",
+    operation_id = "idle_capacity",
+    security(("api" = [])),
+    responses(
+        (status = 200, description = "The fleet's idle capacity over the latest window", body = crate::db::idle::IdleRow),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No figure yet: the opportunities refresher has not run", body = ApiError)
+    )
+)]
 #[get("/api/v1/idle-capacity")]
 pub async fn idle_capacity(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match db::idle::latest(&state.pool).await? {
@@ -140,18 +256,82 @@ pub async fn idle_capacity(_a: ApiAuth, state: web::Data<AppState>) -> Result<Ht
 }
 
 /// `?node=&deployment=&severity=&open=&limit=&offset=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AnomalyQuery {
+    /// Only this node.
+    #[param(min_length = 1, max_length = 256)]
     node: Option<String>,
+    /// Only this deployment (`namespace/name`).
+    #[param(min_length = 1, max_length = 256)]
     deployment: Option<String>,
+    /// Only this severity.
+    #[param(inline, value_type = Option<AnomalySeverity>)]
     severity: Option<String>,
+    /// Only open (true) or ended (false) events.
+    #[param(value_type = Option<bool>)]
     open: Option<String>,
+    /// Page size (1..=1000, default 100).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// Items to skip.
+    #[param(value_type = Option<i64>, minimum = 0)]
     offset: Option<String>,
 }
 
+/// Anomaly severities.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AnomalySeverity {
+    /// Info.
+    Info,
+    /// Warning.
+    Warning,
+    /// Critical.
+    Critical,
+}
+
+/// One workload group of nodes.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NodeGroupView {
+    /// Ordered by mean utilisation, 0 = least busy.
+    pub cluster: i32,
+    /// The centroid in words.
+    pub label: String,
+    /// The group's kind.
+    pub kind: String,
+    /// The centroid's profile.
+    pub centroid: serde_json::Value,
+    /// Its nodes.
+    pub nodes: Vec<String>,
+}
+
+/// `GET /api/v1/node-groups`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NodeGroupsView {
+    /// When the leader last grouped the nodes (null: never).
+    pub computed_at: Option<chrono::DateTime<Utc>>,
+    /// Mean silhouette of the grouping (0 with one group).
+    pub silhouette: f64,
+    /// The groups.
+    pub groups: Vec<NodeGroupView>,
+    /// Every node's own profile.
+    pub nodes: Vec<db::node_groups::NodeGroup>,
+}
+
 /// `GET /api/v1/anomalies`: anomaly events, newest first.
+#[utoipa::path(
+    tag = "opportunities",
+    operation_id = "list_anomalies",
+    security(("api" = [])),
+    params(AnomalyQuery),
+    responses(
+        (status = 200, description = "Anomaly events, newest first", body = Vec<crate::db::anomalies::StoredAnomaly>),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/anomalies")]
 #[tracing::instrument(name = "anomalies_list", skip_all)]
 pub async fn anomalies(
@@ -185,26 +365,39 @@ pub async fn anomalies(
 
 /// `GET /api/v1/node-groups`: the latest workload grouping of nodes (k-means over per-node profiles of the
 /// refresher's window): the groups with their label, centroid and nodes, and every node's own profile.
+#[utoipa::path(
+    tag = "opportunities",
+    operation_id = "node_groups",
+    security(("api" = [])),
+    responses(
+        (status = 200, description = "The latest workload grouping of nodes", body = NodeGroupsView),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/node-groups")]
 #[tracing::instrument(name = "node_groups", skip_all)]
 pub async fn node_groups(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let nodes = db::node_groups::list(&state.pool).await?;
-    let mut groups: Vec<serde_json::Value> = Vec::new();
+    let mut groups: Vec<NodeGroupView> = Vec::new();
     for n in &nodes {
         // Rows come ordered by cluster: a new cluster starts a new group.
-        if groups.last().and_then(|g| g["cluster"].as_i64()) != Some(i64::from(n.cluster)) {
-            groups.push(serde_json::json!({
-                "cluster": n.cluster, "label": n.label, "kind": n.kind, "centroid": n.centroid, "nodes": [],
-            }));
+        if groups.last().map(|g| g.cluster) != Some(n.cluster) {
+            groups.push(NodeGroupView {
+                cluster: n.cluster,
+                label: n.label.clone(),
+                kind: n.kind.clone(),
+                centroid: n.centroid.clone(),
+                nodes: Vec::new(),
+            });
         }
-        if let Some(members) = groups.last_mut().and_then(|g| g["nodes"].as_array_mut()) {
-            members.push(serde_json::json!(n.node_id));
+        if let Some(g) = groups.last_mut() {
+            g.nodes.push(n.node_id.clone());
         }
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "computed_at": nodes.first().map(|n| n.computed_at),
-        "silhouette": nodes.first().map_or(0.0, |n| n.silhouette),
-        "groups": groups,
-        "nodes": nodes,
-    })))
+    Ok(HttpResponse::Ok().json(NodeGroupsView {
+        computed_at: nodes.first().map(|n| n.computed_at),
+        silhouette: nodes.first().map_or(0.0, |n| n.silhouette),
+        groups,
+        nodes,
+    }))
 }

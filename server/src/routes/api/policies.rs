@@ -5,9 +5,11 @@ use uuid::Uuid;
 
 use crate::auth::ApiAuth;
 use crate::control::shadow;
+#[allow(unused_imports)] // named by the OpenAPI annotations
+use crate::db::policies::StoredPolicy;
 use crate::db::policies::{self as store, Write};
 use crate::domain::policy::PolicySpec;
-use crate::error::{ApiError, parse_json};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
@@ -29,12 +31,25 @@ async fn not_owned(state: &AppState, id: Uuid) -> Result<(), ApiError> {
 }
 
 fn parse_spec(body: &[u8]) -> Result<PolicySpec, ApiError> {
-    let spec: PolicySpec = parse_json(body)?;
+    let spec: PolicySpec = super::doc::parse_body(body)?;
     spec.validate()?;
     Ok(spec)
 }
 
 /// Creates a policy (201).
+#[utoipa::path(
+    tag = "policies",
+    operation_id = "create_policy",
+    security(("api" = [])),
+    request_body(content = PolicySpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = crate::db::policies::StoredPolicy, headers(("Location" = String, description = "URL of the new resource"))),
+        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 409, description = "The name is taken", body = ApiError),
+        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+    )
+)]
 #[post("/api/v1/policies")]
 pub async fn create(_a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let spec = parse_spec(&body)?;
@@ -50,12 +65,33 @@ pub async fn create(_a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -
 }
 
 /// Lists live policies.
+#[utoipa::path(
+    tag = "policies",
+    operation_id = "list_policies",
+    security(("api" = [])),
+    responses(
+        (status = 200, description = "Live policies", body = Vec<crate::db::policies::StoredPolicy>),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/policies")]
 pub async fn list(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(store::list(&state.pool).await?))
 }
 
 /// One policy.
+#[utoipa::path(
+    tag = "policies",
+    operation_id = "get_policy",
+    security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Policy id")),
+    responses(
+        (status = 200, description = "The policy", body = crate::db::policies::StoredPolicy),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError)
+    )
+)]
 #[get("/api/v1/policies/{id}")]
 pub async fn get(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
@@ -66,6 +102,21 @@ pub async fn get(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>)
 }
 
 /// Replaces a policy's spec; its version goes up by one.
+#[utoipa::path(
+    tag = "policies",
+    operation_id = "update_policy",
+    security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Policy id")),
+    request_body(content = PolicySpec, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Updated: a new version", body = crate::db::policies::StoredPolicy),
+        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError),
+        (status = 409, description = "The name is taken, or a ScalingPolicy resource owns the policy (`field` is `owner`)", body = ApiError),
+        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+    )
+)]
 #[put("/api/v1/policies/{id}")]
 pub async fn update(
     _a: ApiAuth,
@@ -86,6 +137,21 @@ pub async fn update(
 }
 
 /// Deletes a policy (204); its decisions stay.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/policies/{id}",
+    tag = "policies",
+    operation_id = "delete_policy",
+    security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Policy id")),
+    responses(
+        (status = 204, description = "Deleted (its versions and decisions are kept)"),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError),
+        (status = 409, description = "A ScalingPolicy resource owns the policy: delete that instead (`field` is `owner`)", body = ApiError)
+    )
+)]
 #[del("/api/v1/policies/{id}")]
 pub async fn delete(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
@@ -97,6 +163,18 @@ pub async fn delete(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<Strin
 
 /// What the policy's deployment's policies (the active one and its shadows) would have cost over the last
 /// 24 h: their recorded decisions replayed against the observed demand (see [`crate::control::shadow`]).
+#[utoipa::path(
+    tag = "policies",
+    operation_id = "shadow_report",
+    security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Policy id")),
+    responses(
+        (status = 200, description = "The last 24 h priced for the policy's deployment: the active policy and every shadow", body = serde_json::Value),
+        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError)
+    )
+)]
 #[get("/api/v1/policies/{id}/shadow-report")]
 pub async fn shadow_report(
     _a: ApiAuth,

@@ -8,6 +8,17 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// `POST /api/v1/users/{username}/disable`: the user can no longer log in; its sessions end now.
+#[utoipa::path(
+    tag = "users",
+    operation_id = "disable_user",
+    security(("api" = [])),
+    params(("username" = String, Path, description = "Dashboard user name")),
+    responses(
+        (status = 204, description = "Disabled; its sessions ended"),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError)
+    )
+)]
 #[post("/api/v1/users/{username}/disable")]
 pub async fn disable(
     _a: ApiAuth,
@@ -22,6 +33,17 @@ pub async fn disable(
 }
 
 /// `DELETE /api/v1/users/{username}`: removes the user and its sessions.
+#[utoipa::path(
+    tag = "users",
+    operation_id = "delete_user",
+    security(("api" = [])),
+    params(("username" = String, Path, description = "Dashboard user name")),
+    responses(
+        (status = 204, description = "Deleted with its sessions"),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such resource", body = ApiError)
+    )
+)]
 #[delete("/api/v1/users/{username}")]
 pub async fn remove(
     _a: ApiAuth,
