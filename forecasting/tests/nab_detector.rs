@@ -93,7 +93,7 @@
 //!   79.09 / 77.67 (better on five figures, 3.9 worse on reward_low_FP's CV mean: not kept); mean floor
 //!   0.03 74.23 / 77.18 / 73.37 (CV mean up only through the 6-window fold, pooled down); the others
 //!   lower on both.
-//! - whole protocol over today's grid (16 settings): standard CV mean 74.90, pooled 74.71 (folds
+//! - whole protocol over today's grid (15 settings): standard CV mean 74.90, pooled 74.71 (folds
 //!   artificialWithAnomaly 77.17 shipped, realAWSCloudwatch 71.73, realAdExchange 72.99, realTweets 77.71,
 //!   the last three `no-level`); reward_low_FP 64.30 / 68.42 (artificialWithAnomaly picks `no-seasonal`
 //!   on the others and scores 45.47); reward_low_FN 77.64 / 77.87. Choosing among many settings costs
