@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::enroll::digest;
 
 /// What a token may do; each scope includes the ones below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Every read (GET) of the API.
@@ -42,13 +42,14 @@ impl Scope {
 }
 
 /// A token as listed (never its secret).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ApiToken {
     /// Id.
     pub id: Uuid,
     /// Unique among live tokens.
     pub name: String,
     /// `read`, `operate` or `admin`.
+    #[schema(value_type = Scope)]
     pub scope: String,
     /// The secret's first characters.
     pub prefix: String,

@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 /// One entry.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Id, increasing.
     pub id: i64,
@@ -23,8 +23,10 @@ pub struct AuditEntry {
     /// Its id or name.
     pub object_id: String,
     /// Before the change (`None` for a creation).
+    #[schema(value_type = Option<Object>)]
     pub before: Option<Value>,
     /// After the change (`None` for a deletion).
+    #[schema(value_type = Option<Object>)]
     pub after: Option<Value>,
 }
 

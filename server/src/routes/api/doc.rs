@@ -14,7 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::error::ApiError;
 
-use super::{alerting, commands, enroll, ingest, opportunities, policies, reads, series, users};
+use super::{alerting, commands, enroll, ingest, opportunities, policies, reads, series, tokens, users};
 use crate::routes as root;
 
 /// Adds the two bearer schemes.
@@ -101,6 +101,11 @@ impl utoipa::Modify for Security {
         enroll::events,
         users::disable,
         users::remove,
+        tokens::list,
+        tokens::create,
+        tokens::rotate,
+        tokens::revoke,
+        tokens::audit,
         opportunities::list,
         opportunities::get_one,
         opportunities::dismiss,
@@ -121,6 +126,7 @@ impl utoipa::Modify for Security {
         (name = "fleet", description = "Nodes, GPUs and series"),
         (name = "install", description = "Enrollment of nodes"),
         (name = "users", description = "Dashboard users"),
+        (name = "tokens", description = "Named API tokens with scopes (read < operate < admin), and the audit log"),
         (name = "opportunities", description = "Optimization opportunities, anomalies, idle capacity"),
         (name = "meta", description = "Health, metrics, this document"),
     )
@@ -207,6 +213,25 @@ fn refine(doc: &mut Value) {
     });
 }
 
+/// Every operation authorised by an API token may answer 403: a named token's scope (read < operate < admin,
+/// `auth::required_scope`) may not cover it.
+fn scope_refusals(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else { return };
+    for item in paths.values_mut() {
+        let Some(ops) = item.as_object_mut() else { continue };
+        for op in ops.values_mut() {
+            let api = op["security"].as_array().is_some_and(|s| s.iter().any(|r| r.get("api").is_some()));
+            if !api || op["responses"].get("403").is_some() {
+                continue;
+            }
+            op["responses"]["403"] = json!({
+                "description": "The token's scope does not cover this request (read < operate < admin); `field` is `authorization`",
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+            });
+        }
+    }
+}
+
 /// Text without NUL, which PostgreSQL cannot store (the server refuses it in bodies, paths and queries).
 const NO_NUL: &str = r"^[^\x00]*$";
 
@@ -278,6 +303,7 @@ pub fn document() -> &'static str {
     DOC.get_or_init(|| {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
         refine(&mut doc);
+        scope_refusals(&mut doc);
         integer_ranges(&mut doc);
         // Not the error body: it quotes what was refused, NUL included.
         let error = doc["components"]["schemas"]["Error"].take();

@@ -3,22 +3,53 @@
 use actix_web::{HttpResponse, delete, get, post, web};
 use chrono::{Duration, Utc};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::auth::{ApiAuth, Scope};
 use crate::db;
-use crate::error::{ApiError, parse_json};
+use crate::error::ApiError;
 use crate::state::AppState;
 
-/// `POST /api/v1/tokens` body.
-#[derive(Debug, Deserialize)]
+/// A new API token.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = NewApiToken)]
 #[serde(deny_unknown_fields)]
-struct NewToken {
+pub struct NewToken {
+    /// Unique among live tokens: letters, digits, `.`, `-`, `_`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     name: String,
+    /// What it may do.
+    #[schema(value_type = Scope)]
     scope: String,
+    /// Lifetime, seconds (none: until revoked).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31622400)]
     ttl_secs: Option<u32>,
+}
+
+/// A token with its secret, shown this once.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ApiTokenWithSecret {
+    /// The token.
+    #[serde(flatten)]
+    pub token: db::api_tokens::ApiToken,
+    /// The secret (`fpa_` and 64 hex characters): shown this once, only its digest is stored.
+    pub secret: String,
+}
+
+/// Every token.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ApiTokenList {
+    /// Live first, newest first.
+    pub tokens: Vec<db::api_tokens::ApiToken>,
+}
+
+/// A page of the audit log.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    /// Newest first.
+    pub entries: Vec<db::audit::AuditEntry>,
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
@@ -29,16 +60,38 @@ fn view(t: &db::api_tokens::ApiToken) -> Value {
     serde_json::to_value(t).unwrap_or(Value::Null)
 }
 
-/// `GET /api/v1/tokens`: every token (never a secret).
+/// Every API token (never a secret); `admin` scope.
+#[utoipa::path(
+    tag = "tokens",
+    operation_id = "list_api_tokens",
+    security(("api" = [])),
+    responses(
+        (status = 200, description = "Every token, live first", body = ApiTokenList),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/tokens")]
 pub async fn list(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(json!({ "tokens": db::api_tokens::list(&state.pool).await? })))
+    Ok(HttpResponse::Ok().json(ApiTokenList { tokens: db::api_tokens::list(&state.pool).await? }))
 }
 
-/// `POST /api/v1/tokens`: a named token with a scope; the answer carries its secret, shown this once.
+/// Creates a named token with a scope; the answer carries its secret, shown this once. `admin` scope.
+#[utoipa::path(
+    tag = "tokens",
+    operation_id = "create_api_token",
+    security(("api" = [])),
+    request_body(content = NewToken, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created, with its secret (shown once)", body = ApiTokenWithSecret),
+        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 409, description = "A live token has that name", body = ApiError),
+        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+    )
+)]
 #[post("/api/v1/tokens")]
 pub async fn create(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    let t: NewToken = parse_json(&body)?;
+    let t: NewToken = super::doc::parse_body(&body)?;
     let name = t.name.trim();
     if name.is_empty()
         || name.len() > 64
@@ -56,12 +109,22 @@ pub async fn create(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) ->
         return Err(ApiError::conflict("name", format!("a live token is named {name:?}")));
     };
     db::audit::record(&state.pool, &a.actor, "create", "api_token", name, None, Some(view(&token))).await;
-    let mut v = view(&token);
-    v["secret"] = Value::String(secret);
-    Ok(HttpResponse::Created().json(v))
+    Ok(HttpResponse::Created().json(ApiTokenWithSecret { token, secret }))
 }
 
-/// `POST /api/v1/tokens/{id}/rotate`: a new secret for a live token; the old one stops working at once.
+/// A new secret for a live token; the old one stops working at once. `admin` scope.
+#[utoipa::path(
+    tag = "tokens",
+    operation_id = "rotate_api_token",
+    security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Token id")),
+    responses(
+        (status = 200, description = "Rotated, with its new secret (shown once)", body = ApiTokenWithSecret),
+        (status = 400, description = "Bad path parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such live token", body = ApiError)
+    )
+)]
 #[post("/api/v1/tokens/{id}/rotate")]
 pub async fn rotate(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
@@ -80,12 +143,22 @@ pub async fn rotate(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String
         Some(view(&token)),
     )
     .await;
-    let mut v = view(&token);
-    v["secret"] = Value::String(secret);
-    Ok(HttpResponse::Ok().json(v))
+    Ok(HttpResponse::Ok().json(ApiTokenWithSecret { token, secret }))
 }
 
-/// `DELETE /api/v1/tokens/{id}`: revokes a token at once.
+/// Revokes a token at once. `admin` scope.
+#[utoipa::path(
+    tag = "tokens",
+    operation_id = "revoke_api_token",
+    security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Token id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "Bad path parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 404, description = "No such live token", body = ApiError)
+    )
+)]
 #[delete("/api/v1/tokens/{id}")]
 pub async fn revoke(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
@@ -109,19 +182,36 @@ pub async fn revoke(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String
 }
 
 /// `GET /api/v1/audit` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
+pub struct AuditQuery {
+    /// Only this kind of object (`policy`, `silence`, `api_token`, ...).
     #[serde(default)]
+    #[param(min_length = 1, max_length = 64)]
     kind: Option<String>,
+    /// Entries older than this id (the last id of the previous page).
     #[serde(default)]
+    #[param(minimum = 1)]
     before_id: Option<i64>,
+    /// How many (1..=500, default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
-/// `GET /api/v1/audit?kind=&before_id=&limit=`: newest first (at most 500 per page; page on with the last
-/// entry's id as `before_id`).
+/// The audit log, newest first: who changed what, when, with the object before and after. `admin` scope.
+#[utoipa::path(
+    tag = "tokens",
+    operation_id = "list_audit_log",
+    security(("api" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Entries, newest first", body = AuditPage),
+        (status = 400, description = "Bad query parameter; `field` names it", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+    )
+)]
 #[get("/api/v1/audit")]
 pub async fn audit(
     _a: ApiAuth,
@@ -141,5 +231,5 @@ pub async fn audit(
         return Err(ApiError::field("before_id", "must be at least 1"));
     }
     let entries = db::audit::list(&state.pool, q.kind.as_deref(), q.before_id, limit).await?;
-    Ok(HttpResponse::Ok().json(json!({ "entries": entries })))
+    Ok(HttpResponse::Ok().json(AuditPage { entries }))
 }
