@@ -30,6 +30,11 @@ pub struct AuditEntry {
     pub after: Option<Value>,
 }
 
+/// An object as the log stores it.
+pub fn json<T: Serialize>(v: &T) -> Option<Value> {
+    serde_json::to_value(v).ok()
+}
+
 /// Records one change. A failure is logged, never returned: the change itself already happened.
 pub async fn record(
     pool: &PgPool,

@@ -101,6 +101,13 @@ async fn tokens_have_scopes_rotate_and_revoke_and_every_change_is_audited() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
+    // Changes through the REST API are audited with the object before and after.
+    let pid = created["id"].as_str().unwrap().to_string();
+    let mut changed = policy("p-operate");
+    changed["max_replicas"] = json!(6);
+    assert_eq!(call(&app, &rotated, M::PUT, &format!("/api/v1/policies/{pid}"), Some(changed)).await.0, 200);
+    assert_eq!(call(&app, &admin, M::DELETE, &format!("/api/v1/policies/{pid}"), None).await.0, 204);
+
     // The audit log: who, what, when, before/after; never a secret.
     let (s, v) = call(&app, &admin, M::GET, "/api/v1/audit?limit=50", None).await;
     assert_eq!(s, 200);
@@ -120,6 +127,9 @@ async fn tokens_have_scopes_rotate_and_revoke_and_every_change_is_audited() {
         ("token:platform", "rotate", "api_token"),
         ("api-token", "revoke", "api_token"),
         ("token:ci-deployer", "create", "enrollment_token"),
+        ("token:ci-deployer", "create", "policy"),
+        ("token:ci-deployer", "update", "policy"),
+        ("api-token", "delete", "policy"),
     ] {
         assert!(seen.iter().any(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()) == want), "{want:?} not in {seen:?}");
     }
@@ -127,6 +137,13 @@ async fn tokens_have_scopes_rotate_and_revoke_and_every_change_is_audited() {
     assert!(rotate["before"]["rotated_at"].is_null() && rotate["after"]["rotated_at"].is_string(), "{rotate}");
     let revoke = entries.iter().find(|e| e["action"] == "revoke").unwrap();
     assert!(revoke["before"]["revoked_at"].is_null() && revoke["after"]["revoked_at"].is_string(), "{revoke}");
+    let update = entries.iter().find(|e| e["action"] == "update" && e["object_kind"] == "policy").unwrap();
+    assert_eq!(
+        (update["before"]["max_replicas"].as_i64(), update["after"]["max_replicas"].as_i64()),
+        (Some(4), Some(6))
+    );
+    let delete = entries.iter().find(|e| e["action"] == "delete" && e["object_kind"] == "policy").unwrap();
+    assert!(delete["before"]["name"] == "p-operate" && delete["after"].is_null(), "{delete}");
     let text = v.to_string();
     assert!(!text.contains(&rotated) && secrets.values().all(|sec| !text.contains(sec.as_str())));
     // Paging and filters are bounded.

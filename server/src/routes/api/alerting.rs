@@ -46,10 +46,20 @@ fn limit(n: Option<i64>) -> Result<i64, ApiError> {
     )
 )]
 #[post("/api/v1/alert-rules")]
-pub async fn create_rule(_a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn create_rule(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let spec = parse_rule(&body)?;
     match store::create_rule(&state.pool, &spec).await? {
         RuleWrite::Ok(r) => {
+            crate::db::audit::record(
+                &state.pool,
+                &a.actor,
+                "create",
+                "alert_rule",
+                &r.id.to_string(),
+                None,
+                crate::db::audit::json(&r),
+            )
+            .await;
             Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/alert-rules/{}", r.id))).json(r))
         }
         RuleWrite::NameTaken => Err(ApiError::conflict("name", format!("an alert rule named {:?} exists", spec.name))),
@@ -116,15 +126,29 @@ pub async fn get_rule(
 )]
 #[put("/api/v1/alert-rules/{id}")]
 pub async fn update_rule(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let spec = parse_rule(&body)?;
+    let before = store::rule(&state.pool, id).await?;
     match store::update_rule(&state.pool, id, &spec).await? {
-        RuleWrite::Ok(r) => Ok(HttpResponse::Ok().json(r)),
+        RuleWrite::Ok(r) => {
+            let b = before.as_ref().and_then(crate::db::audit::json);
+            crate::db::audit::record(
+                &state.pool,
+                &a.actor,
+                "update",
+                "alert_rule",
+                &id.to_string(),
+                b,
+                crate::db::audit::json(&r),
+            )
+            .await;
+            Ok(HttpResponse::Ok().json(r))
+        }
         RuleWrite::NameTaken => Err(ApiError::conflict("name", format!("an alert rule named {:?} exists", spec.name))),
         RuleWrite::NotFound => Err(ApiError::not_found(format!("no alert rule {id}"))),
     }
@@ -147,12 +171,15 @@ pub async fn update_rule(
 )]
 #[del("/api/v1/alert-rules/{id}")]
 pub async fn delete_rule(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
+    let before = store::rule(&state.pool, id).await?;
     if store::delete_rule(&state.pool, id).await? {
+        let b = before.as_ref().and_then(crate::db::audit::json);
+        crate::db::audit::record(&state.pool, &a.actor, "delete", "alert_rule", &id.to_string(), b, None).await;
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::not_found(format!("no alert rule {id}")))
@@ -174,7 +201,7 @@ pub async fn delete_rule(
 )]
 #[post("/api/v1/silences")]
 pub async fn create_silence(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -182,6 +209,16 @@ pub async fn create_silence(
     let (start, end) = spec.validate(Utc::now())?;
     let by = spec.created_by.as_deref().unwrap_or("api");
     let s = store::create_silence(&state.pool, &spec.matchers, spec.comment.trim(), by, start, end).await?;
+    crate::db::audit::record(
+        &state.pool,
+        &a.actor,
+        "create",
+        "silence",
+        &s.id.to_string(),
+        None,
+        crate::db::audit::json(&s),
+    )
+    .await;
     Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/silences/{}", s.id))).json(s))
 }
 
@@ -275,12 +312,13 @@ pub async fn list_silences(
 )]
 #[del("/api/v1/silences/{id}")]
 pub async fn expire_silence(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     if store::expire_silence(&state.pool, id, Utc::now()).await? {
+        crate::db::audit::record(&state.pool, &a.actor, "expire", "silence", &id.to_string(), None, None).await;
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::not_found(format!("no silence {id} in force")))
@@ -303,7 +341,7 @@ pub async fn expire_silence(
 )]
 #[post("/api/v1/webhooks")]
 pub async fn create_webhook(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -319,15 +357,22 @@ pub async fn create_webhook(
         ));
     }
     match store::create_webhook(&state.pool, &spec).await? {
-        Some(w) => Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/webhooks/{}", w.id))).json(
-            WebhookView {
-                id: Some(w.id),
-                name: w.name,
-                url: w.url,
-                source: WebhookSource::Api,
-                created_at: Some(w.created_at),
-            },
-        )),
+        // The secret is never recorded.
+        Some(w) => {
+            // The secret is never recorded.
+            let after = serde_json::json!({"id": w.id, "name": w.name, "url": w.url});
+            crate::db::audit::record(&state.pool, &a.actor, "create", "webhook", &w.id.to_string(), None, Some(after))
+                .await;
+            Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/webhooks/{}", w.id))).json(
+                WebhookView {
+                    id: Some(w.id),
+                    name: w.name,
+                    url: w.url,
+                    source: WebhookSource::Api,
+                    created_at: Some(w.created_at),
+                },
+            ))
+        }
         None => Err(ApiError::conflict("name", format!("a webhook named {:?} exists", spec.name))),
     }
 }
@@ -386,12 +431,13 @@ pub async fn list_webhooks(_a: ApiAuth, state: web::Data<AppState>) -> Result<Ht
 )]
 #[del("/api/v1/webhooks/{id}")]
 pub async fn delete_webhook(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     if store::delete_webhook(&state.pool, id).await? {
+        crate::db::audit::record(&state.pool, &a.actor, "delete", "webhook", &id.to_string(), None, None).await;
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::not_found(format!("no webhook {id}")))

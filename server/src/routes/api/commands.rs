@@ -180,11 +180,13 @@ pub async fn of_node(
     )
 )]
 #[post("/api/v1/nodes/{node}/probe")]
-pub async fn probe(_a: ApiAuth, state: web::Data<AppState>, node: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn probe(a: ApiAuth, state: web::Data<AppState>, node: web::Path<String>) -> Result<HttpResponse, ApiError> {
     if !db::commands::node_exists(&state.pool, &node).await? {
         return Err(ApiError::not_found(format!("no node {:?} has reported", node.as_str())));
     }
     let id = db::commands::enqueue(&state.pool, &node, &CommandAction::Probe {}, None).await?;
+    let after = serde_json::json!({"command_id": id});
+    crate::db::audit::record(&state.pool, &a.actor, "probe", "node", &node, None, Some(after)).await;
     Ok(HttpResponse::Accepted().json(ProbeQueued { command_id: id }))
 }
 

@@ -130,7 +130,7 @@ fn default_uses() -> u32 {
 )]
 #[post("/api/v1/enrollment-tokens")]
 pub async fn create_token(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Bytes,
@@ -151,6 +151,9 @@ pub async fn create_token(
     let token = random_token("fpe");
     let expires_at = Utc::now() + Duration::seconds(i64::from(t.ttl_secs));
     let id = store::create_token(&state.pool, &token, expires_at, t.max_uses as i32, &t.note, &deployments).await?;
+    let after = serde_json::json!({"id": id, "expires_at": expires_at, "max_uses": t.max_uses, "note": t.note, "deployments": deployments});
+    crate::db::audit::record(&state.pool, &a.actor, "create", "enrollment_token", &id.to_string(), None, Some(after))
+        .await;
     let url = public_url(&state, &req);
     let install_command = format!("curl -fsSL {url}/install.sh | sudo sh -s -- --token {token}");
     Ok(HttpResponse::Created().json(NewTokenView {
@@ -342,7 +345,7 @@ pub async fn list_tokens(_a: ApiAuth, state: web::Data<AppState>) -> Result<Http
 )]
 #[delete("/api/v1/enrollment-tokens/{id}")]
 pub async fn revoke_token(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -350,6 +353,7 @@ pub async fn revoke_token(
     if !store::revoke_token(&state.pool, id, "api").await? {
         return Err(ApiError::not_found("no such enrollment token"));
     }
+    crate::db::audit::record(&state.pool, &a.actor, "revoke", "enrollment_token", &id.to_string(), None, None).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -372,7 +376,7 @@ fn node_path(node: &str) -> Result<&str, ApiError> {
 )]
 #[delete("/api/v1/enrollments/{node_id}")]
 pub async fn revoke_node(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     node: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -381,6 +385,7 @@ pub async fn revoke_node(
         return Err(ApiError::not_found("no such enrolled node"));
     }
     state.credentials.clear();
+    crate::db::audit::record(&state.pool, &a.actor, "revoke-credential", "node", node, None, None).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -399,7 +404,7 @@ pub async fn revoke_node(
 )]
 #[post("/api/v1/enrollments/{node_id}/re-enroll")]
 pub async fn reenroll(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     node: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -408,6 +413,8 @@ pub async fn reenroll(
     if !store::grant_reenroll(&state.pool, node, "api", expires_at).await? {
         return Err(ApiError::not_found("no such enrolled node"));
     }
+    let after = serde_json::json!({"expires_at": expires_at});
+    crate::db::audit::record(&state.pool, &a.actor, "grant-re-enroll", "node", node, None, Some(after)).await;
     Ok(HttpResponse::Created().json(ReenrollGrant { node_id: node.to_string(), expires_at }))
 }
 
@@ -437,7 +444,7 @@ pub struct Deployments {
 )]
 #[put("/api/v1/enrollments/{node_id}/deployments")]
 pub async fn set_deployments(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     node: web::Path<String>,
     body: web::Bytes,
@@ -450,6 +457,8 @@ pub async fn set_deployments(
         return Err(ApiError::not_found("no such enrolled node"));
     }
     state.credentials.clear();
+    let after = serde_json::json!({"deployments": deployments});
+    crate::db::audit::record(&state.pool, &a.actor, "set-deployments", "node", node, None, Some(after)).await;
     Ok(HttpResponse::Ok().json(NodeDeployments { node_id: node.to_string(), deployments }))
 }
 

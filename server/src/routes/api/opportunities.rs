@@ -213,7 +213,7 @@ pub struct Dismissal {
 #[post("/api/v1/opportunities/{id}/dismiss")]
 #[tracing::instrument(name = "opportunity_dismiss", skip_all)]
 pub async fn dismiss(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Bytes,
@@ -226,7 +226,20 @@ pub async fn dismiss(
         return Err(ApiError::field("reason", format!("must be 1..={MAX_REASON_CHARS} characters")));
     }
     match db::opportunities::dismiss(&state.pool, id, reason, Utc::now()).await? {
-        Some(o) => Ok(HttpResponse::Ok().json(o)),
+        Some(o) => {
+            let after = serde_json::json!({"reason": reason});
+            crate::db::audit::record(
+                &state.pool,
+                &a.actor,
+                "dismiss",
+                "opportunity",
+                &id.to_string(),
+                None,
+                Some(after),
+            )
+            .await;
+            Ok(HttpResponse::Ok().json(o))
+        }
         None => match db::opportunities::get(&state.pool, id).await? {
             Some(_) => Err(ApiError::conflict("id", format!("opportunity {id} is closed"))),
             None => Err(ApiError::not_found(format!("no opportunity {id}"))),

@@ -51,12 +51,22 @@ fn parse_spec(body: &[u8]) -> Result<PolicySpec, ApiError> {
     )
 )]
 #[post("/api/v1/policies")]
-pub async fn create(_a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn create(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let spec = parse_spec(&body)?;
     let written = store::create(&state.pool, &spec).await?;
     state.policies.invalidate();
     match written {
         Write::Ok(p) => {
+            crate::db::audit::record(
+                &state.pool,
+                &a.actor,
+                "create",
+                "policy",
+                &p.id.to_string(),
+                None,
+                crate::db::audit::json(&p),
+            )
+            .await;
             Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/policies/{}", p.id))).json(p))
         }
         Write::NameTaken => Err(ApiError::conflict("name", format!("a policy named {:?} exists", spec.name))),
@@ -119,7 +129,7 @@ pub async fn get(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>)
 )]
 #[put("/api/v1/policies/{id}")]
 pub async fn update(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Bytes,
@@ -127,10 +137,24 @@ pub async fn update(
     let id = parse_id(&id)?;
     let spec = parse_spec(&body)?;
     not_owned(&state, id).await?;
+    let before = store::get(&state.pool, id).await?;
     let written = store::update(&state.pool, id, &spec).await?;
     state.policies.invalidate();
     match written {
-        Write::Ok(p) => Ok(HttpResponse::Ok().json(p)),
+        Write::Ok(p) => {
+            let b = before.as_ref().and_then(crate::db::audit::json);
+            crate::db::audit::record(
+                &state.pool,
+                &a.actor,
+                "update",
+                "policy",
+                &id.to_string(),
+                b,
+                crate::db::audit::json(&p),
+            )
+            .await;
+            Ok(HttpResponse::Ok().json(p))
+        }
         Write::NameTaken => Err(ApiError::conflict("name", format!("a policy named {:?} exists", spec.name))),
         Write::NotFound => Err(ApiError::not_found(format!("no policy {id}"))),
     }
@@ -153,12 +177,26 @@ pub async fn update(
     )
 )]
 #[del("/api/v1/policies/{id}")]
-pub async fn delete(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     not_owned(&state, id).await?;
+    let before = store::get(&state.pool, id).await?;
     let deleted = store::delete(&state.pool, id).await?;
     state.policies.invalidate();
-    if deleted { Ok(HttpResponse::NoContent().finish()) } else { Err(ApiError::not_found(format!("no policy {id}"))) }
+    if !deleted {
+        return Err(ApiError::not_found(format!("no policy {id}")));
+    }
+    crate::db::audit::record(
+        &state.pool,
+        &a.actor,
+        "delete",
+        "policy",
+        &id.to_string(),
+        before.as_ref().and_then(crate::db::audit::json),
+        None,
+    )
+    .await;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// What the policy's deployment's policies (the active one and its shadows) would have cost over the last

@@ -21,7 +21,7 @@ use crate::state::AppState;
 )]
 #[post("/api/v1/users/{username}/disable")]
 pub async fn disable(
-    _a: ApiAuth,
+    a: ApiAuth,
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -29,6 +29,7 @@ pub async fn disable(
         return Err(ApiError::not_found("no such user"));
     }
     tracing::info!(user = %name, "dashboard user disabled");
+    crate::db::audit::record(&state.pool, &a.actor, "disable", "user", &name, None, None).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -45,14 +46,11 @@ pub async fn disable(
     )
 )]
 #[delete("/api/v1/users/{username}")]
-pub async fn remove(
-    _a: ApiAuth,
-    state: web::Data<AppState>,
-    name: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn remove(a: ApiAuth, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     if !users::delete(&state.pool, &name).await? {
         return Err(ApiError::not_found("no such user"));
     }
     tracing::info!(user = %name, "dashboard user deleted");
+    crate::db::audit::record(&state.pool, &a.actor, "delete", "user", &name, None, None).await;
     Ok(HttpResponse::NoContent().finish())
 }
