@@ -10,6 +10,7 @@ use super::enroll::digest;
 
 /// What a token may do; each scope includes the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = TokenScope)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Every read (GET) of the API.
