@@ -204,7 +204,7 @@ pub fn render<T: Template>(t: &T, status: StatusCode) -> Result<HttpResponse, We
 pub struct Params(HashMap<String, String>);
 
 /// Deepest page a list serves.
-pub const MAX_PAGE: i64 = 200;
+pub const MAX_PAGE: i64 = 1000;
 
 impl Params {
     /// From the query string.
