@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, get, web};
 use askama::Template;
 
 use super::session::WebUser;
-use super::{Chrome, Params, WebError, ago, render};
+use super::{Chrome, Params, WebError, ago, query_string, render};
 use crate::db;
 use crate::state::AppState;
 
@@ -62,7 +62,7 @@ pub async fn page(
     let entries = db::audit::list(&state.pool, kind_filter, before, PER_PAGE).await?;
     let older = match entries.last() {
         Some(e) if entries.len() as i64 == PER_PAGE => {
-            format!("/audit?before={}{}", e.id, if kind.is_empty() { String::new() } else { format!("&kind={kind}") })
+            format!("/audit?{}", query_string(&[("before", &e.id.to_string()), ("kind", &kind)]))
         }
         _ => String::new(),
     };
