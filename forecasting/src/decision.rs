@@ -534,8 +534,11 @@ pub fn decide(input: &DecisionInput, state: &mut DecisionState) -> Decision {
 }
 
 /// Recommendations of the last `window` seconds (including now).
+/// Recommendations made within the last `window` seconds, as Kubernetes' HPA counts them: strictly after
+/// `now - window`, so a window of 0 is no stabilization even when several ticks fall in the same second (with
+/// `<=`, a tick's own earlier recommendation of that second held back a scale-up for up to a second).
 fn window_recs(state: &DecisionState, now: i64, window: i64) -> impl Iterator<Item = u32> + '_ {
-    state.recommendations.iter().filter(move |(t, _)| now - t <= window).map(|(_, r)| *r)
+    state.recommendations.iter().filter(move |(t, _)| now - t < window).map(|(_, r)| *r)
 }
 
 /// The replica count a direction's rate policies allow from `current`; `Some(current)` when disabled, `None`
@@ -749,6 +752,35 @@ mod tests {
         let mut s = watched();
         s.recommendations.push((NOW - 400, 3));
         assert_eq!(decide(&DecisionInput { metrics: metric(40.0), ..input() }, &mut s).desired, 1);
+    }
+
+    #[test]
+    fn a_zero_window_never_holds_a_scale_up_back_even_within_one_second() {
+        let up_now = Behavior {
+            scale_up: ScalingRules { stabilization_window_secs: 0, ..Behavior::default().scale_up },
+            ..Behavior::default()
+        };
+        let mut s = watched();
+        // A tick earlier in this second saw the steady load ...
+        let d = decide(&DecisionInput { metrics: metric(4.0 * 60.0), behavior: up_now.clone(), ..input() }, &mut s);
+        assert_eq!(d.desired, 4);
+        // ... and the next one, in the same second, sees the step: it scales at once.
+        let d = decide(&DecisionInput { metrics: metric(4.0 * 95.0), behavior: up_now, ..input() }, &mut s);
+        assert_eq!(d.desired, 6, "{}", d.reason);
+        assert_ne!(d.winner, "stabilization");
+        // A 60 s window still holds it to the lowest recommendation of the last 60 s, and no older one.
+        let up_60 = Behavior {
+            scale_up: ScalingRules { stabilization_window_secs: 60, ..Behavior::default().scale_up },
+            ..Behavior::default()
+        };
+        let mut s = watched();
+        s.recommendations.push((NOW - 59, 4));
+        let d = decide(&DecisionInput { metrics: metric(4.0 * 95.0), behavior: up_60.clone(), ..input() }, &mut s);
+        assert_eq!((d.desired, d.winner.as_str()), (4, "stabilization"));
+        let mut s = watched();
+        s.recommendations.push((NOW - 60, 4));
+        let d = decide(&DecisionInput { metrics: metric(4.0 * 95.0), behavior: up_60, ..input() }, &mut s);
+        assert_eq!(d.desired, 6);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! fleet, instead of two queries per policy over the whole lookback.
 //!
 //! The aggregation is the one `db::series::deployment_metric` runs on raw samples (per bucket: the mean of
-//! each GPU or replica, summed), so the loop and the API agree.
+//! each GPU or replica, summed), so the loop and the API agree, with one exception: in the newest GPU bucket,
+//! which is still filling, a node that has not reported yet counts with its previous bucket (see
+//! [`Snapshot::metric`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -34,6 +36,8 @@ pub struct Snapshot {
     serving: HashMap<String, BTreeMap<i64, ServingBucket>>,
     /// Buckets from this one on are read again at the next refresh.
     reread_from: Option<i64>,
+    /// Bucket width of the last refresh, seconds.
+    bucket_secs: i64,
 }
 
 impl Snapshot {
@@ -46,6 +50,7 @@ impl Snapshot {
         lookback_secs: u32,
     ) -> Result<(), sqlx::Error> {
         let bucket = i64::from(bucket_secs.max(1));
+        self.bucket_secs = bucket;
         let oldest = now.timestamp() - i64::from(lookback_secs);
         let oldest = oldest - oldest.rem_euclid(bucket);
         let from_secs = self.reread_from.unwrap_or(oldest).max(oldest);
@@ -92,6 +97,11 @@ impl Snapshot {
 
     /// `metric` of a deployment summed over replicas per bucket (as `db::series::deployment_metric` on raw
     /// samples), and the nodes considered.
+    ///
+    /// GPU utilisation in the newest bucket, which is still filling, counts a node that has not reported in it
+    /// yet with its value in the bucket before: agents post at their own phase, so a tick early in a bucket would
+    /// otherwise read a fraction of the fleet as if the rest were idle (a silent node is missing data, not zero
+    /// demand), and a step seen by some nodes first would be diluted by the absent ones.
     pub fn metric(&self, deployment: &str, group: Option<&str>, metric: Metric) -> (Vec<Point>, Vec<String>) {
         let nodes = self.nodes_of(deployment, group);
         let points = match metric {
@@ -102,6 +112,19 @@ impl Snapshot {
                         let e = by_bucket.entry(*b).or_default();
                         e.0 += sum;
                         e.1 += gpus;
+                    }
+                }
+                if let Some((&newest, _)) = by_bucket.last_key_value() {
+                    let previous = newest - self.bucket_secs.max(1);
+                    let carried = nodes
+                        .iter()
+                        .filter_map(|n| self.gpu.get(n))
+                        .filter(|m| !m.contains_key(&newest))
+                        .filter_map(|m| m.get(&previous))
+                        .fold((0.0, 0), |(s, g), (sum, gpus)| (s + sum, g + gpus));
+                    if let Some(e) = by_bucket.get_mut(&newest) {
+                        e.0 += carried.0;
+                        e.1 += carried.1;
                     }
                 }
                 by_bucket.into_iter().map(|(b, (total, members))| Point { bucket_secs: b, total, members }).collect()
@@ -179,5 +202,35 @@ impl Snapshot {
                 (*b >= since_secs && *gpus > 0).then(|| (n.clone(), sum / *gpus as f64))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> NodeRow {
+        NodeRow { node_id: id.into(), group: None, deployment: Some("ns/llm".into()) }
+    }
+
+    #[test]
+    fn a_node_not_yet_heard_in_the_newest_bucket_counts_with_its_previous_one() {
+        let mut s = Snapshot { bucket_secs: 10, ..Snapshot::default() };
+        s.nodes = vec![node("a"), node("b"), node("c")];
+        // Two GPUs per node; a and b have reported in bucket 110, c only up to 100.
+        s.gpu.insert("a".into(), BTreeMap::from([(100, (90.0, 2)), (110, (190.0, 2))]));
+        s.gpu.insert("b".into(), BTreeMap::from([(100, (90.0, 2)), (110, (190.0, 2))]));
+        s.gpu.insert("c".into(), BTreeMap::from([(90, (80.0, 2)), (100, (90.0, 2))]));
+        let (points, nodes) = s.metric("ns/llm", None, Metric::GpuUtilization);
+        assert_eq!(nodes, vec!["a", "b", "c"]);
+        let last = points.last().expect("points");
+        assert_eq!((last.bucket_secs, last.total, last.members), (110, 190.0 + 190.0 + 90.0, 6));
+        // Complete buckets are summed as they are.
+        assert_eq!((points[1].bucket_secs, points[1].total, points[1].members), (100, 270.0, 6));
+        assert_eq!((points[0].bucket_secs, points[0].total, points[0].members), (90, 80.0, 2));
+        // A node silent for longer than one bucket is not carried.
+        s.gpu.insert("c".into(), BTreeMap::from([(90, (80.0, 2))]));
+        let (points, _) = s.metric("ns/llm", None, Metric::GpuUtilization);
+        assert_eq!(points.last().map(|p| (p.total, p.members)), Some((380.0, 4)));
     }
 }
