@@ -99,7 +99,7 @@ fn replaying_the_desired_column_reproduces_the_summary() {
 
 /// Issue #14, with the shipped engine under the default LLM policy (`EnginePolicy::llm_default`, the same code
 /// and spec the control loop runs): at most 20 scale actions per hour everywhere; on azure_conv and mooncake at
-/// least 99.5 % attainment within 1.10x the GPU-hours of `static-best` (azure_conv: 1.105x, see below) and at least
+/// least 99.5 % attainment within 1.10x the GPU-hours of `static-best` and at least
 /// a third below `static-peak`, and
 /// more attainment than `hpa` and `kpa` (a tie only at 100 %). On azure_code a causal policy cannot reach 99.5 %
 /// (see `azure_code_target_needs_foresight`); the issue asks for no less than the retired backtest-only policy
@@ -127,12 +127,8 @@ fn fleetpilot_meets_its_targets() {
             assert!(f.gpu_hours <= 1.03 * 76.8, "{name}: {f:?}");
         } else {
             assert!(f.slo_attainment >= 0.995, "{name}: {f:?}");
-            // The issue asks for 1.10x. azure_conv is at 1.102x since the forecaster's out-of-sample intervals
-            // (issue #20) joined the scale-down that waits a whole window after a start: 0.06 GPU-h over, kept
-            // rather than tuned away (a shorter wait meets it here but loses attainment on azure_conv_1min).
-            let bound = if name == "azure_conv_10s" { 1.105 } else { 1.10 };
-            assert!(f.gpu_hours <= bound * r.best.gpu_hours, "{name}: {f:?}");
-            // At least a third below static-peak (azure_conv: 0.652x at the 1.102x above).
+            assert!(f.gpu_hours <= 1.10 * r.best.gpu_hours, "{name}: {f:?}");
+            // At least a third below static-peak.
             assert!(f.gpu_hours <= 0.66 * r.peak.gpu_hours, "{name}: {f:?}");
             for other in [&r.hpa, &r.kpa] {
                 let tie_at_full = other.slo_attainment >= 1.0 && f.slo_attainment >= 1.0;
@@ -203,6 +199,46 @@ fn fleetpilot_beats_static_best_on_a_daily_cycle() {
         let f = run(&trace, &mut EnginePolicy::llm_default(&Profile::STANDARD));
         assert!(f.slo_attainment >= 0.995, "{name}: {f:?}");
         assert!(f.gpu_hours <= 0.85 * best.gpu_hours, "{name}: {f:?} vs {best:?}");
+        assert!(f.actions_per_hour <= 20.0, "{name}: {f:?}");
+    }
+}
+
+/// A day at one-minute steps built from each dev trace's one-minute version (EVAL.md's other yardstick is long
+/// one-minute real-fleet traces; these stand in for them here, they are not tuned on): minute `t` is the
+/// trace's minute `t mod 60` scaled by `0.25 + 0.75 (1 - cos 2πt/1440) / 2`. Printed figures are the README's
+/// (`cargo test -p forecasting --release --test backtest day_long -- --nocapture`); the bounds are loose floors
+/// (minute-scale bursts at a 120 s cold start cost attainment here: 98.30 % on azure_code, 98.87 % on mooncake).
+#[test]
+fn day_long_one_minute_cycles() {
+    let p = Profile { step_s: 60.0, ..Profile::STANDARD };
+    for name in ["azure_conv_1min", "azure_code_1min", "mooncake_conversation_1min"] {
+        let base = load(name);
+        let day = 1440usize;
+        let trace: Vec<TraceStep> = (0..day)
+            .map(|t| {
+                let phase = 2.0 * std::f64::consts::PI * t as f64 / day as f64;
+                let f = 0.25 + 0.75 * (0.5 - 0.5 * phase.cos());
+                let s = &base[t % base.len()];
+                TraceStep {
+                    timestamp: (t * 60).to_string(),
+                    requests: s.requests * f,
+                    prompt_tokens: s.prompt_tokens * f,
+                    output_tokens: s.output_tokens * f,
+                }
+            })
+            .collect();
+        let best = simulate(&trace, &p, &mut static_best(&trace, &p).expect("best")).expect("simulates").summary;
+        let f = simulate(&trace, &p, &mut EnginePolicy::llm_default(&p)).expect("simulates").summary;
+        println!(
+            "{name} day: fleetpilot {:.2} GPU-h ({:.3}x static-best's {:.2}) {:.2} % {:.1} actions/h",
+            f.gpu_hours,
+            f.gpu_hours / best.gpu_hours,
+            best.gpu_hours,
+            100.0 * f.slo_attainment,
+            f.actions_per_hour
+        );
+        assert!(f.gpu_hours <= 0.75 * best.gpu_hours, "{name}: {f:?} vs {best:?}");
+        assert!(f.slo_attainment >= 0.98, "{name}: {f:?}");
         assert!(f.actions_per_hour <= 20.0, "{name}: {f:?}");
     }
 }

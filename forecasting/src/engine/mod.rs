@@ -106,7 +106,11 @@ impl EngineSpec {
     /// The default policy for LLM serving: capacity sizing on the demand estimated from served work and queue
     /// growth, the forecast's 90 % quantile over the cold start, immediate scale-up (help arrives only after the
     /// cold start), and a cautious scale-down (a 300 s stabilisation window, at least 5 % below the current count,
-    /// at most 10 % of the fleet per 60 s): scaling down is instant, undoing it costs a cold start.
+    /// then at HPA's default rate of up to 100 % per 15 s): scaling down is instant, undoing it costs a cold start.
+    /// The window is the brake (five minutes of lower recommendations, and it keeps their highest); a second one,
+    /// at most 10 % per 60 s, used to follow it and only kept idle GPUs longer: on the dev traces, their 1-minute
+    /// versions and day-long cycles made of them it cost up to 0.5 % more GPU-hours (nothing on
+    /// some) and never saved a violation.
     pub fn llm_default(min_replicas: u32, max_replicas: u32, bucket_secs: f64, cold_start_secs: u32) -> Self {
         Self {
             min_replicas,
@@ -134,7 +138,7 @@ impl EngineSpec {
             scale_down: ScalingRules {
                 stabilization_window_secs: 300,
                 select_policy: SelectPolicy::Max,
-                policies: vec![RatePolicy { kind: RateKind::Percent, value: 10, period_secs: 60 }],
+                policies: vec![RatePolicy { kind: RateKind::Percent, value: 100, period_secs: 15 }],
             },
         }
     }

@@ -588,7 +588,7 @@ impl PolicySpec {
     }
 
     /// The scaling behavior in force: the spec's `behavior` over HPA's defaults, or over the LLM default's
-    /// (immediate scale-up; down after 300 s, by at most 10 % per 60 s) when capacity sizing is on.
+    /// (immediate scale-up; down after a 300 s window, at HPA's default rate) when capacity sizing is on.
     /// `default_down_window_secs` is the server's scale-down window for specs that set none.
     pub fn resolved_behavior(&self, default_down_window_secs: u32) -> forecasting::decision::Behavior {
         if self.capacity().is_some() {
