@@ -5,7 +5,7 @@
 //! server replicas exactly one acts, and leadership moves as soon as the leader's connection drops.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -23,17 +23,22 @@ use crate::db;
 use crate::db::control::NewDecision;
 use crate::db::policies::StoredPolicy;
 use crate::db::series::Point;
-use crate::domain::policy::{Metric, PolicySpec, TargetKind};
+use crate::domain::policy::{Metric, TargetKind};
 use crate::telemetry::Metrics;
 
+mod actuation;
 pub mod crd;
+mod error;
 pub mod leadership;
 pub mod replay;
 pub mod shadow;
 pub mod snapshot;
+mod state;
 
+pub use error::ControlError;
 use leadership::Leadership;
 use snapshot::Snapshot;
+use state::{PolicyStates, Slot};
 
 /// An unchanged hold (same replicas, same winner) is recorded again at most this often.
 pub const RECORD_HOLD_SECS: i64 = 30;
@@ -66,19 +71,6 @@ pub struct TickOutcome {
     pub failures: Vec<(Uuid, String)>,
 }
 
-/// Consecutive actuation failures of a policy and when the next attempt may happen.
-#[derive(Debug, Clone, Copy)]
-struct Backoff {
-    failures: u32,
-    next_attempt: DateTime<Utc>,
-}
-
-/// A policy's scaling engine and the policy version it was built for.
-struct Slot {
-    version: i32,
-    engine: ScalingEngine,
-}
-
 /// Replicas of `deployment` (in `group`) that reported serving metrics in the latest fresh bucket.
 fn serving_replicas(
     snapshot: &Snapshot,
@@ -93,9 +85,6 @@ fn serving_replicas(
         .filter(|l| now.timestamp() - l.bucket_secs <= 3 * bucket && l.members > 0)
         .map(|l| u32::try_from(l.members).unwrap_or(u32::MAX))
 }
-
-/// When a policy's last decision was recorded, with its replicas and winner.
-type Recorded = (DateTime<Utc>, u32, String);
 
 /// One policy's decision before it is recorded and acted on.
 struct Plan {
@@ -128,27 +117,12 @@ pub struct ControlLoop {
     settings: ControlSettings,
     actuators: Actuators,
     metrics: Metrics,
-    batch_sizes: Mutex<HashMap<Uuid, u32>>,
-    /// The scaling engine per policy (demand history, forecaster, anomaly detector, decision state), kept by
-    /// the leader. A policy's engine is taken out of the map while it steps, so one policy's refit never
-    /// blocks another's.
-    engines: Mutex<HashMap<Uuid, Slot>>,
-    /// Actuation backoff per policy.
-    backoffs: Mutex<HashMap<Uuid, Backoff>>,
-    /// Replicas this leader last applied per policy.
-    applied: Mutex<HashMap<Uuid, u32>>,
-    /// The fleet each shadow policy would run: its last decision (it never acts, so its engine is told its
-    /// own decisions were applied and sees this count, not the active policy's, as its replicas).
-    shadow_fleet: Mutex<HashMap<Uuid, u32>>,
-    /// The latest stored forecast per policy.
-    forecast_ids: Mutex<HashMap<Uuid, i64>>,
-    /// When each policy's last decision was recorded, with its replicas and winner.
-    last_recorded: Mutex<HashMap<Uuid, Recorded>>,
+    /// Everything the leader keeps per policy between ticks (engine, backoff, what it applied, ...).
+    policies: PolicyStates,
     /// The fleet's recent buckets.
     snapshot: tokio::sync::RwLock<Snapshot>,
     /// Signalled when samples are committed (by any replica).
     wake: Option<Arc<tokio::sync::Notify>>,
-    last_resend: Mutex<HashMap<Uuid, DateTime<Utc>>>,
     leadership: Arc<Leadership>,
 }
 
@@ -161,16 +135,9 @@ impl ControlLoop {
             settings,
             actuators,
             metrics,
-            batch_sizes: Mutex::new(HashMap::new()),
-            engines: Mutex::new(HashMap::new()),
-            backoffs: Mutex::new(HashMap::new()),
-            applied: Mutex::new(HashMap::new()),
-            shadow_fleet: Mutex::new(HashMap::new()),
-            forecast_ids: Mutex::new(HashMap::new()),
-            last_recorded: Mutex::new(HashMap::new()),
+            policies: PolicyStates::default(),
             snapshot: tokio::sync::RwLock::new(Snapshot::default()),
             wake: None,
-            last_resend: Mutex::new(HashMap::new()),
             leadership: Leadership::new(pool_for_leadership),
         }
     }
@@ -200,22 +167,21 @@ impl ControlLoop {
     /// Evaluates every live policy once, as of `now`: refresh the fleet snapshot (two queries for the
     /// buckets that changed), plan every policy (decide with `forecasting`), record every decision in one
     /// statement, act on those that need it (concurrently), record how acting went, rebatch.
-    pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickOutcome, sqlx::Error> {
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickOutcome, ControlError> {
         let started = Instant::now();
         let mut out = TickOutcome::default();
         let policies = db::policies::list(&self.pool).await?;
         {
             // Deleted policies leave no engine behind.
             let live: std::collections::HashSet<Uuid> = policies.iter().map(|p| p.id).collect();
-            self.engines.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, _| live.contains(id));
-            self.shadow_fleet.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, _| live.contains(id));
+            self.policies.retain(|id| live.contains(id));
         }
         self.snapshot
             .write()
             .await
             .refresh(&self.pool, now, self.settings.bucket_secs, self.settings.lookback_secs)
             .await?;
-        let plans: Vec<(Uuid, Result<Plan, sqlx::Error>)> = {
+        let plans: Vec<(Uuid, Result<Plan, ControlError>)> = {
             let snapshot = self.snapshot.read().await;
             futures_util::stream::iter(policies)
                 .map(|p| {
@@ -271,11 +237,10 @@ impl ControlLoop {
         drop(rows);
         let mut inserted = inserted.into_iter();
         let ids: Vec<Option<i64>> = record.iter().map(|r| if *r { inserted.next() } else { None }).collect();
-        {
-            let mut last = self.last_recorded.lock().unwrap_or_else(|e| e.into_inner());
-            for (pl, _) in planned.iter().zip(&record).filter(|(_, r)| **r) {
-                last.insert(pl.policy.id, (now, pl.decision.desired, pl.decision.winner.clone()));
-            }
+        for (pl, _) in planned.iter().zip(&record).filter(|(_, r)| **r) {
+            self.policies.with(pl.policy.id, |st| {
+                st.last_recorded = Some((now, pl.decision.desired, pl.decision.winner.clone()));
+            });
         }
         // Owned work items: a stream over borrowed items does not satisfy `tokio::spawn`'s lifetime bounds.
         let work: Vec<(usize, Option<String>)> = actions
@@ -386,20 +351,19 @@ impl ControlLoop {
         if matches!(a, Action::Scale | Action::BackingOff(_)) {
             return true;
         }
-        let last = self.last_recorded.lock().unwrap_or_else(|e| e.into_inner());
-        match last.get(&pl.policy.id) {
+        self.policies.with(pl.policy.id, |st| match &st.last_recorded {
             Some((at, desired, winner)) => {
                 *desired != pl.decision.desired
                     || *winner != pl.decision.winner
                     || (now - *at).num_seconds() >= RECORD_HOLD_SECS
             }
             None => true,
-        }
+        })
     }
 
     /// Reads (from the snapshot) and decides for one policy through its [`ScalingEngine`]; no side effect but
     /// the forecast it stores when the engine refits.
-    async fn plan(&self, p: StoredPolicy, snapshot: &Snapshot, now: DateTime<Utc>) -> Result<Plan, sqlx::Error> {
+    async fn plan(&self, p: StoredPolicy, snapshot: &Snapshot, now: DateTime<Utc>) -> Result<Plan, ControlError> {
         let spec = &p.spec;
         let bucket = i64::from(self.settings.bucket_secs);
         let targets = spec.targets();
@@ -436,7 +400,7 @@ impl ControlLoop {
         let (current, current_source) = match self.actuators.current(spec).await {
             Ok(Some(n)) => (n, "target"),
             Ok(None) | Err(_) => {
-                let known = self.applied.lock().unwrap_or_else(|e| e.into_inner()).get(&p.id).copied();
+                let known = self.policies.with(p.id, |st| st.applied);
                 match known {
                     Some(n) => (n, "last decision"),
                     None => match db::control::last_applied_replicas(&self.pool, p.id).await? {
@@ -456,8 +420,7 @@ impl ControlLoop {
         // A shadow sees the fleet it would run (its own last decision, from the real count at its start), all
         // ready: it has no cold start to watch because nothing it decides happens.
         let (current, current_source) = if spec.is_shadow() {
-            let mut fleet = self.shadow_fleet.lock().unwrap_or_else(|e| e.into_inner());
-            let own = *fleet.entry(p.id).or_insert(current);
+            let own = self.policies.with(p.id, |st| *st.shadow_fleet.get_or_insert(current));
             ready = own;
             (own, "shadow fleet")
         } else {
@@ -494,7 +457,7 @@ impl ControlLoop {
             bucket_complete: false,
         };
         // The engine steps outside the map's lock (a refit is CPU work).
-        let taken = self.engines.lock().unwrap_or_else(|e| e.into_inner()).remove(&p.id);
+        let taken = self.policies.with(p.id, |st| st.engine.take());
         let mut slot = match taken {
             Some(mut s) => {
                 if s.version != p.version {
@@ -525,9 +488,9 @@ impl ControlLoop {
         if spec.is_shadow() && step.decision.desired != current {
             // Nothing acts on a shadow's decision; it runs on as if it had.
             slot.engine.applied(now.timestamp(), current, step.decision.desired);
-            self.shadow_fleet.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, step.decision.desired);
+            self.policies.with(p.id, |st| st.shadow_fleet = Some(step.decision.desired));
         }
-        self.engines.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, slot);
+        self.policies.with(p.id, |st| st.engine = Some(slot));
 
         let forecast_id = match &step.refit {
             Some(r) => {
@@ -549,10 +512,10 @@ impl ControlLoop {
                     &f,
                 )
                 .await?;
-                self.forecast_ids.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, id);
+                self.policies.with(p.id, |st| st.forecast_id = Some(id));
                 Some(id)
             }
-            None => self.forecast_ids.lock().unwrap_or_else(|e| e.into_inner()).get(&p.id).copied(),
+            None => self.policies.with(p.id, |st| st.forecast_id),
         };
         let mut inputs = step.inputs;
         if let Some(o) = inputs.as_object_mut() {
@@ -592,137 +555,6 @@ impl ControlLoop {
         } else {
             Action::Scale
         }
-    }
-
-    /// Scales the target; returns (applied, error).
-    async fn act(&self, pl: &Plan, decision_id: i64, now: DateTime<Utc>) -> (bool, Option<String>) {
-        let (p, current, desired) = (&pl.policy, pl.current, pl.decision.desired);
-        let target = p.spec.target_label();
-        // Every actuation carries this term's fencing token; without one (a tick run by hand without taking the
-        // lock, or a term that just ended) nothing is sent.
-        let Some(fence) = self.leadership.fence() else {
-            return (false, Some("not sent: this replica does not lead the control loop".into()));
-        };
-        match self.actuators.scale(&p.spec, desired, decision_id, Some(fence)).await {
-            Ok(()) => {
-                self.metrics.decisions.with_label_values(&["applied"]).inc();
-                self.backoffs.lock().unwrap_or_else(|e| e.into_inner()).remove(&p.id);
-                self.applied.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, desired);
-                if desired != current {
-                    tracing::info!(target = %target, from = current, to = desired, reason = %pl.decision.reason, "scaled");
-                    let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(slot) = engines.get_mut(&p.id) {
-                        slot.engine.applied(now.timestamp(), current, desired);
-                    }
-                }
-                (true, None)
-            }
-            Err(e) => {
-                self.metrics.decisions.with_label_values(&["failed"]).inc();
-                let b = self.failed(p.id, now);
-                tracing::warn!(target = %target, error = %e, failures = b.failures, retry_at = %b.next_attempt, "scaling failed");
-                (false, Some(e.to_string()))
-            }
-        }
-    }
-
-    /// The policy's backoff when an attempt now would be too early.
-    fn backing_off(&self, policy: Uuid, now: DateTime<Utc>) -> Option<Backoff> {
-        let map = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&policy).copied().filter(|b| now < b.next_attempt)
-    }
-
-    /// Records a failed attempt: the next waits 5 s, 10 s, 20 s, ... up to [`MAX_BACKOFF_SECS`].
-    fn failed(&self, policy: Uuid, now: DateTime<Utc>) -> Backoff {
-        let mut map = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
-        let failures = map.get(&policy).map_or(0, |b| b.failures) + 1;
-        let wait = (5_i64 << (failures - 1).min(10)).min(MAX_BACKOFF_SECS);
-        let b = Backoff { failures, next_attempt: now + chrono::Duration::seconds(wait) };
-        map.insert(policy, b);
-        b
-    }
-
-    /// Agents do not report the group's replica count, so an unchanged agent-group decision is re-sent now and
-    /// then (a restarted simulator converges); everything else acts only on change.
-    fn resend_due(&self, policy: Uuid, spec: &PolicySpec, now: DateTime<Utc>) -> bool {
-        if spec.target.kind != TargetKind::AgentGroup {
-            return false;
-        }
-        let mut last = self.last_resend.lock().unwrap_or_else(|e| e.into_inner());
-        let due = last.get(&policy).is_none_or(|t| now - *t >= chrono::Duration::seconds(60));
-        if due {
-            last.insert(policy, now);
-        }
-        due
-    }
-
-    /// Picks the deployment's batch size: with a trusted latency model (linfa least squares of ITL p95 on
-    /// batch size over the lookback's buckets, `forecasting::latency_model`), the largest batch whose
-    /// predicted p95 plus a safety margin keeps the SLO, moved only by at least 10 % (hysteresis); until the
-    /// model is trusted (too few distinct batch sizes), a step: a quarter down above the SLO, a quarter up
-    /// below 60 % of it while requests queue, which also produces the distinct batch sizes the model needs.
-    /// A command goes out only on change.
-    async fn rebatch(
-        &self,
-        p: &StoredPolicy,
-        nodes: &[String],
-        now: DateTime<Utc>,
-        decision_id: Option<i64>,
-    ) -> Result<(), sqlx::Error> {
-        let Some(r) = &p.spec.rebatch else { return Ok(()) };
-        if nodes.is_empty() {
-            return Ok(());
-        }
-        let deployment = p.spec.deployment();
-        let bucket = i64::from(self.settings.bucket_secs);
-        let (lat, observations) = {
-            let snap = self.snapshot.read().await;
-            (snap.latency(&deployment, now.timestamp() - bucket * 3), snap.batch_observations(&deployment))
-        };
-        let current = {
-            let map = self.batch_sizes.lock().unwrap_or_else(|e| e.into_inner());
-            map.get(&p.id).copied()
-        };
-        let start = current.unwrap_or(r.min_batch_size.max(r.max_batch_size / 2));
-        let slo_s = r.itl_slo_ms / 1000.0;
-        let model = forecasting::latency_model::LatencyModel::fit(&observations).ok().filter(|m| m.trusted);
-        let (next, how) = match &model {
-            Some(m) => {
-                let rec = m.recommend(slo_s, (r.min_batch_size, r.max_batch_size), start, 0.1);
-                (rec.batch_size, format!("latency model: {}", rec.reason))
-            }
-            None => {
-                let next = match lat.itl_p95_s {
-                    Some(l) if l > slo_s => ((f64::from(start) * 0.75).floor() as u32).max(r.min_batch_size),
-                    Some(l) if l < 0.6 * slo_s && lat.queue_depth > 0.5 => {
-                        ((f64::from(start) * 1.25).ceil() as u32).min(r.max_batch_size)
-                    }
-                    _ => start,
-                };
-                (next, format!("step ({} observations, model not trusted yet)", observations.len()))
-            }
-        };
-        let next = next.clamp(r.min_batch_size, r.max_batch_size);
-        if current == Some(next) {
-            return Ok(());
-        }
-        let Some(fence) = self.leadership.fence() else {
-            tracing::warn!(deployment = %deployment, "rebatch not sent: this replica does not lead the control loop");
-            return Ok(());
-        };
-        match self
-            .actuators
-            .agents
-            .rebatch(nodes, &deployment, next, r.max_queue_delay_us, decision_id, Some(fence))
-            .await
-        {
-            Ok(n) => {
-                tracing::info!(deployment = %deployment, batch = next, nodes = n, how = %how, "rebatch queued");
-                self.batch_sizes.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id, next);
-            }
-            Err(e) => tracing::warn!(error = %e, "rebatch failed"),
-        }
-        Ok(())
     }
 
     /// Runs ticks every `tick_secs` while this replica holds the leader lock, until `shutdown` flips.
