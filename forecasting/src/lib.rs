@@ -21,5 +21,6 @@ pub mod nab;
 pub mod openapi;
 pub mod opportunities;
 pub mod peers;
+pub mod season;
 
 pub use error::Error;

@@ -38,7 +38,27 @@ use std::collections::VecDeque;
 use augurs::mstl::stlrs;
 
 use crate::Error;
-use crate::forecast::{ModelKind, detect_period, normal_quantile};
+use crate::season::{autocorrelation, detect_period, normal_quantile};
+
+/// Which model produced a [`crate::forecast::DemandForecast`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// MSTL decomposition with an AutoETS trend (no longer produced; kept so stored forecasts still parse).
+    MstlEts,
+    /// Non-seasonal AutoETS (no longer produced; kept so stored forecasts still parse).
+    Ets,
+    /// Last observed value (shifted by the median of its recent k-step errors), empirical intervals.
+    LastValue,
+    /// MSTL seasonal profile plus a robust exponentially smoothed level, empirical intervals.
+    MstlLevel,
+    /// Robust exponentially smoothed level, empirical intervals.
+    Level,
+    /// The value one detected season back, empirical intervals.
+    SeasonalNaive,
+    /// Point-wise median of the level, seasonal-naive and last-value forecasts, empirical intervals.
+    Median,
+}
 
 /// Settings of [`Fitted::fit`]. One default configuration is meant to serve every series.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -931,20 +951,17 @@ fn detect_season(y: &[f64], cfg: &ModelConfig) -> Option<Season> {
     let n = y.len();
     let b = n.div_ceil(DETECT_POINTS).max(1);
     let (coarse, _) = rollup(y, b);
-    let coarse_cfg = crate::forecast::ForecastConfig {
-        min_period: (cfg.min_period as usize).div_ceil(b).max(2) as u32,
-        max_period: if cfg.max_period == 0 { 0 } else { (cfg.max_period as usize / b).max(2) as u32 },
-        min_points_ets: 0,
-    };
+    let min_period = (cfg.min_period as usize).div_ceil(b).max(2) as u32;
+    let max_period = if cfg.max_period == 0 { 0 } else { (cfg.max_period as usize / b).max(2) as u32 };
     if coarse.len() < 8 || is_constant(&coarse) {
         return None;
     }
-    let detected = detect_period(&coarse, &coarse_cfg)?;
+    let detected = detect_period(&coarse, min_period, max_period)?;
     // The periodogram's frequency grid is coarse for long periods: move to the autocorrelation peak nearby.
     let spread = (detected / 33).max(1);
     let pc = (detected.saturating_sub(spread).max(2)..=detected + spread)
         .filter(|&p| coarse.len() >= 2 * p)
-        .map(|p| (p, crate::forecast::autocorrelation(&coarse, p)))
+        .map(|p| (p, autocorrelation(&coarse, p)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(p, _)| p)?;
     Some(Season { coarse: pc, bucket: b })

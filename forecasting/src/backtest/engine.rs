@@ -1,4 +1,4 @@
-//! The shipped scaling engine as a backtest policy: each step's fluid-model [`Telemetry`] becomes the
+//! The shipped scaling engine as a backtest policy: each step's fluid-model [`super::model::Telemetry`] becomes the
 //! [`crate::engine::Observation`] the live loop would build from the agents' metrics, and the engine decides
 //! exactly as it does in the server (same spec, same code path, the clock simulated).
 
