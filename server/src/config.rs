@@ -8,7 +8,7 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::rules::AnomalyLevel;
+use crate::domain::alert::AnomalyLevel;
 
 /// A secret string: never printed by `Debug`, never serialised back out in clear.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -652,7 +652,7 @@ impl Settings {
         }
         let mut names = std::collections::HashSet::new();
         for (i, w) in self.webhooks.iter().enumerate() {
-            if crate::alerts::rules::valid_name(&w.name).is_err() || !names.insert(w.name.as_str()) {
+            if crate::domain::alert::valid_name(&w.name).is_err() || !names.insert(w.name.as_str()) {
                 return bad(
                     &format!("webhooks[{i}].name"),
                     "must be a unique name of 1-64 letters, digits, '.', '_' or '-'",

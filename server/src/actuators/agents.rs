@@ -57,10 +57,7 @@ impl AgentActuator {
         decision_id: i64,
         fence: Option<Fence>,
     ) -> Result<(), ActuateError> {
-        let nodes: Vec<String> = sqlx::query_scalar("SELECT node_id FROM nodes WHERE agent_group = $1")
-            .bind(group)
-            .fetch_all(&self.pool)
-            .await?;
+        let nodes = db::commands::nodes_of_group(&self.pool, group).await?;
         if nodes.is_empty() {
             return Err(ActuateError::EmptyGroup(group.to_string()));
         }

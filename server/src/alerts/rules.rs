@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+pub use crate::domain::alert::{AnomalyLevel, valid_name};
 use crate::error::ApiError;
 
 /// Labels of an alert instance (sorted, so fingerprints and payloads are stable).
@@ -231,17 +232,6 @@ pub struct RuleSpec {
     /// Whether the rule is evaluated.
     #[serde(default = "yes")]
     pub enabled: bool,
-}
-
-/// Checks a name: 1-64 letters, digits, `.`, `_` or `-`.
-pub fn valid_name(s: &str) -> Result<(), &'static str> {
-    if s.is_empty() || s.len() > 64 {
-        return Err("must be 1-64 characters");
-    }
-    if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
-        return Err("may only contain letters, digits, '.', '_' and '-'");
-    }
-    Ok(())
 }
 
 fn valid_label_name(s: &str) -> bool {
@@ -556,41 +546,7 @@ pub const ANOMALY_HIGH: &str = "anomaly-high";
 /// The built-in rule of open opportunities worth at least `alerts.opportunity_min_money_per_week`.
 pub const OPPORTUNITY_VALUE: &str = "opportunity-value";
 
-/// Severity of an anomaly event (the `anomalies.severity` column), ordered from least to most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AnomalyLevel {
-    /// The event's peak reached the open threshold.
-    Info,
-    /// The peak reached the warning threshold.
-    Warning,
-    /// The peak reached the critical threshold.
-    Critical,
-}
-
 impl AnomalyLevel {
-    /// Every level, least severe first.
-    pub const ALL: [AnomalyLevel; 3] = [AnomalyLevel::Info, AnomalyLevel::Warning, AnomalyLevel::Critical];
-
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnomalyLevel::Info => "info",
-            AnomalyLevel::Warning => "warning",
-            AnomalyLevel::Critical => "critical",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|l| l.as_str() == s)
-    }
-
-    /// The stored names of this level and the more severe ones.
-    pub fn at_or_above(self) -> Vec<&'static str> {
-        Self::ALL.into_iter().filter(|l| *l >= self).map(Self::as_str).collect()
-    }
-
     /// The alert severity of an event at this level. A critical event is an `error` (PagerDuty's default
     /// routing makes it high urgency); a statistical warning should not wake anyone, so it stays a warning.
     pub fn alert_severity(self) -> Severity {

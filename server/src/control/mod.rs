@@ -572,7 +572,7 @@ impl ControlLoop {
                 }
             } else if let Some(conn) = leader.as_mut() {
                 // A broken leader connection means the lock is gone too.
-                if sqlx::query("SELECT 1").execute(&mut *conn).await.is_err() {
+                if db::ping(&mut *conn).await.is_err() {
                     tracing::warn!("lost the leader connection; stepping down");
                     leader = None;
                     self.metrics.leader.set(0);

@@ -242,3 +242,11 @@ pub async fn latest_probes(pool: &PgPool, node: &str) -> Result<Vec<ProbeRecord>
     .fetch_all(pool)
     .await
 }
+
+/// The nodes of agent group `group` (the receivers of a group's replica count).
+pub async fn nodes_of_group(pool: &PgPool, group: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT node_id FROM nodes WHERE agent_group = $1 ORDER BY node_id")
+        .bind(group)
+        .fetch_all(pool)
+        .await
+}

@@ -356,3 +356,12 @@ async fn upsert_gpu_latest(tx: &mut sqlx::PgConnection, batches: &[&Batch]) -> R
     .await?;
     Ok(())
 }
+
+/// Up to `limit` of the (deployment, replica) serving series `node` reports (the cardinality guard's memory).
+pub async fn serving_series_of(pool: &PgPool, node: &str, limit: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT deployment, replica FROM serving_latest WHERE node_id = $1 LIMIT $2")
+        .bind(node)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}

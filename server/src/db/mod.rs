@@ -78,6 +78,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// A round trip to the database on `conn` (a pool, or the leader's own connection): whether it answers.
+pub async fn ping<'c>(conn: impl sqlx::PgExecutor<'c>) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(conn).await.map(drop)
+}
+
 /// Applies pending migrations.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await

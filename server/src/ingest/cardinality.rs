@@ -35,12 +35,7 @@ impl SeriesBudget {
             if nodes.len() >= MAX_NODES {
                 nodes.clear();
             }
-            let known: Vec<(String, String)> =
-                sqlx::query_as("SELECT deployment, replica FROM serving_latest WHERE node_id = $1 LIMIT $2")
-                    .bind(node)
-                    .bind(max as i64 + 1)
-                    .fetch_all(pool)
-                    .await?;
+            let known = crate::db::ingest::serving_series_of(pool, node, max as i64 + 1).await?;
             nodes.insert(node.to_string(), known.into_iter().collect());
         }
         let Some(known) = nodes.get_mut(node) else { return Ok(Ok(())) };

@@ -31,8 +31,8 @@ pub async fn healthz() -> HttpResponse {
 )]
 #[get("/readyz")]
 pub async fn readyz(state: aw::Data<AppState>) -> HttpResponse {
-    match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await {
-        Ok(_) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+    match crate::db::ping(&state.pool).await {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
         Err(e) => {
             HttpResponse::ServiceUnavailable().content_type("text/plain").body(format!("database unavailable: {e}\n"))
         }
