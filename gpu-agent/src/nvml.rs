@@ -32,8 +32,7 @@ use nvml_wrapper::{Device, EventSet, GpmSample, Nvml};
 use crate::protocol::GpuSample;
 use crate::selfmetrics::{NvmlField, NvmlReadFailures};
 
-/// `gpu_index` of MIG instance `i` of GPU `parent` is `MIG_INDEX_BASE + parent * 100 + i`.
-pub const MIG_INDEX_BASE: u32 = 1000;
+pub use crate::protocol::MIG_INDEX_BASE;
 /// NVML's `NVML_DEVICE_MIG_ENABLE`.
 const MIG_ENABLED: u32 = 1;
 /// Events drained per GPU per sample: enough for a burst, bounded so a storm cannot stall sampling.

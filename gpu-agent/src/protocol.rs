@@ -19,6 +19,17 @@ pub const MAX_SERVING_SAMPLES_PER_BATCH: usize = 100_000;
 /// Largest GPU index on a node: no server holds more than 256 GPUs, and the dashboard lays GPUs out by
 /// index, so an unbounded index is a memory bomb for every page that draws the node.
 pub const MAX_GPU_INDEX: u32 = 255;
+/// `gpu_index` of MIG instance `i` (0..100) of physical GPU `parent` is `MIG_INDEX_BASE + parent * 100 + i`
+/// (see the agent's `nvml` module): above every physical index, so the two cannot collide.
+pub const MIG_INDEX_BASE: u32 = 1000;
+/// Largest `gpu_index` of a MIG instance: instance 99 of GPU [`MAX_GPU_INDEX`].
+pub const MAX_MIG_INDEX: u32 = MIG_INDEX_BASE + MAX_GPU_INDEX * 100 + 99;
+
+/// Whether `i` is a physical GPU's index (`0..=MAX_GPU_INDEX`) or a MIG instance's
+/// (`MIG_INDEX_BASE..=MAX_MIG_INDEX`). Pages that lay GPUs out by index draw physical GPUs only.
+pub fn valid_gpu_index(i: u32) -> bool {
+    i <= MAX_GPU_INDEX || (MIG_INDEX_BASE..=MAX_MIG_INDEX).contains(&i)
+}
 /// Most distinct serving series (`deployment`, `replica`) one batch may carry: a node runs a handful of
 /// replicas, and each new pair is a new row in `serving_latest` and a new series for the control loop.
 pub const MAX_SERVING_SERIES_PER_BATCH: usize = 256;
@@ -436,8 +447,11 @@ impl Batch {
             if !(TS_MIN_MS..=TS_MAX_MS).contains(&g.ts_ms) {
                 return Err(err(f("ts_ms"), "must be Unix milliseconds between 2000 and 2200"));
             }
-            if g.gpu_index > MAX_GPU_INDEX {
-                return Err(err(f("gpu_index"), format!("must be in 0..={MAX_GPU_INDEX}")));
+            if !valid_gpu_index(g.gpu_index) {
+                return Err(err(
+                    f("gpu_index"),
+                    format!("must be in 0..={MAX_GPU_INDEX} (a GPU) or {MIG_INDEX_BASE}..={MAX_MIG_INDEX} (a MIG instance)"),
+                ));
             }
             check_ident(&f("uuid"), &g.uuid, 96)?;
             check_text(&f("model"), &g.model, MAX_MODEL_LEN)?;
@@ -697,6 +711,13 @@ mod tests {
         let mut b = batch();
         b.gpus[0].gpu_index = MAX_GPU_INDEX;
         assert_eq!(b.validate(), Ok(()));
+        // MIG instances, as the agent numbers them, are accepted; the gap between the two ranges is not.
+        b.gpus[0].gpu_index = MIG_INDEX_BASE + 3 * 100 + 6;
+        assert_eq!(b.validate(), Ok(()));
+        b.gpus[0].gpu_index = MAX_GPU_INDEX + 1;
+        assert_eq!(b.validate().unwrap_err().field, "gpus[0].gpu_index");
+        b.gpus[0].gpu_index = MAX_MIG_INDEX + 1;
+        assert_eq!(b.validate().unwrap_err().field, "gpus[0].gpu_index");
         b.gpus[0].gpu_index = 2_000_000_000;
         assert_eq!(b.validate().unwrap_err().field, "gpus[0].gpu_index");
     }

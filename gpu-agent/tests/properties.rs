@@ -1,7 +1,7 @@
 //! Property tests (issue #15): arbitrary input never panics the wire-protocol validation or the `/metrics`
 //! parser, and the parser accounts for every line.
 
-use gpu_agent::protocol::{Batch, GpuSample, MAX_GPU_INDEX, NodeInfo, PROTOCOL_VERSION, ServingSample};
+use gpu_agent::protocol::{Batch, GpuSample, NodeInfo, PROTOCOL_VERSION, ServingSample};
 use proptest::prelude::*;
 
 fn any_text() -> impl Strategy<Value = String> {
@@ -59,7 +59,7 @@ proptest! {
         let _ = b.validate_window(lo, hi);
         if ok {
             for g in &b.gpus {
-                prop_assert!(g.gpu_index <= MAX_GPU_INDEX);
+                prop_assert!(gpu_agent::protocol::valid_gpu_index(g.gpu_index));
                 prop_assert!(!g.model.chars().any(char::is_control) && !g.uuid.chars().any(char::is_control));
                 // Absent is fine; a present reading is finite and in range.
                 prop_assert!(g.util_pct.is_none_or(|u| u.is_finite() && (0.0..=100.0).contains(&u)));

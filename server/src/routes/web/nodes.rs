@@ -38,7 +38,7 @@ pub struct GpuView {
     link: String,
     model: String,
     util: String,
-    util_pct: u32,
+    util_pct: Option<u32>,
     mem: String,
     power: String,
     temp: String,
@@ -188,7 +188,7 @@ pub async fn node_page(
                 link: format!("/nodes/{}/gpus/{}", super::url_encode(&g.node_id), g.gpu_index),
                 index: g.gpu_index,
                 // An absent reading shows "—" (unknown), never 0.
-                util_pct: g.util_pct.map_or(0, |u| u.clamp(0.0, 100.0).round() as u32),
+                util_pct: g.util_pct.map(|u| u.clamp(0.0, 100.0).round() as u32),
                 util: g.util_pct.map_or_else(|| UNKNOWN.to_string(), |u| format!("{u:.0}%")),
                 mem: match (g.mem_used_bytes, g.mem_total_bytes) {
                     (Some(used), Some(total)) => {
