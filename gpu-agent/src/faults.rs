@@ -261,8 +261,7 @@ impl FaultInjector {
                             g.throttle_reasons = Some(g.throttle_reasons.unwrap_or(0) | THROTTLE_THERMAL);
                             // The clock steps down with every degree past the slowdown point.
                             let over = temp - SLOWDOWN_TEMP_C;
-                            g.sm_clock_mhz =
-                                Some((NOMINAL_SM_CLOCK_MHZ * (0.8 - 0.03 * over).max(0.5)).round() as u32);
+                            g.sm_clock_mhz = Some((NOMINAL_SM_CLOCK_MHZ * (0.8 - 0.03 * over).max(0.5)).round() as u32);
                         }
                     }
                 }

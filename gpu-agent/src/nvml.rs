@@ -40,8 +40,7 @@ const MAX_EVENTS_PER_SAMPLE: usize = 64;
 const GPM_METRICS: [GpmMetricId; 3] = [GpmMetricId::SmUtil, GpmMetricId::SmOccupancy, GpmMetricId::AnyTensorUtil];
 /// GPM metrics of one MIG GPU instance: graphics activity (the instance's utilisation), SM activity, tensor
 /// activity.
-const GPM_MIG_METRICS: [GpmMetricId; 3] =
-    [GpmMetricId::GraphicsUtil, GpmMetricId::SmUtil, GpmMetricId::AnyTensorUtil];
+const GPM_MIG_METRICS: [GpmMetricId; 3] = [GpmMetricId::GraphicsUtil, GpmMetricId::SmUtil, GpmMetricId::AnyTensorUtil];
 
 /// The readings one device handle (a physical GPU or a MIG instance) gives; NVML's [`Device`] in the agent, a
 /// fake in tests (`crate::fakes::FakeDevice`), so what a failed call turns into can be checked without a GPU.
@@ -210,13 +209,7 @@ impl NvmlSource {
                 },
                 Err(e) => {
                     tracing::warn!(gpu = i, error = %e, "NVML device unavailable at start");
-                    GpuState {
-                        xid_events: None,
-                        xid_last: 0,
-                        gpm: false,
-                        gpm_prev: None,
-                        mig_gpm_prev: HashMap::new(),
-                    }
+                    GpuState { xid_events: None, xid_last: 0, gpm: false, gpm_prev: None, mig_gpm_prev: HashMap::new() }
                 }
             })
             .collect();
@@ -428,16 +421,19 @@ fn mig_gpm_reading(
         }
     };
     let reading = match prev.get(&slot) {
-        Some((prev_gi, p)) if *prev_gi == gi => match nvml_wrapper::gpm::gpm_metrics_get(nvml, p, &now, &GPM_MIG_METRICS) {
-            Ok(values) => {
-                let get = |k: usize| values.get(k).and_then(|r| r.as_ref().ok()).and_then(|m| gpm_fraction(m.value));
-                MigGpmReading { util_pct: get(0).map(|f| f * 100.0), sm_active: get(1), tensor_active: get(2) }
+        Some((prev_gi, p)) if *prev_gi == gi => {
+            match nvml_wrapper::gpm::gpm_metrics_get(nvml, p, &now, &GPM_MIG_METRICS) {
+                Ok(values) => {
+                    let get =
+                        |k: usize| values.get(k).and_then(|r| r.as_ref().ok()).and_then(|m| gpm_fraction(m.value));
+                    MigGpmReading { util_pct: get(0).map(|f| f * 100.0), sm_active: get(1), tensor_active: get(2) }
+                }
+                Err(e) => {
+                    tracing::debug!(mig = slot, error = %e, "GPM metrics of a MIG instance failed: utilisation unknown");
+                    MigGpmReading::default()
+                }
             }
-            Err(e) => {
-                tracing::debug!(mig = slot, error = %e, "GPM metrics of a MIG instance failed: utilisation unknown");
-                MigGpmReading::default()
-            }
-        },
+        }
         _ => MigGpmReading::default(),
     };
     prev.insert(slot, (gi, now));
@@ -581,7 +577,8 @@ mod tests {
     #[test]
     fn failed_readings_are_absent_not_zero_and_counted_by_field() {
         let failures = NvmlReadFailures::default();
-        let d = FakeDevice { util_pct: None, power_mw: None, memory: None, ecc_dbe_total: None, ..FakeDevice::healthy() };
+        let d =
+            FakeDevice { util_pct: None, power_mw: None, memory: None, ecc_dbe_total: None, ..FakeDevice::healthy() };
         let g = basic_sample(&d, 3, 1, "GPU-index-3", &failures);
         assert_eq!(g.util_pct, None, "a failed utilisation reading is unknown, not an idle 0");
         assert_eq!(g.power_w, None);

@@ -450,7 +450,9 @@ impl Batch {
             if !valid_gpu_index(g.gpu_index) {
                 return Err(err(
                     f("gpu_index"),
-                    format!("must be in 0..={MAX_GPU_INDEX} (a GPU) or {MIG_INDEX_BASE}..={MAX_MIG_INDEX} (a MIG instance)"),
+                    format!(
+                        "must be in 0..={MAX_GPU_INDEX} (a GPU) or {MIG_INDEX_BASE}..={MAX_MIG_INDEX} (a MIG instance)"
+                    ),
                 ));
             }
             check_ident(&f("uuid"), &g.uuid, 96)?;

@@ -519,8 +519,11 @@ mod tests {
     fn a_spool_written_by_the_previous_agent_version_replays_with_its_readings() {
         let tmp = tempfile::tempdir().unwrap();
         // The segment exactly as the previous version left it on disk (the record format did not change).
-        std::fs::write(tmp.path().join(format!("{:020}{SEGMENT_SUFFIX}", 41)), encode(41, 1, OLD_AGENT_BATCH.as_bytes()))
-            .unwrap();
+        std::fs::write(
+            tmp.path().join(format!("{:020}{SEGMENT_SUFFIX}", 41)),
+            encode(41, 1, OLD_AGENT_BATCH.as_bytes()),
+        )
+        .unwrap();
         let (mut s, rec) = Spool::open(&disk(tmp.path(), 1 << 20)).unwrap();
         assert_eq!(rec.batches, 1);
         let r = s.front().unwrap().unwrap();
@@ -529,7 +532,10 @@ mod tests {
         assert_eq!(b.validate(), Ok(()));
         let g = &b.gpus[0];
         // Old numbers stay numbers: a real 0 % from an old agent is still a reading, not an absent one.
-        assert_eq!((g.util_pct, g.power_w, g.mem_total_bytes, g.xid_last), (Some(0.0), Some(71.5), Some(2048), Some(0)));
+        assert_eq!(
+            (g.util_pct, g.power_w, g.mem_total_bytes, g.xid_last),
+            (Some(0.0), Some(71.5), Some(2048), Some(0))
+        );
         // A new record with absent readings spools and replays beside it.
         let mut new = b.clone();
         new.seq = 42;

@@ -89,7 +89,8 @@ async fn a_gpu_whose_readings_failed_shows_null_not_zero_and_is_never_an_idle_gp
     opened.sort();
     assert_eq!(opened, vec![format!("idle_gpu:{NODE}:1"), format!("idle_gpu:{NODE}:1200")], "{out:?}");
     let list = get(&app, "/api/v1/opportunities").await;
-    let item = |key: String| list["items"].as_array().unwrap().iter().find(|o| o["key"] == key.as_str()).unwrap().clone();
+    let item =
+        |key: String| list["items"].as_array().unwrap().iter().find(|o| o["key"] == key.as_str()).unwrap().clone();
     let (whole, slice) = (item(format!("idle_gpu:{NODE}:1")), item(format!("idle_gpu:{NODE}:1200")));
     let hours = |o: &Value| o["gpu_hours_per_week"].as_f64().unwrap();
     let money = |o: &Value| o["saving_per_week"].as_f64().unwrap();

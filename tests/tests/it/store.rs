@@ -204,7 +204,10 @@ async fn charts_from_rollups_plus_the_raw_tail_match_the_raw_samples() {
                 (y.util_max, y.mem_used_bytes, y.sm_clock_mhz, y.throttle_reasons)
             );
         }
-        assert!(a.iter().any(|p| p.sm_clock_mhz == Some(900)) && a.iter().any(|p| p.throttle_reasons == Some(4)), "extremes kept");
+        assert!(
+            a.iter().any(|p| p.sm_clock_mhz == Some(900)) && a.iter().any(|p| p.throttle_reasons == Some(4)),
+            "extremes kept"
+        );
 
         let (a, b) = (
             minute(series::node_gpu_chart(&app.pool, "node-c", from, to, &rolled).await.unwrap()),
