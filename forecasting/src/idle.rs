@@ -85,7 +85,8 @@ pub fn idle_capacity(w: &FleetWindow, cfg: &Config) -> IdleCapacity {
             price_per_gpu_hour: cfg.pricing.price(&g.model),
         });
         entry.gpus += 1;
-        entry.idle_gpu_equivalent += idle as f64 / observed as f64;
+        // A MIG slice is its share of a board, not a whole idle GPU.
+        entry.idle_gpu_equivalent += idle as f64 / observed as f64 * crate::opportunities::gpu_fraction(&g.model);
     }
     let gpus_observed = by_model.values().map(|m| m.gpus).sum::<usize>();
     let idle_gpu_equivalent = by_model.values().map(|m| m.idle_gpu_equivalent).sum::<f64>();

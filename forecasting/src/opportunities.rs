@@ -87,6 +87,27 @@ impl Pricing {
     }
 }
 
+/// The share of a physical GPU a device of `model` is: 1 for a whole GPU; for a MIG slice (NVML names it
+/// `<parent> MIG <profile>`, e.g. `NVIDIA H100 80GB HBM3 MIG 1g.10gb` or `... MIG 1c.2g.20gb`) its GPU
+/// instance's compute slices over the parent's (7, or 4 on an A30). A slice's GPU-hours and money are this
+/// fraction of the parent's, so an idle `1g` slice is never priced as a whole H100.
+pub fn gpu_fraction(model: &str) -> f64 {
+    let upper = model.to_ascii_uppercase();
+    let Some(at) = upper.find(" MIG ") else { return 1.0 };
+    let profile = &upper[at + 5..];
+    // The GPU-instance part of the profile is the `<n>G` between dots (`1G.10GB`, `1C.2G.20GB`).
+    let slices = profile
+        .split(|c: char| c == '.' || c.is_whitespace() || c == '+')
+        .find_map(|part| part.strip_suffix('G').and_then(|n| n.parse::<u32>().ok()));
+    let total = if upper.contains("A30") { 4.0 } else { 7.0 };
+    match slices {
+        Some(n) if n >= 1 => (f64::from(n) / total).min(1.0),
+        // A MIG name without a readable profile: a slice of unknown size; the smallest slice is the
+        // conservative saving.
+        _ => 1.0 / total,
+    }
+}
+
 /// Detector thresholds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -594,7 +615,9 @@ pub fn idle_gpus(w: &FleetWindow, cfg: &Config) -> Vec<Opportunity> {
         if frac < cfg.idle_fraction || mem_frac >= cfg.loaded_mem_fraction {
             continue;
         }
-        let hours = HOURS_PER_WEEK * frac;
+        // A MIG slice frees its share of the board, not a whole GPU.
+        let share = gpu_fraction(&g.model);
+        let hours = HOURS_PER_WEEK * frac * share;
         let price = cfg.pricing.price(&g.model);
         let confidence = frac * coverage(w, observed, cfg);
         out.push(make(
@@ -612,6 +635,7 @@ pub fn idle_gpus(w: &FleetWindow, cfg: &Config) -> Vec<Opportunity> {
                     ("util_p95_pct", p95),
                     ("mem_used_fraction", mem_frac),
                     ("observed_secs", observed as f64 * w.bucket_secs as f64),
+                    ("gpu_fraction", share),
                     ("price_per_gpu_hour", price),
                 ]),
             },
@@ -644,7 +668,8 @@ pub fn memory_only_gpus(w: &FleetWindow, cfg: &Config) -> Vec<Opportunity> {
         if frac < cfg.idle_fraction || !loaded {
             continue;
         }
-        let hours = HOURS_PER_WEEK * frac;
+        let share = gpu_fraction(&g.model);
+        let hours = HOURS_PER_WEEK * frac * share;
         let price = cfg.pricing.price(&g.model);
         let sm = mean(&g.sm_active);
         // SM activity confirms the absence of work where the GPU reports it.
@@ -737,6 +762,7 @@ pub fn consolidation(w: &FleetWindow, cfg: &Config) -> Vec<Opportunity> {
         }
         let freed = d.replicas - needed;
         let gpr = if d.gpus_per_replica.is_finite() && d.gpus_per_replica > 0.0 { d.gpus_per_replica } else { 1.0 };
+        let gpr = gpr * gpu_fraction(&d.gpu_model);
         let hours = f64::from(freed) * gpr * HOURS_PER_WEEK;
         let price = cfg.pricing.price(&d.gpu_model);
         let observed = finite(&d.demand_tokens_per_s).count();
@@ -840,6 +866,7 @@ pub fn batching(w: &FleetWindow, cfg: &Config) -> Vec<Opportunity> {
         let needed = ((f64::from(d.replicas) / gain).ceil() as u32).max(d.min_replicas.max(1));
         let freed = d.replicas.saturating_sub(needed);
         let gpr = if d.gpus_per_replica.is_finite() && d.gpus_per_replica > 0.0 { d.gpus_per_replica } else { 1.0 };
+        let gpr = gpr * gpu_fraction(&d.gpu_model);
         let hours = f64::from(freed) * gpr * HOURS_PER_WEEK;
         let price = cfg.pricing.price(&d.gpu_model);
         let observed = obs.iter().filter(|o| o.batch_size.is_finite() && o.itl_p95_s.is_finite()).count();
@@ -927,6 +954,7 @@ pub fn kv_cache_saturation(w: &FleetWindow, cfg: &Config) -> Vec<Opportunity> {
         let queued = saturated.iter().filter(|&&i| d.queue_depth[i].is_finite() && d.queue_depth[i] > 0.0).count();
         let queued_frac = queued as f64 / saturated.len() as f64;
         let gpr = if d.gpus_per_replica.is_finite() && d.gpus_per_replica > 0.0 { d.gpus_per_replica } else { 1.0 };
+        let gpr = gpr * gpu_fraction(&d.gpu_model);
         // One more replica while saturated (an autoscaler adds it only then).
         let hours = -(gpr * HOURS_PER_WEEK * frac);
         let price = cfg.pricing.price(&d.gpu_model);
@@ -1027,7 +1055,7 @@ pub fn throttling(w: &FleetWindow, cfg: &Config) -> Vec<Opportunity> {
         };
         // Throttling only costs while the GPU works.
         let busy = mean(&throttled.iter().map(|&i| g.util_pct[i]).collect::<Vec<_>>()).unwrap_or(100.0) / 100.0;
-        let hours = HOURS_PER_WEEK * frac * loss * busy.clamp(0.0, 1.0);
+        let hours = HOURS_PER_WEEK * frac * loss * busy.clamp(0.0, 1.0) * gpu_fraction(&g.model);
         let price = cfg.pricing.price(&g.model);
         let confidence = if loss > 0.0 { 0.8 } else { 0.4 } * coverage(w, observed, cfg);
         let remedy = if thermal {
@@ -1108,7 +1136,7 @@ pub fn stragglers(w: &FleetWindow, cfg: &Config) -> Result<Vec<Opportunity>, Err
             let slower = ev.offset > 0.0;
             let denom = ev.value.max(ev.peer_median);
             let lost = if denom > 0.0 { (ev.offset.abs() / denom).min(1.0) } else { 0.0 };
-            let hours = HOURS_PER_WEEK * lost;
+            let hours = HOURS_PER_WEEK * lost * gpu_fraction(&g.model);
             let price = cfg.pricing.price(&g.model);
             let confidence = m.score * coverage(w, ev.samples, cfg);
             let what = if slower {
@@ -1282,6 +1310,39 @@ mod tests {
         assert_eq!(p.price("NVIDIA A100-SXM4-80GB"), 2.5);
         assert_eq!(p.price("NVIDIA A10G"), 1.0);
         assert_eq!(p.price("Mystery GPU"), 2.5);
+    }
+
+    #[test]
+    fn a_mig_slice_is_its_share_of_the_parent_gpu() {
+        assert_eq!(gpu_fraction("NVIDIA H100 80GB HBM3"), 1.0);
+        assert_eq!(gpu_fraction("NVIDIA H100 80GB HBM3 MIG 1g.10gb"), 1.0 / 7.0);
+        assert_eq!(gpu_fraction("NVIDIA H100 80GB HBM3 MIG 3g.40gb"), 3.0 / 7.0);
+        assert_eq!(gpu_fraction("NVIDIA A100-SXM4-80GB MIG 1c.2g.20gb"), 2.0 / 7.0);
+        assert_eq!(gpu_fraction("NVIDIA A100-SXM4-40GB MIG 7g.40gb"), 1.0);
+        assert_eq!(gpu_fraction("NVIDIA A30 MIG 2g.12gb+me"), 0.5);
+        assert_eq!(gpu_fraction("NVIDIA H100 MIG weird"), 1.0 / 7.0);
+    }
+
+    #[test]
+    fn an_idle_mig_slice_saves_its_share_not_a_whole_gpu() {
+        let mut slice = gpu("n1", 1001, 0.0);
+        slice.model = "NVIDIA H100 80GB HBM3 MIG 1g.10gb".into();
+        let w = window(vec![gpu("n1", 0, 0.0), slice], vec![]);
+        let ops = idle_gpus(&w, &Config::default());
+        let whole = ops.iter().find(|o| o.key == "idle_gpu:n1:0").unwrap();
+        let part = ops.iter().find(|o| o.key == "idle_gpu:n1:1001").unwrap();
+        assert!((part.gpu_hours_per_week * 7.0 - whole.gpu_hours_per_week).abs() < 0.1, "{part:?} {whole:?}");
+        assert!((part.saving_per_week * 7.0 - whole.saving_per_week).abs() < 0.5);
+        assert_eq!(part.evidence.numbers["gpu_fraction"], round(1.0 / 7.0, 4));
+    }
+
+    #[test]
+    fn a_gpu_whose_utilisation_is_unknown_is_never_called_idle() {
+        // Unknown readings are NaN in the window (absent on the wire, NULL in the store), never 0.
+        let unknown = gpu("n1", 0, f64::NAN);
+        let w = window(vec![unknown], vec![]);
+        assert!(idle_gpus(&w, &Config::default()).is_empty());
+        assert!(memory_only_gpus(&w, &Config::default()).is_empty());
     }
 
     #[test]

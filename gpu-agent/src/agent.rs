@@ -317,7 +317,7 @@ impl Agent {
     async fn collect(&mut self) -> Batch {
         let now = now_ms();
         let (gpus, mut serving) = match &mut self.source {
-            GpuSource::Nvml(n) => (n.sample(now), Vec::new()),
+            GpuSource::Nvml(n) => (n.sample(now, &self.stats.nvml_read_failures), Vec::new()),
             GpuSource::Sim(s) => s.sample(now),
             GpuSource::None => (Vec::new(), Vec::new()),
         };

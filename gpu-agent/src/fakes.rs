@@ -270,3 +270,89 @@ impl FakeEngine {
 fn fixture_len(lines: &[(String, f64, bool)]) -> usize {
     lines.iter().map(|(k, _, _)| k.len() + 16).sum()
 }
+
+/// A GPU whose NVML readings are scripted: each is a value, or `None` for a call that fails (as a driver
+/// that lost the device, or a field the GPU does not support, answers). Lets tests check what a failed
+/// reading becomes without a GPU.
+#[derive(Debug, Clone, Default)]
+pub struct FakeDevice {
+    /// Device UUID.
+    pub uuid: Option<String>,
+    /// Product name.
+    pub name: Option<String>,
+    /// Utilisation, percent.
+    pub util_pct: Option<u32>,
+    /// Framebuffer `(used, total)`, bytes.
+    pub memory: Option<(u64, u64)>,
+    /// Power, milliwatts.
+    pub power_mw: Option<u32>,
+    /// Temperature, Celsius.
+    pub temp_c: Option<u32>,
+    /// SM clock, MHz.
+    pub sm_clock_mhz: Option<u32>,
+    /// Memory clock, MHz.
+    pub mem_clock_mhz: Option<u32>,
+    /// Throttle reasons bitmask.
+    pub throttle_reasons: Option<u64>,
+    /// ECC double-bit errors.
+    pub ecc_dbe_total: Option<u64>,
+}
+
+impl FakeDevice {
+    /// A healthy H100 with every reading present.
+    pub fn healthy() -> Self {
+        Self {
+            uuid: Some("GPU-fake-0".into()),
+            name: Some("NVIDIA H100 80GB HBM3".into()),
+            util_pct: Some(37),
+            memory: Some((10 << 30, 80 << 30)),
+            power_mw: Some(312_500),
+            temp_c: Some(55),
+            sm_clock_mhz: Some(1980),
+            mem_clock_mhz: Some(2619),
+            throttle_reasons: Some(0),
+            ecc_dbe_total: Some(0),
+        }
+    }
+}
+
+fn scripted<T: Clone>(v: &Option<T>) -> Result<T, nvml_wrapper::error::NvmlError> {
+    // `Unknown` is what NVML answers for a device that fell off the bus mid-call.
+    v.clone().ok_or(nvml_wrapper::error::NvmlError::Unknown)
+}
+
+impl crate::nvml::DeviceReadings for FakeDevice {
+    fn uuid(&self) -> Result<String, nvml_wrapper::error::NvmlError> {
+        scripted(&self.uuid)
+    }
+    fn name(&self) -> Result<String, nvml_wrapper::error::NvmlError> {
+        scripted(&self.name)
+    }
+    fn utilization_pct(&self) -> Result<u32, nvml_wrapper::error::NvmlError> {
+        scripted(&self.util_pct)
+    }
+    fn memory_bytes(&self) -> Result<(u64, u64), nvml_wrapper::error::NvmlError> {
+        scripted(&self.memory)
+    }
+    fn power_mw(&self) -> Result<u32, nvml_wrapper::error::NvmlError> {
+        scripted(&self.power_mw)
+    }
+    fn temperature_c(&self) -> Result<u32, nvml_wrapper::error::NvmlError> {
+        scripted(&self.temp_c)
+    }
+    fn clock_mhz(
+        &self,
+        clock: nvml_wrapper::enum_wrappers::device::Clock,
+    ) -> Result<u32, nvml_wrapper::error::NvmlError> {
+        match clock {
+            nvml_wrapper::enum_wrappers::device::Clock::Memory => scripted(&self.mem_clock_mhz),
+            _ => scripted(&self.sm_clock_mhz),
+        }
+    }
+    fn throttle_reasons(&self) -> Result<u64, nvml_wrapper::error::NvmlError> {
+        scripted(&self.throttle_reasons)
+    }
+    fn ecc_dbe_total(&self) -> Result<u64, nvml_wrapper::error::NvmlError> {
+        scripted(&self.ecc_dbe_total)
+    }
+}

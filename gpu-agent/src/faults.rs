@@ -251,29 +251,34 @@ impl FaultInjector {
             let Some(g) = gpus.iter_mut().find(|g| g.gpu_index == f.gpu_index) else { continue };
             let elapsed_s = (ts_ms - f.start_ms) as f64 / 1000.0;
             match f.kind {
+                // A fault rewrites the readings the sample has; an absent one stays absent.
                 FaultKind::Thermal => {
-                    let base = g.temp_c;
-                    let temp = THERMAL_TARGET_C - (THERMAL_TARGET_C - base) * (-elapsed_s / THERMAL_TAU_S).exp();
-                    g.temp_c = (temp.max(base) * 10.0).round() / 10.0;
-                    if g.temp_c >= SLOWDOWN_TEMP_C {
-                        g.throttle_reasons |= THROTTLE_THERMAL;
-                        // The clock steps down with every degree past the slowdown point.
-                        let over = g.temp_c - SLOWDOWN_TEMP_C;
-                        g.sm_clock_mhz = (NOMINAL_SM_CLOCK_MHZ * (0.8 - 0.03 * over).max(0.5)).round() as u32;
+                    if let Some(base) = g.temp_c {
+                        let temp = THERMAL_TARGET_C - (THERMAL_TARGET_C - base) * (-elapsed_s / THERMAL_TAU_S).exp();
+                        let temp = (temp.max(base) * 10.0).round() / 10.0;
+                        g.temp_c = Some(temp);
+                        if temp >= SLOWDOWN_TEMP_C {
+                            g.throttle_reasons = Some(g.throttle_reasons.unwrap_or(0) | THROTTLE_THERMAL);
+                            // The clock steps down with every degree past the slowdown point.
+                            let over = temp - SLOWDOWN_TEMP_C;
+                            g.sm_clock_mhz = Some((NOMINAL_SM_CLOCK_MHZ * (0.8 - 0.03 * over).max(0.5)).round() as u32);
+                        }
                     }
                 }
                 FaultKind::PowerCap => {
-                    if g.power_w > POWER_CAP_W {
-                        let ratio = POWER_CAP_W / g.power_w;
-                        g.power_w = POWER_CAP_W;
-                        g.throttle_reasons |= THROTTLE_SW_POWER_CAP;
+                    if let Some(power) = g.power_w
+                        && power > POWER_CAP_W
+                    {
+                        let ratio = POWER_CAP_W / power;
+                        g.power_w = Some(POWER_CAP_W);
+                        g.throttle_reasons = Some(g.throttle_reasons.unwrap_or(0) | THROTTLE_SW_POWER_CAP);
                         // Dynamic power goes roughly with the clock cubed (voltage follows frequency).
-                        g.sm_clock_mhz = (f64::from(g.sm_clock_mhz) * ratio.cbrt()).round() as u32;
+                        g.sm_clock_mhz = g.sm_clock_mhz.map(|c| (f64::from(c) * ratio.cbrt()).round() as u32);
                     }
                 }
                 FaultKind::XidBurst => {
                     let i = (elapsed_s / 10.0).floor() as usize % XID_CODES.len();
-                    g.xid_last = XID_CODES[i];
+                    g.xid_last = Some(XID_CODES[i]);
                 }
                 FaultKind::StuckReading => {
                     let frozen = self
@@ -286,16 +291,20 @@ impl FaultInjector {
                 }
                 FaultKind::Dropout => dropped.push(f.gpu_index),
                 FaultKind::MemoryLeak => {
-                    let base = *self.leak_base.entry(fi).or_insert(g.mem_used_bytes as f64);
-                    let total = g.mem_total_bytes as f64;
-                    let dur_s = ((f.end_ms - f.start_ms) as f64 / 1000.0).max(1.0);
-                    // Linear creep from the start's level to the whole memory at the fault's end (OOM).
-                    let leaked = (total - base).max(0.0) * (elapsed_s / dur_s);
-                    g.mem_used_bytes = (g.mem_used_bytes as f64 + leaked).min(total) as u64;
+                    if let (Some(used), Some(total)) = (g.mem_used_bytes, g.mem_total_bytes) {
+                        let base = *self.leak_base.entry(fi).or_insert(used as f64);
+                        let total = total as f64;
+                        let dur_s = ((f.end_ms - f.start_ms) as f64 / 1000.0).max(1.0);
+                        // Linear creep from the start's level to the whole memory at the fault's end (OOM).
+                        let leaked = (total - base).max(0.0) * (elapsed_s / dur_s);
+                        g.mem_used_bytes = Some((used as f64 + leaked).min(total) as u64);
+                    }
                 }
                 FaultKind::Straggler => {
-                    if g.util_pct > 0.0 {
-                        g.util_pct = ((g.util_pct / STRAGGLER_SPEED).min(100.0) * 10.0).round() / 10.0;
+                    if let Some(util) = g.util_pct
+                        && util > 0.0
+                    {
+                        g.util_pct = Some(((util / STRAGGLER_SPEED).min(100.0) * 10.0).round() / 10.0);
                         g.sm_active = g.sm_active.map(|a| (a / STRAGGLER_SPEED).min(1.0));
                     }
                 }
@@ -360,16 +369,16 @@ mod tests {
             gpu_index: i,
             uuid: format!("GPU-{i}"),
             model: "NVIDIA H100 80GB HBM3 (simulated)".into(),
-            util_pct: util,
-            mem_used_bytes: 50_000_000_000,
-            mem_total_bytes: 85_520_809_984,
-            power_w: 70.0 + 6.3 * util,
-            temp_c: 32.0 + 0.45 * util,
-            sm_clock_mhz: 1980,
-            mem_clock_mhz: 2619,
-            throttle_reasons: 0,
-            ecc_dbe_total: 0,
-            xid_last: 0,
+            util_pct: Some(util),
+            mem_used_bytes: Some(50_000_000_000),
+            mem_total_bytes: Some(85_520_809_984),
+            power_w: Some(70.0 + 6.3 * util),
+            temp_c: Some(32.0 + 0.45 * util),
+            sm_clock_mhz: Some(1980),
+            mem_clock_mhz: Some(2619),
+            throttle_reasons: Some(0),
+            ecc_dbe_total: Some(0),
+            xid_last: Some(0),
             sm_active: Some(util / 100.0 * 0.92),
             tensor_active: Some(util / 100.0 * 0.55),
         }
@@ -433,37 +442,37 @@ mod tests {
     fn thermal_throttling_raises_temperature_then_lowers_the_clock_with_the_thermal_bits() {
         let mut inj = one(FaultKind::Thermal);
         let (g, _) = at(&mut inj, 50_000, 60.0);
-        assert_eq!((g[1].throttle_reasons, g[1].sm_clock_mhz), (0, 1980), "before the fault");
+        assert_eq!((g[1].throttle_reasons.unwrap(), g[1].sm_clock_mhz.unwrap()), (0, 1980), "before the fault");
         let (early, _) = at(&mut inj, 105_000, 60.0);
-        assert!(early[1].temp_c > 59.0 && early[1].temp_c < SLOWDOWN_TEMP_C);
-        assert_eq!(early[1].throttle_reasons, 0);
+        assert!(early[1].temp_c.unwrap() > 59.0 && early[1].temp_c.unwrap() < SLOWDOWN_TEMP_C);
+        assert_eq!(early[1].throttle_reasons.unwrap(), 0);
         let (late, _) = at(&mut inj, 220_000, 60.0);
-        assert!(late[1].temp_c >= 90.0, "{}", late[1].temp_c);
-        assert_eq!(late[1].throttle_reasons & THROTTLE_THERMAL, THROTTLE_THERMAL);
-        assert!(late[1].sm_clock_mhz < 1600);
+        assert!(late[1].temp_c.unwrap() >= 90.0, "{}", late[1].temp_c.unwrap());
+        assert_eq!(late[1].throttle_reasons.unwrap() & THROTTLE_THERMAL, THROTTLE_THERMAL);
+        assert!(late[1].sm_clock_mhz.unwrap() < 1600);
         assert_eq!(late[0], gpu(0, 220_000, 60.0), "other GPUs untouched");
         let (after, _) = at(&mut inj, 700_000, 60.0);
-        assert_eq!(after[1].throttle_reasons, 0, "the fault ends");
+        assert_eq!(after[1].throttle_reasons.unwrap(), 0, "the fault ends");
     }
 
     #[test]
     fn a_power_cap_pins_power_and_sets_the_power_cap_bit_while_it_binds() {
         let mut inj = one(FaultKind::PowerCap);
         let (g, _) = at(&mut inj, 200_000, 80.0);
-        assert_eq!(g[1].power_w, POWER_CAP_W);
-        assert_eq!(g[1].throttle_reasons, THROTTLE_SW_POWER_CAP);
-        assert!(g[1].sm_clock_mhz < 1600);
+        assert_eq!(g[1].power_w.unwrap(), POWER_CAP_W);
+        assert_eq!(g[1].throttle_reasons.unwrap(), THROTTLE_SW_POWER_CAP);
+        assert!(g[1].sm_clock_mhz.unwrap() < 1600);
         let (idle, _) = at(&mut inj, 210_000, 10.0);
-        assert_eq!(idle[1].throttle_reasons, 0, "a cap above the draw does not bind");
+        assert_eq!(idle[1].throttle_reasons.unwrap(), 0, "a cap above the draw does not bind");
     }
 
     #[test]
     fn an_xid_burst_reports_changing_codes_then_stops() {
         let mut inj = one(FaultKind::XidBurst);
         let codes: Vec<u32> =
-            [100_000, 110_000, 120_000].iter().map(|t| at(&mut inj, *t, 50.0).0[1].xid_last).collect();
+            [100_000, 110_000, 120_000].iter().map(|t| at(&mut inj, *t, 50.0).0[1].xid_last.unwrap()).collect();
         assert_eq!(codes, vec![13, 31, 43]);
-        assert_eq!(at(&mut inj, 800_000, 50.0).0[1].xid_last, 0);
+        assert_eq!(at(&mut inj, 800_000, 50.0).0[1].xid_last.unwrap(), 0);
     }
 
     #[test]
@@ -476,7 +485,7 @@ mod tests {
             assert_eq!(GpuSample { ts_ms: 90_000, ..s.clone() }, before[1]);
         }
         assert_eq!(s2[1].ts_ms, 400_000);
-        assert_eq!(s2[0].util_pct, 70.0, "other GPUs move on");
+        assert_eq!(s2[0].util_pct.unwrap(), 70.0, "other GPUs move on");
     }
 
     #[test]
@@ -494,7 +503,7 @@ mod tests {
     #[test]
     fn a_memory_leak_creeps_up_to_the_whole_memory_at_the_end() {
         let mut inj = one(FaultKind::MemoryLeak);
-        let m = |t: i64, inj: &mut FaultInjector| at(inj, t, 50.0).0[1].mem_used_bytes;
+        let m = |t: i64, inj: &mut FaultInjector| at(inj, t, 50.0).0[1].mem_used_bytes.unwrap();
         let start = m(100_000, &mut inj);
         let mid = m(400_000, &mut inj);
         let end = m(699_999, &mut inj);
@@ -508,8 +517,8 @@ mod tests {
     fn a_straggler_works_harder_and_probes_slower() {
         let mut inj = one(FaultKind::Straggler);
         let (g, _) = at(&mut inj, 200_000, 45.0);
-        assert_eq!(g[1].util_pct, 75.0);
-        assert_eq!(g[0].util_pct, 45.0);
+        assert_eq!(g[1].util_pct.unwrap(), 75.0);
+        assert_eq!(g[0].util_pct.unwrap(), 45.0);
         let mut probes: Vec<ProbeSample> = (0..2)
             .map(|i| ProbeSample { ts_ms: 0, gpu_index: i, uuid: None, bandwidth_gb_s: Some(2900.0), error: None })
             .collect();

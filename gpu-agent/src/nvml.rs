@@ -9,11 +9,18 @@
 //! - **MIG instances** are reported as devices of their own, without a protocol change: `uuid` is the MIG
 //!   device's UUID (`MIG-...`), `model` its NVML name (e.g. `NVIDIA H100 80GB HBM3 MIG 1g.10gb`) and
 //!   `gpu_index` is [`mig_gpu_index`]`(parent, i)` = `1000 + parent * 100 + i`, which cannot collide with a
-//!   physical index. The parent GPU keeps its own row (power, temperature, clocks, ECC, XID are per board);
-//!   NVML does not report utilisation, power or clocks per MIG instance, so those read 0 there.
+//!   physical index. The parent GPU keeps its own row (power, temperature, clocks, ECC, XID are per board, so
+//!   a slice reports them absent). NVML's utilisation call does not work on a MIG handle; a slice's
+//!   utilisation comes from GPM per GPU instance (`nvmlGpmMigSampleGet`, Hopper and newer: graphics activity
+//!   as `util_pct`, SM and tensor activity as on a whole GPU) and is absent (`None`, "unknown") where GPM
+//!   cannot give it (older GPUs, the first sample of a slice), never 0: a 0 would read as an idle slice.
 //!
-//! Every reading degrades on its own: a field NVML cannot read is 0 / `None`, never a missing GPU or node.
+//! Every reading degrades on its own: a field NVML cannot read is absent (`None`) on the wire, never 0 (a 0
+//! is indistinguishable from an idle GPU), and is counted in
+//! [`AgentStats::nvml_read_failures`](crate::selfmetrics::AgentStats::nvml_read_failures) by field. A failure
+//! never costs the GPU or the node its other readings.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use nvml_wrapper::enum_wrappers::device::{Clock, EccCounter, MemoryError, TemperatureSensor};
@@ -23,14 +30,82 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, EventSet, GpmSample, Nvml};
 
 use crate::protocol::GpuSample;
+use crate::selfmetrics::{NvmlField, NvmlReadFailures};
 
-/// `gpu_index` of MIG instance `i` of GPU `parent` is `MIG_INDEX_BASE + parent * 100 + i`.
-pub const MIG_INDEX_BASE: u32 = 1000;
+pub use crate::protocol::MIG_INDEX_BASE;
 /// NVML's `NVML_DEVICE_MIG_ENABLE`.
 const MIG_ENABLED: u32 = 1;
 /// Events drained per GPU per sample: enough for a burst, bounded so a storm cannot stall sampling.
 const MAX_EVENTS_PER_SAMPLE: usize = 64;
 const GPM_METRICS: [GpmMetricId; 3] = [GpmMetricId::SmUtil, GpmMetricId::SmOccupancy, GpmMetricId::AnyTensorUtil];
+/// GPM metrics of one MIG GPU instance: graphics activity (the instance's utilisation), SM activity, tensor
+/// activity.
+const GPM_MIG_METRICS: [GpmMetricId; 3] = [GpmMetricId::GraphicsUtil, GpmMetricId::SmUtil, GpmMetricId::AnyTensorUtil];
+
+/// The readings one device handle (a physical GPU or a MIG instance) gives; NVML's [`Device`] in the agent, a
+/// fake in tests (`crate::fakes::FakeDevice`), so what a failed call turns into can be checked without a GPU.
+pub trait DeviceReadings {
+    /// Device UUID.
+    fn uuid(&self) -> Result<String, NvmlError>;
+    /// Product name.
+    fn name(&self) -> Result<String, NvmlError>;
+    /// GPU utilisation over NVML's last sample period, percent.
+    fn utilization_pct(&self) -> Result<u32, NvmlError>;
+    /// Framebuffer `(used, total)`, bytes.
+    fn memory_bytes(&self) -> Result<(u64, u64), NvmlError>;
+    /// Board power draw, milliwatts.
+    fn power_mw(&self) -> Result<u32, NvmlError>;
+    /// GPU temperature, Celsius.
+    fn temperature_c(&self) -> Result<u32, NvmlError>;
+    /// A clock, MHz.
+    fn clock_mhz(&self, clock: Clock) -> Result<u32, NvmlError>;
+    /// Clock-event (throttle) reasons bitmask.
+    fn throttle_reasons(&self) -> Result<u64, NvmlError>;
+    /// Volatile uncorrectable ECC errors.
+    fn ecc_dbe_total(&self) -> Result<u64, NvmlError>;
+}
+
+impl DeviceReadings for Device<'_> {
+    fn uuid(&self) -> Result<String, NvmlError> {
+        Device::uuid(self)
+    }
+    fn name(&self) -> Result<String, NvmlError> {
+        Device::name(self)
+    }
+    fn utilization_pct(&self) -> Result<u32, NvmlError> {
+        self.utilization_rates().map(|u| u.gpu)
+    }
+    fn memory_bytes(&self) -> Result<(u64, u64), NvmlError> {
+        self.memory_info().map(|m| (m.used, m.total))
+    }
+    fn power_mw(&self) -> Result<u32, NvmlError> {
+        self.power_usage()
+    }
+    fn temperature_c(&self) -> Result<u32, NvmlError> {
+        self.temperature(TemperatureSensor::Gpu)
+    }
+    fn clock_mhz(&self, clock: Clock) -> Result<u32, NvmlError> {
+        self.clock_info(clock)
+    }
+    fn throttle_reasons(&self) -> Result<u64, NvmlError> {
+        self.current_throttle_reasons().map(|r| r.bits())
+    }
+    fn ecc_dbe_total(&self) -> Result<u64, NvmlError> {
+        self.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile)
+    }
+}
+
+/// `Some` reading, or `None` with the failure counted under `field`.
+fn reading<T>(failures: &NvmlReadFailures, field: NvmlField, r: Result<T, NvmlError>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            failures.record(field);
+            tracing::trace!(field = field.label(), error = %e, "NVML reading failed: reported as absent");
+            None
+        }
+    }
+}
 
 /// The `gpu_index` reported for MIG instance `i` of physical GPU `parent` (see the module docs).
 pub fn mig_gpu_index(parent: u32, i: u32) -> u32 {
@@ -71,6 +146,8 @@ struct GpuState {
     /// GPM is supported on this GPU.
     gpm: bool,
     gpm_prev: Option<GpmSample<'static>>,
+    /// Previous GPM sample of each MIG slot's GPU instance, as `(GPU instance id, sample)`.
+    mig_gpm_prev: HashMap<u32, (u32, GpmSample<'static>)>,
 }
 
 /// GPM readings of one interval, as 0..=1 fractions.
@@ -128,10 +205,11 @@ impl NvmlSource {
                     xid_last: 0,
                     gpm: gpm_supported(&d, i),
                     gpm_prev: None,
+                    mig_gpm_prev: HashMap::new(),
                 },
                 Err(e) => {
                     tracing::warn!(gpu = i, error = %e, "NVML device unavailable at start");
-                    GpuState { xid_events: None, xid_last: 0, gpm: false, gpm_prev: None }
+                    GpuState { xid_events: None, xid_last: 0, gpm: false, gpm_prev: None, mig_gpm_prev: HashMap::new() }
                 }
             })
             .collect();
@@ -160,14 +238,14 @@ impl NvmlSource {
         self.nvml.sys_driver_version().unwrap_or_else(|e| format!("unknown ({e})"))
     }
 
-    /// One sample per GPU and per MIG instance; a field NVML cannot read is reported as 0 / absent rather than
-    /// failing the GPU.
-    pub fn sample(&mut self, now_ms: i64) -> Vec<GpuSample> {
-        self.sample_detailed(now_ms).into_iter().map(|d| d.sample).collect()
+    /// One sample per GPU and per MIG instance; a field NVML cannot read is reported as absent (and counted in
+    /// `failures`) rather than failing the GPU.
+    pub fn sample(&mut self, now_ms: i64, failures: &NvmlReadFailures) -> Vec<GpuSample> {
+        self.sample_detailed(now_ms, failures).into_iter().map(|d| d.sample).collect()
     }
 
     /// [`Self::sample`] with the readings the protocol has no field for yet.
-    pub fn sample_detailed(&mut self, now_ms: i64) -> Vec<DetailedSample> {
+    pub fn sample_detailed(&mut self, now_ms: i64, failures: &NvmlReadFailures) -> Vec<DetailedSample> {
         let nvml = self.nvml;
         let mut out = Vec::with_capacity(self.count as usize);
         for (i, state) in (0..self.count).zip(self.gpus.iter_mut()) {
@@ -180,47 +258,106 @@ impl NvmlSource {
             };
             drain_xid(state, i);
             let gpm = if state.gpm { gpm_reading(nvml, &d, &mut state.gpm_prev, i) } else { GpmReading::default() };
-            let mut sample = basic_sample(&d, i, now_ms, &format!("GPU-index-{i}"));
-            sample.xid_last = state.xid_last;
+            let mut sample = basic_sample(&d, i, now_ms, &format!("GPU-index-{i}"), failures);
+            // Without an event set no XID can be seen: "none seen" would be a claim, so the reading is absent.
+            sample.xid_last = state.xid_events.is_some().then_some(state.xid_last);
             sample.sm_active = gpm.sm_active;
             sample.tensor_active = gpm.tensor_active;
             out.push(DetailedSample { sample, sm_occupancy: gpm.sm_occupancy, mig: None });
-            out.extend(mig_samples(&d, i, now_ms));
+            out.extend(mig_samples(nvml, &d, i, now_ms, state, failures));
         }
         out
     }
 }
 
-/// Readings every device handle (physical or MIG) may give; each failure leaves its field at 0.
-fn basic_sample(d: &Device<'_>, gpu_index: u32, now_ms: i64, fallback_uuid: &str) -> GpuSample {
-    let mem = d.memory_info().ok();
-    let mem_total = mem.as_ref().map_or(0, |m| m.total);
+/// Every reading of a physical GPU; each failed one is absent and counted, the others are kept.
+pub fn basic_sample(
+    d: &impl DeviceReadings,
+    gpu_index: u32,
+    now_ms: i64,
+    fallback_uuid: &str,
+    failures: &NvmlReadFailures,
+) -> GpuSample {
+    let mem = reading(failures, NvmlField::Memory, d.memory_bytes());
     GpuSample {
         ts_ms: now_ms,
         gpu_index,
         uuid: d.uuid().unwrap_or_else(|_| fallback_uuid.to_string()),
         model: d.name().unwrap_or_default(),
-        util_pct: d.utilization_rates().map_or(0.0, |u| f64::from(u.gpu).min(100.0)),
-        mem_used_bytes: mem.as_ref().map_or(0, |m| m.used.min(mem_total)),
-        mem_total_bytes: mem_total,
+        util_pct: reading(failures, NvmlField::Util, d.utilization_pct()).map(|u| f64::from(u).min(100.0)),
+        mem_used_bytes: mem.map(|(used, total)| used.min(total)),
+        mem_total_bytes: mem.map(|(_, total)| total),
         // NVML reports milliwatts.
-        power_w: d.power_usage().map_or(0.0, |mw| f64::from(mw) / 1000.0),
-        temp_c: d.temperature(TemperatureSensor::Gpu).map_or(0.0, f64::from),
-        sm_clock_mhz: d.clock_info(Clock::SM).unwrap_or(0),
-        mem_clock_mhz: d.clock_info(Clock::Memory).unwrap_or(0),
-        throttle_reasons: d.current_throttle_reasons().map_or(0, |r| r.bits()),
-        ecc_dbe_total: d.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile).unwrap_or(0),
-        xid_last: 0,
+        power_w: reading(failures, NvmlField::Power, d.power_mw()).map(|mw| f64::from(mw) / 1000.0),
+        temp_c: reading(failures, NvmlField::Temperature, d.temperature_c()).map(f64::from),
+        sm_clock_mhz: reading(failures, NvmlField::SmClock, d.clock_mhz(Clock::SM)),
+        mem_clock_mhz: reading(failures, NvmlField::MemClock, d.clock_mhz(Clock::Memory)),
+        throttle_reasons: reading(failures, NvmlField::ThrottleReasons, d.throttle_reasons()),
+        ecc_dbe_total: reading(failures, NvmlField::Ecc, d.ecc_dbe_total()),
+        xid_last: None,
         sm_active: None,
         tensor_active: None,
     }
 }
 
+/// A MIG slice's own readings: memory from its handle (a failure counted), utilisation and activity from its
+/// GPU instance's GPM metrics (`gpm`, absent when GPM cannot give them). Power, temperature, clocks, throttle
+/// reasons, ECC and XID are the board's, reported on the parent's row, so they are absent here (not failures).
+pub fn mig_sample(
+    d: &impl DeviceReadings,
+    gpu_index: u32,
+    now_ms: i64,
+    fallback_uuid: &str,
+    gpm: MigGpmReading,
+    failures: &NvmlReadFailures,
+) -> GpuSample {
+    let mem = reading(failures, NvmlField::Memory, d.memory_bytes());
+    GpuSample {
+        ts_ms: now_ms,
+        gpu_index,
+        uuid: d.uuid().unwrap_or_else(|_| fallback_uuid.to_string()),
+        model: d.name().unwrap_or_default(),
+        util_pct: gpm.util_pct,
+        mem_used_bytes: mem.map(|(used, total)| used.min(total)),
+        mem_total_bytes: mem.map(|(_, total)| total),
+        power_w: None,
+        temp_c: None,
+        sm_clock_mhz: None,
+        mem_clock_mhz: None,
+        throttle_reasons: None,
+        ecc_dbe_total: None,
+        xid_last: None,
+        sm_active: gpm.sm_active,
+        tensor_active: gpm.tensor_active,
+    }
+}
+
+/// GPM readings of one MIG GPU instance over one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MigGpmReading {
+    /// Graphics/compute activity of the instance, percent 0..=100 (its `util_pct`).
+    pub util_pct: Option<f64>,
+    /// SM activity, 0..=1.
+    pub sm_active: Option<f64>,
+    /// Tensor-pipe activity, 0..=1.
+    pub tensor_active: Option<f64>,
+}
+
 /// MIG instances of `parent` (none when MIG is off or unsupported).
-fn mig_samples(parent: &Device<'_>, parent_index: u32, now_ms: i64) -> Vec<DetailedSample> {
+fn mig_samples(
+    nvml: &'static Nvml,
+    parent: &Device<'static>,
+    parent_index: u32,
+    now_ms: i64,
+    state: &mut GpuState,
+    failures: &NvmlReadFailures,
+) -> Vec<DetailedSample> {
     match parent.mig_mode() {
         Ok(m) if m.current == MIG_ENABLED => {}
-        _ => return Vec::new(),
+        _ => {
+            state.mig_gpm_prev.clear();
+            return Vec::new();
+        }
     }
     let max = match parent.mig_device_count() {
         Ok(n) => n.min(100),
@@ -234,17 +371,73 @@ fn mig_samples(parent: &Device<'_>, parent_index: u32, now_ms: i64) -> Vec<Detai
         match parent.mig_device_by_index(i) {
             Ok(m) => {
                 let index = mig_gpu_index(parent_index, i);
-                let sample = basic_sample(&m, index, now_ms, &format!("MIG-index-{parent_index}-{i}"));
-                // Power and temperature of a MIG handle are the board's (or unsupported): the parent row has them.
-                let sample = GpuSample { power_w: 0.0, temp_c: 0.0, ..sample };
+                let gpm = if state.gpm {
+                    mig_gpm_reading(nvml, parent, &m, i, &mut state.mig_gpm_prev)
+                } else {
+                    MigGpmReading::default()
+                };
+                let sample = mig_sample(&m, index, now_ms, &format!("MIG-index-{parent_index}-{i}"), gpm, failures);
                 out.push(DetailedSample { sample, sm_occupancy: None, mig: Some((parent_index, i)) });
             }
             // Slots without an instance answer NotFound.
-            Err(NvmlError::NotFound) => {}
+            Err(NvmlError::NotFound) => {
+                state.mig_gpm_prev.remove(&i);
+            }
             Err(e) => tracing::debug!(gpu = parent_index, mig = i, error = %e, "MIG device unavailable"),
         }
     }
     out
+}
+
+/// The GPU instance id of a MIG device handle (nvml-wrapper 0.13 has no safe wrapper for
+/// `nvmlDeviceGetGpuInstanceId`, so the loaded symbol is called directly).
+fn gpu_instance_id(nvml: &Nvml, mig: &Device<'_>) -> Option<u32> {
+    let f = nvml.lib().nvmlDeviceGetGpuInstanceId.as_ref().ok()?;
+    let mut id: std::os::raw::c_uint = 0;
+    // SAFETY: `mig` is a live handle from this NVML instance, and `id` is a valid out-pointer for the call.
+    let ret = unsafe { f(mig.handle(), &mut id) };
+    (ret == 0).then_some(id)
+}
+
+/// GPM metrics of MIG slot `slot` against its previous sample: `None` readings on the first sample, when the
+/// slot now holds another GPU instance, or when GPM fails (each failure resets the slot's history).
+fn mig_gpm_reading(
+    nvml: &'static Nvml,
+    parent: &Device<'static>,
+    mig: &Device<'static>,
+    slot: u32,
+    prev: &mut HashMap<u32, (u32, GpmSample<'static>)>,
+) -> MigGpmReading {
+    let Some(gi) = gpu_instance_id(nvml, mig) else {
+        prev.remove(&slot);
+        return MigGpmReading::default();
+    };
+    let now = match parent.gpm_mig_sample(gi) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(mig = slot, error = %e, "GPM sample of a MIG instance failed: utilisation unknown");
+            prev.remove(&slot);
+            return MigGpmReading::default();
+        }
+    };
+    let reading = match prev.get(&slot) {
+        Some((prev_gi, p)) if *prev_gi == gi => {
+            match nvml_wrapper::gpm::gpm_metrics_get(nvml, p, &now, &GPM_MIG_METRICS) {
+                Ok(values) => {
+                    let get =
+                        |k: usize| values.get(k).and_then(|r| r.as_ref().ok()).and_then(|m| gpm_fraction(m.value));
+                    MigGpmReading { util_pct: get(0).map(|f| f * 100.0), sm_active: get(1), tensor_active: get(2) }
+                }
+                Err(e) => {
+                    tracing::debug!(mig = slot, error = %e, "GPM metrics of a MIG instance failed: utilisation unknown");
+                    MigGpmReading::default()
+                }
+            }
+        }
+        _ => MigGpmReading::default(),
+    };
+    prev.insert(slot, (gi, now));
+    reading
 }
 
 fn xid_event_set(nvml: &'static Nvml, d: &Device<'static>, i: u32) -> Option<EventSet<'static>> {
@@ -338,15 +531,19 @@ mod tests {
             Ok(mut n) => {
                 let now = 1_700_000_000_000;
                 // Two samples: GPM needs a previous one.
-                let _ = n.sample(now);
+                let failures = NvmlReadFailures::default();
+                let _ = n.sample(now, &failures);
                 std::thread::sleep(std::time::Duration::from_millis(200));
-                let s = n.sample_detailed(now + 200);
+                let s = n.sample_detailed(now + 200, &failures);
                 let physical = s.iter().filter(|d| d.mig.is_none()).count();
                 assert!(physical <= n.count() as usize);
                 for d in &s {
                     let g = &d.sample;
                     assert!(!g.uuid.is_empty());
                     assert!(g.mem_used_bytes <= g.mem_total_bytes);
+                    if let Some(u) = g.util_pct {
+                        assert!((0.0..=100.0).contains(&u), "{u}");
+                    }
                     for f in [g.sm_active, g.tensor_active, d.sm_occupancy].into_iter().flatten() {
                         assert!((0.0..=1.0).contains(&f), "{f}");
                     }
@@ -360,6 +557,74 @@ mod tests {
                 }
             }
         }
+    }
+
+    use crate::fakes::FakeDevice;
+
+    #[test]
+    fn a_healthy_device_reports_every_reading_and_counts_no_failure() {
+        let failures = NvmlReadFailures::default();
+        let g = basic_sample(&FakeDevice::healthy(), 0, 1, "GPU-index-0", &failures);
+        assert_eq!(g.uuid, "GPU-fake-0");
+        assert_eq!(g.util_pct, Some(37.0));
+        assert_eq!(g.power_w, Some(312.5));
+        assert_eq!((g.mem_used_bytes, g.mem_total_bytes), (Some(10 << 30), Some(80 << 30)));
+        assert_eq!((g.temp_c, g.sm_clock_mhz, g.mem_clock_mhz), (Some(55.0), Some(1980), Some(2619)));
+        assert_eq!((g.throttle_reasons, g.ecc_dbe_total), (Some(0), Some(0)));
+        assert!(NvmlField::ALL.iter().all(|f| failures.get(*f) == 0));
+    }
+
+    #[test]
+    fn failed_readings_are_absent_not_zero_and_counted_by_field() {
+        let failures = NvmlReadFailures::default();
+        let d =
+            FakeDevice { util_pct: None, power_mw: None, memory: None, ecc_dbe_total: None, ..FakeDevice::healthy() };
+        let g = basic_sample(&d, 3, 1, "GPU-index-3", &failures);
+        assert_eq!(g.util_pct, None, "a failed utilisation reading is unknown, not an idle 0");
+        assert_eq!(g.power_w, None);
+        assert_eq!((g.mem_used_bytes, g.mem_total_bytes), (None, None));
+        assert_eq!(g.ecc_dbe_total, None);
+        // The readings that worked are kept.
+        assert_eq!((g.temp_c, g.sm_clock_mhz), (Some(55.0), Some(1980)));
+        let _ = basic_sample(&d, 3, 2, "GPU-index-3", &failures);
+        for (field, n) in [
+            (NvmlField::Util, 2),
+            (NvmlField::Power, 2),
+            (NvmlField::Memory, 2),
+            (NvmlField::Ecc, 2),
+            (NvmlField::Temperature, 0),
+            (NvmlField::SmClock, 0),
+        ] {
+            assert_eq!(failures.get(field), n, "{}", field.label());
+        }
+        // The self-metrics page shows them under a bounded `field` label.
+        let stats = crate::selfmetrics::AgentStats::default();
+        stats.nvml_read_failures.record(NvmlField::Util);
+        let text = stats.render().unwrap();
+        assert!(text.contains(r#"fleetpilot_agent_nvml_read_failures_total{field="util"} 1"#), "{text}");
+        assert!(text.contains(r#"fleetpilot_agent_nvml_read_failures_total{field="power"} 0"#), "{text}");
+        // And the wire carries null, which the protocol accepts.
+        let v = serde_json::to_value(&g).unwrap();
+        assert!(v["util_pct"].is_null() && v["power_w"].is_null(), "{v}");
+    }
+
+    #[test]
+    fn a_mig_slice_without_gpm_reports_unknown_utilisation_never_zero() {
+        let failures = NvmlReadFailures::default();
+        let d = FakeDevice {
+            uuid: Some("MIG-fake".into()),
+            name: Some("NVIDIA H100 80GB HBM3 MIG 1g.10gb".into()),
+            ..FakeDevice::healthy()
+        };
+        let g = mig_sample(&d, mig_gpu_index(0, 1), 1, "MIG-index-0-1", MigGpmReading::default(), &failures);
+        assert_eq!(g.util_pct, None);
+        assert_eq!((g.power_w, g.temp_c, g.sm_clock_mhz, g.xid_last), (None, None, None, None));
+        assert_eq!(g.mem_total_bytes, Some(80 << 30));
+        // Board readings a slice does not have are not failures.
+        assert!(NvmlField::ALL.iter().all(|f| failures.get(*f) == 0));
+        let gpm = MigGpmReading { util_pct: Some(64.0), sm_active: Some(0.6), tensor_active: Some(0.3) };
+        let g = mig_sample(&d, mig_gpu_index(0, 1), 2, "MIG-index-0-1", gpm, &failures);
+        assert_eq!((g.util_pct, g.sm_active, g.tensor_active), (Some(64.0), Some(0.6), Some(0.3)));
     }
 
     #[test]

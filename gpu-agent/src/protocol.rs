@@ -19,6 +19,17 @@ pub const MAX_SERVING_SAMPLES_PER_BATCH: usize = 100_000;
 /// Largest GPU index on a node: no server holds more than 256 GPUs, and the dashboard lays GPUs out by
 /// index, so an unbounded index is a memory bomb for every page that draws the node.
 pub const MAX_GPU_INDEX: u32 = 255;
+/// `gpu_index` of MIG instance `i` (0..100) of physical GPU `parent` is `MIG_INDEX_BASE + parent * 100 + i`
+/// (see the agent's `nvml` module): above every physical index, so the two cannot collide.
+pub const MIG_INDEX_BASE: u32 = 1000;
+/// Largest `gpu_index` of a MIG instance: instance 99 of GPU [`MAX_GPU_INDEX`].
+pub const MAX_MIG_INDEX: u32 = MIG_INDEX_BASE + MAX_GPU_INDEX * 100 + 99;
+
+/// Whether `i` is a physical GPU's index (`0..=MAX_GPU_INDEX`) or a MIG instance's
+/// (`MIG_INDEX_BASE..=MAX_MIG_INDEX`). Pages that lay GPUs out by index draw physical GPUs only.
+pub fn valid_gpu_index(i: u32) -> bool {
+    i <= MAX_GPU_INDEX || (MIG_INDEX_BASE..=MAX_MIG_INDEX).contains(&i)
+}
 /// Most distinct serving series (`deployment`, `replica`) one batch may carry: a node runs a handful of
 /// replicas, and each new pair is a new row in `serving_latest` and a new series for the control loop.
 pub const MAX_SERVING_SERIES_PER_BATCH: usize = 256;
@@ -106,30 +117,37 @@ pub struct GpuSample {
     /// Marketing name, e.g. `NVIDIA H100 80GB HBM3`.
     #[serde(default)]
     pub model: String,
-    /// GPU utilisation, percent 0..=100 (DCGM_FI_DEV_GPU_UTIL).
-    pub util_pct: f64,
-    /// Framebuffer used, bytes (DCGM reports MiB).
-    pub mem_used_bytes: u64,
-    /// Framebuffer total, bytes.
-    pub mem_total_bytes: u64,
-    /// Board power draw, watts (DCGM_FI_DEV_POWER_USAGE).
-    pub power_w: f64,
-    /// GPU temperature, Celsius (DCGM_FI_DEV_GPU_TEMP).
-    pub temp_c: f64,
-    /// SM clock, MHz (DCGM_FI_DEV_SM_CLOCK).
-    pub sm_clock_mhz: u32,
-    /// Memory clock, MHz (DCGM_FI_DEV_MEM_CLOCK).
+    /// GPU utilisation, percent 0..=100 (DCGM_FI_DEV_GPU_UTIL); `None` when it could not be read (an NVML
+    /// call that failed, a MIG slice without per-instance utilisation). Absent is not idle: never read it as 0.
     #[serde(default)]
-    pub mem_clock_mhz: u32,
-    /// NVML clock-event (throttle) reasons bitmask (DCGM_FI_DEV_CLOCK_THROTTLE_REASONS).
+    pub util_pct: Option<f64>,
+    /// Framebuffer used, bytes (DCGM reports MiB); `None` when unreadable.
     #[serde(default)]
-    pub throttle_reasons: u64,
-    /// Volatile uncorrectable ECC errors, cumulative.
+    pub mem_used_bytes: Option<u64>,
+    /// Framebuffer total, bytes; `None` when unreadable.
     #[serde(default)]
-    pub ecc_dbe_total: u64,
-    /// Last XID error seen (0 = none) (DCGM_FI_DEV_XID_ERRORS).
+    pub mem_total_bytes: Option<u64>,
+    /// Board power draw, watts (DCGM_FI_DEV_POWER_USAGE); `None` when unreadable.
     #[serde(default)]
-    pub xid_last: u32,
+    pub power_w: Option<f64>,
+    /// GPU temperature, Celsius (DCGM_FI_DEV_GPU_TEMP); `None` when unreadable.
+    #[serde(default)]
+    pub temp_c: Option<f64>,
+    /// SM clock, MHz (DCGM_FI_DEV_SM_CLOCK); `None` when unreadable.
+    #[serde(default)]
+    pub sm_clock_mhz: Option<u32>,
+    /// Memory clock, MHz (DCGM_FI_DEV_MEM_CLOCK); `None` when unreadable.
+    #[serde(default)]
+    pub mem_clock_mhz: Option<u32>,
+    /// NVML clock-event (throttle) reasons bitmask (DCGM_FI_DEV_CLOCK_THROTTLE_REASONS); `None` when unreadable.
+    #[serde(default)]
+    pub throttle_reasons: Option<u64>,
+    /// Volatile uncorrectable ECC errors, cumulative; `None` when unreadable (ECC off, or the call failed).
+    #[serde(default)]
+    pub ecc_dbe_total: Option<u64>,
+    /// Last XID error seen (0 = none) (DCGM_FI_DEV_XID_ERRORS); `None` when XID events are not watched.
+    #[serde(default)]
+    pub xid_last: Option<u32>,
     /// Fraction of time SMs were active, 0..=1 (DCGM_FI_PROF_SM_ACTIVE), where available.
     #[serde(default)]
     pub sm_active: Option<f64>,
@@ -429,15 +447,22 @@ impl Batch {
             if !(TS_MIN_MS..=TS_MAX_MS).contains(&g.ts_ms) {
                 return Err(err(f("ts_ms"), "must be Unix milliseconds between 2000 and 2200"));
             }
-            if g.gpu_index > MAX_GPU_INDEX {
-                return Err(err(f("gpu_index"), format!("must be in 0..={MAX_GPU_INDEX}")));
+            if !valid_gpu_index(g.gpu_index) {
+                return Err(err(
+                    f("gpu_index"),
+                    format!(
+                        "must be in 0..={MAX_GPU_INDEX} (a GPU) or {MIG_INDEX_BASE}..={MAX_MIG_INDEX} (a MIG instance)"
+                    ),
+                ));
             }
             check_ident(&f("uuid"), &g.uuid, 96)?;
             check_text(&f("model"), &g.model, MAX_MODEL_LEN)?;
-            check_range(|| f("util_pct"), g.util_pct, 0.0, 100.0)?;
-            check_range(|| f("power_w"), g.power_w, 0.0, 100_000.0)?;
-            check_range(|| f("temp_c"), g.temp_c, -50.0, 200.0)?;
-            if g.mem_used_bytes > g.mem_total_bytes {
+            check_opt(|| f("util_pct"), g.util_pct, 0.0, 100.0)?;
+            check_opt(|| f("power_w"), g.power_w, 0.0, 100_000.0)?;
+            check_opt(|| f("temp_c"), g.temp_c, -50.0, 200.0)?;
+            if let (Some(used), Some(total)) = (g.mem_used_bytes, g.mem_total_bytes)
+                && used > total
+            {
                 return Err(err(f("mem_used_bytes"), "must not exceed mem_total_bytes"));
             }
             check_opt(|| f("sm_active"), g.sm_active, 0.0, 1.0)?;
@@ -579,16 +604,16 @@ mod tests {
                 gpu_index: 0,
                 uuid: "GPU-1".into(),
                 model: "H100".into(),
-                util_pct: 50.0,
-                mem_used_bytes: 1,
-                mem_total_bytes: 2,
-                power_w: 300.0,
-                temp_c: 60.0,
-                sm_clock_mhz: 1980,
-                mem_clock_mhz: 2619,
-                throttle_reasons: 0,
-                ecc_dbe_total: 0,
-                xid_last: 0,
+                util_pct: Some(50.0),
+                mem_used_bytes: Some(1),
+                mem_total_bytes: Some(2),
+                power_w: Some(300.0),
+                temp_c: Some(60.0),
+                sm_clock_mhz: Some(1980),
+                mem_clock_mhz: Some(2619),
+                throttle_reasons: Some(0),
+                ecc_dbe_total: Some(0),
+                xid_last: Some(0),
                 sm_active: Some(0.5),
                 tensor_active: None,
             }],
@@ -606,7 +631,7 @@ mod tests {
     #[test]
     fn utilization_above_100_names_the_field() {
         let mut b = batch();
-        b.gpus[0].util_pct = 101.0;
+        b.gpus[0].util_pct = Some(101.0);
         let e = b.validate().unwrap_err();
         assert_eq!(e.field, "gpus[0].util_pct");
     }
@@ -614,7 +639,7 @@ mod tests {
     #[test]
     fn nan_is_rejected() {
         let mut b = batch();
-        b.gpus[0].temp_c = f64::NAN;
+        b.gpus[0].temp_c = Some(f64::NAN);
         assert_eq!(b.validate().unwrap_err().field, "gpus[0].temp_c");
     }
 
@@ -624,6 +649,33 @@ mod tests {
         v["gpus"][0]["bogus"] = serde_json::json!(1);
         let e = serde_json::from_value::<Batch>(v).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn absent_readings_are_valid_and_round_trip_as_null() {
+        let mut b = batch();
+        let g = &mut b.gpus[0];
+        (g.util_pct, g.power_w, g.temp_c, g.mem_used_bytes) = (None, None, None, None);
+        assert_eq!(b.validate(), Ok(()));
+        let v = serde_json::to_value(&b).unwrap();
+        assert!(v["gpus"][0]["util_pct"].is_null(), "{v}");
+        assert!(v["gpus"][0]["power_w"].is_null(), "{v}");
+        assert_eq!(serde_json::from_value::<Batch>(v).unwrap(), b);
+    }
+
+    #[test]
+    fn a_sample_from_an_older_agent_with_plain_numbers_still_parses() {
+        // What agents before absent readings sent: every NVML reading a plain number.
+        let old = r#"{"ts_ms":1700000000000,"gpu_index":0,"uuid":"GPU-1","model":"H100","util_pct":50.0,
+            "mem_used_bytes":1,"mem_total_bytes":2,"power_w":300.0,"temp_c":60.0,"sm_clock_mhz":1980,
+            "mem_clock_mhz":2619,"throttle_reasons":0,"ecc_dbe_total":0,"xid_last":0,"sm_active":0.5,
+            "tensor_active":null}"#;
+        let g: GpuSample = serde_json::from_str(old).unwrap();
+        assert_eq!(g, batch().gpus[0]);
+        // And one that leaves readings out entirely.
+        let sparse = r#"{"ts_ms":1700000000000,"gpu_index":0,"uuid":"GPU-1"}"#;
+        let g: GpuSample = serde_json::from_str(sparse).unwrap();
+        assert_eq!((g.util_pct, g.power_w, g.xid_last), (None, None, None));
     }
 
     #[test]
@@ -661,6 +713,13 @@ mod tests {
         let mut b = batch();
         b.gpus[0].gpu_index = MAX_GPU_INDEX;
         assert_eq!(b.validate(), Ok(()));
+        // MIG instances, as the agent numbers them, are accepted; the gap between the two ranges is not.
+        b.gpus[0].gpu_index = MIG_INDEX_BASE + 3 * 100 + 6;
+        assert_eq!(b.validate(), Ok(()));
+        b.gpus[0].gpu_index = MAX_GPU_INDEX + 1;
+        assert_eq!(b.validate().unwrap_err().field, "gpus[0].gpu_index");
+        b.gpus[0].gpu_index = MAX_MIG_INDEX + 1;
+        assert_eq!(b.validate().unwrap_err().field, "gpus[0].gpu_index");
         b.gpus[0].gpu_index = 2_000_000_000;
         assert_eq!(b.validate().unwrap_err().field, "gpus[0].gpu_index");
     }

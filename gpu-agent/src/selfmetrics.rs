@@ -14,6 +14,72 @@ use prometheus::{Encoder as _, Gauge, IntCounter, IntCounterVec, IntGauge, Opts,
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::watch;
 
+/// An NVML reading that can fail on its own; the `field` label of
+/// `fleetpilot_agent_nvml_read_failures_total` (a fixed set, so the series count stays bounded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NvmlField {
+    /// GPU utilisation (`util_pct`).
+    Util,
+    /// Framebuffer used and total (one NVML call: `mem_used_bytes`, `mem_total_bytes`).
+    Memory,
+    /// Board power (`power_w`).
+    Power,
+    /// GPU temperature (`temp_c`).
+    Temperature,
+    /// SM clock (`sm_clock_mhz`).
+    SmClock,
+    /// Memory clock (`mem_clock_mhz`).
+    MemClock,
+    /// Clock-event reasons (`throttle_reasons`).
+    ThrottleReasons,
+    /// Volatile uncorrectable ECC errors (`ecc_dbe_total`).
+    Ecc,
+}
+
+impl NvmlField {
+    /// Every field, in label order.
+    pub const ALL: [NvmlField; 8] = [
+        Self::Util,
+        Self::Memory,
+        Self::Power,
+        Self::Temperature,
+        Self::SmClock,
+        Self::MemClock,
+        Self::ThrottleReasons,
+        Self::Ecc,
+    ];
+
+    /// The `field` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Util => "util",
+            Self::Memory => "memory",
+            Self::Power => "power",
+            Self::Temperature => "temperature",
+            Self::SmClock => "sm_clock",
+            Self::MemClock => "mem_clock",
+            Self::ThrottleReasons => "throttle_reasons",
+            Self::Ecc => "ecc",
+        }
+    }
+}
+
+/// NVML readings that failed (and were sent as absent), per field.
+#[derive(Debug, Default)]
+pub struct NvmlReadFailures([AtomicU64; NvmlField::ALL.len()]);
+
+impl NvmlReadFailures {
+    /// Counts one failed reading of `field`.
+    pub fn record(&self, field: NvmlField) {
+        self.0[field as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed readings of `field` so far.
+    pub fn get(&self, field: NvmlField) -> u64 {
+        self.0[field as usize].load(Ordering::Relaxed)
+    }
+}
+
 /// Counters and gauges the agent keeps about itself.
 #[derive(Debug, Default)]
 pub struct AgentStats {
@@ -59,6 +125,8 @@ pub struct AgentStats {
     pub commands_polled: AtomicU64,
     /// Long polls that failed (network, 5xx, auth) and were retried after a backoff.
     pub command_poll_errors: AtomicU64,
+    /// NVML readings that failed, by field: each one went out as an absent reading, never as 0.
+    pub nvml_read_failures: NvmlReadFailures,
 }
 
 impl AgentStats {
@@ -154,6 +222,14 @@ impl AgentStats {
             "Commands executed, by result.",
             "result",
             &[("ok", get(&self.commands_ok)), ("failed", get(&self.commands_failed))],
+        )?;
+        let failures: Vec<(&str, u64)> =
+            NvmlField::ALL.iter().map(|f| (f.label(), self.nvml_read_failures.get(*f))).collect();
+        labelled(
+            "fleetpilot_agent_nvml_read_failures_total",
+            "NVML readings that failed and were reported as absent, by field.",
+            "field",
+            &failures,
         )?;
         let last = Gauge::new(
             "fleetpilot_agent_last_successful_send_timestamp_seconds",

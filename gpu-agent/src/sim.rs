@@ -371,16 +371,16 @@ impl NodeSim {
                 gpu_index: i,
                 uuid: format!("GPU-sim-{}-{i:02}", self.cfg.node),
                 model: "NVIDIA H100 80GB HBM3 (simulated)".into(),
-                util_pct: (util * 10.0).round() / 10.0,
-                mem_used_bytes: mem_used as u64,
-                mem_total_bytes: MEM_TOTAL,
-                power_w: ((70.0 + 630.0 * u + self.rng.random_range(-5.0..5.0)).max(50.0) * 10.0).round() / 10.0,
-                temp_c: (*temp * 10.0).round() / 10.0,
-                sm_clock_mhz: if throttled { 1605 } else { 1980 },
-                mem_clock_mhz: 2619,
-                throttle_reasons: if throttled { 0x20 } else { 0 },
-                ecc_dbe_total: 0,
-                xid_last: 0,
+                util_pct: Some((util * 10.0).round() / 10.0),
+                mem_used_bytes: Some(mem_used as u64),
+                mem_total_bytes: Some(MEM_TOTAL),
+                power_w: Some(((70.0 + 630.0 * u + self.rng.random_range(-5.0..5.0)).max(50.0) * 10.0).round() / 10.0),
+                temp_c: Some((*temp * 10.0).round() / 10.0),
+                sm_clock_mhz: Some(if throttled { 1605 } else { 1980 }),
+                mem_clock_mhz: Some(2619),
+                throttle_reasons: Some(if throttled { 0x20 } else { 0 }),
+                ecc_dbe_total: Some(0),
+                xid_last: Some(0),
                 sm_active: Some((u * 0.92).clamp(0.0, 1.0)),
                 tensor_active: Some((u * 0.55).clamp(0.0, 1.0)),
             });
@@ -470,7 +470,7 @@ mod tests {
         let mut s = NodeSim::new(cfg(), flat(12.0)); // 12 req/step -> 12*(1+1)/10 = 2.4 replicas busy
         let (g1, _) = s.sample(0);
         let (g1b, _) = s.sample(1_000);
-        let busy_before: f64 = g1b.iter().map(|g| g.util_pct).sum();
+        let busy_before: f64 = g1b.iter().filter_map(|g| g.util_pct).sum();
         assert_eq!(g1.len(), 4);
         s.set_replicas(8, 1_000);
         // Before the cold start (120 trace-s = 12 wall-s) nothing changes for serving replicas.
@@ -478,7 +478,7 @@ mod tests {
         assert_eq!(serving.len(), 2, "node 0 serves replicas 0 and 2 of 4");
         let (gpus, serving) = s.sample(20_000);
         assert_eq!(serving.len(), 4, "after the cold start node 0 serves 4 of 8");
-        let per_gpu_after = gpus.iter().map(|g| g.util_pct).sum::<f64>() / 4.0;
+        let per_gpu_after = gpus.iter().filter_map(|g| g.util_pct).sum::<f64>() / 4.0;
         let per_gpu_before = busy_before / 2.0;
         assert!(per_gpu_after < per_gpu_before * 0.75, "{per_gpu_before} -> {per_gpu_after}");
     }

@@ -507,6 +507,47 @@ mod tests {
         assert_eq!(s.bytes(), 0, "fully acknowledged segments are deleted");
     }
 
+    /// A batch as agents before absent readings spooled it: every NVML reading a plain number.
+    const OLD_AGENT_BATCH: &str = r#"{"version":1,"agent_id":"node-1","seq":41,"sent_at_ms":1700000000000,
+        "node":{"hostname":"node-1","agent_version":"0.1.0","gpu_source":"nvml","group":null,"deployment":null},
+        "gpus":[{"ts_ms":1700000000000,"gpu_index":0,"uuid":"GPU-1","model":"NVIDIA H100 80GB HBM3",
+        "util_pct":0.0,"mem_used_bytes":1024,"mem_total_bytes":2048,"power_w":71.5,"temp_c":33.0,
+        "sm_clock_mhz":1980,"mem_clock_mhz":2619,"throttle_reasons":0,"ecc_dbe_total":0,"xid_last":0,
+        "sm_active":null,"tensor_active":null}],"serving":[],"command_results":[]}"#;
+
+    #[test]
+    fn a_spool_written_by_the_previous_agent_version_replays_with_its_readings() {
+        let tmp = tempfile::tempdir().unwrap();
+        // The segment exactly as the previous version left it on disk (the record format did not change).
+        std::fs::write(
+            tmp.path().join(format!("{:020}{SEGMENT_SUFFIX}", 41)),
+            encode(41, 1, OLD_AGENT_BATCH.as_bytes()),
+        )
+        .unwrap();
+        let (mut s, rec) = Spool::open(&disk(tmp.path(), 1 << 20)).unwrap();
+        assert_eq!(rec.batches, 1);
+        let r = s.front().unwrap().unwrap();
+        assert_eq!(r.seq, 41);
+        let b: crate::protocol::Batch = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(b.validate(), Ok(()));
+        let g = &b.gpus[0];
+        // Old numbers stay numbers: a real 0 % from an old agent is still a reading, not an absent one.
+        assert_eq!(
+            (g.util_pct, g.power_w, g.mem_total_bytes, g.xid_last),
+            (Some(0.0), Some(71.5), Some(2048), Some(0))
+        );
+        // A new record with absent readings spools and replays beside it.
+        let mut new = b.clone();
+        new.seq = 42;
+        new.gpus[0].util_pct = None;
+        s.append(42, 1, &serde_json::to_vec(&new).unwrap()).unwrap();
+        s.ack(41).unwrap();
+        let r = s.front().unwrap().unwrap();
+        let replayed: crate::protocol::Batch = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(replayed.gpus[0].util_pct, None);
+        assert_eq!(replayed, new);
+    }
+
     #[test]
     fn a_torn_tail_is_cut_and_the_records_before_it_are_kept() {
         let tmp = tempfile::tempdir().unwrap();

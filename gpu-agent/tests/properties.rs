@@ -1,7 +1,7 @@
 //! Property tests (issue #15): arbitrary input never panics the wire-protocol validation or the `/metrics`
 //! parser, and the parser accounts for every line.
 
-use gpu_agent::protocol::{Batch, GpuSample, MAX_GPU_INDEX, NodeInfo, PROTOCOL_VERSION, ServingSample};
+use gpu_agent::protocol::{Batch, GpuSample, NodeInfo, PROTOCOL_VERSION, ServingSample};
 use proptest::prelude::*;
 
 fn any_text() -> impl Strategy<Value = String> {
@@ -18,11 +18,12 @@ fn any_f64() -> impl Strategy<Value = f64> {
 
 prop_compose! {
     fn gpu()(ts_ms in any::<i64>(), gpu_index in any::<u32>(), uuid in any_text(), model in any_text(),
-             util_pct in any_f64(), used in any::<u64>(), total in any::<u64>(), power_w in any_f64(),
-             temp_c in any_f64(), sm_active in proptest::option::of(any_f64())) -> GpuSample {
+             util_pct in proptest::option::of(any_f64()), used in proptest::option::of(any::<u64>()),
+             total in proptest::option::of(any::<u64>()), power_w in proptest::option::of(any_f64()),
+             temp_c in proptest::option::of(any_f64()), sm_active in proptest::option::of(any_f64())) -> GpuSample {
         GpuSample { ts_ms, gpu_index, uuid, model, util_pct, mem_used_bytes: used, mem_total_bytes: total, power_w,
-            temp_c, sm_clock_mhz: 0, mem_clock_mhz: 0, throttle_reasons: 0, ecc_dbe_total: 0, xid_last: 0,
-            sm_active, tensor_active: None }
+            temp_c, sm_clock_mhz: None, mem_clock_mhz: None, throttle_reasons: None, ecc_dbe_total: None,
+            xid_last: None, sm_active, tensor_active: None }
     }
 }
 
@@ -58,9 +59,11 @@ proptest! {
         let _ = b.validate_window(lo, hi);
         if ok {
             for g in &b.gpus {
-                prop_assert!(g.gpu_index <= MAX_GPU_INDEX);
+                prop_assert!(gpu_agent::protocol::valid_gpu_index(g.gpu_index));
                 prop_assert!(!g.model.chars().any(char::is_control) && !g.uuid.chars().any(char::is_control));
-                prop_assert!(g.util_pct.is_finite() && (0.0..=100.0).contains(&g.util_pct));
+                // Absent is fine; a present reading is finite and in range.
+                prop_assert!(g.util_pct.is_none_or(|u| u.is_finite() && (0.0..=100.0).contains(&u)));
+                prop_assert!(g.power_w.is_none_or(f64::is_finite) && g.temp_c.is_none_or(f64::is_finite));
             }
             for s in &b.serving {
                 prop_assert!(gpu_agent::protocol::parse_deployment(&s.deployment).is_ok());

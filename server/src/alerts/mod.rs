@@ -218,7 +218,10 @@ impl AlertEngine {
                 &node,
                 gpu,
                 None,
-                format!("GPU {gpu} on {node} is thermally throttled ({temp:.0} °C)"),
+                match temp {
+                    Some(t) => format!("GPU {gpu} on {node} is thermally throttled ({t:.0} °C)"),
+                    None => format!("GPU {gpu} on {node} is thermally throttled (temperature unknown)"),
+                },
                 json!({ "node": node, "gpu_index": gpu, "uuid": uuid, "throttle_reasons": format!("{reasons:#x}"), "temp_c": temp }),
             ));
         }

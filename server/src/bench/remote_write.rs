@@ -252,6 +252,6 @@ mod tests {
         assert_eq!(c.batches.len(), 2);
         assert_eq!(c.batches[0].gpus.len(), 12);
         assert!(c.batches[0].validate().is_ok());
-        assert_eq!(c.batches[0].gpus[0].sm_clock_mhz, 1980);
+        assert_eq!(c.batches[0].gpus[0].sm_clock_mhz, Some(1980));
     }
 }

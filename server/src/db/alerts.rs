@@ -886,7 +886,8 @@ pub async fn throttled_gpus(
     pool: &PgPool,
     mask: i64,
     since: DateTime<Utc>,
-) -> Result<Vec<(String, i32, String, i64, f32)>, sqlx::Error> {
+) -> Result<Vec<(String, i32, String, i64, Option<f32>)>, sqlx::Error> {
+    // `temp_c` may be absent (the agent could not read it); an absent throttle mask never matches.
     sqlx::query_as(
         "SELECT node_id, gpu_index, uuid, throttle_reasons, temp_c FROM gpu_latest \
          WHERE (throttle_reasons & $1) <> 0 AND ts >= $2 ORDER BY node_id, gpu_index",
@@ -908,7 +909,7 @@ pub async fn recent_xids(
         "INSERT INTO gpu_xid_seen (node_id, gpu_index, xid_last, changed_at) \
          SELECT g.node_id, g.gpu_index, g.xid_last, g.ts FROM gpu_latest g \
          LEFT JOIN gpu_xid_seen s ON s.node_id = g.node_id AND s.gpu_index = g.gpu_index \
-         WHERE s.xid_last IS DISTINCT FROM g.xid_last \
+         WHERE g.xid_last IS NOT NULL AND s.xid_last IS DISTINCT FROM g.xid_last \
          ON CONFLICT (node_id, gpu_index) DO UPDATE SET xid_last = EXCLUDED.xid_last, changed_at = EXCLUDED.changed_at",
     )
     .execute(pool)
@@ -971,7 +972,8 @@ pub async fn silent_nodes(pool: &PgPool, since: DateTime<Utc>) -> Result<Vec<(St
 }
 
 /// A GPU metric's latest value per GPU, readings newer than `since`, optionally of one node / deployment:
-/// (node, gpu, uuid, deployment, value).
+/// (node, gpu, uuid, deployment, value). GPUs whose latest reading lacks the metric (unknown) are left out:
+/// an unknown utilisation must not satisfy "below 5 %".
 pub async fn gpu_metric(
     pool: &PgPool,
     metric: Metric,
@@ -982,8 +984,8 @@ pub async fn gpu_metric(
     let col = metric.column();
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT g.node_id, g.gpu_index, g.uuid, n.deployment, g.{col}::float8 FROM gpu_latest g JOIN nodes n USING (node_id) \
-         WHERE g.ts >= $1 AND ($2::text IS NULL OR g.node_id = $2) AND ($3::text IS NULL OR n.deployment = $3) \
-         ORDER BY g.node_id, g.gpu_index"
+         WHERE g.ts >= $1 AND g.{col} IS NOT NULL AND ($2::text IS NULL OR g.node_id = $2) \
+           AND ($3::text IS NULL OR n.deployment = $3) ORDER BY g.node_id, g.gpu_index"
     )))
     .bind(since)
     .bind(node)

@@ -26,7 +26,8 @@ pub async fn all_nodes(pool: &PgPool) -> Result<Vec<(String, Option<String>, Opt
     sqlx::query_as("SELECT node_id, agent_group, deployment FROM nodes").fetch_all(pool).await
 }
 
-/// Per node and bucket in `[from, to)`: the sum over its GPUs of each GPU's mean utilisation, and the GPUs.
+/// Per node and bucket in `[from, to)`: the sum over its GPUs of each GPU's mean utilisation, and the GPUs
+/// (those whose utilisation is known in the bucket: an unknown one is neither busy nor idle).
 pub async fn gpu_buckets(
     pool: &PgPool,
     bucket_secs: i64,
@@ -36,7 +37,7 @@ pub async fn gpu_buckets(
     sqlx::query_as(
         "SELECT node_id, b, sum(u)::float8, count(*) FROM ( \
            SELECT node_id, gpu_index, floor(date_part('epoch', ts) / $1)::bigint * $1 AS b, avg(util_pct) AS u \
-           FROM gpu_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t GROUP BY 1, 2",
+           FROM gpu_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t WHERE u IS NOT NULL GROUP BY 1, 2",
     )
     .bind(bucket_secs)
     .bind(from)

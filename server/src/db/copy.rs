@@ -68,6 +68,22 @@ impl CopyBinary {
         }
     }
 
+    /// `integer` or NULL.
+    pub fn opt_i32(&mut self, v: Option<i32>) {
+        match v {
+            Some(v) => self.i32(v),
+            None => self.null(),
+        }
+    }
+
+    /// `bigint` or NULL.
+    pub fn opt_i64(&mut self, v: Option<i64>) {
+        match v {
+            Some(v) => self.i64(v),
+            None => self.null(),
+        }
+    }
+
     /// `timestamptz` from Unix milliseconds.
     pub fn ts_ms(&mut self, ms: i64) {
         self.i64_raw_ts(ms.saturating_mul(1000) - PG_EPOCH_OFFSET_US);

@@ -37,16 +37,16 @@ pub struct GpuRow {
     pub model: String,
     /// Latest sample time.
     pub ts: DateTime<Utc>,
-    /// Utilisation %.
-    pub util_pct: f32,
-    /// Memory used, bytes.
-    pub mem_used_bytes: i64,
-    /// Memory total, bytes.
-    pub mem_total_bytes: i64,
-    /// Power, W.
-    pub power_w: f32,
-    /// Temperature, C.
-    pub temp_c: f32,
+    /// Utilisation %; `null` when the agent could not read it (unknown, not idle).
+    pub util_pct: Option<f32>,
+    /// Memory used, bytes; `null` when unknown.
+    pub mem_used_bytes: Option<i64>,
+    /// Memory total, bytes; `null` when unknown.
+    pub mem_total_bytes: Option<i64>,
+    /// Power, W; `null` when unknown.
+    pub power_w: Option<f32>,
+    /// Temperature, C; `null` when unknown.
+    pub temp_c: Option<f32>,
 }
 
 /// One decision row.

@@ -163,16 +163,17 @@ pub fn encode_gpu_rows<'a>(rows: impl Iterator<Item = (&'a str, &'a GpuSample)>,
         c.ts_ms(g.ts_ms);
         c.text(&g.uuid);
         c.text(&g.model);
-        c.f32(g.util_pct as f32);
-        c.i64(clamp_i64(g.mem_used_bytes));
-        c.i64(clamp_i64(g.mem_total_bytes));
-        c.f32(g.power_w as f32);
-        c.f32(g.temp_c as f32);
-        c.i32(clamp_i32(u64::from(g.sm_clock_mhz)));
-        c.i32(clamp_i32(u64::from(g.mem_clock_mhz)));
-        c.i64(g.throttle_reasons as i64);
-        c.i64(clamp_i64(g.ecc_dbe_total));
-        c.i32(clamp_i32(u64::from(g.xid_last)));
+        // An absent reading is NULL, never 0 (0 would read as an idle GPU).
+        c.opt_f32(g.util_pct.map(|v| v as f32));
+        c.opt_i64(g.mem_used_bytes.map(clamp_i64));
+        c.opt_i64(g.mem_total_bytes.map(clamp_i64));
+        c.opt_f32(g.power_w.map(|v| v as f32));
+        c.opt_f32(g.temp_c.map(|v| v as f32));
+        c.opt_i32(g.sm_clock_mhz.map(|v| clamp_i32(u64::from(v))));
+        c.opt_i32(g.mem_clock_mhz.map(|v| clamp_i32(u64::from(v))));
+        c.opt_i64(g.throttle_reasons.map(|v| v as i64));
+        c.opt_i64(g.ecc_dbe_total.map(clamp_i64));
+        c.opt_i32(g.xid_last.map(|v| clamp_i32(u64::from(v))));
         c.opt_f32(g.sm_active.map(|v| v as f32));
         c.opt_f32(g.tensor_active.map(|v| v as f32));
     }
@@ -263,14 +264,14 @@ struct LatestColumns {
     ts: Vec<DateTime<Utc>>,
     uuid: Vec<String>,
     model: Vec<String>,
-    util: Vec<f32>,
-    mem_used: Vec<i64>,
-    mem_total: Vec<i64>,
-    power: Vec<f32>,
-    temp: Vec<f32>,
-    sm_clock: Vec<i32>,
-    throttle: Vec<i64>,
-    xid: Vec<i32>,
+    util: Vec<Option<f32>>,
+    mem_used: Vec<Option<i64>>,
+    mem_total: Vec<Option<i64>>,
+    power: Vec<Option<f32>>,
+    temp: Vec<Option<f32>>,
+    sm_clock: Vec<Option<i32>>,
+    throttle: Vec<Option<i64>>,
+    xid: Vec<Option<i32>>,
 }
 
 fn clamp_i32(v: u64) -> i32 {
@@ -314,14 +315,14 @@ async fn upsert_gpu_latest(tx: &mut sqlx::PgConnection, batches: &[&Batch]) -> R
         c.ts.push(ts(g.ts_ms));
         c.uuid.push(g.uuid.clone());
         c.model.push(g.model.clone());
-        c.util.push(g.util_pct as f32);
-        c.mem_used.push(clamp_i64(g.mem_used_bytes));
-        c.mem_total.push(clamp_i64(g.mem_total_bytes));
-        c.power.push(g.power_w as f32);
-        c.temp.push(g.temp_c as f32);
-        c.sm_clock.push(clamp_i32(u64::from(g.sm_clock_mhz)));
-        c.throttle.push(g.throttle_reasons as i64);
-        c.xid.push(clamp_i32(u64::from(g.xid_last)));
+        c.util.push(g.util_pct.map(|v| v as f32));
+        c.mem_used.push(g.mem_used_bytes.map(clamp_i64));
+        c.mem_total.push(g.mem_total_bytes.map(clamp_i64));
+        c.power.push(g.power_w.map(|v| v as f32));
+        c.temp.push(g.temp_c.map(|v| v as f32));
+        c.sm_clock.push(g.sm_clock_mhz.map(|v| clamp_i32(u64::from(v))));
+        c.throttle.push(g.throttle_reasons.map(|v| v as i64));
+        c.xid.push(g.xid_last.map(|v| clamp_i32(u64::from(v))));
     }
     sqlx::query(
         "INSERT INTO gpu_latest (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, \

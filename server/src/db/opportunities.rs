@@ -17,22 +17,22 @@ pub struct GpuBucket {
     pub b: i64,
     /// Model name.
     pub model: String,
-    /// Mean utilisation %.
-    pub util: f64,
+    /// Mean utilisation %; `None` when no sample of the bucket had it (unknown, not idle).
+    pub util: Option<f64>,
     /// Mean SM active fraction.
     pub sm_active: Option<f64>,
-    /// Memory used, bytes (max).
-    pub mem_used: f64,
-    /// Memory total, bytes.
-    pub mem_total: f64,
-    /// Mean power, W.
-    pub power: f64,
-    /// Lowest SM clock, MHz.
-    pub clock: f64,
-    /// Throttle reasons (OR).
-    pub throttle: i64,
-    /// Mean temperature, C.
-    pub temp: f64,
+    /// Memory used, bytes (max); `None` when unknown.
+    pub mem_used: Option<f64>,
+    /// Memory total, bytes; `None` when unknown.
+    pub mem_total: Option<f64>,
+    /// Mean power, W; `None` when unknown.
+    pub power: Option<f64>,
+    /// Lowest SM clock, MHz; `None` when unknown.
+    pub clock: Option<f64>,
+    /// Throttle reasons (OR); `None` when unknown.
+    pub throttle: Option<i64>,
+    /// Mean temperature, C; `None` when unknown.
+    pub temp: Option<f64>,
 }
 
 /// Every GPU's buckets of `bucket_secs` in `[from, to)`: raw samples for windows up to 2 hours, else the
@@ -62,12 +62,13 @@ pub async fn gpu_buckets(
     sqlx::query_as(sql).bind(bucket_secs.max(1)).bind(from).bind(to).fetch_all(pool).await
 }
 
-/// Per GPU over the last two hours of `[from, to)`: highest XID and uncorrectable ECC errors added.
+/// Per GPU over the last two hours of `[from, to)`: highest XID and uncorrectable ECC errors added (`None`
+/// where no sample had the reading).
 pub async fn gpu_errors(
     pool: &PgPool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<Vec<(String, i32, i32, i64)>, sqlx::Error> {
+) -> Result<Vec<(String, i32, Option<i32>, Option<i64>)>, sqlx::Error> {
     let from = from.max(to - Duration::hours(2));
     sqlx::query_as(
         "SELECT node_id, gpu_index, max(xid_last), (max(ecc_dbe_total) - min(ecc_dbe_total))::bigint \

@@ -33,10 +33,14 @@ const GPU_1M: &str = "INSERT INTO gpu_rollup_1m SELECT node_id, gpu_index, date_
     sm_clock_min = excluded.sm_clock_min, throttle_any = excluded.throttle_any, xid_max = excluded.xid_max, \
     sm_active_mean = excluded.sm_active_mean";
 
+// Absent readings are NULL in `gpu_samples`: the aggregates skip them, and the hourly means weigh only the
+// minutes that had the reading (a minute without it is NULL, not 0).
 const GPU_1H: &str = "INSERT INTO gpu_rollup_1h SELECT node_id, gpu_index, date_trunc('hour', bucket), sum(samples), \
-    min(util_min), sum(util_mean * samples) / sum(samples), max(util_max), max(util_p95), max(mem_used_max), \
-    max(mem_total_bytes), sum(power_mean * samples) / sum(samples), max(power_max), \
-    sum(temp_mean * samples) / sum(samples), max(temp_max), min(sm_clock_min), bit_or(throttle_any), max(xid_max), \
+    min(util_min), sum(util_mean * samples) / nullif(sum(samples) FILTER (WHERE util_mean IS NOT NULL), 0), \
+    max(util_max), max(util_p95), max(mem_used_max), max(mem_total_bytes), \
+    sum(power_mean * samples) / nullif(sum(samples) FILTER (WHERE power_mean IS NOT NULL), 0), max(power_max), \
+    sum(temp_mean * samples) / nullif(sum(samples) FILTER (WHERE temp_mean IS NOT NULL), 0), max(temp_max), \
+    min(sm_clock_min), bit_or(throttle_any), max(xid_max), \
     avg(sm_active_mean) \
     FROM gpu_rollup_1m WHERE bucket >= $1 AND bucket < $2 GROUP BY 1, 2, 3 \
     ON CONFLICT (node_id, gpu_index, bucket) DO UPDATE SET samples = excluded.samples, util_min = excluded.util_min, \

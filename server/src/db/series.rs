@@ -31,25 +31,26 @@ pub fn resolution_for(from: DateTime<Utc>, to: DateTime<Utc>) -> Resolution {
     }
 }
 
-/// One point of a GPU series.
+/// One point of a GPU series. A reading is `None` (JSON `null`) when no sample in the bucket had it (the
+/// agent could not read it): unknown, which is not 0.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct GpuPoint {
     /// Time (bucket start for rollups).
     pub ts: DateTime<Utc>,
     /// Utilisation % (mean over the bucket).
-    pub util_pct: f32,
+    pub util_pct: Option<f32>,
     /// Maximum utilisation % in the bucket.
-    pub util_max: f32,
+    pub util_max: Option<f32>,
     /// Memory used, bytes (max over the bucket).
-    pub mem_used_bytes: i64,
+    pub mem_used_bytes: Option<i64>,
     /// Power, W (mean).
-    pub power_w: f32,
+    pub power_w: Option<f32>,
     /// Temperature, C (mean).
-    pub temp_c: f32,
+    pub temp_c: Option<f32>,
     /// SM clock, MHz (min).
-    pub sm_clock_mhz: i32,
+    pub sm_clock_mhz: Option<i32>,
     /// Throttle reasons seen (OR over the bucket).
-    pub throttle_reasons: i64,
+    pub throttle_reasons: Option<i64>,
 }
 
 /// A GPU's series between `from` and `to`.
@@ -300,8 +301,9 @@ async fn metric_series(
     let inner = ChartRows { raw: &raw, rollup: &rollup, tail: &tail, tables: (minute, hour) }.sql(plan, 4, 5, 6);
     let sql = format!(
         "SELECT b, sum(v)::float8, count(*) FROM ( \
-         SELECT floor(date_part('epoch', t) / $3)::bigint * $3 AS b, {members}, sum(v * n) / sum(n) AS v \
-         FROM ({inner}) s GROUP BY 1, {members}) t GROUP BY b ORDER BY b"
+         SELECT floor(date_part('epoch', t) / $3)::bigint * $3 AS b, {members}, \
+                sum(v * n) / nullif(sum(n) FILTER (WHERE v IS NOT NULL), 0) AS v \
+         FROM ({inner}) s GROUP BY 1, {members}) t WHERE v IS NOT NULL GROUP BY b ORDER BY b"
     );
     let rows: Vec<(i64, f64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(nodes)
@@ -322,10 +324,10 @@ pub struct NodeGpuPoint {
     pub gpu_index: i32,
     /// Bucket start.
     pub ts: DateTime<Utc>,
-    /// Mean utilisation %.
-    pub util_pct: f64,
-    /// Mean power, W.
-    pub power_w: f64,
+    /// Mean utilisation %; `None` when no sample in the bucket had it.
+    pub util_pct: Option<f64>,
+    /// Mean power, W; `None` when no sample in the bucket had it.
+    pub power_w: Option<f64>,
 }
 
 /// Utilisation and power of every GPU of `node` in one query, in `plan`'s buckets (rollup minutes weighted
@@ -347,8 +349,10 @@ async fn node_gpu_chart_once(
     let inner = ChartRows { raw: RAW, rollup: ROLLUP, tail: TAIL, tables: ("gpu_rollup_1m", "gpu_rollup_1h") }
         .sql(plan, 2, 3, 5);
     let sql = format!(
-        "SELECT gpu_index, to_timestamp(floor(date_part('epoch', t) / $4) * $4) AS ts, sum(u * n) / sum(n) AS util_pct, \
-                sum(p * n) / sum(n) AS power_w FROM ({inner}) s GROUP BY 1, 2 ORDER BY 1, 2"
+        "SELECT gpu_index, to_timestamp(floor(date_part('epoch', t) / $4) * $4) AS ts, \
+                sum(u * n) / nullif(sum(n) FILTER (WHERE u IS NOT NULL), 0) AS util_pct, \
+                sum(p * n) / nullif(sum(n) FILTER (WHERE p IS NOT NULL), 0) AS power_w \
+         FROM ({inner}) s GROUP BY 1, 2 ORDER BY 1, 2"
     );
     let q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(node).bind(from).bind(to).bind(plan.bucket_secs as f64);
     q.bind(plan.rollups_upto).fetch_all(pool).await
@@ -497,11 +501,14 @@ async fn gpu_chart_once(
                         FROM gpu_samples WHERE node_id = $1 AND gpu_index = $2 AND ts >= greatest($3, {UPTO}) AND ts < $4 GROUP BY 1";
     let inner = ChartRows { raw: RAW, rollup: ROLLUP, tail: TAIL, tables: ("gpu_rollup_1m", "gpu_rollup_1h") }
         .sql(plan, 3, 4, 6);
-    // Table and column names are constants, never input.
+    // Table and column names are constants, never input. Means weigh only the rows that have the reading.
     let sql = format!(
-        "SELECT to_timestamp(floor(date_part('epoch', t) / $5) * $5) AS ts, (sum(u * n) / sum(n))::real AS util_pct, \
-                max(umax)::real AS util_max, max(mem)::bigint AS mem_used_bytes, (sum(p * n) / sum(n))::real AS power_w, \
-                (sum(tc * n) / sum(n))::real AS temp_c, min(clk)::integer AS sm_clock_mhz, \
+        "SELECT to_timestamp(floor(date_part('epoch', t) / $5) * $5) AS ts, \
+                (sum(u * n) / nullif(sum(n) FILTER (WHERE u IS NOT NULL), 0))::real AS util_pct, \
+                max(umax)::real AS util_max, max(mem)::bigint AS mem_used_bytes, \
+                (sum(p * n) / nullif(sum(n) FILTER (WHERE p IS NOT NULL), 0))::real AS power_w, \
+                (sum(tc * n) / nullif(sum(n) FILTER (WHERE tc IS NOT NULL), 0))::real AS temp_c, \
+                min(clk)::integer AS sm_clock_mhz, \
                 bit_or(thr)::bigint AS throttle_reasons \
          FROM ({inner}) s GROUP BY 1 ORDER BY 1"
     );

@@ -182,7 +182,7 @@ impl Trackers {
                     for g in gpus {
                         let node = g.hostname.clone().unwrap_or_else(|| host_of(&target.1));
                         let (Some(index), Some(util)) = (g.index, g.util_pct) else { continue };
-                        let mib = |v: Option<f64>| (v.unwrap_or(0.0).max(0.0) * 1_048_576.0) as u64;
+                        let mib = |v: Option<f64>| v.map(|v| (v.max(0.0) * 1_048_576.0) as u64);
                         let throttle = scrape
                             .samples
                             .iter()
@@ -193,22 +193,23 @@ impl Trackers {
                             })
                             .map(|x| x.value)
                             .filter(|v| v.is_finite() && *v >= 0.0 && *v < 9.0e15)
-                            .map_or(0, |v| v as u64);
+                            .map(|v| v as u64);
                         nodes.entry(node).or_default().0.push(GpuSample {
                             ts_ms: ts,
                             gpu_index: index,
                             uuid: g.uuid.clone(),
                             model: g.model_name.clone().unwrap_or_else(|| "unknown".into()),
-                            util_pct: util,
+                            // A field the exporter does not publish is absent, never 0 (an idle reading).
+                            util_pct: Some(util),
                             mem_used_bytes: mib(g.fb_used_mib),
-                            mem_total_bytes: mib(g.fb_used_mib) + mib(g.fb_free_mib),
-                            power_w: g.power_w.unwrap_or(0.0),
-                            temp_c: g.temperature_c.unwrap_or(0.0),
-                            sm_clock_mhz: g.sm_clock_mhz.map_or(0, |v| v.clamp(0.0, 1e6) as u32),
-                            mem_clock_mhz: g.mem_clock_mhz.map_or(0, |v| v.clamp(0.0, 1e6) as u32),
+                            mem_total_bytes: mib(g.fb_used_mib).zip(mib(g.fb_free_mib)).map(|(u, f)| u + f),
+                            power_w: g.power_w,
+                            temp_c: g.temperature_c,
+                            sm_clock_mhz: g.sm_clock_mhz.map(|v| v.clamp(0.0, 1e6) as u32),
+                            mem_clock_mhz: g.mem_clock_mhz.map(|v| v.clamp(0.0, 1e6) as u32),
                             throttle_reasons: throttle,
-                            ecc_dbe_total: 0,
-                            xid_last: g.xid_last.unwrap_or(0),
+                            ecc_dbe_total: None,
+                            xid_last: g.xid_last,
                             sm_active: g.sm_active,
                             tensor_active: g.tensor_active,
                         });
@@ -313,10 +314,10 @@ mod tests {
         assert_eq!(b.agent_id, "gpu-node-07");
         assert!(b.validate().is_ok(), "{:?}", b.validate());
         let g0 = b.gpus.iter().find(|g| g.gpu_index == 0).unwrap();
-        assert_eq!(g0.util_pct, 97.0);
+        assert_eq!(g0.util_pct, Some(97.0));
         assert_eq!(g0.model, "NVIDIA H100 80GB HBM3");
-        assert_eq!(g0.mem_used_bytes, 74_514 * 1_048_576);
-        assert_eq!(g0.sm_clock_mhz, 1980);
+        assert_eq!(g0.mem_used_bytes, Some(74_514 * 1_048_576));
+        assert_eq!(g0.sm_clock_mhz, Some(1980));
         assert_eq!(g0.ts_ms, 1_700_000_000_000);
         // The same request again: the same seq (ingest drops it as a duplicate); another request: another.
         let again = Trackers::default().convert(&req, b"digest");

@@ -73,10 +73,11 @@ pub async fn load(pool: &PgPool, s: &OpportunitySettings, now: DateTime<Utc>) ->
     let idx = |b: i64| usize::try_from((b - start) / bucket).ok().filter(|i| *i < n);
 
     let node_dep: HashMap<String, String> = db::opportunities::node_deployments(pool).await?.into_iter().collect();
+    // A GPU that never reported XIDs or ECC counts has none to act on: 0 here means "nothing to report".
     let errors: HashMap<(String, i32), (i32, i64)> = db::opportunities::gpu_errors(pool, from, to)
         .await?
         .into_iter()
-        .map(|(node, gpu, xid, ecc)| ((node, gpu), (xid, ecc)))
+        .map(|(node, gpu, xid, ecc)| ((node, gpu), (xid.unwrap_or(0), ecc.unwrap_or(0))))
         .collect();
 
     let mut gpus: BTreeMap<(String, i32), (GpuWindow, Vec<f64>)> = BTreeMap::new();
@@ -107,14 +108,18 @@ pub async fn load(pool: &PgPool, s: &OpportunitySettings, now: DateTime<Utc>) ->
         if !r.model.is_empty() {
             g.model = r.model;
         }
-        g.util_pct[i] = r.util;
+        // An unknown reading is a gap (NaN) in the window, as a bucket without samples is: never 0, which
+        // would read as an idle GPU.
+        g.util_pct[i] = r.util.unwrap_or(f64::NAN);
         g.sm_active[i] = r.sm_active.unwrap_or(f64::NAN);
-        g.mem_used_bytes[i] = r.mem_used;
-        g.mem_total_bytes = g.mem_total_bytes.max(r.mem_total);
-        g.power_w[i] = r.power;
-        g.sm_clock_mhz[i] = r.clock;
-        g.throttle_reasons[i] = u64::try_from(r.throttle).unwrap_or(0);
-        temp[i] = r.temp;
+        g.mem_used_bytes[i] = r.mem_used.unwrap_or(f64::NAN);
+        if let Some(total) = r.mem_total {
+            g.mem_total_bytes = g.mem_total_bytes.max(total);
+        }
+        g.power_w[i] = r.power.unwrap_or(f64::NAN);
+        g.sm_clock_mhz[i] = r.clock.unwrap_or(f64::NAN);
+        g.throttle_reasons[i] = r.throttle.and_then(|t| u64::try_from(t).ok()).unwrap_or(0);
+        temp[i] = r.temp.unwrap_or(f64::NAN);
     }
 
     // Per deployment: the GPU model of the nodes serving it, and what its policy says.

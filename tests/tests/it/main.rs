@@ -15,6 +15,7 @@ mod end_to_end;
 mod fakes;
 mod grafana;
 mod helpers;
+mod honesty;
 mod install;
 mod kube;
 mod openapi;

@@ -320,8 +320,8 @@ pub fn time_chart(id: &str, panels: &[Panel], from_ms: i64, to_ms: i64) -> Strin
 pub struct Cell {
     /// GPU index (column).
     pub gpu: i32,
-    /// Utilisation %.
-    pub util: f64,
+    /// Utilisation %; `None` when the agent could not read it (drawn as unknown, never as idle).
+    pub util: Option<f64>,
     /// Whether the reading is stale.
     pub stale: bool,
 }
@@ -361,17 +361,19 @@ pub fn heatmap(rows: &[(String, Vec<Cell>)]) -> String {
         );
         for c in cells.iter().filter(in_range) {
             let xx = label_w + f64::from(c.gpu) * (cell + gap);
-            let fill = if c.stale {
-                "var(--stale)".to_string()
-            } else {
-                // Blue (idle: wasted money) through green to red (saturated).
-                format!("hsl({:.0},70%,48%)", 220.0 - 2.2 * c.util.clamp(0.0, 100.0))
+            let fill = match c.util {
+                Some(u) if !c.stale => {
+                    // Blue (idle: wasted money) through green to red (saturated).
+                    format!("hsl({:.0},70%,48%)", 220.0 - 2.2 * u.clamp(0.0, 100.0))
+                }
+                // Stale or unknown: grey, never the idle blue.
+                _ => "var(--stale)".to_string(),
             };
+            let util = c.util.map_or_else(|| "unknown".to_string(), |u| format!("{u:.0}%"));
             let _ = write!(
                 s,
-                r#"<a href="/nodes/{href}/gpus/{g}"><rect class="cell" x="{xx:.1}" y="{yy:.1}" width="{cell}" height="{:.1}" rx="3" fill="{fill}"><title>{node_e} GPU {g}: {:.0}%{}</title></rect></a>"#,
+                r#"<a href="/nodes/{href}/gpus/{g}"><rect class="cell" x="{xx:.1}" y="{yy:.1}" width="{cell}" height="{:.1}" rx="3" fill="{fill}"><title>{node_e} GPU {g}: {util}{}</title></rect></a>"#,
                 cell * 0.7,
-                c.util,
                 if c.stale { " (stale)" } else { "" },
                 g = c.gpu
             );
@@ -427,16 +429,22 @@ mod tests {
     fn heatmap_cells_link_to_their_gpu_pages() {
         let svg = heatmap(&[(
             "n 1".into(),
-            vec![Cell { gpu: 0, util: 50.0, stale: false }, Cell { gpu: 1, util: 0.0, stale: true }],
+            vec![
+                Cell { gpu: 0, util: Some(50.0), stale: false },
+                Cell { gpu: 1, util: Some(0.0), stale: true },
+                Cell { gpu: 2, util: None, stale: false },
+            ],
         )]);
         assert!(svg.contains(r#"href="/nodes/n%201/gpus/1""#), "{svg}");
-        assert_eq!(svg.matches("<rect").count(), 2);
+        assert_eq!(svg.matches("<rect").count(), 3);
         assert!(svg.contains("var(--stale)"));
+        // An unknown reading is grey and says so, never the idle blue at 0 %.
+        assert!(svg.contains("n 1 GPU 2: unknown</title>"), "{svg}");
     }
 
     #[test]
     fn a_huge_gpu_index_does_not_widen_the_heatmap() {
-        let svg = heatmap(&[("n".into(), vec![Cell { gpu: 2_000_000_000, util: 50.0, stale: false }])]);
+        let svg = heatmap(&[("n".into(), vec![Cell { gpu: 2_000_000_000, util: Some(50.0), stale: false }])]);
         assert!(svg.len() < 4096, "{} bytes", svg.len());
         assert_eq!(svg.matches("<rect").count(), 0);
     }

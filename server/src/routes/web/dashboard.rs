@@ -129,7 +129,7 @@ impl OverviewCache {
         for g in &gpus {
             by_node.entry(g.node_id.as_str()).or_default().push(Cell {
                 gpu: g.gpu_index,
-                util: f64::from(g.util_pct),
+                util: g.util_pct.map(f64::from),
                 stale: (now - g.ts).num_seconds() > i64::from(fresh_secs),
             });
         }

@@ -12,6 +12,9 @@ use super::chart::{self, Panel, Series, Style};
 use super::session::WebUser;
 use super::{Chrome, Params, RANGES, WebError, ago, render};
 use crate::db;
+
+/// How a reading the agent could not take is shown.
+const UNKNOWN: &str = "—";
 use crate::db::series::ChartPlan;
 use crate::state::AppState;
 
@@ -35,7 +38,7 @@ pub struct GpuView {
     link: String,
     model: String,
     util: String,
-    util_pct: u32,
+    util_pct: Option<u32>,
     mem: String,
     power: String,
     temp: String,
@@ -157,13 +160,14 @@ pub async fn node_page(
             name: format!("GPU {}", g.gpu_index),
             class,
             style: Style::Line,
-            points: mine().map(|p| (ms(p.ts), p.util_pct)).collect(),
+            // A bucket without the reading is left out of the line (unknown), not drawn at 0.
+            points: mine().filter_map(|p| Some((ms(p.ts), p.util_pct?))).collect(),
         });
         power.series.push(Series {
             name: format!("GPU {}", g.gpu_index),
             class,
             style: Style::Line,
-            points: mine().map(|p| (ms(p.ts), p.power_w)).collect(),
+            points: mine().filter_map(|p| Some((ms(p.ts), p.power_w?))).collect(),
         });
     }
     let anomalies: Vec<AnomalyView> = events.iter().map(|a| anomaly_view(now, a, range.key)).collect();
@@ -183,16 +187,19 @@ pub async fn node_page(
             .map(|g| GpuView {
                 link: format!("/nodes/{}/gpus/{}", super::url_encode(&g.node_id), g.gpu_index),
                 index: g.gpu_index,
-                util_pct: g.util_pct.clamp(0.0, 100.0).round() as u32,
-                util: format!("{:.0}%", g.util_pct),
-                mem: format!(
-                    "{:.1} / {:.0} GiB",
-                    g.mem_used_bytes as f64 / 1_073_741_824.0,
-                    g.mem_total_bytes as f64 / 1_073_741_824.0
-                ),
-                power: format!("{:.0} W", g.power_w),
-                temp: format!("{:.0} °C", g.temp_c),
-                hot: f64::from(g.temp_c) >= state.settings.alerts.gpu_temp_c,
+                // An absent reading shows "—" (unknown), never 0.
+                util_pct: g.util_pct.map(|u| u.clamp(0.0, 100.0).round() as u32),
+                util: g.util_pct.map_or_else(|| UNKNOWN.to_string(), |u| format!("{u:.0}%")),
+                mem: match (g.mem_used_bytes, g.mem_total_bytes) {
+                    (Some(used), Some(total)) => {
+                        format!("{:.1} / {:.0} GiB", used as f64 / 1_073_741_824.0, total as f64 / 1_073_741_824.0)
+                    }
+                    (None, Some(total)) => format!("{UNKNOWN} / {:.0} GiB", total as f64 / 1_073_741_824.0),
+                    _ => UNKNOWN.to_string(),
+                },
+                power: g.power_w.map_or_else(|| UNKNOWN.to_string(), |p| format!("{p:.0} W")),
+                temp: g.temp_c.map_or_else(|| UNKNOWN.to_string(), |t| format!("{t:.0} °C")),
+                hot: g.temp_c.is_some_and(|t| f64::from(t) >= state.settings.alerts.gpu_temp_c),
                 age: ago(now, g.ts),
                 model: g.model,
             })
@@ -270,26 +277,27 @@ pub async fn gpu_page(
     let plan = ChartPlan::new(range.from, range.to, Duration::minutes(15), CHART_POINTS, 1)
         .rolled_up_to(state.watermark.get(pool).await?);
     let (plan, pts) = db::series::gpu_chart(pool, &node, gpu, range.from, range.to, &plan).await?;
-    let line = |name: &str, class: &'static str, f: &dyn Fn(&db::series::GpuPoint) -> f64| Series {
+    // A bucket without the reading (the agent could not read it) is left out of the line, never drawn at 0.
+    let line = |name: &str, class: &'static str, f: &dyn Fn(&db::series::GpuPoint) -> Option<f64>| Series {
         name: name.into(),
         class,
         style: Style::Line,
-        points: pts.iter().map(|p| (ms(p.ts), f(p))).collect(),
+        points: pts.iter().filter_map(|p| Some((ms(p.ts), f(p)?))).collect(),
     };
     let mut util = Panel { title: "Utilisation".into(), unit: "%".into(), y_max: Some(100.0), ..Panel::default() };
-    util.series.push(line("mean", "c0", &|p| f64::from(p.util_pct)));
+    util.series.push(line("mean", "c0", &|p| p.util_pct.map(f64::from)));
     if plan.bucket_secs > 1 {
-        util.series.push(line("max", "c1", &|p| f64::from(p.util_max)));
+        util.series.push(line("max", "c1", &|p| p.util_max.map(f64::from)));
     }
-    let total_gib = g.mem_total_bytes as f64 / 1_073_741_824.0;
-    let mut mem = Panel { title: "Memory used".into(), unit: "GiB".into(), y_max: Some(total_gib), ..Panel::default() };
-    mem.series.push(line("used", "c2", &|p| p.mem_used_bytes as f64 / 1_073_741_824.0));
+    let total_gib = g.mem_total_bytes.map(|b| b as f64 / 1_073_741_824.0);
+    let mut mem = Panel { title: "Memory used".into(), unit: "GiB".into(), y_max: total_gib, ..Panel::default() };
+    mem.series.push(line("used", "c2", &|p| p.mem_used_bytes.map(|b| b as f64 / 1_073_741_824.0)));
     let mut power = Panel { title: "Power".into(), unit: "W".into(), ..Panel::default() };
-    power.series.push(line("power", "c3", &|p| f64::from(p.power_w)));
+    power.series.push(line("power", "c3", &|p| p.power_w.map(f64::from)));
     let mut temp = Panel { title: "Temperature".into(), unit: "°C".into(), ..Panel::default() };
-    temp.series.push(line("temperature", "c4", &|p| f64::from(p.temp_c)));
+    temp.series.push(line("temperature", "c4", &|p| p.temp_c.map(f64::from)));
     let mut clocks = Panel { title: "SM clock".into(), unit: "MHz".into(), ..Panel::default() };
-    clocks.series.push(line("SM clock (min)", "c5", &|p| f64::from(p.sm_clock_mhz)));
+    clocks.series.push(line("SM clock (min)", "c5", &|p| p.sm_clock_mhz.map(f64::from)));
     // Each event on the panel of its metric: temperature, else utilisation (detector and peer outliers).
     let anomalies: Vec<AnomalyView> = events.iter().map(|a| anomaly_view(now, a, range.key)).collect();
     for (a, v) in events.iter().zip(&anomalies) {
@@ -319,7 +327,7 @@ pub async fn gpu_page(
         ranges: super::options(RANGES, range.key),
         chart,
         points: pts.len(),
-        throttled_points: pts.iter().filter(|p| p.throttle_reasons & !1 != 0).count(),
+        throttled_points: pts.iter().filter(|p| p.throttle_reasons.is_some_and(|t| t & !1 != 0)).count(),
         probe,
         anomalies,
         anomalies_link,
