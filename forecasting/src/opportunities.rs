@@ -1053,8 +1053,11 @@ pub fn throttling(w: &FleetWindow, cfg: &Config) -> Vec<Opportunity> {
             (Some(t), Some(n)) if n > 0.0 && t < n => 1.0 - t / n,
             _ => 0.0,
         };
-        // Throttling only costs while the GPU works.
-        let busy = mean(&throttled.iter().map(|&i| g.util_pct[i]).collect::<Vec<_>>()).unwrap_or(100.0) / 100.0;
+        // Throttling only costs while the GPU works; with its utilisation unknown while throttled (failed
+        // readings), what it costs is unknown too, and an unknown reading prices nothing.
+        let Some(busy) = mean(&throttled.iter().map(|&i| g.util_pct[i]).collect::<Vec<_>>()).map(|u| u / 100.0) else {
+            continue;
+        };
         let hours = HOURS_PER_WEEK * frac * loss * busy.clamp(0.0, 1.0) * gpu_fraction(&g.model);
         let price = cfg.pricing.price(&g.model);
         let confidence = if loss > 0.0 { 0.8 } else { 0.4 } * coverage(w, observed, cfg);
@@ -1488,6 +1491,18 @@ mod tests {
         // Half the week, a quarter of the clock, 80 % busy.
         assert!((o.gpu_hours_per_week - 168.0 * 0.5 * 0.25 * 0.8).abs() < 0.01, "{}", o.gpu_hours_per_week);
         assert!(o.title.contains("thermal"));
+    }
+
+    #[test]
+    fn throttling_with_unknown_utilisation_is_not_priced() {
+        let mut hot = gpu("n1", 1, 80.0);
+        for i in 0..N / 2 {
+            hot.throttle_reasons[i] = 0x20;
+            hot.sm_clock_mhz[i] = 1485.0;
+            // Every utilisation read failed while it throttled.
+            hot.util_pct[i] = f64::NAN;
+        }
+        assert!(throttling(&window(vec![hot], vec![]), &Config::default()).is_empty());
     }
 
     #[test]

@@ -946,7 +946,9 @@ pub async fn missing_gpus(
 }
 
 /// GPUs reporting at or after `fresh` whose whole reading (utilisation, memory, power, temperature, SM
-/// clock) has not changed for at least `for_secs`: (node, gpu, uuid, unchanged since, deployment).
+/// clock) has not changed for at least `for_secs`: (node, gpu, uuid, unchanged since, deployment). A GPU
+/// with none of those readings (every NVML read failing) has nothing to be stuck on and is left out: the
+/// agent counts those failures in its own metrics.
 pub async fn stuck_gpus(
     pool: &PgPool,
     fresh: DateTime<Utc>,
@@ -955,6 +957,7 @@ pub async fn stuck_gpus(
     sqlx::query_as(
         "SELECT g.node_id, g.gpu_index, g.uuid, g.changed_at, n.deployment FROM gpu_latest g JOIN nodes n USING (node_id) \
          WHERE g.ts >= $1 AND g.changed_at IS NOT NULL AND g.ts - g.changed_at >= make_interval(secs => $2) \
+           AND num_nonnulls(g.util_pct, g.mem_used_bytes, g.power_w, g.temp_c, g.sm_clock_mhz) > 0 \
          ORDER BY g.node_id, g.gpu_index",
     )
     .bind(fresh)
