@@ -104,11 +104,7 @@ impl Application {
             api_tokens: Arc::default(),
             series_budget: Arc::default(),
             commands: commands.clone(),
-            overview: Arc::default(),
-            policies: Arc::default(),
-            watermark: Arc::default(),
-            deployment_data: Arc::default(),
-            counts: Arc::default(),
+            policy_writes: Arc::default(),
             actuators: actuators.clone(),
             remote_write: Arc::default(),
             lockout: Arc::new(crate::lockout::Lockout::new(
@@ -317,9 +313,12 @@ fn http_server(listener: TcpListener, state: AppState, tls: Option<rustls::Serve
     // In-flight requests get the whole grace period (the overall drain is bounded by it too).
     let shutdown_secs = state.settings.shutdown_grace_secs.ceil() as u64;
     let data = web::Data::new(state);
+    // The dashboard's caches belong to the web layer: their own app data, not part of the shared state.
+    let caches = web::Data::new(routes::web::cache::WebCaches::default());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(caches.clone())
             .app_data(web::PayloadConfig::new(body_limit))
             .app_data(
                 web::QueryConfig::default()

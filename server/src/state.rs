@@ -1,6 +1,7 @@
 //! Shared state of the HTTP handlers and background tasks.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::PgPool;
 
@@ -30,20 +31,24 @@ pub struct AppState {
     pub api_tokens: Arc<crate::auth::ApiTokenCache>,
     /// Wakes command long polls.
     pub commands: crate::delivery::CommandBus,
-    /// Dashboard figures that scan history, cached.
-    pub overview: Arc<crate::routes::web::dashboard::OverviewCache>,
-    /// The live policies as the dashboard's pages read them, cached for a second.
-    pub policies: Arc<crate::routes::web::cache::PolicyCache>,
-    /// Where the minute rollups end, as the dashboard's charts read it, cached for a second.
-    pub watermark: Arc<crate::routes::web::cache::WatermarkCache>,
-    /// Deployment pages' data, shared for a second.
-    pub deployment_data: Arc<crate::routes::web::cache::DeploymentDataCache>,
-    /// Counts of the dashboard's lists, cached for two seconds.
-    pub counts: Arc<crate::routes::web::cache::CountCache>,
+    /// Bumped whenever a policy is written here, so caches of the policy list (the dashboard's) drop theirs.
+    pub policy_writes: Arc<AtomicU64>,
     /// Brute-force lockouts of login and enrollment.
     pub lockout: Arc<crate::lockout::Lockout>,
     /// What the control loop acts through; the dashboard's one-click actions use the same.
     pub actuators: crate::actuators::Actuators,
     /// Prometheus remote-write targets' previous writes (rates and histogram intervals).
     pub remote_write: Arc<crate::ingest::remote_write::Trackers>,
+}
+
+impl AppState {
+    /// Records that a policy was written (created, replaced, deleted, switched).
+    pub fn policies_changed(&self) {
+        self.policy_writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many policy writes this replica has seen: a cache of the policy list is valid for one value.
+    pub fn policy_epoch(&self) -> u64 {
+        self.policy_writes.load(Ordering::Relaxed)
+    }
 }

@@ -54,7 +54,7 @@ fn parse_spec(body: &[u8]) -> Result<PolicySpec, ApiError> {
 pub async fn create(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let spec = parse_spec(&body)?;
     let written = store::create(&state.pool, &spec).await?;
-    state.policies.invalidate();
+    state.policies_changed();
     match written {
         Write::Ok(p) => {
             crate::db::audit::record(
@@ -139,7 +139,7 @@ pub async fn update(
     not_owned(&state, id).await?;
     let before = store::get(&state.pool, id).await?;
     let written = store::update(&state.pool, id, &spec).await?;
-    state.policies.invalidate();
+    state.policies_changed();
     match written {
         Write::Ok(p) => {
             let b = before.as_ref().and_then(crate::db::audit::json);
@@ -182,7 +182,7 @@ pub async fn delete(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String
     not_owned(&state, id).await?;
     let before = store::get(&state.pool, id).await?;
     let deleted = store::delete(&state.pool, id).await?;
-    state.policies.invalidate();
+    state.policies_changed();
     if !deleted {
         return Err(ApiError::not_found(format!("no policy {id}")));
     }

@@ -15,7 +15,7 @@ pub const POLICIES_TTL: Duration = Duration::from_secs(1);
 
 /// The live policies, parsed once per [`POLICIES_TTL`] however many pages ask at the same moment (concurrent
 /// misses wait for the one read): at 500 policies every page naming them otherwise parses 500 JSON specs.
-pub struct PolicyCache(moka::future::Cache<(), Arc<Vec<StoredPolicy>>>);
+pub struct PolicyCache(moka::future::Cache<u64, Arc<Vec<StoredPolicy>>>);
 
 impl Default for PolicyCache {
     fn default() -> Self {
@@ -24,17 +24,13 @@ impl Default for PolicyCache {
 }
 
 impl PolicyCache {
-    /// The live policies by name, at most [`POLICIES_TTL`] old.
-    pub async fn list(&self, pool: &PgPool) -> Result<Arc<Vec<StoredPolicy>>, WebError> {
+    /// The live policies by name, at most [`POLICIES_TTL`] old and read after the policy write `epoch`
+    /// ([`crate::state::AppState::policy_epoch`]): a page after a write here shows the change.
+    pub async fn list(&self, pool: &PgPool, epoch: u64) -> Result<Arc<Vec<StoredPolicy>>, WebError> {
         self.0
-            .try_get_with((), async { db::policies::list(pool).await.map(Arc::new) })
+            .try_get_with(epoch, async { db::policies::list(pool).await.map(Arc::new) })
             .await
             .map_err(|e| WebError::Internal(e.to_string()))
-    }
-
-    /// Drops the shared read after a policy was written, so the next page shows the change.
-    pub fn invalidate(&self) {
-        self.0.invalidate_all();
     }
 }
 
@@ -115,4 +111,19 @@ impl DeploymentDataCache {
             other => WebError::Internal(other.to_string()),
         })
     }
+}
+
+/// The dashboard's caches, registered as their own app data (the web layer's, not the shared state's).
+#[derive(Default)]
+pub struct WebCaches {
+    /// Overview figures that scan history.
+    pub overview: Arc<super::dashboard::OverviewCache>,
+    /// The live policies as the pages read them, for a second.
+    pub policies: PolicyCache,
+    /// Where the minute rollups end, as the charts read it, for a second.
+    pub watermark: WatermarkCache,
+    /// Deployment pages' data, shared for a second.
+    pub deployment_data: DeploymentDataCache,
+    /// Counts of the lists, for two seconds.
+    pub counts: CountCache,
 }

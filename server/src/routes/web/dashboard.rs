@@ -16,6 +16,7 @@ use super::{Chrome, Pager, Params, WebError, ago, render};
 use crate::db;
 use crate::db::dashboard::{SlowTiles, Tiles};
 use crate::db::opportunities::{ListedOpportunity, OpenSummary};
+use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 /// Nodes per heatmap page.
@@ -215,13 +216,14 @@ pub fn target_link(target: &str) -> String {
 #[get("/")]
 pub async fn index(
     state: web::Data<AppState>,
+    caches: web::Data<WebCaches>,
     user: WebUser,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, WebError> {
     let params = Params::new(q);
     let page = params.page()?;
     let now = Utc::now();
-    let data = state.overview.page(&state.pool, state.settings.alerts.node_silent_secs, page).await?;
+    let data = caches.overview.page(&state.pool, state.settings.alerts.node_silent_secs, page).await?;
     let OverviewData { tiles, slow, node_total, .. } = &*data;
     let d = &state.settings.dashboard;
     let mut chrome = user.chrome(&state, "Fleet", "fleet");

@@ -18,6 +18,7 @@ use crate::db::anomalies::StoredAnomaly;
 use crate::db::policies::StoredPolicy;
 use crate::db::series::ChartPlan;
 use crate::domain::policy::{PolicyMode, TargetKind};
+use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 /// A deployment row.
@@ -43,6 +44,7 @@ pub struct DeploymentsTemplate {
 #[get("/deployments")]
 pub async fn list(
     state: web::Data<AppState>,
+    caches: web::Data<WebCaches>,
     user: WebUser,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, WebError> {
@@ -50,7 +52,7 @@ pub async fn list(
     let now = Utc::now();
     let (rows, policies) = tokio::try_join!(
         async { Ok::<_, WebError>(db::dashboard::deployments(&state.pool).await?) },
-        state.policies.list(&state.pool)
+        caches.policies.list(&state.pool, state.policy_epoch())
     )?;
     let mut by_dep: HashMap<String, String> = HashMap::new();
     for p in policies.iter().filter(|p| !p.spec.is_shadow()) {
@@ -297,6 +299,7 @@ pub struct DataKey {
 /// decisions.
 async fn load(
     state: &AppState,
+    caches: &WebCaches,
     deployment: &str,
     range: &TimeRange,
     policy: Option<&StoredPolicy>,
@@ -310,7 +313,7 @@ async fn load(
         CHART_POINTS,
         i64::from(state.settings.control.bucket_secs),
     )
-    .rolled_up_to(state.watermark.get(pool).await?);
+    .rolled_up_to(caches.watermark.get(pool).await?);
     let policy_data = async {
         let Some(p) = policy else { return Ok(None) };
         let Some(first) = p.spec.targets().first().copied() else { return Ok(None) };
@@ -357,6 +360,7 @@ async fn load(
 #[get("/deployments/{ns}/{name}")]
 pub async fn page(
     state: web::Data<AppState>,
+    caches: web::Data<WebCaches>,
     user: WebUser,
     path: web::Path<(String, String)>,
     q: web::Query<HashMap<String, String>>,
@@ -367,10 +371,10 @@ pub async fn page(
     let deployment = format!("{ns}/{name}");
     let now = Utc::now();
     let pool = &state.pool;
-    let policies = state.policies.list(pool).await?;
+    let policies = caches.policies.list(pool, state.policy_epoch()).await?;
     let policy = db::policies::active_for(&policies, &deployment);
     let key = DataKey { deployment: deployment.clone(), range: range.key, policy: policy.map(|p| (p.id, p.version)) };
-    let data = state.deployment_data.get(key, load(&state, &deployment, &range, policy, &policies)).await?;
+    let data = caches.deployment_data.get(key, load(&state, &caches, &deployment, &range, policy, &policies)).await?;
     let Data { read, points, commands, replicas, batching, events, policy_data, shadow } = &*data;
     if policy.is_none() && points.is_empty() && commands.is_empty() && replicas.is_empty() {
         return Err(WebError::NotFound(format!("no deployment {deployment}: no serving data and no policy names it")));

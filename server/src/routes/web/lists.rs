@@ -13,6 +13,7 @@ use super::{Chrome, Pager, Params, WebError, ago, query_string, render};
 use crate::alerts::rules::{Labels, MatchOp, Matcher};
 use crate::db::alerts::{self as alert_store, Silence};
 use crate::db::dashboard::{self as store, AlertQuery, AlertSort, DecisionQuery, OutcomeFilter};
+use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 const PER_PAGE: i64 = 50;
@@ -48,6 +49,7 @@ pub struct DecisionsTemplate {
 #[get("/decisions")]
 pub async fn decisions(
     state: web::Data<AppState>,
+    caches: web::Data<WebCaches>,
     user: WebUser,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, WebError> {
@@ -78,7 +80,7 @@ pub async fn decisions(
     );
     let (rows, total) = tokio::try_join!(
         async { Ok::<_, WebError>(store::decision_rows(&state.pool, &query).await?) },
-        state.counts.get(count_key, store::decision_total(&state.pool, &query)),
+        caches.counts.get(count_key, store::decision_total(&state.pool, &query)),
     )?;
     let now = Utc::now();
     let target = target.unwrap_or_default();

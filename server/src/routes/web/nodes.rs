@@ -16,6 +16,7 @@ use crate::db;
 /// How a reading the agent could not take is shown.
 const UNKNOWN: &str = "—";
 use crate::db::series::ChartPlan;
+use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 /// Agent status of a node.
@@ -127,6 +128,7 @@ fn command_view(now: DateTime<Utc>, c: db::commands::CommandRecord) -> CommandVi
 #[get("/nodes/{node}")]
 pub async fn node_page(
     state: web::Data<AppState>,
+    caches: web::Data<WebCaches>,
     user: WebUser,
     path: web::Path<String>,
     q: web::Query<HashMap<String, String>>,
@@ -151,7 +153,7 @@ pub async fn node_page(
     let classes = ["c0", "c1", "c2", "c3", "c4", "c5"];
     // Every GPU of the node in one chart: rollups beyond 15 minutes, about 300 points.
     let plan = ChartPlan::new(range.from, range.to, Duration::minutes(15), 300, 1)
-        .rolled_up_to(state.watermark.get(pool).await?);
+        .rolled_up_to(caches.watermark.get(pool).await?);
     let (_, pts) = db::series::node_gpu_chart(pool, &node, range.from, range.to, &plan).await?;
     for (i, g) in gpus.iter().enumerate() {
         let class = classes[i % classes.len()];
@@ -247,6 +249,7 @@ pub struct GpuTemplate {
 #[get("/nodes/{node}/gpus/{gpu}")]
 pub async fn gpu_page(
     state: web::Data<AppState>,
+    caches: web::Data<WebCaches>,
     user: WebUser,
     path: web::Path<(String, String)>,
     q: web::Query<HashMap<String, String>>,
@@ -275,7 +278,7 @@ pub async fn gpu_page(
     // GPU of the fleet reports each second), so an hour of them is 3,600 page reads; the rollups keep the
     // extremes (maximum utilisation, minimum SM clock, throttle reasons) that a mean would hide.
     let plan = ChartPlan::new(range.from, range.to, Duration::minutes(15), CHART_POINTS, 1)
-        .rolled_up_to(state.watermark.get(pool).await?);
+        .rolled_up_to(caches.watermark.get(pool).await?);
     let (plan, pts) = db::series::gpu_chart(pool, &node, gpu, range.from, range.to, &plan).await?;
     // A bucket without the reading (the agent could not read it) is left out of the line, never drawn at 0.
     let line = |name: &str, class: &'static str, f: &dyn Fn(&db::series::GpuPoint) -> Option<f64>| Series {

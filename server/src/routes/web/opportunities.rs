@@ -20,6 +20,7 @@ use super::{Chrome, Pager, Params, WebError, ago, query_string, render, url_enco
 use crate::db::opportunities::{self as store, ListedOpportunity, PageQuery, Sort, StoredOpportunity};
 use crate::db::policies::StoredPolicy;
 use crate::db::{self, control::NewDecision};
+use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 const PER_PAGE: i64 = 50;
@@ -261,6 +262,7 @@ fn kinds() -> Vec<&'static str> {
 #[get("/opportunities")]
 pub async fn list(
     state: web::Data<AppState>,
+    caches: web::Data<WebCaches>,
     user: WebUser,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, WebError> {
@@ -291,7 +293,7 @@ pub async fn list(
     };
     let ((rows, total), policies, idle) = tokio::try_join!(
         async { Ok::<_, WebError>(store::page(&state.pool, &query).await?) },
-        state.policies.list(&state.pool),
+        caches.policies.list(&state.pool, state.policy_epoch()),
         async { Ok(db::idle::latest(&state.pool).await?) }
     )?;
     let now = Utc::now();
@@ -376,13 +378,15 @@ fn command_state(c: &db::commands::CommandRecord) -> &'static str {
 #[get("/opportunities/{id}")]
 pub async fn detail(
     state: web::Data<AppState>,
+    caches: web::Data<WebCaches>,
     user: WebUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
     let id = parse_id(&id)?;
-    let (l, policies, actions) = tokio::try_join!(load(&state, id), state.policies.list(&state.pool), async {
-        store::actions(&state.pool, id, 20).await.map_err(WebError::from)
-    },)?;
+    let (l, policies, actions) =
+        tokio::try_join!(load(&state, id), caches.policies.list(&state.pool, state.policy_epoch()), async {
+            store::actions(&state.pool, id, 20).await.map_err(WebError::from)
+        },)?;
     let now = Utc::now();
     let mut shown = Vec::with_capacity(actions.len());
     for a in actions {

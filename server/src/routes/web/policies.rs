@@ -20,6 +20,7 @@ use crate::control::replay;
 use crate::db::{self, policies::Write};
 use crate::domain::policy::PolicySpec;
 use crate::error::parse_json;
+use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 /// A policy row.
@@ -51,11 +52,15 @@ fn parse_id(s: &str) -> Result<Uuid, WebError> {
 
 /// `GET /policies`.
 #[get("/policies")]
-pub async fn list(state: web::Data<AppState>, user: WebUser) -> Result<HttpResponse, WebError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    caches: web::Data<WebCaches>,
+    user: WebUser,
+) -> Result<HttpResponse, WebError> {
     let now = Utc::now();
-    let rows = state
+    let rows = caches
         .policies
-        .list(&state.pool)
+        .list(&state.pool, state.policy_epoch())
         .await?
         .iter()
         .map(|p| {
@@ -529,7 +534,7 @@ pub async fn create(
         Err(e) => return Err(e),
     };
     let written = db::policies::create(&state.pool, &spec).await?;
-    state.policies.invalidate();
+    state.policies_changed();
     match written {
         Write::Ok(p) => {
             tracing::info!(policy = %p.spec.name, user = %user.name, "policy created from the dashboard");
@@ -596,7 +601,7 @@ pub async fn update(
         Err(e) => return Err(e),
     };
     let written = db::policies::update(&state.pool, id, &spec).await?;
-    state.policies.invalidate();
+    state.policies_changed();
     match written {
         Write::Ok(after) => {
             tracing::info!(policy = %after.spec.name, version = after.version, user = %user.name, "policy updated from the dashboard");
