@@ -171,6 +171,8 @@ pub struct RetentionSettings {
     pub enrollment_events_days: u32,
     /// GPU probe results (`gpu_probes`).
     pub gpu_probes_days: u32,
+    /// Operator overrides (`policy_overrides`), counted from the end of their hold.
+    pub overrides_days: u32,
 }
 
 impl Default for RetentionSettings {
@@ -186,13 +188,14 @@ impl Default for RetentionSettings {
             opportunity_actions_days: 365,
             enrollment_events_days: 365,
             gpu_probes_days: 30,
+            overrides_days: 90,
         }
     }
 }
 
 impl RetentionSettings {
     /// Every table with its timestamp rule and its retention: (setting, table, days).
-    pub fn tables(&self) -> [(&'static str, u32); 10] {
+    pub fn tables(&self) -> [(&'static str, u32); 11] {
         [
             ("decisions_days", self.decisions_days),
             ("forecasts_days", self.forecasts_days),
@@ -204,6 +207,7 @@ impl RetentionSettings {
             ("opportunities_days", self.opportunities_days),
             ("enrollment_events_days", self.enrollment_events_days),
             ("gpu_probes_days", self.gpu_probes_days),
+            ("overrides_days", self.overrides_days),
         ]
     }
 

@@ -105,7 +105,6 @@ impl Application {
             series_budget: Arc::default(),
             commands: commands.clone(),
             policy_writes: Arc::default(),
-            actuators: actuators.clone(),
             remote_write: Arc::default(),
             lockout: Arc::new(crate::lockout::Lockout::new(
                 settings.dashboard.login_free_failures,

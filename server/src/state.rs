@@ -35,8 +35,6 @@ pub struct AppState {
     pub policy_writes: Arc<AtomicU64>,
     /// Brute-force lockouts of login and enrollment.
     pub lockout: Arc<crate::lockout::Lockout>,
-    /// What the control loop acts through; the dashboard's one-click actions use the same.
-    pub actuators: crate::actuators::Actuators,
     /// Prometheus remote-write targets' previous writes (rates and histogram intervals).
     pub remote_write: Arc<crate::ingest::remote_write::Trackers>,
 }

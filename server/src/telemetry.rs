@@ -130,7 +130,7 @@ pub struct PolicyGauges<'a> {
 }
 
 /// The values the `winner` label can take: a fixed vocabulary, so the series per policy stay bounded.
-pub const WINNER_LABELS: [&str; 12] = [
+pub const WINNER_LABELS: [&str; 13] = [
     "reactive",
     "predictive",
     "panic",
@@ -142,6 +142,7 @@ pub const WINNER_LABELS: [&str; 12] = [
     "stabilization",
     "rate-limit",
     "scale-to-zero",
+    "override",
     "other",
 ];
 

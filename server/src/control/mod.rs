@@ -95,6 +95,8 @@ struct Plan {
     forecast_id: Option<i64>,
     forecast_upper: Option<f64>,
     nodes: Vec<String>,
+    /// An operator override this decision applies for the first time.
+    applies_override: Option<i64>,
 }
 
 /// What a decision needs.
@@ -171,6 +173,9 @@ impl ControlLoop {
         let started = Instant::now();
         let mut out = TickOutcome::default();
         let policies = db::policies::list(&self.pool).await?;
+        // Operator overrides (one-click actions) in force: applied and held here, by the leader.
+        let overrides: HashMap<Uuid, db::overrides::Override> =
+            db::overrides::active(&self.pool, now).await?.into_iter().map(|o| (o.policy_id, o)).collect();
         {
             // Deleted policies leave no engine behind.
             let live: std::collections::HashSet<Uuid> = policies.iter().map(|p| p.id).collect();
@@ -186,10 +191,11 @@ impl ControlLoop {
             futures_util::stream::iter(policies)
                 .map(|p| {
                     let snapshot = &*snapshot;
+                    let ov = overrides.get(&p.id).cloned();
                     async move {
                         let span = tracing::info_span!("policy", name = %p.spec.name, version = p.version);
                         let id = p.id;
-                        (id, self.plan(p, snapshot, now).instrument(span).await)
+                        (id, self.plan(p, snapshot, now, ov).instrument(span).await)
                     }
                 })
                 .buffer_unordered(16)
@@ -291,6 +297,14 @@ impl ControlLoop {
                 }
                 _ => result.remove(&i).unwrap_or((false, None)),
             };
+            // An override is applied once its count is in place (or recorded, for a dry-run policy); until then
+            // every tick tries again.
+            if let Some(oid) = pl.applies_override
+                && (applied || matches!(a, Action::DryRun))
+                && let Err(e) = db::overrides::mark_applied(&self.pool, oid, ids[i], now).await
+            {
+                tracing::warn!(policy = %pl.policy.spec.name, error = %e, "recording an applied override failed");
+            }
             if !pl.policy.spec.dry_run
                 && !pl.policy.spec.is_shadow()
                 && let Err(e) = self.rebatch(&pl.policy, &pl.nodes, now, ids[i]).await
@@ -363,7 +377,13 @@ impl ControlLoop {
 
     /// Reads (from the snapshot) and decides for one policy through its [`ScalingEngine`]; no side effect but
     /// the forecast it stores when the engine refits.
-    async fn plan(&self, p: StoredPolicy, snapshot: &Snapshot, now: DateTime<Utc>) -> Result<Plan, ControlError> {
+    async fn plan(
+        &self,
+        p: StoredPolicy,
+        snapshot: &Snapshot,
+        now: DateTime<Utc>,
+        ov: Option<db::overrides::Override>,
+    ) -> Result<Plan, ControlError> {
         let spec = &p.spec;
         let bucket = i64::from(self.settings.bucket_secs);
         let targets = spec.targets();
@@ -526,14 +546,45 @@ impl ControlLoop {
                 json!({ "upper_max": step.forecast_upper, "quantile": spec.predictive.quantile, "mode": spec.predictive.mode, "refitted": step.refit.is_some() }),
             );
         }
+        // An operator's override replaces the engine's count (which is still recorded, with its proposals): applied
+        // on this tick, then held until its hold ends. The engine keeps learning meanwhile and is told the count
+        // was applied, so it resumes from the fleet as it is.
+        let mut decision = step.decision;
+        let mut applies_override = None;
+        if let Some(o) = ov.filter(|_| !spec.is_shadow()) {
+            let (lo, hi) = (spec.min_replicas, spec.max_replicas.max(spec.min_replicas));
+            let replicas = u32::try_from(o.replicas).unwrap_or(0).clamp(lo, hi);
+            let engine = format!("the engine wanted {} ({})", decision.desired, decision.winner);
+            decision.reason = if o.applied_at.is_none() {
+                applies_override = Some(o.id);
+                format!(
+                    "override {} by {}: {}; {replicas} replicas, held until {}; {engine}",
+                    o.id,
+                    o.created_by,
+                    o.reason,
+                    o.hold_until.format("%Y-%m-%d %H:%M:%S UTC")
+                )
+            } else {
+                format!(
+                    "held at {replicas} by override {} ({}) until {}; {engine}",
+                    o.id,
+                    o.created_by,
+                    o.hold_until.format("%Y-%m-%d %H:%M:%S UTC")
+                )
+            };
+            decision.desired = replicas;
+            decision.winner = "override".into();
+            decision.panic = false;
+        }
         Ok(Plan {
             policy: p,
             current,
-            decision: step.decision,
+            decision,
             inputs,
             forecast_id,
             forecast_upper: step.forecast_upper,
             nodes,
+            applies_override,
         })
     }
 

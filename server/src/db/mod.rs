@@ -15,6 +15,7 @@ pub mod idle;
 pub mod ingest;
 pub mod node_groups;
 pub mod opportunities;
+pub mod overrides;
 pub mod policies;
 pub mod replica_load;
 pub mod retention;

@@ -31,6 +31,7 @@ fn rule(setting: &str) -> Option<(&'static str, &'static str)> {
         "opportunity_actions_days" => ("opportunity_actions", "acted_at < now() - make_interval(days => $1)"),
         "enrollment_events_days" => ("enrollment_events", "at < now() - make_interval(days => $1)"),
         "gpu_probes_days" => ("gpu_probes", "ts < now() - make_interval(days => $1)"),
+        "overrides_days" => ("policy_overrides", "hold_until < now() - make_interval(days => $1)"),
         _ => return None,
     })
 }

@@ -442,26 +442,63 @@ mod insights {
         assert_eq!(app.count("SELECT count(*) FROM decisions").await, 0);
         assert_eq!(app.count("SELECT count(*) FROM commands").await, 0);
 
-        // Scale: a decision of the policy (winner operator, who clicked), applied through the agent-group actuator.
-        let r = s.post(&format!("/opportunities/{scale}/act"), &[("csrf", &s.csrf)]).await;
+        // Scale: an override for the leader, not an actuation from the handler: nothing is decided or sent yet.
+        assert_eq!(
+            s.post(&format!("/opportunities/{scale}/act"), &[("csrf", &s.csrf), ("hold_minutes", "99999")])
+                .await
+                .status(),
+            400,
+            "a hold past a day is refused"
+        );
+        let r = s.post(&format!("/opportunities/{scale}/act"), &[("csrf", &s.csrf), ("hold_minutes", "60")]).await;
         assert_eq!(r.status(), 303);
         assert_eq!(r.headers()["location"], format!("/opportunities/{scale}").as_str());
-        let (winner, current, desired, applied, reason): (String, i32, i32, bool, String) =
-            sqlx::query_as("SELECT winner, current_replicas, desired_replicas, applied, reason FROM decisions")
+        assert_eq!(app.count("SELECT count(*) FROM decisions").await, 0);
+        assert_eq!(app.count("SELECT count(*) FROM commands").await, 0);
+        let (replicas, by, held): (i32, String, f64) = sqlx::query_as(
+            "SELECT replicas, created_by, extract(epoch FROM hold_until - created_at)::float8 FROM policy_overrides",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!((replicas, by.as_str()), (2, "admin"));
+        assert!((held - 3600.0).abs() < 5.0, "{held}");
+        let detail = page(&s, &format!("/opportunities/{scale}")).await;
+        assert!(detail.contains("agent group sim goes from 4 to 2 replicas"), "{detail}");
+        assert!(detail.contains("<td>admin</td>"), "who did it: {detail}");
+
+        // The leader applies it on its tick, through the agent-group actuator, with the term's fencing token ...
+        let control = fleetpilot::control::ControlLoop::new(
+            app.pool.clone(),
+            fleetpilot::config::ControlSettings::default(),
+            fleetpilot::actuators::Actuators::new(None, app.pool.clone()),
+            fleetpilot::telemetry::Metrics::new(),
+        );
+        let _lead = control.take_leadership().await.expect("leads");
+        control.tick(chrono::Utc::now()).await.unwrap();
+        let (winner, desired, applied, reason): (String, i32, bool, String) =
+            sqlx::query_as("SELECT winner, desired_replicas, applied, reason FROM decisions ORDER BY id DESC LIMIT 1")
                 .fetch_one(&app.pool)
                 .await
                 .unwrap();
-        assert_eq!((winner.as_str(), current, desired, applied), ("operator", 4, 2, true));
-        assert!(reason.contains("admin"), "{reason}");
+        assert_eq!((winner.as_str(), desired, applied), ("override", 2, true));
+        assert!(reason.contains("admin") && reason.contains("the engine wanted"), "{reason}");
         let set: serde_json::Value =
             sqlx::query_scalar("SELECT action FROM commands WHERE node_id = 'node-a' AND decision_id IS NOT NULL")
                 .fetch_one(&app.pool)
                 .await
                 .unwrap();
         assert_eq!(set, json!({"kind": "set_replicas", "group": "sim", "replicas": 2}));
-        let detail = page(&s, &format!("/opportunities/{scale}")).await;
-        assert!(detail.contains("scaled agent group sim from 4 to 2 replicas"), "{detail}");
-        assert!(detail.contains("<td>admin</td>"), "who did it: {detail}");
+        assert_eq!(app.count("SELECT count(*) FROM policy_overrides WHERE applied_at IS NOT NULL").await, 1);
+        // ... and holds it: the next tick keeps 2 whatever the engine would do.
+        control.tick(chrono::Utc::now() + chrono::Duration::seconds(40)).await.unwrap();
+        let (winner, desired, reason): (String, i32, String) =
+            sqlx::query_as("SELECT winner, desired_replicas, reason FROM decisions ORDER BY id DESC LIMIT 1")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!((winner.as_str(), desired), ("override", 2));
+        assert!(reason.starts_with("held at 2"), "{reason}");
 
         // Rebatch: one command per node serving the deployment, with the default delay; the page shows its state.
         assert!(page(&s, &format!("/opportunities/{batching}/act")).await.contains("max batch size 32"));
@@ -506,7 +543,7 @@ mod insights {
         assert_eq!(row_ids(&viewed).len(), 5);
         assert!(!viewed.contains("action=\"/opportunities/") && !viewed.contains("id=\"act-"), "{viewed}");
         let viewed = page(&v, &format!("/opportunities/{scale}")).await;
-        assert!(!viewed.contains("action=\"/opportunities/") && viewed.contains("scaled agent group sim"));
+        assert!(!viewed.contains("action=\"/opportunities/") && viewed.contains("agent group sim goes from 4 to 2 replicas"));
         app.stop().await;
     }
 

@@ -17,15 +17,21 @@ use serde_json::json;
 
 use super::session::WebUser;
 use super::{Chrome, Pager, Params, WebError, ago, query_string, render, url_encode};
+use crate::db;
 use crate::db::opportunities::{self as store, ListedOpportunity, PageQuery, Sort, StoredOpportunity};
 use crate::db::policies::StoredPolicy;
-use crate::db::{self, control::NewDecision};
 use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 const PER_PAGE: i64 = 50;
 const SORTS: &[&str] = &["value", "gpu_hours", "first_seen", "updated"];
 const STATUSES: &[&str] = &["open", "dismissed", "closed", "all"];
+/// How long a one-click scale is held by default: long enough that the policy's next scale-down window does not
+/// undo it before anyone looks again.
+const DEFAULT_HOLD_MINUTES: u32 = 30;
+/// Longest hold a one-click scale may ask for.
+const MAX_HOLD_MINUTES: u32 = 1440;
+
 /// Longest dismissal reason, characters (as the API).
 const MAX_REASON_CHARS: usize = crate::routes::api::opportunities::MAX_REASON_CHARS;
 /// Batching delay when neither the opportunity nor a policy names one (the policy's `rebatch` default).
@@ -436,7 +442,9 @@ impl Plan {
             Plan::Scale { policy, current, replicas, asked } => {
                 let s = &policy.spec;
                 let mut w = vec![format!(
-                    "Record a decision of policy {} (winner \"operator\") and scale {} from {current} to {replicas} replicas.",
+                    "Record an override of policy {}: its control loop will scale {} from {current} to {replicas} \
+                     replicas on its next tick (a decision with winner \"override\", fenced like its own) and hold \
+                     that count for the period chosen below.",
                     s.name,
                     s.target_label()
                 )];
@@ -450,8 +458,8 @@ impl Plan {
                     w.push("The policy is in dry-run mode: the decision is recorded, nothing is scaled.".into());
                 } else {
                     w.push(
-                        "The policy's control loop keeps deciding every tick: if its targets call for other replicas, \
-                         it will move them again. To make this stick, change the policy."
+                        "After the hold the policy decides again: if its targets call for other replicas, it will \
+                         move them. To make this stick, change the policy."
                             .into(),
                     );
                 }
@@ -550,6 +558,8 @@ pub struct ConfirmTemplate {
     o: OpportunityView,
     steps: Vec<String>,
     blocked: String,
+    /// Whether the action sets a replica count (and so takes a hold period).
+    holds: bool,
 }
 
 /// `GET /opportunities/{id}/act`: what the one-click action will do, and the button that does it (operators).
@@ -564,13 +574,13 @@ pub async fn confirm(
     let l = load(&state, id).await?;
     let planned = plan(&state, &l).await?;
     let policies = db::policies::list(&state.pool).await?;
-    let (steps, blocked) = match planned {
-        Ok(p) => (p.words(), String::new()),
-        Err(why) => (Vec::new(), why),
+    let (steps, blocked, holds) = match planned {
+        Ok(p) => (p.words(), String::new(), matches!(p, Plan::Scale { .. })),
+        Err(why) => (Vec::new(), why, false),
     };
     let mut chrome = user.chrome(&state, format!("Act on opportunity {id}"), "opportunities");
     chrome.refresh_secs = 0;
-    let t = ConfirmTemplate { chrome, o: view(Utc::now(), l, &policies), steps, blocked };
+    let t = ConfirmTemplate { chrome, o: view(Utc::now(), l, &policies), steps, blocked, holds };
     render(&t, StatusCode::OK)
 }
 
@@ -580,56 +590,38 @@ async fn perform(
     user: &WebUser,
     o: &StoredOpportunity,
     plan: Plan,
+    hold_minutes: u32,
     now: DateTime<Utc>,
 ) -> Result<(bool, String, Option<i64>, Vec<uuid::Uuid>), WebError> {
     let pool = &state.pool;
     match plan {
         Plan::Scale { policy, current, replicas, .. } => {
+            // Recorded for the leader, never actuated here: the control loop applies it on its next tick (fenced
+            // by its term) and holds it, so its next decision cannot silently undo it.
             let spec = &policy.spec;
             let target = spec.target_label();
-            let decision = forecasting::decision::Decision {
-                desired: replicas,
-                recommended: replicas,
-                proposals: Vec::new(),
-                winner: "operator".into(),
-                reason: format!("one click by {} on opportunity {}: {}", user.name, o.id, o.title),
-                panic: false,
+            let hold_until = now + chrono::Duration::minutes(i64::from(hold_minutes));
+            let reason = format!("one click on opportunity {}: {}", o.id, o.title);
+            let id = db::overrides::create(pool, policy.id, replicas, hold_until, &user.name, &reason).await?;
+            let when = if state.settings.control.enabled {
+                "on the control loop's next tick"
+            } else {
+                "when a control loop leads (it is disabled on this server)"
             };
-            let d = NewDecision {
-                policy_id: policy.id,
-                policy_version: policy.version,
-                decided_at: now,
-                target: &target,
-                current,
-                decision: &decision,
-                inputs: json!({ "source": "dashboard", "user": user.name, "opportunity_id": o.id, "opportunity_key": o.key }),
-                forecast_id: None,
-                dry_run: spec.dry_run,
+            let hold = if hold_minutes == 0 {
+                "no hold".to_string()
+            } else {
+                format!("held until {}", hold_until.format("%H:%M UTC"))
             };
-            let ids = db::control::insert_decisions(pool, &[(d, false)]).await?;
-            let Some(decision_id) = ids.first().copied() else {
-                return Err(WebError::Internal("the decision was not recorded".into()));
-            };
-            if spec.dry_run {
-                return Ok((
-                    true,
-                    format!(
-                        "decision {decision_id} recorded as a dry run ({current} → {replicas}): policy {} is in dry-run mode, nothing was scaled",
-                        spec.name
-                    ),
-                    Some(decision_id),
-                    Vec::new(),
-                ));
-            }
-            let (ok, result) = match state.actuators.scale(spec, replicas, decision_id, None).await {
-                Ok(()) => {
-                    (true, format!("scaled {target} from {current} to {replicas} replicas (decision {decision_id})"))
-                }
-                Err(e) => (false, format!("scaling {target} to {replicas} failed: {e} (decision {decision_id})")),
-            };
-            let error = (!ok).then(|| result.clone());
-            db::control::mark_decisions(pool, &[(decision_id, ok, error)]).await?;
-            Ok((ok, result, Some(decision_id), Vec::new()))
+            let dry = if spec.dry_run { "; the policy is in dry-run mode, so it is recorded, not applied" } else { "" };
+            Ok((
+                true,
+                format!(
+                    "override {id} recorded: {target} goes from {current} to {replicas} replicas {when} ({hold}){dry}"
+                ),
+                None,
+                Vec::new(),
+            ))
         }
         Plan::Rebatch { deployment, nodes, max_batch_size, max_queue_delay_us } => {
             let action = CommandAction::Rebatch { deployment: deployment.clone(), max_batch_size, max_queue_delay_us };
@@ -667,8 +659,16 @@ pub async fn act(
         Ok(p) => p,
         Err(why) => return Err(WebError::field("action", why)),
     };
+    let hold_minutes = match form.get("hold_minutes").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => DEFAULT_HOLD_MINUTES,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|m| *m <= MAX_HOLD_MINUTES)
+            .ok_or_else(|| WebError::field("hold_minutes", format!("must be 0 to {MAX_HOLD_MINUTES} minutes")))?,
+    };
     let now = Utc::now();
-    let (ok, result, decision_id, command_ids) = perform(&state, &user, &l.o, planned, now).await?;
+    let (ok, result, decision_id, command_ids) = perform(&state, &user, &l.o, planned, hold_minutes, now).await?;
     tracing::info!(user = %user.name, opportunity = id, key = %l.o.key, ok, result = %result, "one-click action from the dashboard");
     let command = l.o.action.get("command").cloned().unwrap_or_default();
     store::record_action(
