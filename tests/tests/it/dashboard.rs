@@ -543,7 +543,10 @@ mod insights {
         assert_eq!(row_ids(&viewed).len(), 5);
         assert!(!viewed.contains("action=\"/opportunities/") && !viewed.contains("id=\"act-"), "{viewed}");
         let viewed = page(&v, &format!("/opportunities/{scale}")).await;
-        assert!(!viewed.contains("action=\"/opportunities/") && viewed.contains("agent group sim goes from 4 to 2 replicas"));
+        assert!(
+            !viewed.contains("action=\"/opportunities/")
+                && viewed.contains("agent group sim goes from 4 to 2 replicas")
+        );
         app.stop().await;
     }
 

@@ -110,13 +110,31 @@ async fn history_past_its_retention_goes_and_open_things_and_their_referrers_sta
         "INSERT INTO enrollment_events (at, kind, actor) VALUES (now() - interval '400 days', 'enrolled', 'x'), (now(), 'enrolled', 'y')",
     )
     .await;
+    exec(
+        &pool,
+        &format!(
+            "INSERT INTO policy_overrides (policy_id, replicas, created_at, hold_until, created_by, reason, decision_id) VALUES \
+             ('{policy}', 2, now() - interval '100 days', now() - interval '99 days', 'op', 'old', 1), \
+             ('{policy}', 3, now(), now() + interval '1 hour', 'op', 'held', NULL)"
+        ),
+    )
+    .await;
 
     let deleted = fleetpilot::db::retention::expire(&pool, &RetentionSettings::default()).await.unwrap();
     let mut tables: Vec<&str> = deleted.iter().map(|(t, _)| *t).collect();
     tables.sort_unstable();
     assert_eq!(
         tables,
-        ["alerts", "anomalies", "commands", "decisions", "enrollment_events", "forecasts", "opportunities"],
+        [
+            "alerts",
+            "anomalies",
+            "commands",
+            "decisions",
+            "enrollment_events",
+            "forecasts",
+            "opportunities",
+            "policy_overrides"
+        ],
         "{deleted:?}"
     );
     assert_eq!(count(&pool, "SELECT count(*) FROM decisions").await, 1);
@@ -147,6 +165,9 @@ async fn history_past_its_retention_goes_and_open_things_and_their_referrers_sta
     assert_eq!(opportunities, ["o2", "o3"]);
     assert_eq!(count(&pool, "SELECT count(*) FROM opportunity_actions WHERE decision_id IS NULL").await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM enrollment_events").await, 1);
+    let overrides: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM policy_overrides").fetch_all(&pool).await.unwrap();
+    assert_eq!(overrides, ["held"], "an override 90 days past its hold goes, a held one stays");
 
     // 0 keeps forever; a second pass finds nothing.
     let keep = RetentionSettings { decisions_days: 0, ..RetentionSettings::default() };
