@@ -4,8 +4,12 @@
 //! Each simulated Prometheus scrapes `--nodes-per-request` DCGM exporters and sends what it scraped as
 //! Prometheus does (12 `DCGM_FI_*` series per GPU with dcgm-exporter's labels, one sample per series per
 //! request when scrapes are further apart than the flush deadline, about 2,000 samples per request), as fast as
-//! it is acknowledged; each agent sends its node's readings as JSON batches (`--readings` per batch). One sample is one stored metric value of one GPU at one timestamp, in both phases. The
-//! decode-and-convert rate on one core shows whether protobuf and snappy are the bottleneck.
+//! it is acknowledged; each agent sends its node's readings as JSON batches (`--readings` per batch).
+//!
+//! Units, the same in both phases: one sample is one metric value of one GPU at one timestamp, 12 per GPU reading
+//! (a remote-write request carries 12 series per GPU; an agent's GPU reading carries 12 metric values), and both
+//! phases store the same rows: one GPU sample row per GPU and timestamp. The decode-and-convert rate on one core
+//! (the receiver's own steps, timed one by one) shows whether protobuf and snappy are the bottleneck.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,7 +169,10 @@ pub async fn run(opts: RemoteWriteBenchOptions) -> anyhow::Result<()> {
     let _ = phase(&server.url, "bench-agent", &agent_opts, 0, 2.0, None).await;
     let agent = phase(&server.url, "bench-agent", &agent_opts, 1_000_000, opts.seconds as f64, None).await;
     let agent_per_s = agent.samples as f64 / agent.elapsed.as_secs_f64();
-    println!("agent protocol (JSON): {agent_per_s:.0} samples/s ({} errors)", agent.errors);
+    println!(
+        "agent protocol (JSON): {agent_per_s:.0} samples/s ({} errors; samples = metric values, 12 per GPU reading, in both phases)",
+        agent.errors
+    );
 
     // Remote-write: every request distinct (a repeat would be dropped as a duplicate), built before the clock
     // starts, as many as the agent phase's rate suggests plus headroom.
