@@ -307,7 +307,7 @@ impl Trackers {
                     continue;
                 }
                 for ((index, _, _), g) in scrape.gpus {
-                    let node = g.hostname.map_or_else(|| host_of(target.1), |h| h);
+                    let node = g.hostname.unwrap_or_else(|| host_of(target.1));
                     let (Some(index), Some(util)) = (index, g.readings.util_pct) else { continue };
                     let throttle = scrape
                         .throttle
@@ -713,6 +713,9 @@ mod tests {
         proptest::prelude::any::<u8>()
     }
 
+    /// Series as (labels, (value bits, timestamp)): NaN compares equal to itself by its bits.
+    type Decoded = Vec<(Vec<(String, String)>, Vec<(u64, i64)>)>;
+
     /// prost's decoding and the borrowing decoder: both refuse, or both give the same series.
     fn assert_decoders_agree(raw: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
         let owned = <WriteRequest as prost::Message>::decode(raw);
@@ -720,7 +723,7 @@ mod tests {
         match (owned, borrowed) {
             (Err(_), Err(_)) => {}
             (Ok(o), Ok(b)) => {
-                let o: Vec<(Vec<(String, String)>, Vec<(u64, i64)>)> = o
+                let o: Decoded = o
                     .timeseries
                     .iter()
                     .map(|s| {
@@ -730,7 +733,7 @@ mod tests {
                         )
                     })
                     .collect();
-                let b: Vec<(Vec<(String, String)>, Vec<(u64, i64)>)> = b
+                let b: Decoded = b
                     .series_iter()
                     .map(|s| {
                         (
@@ -802,13 +805,8 @@ mod tests {
         ];
         // Groups nested around the recursion limit.
         for depth in [90usize, 97, 98, 99, 100, 101, 120] {
-            let mut g = Vec::new();
-            for _ in 0..depth {
-                g.push(0x1b);
-            }
-            for _ in 0..depth {
-                g.push(0x1c);
-            }
+            let mut g = vec![0x1b; depth];
+            g.extend(std::iter::repeat_n(0x1c, depth));
             cases.push([vec![0x0a, 0x80 | (g.len() as u8 & 0x7f), (g.len() >> 7) as u8], g.clone()].concat());
             let mut l = ok_label.clone();
             l.extend_from_slice(&g);
