@@ -147,16 +147,23 @@ pub fn dcgm_gpus(s: &Scrape) -> Vec<DcgmGpu> {
             ..DcgmGpu::default()
         });
         gpu.fill_labels(x);
-        if x.name == "DCGM_FI_DEV_XID_ERRORS" {
-            gpu.xid_last = Some(x.value).filter(|&v| !is_blank(v, Kind::Int)).and_then(xid_code);
-        } else if let Some((slot, kind)) = slot(gpu, &x.name) {
-            *slot = Some(x.value).filter(|&v| !is_blank(v, kind));
-        }
+        gpu.record(&x.name, x.value);
     }
     gpus.into_values().collect()
 }
 
 impl DcgmGpu {
+    /// Records one reading of series `name` (a `DCGM_FI_*` field) for this GPU: the field's slot takes `value`,
+    /// or None where `value` is one of DCGM's "blank" sentinels; fields without a slot are ignored. Of several
+    /// readings of a field, the last one recorded stays. The remote-write receiver fills GPUs through this too.
+    pub fn record(&mut self, name: &str, value: f64) {
+        if name == "DCGM_FI_DEV_XID_ERRORS" {
+            self.xid_last = Some(value).filter(|&v| !is_blank(v, Kind::Int)).and_then(xid_code);
+        } else if let Some((slot, kind)) = slot(self, name) {
+            *slot = Some(value).filter(|&v| !is_blank(v, kind));
+        }
+    }
+
     /// Takes descriptive labels the GPU does not have yet from `x`.
     fn fill_labels(&mut self, x: &Sample) {
         let fill = |slot: &mut Option<String>, names: &[&str]| {

@@ -4,8 +4,12 @@
 //! Each simulated Prometheus scrapes `--nodes-per-request` DCGM exporters and sends what it scraped as
 //! Prometheus does (12 `DCGM_FI_*` series per GPU with dcgm-exporter's labels, one sample per series per
 //! request when scrapes are further apart than the flush deadline, about 2,000 samples per request), as fast as
-//! it is acknowledged; each agent sends its node's readings as JSON batches (`--readings` per batch). One sample is one stored metric value of one GPU at one timestamp, in both phases. The
-//! decode-and-convert rate on one core shows whether protobuf and snappy are the bottleneck.
+//! it is acknowledged; each agent sends its node's readings as JSON batches (`--readings` per batch).
+//!
+//! Units, the same in both phases: one sample is one metric value of one GPU at one timestamp, 12 per GPU reading
+//! (a remote-write request carries 12 series per GPU; an agent's GPU reading carries 12 metric values), and both
+//! phases store the same rows: one GPU sample row per GPU and timestamp. The decode-and-convert rate on one core
+//! (the receiver's own steps, timed one by one) shows whether protobuf and snappy are the bottleneck.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +19,7 @@ use gpu_agent::protocol::GPU_METRICS_PER_SAMPLE;
 
 use super::ingest::{IngestBenchOptions, phase, start_server};
 use super::quantile;
-use crate::ingest::remote_write::{Label, PromSample, TimeSeries, Trackers, WriteRequest, decode, encode};
+use crate::ingest::remote_write::{Label, PromSample, TimeSeries, Trackers, WriteRequest, WriteRequestRef, encode};
 
 /// Options of the benchmark.
 #[derive(Debug, Clone)]
@@ -95,20 +99,23 @@ pub fn dcgm_request(nodes: &[String], gpus: usize, readings: usize, base_ms: i64
     WriteRequest { timeseries }
 }
 
-/// Decode + convert + validate on one core, metric values per second, with the share of each stage.
+/// Decode + convert + validate on one core, metric values per second, with the share of each stage: the
+/// receiver's own steps ([`Trackers::convert_body`] is decompress + decode + convert), timed one by one.
 fn decode_rate(opts: &RemoteWriteBenchOptions) -> (f64, usize, [f64; 3]) {
     let nodes: Vec<String> = (0..opts.nodes_per_request).map(|n| format!("bench-node-{n:05}")).collect();
     let body = encode(&dcgm_request(&nodes, opts.gpus, 1, 1_700_000_000_000));
     let trackers = Trackers::default();
     let values = (opts.nodes_per_request * opts.gpus * GPU_METRICS_PER_SAMPLE) as f64;
+    let mut raw = vec![0u8; snap::raw::decompress_len(&body).unwrap_or(0)];
     let mut stage = [Duration::ZERO; 3];
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < Duration::from_millis(1500) {
         let t0 = Instant::now();
-        let Ok(req) = decode(&body) else { break };
+        let Ok(len) = snap::raw::Decoder::new().decompress(&body, &mut raw) else { break };
+        let Ok(req) = WriteRequestRef::decode(&raw[..len]) else { break };
         let t1 = Instant::now();
-        let c = trackers.convert(&req, &n.to_le_bytes());
+        let c = trackers.convert_ref(&req, &n.to_le_bytes());
         let t2 = Instant::now();
         let ok = c.batches.iter().all(|b| b.validate().is_ok());
         let t3 = Instant::now();
@@ -162,7 +169,10 @@ pub async fn run(opts: RemoteWriteBenchOptions) -> anyhow::Result<()> {
     let _ = phase(&server.url, "bench-agent", &agent_opts, 0, 2.0, None).await;
     let agent = phase(&server.url, "bench-agent", &agent_opts, 1_000_000, opts.seconds as f64, None).await;
     let agent_per_s = agent.samples as f64 / agent.elapsed.as_secs_f64();
-    println!("agent protocol (JSON): {agent_per_s:.0} samples/s ({} errors)", agent.errors);
+    println!(
+        "agent protocol (JSON): {agent_per_s:.0} samples/s ({} errors; samples = metric values, 12 per GPU reading, in both phases)",
+        agent.errors
+    );
 
     // Remote-write: every request distinct (a repeat would be dropped as a duplicate), built before the clock
     // starts, as many as the agent phase's rate suggests plus headroom.
@@ -248,7 +258,7 @@ mod tests {
     #[test]
     fn a_bench_request_converts_to_one_valid_batch_of_every_gpu_reading() {
         let req = dcgm_request(&["n1".into(), "n2".into()], 4, 3, 1_700_000_000_000);
-        let c = Trackers::default().convert(&decode(&encode(&req)).unwrap(), b"x");
+        let c = Trackers::default().convert_body(&encode(&req), b"x").unwrap();
         assert_eq!(c.batches.len(), 2);
         assert_eq!(c.batches[0].gpus.len(), 12);
         assert!(c.batches[0].validate().is_ok());

@@ -138,7 +138,8 @@ fn dcgm_without_power(node: &str, ts_ms: i64) -> WriteRequest {
 
 #[test]
 fn a_dcgm_series_set_without_power_usage_converts_to_absent_power_not_zero() {
-    let c = Trackers::default().convert(&dcgm_without_power("rw-node", 1_700_000_000_000), b"digest");
+    let body = encode(&dcgm_without_power("rw-node", 1_700_000_000_000));
+    let c = Trackers::default().convert_body(&body, b"digest").expect("decodes");
     let g = &c.batches[0].gpus[0];
     assert_eq!(g.util_pct, Some(42.0));
     assert_eq!(g.temp_c, Some(55.0));

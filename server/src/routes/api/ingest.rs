@@ -5,7 +5,6 @@ use gpu_agent::protocol::{Batch, BatchAck};
 
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, parse_json};
-use crate::ingest::remote_write as rw;
 use crate::ingest::{StoreFailure, SubmitError};
 use crate::state::AppState;
 
@@ -61,12 +60,11 @@ pub async fn remote_write(
 ) -> Result<HttpResponse, ApiError> {
     use sha2::Digest as _;
     let rejected = || state.metrics.ingest_batches.with_label_values(&["rejected"]).inc();
-    let req = rw::decode(&body).map_err(|e| {
+    let digest = sha2::Sha256::digest(&body);
+    let converted = state.remote_write.convert_body(&body, &digest).map_err(|e| {
         rejected();
         ApiError::field("body", e.to_string())
     })?;
-    let digest = sha2::Sha256::digest(&body);
-    let converted = state.remote_write.convert(&req, &digest);
     // Every batch (one per node) is checked before any is stored, so a request is refused or stored whole
     // (a retry after a 503 stores the rest: the stored ones are duplicates by their seq).
     let results = futures_util::future::join_all(converted.batches.into_iter().map(|b| accept(&auth, &state, b))).await;
