@@ -7,6 +7,7 @@
 //! of the same window, stored in `node_groups`) and the anomaly sweep, whose streaming detectors live in
 //! memory on the leader and whose peer comparison uses the groups for nodes without a deployment.
 
+pub mod act;
 pub mod sweep;
 
 use std::collections::{BTreeMap, HashMap};

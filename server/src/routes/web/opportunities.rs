@@ -11,8 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
 use askama::Template;
 use chrono::{DateTime, Utc};
-use forecasting::opportunities::{ActionPlan, Command, Kind};
-use gpu_agent::protocol::CommandAction;
+use forecasting::opportunities::Kind;
 use serde_json::json;
 
 use super::session::WebUser;
@@ -20,22 +19,16 @@ use super::{Chrome, Pager, Params, WebError, ago, query_string, render, url_enco
 use crate::db;
 use crate::db::opportunities::{self as store, ListedOpportunity, PageQuery, Sort, StoredOpportunity};
 use crate::db::policies::StoredPolicy;
+use crate::opportunities::act::{self as one_click, Plan};
 use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 const PER_PAGE: i64 = 50;
 const SORTS: &[&str] = &["value", "gpu_hours", "first_seen", "updated"];
 const STATUSES: &[&str] = &["open", "dismissed", "closed", "all"];
-/// How long a one-click scale is held by default: long enough that the policy's next scale-down window does not
-/// undo it before anyone looks again.
-const DEFAULT_HOLD_MINUTES: u32 = 30;
-/// Longest hold a one-click scale may ask for.
-const MAX_HOLD_MINUTES: u32 = 1440;
 
 /// Longest dismissal reason, characters (as the API).
 const MAX_REASON_CHARS: usize = crate::routes::api::opportunities::MAX_REASON_CHARS;
-/// Batching delay when neither the opportunity nor a policy names one (the policy's `rebatch` default).
-const DEFAULT_MAX_QUEUE_DELAY_US: u64 = 2_000;
 /// Nodes named on the confirmation page before "and N more".
 const NODES_NAMED: usize = 12;
 
@@ -125,37 +118,10 @@ fn latency_words(latency: &serde_json::Value) -> String {
     out
 }
 
-/// The action plan stored with the opportunity (`None` if it cannot be read, which our writer never causes).
-fn action_plan(o: &StoredOpportunity) -> Option<ActionPlan> {
-    serde_json::from_value(o.action.clone()).ok()
-}
-
-/// The policy that scales `deployment`, if any (never a shadow).
-fn policy_for<'a>(policies: &'a [StoredPolicy], deployment: &str) -> Option<&'a StoredPolicy> {
-    crate::db::policies::active_for(policies, deployment)
-}
-
-/// Why there is no one-click button, or `None` when there is one (before the checks that need the database).
-fn advisory_reason(o: &StoredOpportunity, plan: Option<&ActionPlan>, policies: &[StoredPolicy]) -> Option<String> {
-    let Some(plan) = plan else { return Some("advisory: the stored action cannot be read".into()) };
-    let Some(cmd) = plan.command.as_ref().filter(|_| plan.one_click) else {
-        return Some("advisory only: fleetpilot cannot do this itself".into());
-    };
-    if o.status != "open" {
-        return Some(format!("no action: the opportunity is {}", o.status));
-    }
-    match cmd {
-        Command::Scale { deployment, .. } if policy_for(policies, deployment).is_none() => Some(format!(
-            "advisory: no policy scales {deployment}, so fleetpilot does not know which object to scale (create a policy)"
-        )),
-        _ => None,
-    }
-}
-
 fn view(now: DateTime<Utc>, l: ListedOpportunity, policies: &[StoredPolicy]) -> OpportunityView {
     let o = &l.o;
-    let plan = action_plan(o);
-    let advisory = advisory_reason(o, plan.as_ref(), policies);
+    let plan = one_click::action_plan(o);
+    let advisory = one_click::advisory_reason(o, plan.as_ref(), policies);
     let (target, target_link) = target_words(o);
     let series = o.evidence.get("series").and_then(|s| s.as_str()).unwrap_or("?");
     let from = at(o.evidence.get("from_secs").and_then(|v| v.as_i64()).unwrap_or(0));
@@ -425,129 +391,55 @@ pub async fn detail(
     render(&t, StatusCode::OK)
 }
 
-/// What a click will do, worked out against the database.
-enum Plan {
-    /// Record a decision of `policy` and scale its target.
-    Scale { policy: Box<StoredPolicy>, current: u32, replicas: u32, asked: u32 },
-    /// Queue a rebatch command on every node serving the deployment.
-    Rebatch { deployment: String, nodes: Vec<String>, max_batch_size: u32, max_queue_delay_us: u64 },
-    /// Queue the bandwidth probe on a node.
-    Probe { node: String },
-}
-
-impl Plan {
-    /// What will happen, in words, for the confirmation page.
-    fn words(&self) -> Vec<String> {
-        match self {
-            Plan::Scale { policy, current, replicas, asked } => {
-                let s = &policy.spec;
-                let mut w = vec![format!(
-                    "Record an override of policy {}: its control loop will scale {} from {current} to {replicas} \
+/// What a plan will do, in words, for the confirmation page.
+fn words(plan: &Plan) -> Vec<String> {
+    match plan {
+        Plan::Scale { policy, current, replicas, asked } => {
+            let s = &policy.spec;
+            let mut w = vec![format!(
+                "Record an override of policy {}: its control loop will scale {} from {current} to {replicas} \
                      replicas on its next tick (a decision with winner \"override\", fenced like its own) and hold \
                      that count for the period chosen below.",
-                    s.name,
-                    s.target_label()
-                )];
-                if replicas != asked {
-                    w.push(format!(
-                        "The opportunity asks for {asked}; the policy allows {}..={}, so {replicas}.",
-                        s.min_replicas, s.max_replicas
-                    ));
-                }
-                if s.dry_run {
-                    w.push("The policy is in dry-run mode: the decision is recorded, nothing is scaled.".into());
-                } else {
-                    w.push(
-                        "After the hold the policy decides again: if its targets call for other replicas, it will \
+                s.name,
+                s.target_label()
+            )];
+            if replicas != asked {
+                w.push(format!(
+                    "The opportunity asks for {asked}; the policy allows {}..={}, so {replicas}.",
+                    s.min_replicas, s.max_replicas
+                ));
+            }
+            if s.dry_run {
+                w.push("The policy is in dry-run mode: the decision is recorded, nothing is scaled.".into());
+            } else {
+                w.push(
+                    "After the hold the policy decides again: if its targets call for other replicas, it will \
                          move them. To make this stick, change the policy."
-                            .into(),
-                    );
-                }
-                w
-            }
-            Plan::Rebatch { deployment, nodes, max_batch_size, max_queue_delay_us } => {
-                let mut named: Vec<String> = nodes.iter().take(NODES_NAMED).cloned().collect();
-                if nodes.len() > NODES_NAMED {
-                    named.push(format!("and {} more", nodes.len() - NODES_NAMED));
-                }
-                vec![
-                    format!(
-                        "Queue a rebatch command (max batch size {max_batch_size}, batching delay {max_queue_delay_us} µs) for {deployment} on {} node{}: {}.",
-                        nodes.len(),
-                        if nodes.len() == 1 { "" } else { "s" },
-                        named.join(", ")
-                    ),
-                    "Agents apply it with their next poll; a policy's rebatch controller may change batching again later."
                         .into(),
-                ]
+                );
             }
-            Plan::Probe { node } => vec![format!(
-                "Queue the GPU memory-bandwidth probe on node {node}; results appear on its page under Health probes."
-            )],
+            w
         }
+        Plan::Rebatch { deployment, nodes, max_batch_size, max_queue_delay_us } => {
+            let mut named: Vec<String> = nodes.iter().take(NODES_NAMED).cloned().collect();
+            if nodes.len() > NODES_NAMED {
+                named.push(format!("and {} more", nodes.len() - NODES_NAMED));
+            }
+            vec![
+                format!(
+                    "Queue a rebatch command (max batch size {max_batch_size}, batching delay {max_queue_delay_us} µs) for {deployment} on {} node{}: {}.",
+                    nodes.len(),
+                    if nodes.len() == 1 { "" } else { "s" },
+                    named.join(", ")
+                ),
+                "Agents apply it with their next poll; a policy's rebatch controller may change batching again later."
+                    .into(),
+            ]
+        }
+        Plan::Probe { node } => vec![format!(
+            "Queue the GPU memory-bandwidth probe on node {node}; results appear on its page under Health probes."
+        )],
     }
-}
-
-/// Works out the plan, or says why there is none.
-async fn plan(state: &AppState, l: &ListedOpportunity) -> Result<Result<Plan, String>, WebError> {
-    let o = &l.o;
-    let policies = db::policies::list(&state.pool).await?;
-    let action = action_plan(o);
-    if let Some(why) = advisory_reason(o, action.as_ref(), &policies) {
-        return Ok(Err(why));
-    }
-    let Some(cmd) = action.and_then(|a| a.command) else {
-        return Ok(Err("advisory only: fleetpilot cannot do this itself".into()));
-    };
-    Ok(match cmd {
-        Command::Scale { deployment, replicas } => match policy_for(&policies, &deployment) {
-            None => Err(format!("no policy scales {deployment}")),
-            Some(p) => {
-                let from_evidence = o
-                    .evidence
-                    .get("numbers")
-                    .and_then(|n| n.get("replicas"))
-                    .and_then(|v| v.as_f64())
-                    .filter(|v| v.is_finite() && *v >= 0.0)
-                    .map(|v| v as u32);
-                let current = match from_evidence {
-                    Some(c) => c,
-                    None => db::control::last_applied_replicas(&state.pool, p.id).await?.unwrap_or(0),
-                };
-                let lo = p.spec.min_replicas;
-                let hi = p.spec.max_replicas.max(lo);
-                Ok(Plan::Scale {
-                    policy: Box::new(p.clone()),
-                    current,
-                    replicas: replicas.clamp(lo, hi),
-                    asked: replicas,
-                })
-            }
-        },
-        Command::Rebatch { deployment, max_batch_size, max_queue_delay_us } => {
-            let nodes = store::nodes_serving(&state.pool, &deployment).await?;
-            if nodes.is_empty() {
-                Err(format!("no node declares that it serves {deployment}"))
-            } else {
-                // The delay the opportunity names, else the one the deployment's policy uses, else the default.
-                let delay = max_queue_delay_us
-                    .or_else(|| {
-                        policy_for(&policies, &deployment)
-                            .and_then(|p| p.spec.rebatch.as_ref())
-                            .map(|r| r.max_queue_delay_us)
-                    })
-                    .unwrap_or(DEFAULT_MAX_QUEUE_DELAY_US);
-                Ok(Plan::Rebatch { deployment, nodes, max_batch_size, max_queue_delay_us: delay })
-            }
-        }
-        Command::Probe { node } => {
-            if db::commands::node_exists(&state.pool, &node).await? {
-                Ok(Plan::Probe { node })
-            } else {
-                Err(format!("no node {node} has reported"))
-            }
-        }
-    })
 }
 
 /// `templates/opportunity_confirm.html`.
@@ -572,75 +464,16 @@ pub async fn confirm(
     user.require_operator()?;
     let id = parse_id(&id)?;
     let l = load(&state, id).await?;
-    let planned = plan(&state, &l).await?;
+    let planned = one_click::plan(&state.pool, &l.o).await?;
     let policies = db::policies::list(&state.pool).await?;
     let (steps, blocked, holds) = match planned {
-        Ok(p) => (p.words(), String::new(), matches!(p, Plan::Scale { .. })),
+        Ok(p) => (words(&p), String::new(), matches!(p, Plan::Scale { .. })),
         Err(why) => (Vec::new(), why, false),
     };
     let mut chrome = user.chrome(&state, format!("Act on opportunity {id}"), "opportunities");
     chrome.refresh_secs = 0;
     let t = ConfirmTemplate { chrome, o: view(Utc::now(), l, &policies), steps, blocked, holds };
     render(&t, StatusCode::OK)
-}
-
-/// Carries out a plan; returns (ok, result in words, decision, commands queued).
-async fn perform(
-    state: &AppState,
-    user: &WebUser,
-    o: &StoredOpportunity,
-    plan: Plan,
-    hold_minutes: u32,
-    now: DateTime<Utc>,
-) -> Result<(bool, String, Option<i64>, Vec<uuid::Uuid>), WebError> {
-    let pool = &state.pool;
-    match plan {
-        Plan::Scale { policy, current, replicas, .. } => {
-            // Recorded for the leader, never actuated here: the control loop applies it on its next tick (fenced
-            // by its term) and holds it, so its next decision cannot silently undo it.
-            let spec = &policy.spec;
-            let target = spec.target_label();
-            let hold_until = now + chrono::Duration::minutes(i64::from(hold_minutes));
-            let reason = format!("one click on opportunity {}: {}", o.id, o.title);
-            let id = db::overrides::create(pool, policy.id, replicas, hold_until, &user.name, &reason).await?;
-            let when = if state.settings.control.enabled {
-                "on the control loop's next tick"
-            } else {
-                "when a control loop leads (it is disabled on this server)"
-            };
-            let hold = if hold_minutes == 0 {
-                "no hold".to_string()
-            } else {
-                format!("held until {}", hold_until.format("%H:%M UTC"))
-            };
-            let dry = if spec.dry_run { "; the policy is in dry-run mode, so it is recorded, not applied" } else { "" };
-            Ok((
-                true,
-                format!(
-                    "override {id} recorded: {target} goes from {current} to {replicas} replicas {when} ({hold}){dry}"
-                ),
-                None,
-                Vec::new(),
-            ))
-        }
-        Plan::Rebatch { deployment, nodes, max_batch_size, max_queue_delay_us } => {
-            let action = CommandAction::Rebatch { deployment: deployment.clone(), max_batch_size, max_queue_delay_us };
-            let mut ids = Vec::with_capacity(nodes.len());
-            for n in &nodes {
-                ids.push(db::commands::enqueue(pool, n, &action, None).await?);
-            }
-            let result = format!(
-                "rebatch to max batch {max_batch_size} (delay {max_queue_delay_us} µs) queued for {deployment} on {} node{}",
-                ids.len(),
-                if ids.len() == 1 { "" } else { "s" }
-            );
-            Ok((true, result, None, ids))
-        }
-        Plan::Probe { node } => {
-            let id = db::commands::enqueue(pool, &node, &CommandAction::Probe {}, None).await?;
-            Ok((true, format!("bandwidth probe queued on {node}"), None, vec![id]))
-        }
-    }
 }
 
 /// `POST /opportunities/{id}/act` (operators, CSRF): carries out the one-click action, records who did it and
@@ -655,20 +488,20 @@ pub async fn act(
     user.may_act(form.get("csrf").map(String::as_str))?;
     let id = parse_id(&id)?;
     let l = load(&state, id).await?;
-    let planned = match plan(&state, &l).await? {
+    let planned = match one_click::plan(&state.pool, &l.o).await? {
         Ok(p) => p,
         Err(why) => return Err(WebError::field("action", why)),
     };
     let hold_minutes = match form.get("hold_minutes").map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        None => DEFAULT_HOLD_MINUTES,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|m| *m <= MAX_HOLD_MINUTES)
-            .ok_or_else(|| WebError::field("hold_minutes", format!("must be 0 to {MAX_HOLD_MINUTES} minutes")))?,
+        None => one_click::DEFAULT_HOLD_MINUTES,
+        Some(v) => v.parse::<u32>().ok().filter(|m| *m <= one_click::MAX_HOLD_MINUTES).ok_or_else(|| {
+            WebError::field("hold_minutes", format!("must be 0 to {} minutes", one_click::MAX_HOLD_MINUTES))
+        })?,
     };
     let now = Utc::now();
-    let (ok, result, decision_id, command_ids) = perform(&state, &user, &l.o, planned, hold_minutes, now).await?;
+    let one_click::Outcome { ok, result, decision_id, command_ids } =
+        one_click::perform(&state.pool, state.settings.control.enabled, &user.name, &l.o, planned, hold_minutes, now)
+            .await?;
     tracing::info!(user = %user.name, opportunity = id, key = %l.o.key, ok, result = %result, "one-click action from the dashboard");
     let command = l.o.action.get("command").cloned().unwrap_or_default();
     store::record_action(
