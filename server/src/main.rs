@@ -293,8 +293,9 @@ enum BenchCmd {
         /// GPUs per node.
         #[arg(long, default_value_t = 8)]
         gpus: usize,
-        /// Readings per agent batch.
-        #[arg(long, default_value_t = 5)]
+        /// Readings per agent batch. 1, as the agent uploads by default (it samples and uploads every
+        /// `interval_secs`, 1 s); more only when it catches up after an outage, the agent's best case.
+        #[arg(long, default_value_t = 1)]
         readings: usize,
         /// Nodes (DCGM exporters) per remote-write request (8 GPUs x 12 series each: 20 is ~2,000 samples,
         /// Prometheus' default max_samples_per_send).
