@@ -77,6 +77,13 @@ impl ApiError {
     }
 }
 
+impl From<crate::domain::Invalid> for ApiError {
+    /// A value the domain refused is the client's mistake: 400 naming the field.
+    fn from(e: crate::domain::Invalid) -> Self {
+        Self::field(e.field, e.error)
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         ApiError::internal(e)

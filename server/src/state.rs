@@ -24,11 +24,11 @@ pub struct AppState {
     /// Self-metrics.
     pub metrics: Metrics,
     /// Node credentials resolved recently.
-    pub credentials: Arc<crate::auth::CredentialCache>,
+    pub credentials: Arc<crate::auth::cache::CredentialCache>,
     /// Serving series per node, for the per-node cardinality budget.
     pub series_budget: Arc<crate::ingest::cardinality::SeriesBudget>,
     /// Named API tokens resolved recently.
-    pub api_tokens: Arc<crate::auth::ApiTokenCache>,
+    pub api_tokens: Arc<crate::auth::cache::ApiTokenCache>,
     /// Wakes command long polls.
     pub commands: crate::delivery::CommandBus,
     /// Bumped whenever a policy is written here, so caches of the policy list (the dashboard's) drop theirs.

@@ -146,7 +146,7 @@ impl PolicyController {
         let stored = db::policies::by_owner(&self.pool, &owner).await?;
         let (ok, reason, message, policy_id) = match sp.spec.validate() {
             Err(e) => {
-                let field = e.field.clone().map(|f| format!("spec.{f}: ")).unwrap_or_default();
+                let field = format!("spec.{}: ", e.field);
                 let kept =
                     stored.as_ref().map_or(String::new(), |p| format!(" (version {} stays in force)", p.version));
                 (false, "InvalidSpec", format!("{field}{}{kept}", e.error), stored.map(|p| p.id))

@@ -8,7 +8,7 @@ use forecasting::engine::{EngineSpec, MetricTarget as EngineMetric, SloTarget};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use super::Invalid;
 
 /// What fleetpilot reports on a [`ScalingPolicy`] (its `status` subresource).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -291,21 +291,21 @@ impl BehaviorSpec {
         Behavior { scale_up: rules(&self.scale_up, d.scale_up), scale_down: rules(&self.scale_down, d.scale_down) }
     }
 
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Invalid> {
         for (dir, r) in [("scaleUp", &self.scale_up), ("scaleDown", &self.scale_down)] {
             let Some(r) = r else { continue };
             if r.stabilization_window_seconds.is_some_and(|w| w > 3600) {
-                return Err(ApiError::field(
+                return Err(Invalid::field(
                     format!("behavior.{dir}.stabilizationWindowSeconds"),
                     "must be at most 3600",
                 ));
             }
             for (i, p) in r.policies.iter().flatten().enumerate() {
                 if p.value == 0 {
-                    return Err(ApiError::field(format!("behavior.{dir}.policies[{i}].value"), "must be at least 1"));
+                    return Err(Invalid::field(format!("behavior.{dir}.policies[{i}].value"), "must be at least 1"));
                 }
                 if !(1..=1800).contains(&p.period_seconds) {
-                    return Err(ApiError::field(
+                    return Err(Invalid::field(
                         format!("behavior.{dir}.policies[{i}].periodSeconds"),
                         "must be in 1..=1800",
                     ));
@@ -427,15 +427,15 @@ pub struct PolicySpec {
     pub capacity: Option<CapacitySpec>,
 }
 
-fn check_target(field: &str, m: Metric, v: f64) -> Result<(), ApiError> {
+fn check_target(field: &str, m: Metric, v: f64) -> Result<(), Invalid> {
     if v.is_finite() && v > 0.0 && v <= m.max_target() {
         Ok(())
     } else {
-        Err(ApiError::field(field, format!("must be a number in (0, {}] for {m:?}", m.max_target())))
+        Err(Invalid::field(field, format!("must be a number in (0, {}] for {m:?}", m.max_target())))
     }
 }
 
-fn k8s_name(field: &str, v: &str) -> Result<(), ApiError> {
+fn k8s_name(field: &str, v: &str) -> Result<(), Invalid> {
     let ok = !v.is_empty()
         && v.len() <= 253
         && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
@@ -444,31 +444,31 @@ fn k8s_name(field: &str, v: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::field(field, "must be a Kubernetes name: lowercase letters, digits, '-' and '.'"))
+        Err(Invalid::field(field, "must be a Kubernetes name: lowercase letters, digits, '-' and '.'"))
     }
 }
 
 impl PolicySpec {
     /// Checks every constraint serde cannot; the error names the field.
-    pub fn validate(&self) -> Result<(), ApiError> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.name.is_empty()
             || self.name.len() > 63
             || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
-            return Err(ApiError::field("name", "must be 1..=63 characters of lowercase letters, digits and '-'"));
+            return Err(Invalid::field("name", "must be 1..=63 characters of lowercase letters, digits and '-'"));
         }
         k8s_name("target.name", &self.target.name)?;
         match self.target.kind {
             TargetKind::Deployment | TargetKind::Statefulset => match &self.target.namespace {
                 Some(ns) => k8s_name("target.namespace", ns)?,
-                None => return Err(ApiError::field("target.namespace", "is required for Kubernetes targets")),
+                None => return Err(Invalid::field("target.namespace", "is required for Kubernetes targets")),
             },
             TargetKind::AgentGroup => {
                 if let Some(ns) = &self.target.namespace {
                     k8s_name("target.namespace", ns)?;
                 }
                 if self.target.deployment.is_none() {
-                    return Err(ApiError::field(
+                    return Err(Invalid::field(
                         "target.deployment",
                         "is required for agent_group targets (namespace/name)",
                     ));
@@ -476,25 +476,25 @@ impl PolicySpec {
             }
         }
         if let Some(d) = &self.target.deployment {
-            gpu_agent::protocol::parse_deployment(d).map_err(|e| ApiError::field("target.deployment", e))?;
+            gpu_agent::protocol::parse_deployment(d).map_err(|e| Invalid::field("target.deployment", e))?;
         }
         if self.max_replicas > 10_000 {
-            return Err(ApiError::field("max_replicas", "must be at most 10000"));
+            return Err(Invalid::field("max_replicas", "must be at most 10000"));
         }
         if self.min_replicas > self.max_replicas {
-            return Err(ApiError::field("min_replicas", "must not exceed max_replicas"));
+            return Err(Invalid::field("min_replicas", "must not exceed max_replicas"));
         }
         if self.max_replicas == 0 {
-            return Err(ApiError::field("max_replicas", "must be at least 1"));
+            return Err(Invalid::field("max_replicas", "must be at least 1"));
         }
         match (self.metric, self.target_value) {
             (Some(m), Some(v)) => check_target("target_value", m, v)?,
-            (Some(_), None) => return Err(ApiError::field("target_value", "is required with metric")),
-            (None, Some(_)) => return Err(ApiError::field("metric", "is required with target_value")),
+            (Some(_), None) => return Err(Invalid::field("target_value", "is required with metric")),
+            (None, Some(_)) => return Err(Invalid::field("metric", "is required with target_value")),
             (None, None) => {}
         }
         if self.metrics.len() > 8 {
-            return Err(ApiError::field("metrics", "at most 8 metric targets"));
+            return Err(Invalid::field("metrics", "at most 8 metric targets"));
         }
         for (i, m) in self.metrics.iter().enumerate() {
             check_target(&format!("metrics[{i}].target"), m.metric, m.target)?;
@@ -504,64 +504,64 @@ impl PolicySpec {
                 if let Some(v) = v
                     && !(v.is_finite() && v > 0.0 && v <= 600_000.0)
                 {
-                    return Err(ApiError::field(name, "must be a number of milliseconds in (0, 600000]"));
+                    return Err(Invalid::field(name, "must be a number of milliseconds in (0, 600000]"));
                 }
             }
         }
         self.behavior.validate()?;
         let q = self.predictive.quantile;
         if !(q.is_finite() && (0.5..=0.99).contains(&q)) {
-            return Err(ApiError::field("predictive.quantile", "must be in 0.5..=0.99"));
+            return Err(Invalid::field("predictive.quantile", "must be in 0.5..=0.99"));
         }
         if self.predictive.horizon_secs.is_some_and(|h| !(1..=86_400).contains(&h)) {
-            return Err(ApiError::field("predictive.horizon_secs", "must be in 1..=86400"));
+            return Err(Invalid::field("predictive.horizon_secs", "must be in 1..=86400"));
         }
         let t = self.panic.threshold;
         if !(t.is_finite() && (t == 0.0 || (1.0..=100.0).contains(&t))) {
-            return Err(ApiError::field("panic.threshold", "must be 0 (off) or in 1..=100"));
+            return Err(Invalid::field("panic.threshold", "must be 0 (off) or in 1..=100"));
         }
         if self.panic.window_secs > 3600 {
-            return Err(ApiError::field("panic.window_secs", "must be at most 3600"));
+            return Err(Invalid::field("panic.window_secs", "must be at most 3600"));
         }
         match (self.min_replicas, self.scale_to_zero_idle_secs) {
             (0, None) => {
-                return Err(ApiError::field(
+                return Err(Invalid::field(
                     "scale_to_zero_idle_secs",
                     "is required when min_replicas is 0 (seconds without demand before scaling to zero)",
                 ));
             }
             (m, Some(_)) if m > 0 => {
-                return Err(ApiError::field("scale_to_zero_idle_secs", "needs min_replicas 0"));
+                return Err(Invalid::field("scale_to_zero_idle_secs", "needs min_replicas 0"));
             }
             (_, Some(idle)) if !(60..=604_800).contains(&idle) => {
-                return Err(ApiError::field("scale_to_zero_idle_secs", "must be in 60..=604800"));
+                return Err(Invalid::field("scale_to_zero_idle_secs", "must be in 60..=604800"));
             }
             _ => {}
         }
         if !(self.tolerance.is_finite() && (0.0..=1.0).contains(&self.tolerance)) {
-            return Err(ApiError::field("tolerance", "must be in 0..=1"));
+            return Err(Invalid::field("tolerance", "must be in 0..=1"));
         }
         if self.cold_start_secs > 3600 {
-            return Err(ApiError::field("cold_start_secs", "must be at most 3600"));
+            return Err(Invalid::field("cold_start_secs", "must be at most 3600"));
         }
         if let Some(c) = &self.capacity {
-            c.validate().map_err(|(f, why)| ApiError::field(format!("capacity.{f}"), why))?;
+            c.validate().map_err(|(f, why)| Invalid::field(format!("capacity.{f}"), why))?;
         }
         if let Some(r) = &self.rebatch {
             if r.min_batch_size == 0 {
-                return Err(ApiError::field("rebatch.min_batch_size", "must be at least 1"));
+                return Err(Invalid::field("rebatch.min_batch_size", "must be at least 1"));
             }
             if r.min_batch_size > r.max_batch_size {
-                return Err(ApiError::field("rebatch.min_batch_size", "must not exceed rebatch.max_batch_size"));
+                return Err(Invalid::field("rebatch.min_batch_size", "must not exceed rebatch.max_batch_size"));
             }
             if r.max_batch_size > 4096 {
-                return Err(ApiError::field("rebatch.max_batch_size", "must be at most 4096"));
+                return Err(Invalid::field("rebatch.max_batch_size", "must be at most 4096"));
             }
             if !(r.itl_slo_ms.is_finite() && r.itl_slo_ms > 0.0 && r.itl_slo_ms <= 600_000.0) {
-                return Err(ApiError::field("rebatch.itl_slo_ms", "must be a number of milliseconds in (0, 600000]"));
+                return Err(Invalid::field("rebatch.itl_slo_ms", "must be a number of milliseconds in (0, 600000]"));
             }
             if r.max_queue_delay_us > 10_000_000 {
-                return Err(ApiError::field("rebatch.max_queue_delay_us", "must be at most 10000000"));
+                return Err(Invalid::field("rebatch.max_queue_delay_us", "must be at most 10000000"));
             }
         }
         Ok(())
@@ -717,13 +717,13 @@ mod tests {
     #[test]
     fn min_above_max_names_min_replicas() {
         let s = PolicySpec { min_replicas: 9, ..spec() };
-        assert_eq!(s.validate().unwrap_err().field.as_deref(), Some("min_replicas"));
+        assert_eq!(s.validate().unwrap_err().field, "min_replicas");
     }
 
     #[test]
     fn utilization_target_above_100_is_refused() {
         let s = PolicySpec { target_value: Some(120.0), ..spec() };
-        assert_eq!(s.validate().unwrap_err().field.as_deref(), Some("target_value"));
+        assert_eq!(s.validate().unwrap_err().field, "target_value");
     }
 
     #[test]
@@ -745,9 +745,9 @@ mod tests {
         assert_eq!(s.targets().len(), 1);
         let mut bad = s.clone();
         bad.behavior.scale_down.as_mut().unwrap().policies.as_mut().unwrap()[0].period_seconds = 0;
-        assert_eq!(bad.validate().unwrap_err().field.as_deref(), Some("behavior.scaleDown.policies[0].periodSeconds"));
+        assert_eq!(bad.validate().unwrap_err().field, "behavior.scaleDown.policies[0].periodSeconds");
         let bad = PolicySpec { scale_to_zero_idle_secs: None, ..s.clone() };
-        assert_eq!(bad.validate().unwrap_err().field.as_deref(), Some("scale_to_zero_idle_secs"));
+        assert_eq!(bad.validate().unwrap_err().field, "scale_to_zero_idle_secs");
         // Without metric targets a policy is the default policy for LLM serving: capacity sizing.
         let llm = PolicySpec { metrics: vec![], ..s.clone() };
         assert_eq!(llm.validate().map_err(|e| e.error), Ok(()));
@@ -755,7 +755,7 @@ mod tests {
         assert_eq!(llm.resolved_behavior(300).scale_up.policies, vec![]);
         assert!(s.capacity().is_none(), "metric targets alone: HPA-style");
         let bad = PolicySpec { capacity: Some(CapacitySpec { margin: f64::NAN, ..CapacitySpec::default() }), ..s };
-        assert_eq!(bad.validate().unwrap_err().field.as_deref(), Some("capacity.margin"));
+        assert_eq!(bad.validate().unwrap_err().field, "capacity.margin");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::alerts::rules::{Condition, Labels};
+use crate::domain::alert::{Condition, Labels};
 
 /// An active (pending or firing) instance as stored.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

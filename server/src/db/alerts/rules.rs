@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::is_unique_violation;
 
-use crate::alerts::rules::RuleSpec;
+use crate::domain::alert::RuleSpec;
 
 /// A stored user rule.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

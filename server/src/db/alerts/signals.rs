@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::alerts::rules::{Aggregate, Metric};
+use crate::domain::alert::{Aggregate, Metric};
 
 /// Latest GPU readings newer than `since` that are at or above `temp_c`: (node, gpu, uuid, temp, deployment).
 pub async fn hot_gpus(

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::alerts::rules::Matcher;
+use crate::domain::alert::Matcher;
 
 /// A silence.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::is_unique_violation;
-use crate::alerts::rules::WebhookSpec;
+use crate::domain::alert::WebhookSpec;
 
 /// A webhook receiver added through the API, as the API shows it (never its secret).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -473,7 +473,8 @@ fn spec_from_form(base: Value, form: &HashMap<String, String>) -> Result<PolicyS
     set(&mut spec, "dry_run", Value::Bool(!r.get("dry_run").is_empty()));
     set_or_default(&mut spec, "mode", r.text("mode"));
     let bytes = serde_json::to_vec(&spec).map_err(|e| WebError::Internal(e.to_string()))?;
-    let checked = parse_json::<PolicySpec>(&bytes).and_then(|p| p.validate().map(|()| p));
+    let checked =
+        parse_json::<PolicySpec>(&bytes).and_then(|p| p.validate().map(|()| p).map_err(crate::error::ApiError::from));
     checked.map_err(|e| {
         let field = e.field.clone().unwrap_or_default();
         let renamed = to_form_field(&field, "metrics", &metric_rows)

@@ -189,9 +189,7 @@ pub async fn create(
             duration_secs: Some(secs),
         };
         // The API's own checks, so the form accepts exactly what `POST /api/v1/silences` does.
-        let (start, end) = spec
-            .validate(Utc::now())
-            .map_err(|e| refuse(form_field(e.field.as_deref().unwrap_or(""), custom), e.error))?;
+        let (start, end) = spec.validate(Utc::now()).map_err(|e| refuse(form_field(&e.field, custom), e.error))?;
         Ok((spec, start, end))
     })();
     let (spec, start, end) = match checked {
