@@ -315,7 +315,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             settings.listen = "127.0.0.1:0".into();
             Application::build_with_pool(settings, pool.clone()).await?
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let port = app.port();
     let fleet = Fleet::start(&FleetOptions {

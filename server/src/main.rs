@@ -336,7 +336,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(port = app.port(), "fleetpilot serving");
             // Registered before serving, so a SIGTERM at any time after this drains instead of killing.
             tokio::spawn(fleetpilot::startup::stop_on_signals(app.shutdown_handle())?);
-            app.run_until_stopped().await
+            Ok(app.run_until_stopped().await?)
         }
         Cmd::Migrate { config } => {
             let settings = Settings::load(config.as_deref())?;

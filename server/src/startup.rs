@@ -4,7 +4,6 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::{App, HttpServer, dev::Server, middleware, web};
-use anyhow::Context as _;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,19 +26,69 @@ use crate::routes;
 use crate::state::AppState;
 use crate::telemetry::Metrics;
 
+/// Why the control plane could not start or stop cleanly: the library's boundary error (binaries wrap it).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The private PostgreSQL cluster would not start.
+    #[error("starting the private PostgreSQL cluster: {0}")]
+    PrivatePostgres(#[from] crate::pg::PgError),
+    /// The database could not be reached or prepared.
+    #[error("{what}: {source}")]
+    Database {
+        /// What was being done.
+        what: &'static str,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("running migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The first dashboard operator could not be created.
+    #[error("dashboard bootstrap operator: {0}")]
+    Bootstrap(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The listen address or a signal handler could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TLS was configured and its certificate could not be loaded (never falls back to plain text).
+    #[error("loading the TLS certificate: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The Kubernetes client could not be built.
+    #[error("Kubernetes: {0}")]
+    Kube(#[from] crate::actuators::ActuateError),
+    /// A blocking task panicked or was cancelled.
+    #[error("background task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl StartupError {
+    fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| Self::Database { what, source }
+    }
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| Self::Io { what: what.into(), source }
+    }
+}
+
 /// Opens the configured database, or starts the private cluster when none is configured.
-pub async fn open_database(settings: &Settings) -> anyhow::Result<(PgPool, Option<PrivatePostgres>)> {
+pub async fn open_database(settings: &Settings) -> Result<(PgPool, Option<PrivatePostgres>), StartupError> {
     let (url, pg) = match &settings.database_url {
         Some(url) => (url.clone(), None),
         None => {
             let opts = PgOptions { data_dir: settings.data_dir.join("pgdata"), ephemeral: false };
             let pg = tokio::task::spawn_blocking(move || PrivatePostgres::start(&opts)).await??;
-            crate::pg::ensure_database(&pg.url_for("postgres"), crate::pg::DATABASE).await?;
+            crate::pg::ensure_database(&pg.url_for("postgres"), crate::pg::DATABASE)
+                .await
+                .map_err(StartupError::db("creating the database"))?;
             (pg.url(), Some(pg))
         }
     };
-    let pool = db::connect(&url, 20).await.context("connecting to PostgreSQL")?;
-    db::migrate(&pool).await.context("running migrations")?;
+    let pool = db::connect(&url, 20).await.map_err(StartupError::db("connecting to PostgreSQL"))?;
+    db::migrate(&pool).await?;
     Ok((pool, pg))
 }
 
@@ -57,7 +106,7 @@ pub struct Application {
 impl Application {
     /// Opens the database (private cluster if needed), migrates, binds `settings.listen`, and starts the
     /// control loop, alert evaluation and outbox worker.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let (pool, pg) = open_database(&settings).await?;
         let mut app = Self::build_with_pool(settings, pool).await?;
         app.pg = pg;
@@ -65,23 +114,20 @@ impl Application {
     }
 
     /// Like [`Application::build`] with an existing pool (migrations are run).
-    pub async fn build_with_pool(settings: Settings, pool: PgPool) -> anyhow::Result<Self> {
-        db::migrate(&pool).await.context("running migrations")?;
+    pub async fn build_with_pool(settings: Settings, pool: PgPool) -> Result<Self, StartupError> {
+        db::migrate(&pool).await?;
         routes::web::session::bootstrap_admin(&pool, &settings.dashboard)
             .await
-            .context("dashboard bootstrap operator")?;
-        let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
-        let port = listener.local_addr()?.port();
+            .map_err(|e| StartupError::Bootstrap(e.into()))?;
+        let listener =
+            TcpListener::bind(&settings.listen).map_err(StartupError::io(format!("binding {}", settings.listen)))?;
+        let port = listener.local_addr().map_err(StartupError::io("reading the bound address"))?.port();
         let scheme = if settings.tls.enabled() { "https" } else { "http" };
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("{scheme}://127.0.0.1:{port}"));
         // A server configured for TLS that cannot load its certificate must not start in plain text.
-        let tls = if settings.tls.enabled() {
-            Some(crate::tls::server_config(&settings.tls).context("loading the TLS certificate")?)
-        } else {
-            None
-        };
+        let tls = if settings.tls.enabled() { Some(crate::tls::server_config(&settings.tls)?) } else { None };
         let partitions = Arc::new(Partitions::default());
-        partitions.ensure_around_now(&pool).await?;
+        partitions.ensure_around_now(&pool).await.map_err(StartupError::db("creating today's partitions"))?;
         let metrics = Metrics::new();
         let limits = QueueLimits {
             max_queued_rows: settings.ingest.max_queued_rows,
@@ -173,7 +219,7 @@ impl Application {
     /// request waits for its group commit), background tasks finish their step (the control loop releases
     /// leadership, the outbox finishes its delivery), the writers commit what is queued; then the private
     /// database stops.
-    pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(mut self) -> Result<(), StartupError> {
         let handle = self.server.handle();
         let mut rx = self.shutdown.subscribe();
         let server = tokio::spawn(self.server);
@@ -307,7 +353,11 @@ async fn not_routed(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
     }
 }
 
-fn http_server(listener: TcpListener, state: AppState, tls: Option<rustls::ServerConfig>) -> anyhow::Result<Server> {
+fn http_server(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<rustls::ServerConfig>,
+) -> Result<Server, StartupError> {
     let body_limit = state.settings.ingest.max_body_bytes;
     // In-flight requests get the whole grace period (the overall drain is bounded by it too).
     let shutdown_secs = state.settings.shutdown_grace_secs.ceil() as u64;
@@ -333,8 +383,8 @@ fn http_server(listener: TcpListener, state: AppState, tls: Option<rustls::Serve
             .default_service(web::to(not_routed))
     });
     let server = match tls {
-        Some(config) => server.listen_rustls_0_23(listener, config)?,
-        None => server.listen(listener)?,
+        Some(config) => server.listen_rustls_0_23(listener, config).map_err(StartupError::io("serving TLS"))?,
+        None => server.listen(listener).map_err(StartupError::io("serving HTTP"))?,
     };
     let server = server.disable_signals().shutdown_timeout(shutdown_secs).run();
     Ok(server)

@@ -70,7 +70,7 @@ pub struct TestApp {
     /// HTTP client.
     pub http: reqwest::Client,
     shutdown: watch::Sender<bool>,
-    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    handle: Option<tokio::task::JoinHandle<Result<(), fleetpilot::startup::StartupError>>>,
 }
 
 /// Settings for a test app; tweak with `customize`.
