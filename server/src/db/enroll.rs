@@ -95,29 +95,21 @@ pub async fn enroll(
             record(pool, Some(node_id), Some(token_id), "refused-existing-node", "enrollment", "").await?;
             return Ok(Err(Refused::NodeExists));
         }
-        sqlx::query(
-            "UPDATE node_credentials SET token_sha256 = $2, enrolled_by = $3, created_at = now(), revoked_at = NULL, \
-             deployments = $4 WHERE node_id = $1",
-        )
-        .bind(node_id)
-        .bind(digest(credential))
-        .bind(token_id)
-        .bind(&deployments)
-        .execute(&mut *tx)
-        .await?;
         Enrolled::Again
     } else {
-        sqlx::query(
-            "INSERT INTO node_credentials (node_id, token_sha256, enrolled_by, deployments) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(node_id)
-        .bind(digest(credential))
-        .bind(token_id)
-        .bind(&deployments)
-        .execute(&mut *tx)
-        .await?;
         Enrolled::New
     };
+    // The same four values either replace the node's credential or create it.
+    let sql = match how {
+        Enrolled::Again => {
+            "UPDATE node_credentials SET token_sha256 = $2, enrolled_by = $3, created_at = now(), revoked_at = NULL, \
+             deployments = $4 WHERE node_id = $1"
+        }
+        Enrolled::New => {
+            "INSERT INTO node_credentials (node_id, token_sha256, enrolled_by, deployments) VALUES ($1, $2, $3, $4)"
+        }
+    };
+    sqlx::query(sql).bind(node_id).bind(digest(credential)).bind(token_id).bind(&deployments).execute(&mut *tx).await?;
     let kind = if how == Enrolled::New { "enrolled" } else { "re-enrolled" };
     record(&mut *tx, Some(node_id), Some(token_id), kind, "enrollment", "").await?;
     tx.commit().await?;

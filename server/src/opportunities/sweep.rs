@@ -337,28 +337,29 @@ impl AnomalySweep {
                 let ev = json!({ "bucket_secs": w.bucket_secs, "from_secs": w.start_secs, "to_secs": w.end_secs(),
                                  "peers": members.len() - 1, "peer_group": peer_group,
                                  "workload_group": workload_group, "evidence": m.evidence });
-                db::anomalies::open_or_update(
-                    pool,
-                    &id,
-                    "peers",
-                    now,
-                    severity_str(self.events.severity(m.score)),
-                    m.score,
-                    &ev,
-                    now,
-                )
-                .await?;
-                out.opened.push(format!("{}/{}", id.target, id.metric));
-                flagged.insert(id);
+                self.open_peer_outlier(pool, id, m.score, &ev, now, out, &mut flagged).await?;
             }
         }
-        for id in db::anomalies::open_series(pool, "peers").await? {
-            // Replica latency outliers are [`Self::replica_latency`]'s.
-            if !id.target.starts_with("replica:") && !flagged.contains(&id) {
-                db::anomalies::close(pool, &id, now).await?;
-                out.closed.push(format!("{}/{}", id.target, id.metric));
-            }
-        }
+        // Replica latency outliers are [`Self::replica_latency`]'s.
+        close_peer_outliers_not_in(pool, &flagged, |id| !id.target.starts_with("replica:"), now, out).await
+    }
+
+    /// Opens (or updates) a peer outlier's event and remembers it as flagged in this sweep.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_peer_outlier(
+        &self,
+        pool: &PgPool,
+        id: SeriesId,
+        score: f64,
+        evidence: &serde_json::Value,
+        now: DateTime<Utc>,
+        out: &mut SweepOutcome,
+        flagged: &mut HashSet<SeriesId>,
+    ) -> Result<(), RefreshError> {
+        let severity = severity_str(self.events.severity(score));
+        db::anomalies::open_or_update(pool, &id, "peers", now, severity, score, evidence, now).await?;
+        out.opened.push(format!("{}/{}", id.target, id.metric));
+        flagged.insert(id);
         Ok(())
     }
     /// Latency regressions of one replica: each replica's ITL and TTFT p95 over the last [`RECENT_BUCKETS`]
@@ -410,29 +411,11 @@ impl AnomalySweep {
                     let ev = json!({ "bucket_secs": w.bucket_secs, "from_secs": start, "to_secs": end,
                                      "peers": replicas.len() - 1, "peer_group": format!("deployment {dep}"),
                                      "replica": replica, "evidence": m.evidence });
-                    db::anomalies::open_or_update(
-                        pool,
-                        &id,
-                        "peers",
-                        now,
-                        severity_str(self.events.severity(m.score)),
-                        m.score,
-                        &ev,
-                        now,
-                    )
-                    .await?;
-                    out.opened.push(format!("{}/{}", id.target, id.metric));
-                    flagged.insert(id);
+                    self.open_peer_outlier(pool, id, m.score, &ev, now, out, &mut flagged).await?;
                 }
             }
         }
-        for id in db::anomalies::open_series(pool, "peers").await? {
-            if id.target.starts_with("replica:") && !flagged.contains(&id) {
-                db::anomalies::close(pool, &id, now).await?;
-                out.closed.push(format!("{}/{}", id.target, id.metric));
-            }
-        }
-        Ok(())
+        close_peer_outliers_not_in(pool, &flagged, |id| id.target.starts_with("replica:"), now, out).await
     }
 
     /// Memory leaks ([`forecasting::leak`]): each GPU's memory over the window's complete buckets against
@@ -502,6 +485,24 @@ impl AnomalySweep {
         }
         Ok(())
     }
+}
+
+/// Closes the open peer events this sweep owns (`mine`) that it did not flag again: the series is back
+/// among its peers.
+async fn close_peer_outliers_not_in(
+    pool: &PgPool,
+    flagged: &HashSet<SeriesId>,
+    mine: impl Fn(&SeriesId) -> bool,
+    now: DateTime<Utc>,
+    out: &mut SweepOutcome,
+) -> Result<(), RefreshError> {
+    for id in db::anomalies::open_series(pool, "peers").await? {
+        if mine(&id) && !flagged.contains(&id) {
+            db::anomalies::close(pool, &id, now).await?;
+            out.closed.push(format!("{}/{}", id.target, id.metric));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -200,22 +200,7 @@ pub async fn retrigger(
     outgoing: &[Outgoing],
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let done = sqlx::query(
-        "UPDATE alerts SET last_notified_at = $2, notifications = notifications + 1, rule = $3, severity = $4, \
-         source = $5, component = $6, summary = $7, details = $8 WHERE id = $1 AND state = 'firing'",
-    )
-    .bind(id)
-    .bind(now)
-    .bind(f.rule)
-    .bind(f.severity)
-    .bind(f.source)
-    .bind(f.component)
-    .bind(f.summary)
-    .bind(f.details)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
+    let done = update_fields(&mut tx, id, f, Some(now)).await?;
     if done {
         for o in outgoing {
             queue(&mut tx, id, dedup_key, o).await?;
@@ -229,8 +214,23 @@ pub async fn retrigger(
 /// Updates what an open incident says (its members changed) without notifying anyone.
 pub async fn refresh_incident(pool: &PgPool, id: i64, f: &IncidentFields<'_>) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "UPDATE alerts SET rule = $2, severity = $3, source = $4, component = $5, summary = $6, details = $7 \
+    update_fields(&mut tx, id, f, None).await?;
+    link_members(&mut tx, id, f.group).await?;
+    tx.commit().await
+}
+
+/// Writes what a firing incident says; with `notified_at`, also counts a notification sent then. Whether it
+/// was still firing.
+async fn update_fields(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: i64,
+    f: &IncidentFields<'_>,
+    notified_at: Option<DateTime<Utc>>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE alerts SET rule = $2, severity = $3, source = $4, component = $5, summary = $6, details = $7, \
+         last_notified_at = coalesce($8, last_notified_at), \
+         notifications = notifications + CASE WHEN $8::timestamptz IS NULL THEN 0 ELSE 1 END \
          WHERE id = $1 AND state = 'firing'",
     )
     .bind(id)
@@ -240,10 +240,11 @@ pub async fn refresh_incident(pool: &PgPool, id: i64, f: &IncidentFields<'_>) ->
     .bind(f.component)
     .bind(f.summary)
     .bind(f.details)
-    .execute(&mut *tx)
-    .await?;
-    link_members(&mut tx, id, f.group).await?;
-    tx.commit().await
+    .bind(notified_at)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
 }
 
 /// Resolves the open incident `id` with its deliveries.
