@@ -7,27 +7,57 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::paging;
 use crate::alerts::rules::{RuleSpec, SilenceSpec, WebhookSpec};
+use crate::alerts::silence_from;
 use crate::auth::ApiAuth;
-use crate::db::alerts::{self as store, RuleWrite};
+use super::crud::{self, Change, Resource, Written};
+use crate::db::alerts::{self as store, RuleWrite, StoredRule};
 use crate::error::ApiError;
 use crate::state::AppState;
+use super::responses::{BadBody, BadPath, NameTaken, NotFound, TooLarge, Unauthorized};
 
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::field("id", "must be a UUID"))
+/// User alert rules as a resource of the CRUD skeleton.
+pub struct Rules;
+
+impl Resource for Rules {
+    type Spec = RuleSpec;
+    type Stored = StoredRule;
+    const KIND: &'static str = "alert_rule";
+    const PATH: &'static str = "/api/v1/alert-rules";
+    const A: &'static str = "an alert rule";
+    const WHAT: &'static str = "alert rule";
+
+    fn parse(body: &[u8]) -> Result<RuleSpec, ApiError> {
+        let spec: RuleSpec = super::doc::parse_body(body)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+    fn name(spec: &RuleSpec) -> &str {
+        &spec.name
+    }
+    fn id(stored: &StoredRule) -> Uuid {
+        stored.id
+    }
+    async fn get(state: &AppState, id: Uuid) -> Result<Option<StoredRule>, sqlx::Error> {
+        store::rule(&state.pool, id).await
+    }
+    async fn create(state: &AppState, spec: &RuleSpec) -> Result<Written<StoredRule>, sqlx::Error> {
+        store::create_rule(&state.pool, spec).await.map(written)
+    }
+    async fn update(state: &AppState, id: Uuid, spec: &RuleSpec) -> Result<Written<StoredRule>, sqlx::Error> {
+        store::update_rule(&state.pool, id, spec).await.map(written)
+    }
+    async fn delete(state: &AppState, id: Uuid) -> Result<bool, sqlx::Error> {
+        store::delete_rule(&state.pool, id).await
+    }
 }
 
-fn parse_rule(body: &[u8]) -> Result<RuleSpec, ApiError> {
-    let spec: RuleSpec = super::doc::parse_body(body)?;
-    spec.validate()?;
-    Ok(spec)
-}
-
-fn limit(n: Option<i64>) -> Result<i64, ApiError> {
-    match n {
-        None => Ok(100),
-        Some(n) if (1..=1000).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::field("limit", "must be in 1..=1000")),
+fn written(w: RuleWrite) -> Written<StoredRule> {
+    match w {
+        RuleWrite::Ok(r) => Written::Ok(r),
+        RuleWrite::NameTaken => Written::NameTaken,
+        RuleWrite::NotFound => Written::NotFound,
     }
 }
 
@@ -39,32 +69,12 @@ fn limit(n: Option<i64>) -> Result<i64, ApiError> {
     request_body(content = RuleSpec, content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = crate::db::alerts::StoredRule, headers(("Location" = String, description = "URL of the new resource"))),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 409, description = "The name is taken", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+        BadBody, Unauthorized, NameTaken, TooLarge
     )
 )]
 #[post("/api/v1/alert-rules")]
 pub async fn create_rule(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    let spec = parse_rule(&body)?;
-    match store::create_rule(&state.pool, &spec).await? {
-        RuleWrite::Ok(r) => {
-            crate::db::audit::record(
-                &state.pool,
-                &a.actor,
-                "create",
-                "alert_rule",
-                &r.id.to_string(),
-                None,
-                crate::db::audit::json(&r),
-            )
-            .await;
-            Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/alert-rules/{}", r.id))).json(r))
-        }
-        RuleWrite::NameTaken => Err(ApiError::conflict("name", format!("an alert rule named {:?} exists", spec.name))),
-        RuleWrite::NotFound => Err(ApiError::internal("created alert rule vanished")),
-    }
+    crud::create::<Rules>(a, state, body).await
 }
 
 /// Lists user rules.
@@ -74,7 +84,7 @@ pub async fn create_rule(a: ApiAuth, state: web::Data<AppState>, body: web::Byte
     security(("api" = [])),
     responses(
         (status = 200, description = "User alert rules", body = Vec<crate::db::alerts::StoredRule>),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        Unauthorized
     )
 )]
 #[get("/api/v1/alert-rules")]
@@ -90,9 +100,7 @@ pub async fn list_rules(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpR
     params(("id" = uuid::Uuid, Path, description = "Rule id")),
     responses(
         (status = 200, description = "The rule", body = crate::db::alerts::StoredRule),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
+        BadPath, Unauthorized, NotFound
     )
 )]
 #[get("/api/v1/alert-rules/{id}")]
@@ -101,11 +109,7 @@ pub async fn get_rule(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    match store::rule(&state.pool, id).await? {
-        Some(r) => Ok(HttpResponse::Ok().json(r)),
-        None => Err(ApiError::not_found(format!("no alert rule {id}"))),
-    }
+    crud::get::<Rules>(state, id).await
 }
 
 /// Replaces a user rule.
@@ -117,11 +121,7 @@ pub async fn get_rule(
     request_body(content = RuleSpec, content_type = "application/json"),
     responses(
         (status = 200, description = "Replaced", body = crate::db::alerts::StoredRule),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError),
-        (status = 409, description = "The name is taken", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+        BadBody, Unauthorized, NotFound, NameTaken, TooLarge
     )
 )]
 #[put("/api/v1/alert-rules/{id}")]
@@ -131,27 +131,7 @@ pub async fn update_rule(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    let spec = parse_rule(&body)?;
-    let before = store::rule(&state.pool, id).await?;
-    match store::update_rule(&state.pool, id, &spec).await? {
-        RuleWrite::Ok(r) => {
-            let b = before.as_ref().and_then(crate::db::audit::json);
-            crate::db::audit::record(
-                &state.pool,
-                &a.actor,
-                "update",
-                "alert_rule",
-                &id.to_string(),
-                b,
-                crate::db::audit::json(&r),
-            )
-            .await;
-            Ok(HttpResponse::Ok().json(r))
-        }
-        RuleWrite::NameTaken => Err(ApiError::conflict("name", format!("an alert rule named {:?} exists", spec.name))),
-        RuleWrite::NotFound => Err(ApiError::not_found(format!("no alert rule {id}"))),
-    }
+    crud::update::<Rules>(a, state, id, body).await
 }
 
 /// Deletes a user rule (204); its alerts resolve at the next evaluation.
@@ -164,9 +144,7 @@ pub async fn update_rule(
     params(("id" = uuid::Uuid, Path, description = "Rule id")),
     responses(
         (status = 204, description = "Deleted; its alerts resolve at the next evaluation"),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
+        BadPath, Unauthorized, NotFound
     )
 )]
 #[del("/api/v1/alert-rules/{id}")]
@@ -175,15 +153,7 @@ pub async fn delete_rule(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    let before = store::rule(&state.pool, id).await?;
-    if store::delete_rule(&state.pool, id).await? {
-        let b = before.as_ref().and_then(crate::db::audit::json);
-        crate::db::audit::record(&state.pool, &a.actor, "delete", "alert_rule", &id.to_string(), b, None).await;
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::not_found(format!("no alert rule {id}")))
-    }
+    crud::delete::<Rules>(a, state, id).await
 }
 
 /// Creates a silence (201).
@@ -194,9 +164,7 @@ pub async fn delete_rule(
     request_body(content = SilenceSpec, content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = crate::db::alerts::Silence, headers(("Location" = String, description = "URL of the new resource"))),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+        BadBody, Unauthorized, TooLarge
     )
 )]
 #[post("/api/v1/silences")]
@@ -208,17 +176,7 @@ pub async fn create_silence(
     let spec: SilenceSpec = super::doc::parse_body(&body)?;
     let (start, end) = spec.validate(Utc::now())?;
     let by = spec.created_by.as_deref().unwrap_or("api");
-    let s = store::create_silence(&state.pool, &spec.matchers, spec.comment.trim(), by, start, end).await?;
-    crate::db::audit::record(
-        &state.pool,
-        &a.actor,
-        "create",
-        "silence",
-        &s.id.to_string(),
-        None,
-        crate::db::audit::json(&s),
-    )
-    .await;
+    let s = silence_from::record(&state.pool, &spec, by, &a.actor, (start, end)).await?;
     Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/silences/{}", s.id))).json(s))
 }
 
@@ -282,8 +240,7 @@ pub struct Receivers {
     params(SilenceQuery),
     responses(
         (status = 200, description = "Silences in force or upcoming (all with all=true)", body = Vec<crate::db::alerts::Silence>),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        BadPath, Unauthorized
     )
 )]
 #[get("/api/v1/silences")]
@@ -305,9 +262,8 @@ pub async fn list_silences(
     params(("id" = uuid::Uuid, Path, description = "Silence id")),
     responses(
         (status = 204, description = "Expired now"),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such silence in force", body = ApiError)
+        (status = 404, description = "No such silence in force", body = ApiError),
+        BadPath, Unauthorized
     )
 )]
 #[del("/api/v1/silences/{id}")]
@@ -316,13 +272,9 @@ pub async fn expire_silence(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    if store::expire_silence(&state.pool, id, Utc::now()).await? {
-        crate::db::audit::record(&state.pool, &a.actor, "expire", "silence", &id.to_string(), None, None).await;
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::not_found(format!("no silence {id} in force")))
-    }
+    let id = crud::parse_uuid(&id)?;
+    let expired = silence_from::expire(&state.pool, id, &a.actor, Utc::now()).await?;
+    crud::no_content(expired, || format!("no silence {id} in force"))
 }
 
 /// Adds a webhook receiver (201); the secret is stored to sign deliveries and never returned.
@@ -333,10 +285,7 @@ pub async fn expire_silence(
     request_body(content = WebhookSpec, content_type = "application/json"),
     responses(
         (status = 201, description = "Created (the secret is never returned)", body = WebhookView, headers(("Location" = String, description = "URL of the new resource"))),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 409, description = "The name is taken", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+        BadBody, Unauthorized, NameTaken, TooLarge
     )
 )]
 #[post("/api/v1/webhooks")]
@@ -384,7 +333,7 @@ pub async fn create_webhook(
     security(("api" = [])),
     responses(
         (status = 200, description = "Receivers: PagerDuty (whether configured) and webhooks (no secrets)", body = Receivers),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        Unauthorized
     )
 )]
 #[get("/api/v1/webhooks")]
@@ -424,9 +373,7 @@ pub async fn list_webhooks(_a: ApiAuth, state: web::Data<AppState>) -> Result<Ht
     params(("id" = uuid::Uuid, Path, description = "Webhook id")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
+        BadPath, Unauthorized, NotFound
     )
 )]
 #[del("/api/v1/webhooks/{id}")]
@@ -435,13 +382,10 @@ pub async fn delete_webhook(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    if store::delete_webhook(&state.pool, id).await? {
-        crate::db::audit::record(&state.pool, &a.actor, "delete", "webhook", &id.to_string(), None, None).await;
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::not_found(format!("no webhook {id}")))
-    }
+    let id = crud::parse_uuid(&id)?;
+    let deleted = store::delete_webhook(&state.pool, id).await?;
+    let key = id.to_string();
+    crud::audited(&state, &a.actor, deleted, Change::of("delete", "webhook", &key), || format!("no webhook {id}")).await
 }
 
 /// `?state=pending|firing|resolved&limit=N`.
@@ -477,8 +421,7 @@ pub enum InstanceState {
     params(InstanceQuery),
     responses(
         (status = 200, description = "Alert instances, newest first", body = Vec<crate::db::alerts::Instance>),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        BadPath, Unauthorized
     )
 )]
 #[get("/api/v1/alert-instances")]
@@ -487,12 +430,8 @@ pub async fn instances(
     state: web::Data<AppState>,
     q: web::Query<InstanceQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(s) = &q.state
-        && !matches!(s.as_str(), "pending" | "firing" | "resolved")
-    {
-        return Err(ApiError::field("state", "must be pending, firing or resolved"));
-    }
-    Ok(HttpResponse::Ok().json(store::instances(&state.pool, q.state.as_deref(), limit(q.limit)?).await?))
+    paging::one_of("state", q.state.as_deref(), &["pending", "firing", "resolved"])?;
+    Ok(HttpResponse::Ok().json(store::instances(&state.pool, q.state.as_deref(), paging::limit(q.limit)?).await?))
 }
 
 /// `?state=pending|delivered|failed&limit=N`.
@@ -528,8 +467,7 @@ pub enum DeliveryState {
     params(DeliveryQuery),
     responses(
         (status = 200, description = "Outbox rows, newest first", body = Vec<crate::db::alerts::DeliveryRow>),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        BadPath, Unauthorized
     )
 )]
 #[get("/api/v1/alert-deliveries")]
@@ -538,10 +476,6 @@ pub async fn deliveries(
     state: web::Data<AppState>,
     q: web::Query<DeliveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(s) = &q.state
-        && !matches!(s.as_str(), "pending" | "delivered" | "failed")
-    {
-        return Err(ApiError::field("state", "must be pending, delivered or failed"));
-    }
-    Ok(HttpResponse::Ok().json(store::deliveries(&state.pool, q.state.as_deref(), limit(q.limit)?).await?))
+    paging::one_of("state", q.state.as_deref(), &["pending", "delivered", "failed"])?;
+    Ok(HttpResponse::Ok().json(store::deliveries(&state.pool, q.state.as_deref(), paging::limit(q.limit)?).await?))
 }

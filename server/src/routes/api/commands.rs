@@ -12,6 +12,7 @@ use crate::db;
 use crate::delivery::Wake;
 use crate::error::{ApiError, parse_json};
 use crate::state::AppState;
+use super::responses::{AgentForbidden, BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 
 /// Longest long poll a client may ask for, seconds.
 pub const MAX_WAIT_SECS: u64 = 60;
@@ -58,9 +59,7 @@ fn check_node(auth: &AgentAuth, agent_id: &str) -> Result<(), ApiError> {
     params(PollQuery),
     responses(
         (status = 200, description = "Due commands as soon as there are any, else none after wait_s", body = gpu_agent::protocol::CommandPoll),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 403, description = "The credential may not act for this node or deployment, or the shared agent token may not write (agent_token_can_write off)", body = ApiError)
+        BadPath, Unauthorized, AgentForbidden
     )
 )]
 #[get("/api/v1/commands")]
@@ -107,10 +106,7 @@ pub async fn poll(
     request_body(content = gpu_agent::protocol::CommandAck, content_type = "application/json"),
     responses(
         (status = 200, description = "Receipts and results recorded", body = AckCounts),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 403, description = "The credential may not act for this node or deployment, or the shared agent token may not write (agent_token_can_write off)", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+        BadBody, Unauthorized, AgentForbidden, TooLarge
     )
 )]
 #[post("/api/v1/commands/ack")]
@@ -132,9 +128,7 @@ pub async fn ack(auth: AgentAuth, state: web::Data<AppState>, body: web::Bytes) 
     params(("id" = uuid::Uuid, Path, description = "Command id")),
     responses(
         (status = 200, description = "The command's life", body = crate::db::commands::CommandRecord),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
+        BadPath, Unauthorized, NotFound
     )
 )]
 #[get("/api/v1/commands/{id}")]
@@ -154,7 +148,7 @@ pub async fn get_one(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<Stri
     params(("node" = String, Path, description = "Node id")),
     responses(
         (status = 200, description = "The node's newest commands (at most 100)", body = Vec<crate::db::commands::CommandRecord>),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        Unauthorized
     )
 )]
 #[get("/api/v1/nodes/{node}/commands")]
@@ -175,8 +169,7 @@ pub async fn of_node(
     params(("node" = String, Path, description = "Node id")),
     responses(
         (status = 202, description = "Queued", body = ProbeQueued),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
+        Unauthorized, NotFound
     )
 )]
 #[post("/api/v1/nodes/{node}/probe")]
@@ -198,7 +191,7 @@ pub async fn probe(a: ApiAuth, state: web::Data<AppState>, node: web::Path<Strin
     params(("node" = String, Path, description = "Node id")),
     responses(
         (status = 200, description = "The latest probe result of each GPU", body = Vec<crate::db::commands::ProbeRecord>),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        Unauthorized
     )
 )]
 #[get("/api/v1/nodes/{node}/probes")]

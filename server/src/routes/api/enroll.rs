@@ -16,6 +16,7 @@ use crate::auth::ApiAuth;
 use crate::db::enroll::{self as store, Enrolled, Refused};
 use crate::error::ApiError;
 use crate::state::AppState;
+use super::responses::{BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 
 fn random_token(prefix: &str) -> String {
     let bytes: [u8; 32] = rand::rng().random();
@@ -123,9 +124,7 @@ fn default_uses() -> u32 {
     request_body(content = NewToken, content_type = "application/json", description = "An empty body takes every default"),
     responses(
         (status = 201, description = "Created: the token (shown once) and the install command", body = NewTokenView),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+        BadBody, Unauthorized, TooLarge
     )
 )]
 #[post("/api/v1/enrollment-tokens")]
@@ -237,11 +236,11 @@ fn valid_node_id(s: &str) -> bool {
     request_body(content = Enroll, content_type = "application/json"),
     responses(
         (status = 200, description = "Enrolled: the node's credential", body = EnrolledNode),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
         (status = 401, description = "Enrollment token unknown, expired or used up", body = ApiError),
         (status = 409, description = "The node id is enrolled already and no operator allowed a re-enrollment", body = ApiError),
         (status = 413, description = "Body larger than ingest.small_body_bytes", body = ApiError),
-        (status = 429, description = "Too many failed enrollments from this address: retry after Retry-After", body = ApiError, headers(("Retry-After" = u32, description = "Seconds")))
+        (status = 429, description = "Too many failed enrollments from this address: retry after Retry-After", body = ApiError, headers(("Retry-After" = u32, description = "Seconds"))),
+        BadBody
     )
 )]
 #[post("/api/v1/enroll")]
@@ -307,7 +306,7 @@ pub async fn enroll(
     security(("api" = [])),
     responses(
         (status = 200, description = "Enrolled nodes", body = Vec<crate::db::enroll::Enrollment>),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        Unauthorized
     )
 )]
 #[get("/api/v1/enrollments")]
@@ -322,7 +321,7 @@ pub async fn enrollments(_a: ApiAuth, state: web::Data<AppState>) -> Result<Http
     security(("api" = [])),
     responses(
         (status = 200, description = "Enrollment tokens (never the tokens), newest first", body = Vec<crate::db::enroll::TokenInfo>),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        Unauthorized
     )
 )]
 #[get("/api/v1/enrollment-tokens")]
@@ -338,9 +337,7 @@ pub async fn list_tokens(_a: ApiAuth, state: web::Data<AppState>) -> Result<Http
     params(("id" = uuid::Uuid, Path, description = "Token id")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
+        BadPath, Unauthorized, NotFound
     )
 )]
 #[delete("/api/v1/enrollment-tokens/{id}")]
@@ -369,9 +366,7 @@ fn node_path(node: &str) -> Result<&str, ApiError> {
     params(("node_id" = String, Path, description = "Node id (1..=128 letters, digits, `.`, `-`, `_`)", pattern = r"^[A-Za-z0-9._-]{1,128}$")),
     responses(
         (status = 204, description = "Revoked: the node's uploads get 401"),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
+        BadPath, Unauthorized, NotFound
     )
 )]
 #[delete("/api/v1/enrollments/{node_id}")]
@@ -397,9 +392,7 @@ pub async fn revoke_node(
     params(("node_id" = String, Path, description = "Node id (1..=128 letters, digits, `.`, `-`, `_`)", pattern = r"^[A-Za-z0-9._-]{1,128}$")),
     responses(
         (status = 201, description = "Granted for an hour", body = ReenrollGrant),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
+        BadPath, Unauthorized, NotFound
     )
 )]
 #[post("/api/v1/enrollments/{node_id}/re-enroll")]
@@ -436,10 +429,7 @@ pub struct Deployments {
     request_body(content = Deployments, content_type = "application/json"),
     responses(
         (status = 200, description = "Replaced", body = NodeDeployments),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+        BadBody, Unauthorized, NotFound, TooLarge
     )
 )]
 #[put("/api/v1/enrollments/{node_id}/deployments")]
@@ -469,7 +459,7 @@ pub async fn set_deployments(
     security(("api" = [])),
     responses(
         (status = 200, description = "The latest 1000 enrollment events, newest first", body = Vec<crate::db::enroll::Event>),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        Unauthorized
     )
 )]
 #[get("/api/v1/enrollment-events")]

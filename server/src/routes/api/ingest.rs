@@ -7,6 +7,7 @@ use crate::auth::AgentAuth;
 use crate::error::{ApiError, parse_json};
 use crate::ingest::{StoreFailure, SubmitError};
 use crate::state::AppState;
+use super::responses::{AgentForbidden, BadBody, NotStored, QueueFull, TooLarge, Unauthorized};
 
 /// Stores a batch once (idempotent on `(agent_id, seq)`) and answers only after it is committed.
 #[utoipa::path(
@@ -16,12 +17,7 @@ use crate::state::AppState;
     request_body(content = gpu_agent::protocol::Batch, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored (or already stored) and committed; carries the agent's due commands", body = gpu_agent::protocol::BatchAck),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 403, description = "The credential may not act for this node or deployment, or the shared agent token may not write (agent_token_can_write off)", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError),
-        (status = 429, description = "Ingest queue full: retry after Retry-After", body = ApiError, headers(("Retry-After" = u32, description = "Seconds"))),
-        (status = 503, description = "Not stored: retry after Retry-After", body = ApiError, headers(("Retry-After" = u32, description = "Seconds")))
+        BadBody, Unauthorized, AgentForbidden, TooLarge, QueueFull, NotStored
     )
 )]
 #[post("/api/v1/ingest")]
@@ -43,12 +39,7 @@ pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Byte
     request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "snappy (block format) compressed prometheus.WriteRequest; send with Content-Encoding: snappy and X-Prometheus-Remote-Write-Version: 0.1.0"),
     responses(
         (status = 204, description = "Stored (or already stored: a retried request is idempotent)"),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 403, description = "The credential may not act for this node or deployment, or the shared agent token may not write (agent_token_can_write off)", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError),
-        (status = 429, description = "Ingest queue full: retry after Retry-After", body = ApiError, headers(("Retry-After" = u32, description = "Seconds"))),
-        (status = 503, description = "Not stored: retry after Retry-After", body = ApiError, headers(("Retry-After" = u32, description = "Seconds")))
+        BadBody, Unauthorized, AgentForbidden, TooLarge, QueueFull, NotStored
     )
 )]
 #[post("/api/v1/write")]

@@ -9,6 +9,7 @@ use crate::auth::ApiAuth;
 use crate::db;
 use crate::error::ApiError;
 use crate::state::AppState;
+use super::responses::{BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 
 /// Largest page.
 pub const MAX_LIMIT: i64 = 1000;
@@ -122,8 +123,7 @@ pub struct OpportunityPage {
     params(ListQuery),
     responses(
         (status = 200, description = "Highest expected value first, with the total matching", body = OpportunityPage),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        BadPath, Unauthorized
     )
 )]
 #[get("/api/v1/opportunities")]
@@ -166,9 +166,7 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
     params(("id" = i64, Path, description = "Opportunity id", minimum = 1)),
     responses(
         (status = 200, description = "The opportunity with its evidence", body = crate::db::opportunities::StoredOpportunity),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
+        BadPath, Unauthorized, NotFound
     )
 )]
 #[get("/api/v1/opportunities/{id}")]
@@ -203,11 +201,8 @@ pub struct Dismissal {
     request_body(content = Dismissal, content_type = "application/json"),
     responses(
         (status = 200, description = "Dismissed", body = crate::db::opportunities::StoredOpportunity),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError),
         (status = 409, description = "The opportunity is closed", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+        BadBody, Unauthorized, NotFound, TooLarge
     )
 )]
 #[post("/api/v1/opportunities/{id}/dismiss")]
@@ -256,8 +251,8 @@ pub async fn dismiss(
     security(("api" = [])),
     responses(
         (status = 200, description = "The fleet's idle capacity over the latest window", body = crate::db::idle::IdleRow),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No figure yet: the opportunities refresher has not run", body = ApiError)
+        (status = 404, description = "No figure yet: the opportunities refresher has not run", body = ApiError),
+        Unauthorized
     )
 )]
 #[get("/api/v1/idle-capacity")]
@@ -341,8 +336,7 @@ pub struct NodeGroupsView {
     params(AnomalyQuery),
     responses(
         (status = 200, description = "Anomaly events, newest first", body = Vec<crate::db::anomalies::StoredAnomaly>),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        BadPath, Unauthorized
     )
 )]
 #[get("/api/v1/anomalies")]
@@ -384,7 +378,7 @@ pub async fn anomalies(
     security(("api" = [])),
     responses(
         (status = 200, description = "The latest workload grouping of nodes", body = NodeGroupsView),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        Unauthorized
     )
 )]
 #[get("/api/v1/node-groups")]

@@ -7,6 +7,7 @@ use crate::auth::ApiAuth;
 use crate::db;
 use crate::error::ApiError;
 use crate::state::AppState;
+use super::responses::{BadPath, Unauthorized};
 
 /// `?limit=N` (1..=1000, default 100).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -36,8 +37,7 @@ impl Limit {
     params(Limit),
     responses(
         (status = 200, description = "Decisions, newest first, with the winning proposal and the reason", body = Vec<crate::db::dashboard::DecisionRow>),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        BadPath, Unauthorized
     )
 )]
 #[get("/api/v1/decisions")]
@@ -97,8 +97,7 @@ pub struct NodesView {
     params(AlertQuery),
     responses(
         (status = 200, description = "Incidents (one per alert group), newest first", body = Vec<crate::db::alerts::Incident>),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        BadPath, Unauthorized
     )
 )]
 #[get("/api/v1/alerts")]
@@ -139,7 +138,7 @@ pub async fn alerts(
     security(("api" = [])),
     responses(
         (status = 200, description = "Nodes and their GPUs' latest readings", body = NodesView),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        Unauthorized
     )
 )]
 #[get("/api/v1/nodes")]

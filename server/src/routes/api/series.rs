@@ -9,6 +9,7 @@ use crate::auth::ApiAuth;
 use crate::db::series;
 use crate::error::ApiError;
 use crate::state::AppState;
+use super::responses::{BadPath, Unauthorized};
 
 /// `?from=RFC3339&to=RFC3339` (default: the last hour).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -52,8 +53,7 @@ impl Range {
     params(("node" = String, Path, description = "Node id"), ("gpu" = i32, Path, description = "GPU index"), Range),
     responses(
         (status = 200, description = "The GPU's series: raw up to 2 h, 1-minute rollups up to 3 days, hourly beyond", body = serde_json::Value),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        BadPath, Unauthorized
     )
 )]
 #[get("/api/v1/gpus/{node}/{gpu}/series")]
@@ -77,8 +77,7 @@ pub async fn gpu(
     params(("namespace" = String, Path, description = "Namespace (a Kubernetes name)", pattern = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"), ("name" = String, Path, description = "Deployment name (a Kubernetes name)", pattern = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"), Range),
     responses(
         (status = 200, description = "The deployment's serving series", body = serde_json::Value),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        BadPath, Unauthorized
     )
 )]
 #[get("/api/v1/deployments/{namespace}/{name}/series")]
@@ -128,8 +127,7 @@ pub struct MetricQuery {
     params(("namespace" = String, Path, description = "Namespace (a Kubernetes name)", pattern = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"), ("name" = String, Path, description = "Deployment name (a Kubernetes name)", pattern = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"), MetricQuery),
     responses(
         (status = 200, description = "The metric summed over replicas per bucket", body = serde_json::Value),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        BadPath, Unauthorized
     )
 )]
 #[get("/api/v1/deployments/{namespace}/{name}/metric")]
@@ -166,7 +164,7 @@ pub async fn deployment_metric(
     security(("api" = [])),
     responses(
         (status = 200, description = "Fleet overview", body = crate::db::series::FleetOverview),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        Unauthorized
     )
 )]
 #[get("/api/v1/fleet")]

@@ -10,6 +10,7 @@ use crate::auth::{ApiAuth, Scope};
 use crate::db;
 use crate::error::ApiError;
 use crate::state::AppState;
+use super::responses::{BadBody, TooLarge, Unauthorized};
 
 /// A new API token.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -67,7 +68,7 @@ fn view(t: &db::api_tokens::ApiToken) -> Value {
     security(("api" = [])),
     responses(
         (status = 200, description = "Every token, live first", body = ApiTokenList),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        Unauthorized
     )
 )]
 #[get("/api/v1/tokens")]
@@ -83,10 +84,8 @@ pub async fn list(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpRespons
     request_body(content = NewToken, content_type = "application/json"),
     responses(
         (status = 201, description = "Created, with its secret (shown once)", body = ApiTokenWithSecret),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
         (status = 409, description = "A live token has that name", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
+        BadBody, Unauthorized, TooLarge
     )
 )]
 #[post("/api/v1/tokens")]
@@ -121,8 +120,8 @@ pub async fn create(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) ->
     responses(
         (status = 200, description = "Rotated, with its new secret (shown once)", body = ApiTokenWithSecret),
         (status = 400, description = "Bad path parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such live token", body = ApiError)
+        (status = 404, description = "No such live token", body = ApiError),
+        Unauthorized
     )
 )]
 #[post("/api/v1/tokens/{id}/rotate")]
@@ -155,8 +154,8 @@ pub async fn rotate(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String
     responses(
         (status = 204, description = "Revoked"),
         (status = 400, description = "Bad path parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such live token", body = ApiError)
+        (status = 404, description = "No such live token", body = ApiError),
+        Unauthorized
     )
 )]
 #[delete("/api/v1/tokens/{id}")]
@@ -209,7 +208,7 @@ pub struct AuditQuery {
     responses(
         (status = 200, description = "Entries, newest first", body = AuditPage),
         (status = 400, description = "Bad query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
+        Unauthorized
     )
 )]
 #[get("/api/v1/audit")]

@@ -6,6 +6,7 @@ use crate::auth::ApiAuth;
 use crate::db::users;
 use crate::error::ApiError;
 use crate::state::AppState;
+use super::responses::{NotFound, Unauthorized};
 
 /// `POST /api/v1/users/{username}/disable`: the user can no longer log in; its sessions end now.
 #[utoipa::path(
@@ -15,8 +16,7 @@ use crate::state::AppState;
     params(("username" = String, Path, description = "Dashboard user name")),
     responses(
         (status = 204, description = "Disabled; its sessions ended"),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
+        Unauthorized, NotFound
     )
 )]
 #[post("/api/v1/users/{username}/disable")]
@@ -41,8 +41,7 @@ pub async fn disable(
     params(("username" = String, Path, description = "Dashboard user name")),
     responses(
         (status = 204, description = "Deleted with its sessions"),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
+        Unauthorized, NotFound
     )
 )]
 #[delete("/api/v1/users/{username}")]

@@ -289,9 +289,26 @@ pub async fn logout(
     Ok(r)
 }
 
+/// Why the bootstrap operator could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The users table could not be read or written.
+    #[error("users table: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The blocking task that hashes or verifies the password did not finish.
+    #[error("password task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The password could not be hashed.
+    #[error("hashing the admin password: {0}")]
+    Hash(argon2::password_hash::Error),
+}
+
 /// Creates or resets the bootstrap operator from `dashboard.admin_user`/`admin_password` (if a password is
 /// set and the stored one differs).
-pub async fn bootstrap_admin(pool: &sqlx::PgPool, settings: &crate::config::DashboardSettings) -> anyhow::Result<()> {
+pub async fn bootstrap_admin(
+    pool: &sqlx::PgPool,
+    settings: &crate::config::DashboardSettings,
+) -> Result<(), BootstrapError> {
     if settings.admin_password.is_empty() {
         return Ok(());
     }
@@ -306,9 +323,8 @@ pub async fn bootstrap_admin(pool: &sqlx::PgPool, settings: &crate::config::Dash
         _ => false,
     };
     if !up_to_date {
-        let hash = tokio::task::spawn_blocking(move || users::hash_password(&password))
-            .await?
-            .map_err(|e| anyhow::anyhow!("hashing the admin password: {e}"))?;
+        let hash =
+            tokio::task::spawn_blocking(move || users::hash_password(&password)).await?.map_err(BootstrapError::Hash)?;
         users::upsert(pool, &user, &hash, Role::Operator).await?;
         tracing::info!(user = %user, "dashboard bootstrap operator set from configuration");
     }
