@@ -1,7 +1,6 @@
 //! Anomaly events: the list (filters, time range, sorting, paging), and their words and links, which the
 //! node and GPU pages reuse for their chart markers.
 
-use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
@@ -212,9 +211,8 @@ pub struct AnomaliesTemplate {
 pub async fn list(
     state: web::Data<AppState>,
     user: WebUser,
-    q: web::Query<HashMap<String, String>>,
+    p: Params,
 ) -> Result<HttpResponse, WebError> {
-    let p = Params::new(q);
     let node = p.text("node")?;
     let gpu = match p.text("gpu")? {
         None => None,
@@ -271,8 +269,7 @@ pub async fn list(
         ("range", range.key),
         ("sort", sort),
     ]);
-    let mut chrome = user.chrome(&state, "Anomalies", "anomalies");
-    chrome.fragment = p.fragment();
+    let chrome = user.list_chrome(&state, "Anomalies", "anomalies", &p);
     let t = AnomaliesTemplate {
         chrome,
         severities: super::options(SEVERITIES, severity),

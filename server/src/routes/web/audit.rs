@@ -1,6 +1,5 @@
 //! The audit log page: who changed what, when, with the object before and after.
 
-use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
@@ -48,9 +47,8 @@ fn shown(v: Option<&serde_json::Value>) -> String {
 pub async fn page(
     state: web::Data<AppState>,
     user: WebUser,
-    q: web::Query<HashMap<String, String>>,
+    p: Params,
 ) -> Result<HttpResponse, WebError> {
-    let p = Params::new(q);
     let kind = p.text("kind")?.unwrap_or_default();
     let before = match p.text("before")?.unwrap_or_default().as_str() {
         "" => None,

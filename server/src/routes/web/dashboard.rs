@@ -218,16 +218,14 @@ pub async fn index(
     state: web::Data<AppState>,
     caches: web::Data<WebCaches>,
     user: WebUser,
-    q: web::Query<HashMap<String, String>>,
+    params: Params,
 ) -> Result<HttpResponse, WebError> {
-    let params = Params::new(q);
     let page = params.page()?;
     let now = Utc::now();
     let data = caches.overview.page(&state.pool, state.settings.alerts.node_silent_secs, page).await?;
     let OverviewData { tiles, slow, node_total, .. } = &*data;
     let d = &state.settings.dashboard;
-    let mut chrome = user.chrome(&state, "Fleet", "fleet");
-    chrome.fragment = params.fragment();
+    let chrome = user.list_chrome(&state, "Fleet", "fleet", &params);
     let t = IndexTemplate {
         chrome,
         gpus_reporting: tiles.gpus_reporting,

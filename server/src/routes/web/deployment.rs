@@ -46,9 +46,8 @@ pub async fn list(
     state: web::Data<AppState>,
     caches: web::Data<WebCaches>,
     user: WebUser,
-    q: web::Query<HashMap<String, String>>,
+    params: Params,
 ) -> Result<HttpResponse, WebError> {
-    let params = Params::new(q);
     let now = Utc::now();
     let (rows, policies) = tokio::try_join!(
         async { Ok::<_, WebError>(db::dashboard::deployments(&state.pool).await?) },
@@ -83,8 +82,7 @@ pub async fn list(
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut chrome = user.chrome(&state, "Deployments", "deployments");
-    chrome.fragment = params.fragment();
+    let chrome = user.list_chrome(&state, "Deployments", "deployments", &params);
     render(&DeploymentsTemplate { chrome, deployments: out }, StatusCode::OK)
 }
 
@@ -363,9 +361,8 @@ pub async fn page(
     caches: web::Data<WebCaches>,
     user: WebUser,
     path: web::Path<(String, String)>,
-    q: web::Query<HashMap<String, String>>,
+    params: Params,
 ) -> Result<HttpResponse, WebError> {
-    let params = Params::new(q);
     let range = params.range()?;
     let (ns, name) = path.into_inner();
     let deployment = format!("{ns}/{name}");
@@ -579,8 +576,7 @@ pub async fn page(
     }
     let replicas = replica_views(&state, now, range.key, replicas, batching, events);
     let chart = chart::time_chart("deployment-chart", &[demand, latency, replicas_panel], ms(range.from), end_ms);
-    let mut chrome = user.chrome(&state, format!("Deployment {deployment}"), "deployments");
-    chrome.fragment = params.fragment();
+    let chrome = user.list_chrome(&state, format!("Deployment {deployment}"), "deployments", &params);
     let t = DeploymentTemplate {
         chrome,
         anomalies_link: format!(

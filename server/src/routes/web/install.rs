@@ -1,7 +1,6 @@
 //! The agent install: the install page (a fresh enrollment token and its one-line command, enrolled nodes),
 //! `/install.sh` (with this server's URL baked in) and the agent binary.
 
-use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
@@ -10,7 +9,7 @@ use chrono::{Duration, Utc};
 use rand::Rng as _;
 
 use super::session::WebUser;
-use super::{Chrome, WebError, ago, render};
+use super::{Chrome, Submitted, WebError, ago, render};
 use crate::db;
 use crate::routes::api::enroll::public_url;
 use crate::state::AppState;
@@ -64,8 +63,7 @@ async fn install_page(
             (format!("curl -fsSL {url}/install.sh | sudo sh -s -- --token <enrollment token>"), String::new(), false)
         }
     };
-    let mut chrome = user.chrome(state, "Install an agent", "install");
-    chrome.refresh_secs = 0;
+    let chrome = user.still_chrome(state, "Install an agent", "install");
     render(&InstallTemplate { chrome, command, token_expires, fresh, enrolled }, StatusCode::OK)
 }
 
@@ -77,15 +75,10 @@ pub async fn page(state: web::Data<AppState>, user: WebUser, req: HttpRequest) -
 
 /// `POST /install/token`: a fresh enrollment token (1 hour, 50 nodes), shown once with its command.
 #[post("/install/token")]
-pub async fn create_token(
-    state: web::Data<AppState>,
-    user: WebUser,
-    req: HttpRequest,
-    form: web::Form<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    user.may_act(form.get("csrf").map(String::as_str))?;
+pub async fn create_token(state: web::Data<AppState>, req: HttpRequest, form: Submitted) -> Result<HttpResponse, WebError> {
+    let user = &form.user;
     let deployments = crate::routes::api::enroll::parse_deployment_patterns(
-        form.get("deployments").map(String::as_str).unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()),
+        form.get("deployments").split(',').map(str::trim).filter(|s| !s.is_empty()),
     )
     .map_err(|message| WebError::BadRequest { field: "deployments".into(), message })?;
     let bytes: [u8; 32] = rand::rng().random();
@@ -96,7 +89,7 @@ pub async fn create_token(
     tracing::info!(user = %user.name, "enrollment token created from the dashboard");
     let after = serde_json::json!({"expires_at": expires, "max_uses": 50, "deployments": deployments});
     db::audit::record(&state.pool, &user.actor(), "create", "enrollment_token", &token[..12], None, Some(after)).await;
-    install_page(&state, &user, &req, Some((token, expires.format("%Y-%m-%d %H:%M UTC").to_string()))).await
+    install_page(&state, user, &req, Some((token, expires.format("%Y-%m-%d %H:%M UTC").to_string()))).await
 }
 
 /// `POST /install/nodes/{node}/re-enroll`: an operator allows the node's next enrollment (one time, one
@@ -104,12 +97,11 @@ pub async fn create_token(
 #[post("/install/nodes/{node}/re-enroll")]
 pub async fn reenroll(
     state: web::Data<AppState>,
-    user: WebUser,
     req: HttpRequest,
     node: web::Path<String>,
-    form: web::Form<HashMap<String, String>>,
+    form: Submitted,
 ) -> Result<HttpResponse, WebError> {
-    user.may_act(form.get("csrf").map(String::as_str))?;
+    let user = &form.user;
     let expires = Utc::now() + Duration::hours(1);
     if !db::enroll::grant_reenroll(&state.pool, &node, &format!("dashboard: {}", user.name), expires).await? {
         return Err(WebError::NotFound(format!("node {node:?} is not enrolled")));
@@ -117,7 +109,7 @@ pub async fn reenroll(
     tracing::info!(user = %user.name, node = %node, "re-enrollment granted from the dashboard");
     let after = serde_json::json!({"expires_at": expires});
     db::audit::record(&state.pool, &user.actor(), "grant-re-enroll", "node", &node, None, Some(after)).await;
-    install_page(&state, &user, &req, None).await
+    install_page(&state, user, &req, None).await
 }
 
 const SCRIPT: &str = include_str!("../../../../scripts/install-agent.sh");

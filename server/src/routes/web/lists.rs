@@ -51,10 +51,9 @@ pub async fn decisions(
     state: web::Data<AppState>,
     caches: web::Data<WebCaches>,
     user: WebUser,
-    q: web::Query<HashMap<String, String>>,
+    p: Params,
 ) -> Result<HttpResponse, WebError> {
     const OUTCOMES: &[&str] = &["all", "changed", "applied", "dry_run", "failed"];
-    let p = Params::new(q);
     let target = p.text("target")?;
     let outcome_key = p.choice("outcome", OUTCOMES)?;
     let sort = p.choice("sort", SORTS)?;
@@ -85,8 +84,7 @@ pub async fn decisions(
     let now = Utc::now();
     let target = target.unwrap_or_default();
     let base = query_string(&[("target", target.as_str()), ("outcome", outcome_key), ("sort", sort)]);
-    let mut chrome = user.chrome(&state, "Decisions", "decisions");
-    chrome.fragment = p.fragment();
+    let chrome = user.list_chrome(&state, "Decisions", "decisions", &p);
     let t = DecisionsTemplate {
         chrome,
         outcomes: super::options(OUTCOMES, outcome_key),
@@ -167,12 +165,11 @@ pub struct AlertsTemplate {
 pub async fn alerts(
     state: web::Data<AppState>,
     user: WebUser,
-    q: web::Query<HashMap<String, String>>,
+    p: Params,
 ) -> Result<HttpResponse, WebError> {
     const STATES: &[&str] = &["firing", "resolved", "all"];
     const SEVERITIES: &[&str] = &["any", "critical", "error", "warning", "info"];
     const ALERT_SORTS: &[&str] = &["newest", "oldest", "severity"];
-    let p = Params::new(q);
     let alert_state = p.choice("state", STATES)?;
     let severity = p.choice("severity", SEVERITIES)?;
     let search = p.text("q")?;
@@ -222,8 +219,7 @@ pub async fn alerts(
         ("q", search.as_str()),
         ("sort", sort),
     ]);
-    let mut chrome = user.chrome(&state, "Alerts", "alerts");
-    chrome.fragment = p.fragment();
+    let chrome = user.list_chrome(&state, "Alerts", "alerts", &p);
     let t = AlertsTemplate {
         chrome,
         states: super::options(STATES, alert_state),

@@ -1,6 +1,5 @@
 //! A node (its GPUs, agent status, probes, commands) and one GPU's series.
 
-use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
@@ -131,9 +130,8 @@ pub async fn node_page(
     caches: web::Data<WebCaches>,
     user: WebUser,
     path: web::Path<String>,
-    q: web::Query<HashMap<String, String>>,
+    params: Params,
 ) -> Result<HttpResponse, WebError> {
-    let params = Params::new(q);
     let range = params.range()?;
     let node = path.into_inner();
     let now = Utc::now();
@@ -177,8 +175,7 @@ pub async fn node_page(
         mark(&mut util, a, v, ms(range.to));
     }
     let chart = chart::time_chart("node-chart", &[util, power], ms(range.from), ms(range.to));
-    let mut chrome = user.chrome(&state, format!("Node {node}"), "fleet");
-    chrome.fragment = params.fragment();
+    let chrome = user.list_chrome(&state, format!("Node {node}"), "fleet", &params);
     let t = NodeTemplate {
         chrome,
         agent: agent_view(&state, now, detail),
@@ -252,9 +249,8 @@ pub async fn gpu_page(
     caches: web::Data<WebCaches>,
     user: WebUser,
     path: web::Path<(String, String)>,
-    q: web::Query<HashMap<String, String>>,
+    params: Params,
 ) -> Result<HttpResponse, WebError> {
-    let params = Params::new(q);
     let range = params.range()?;
     let (node, gpu) = path.into_inner();
     let gpu: i32 = gpu
@@ -318,8 +314,7 @@ pub async fn gpu_page(
         })
         .unwrap_or_else(|| "never probed".into());
     let anomalies_link = format!("/anomalies?node={}&gpu={gpu}&range={}", super::url_encode(&node), range.key);
-    let mut chrome = user.chrome(&state, format!("{node} GPU {gpu}"), "fleet");
-    chrome.fragment = params.fragment();
+    let chrome = user.list_chrome(&state, format!("{node} GPU {gpu}"), "fleet", &params);
     let t = GpuTemplate {
         chrome,
         node_link: format!("/nodes/{}", super::url_encode(&node)),

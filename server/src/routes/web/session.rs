@@ -9,7 +9,7 @@ use rand::Rng as _;
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
-use super::{Chrome, WebError, render};
+use super::{Chrome, Params, WebError, render};
 use crate::db::users::{self, Role};
 use crate::state::AppState;
 
@@ -98,6 +98,16 @@ impl WebUser {
             refresh_secs: state.settings.dashboard.refresh_secs,
             fragment: false,
         }
+    }
+
+    /// The chrome of a page that does not refresh itself (a form: a refresh would lose what is typed).
+    pub fn still_chrome(&self, state: &AppState, title: impl Into<String>, nav: &'static str) -> Chrome {
+        Chrome { refresh_secs: 0, ..self.chrome(state, title, nav) }
+    }
+
+    /// The chrome of a list page: only its live part when polled (`?fragment=1`).
+    pub fn list_chrome(&self, state: &AppState, title: impl Into<String>, nav: &'static str, p: &Params) -> Chrome {
+        Chrome { fragment: p.fragment(), ..self.chrome(state, title, nav) }
     }
 }
 
