@@ -20,8 +20,8 @@
 //! `alerts.opportunity_min_money_per_week`; severity `info`, in its own `opportunity/...` group so that a
 //! long-open cost incident never absorbs a later page about the same node).
 pub mod outbox;
-pub mod silence_from;
 pub mod rules;
+pub mod silence_from;
 pub mod targets;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -136,7 +136,8 @@ pub fn check(
 ) -> Result<(SilenceSpec, DateTime<Utc>, DateTime<Utc>), Refused> {
     let duration = req.duration.trim();
     let custom = duration == "custom";
-    let matchers = matchers(inc, req.scope.trim()).ok_or_else(|| refuse("scope", "choose one of the offered scopes"))?;
+    let matchers =
+        matchers(inc, req.scope.trim()).ok_or_else(|| refuse("scope", "choose one of the offered scopes"))?;
     let secs = match DURATIONS.iter().find(|(v, _, _)| *v == duration) {
         None => return Err(refuse("duration", "choose 1h, 4h, 24h or custom")),
         Some(_) if custom => parse_duration(&req.duration_custom)

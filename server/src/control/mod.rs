@@ -30,6 +30,7 @@ mod actuation;
 pub mod crd;
 mod error;
 pub mod leadership;
+pub mod preview;
 pub mod replay;
 pub mod shadow;
 pub mod snapshot;

@@ -7,15 +7,15 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::crud::{self, Change, Resource, Written};
 use super::paging;
+use super::responses::{BadBody, BadPath, NameTaken, NotFound, TooLarge, Unauthorized};
 use crate::alerts::rules::{RuleSpec, SilenceSpec, WebhookSpec};
 use crate::alerts::silence_from;
 use crate::auth::ApiAuth;
-use super::crud::{self, Change, Resource, Written};
 use crate::db::alerts::{self as store, RuleWrite, StoredRule};
 use crate::error::ApiError;
 use crate::state::AppState;
-use super::responses::{BadBody, BadPath, NameTaken, NotFound, TooLarge, Unauthorized};
 
 /// User alert rules as a resource of the CRUD skeleton.
 pub struct Rules;

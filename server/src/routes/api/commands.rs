@@ -7,12 +7,12 @@ use gpu_agent::protocol::{CommandAck, CommandAction, CommandPoll};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::responses::{AgentForbidden, BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 use crate::auth::{AgentAuth, ApiAuth};
 use crate::db;
 use crate::delivery::Wake;
 use crate::error::{ApiError, parse_json};
 use crate::state::AppState;
-use super::responses::{AgentForbidden, BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 
 /// Longest long poll a client may ask for, seconds.
 pub const MAX_WAIT_SECS: u64 = 60;

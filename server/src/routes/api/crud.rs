@@ -128,7 +128,11 @@ fn name_taken<R: Resource>(spec: &R::Spec) -> ApiError {
 }
 
 /// `POST`: 201 with `Location` and the stored resource.
-pub async fn create<R: Resource>(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn create<R: Resource>(
+    a: ApiAuth,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let spec = R::parse(&body)?;
     let written = R::create(&state, &spec).await?;
     R::changed(&state);
@@ -175,7 +179,11 @@ pub async fn update<R: Resource>(
 }
 
 /// `DELETE`: 204, audited with what it was.
-pub async fn delete<R: Resource>(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn delete<R: Resource>(
+    a: ApiAuth,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_uuid(&id)?;
     R::may_change(&state, id).await?;
     let before = R::get(&state, id).await?;

@@ -12,11 +12,11 @@ use chrono::{Duration, Utc};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
+use super::responses::{BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 use crate::auth::ApiAuth;
 use crate::db::enroll::{self as store, Enrolled, Refused};
 use crate::error::ApiError;
 use crate::state::AppState;
-use super::responses::{BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 
 fn random_token(prefix: &str) -> String {
     let bytes: [u8; 32] = rand::rng().random();

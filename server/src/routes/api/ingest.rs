@@ -3,11 +3,11 @@
 use actix_web::{HttpResponse, post, web};
 use gpu_agent::protocol::{Batch, BatchAck};
 
+use super::responses::{AgentForbidden, BadBody, NotStored, QueueFull, TooLarge, Unauthorized};
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, parse_json};
 use crate::ingest::{StoreFailure, SubmitError};
 use crate::state::AppState;
-use super::responses::{AgentForbidden, BadBody, NotStored, QueueFull, TooLarge, Unauthorized};
 
 /// Stores a batch once (idempotent on `(agent_id, seq)`) and answers only after it is committed.
 #[utoipa::path(

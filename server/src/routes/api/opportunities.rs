@@ -5,11 +5,11 @@ use chrono::Utc;
 use forecasting::opportunities::Kind;
 use serde::{Deserialize, Serialize};
 
+use super::responses::{BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 use crate::auth::ApiAuth;
 use crate::db;
 use crate::error::ApiError;
 use crate::state::AppState;
-use super::responses::{BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 
 /// Largest page.
 pub const MAX_LIMIT: i64 = 1000;

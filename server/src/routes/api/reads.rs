@@ -3,11 +3,11 @@
 use actix_web::{HttpResponse, get, web};
 use serde::{Deserialize, Serialize};
 
+use super::responses::{BadPath, Unauthorized};
 use crate::auth::ApiAuth;
 use crate::db;
 use crate::error::ApiError;
 use crate::state::AppState;
-use super::responses::{BadPath, Unauthorized};
 
 /// `?limit=N` (1..=1000, default 100).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -5,11 +5,11 @@ use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
+use super::responses::{BadPath, Unauthorized};
 use crate::auth::ApiAuth;
 use crate::db::series;
 use crate::error::ApiError;
 use crate::state::AppState;
-use super::responses::{BadPath, Unauthorized};
 
 /// `?from=RFC3339&to=RFC3339` (default: the last hour).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -6,11 +6,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::responses::{BadBody, TooLarge, Unauthorized};
 use crate::auth::{ApiAuth, Scope};
 use crate::db;
 use crate::error::ApiError;
 use crate::state::AppState;
-use super::responses::{BadBody, TooLarge, Unauthorized};
 
 /// A new API token.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -2,11 +2,11 @@
 
 use actix_web::{HttpResponse, delete, post, web};
 
+use super::responses::{NotFound, Unauthorized};
 use crate::auth::ApiAuth;
 use crate::db::users;
 use crate::error::ApiError;
 use crate::state::AppState;
-use super::responses::{NotFound, Unauthorized};
 
 /// `POST /api/v1/users/{username}/disable`: the user can no longer log in; its sessions end now.
 #[utoipa::path(

@@ -1,7 +1,6 @@
 //! Anomaly events: the list (filters, time range, sorting, paging), and their words and links, which the
 //! node and GPU pages reuse for their chart markers.
 
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
 use askama::Template;
@@ -208,11 +207,7 @@ pub struct AnomaliesTemplate {
 
 /// `GET /anomalies?node=&gpu=&deployment=&severity=&state=&range=&sort=&page=` (default: the last 24 hours).
 #[get("/anomalies")]
-pub async fn list(
-    state: web::Data<AppState>,
-    user: WebUser,
-    p: Params,
-) -> Result<HttpResponse, WebError> {
+pub async fn list(state: web::Data<AppState>, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
     let node = p.text("node")?;
     let gpu = match p.text("gpu")? {
         None => None,

@@ -1,6 +1,5 @@
 //! The audit log page: who changed what, when, with the object before and after.
 
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
 use askama::Template;
@@ -44,11 +43,7 @@ fn shown(v: Option<&serde_json::Value>) -> String {
 
 /// `GET /audit?kind=&before=`: newest first, 100 per page.
 #[get("/audit")]
-pub async fn page(
-    state: web::Data<AppState>,
-    user: WebUser,
-    p: Params,
-) -> Result<HttpResponse, WebError> {
+pub async fn page(state: web::Data<AppState>, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
     let kind = p.text("kind")?.unwrap_or_default();
     let before = match p.text("before")?.unwrap_or_default().as_str() {
         "" => None,

@@ -1,7 +1,6 @@
 //! The agent install: the install page (a fresh enrollment token and its one-line command, enrolled nodes),
 //! `/install.sh` (with this server's URL baked in) and the agent binary.
 
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
@@ -75,7 +74,11 @@ pub async fn page(state: web::Data<AppState>, user: WebUser, req: HttpRequest) -
 
 /// `POST /install/token`: a fresh enrollment token (1 hour, 50 nodes), shown once with its command.
 #[post("/install/token")]
-pub async fn create_token(state: web::Data<AppState>, req: HttpRequest, form: Submitted) -> Result<HttpResponse, WebError> {
+pub async fn create_token(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: Submitted,
+) -> Result<HttpResponse, WebError> {
     let user = &form.user;
     let deployments = crate::routes::api::enroll::parse_deployment_patterns(
         form.get("deployments").split(',').map(str::trim).filter(|s| !s.is_empty()),

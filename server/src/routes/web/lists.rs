@@ -162,11 +162,7 @@ pub struct AlertsTemplate {
 /// `GET /alerts?state=&severity=&rule=&node=&deployment=&q=&sort=&page=` (`silenced=<id>` after a silence was
 /// created here, to point it out).
 #[get("/alerts")]
-pub async fn alerts(
-    state: web::Data<AppState>,
-    user: WebUser,
-    p: Params,
-) -> Result<HttpResponse, WebError> {
+pub async fn alerts(state: web::Data<AppState>, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
     const STATES: &[&str] = &["firing", "resolved", "all"];
     const SEVERITIES: &[&str] = &["any", "critical", "error", "warning", "info"];
     const ALERT_SORTS: &[&str] = &["newest", "oldest", "severity"];

@@ -210,7 +210,11 @@ impl actix_web::FromRequest for Params {
     type Error = actix_web::Error;
     type Future = std::future::Ready<Result<Self, actix_web::Error>>;
     fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready(web::Query::<HashMap<String, String>>::from_query(req.query_string()).map(|q| Params(q.into_inner())).map_err(Into::into))
+        std::future::ready(
+            web::Query::<HashMap<String, String>>::from_query(req.query_string())
+                .map(|q| Params(q.into_inner()))
+                .map_err(Into::into),
+        )
     }
 }
 

@@ -1,6 +1,5 @@
 //! A node (its GPUs, agent status, probes, commands) and one GPU's series.
 
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
 use askama::Template;

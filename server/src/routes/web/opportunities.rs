@@ -5,7 +5,6 @@
 //! the deployment's policy (winner `operator`) and applied through the same actuators; a rebatch or probe is
 //! queued as agent commands. Each is recorded in `opportunity_actions` with who clicked and what came of it.
 
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
 use askama::Template;
@@ -531,7 +530,11 @@ fn safe_back(back: Option<&String>, id: i64) -> String {
 /// `POST /opportunities/{id}/dismiss` with `reason` (1..=500 characters) and `back` (operators, CSRF): it stays
 /// dismissed while it persists; back to the list (or the opportunity's page) afterwards.
 #[post("/opportunities/{id}/dismiss")]
-pub async fn dismiss(state: web::Data<AppState>, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
+pub async fn dismiss(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    form: Submitted,
+) -> Result<HttpResponse, WebError> {
     let user = &form.user;
     let id = parse_id(&id)?;
     let reason = form.get("reason");

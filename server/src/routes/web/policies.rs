@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
 use askama::Template;
 
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use forecasting::decision::PanicSettings;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -15,9 +15,9 @@ use uuid::Uuid;
 use super::chart::{self, Panel, Series, Style};
 use super::session::WebUser;
 use super::{Chrome, FormState, Submitted, WebError, ago, render, see_other};
-use crate::control::replay;
-use crate::db::policies::{StoredPolicy, Write};
+use crate::control::preview::{self as service, Preview, PreviewError};
 use crate::db;
+use crate::db::policies::{StoredPolicy, Write};
 use crate::domain::policy::PolicySpec;
 use crate::error::parse_json;
 use crate::routes::web::cache::WebCaches;
@@ -490,7 +490,9 @@ async fn save(state: &AppState, form: Submitted, before: Option<StoredPolicy>) -
     let Submitted { user, values } = form;
     let title = before.as_ref().map_or("New policy".to_string(), |p| format!("Policy {}", p.spec.name));
     let (id, version) = before.as_ref().map_or((None, 0), |p| (Some(p.id), p.version));
-    let refused = |values, e| form_page(user.still_chrome(state, title.clone(), "policies"), id, version, FormState::refused(values, e));
+    let refused = |values, e| {
+        form_page(user.still_chrome(state, title.clone(), "policies"), id, version, FormState::refused(values, e))
+    };
     let base = before.as_ref().map_or(json!({}), |p| serde_json::to_value(&p.spec).unwrap_or_default());
     let spec = match spec_from_form(base, &values) {
         Ok(s) => s,
@@ -550,7 +552,11 @@ pub async fn edit_form(
 
 /// `POST /policies/{id}`: a new version from the form (operators).
 #[post("/policies/{id}")]
-pub async fn update(state: web::Data<AppState>, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
+pub async fn update(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    form: Submitted,
+) -> Result<HttpResponse, WebError> {
     let p = policy(&state, &id).await?;
     if let Some(owner) = &p.owner {
         return Err(WebError::Forbidden(format!(
@@ -584,103 +590,88 @@ pub struct PreviewTemplate {
     actual_changes: usize,
 }
 
-/// `GET /policies/{id}/preview`: the last 24 hours of stored data replayed minute by minute through the
-/// policy's scaling engine (`control::replay`: the engine the control loop runs, forecasts and anomaly gating
-/// included), next to what the control loop actually decided.
+/// `GET /policies/{id}/preview`: the service [`service::preview`] (the last 24 hours replayed through the policy's
+/// scaling engine, next to what the control loop decided), drawn and in words.
 #[get("/policies/{id}/preview")]
 pub async fn preview(
     state: web::Data<AppState>,
     user: WebUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
-    const BUCKET: u32 = 60;
     let id = parse_id(&id)?;
-    let pool = &state.pool;
-    let Some(p) = db::policies::get(pool, id).await? else {
-        return Err(WebError::NotFound(format!("no policy {id}")));
+    let down_window = state.settings.control.scale_down_stabilization_secs;
+    let p = service::preview(&state.pool, id, Utc::now(), down_window).await.map_err(|e| match e {
+        PreviewError::NotFound(_) => WebError::NotFound(e.to_string()),
+        PreviewError::Db(e) => e.into(),
+    })?;
+    let changes = p
+        .changes()
+        .take(200)
+        .map(|s| PreviewChange {
+            at: chrono::DateTime::from_timestamp(s.at_secs, 0).unwrap_or_default().format("%m-%d %H:%M").to_string(),
+            change: format!("{} → {}", s.current, s.desired),
+            reason: format!("{}: {}", s.winner, s.reason),
+        })
+        .collect();
+    let spec = &p.policy.spec;
+    let t = PreviewTemplate {
+        chrome: user.still_chrome(&state, format!("Preview {}", spec.name), "policies"),
+        id: id.to_string(),
+        name: spec.name.clone(),
+        deployment: spec.deployment(),
+        chart: preview_chart(&p),
+        buckets: p.replay.steps.len(),
+        change_count: p.changes().count(),
+        changes,
+        simulated_replica_hours: format!("{:.1}", p.replay.replica_hours),
+        actual_changes: p.actual_changes(),
     };
-    let spec = &p.spec;
-    let now = Utc::now();
-    let from = now - Duration::hours(24);
-    let deployment = spec.deployment();
-    let actual = db::dashboard::decisions_of(pool, &[id], from, 20_000).await?;
-    let start = actual.last().map(|d| d.current_replicas.max(0) as u32).unwrap_or(spec.min_replicas.max(1));
-    let r = replay::replay(pool, spec, from, now, BUCKET, start, state.settings.control.scale_down_stabilization_secs)
-        .await?;
-    let mut changes = Vec::new();
-    let mut change_count = 0;
-    for s in r.steps.iter().filter(|s| s.desired != s.current) {
-        change_count += 1;
-        if changes.len() < 200 {
-            changes.push(PreviewChange {
-                at: chrono::DateTime::from_timestamp(s.at_secs, 0)
-                    .unwrap_or_default()
-                    .format("%m-%d %H:%M")
-                    .to_string(),
-                change: format!("{} → {}", s.current, s.desired),
-                reason: format!("{}: {}", s.winner, s.reason),
-            });
-        }
-    }
-    let capacity = spec.capacity().is_some();
-    let title = if capacity {
+    render(&t, StatusCode::OK)
+}
+
+/// The preview's chart: demand with the forecast's upper bound and the capacity the preview would have run,
+/// and the replicas next to the recorded decisions.
+fn preview_chart(p: &Preview) -> String {
+    let spec = &p.policy.spec;
+    let steps = &p.replay.steps;
+    let title = if p.sized_by_capacity() {
         "Demand: busy replicas (estimated)".to_string()
     } else {
         format!("Demand: {}", spec.targets().first().map(|t| t.metric.name()).unwrap_or(""))
     };
-    let per_replica = if capacity {
-        spec.engine_spec(f64::from(BUCKET), 0).capacity.map_or(1.0, |c| c.busy_per_replica(f64::from(BUCKET)))
-    } else {
-        spec.targets().first().map_or(1.0, |t| t.target)
-    };
-    let ms = |t: i64| (t + i64::from(BUCKET)) * 1000;
+    let per_replica = p.per_replica();
+    let ms = |t: i64| (t + i64::from(service::BUCKET_SECS)) * 1000;
+    let series = |name: &str, class, style, points: Vec<(i64, f64)>| Series { name: name.into(), class, style, points };
     let mut demand = Panel { title, ..Panel::default() };
-    demand.series.push(Series {
-        name: "observed".into(),
-        class: "c0",
-        style: Style::Line,
-        points: r.steps.iter().filter_map(|s| Some((ms(s.at_secs), s.signal?))).collect(),
-    });
-    demand.series.push(Series {
-        name: "forecast upper bound".into(),
-        class: "c3",
-        style: Style::Line,
-        points: r.steps.iter().filter_map(|s| Some((ms(s.at_secs), s.forecast_upper?))).collect(),
-    });
-    demand.series.push(Series {
-        name: "preview capacity".into(),
-        class: "c1",
-        style: Style::Step,
-        points: r.steps.iter().map(|s| (ms(s.at_secs), f64::from(s.desired) * per_replica)).collect(),
-    });
+    demand.series.push(series(
+        "observed",
+        "c0",
+        Style::Line,
+        steps.iter().filter_map(|s| Some((ms(s.at_secs), s.signal?))).collect(),
+    ));
+    demand.series.push(series(
+        "forecast upper bound",
+        "c3",
+        Style::Line,
+        steps.iter().filter_map(|s| Some((ms(s.at_secs), s.forecast_upper?))).collect(),
+    ));
+    demand.series.push(series(
+        "preview capacity",
+        "c1",
+        Style::Step,
+        steps.iter().map(|s| (ms(s.at_secs), f64::from(s.desired) * per_replica)).collect(),
+    ));
     let mut reps = Panel { title: "Replicas".into(), ..Panel::default() };
-    reps.series.push(Series {
-        name: "preview".into(),
-        class: "c1",
-        style: Style::Step,
-        points: r.steps.iter().map(|s| (ms(s.at_secs), f64::from(s.desired))).collect(),
-    });
-    reps.series.push(Series {
-        name: "actual decisions".into(),
-        class: "c2",
-        style: Style::Step,
-        points: actual.iter().rev().map(|d| (d.decided_at.timestamp_millis(), f64::from(d.desired_replicas))).collect(),
-    });
-    let chart = chart::time_chart("preview-chart", &[demand, reps], from.timestamp_millis(), now.timestamp_millis());
-    let chrome = user.still_chrome(&state, format!("Preview {}", spec.name), "policies");
-    let t = PreviewTemplate {
-        chrome,
-        id: id.to_string(),
-        name: spec.name.clone(),
-        deployment,
-        chart,
-        buckets: r.steps.len(),
-        change_count,
-        changes,
-        simulated_replica_hours: format!("{:.1}", r.replica_hours),
-        actual_changes: actual.iter().filter(|d| d.desired_replicas != d.current_replicas).count(),
-    };
-    render(&t, StatusCode::OK)
+    reps.series.push(series(
+        "preview",
+        "c1",
+        Style::Step,
+        steps.iter().map(|s| (ms(s.at_secs), f64::from(s.desired))).collect(),
+    ));
+    let actual =
+        p.actual.iter().rev().map(|d| (d.decided_at.timestamp_millis(), f64::from(d.desired_replicas))).collect();
+    reps.series.push(series("actual decisions", "c2", Style::Step, actual));
+    chart::time_chart("preview-chart", &[demand, reps], p.from.timestamp_millis(), p.to.timestamp_millis())
 }
 
 #[cfg(test)]

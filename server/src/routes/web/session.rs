@@ -333,8 +333,9 @@ pub async fn bootstrap_admin(
         _ => false,
     };
     if !up_to_date {
-        let hash =
-            tokio::task::spawn_blocking(move || users::hash_password(&password)).await?.map_err(BootstrapError::Hash)?;
+        let hash = tokio::task::spawn_blocking(move || users::hash_password(&password))
+            .await?
+            .map_err(BootstrapError::Hash)?;
         users::upsert(pool, &user, &hash, Role::Operator).await?;
         tracing::info!(user = %user, "dashboard bootstrap operator set from configuration");
     }

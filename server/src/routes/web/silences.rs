@@ -44,7 +44,10 @@ fn page(user: &WebUser, state: &AppState, inc: &Incident, form: FormState) -> Re
         source: inc.source.clone(),
         summary: inc.summary.clone(),
         scopes: service::scopes(inc).into_iter().map(|Scope { value, label }| Choice { value, label }).collect(),
-        durations: service::DURATIONS.iter().map(|(v, l, _)| Choice { value: (*v).into(), label: (*l).into() }).collect(),
+        durations: service::DURATIONS
+            .iter()
+            .map(|(v, l, _)| Choice { value: (*v).into(), label: (*l).into() })
+            .collect(),
         form,
     };
     render(&t, t.form.status())
@@ -72,7 +75,11 @@ pub async fn confirm(
 /// `POST /alerts/{id}/silence`: creates the silence (created by the logged-in user) and goes back to the
 /// alerts list, where the alert shows as silenced and the silence is listed.
 #[post("/alerts/{id}/silence")]
-pub async fn create(state: web::Data<AppState>, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    form: Submitted,
+) -> Result<HttpResponse, WebError> {
     let inc = incident(&state, &id).await?;
     let req = Request {
         scope: form.get("scope").into(),
@@ -92,7 +99,11 @@ pub async fn create(state: web::Data<AppState>, id: web::Path<String>, form: Sub
 
 /// `POST /silences/{id}/expire`: ends a silence now (operators).
 #[post("/silences/{id}/expire")]
-pub async fn expire(state: web::Data<AppState>, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
+pub async fn expire(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    form: Submitted,
+) -> Result<HttpResponse, WebError> {
     let id = Uuid::parse_str(&id).map_err(|_| WebError::field("id", "must be a silence id (UUID)"))?;
     if !service::expire(&state.pool, id, &form.user.actor(), Utc::now()).await? {
         return Err(WebError::NotFound(format!("no silence {id} in force")));
