@@ -62,47 +62,26 @@ fn written(w: RuleWrite) -> Written<StoredRule> {
 }
 
 /// Creates a user rule (201).
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "create_alert_rule",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "create_alert_rule", security(("api" = [])),
     request_body(content = RuleSpec, content_type = "application/json"),
-    responses(
-        (status = 201, description = "Created", body = crate::db::alerts::StoredRule, headers(("Location" = String, description = "URL of the new resource"))),
-        BadBody, Unauthorized, NameTaken, TooLarge
-    )
-)]
+    responses((status = 201, description = "Created", body = crate::db::alerts::StoredRule, headers(("Location" = String, description = "URL of the new resource"))), BadBody, Unauthorized, NameTaken, TooLarge))]
 #[post("/api/v1/alert-rules")]
 pub async fn create_rule(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     crud::create::<Rules>(a, state, body).await
 }
 
 /// Lists user rules.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "list_alert_rules",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "User alert rules", body = Vec<crate::db::alerts::StoredRule>),
-        Unauthorized
-    )
-)]
+#[utoipa::path(tag = "alerting", operation_id = "list_alert_rules", security(("api" = [])),
+    responses((status = 200, description = "User alert rules", body = Vec<crate::db::alerts::StoredRule>), Unauthorized))]
 #[get("/api/v1/alert-rules")]
 pub async fn list_rules(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(store::rules(&state.pool).await?))
 }
 
 /// One user rule.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "get_alert_rule",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "get_alert_rule", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Rule id")),
-    responses(
-        (status = 200, description = "The rule", body = crate::db::alerts::StoredRule),
-        BadPath, Unauthorized, NotFound
-    )
-)]
+    responses((status = 200, description = "The rule", body = crate::db::alerts::StoredRule), BadPath, Unauthorized, NotFound))]
 #[get("/api/v1/alert-rules/{id}")]
 pub async fn get_rule(
     _a: ApiAuth,
@@ -113,17 +92,9 @@ pub async fn get_rule(
 }
 
 /// Replaces a user rule.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "update_alert_rule",
-    security(("api" = [])),
-    params(("id" = uuid::Uuid, Path, description = "Rule id")),
-    request_body(content = RuleSpec, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Replaced", body = crate::db::alerts::StoredRule),
-        BadBody, Unauthorized, NotFound, NameTaken, TooLarge
-    )
-)]
+#[utoipa::path(tag = "alerting", operation_id = "update_alert_rule", security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Rule id")), request_body(content = RuleSpec, content_type = "application/json"),
+    responses((status = 200, description = "Replaced", body = crate::db::alerts::StoredRule), BadBody, Unauthorized, NotFound, NameTaken, TooLarge))]
 #[put("/api/v1/alert-rules/{id}")]
 pub async fn update_rule(
     a: ApiAuth,
@@ -135,18 +106,9 @@ pub async fn update_rule(
 }
 
 /// Deletes a user rule (204); its alerts resolve at the next evaluation.
-#[utoipa::path(
-    delete,
-    path = "/api/v1/alert-rules/{id}",
-    tag = "alerting",
-    operation_id = "delete_alert_rule",
-    security(("api" = [])),
+#[utoipa::path(delete, path = "/api/v1/alert-rules/{id}", tag = "alerting", operation_id = "delete_alert_rule", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Rule id")),
-    responses(
-        (status = 204, description = "Deleted; its alerts resolve at the next evaluation"),
-        BadPath, Unauthorized, NotFound
-    )
-)]
+    responses((status = 204, description = "Deleted; its alerts resolve at the next evaluation"), BadPath, Unauthorized, NotFound))]
 #[del("/api/v1/alert-rules/{id}")]
 pub async fn delete_rule(
     a: ApiAuth,
@@ -157,16 +119,9 @@ pub async fn delete_rule(
 }
 
 /// Creates a silence (201).
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "create_silence",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "create_silence", security(("api" = [])),
     request_body(content = SilenceSpec, content_type = "application/json"),
-    responses(
-        (status = 201, description = "Created", body = crate::db::alerts::Silence, headers(("Location" = String, description = "URL of the new resource"))),
-        BadBody, Unauthorized, TooLarge
-    )
-)]
+    responses((status = 201, description = "Created", body = crate::db::alerts::Silence, headers(("Location" = String, description = "URL of the new resource"))), BadBody, Unauthorized, TooLarge))]
 #[post("/api/v1/silences")]
 pub async fn create_silence(
     a: ApiAuth,
@@ -233,16 +188,9 @@ pub struct Receivers {
 }
 
 /// Silences in force or upcoming (all with `?all=true`).
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "list_silences",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "list_silences", security(("api" = [])),
     params(SilenceQuery),
-    responses(
-        (status = 200, description = "Silences in force or upcoming (all with all=true)", body = Vec<crate::db::alerts::Silence>),
-        BadPath, Unauthorized
-    )
-)]
+    responses((status = 200, description = "Silences in force or upcoming (all with all=true)", body = Vec<crate::db::alerts::Silence>), BadPath, Unauthorized))]
 #[get("/api/v1/silences")]
 pub async fn list_silences(
     _a: ApiAuth,
@@ -253,19 +201,9 @@ pub async fn list_silences(
 }
 
 /// Expires a silence now (204).
-#[utoipa::path(
-    delete,
-    path = "/api/v1/silences/{id}",
-    tag = "alerting",
-    operation_id = "expire_silence",
-    security(("api" = [])),
+#[utoipa::path(delete, path = "/api/v1/silences/{id}", tag = "alerting", operation_id = "expire_silence", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Silence id")),
-    responses(
-        (status = 204, description = "Expired now"),
-        (status = 404, description = "No such silence in force", body = ApiError),
-        BadPath, Unauthorized
-    )
-)]
+    responses((status = 204, description = "Expired now"), (status = 404, description = "No such silence in force", body = ApiError), BadPath, Unauthorized))]
 #[del("/api/v1/silences/{id}")]
 pub async fn expire_silence(
     a: ApiAuth,
@@ -278,16 +216,9 @@ pub async fn expire_silence(
 }
 
 /// Adds a webhook receiver (201); the secret is stored to sign deliveries and never returned.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "create_webhook",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "create_webhook", security(("api" = [])),
     request_body(content = WebhookSpec, content_type = "application/json"),
-    responses(
-        (status = 201, description = "Created (the secret is never returned)", body = WebhookView, headers(("Location" = String, description = "URL of the new resource"))),
-        BadBody, Unauthorized, NameTaken, TooLarge
-    )
-)]
+    responses((status = 201, description = "Created (the secret is never returned)", body = WebhookView, headers(("Location" = String, description = "URL of the new resource"))), BadBody, Unauthorized, NameTaken, TooLarge))]
 #[post("/api/v1/webhooks")]
 pub async fn create_webhook(
     a: ApiAuth,
@@ -327,15 +258,8 @@ pub async fn create_webhook(
 }
 
 /// Receivers: PagerDuty (whether configured), the settings' webhooks and the API's (no secrets).
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "list_webhooks",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "Receivers: PagerDuty (whether configured) and webhooks (no secrets)", body = Receivers),
-        Unauthorized
-    )
-)]
+#[utoipa::path(tag = "alerting", operation_id = "list_webhooks", security(("api" = [])),
+    responses((status = 200, description = "Receivers: PagerDuty (whether configured) and webhooks (no secrets)", body = Receivers), Unauthorized))]
 #[get("/api/v1/webhooks")]
 pub async fn list_webhooks(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut webhooks: Vec<WebhookView> = state
@@ -364,18 +288,9 @@ pub async fn list_webhooks(_a: ApiAuth, state: web::Data<AppState>) -> Result<Ht
 }
 
 /// Removes a webhook receiver added through the API (204).
-#[utoipa::path(
-    delete,
-    path = "/api/v1/webhooks/{id}",
-    tag = "alerting",
-    operation_id = "delete_webhook",
-    security(("api" = [])),
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "alerting", operation_id = "delete_webhook", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Webhook id")),
-    responses(
-        (status = 204, description = "Removed"),
-        BadPath, Unauthorized, NotFound
-    )
-)]
+    responses((status = 204, description = "Removed"), BadPath, Unauthorized, NotFound))]
 #[del("/api/v1/webhooks/{id}")]
 pub async fn delete_webhook(
     a: ApiAuth,
@@ -414,16 +329,9 @@ pub enum InstanceState {
 }
 
 /// Alert instances (default: pending and firing), newest first, with why each is suppressed.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "list_alert_instances",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "list_alert_instances", security(("api" = [])),
     params(InstanceQuery),
-    responses(
-        (status = 200, description = "Alert instances, newest first", body = Vec<crate::db::alerts::Instance>),
-        BadPath, Unauthorized
-    )
-)]
+    responses((status = 200, description = "Alert instances, newest first", body = Vec<crate::db::alerts::Instance>), BadPath, Unauthorized))]
 #[get("/api/v1/alert-instances")]
 pub async fn instances(
     _a: ApiAuth,
@@ -460,16 +368,9 @@ pub enum DeliveryState {
 }
 
 /// Outbox rows, newest first: what was sent where, attempts, and permanent failures with their error.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "list_alert_deliveries",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "list_alert_deliveries", security(("api" = [])),
     params(DeliveryQuery),
-    responses(
-        (status = 200, description = "Outbox rows, newest first", body = Vec<crate::db::alerts::DeliveryRow>),
-        BadPath, Unauthorized
-    )
-)]
+    responses((status = 200, description = "Outbox rows, newest first", body = Vec<crate::db::alerts::DeliveryRow>), BadPath, Unauthorized))]
 #[get("/api/v1/alert-deliveries")]
 pub async fn deliveries(
     _a: ApiAuth,

@@ -71,65 +71,35 @@ fn written(w: Write<StoredPolicy>) -> Written<StoredPolicy> {
 }
 
 /// Creates a policy (201).
-#[utoipa::path(
-    tag = "policies",
-    operation_id = "create_policy",
-    security(("api" = [])),
+#[utoipa::path(tag = "policies", operation_id = "create_policy", security(("api" = [])),
     request_body(content = PolicySpec, content_type = "application/json"),
-    responses(
-        (status = 201, description = "Created", body = crate::db::policies::StoredPolicy, headers(("Location" = String, description = "URL of the new resource"))),
-        BadBody, Unauthorized, NameTaken, TooLarge
-    )
-)]
+    responses((status = 201, description = "Created", body = crate::db::policies::StoredPolicy, headers(("Location" = String, description = "URL of the new resource"))), BadBody, Unauthorized, NameTaken, TooLarge))]
 #[post("/api/v1/policies")]
 pub async fn create(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     crud::create::<Policies>(a, state, body).await
 }
 
 /// Lists live policies.
-#[utoipa::path(
-    tag = "policies",
-    operation_id = "list_policies",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "Live policies", body = Vec<crate::db::policies::StoredPolicy>),
-        Unauthorized
-    )
-)]
+#[utoipa::path(tag = "policies", operation_id = "list_policies", security(("api" = [])),
+    responses((status = 200, description = "Live policies", body = Vec<crate::db::policies::StoredPolicy>), Unauthorized))]
 #[get("/api/v1/policies")]
 pub async fn list(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(store::list(&state.pool).await?))
 }
 
 /// One policy.
-#[utoipa::path(
-    tag = "policies",
-    operation_id = "get_policy",
-    security(("api" = [])),
+#[utoipa::path(tag = "policies", operation_id = "get_policy", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Policy id")),
-    responses(
-        (status = 200, description = "The policy", body = crate::db::policies::StoredPolicy),
-        BadPath, Unauthorized, NotFound
-    )
-)]
+    responses((status = 200, description = "The policy", body = crate::db::policies::StoredPolicy), BadPath, Unauthorized, NotFound))]
 #[get("/api/v1/policies/{id}")]
 pub async fn get(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     crud::get::<Policies>(state, id).await
 }
 
 /// Replaces a policy's spec; its version goes up by one.
-#[utoipa::path(
-    tag = "policies",
-    operation_id = "update_policy",
-    security(("api" = [])),
-    params(("id" = uuid::Uuid, Path, description = "Policy id")),
-    request_body(content = PolicySpec, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Updated: a new version", body = crate::db::policies::StoredPolicy),
-        (status = 409, description = "The name is taken, or a ScalingPolicy resource owns the policy (`field` is `owner`)", body = ApiError),
-        BadBody, Unauthorized, NotFound, TooLarge
-    )
-)]
+#[utoipa::path(tag = "policies", operation_id = "update_policy", security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Policy id")), request_body(content = PolicySpec, content_type = "application/json"),
+    responses((status = 200, description = "Updated: a new version", body = crate::db::policies::StoredPolicy), (status = 409, description = "The name is taken, or a ScalingPolicy resource owns the policy (`field` is `owner`)", body = ApiError), BadBody, Unauthorized, NotFound, TooLarge))]
 #[put("/api/v1/policies/{id}")]
 pub async fn update(
     a: ApiAuth,
@@ -141,19 +111,9 @@ pub async fn update(
 }
 
 /// Deletes a policy (204); its decisions stay.
-#[utoipa::path(
-    delete,
-    path = "/api/v1/policies/{id}",
-    tag = "policies",
-    operation_id = "delete_policy",
-    security(("api" = [])),
+#[utoipa::path(delete, path = "/api/v1/policies/{id}", tag = "policies", operation_id = "delete_policy", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Policy id")),
-    responses(
-        (status = 204, description = "Deleted (its versions and decisions are kept)"),
-        (status = 409, description = "A ScalingPolicy resource owns the policy: delete that instead (`field` is `owner`)", body = ApiError),
-        BadPath, Unauthorized, NotFound
-    )
-)]
+    responses((status = 204, description = "Deleted (its versions and decisions are kept)"), (status = 409, description = "A ScalingPolicy resource owns the policy: delete that instead (`field` is `owner`)", body = ApiError), BadPath, Unauthorized, NotFound))]
 #[del("/api/v1/policies/{id}")]
 pub async fn delete(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     crud::delete::<Policies>(a, state, id).await
@@ -161,16 +121,9 @@ pub async fn delete(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String
 
 /// What the policy's deployment's policies (the active one and its shadows) would have cost over the last
 /// 24 h: their recorded decisions replayed against the observed demand (see [`crate::control::shadow`]).
-#[utoipa::path(
-    tag = "policies",
-    operation_id = "shadow_report",
-    security(("api" = [])),
+#[utoipa::path(tag = "policies", operation_id = "shadow_report", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Policy id")),
-    responses(
-        (status = 200, description = "The last 24 h priced for the policy's deployment: the active policy and every shadow", body = serde_json::Value),
-        BadPath, Unauthorized, NotFound
-    )
-)]
+    responses((status = 200, description = "The last 24 h priced for the policy's deployment: the active policy and every shadow", body = serde_json::Value), BadPath, Unauthorized, NotFound))]
 #[get("/api/v1/policies/{id}/shadow-report")]
 pub async fn shadow_report(
     _a: ApiAuth,

@@ -30,16 +30,9 @@ impl Limit {
 }
 
 /// Most recent decisions, newest first.
-#[utoipa::path(
-    tag = "policies",
-    operation_id = "list_decisions",
-    security(("api" = [])),
+#[utoipa::path(tag = "policies", operation_id = "list_decisions", security(("api" = [])),
     params(Limit),
-    responses(
-        (status = 200, description = "Decisions, newest first, with the winning proposal and the reason", body = Vec<crate::db::dashboard::DecisionRow>),
-        BadPath, Unauthorized
-    )
-)]
+    responses((status = 200, description = "Decisions, newest first, with the winning proposal and the reason", body = Vec<crate::db::dashboard::DecisionRow>), BadPath, Unauthorized))]
 #[get("/api/v1/decisions")]
 pub async fn decisions(
     _a: ApiAuth,
@@ -90,16 +83,9 @@ pub struct NodesView {
 }
 
 /// Incidents (one per alert group), newest first; open ones by default.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "list_incidents",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "list_incidents", security(("api" = [])),
     params(AlertQuery),
-    responses(
-        (status = 200, description = "Incidents (one per alert group), newest first", body = Vec<crate::db::alerts::Incident>),
-        BadPath, Unauthorized
-    )
-)]
+    responses((status = 200, description = "Incidents (one per alert group), newest first", body = Vec<crate::db::alerts::Incident>), BadPath, Unauthorized))]
 #[get("/api/v1/alerts")]
 pub async fn alerts(
     _a: ApiAuth,
@@ -132,15 +118,8 @@ pub async fn alerts(
 }
 
 /// Nodes and their GPUs' latest readings.
-#[utoipa::path(
-    tag = "fleet",
-    operation_id = "list_nodes",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "Nodes and their GPUs' latest readings", body = NodesView),
-        Unauthorized
-    )
-)]
+#[utoipa::path(tag = "fleet", operation_id = "list_nodes", security(("api" = [])),
+    responses((status = 200, description = "Nodes and their GPUs' latest readings", body = NodesView), Unauthorized))]
 #[get("/api/v1/nodes")]
 pub async fn nodes(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let nodes = db::dashboard::nodes(&state.pool).await?;
