@@ -2,15 +2,14 @@
 //! node and GPU pages reuse for their chart markers.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, get};
 use askama::Template;
 use chrono::{DateTime, Utc};
 
 use super::chart::{Marker, Panel, Span, num};
 use super::session::WebUser;
-use super::{Chrome, Pager, Params, RANGES, WebError, ago, query_string, render, url_encode};
+use super::{Chrome, Pager, Params, RANGES, State, WebError, ago, query_string, render, url_encode};
 use crate::db::anomalies::{self as store, Filter, PageQuery, Sort, StoredAnomaly};
-use crate::state::AppState;
 
 const PER_PAGE: i64 = 50;
 const SORTS: &[&str] = &["newest", "oldest", "score"];
@@ -207,7 +206,7 @@ pub struct AnomaliesTemplate {
 
 /// `GET /anomalies?node=&gpu=&deployment=&severity=&state=&range=&sort=&page=` (default: the last 24 hours).
 #[get("/anomalies")]
-pub async fn list(state: web::Data<AppState>, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
+pub async fn list(state: State, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
     let node = p.text("node")?;
     let gpu = match p.text("gpu")? {
         None => None,

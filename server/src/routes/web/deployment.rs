@@ -12,7 +12,7 @@ use super::anomalies::{AnomalyView, MAX_MARKED, anomaly_view, evidence_words, ma
 use super::chart::{self, Band, Marker, Panel, Series, Style};
 use super::dashboard::outcome;
 use super::session::WebUser;
-use super::{Chrome, Params, RANGES, TimeRange, WebError, ago, render};
+use super::{Caches, Chrome, Params, RANGES, State, TimeRange, WebError, ago, render};
 use crate::db;
 use crate::db::anomalies::StoredAnomaly;
 use crate::db::policies::StoredPolicy;
@@ -42,12 +42,7 @@ pub struct DeploymentsTemplate {
 
 /// `GET /deployments`.
 #[get("/deployments")]
-pub async fn list(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-    params: Params,
-) -> Result<HttpResponse, WebError> {
+pub async fn list(state: State, caches: Caches, user: WebUser, params: Params) -> Result<HttpResponse, WebError> {
     let now = Utc::now();
     let (rows, policies) = tokio::try_join!(
         async { Ok::<_, WebError>(db::dashboard::deployments(&state.pool).await?) },
@@ -357,8 +352,8 @@ async fn load(
 /// `GET /deployments/{ns}/{name}?range=`.
 #[get("/deployments/{ns}/{name}")]
 pub async fn page(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
+    state: State,
+    caches: Caches,
     user: WebUser,
     path: web::Path<(String, String)>,
     params: Params,

@@ -8,7 +8,7 @@ use chrono::{Duration, Utc};
 use rand::Rng as _;
 
 use super::session::WebUser;
-use super::{Chrome, Submitted, WebError, ago, render};
+use super::{Chrome, State, Submitted, WebError, ago, render};
 use crate::db;
 use crate::routes::api::enroll::public_url;
 use crate::state::AppState;
@@ -68,17 +68,13 @@ async fn install_page(
 
 /// `GET /install`: how to install an agent, and the enrolled nodes.
 #[get("/install")]
-pub async fn page(state: web::Data<AppState>, user: WebUser, req: HttpRequest) -> Result<HttpResponse, WebError> {
+pub async fn page(state: State, user: WebUser, req: HttpRequest) -> Result<HttpResponse, WebError> {
     install_page(&state, &user, &req, None).await
 }
 
 /// `POST /install/token`: a fresh enrollment token (1 hour, 50 nodes), shown once with its command.
 #[post("/install/token")]
-pub async fn create_token(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    form: Submitted,
-) -> Result<HttpResponse, WebError> {
+pub async fn create_token(state: State, req: HttpRequest, form: Submitted) -> Result<HttpResponse, WebError> {
     let user = &form.user;
     let deployments = crate::routes::api::enroll::parse_deployment_patterns(
         form.get("deployments").split(',').map(str::trim).filter(|s| !s.is_empty()),
@@ -99,7 +95,7 @@ pub async fn create_token(
 /// hour) to replace its credential; recorded in the enrollment events.
 #[post("/install/nodes/{node}/re-enroll")]
 pub async fn reenroll(
-    state: web::Data<AppState>,
+    state: State,
     req: HttpRequest,
     node: web::Path<String>,
     form: Submitted,
@@ -148,7 +144,7 @@ async fn sha256_of(path: &std::path::Path) -> Option<String> {
 
 /// `GET /install.sh`: the installer with this server's URL and the agent binary's SHA-256 baked in.
 #[get("/install.sh")]
-pub async fn install_sh(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+pub async fn install_sh(state: State, req: HttpRequest) -> HttpResponse {
     let url = public_url(&state, &req);
     let sum = match agent_binary_path(&state) {
         Some(p) => sha256_of(&p).await.unwrap_or_default(),
@@ -168,7 +164,7 @@ fn no_binary(path: Option<&std::path::Path>, e: &str) -> HttpResponse {
 
 /// `GET /download/fleetpilot-agent`: the configured agent binary, else the one next to this executable.
 #[get("/download/fleetpilot-agent")]
-pub async fn agent_binary(state: web::Data<AppState>) -> HttpResponse {
+pub async fn agent_binary(state: State) -> HttpResponse {
     let Some(path) = agent_binary_path(&state) else { return no_binary(None, "no agent binary configured") };
     match tokio::fs::read(&path).await {
         Ok(bytes) => HttpResponse::Ok().content_type("application/octet-stream").body(bytes),
@@ -179,7 +175,7 @@ pub async fn agent_binary(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /download/fleetpilot-agent.sha256`: the binary's SHA-256 in `sha256sum` format, which the installer
 /// checks the download against.
 #[get("/download/fleetpilot-agent.sha256")]
-pub async fn agent_binary_sha256(state: web::Data<AppState>) -> HttpResponse {
+pub async fn agent_binary_sha256(state: State) -> HttpResponse {
     let Some(path) = agent_binary_path(&state) else { return no_binary(None, "no agent binary configured") };
     match sha256_of(&path).await {
         Some(sum) => {

@@ -3,18 +3,16 @@
 use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, get};
 use askama::Template;
 use chrono::{DateTime, Utc};
 
 use super::dashboard::{outcome, target_link};
 use super::session::WebUser;
-use super::{Chrome, Pager, Params, WebError, ago, query_string, render};
+use super::{Caches, Chrome, Pager, Params, State, WebError, ago, query_string, render};
 use crate::alerts::rules::{Labels, MatchOp, Matcher};
 use crate::db::alerts::{self as alert_store, Silence};
 use crate::db::dashboard::{self as store, AlertQuery, AlertSort, DecisionQuery, OutcomeFilter};
-use crate::routes::web::cache::WebCaches;
-use crate::state::AppState;
 
 const PER_PAGE: i64 = 50;
 const SORTS: &[&str] = &["newest", "oldest"];
@@ -47,12 +45,7 @@ pub struct DecisionsTemplate {
 
 /// `GET /decisions?target=&outcome=&sort=&page=`.
 #[get("/decisions")]
-pub async fn decisions(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-    p: Params,
-) -> Result<HttpResponse, WebError> {
+pub async fn decisions(state: State, caches: Caches, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
     const OUTCOMES: &[&str] = &["all", "changed", "applied", "dry_run", "failed"];
     let target = p.text("target")?;
     let outcome_key = p.choice("outcome", OUTCOMES)?;
@@ -162,7 +155,7 @@ pub struct AlertsTemplate {
 /// `GET /alerts?state=&severity=&rule=&node=&deployment=&q=&sort=&page=` (`silenced=<id>` after a silence was
 /// created here, to point it out).
 #[get("/alerts")]
-pub async fn alerts(state: web::Data<AppState>, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
+pub async fn alerts(state: State, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
     const STATES: &[&str] = &["firing", "resolved", "all"];
     const SEVERITIES: &[&str] = &["any", "critical", "error", "warning", "info"];
     const ALERT_SORTS: &[&str] = &["newest", "oldest", "severity"];

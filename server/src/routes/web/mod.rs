@@ -47,6 +47,34 @@ pub async fn asset(file: web::Path<String>) -> HttpResponse {
     }
 }
 
+/// The shared state, as page handlers take it.
+pub type State = web::Data<crate::state::AppState>;
+/// The web layer's caches, as page handlers take them.
+pub type Caches = web::Data<cache::WebCaches>;
+
+/// An operator looking at a page that offers to change something (a confirm page): 403 for a viewer.
+pub struct Operator(pub session::WebUser);
+
+impl std::ops::Deref for Operator {
+    type Target = session::WebUser;
+    fn deref(&self) -> &session::WebUser {
+        &self.0
+    }
+}
+
+impl actix_web::FromRequest for Operator {
+    type Error = WebError;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, WebError>>;
+    fn from_request(req: &actix_web::HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let user = session::WebUser::from_request(req, payload);
+        Box::pin(async move {
+            let user = user.await?;
+            user.require_operator()?;
+            Ok(Operator(user))
+        })
+    }
+}
+
 /// What `base.html` needs: title, navigation, the user, the CSRF token for forms, refresh.
 #[derive(Debug, Clone)]
 pub struct Chrome {

@@ -8,13 +8,12 @@ use chrono::{DateTime, Duration, Utc};
 use super::anomalies::{AnomalyView, MAX_MARKED, anomaly_view, mark};
 use super::chart::{self, Panel, Series, Style};
 use super::session::WebUser;
-use super::{Chrome, Params, RANGES, WebError, ago, render};
+use super::{Caches, Chrome, Params, RANGES, State, WebError, ago, render};
 use crate::db;
 
 /// How a reading the agent could not take is shown.
 const UNKNOWN: &str = "—";
 use crate::db::series::ChartPlan;
-use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 /// Agent status of a node.
@@ -125,8 +124,8 @@ fn command_view(now: DateTime<Utc>, c: db::commands::CommandRecord) -> CommandVi
 /// `GET /nodes/{node}?range=`.
 #[get("/nodes/{node}")]
 pub async fn node_page(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
+    state: State,
+    caches: Caches,
     user: WebUser,
     path: web::Path<String>,
     params: Params,
@@ -244,8 +243,8 @@ pub struct GpuTemplate {
 /// `GET /nodes/{node}/gpus/{i}?range=`: utilisation, memory, power, temperature, clocks.
 #[get("/nodes/{node}/gpus/{gpu}")]
 pub async fn gpu_page(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
+    state: State,
+    caches: Caches,
     user: WebUser,
     path: web::Path<(String, String)>,
     params: Params,

@@ -13,12 +13,14 @@ use forecasting::opportunities::Kind;
 use serde_json::json;
 
 use super::session::WebUser;
-use super::{Chrome, Pager, Params, Submitted, WebError, ago, query_string, render, see_other, url_encode};
+use super::{
+    Caches, Chrome, Operator, Pager, Params, State, Submitted, WebError, ago, query_string, render, see_other,
+    url_encode,
+};
 use crate::db;
 use crate::db::opportunities::{self as store, ListedOpportunity, PageQuery, Sort, StoredOpportunity};
 use crate::db::policies::StoredPolicy;
 use crate::opportunities::act::{self as one_click, Plan};
-use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 const PER_PAGE: i64 = 50;
@@ -230,12 +232,7 @@ fn kinds() -> Vec<&'static str> {
 
 /// `GET /opportunities?deployment=&node=&kind=&status=&sort=&page=`.
 #[get("/opportunities")]
-pub async fn list(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-    p: Params,
-) -> Result<HttpResponse, WebError> {
+pub async fn list(state: State, caches: Caches, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
     let deployment = p.text("deployment")?;
     let node = p.text("node")?;
     let kinds = kinds();
@@ -345,8 +342,8 @@ fn command_state(c: &db::commands::CommandRecord) -> &'static str {
 /// `GET /opportunities/{id}`: one opportunity, its forms and what was done about it.
 #[get("/opportunities/{id}")]
 pub async fn detail(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
+    state: State,
+    caches: Caches,
     user: WebUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
@@ -451,12 +448,7 @@ pub struct ConfirmTemplate {
 
 /// `GET /opportunities/{id}/act`: what the one-click action will do, and the button that does it (operators).
 #[get("/opportunities/{id}/act")]
-pub async fn confirm(
-    state: web::Data<AppState>,
-    user: WebUser,
-    id: web::Path<String>,
-) -> Result<HttpResponse, WebError> {
-    user.require_operator()?;
+pub async fn confirm(state: State, user: Operator, id: web::Path<String>) -> Result<HttpResponse, WebError> {
     let id = parse_id(&id)?;
     let l = load(&state, id).await?;
     let planned = one_click::plan(&state.pool, &l.o).await?;
@@ -473,7 +465,7 @@ pub async fn confirm(
 /// `POST /opportunities/{id}/act` (operators, CSRF): carries out the one-click action, records who did it and
 /// what came of it, and shows the opportunity with the result.
 #[post("/opportunities/{id}/act")]
-pub async fn act(state: web::Data<AppState>, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
+pub async fn act(state: State, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
     let user = &form.user;
     let id = parse_id(&id)?;
     let l = load(&state, id).await?;
@@ -530,11 +522,7 @@ fn safe_back(back: Option<&String>, id: i64) -> String {
 /// `POST /opportunities/{id}/dismiss` with `reason` (1..=500 characters) and `back` (operators, CSRF): it stays
 /// dismissed while it persists; back to the list (or the opportunity's page) afterwards.
 #[post("/opportunities/{id}/dismiss")]
-pub async fn dismiss(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    form: Submitted,
-) -> Result<HttpResponse, WebError> {
+pub async fn dismiss(state: State, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
     let user = &form.user;
     let id = parse_id(&id)?;
     let reason = form.get("reason");

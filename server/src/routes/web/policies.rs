@@ -14,13 +14,12 @@ use uuid::Uuid;
 
 use super::chart::{self, Panel, Series, Style};
 use super::session::WebUser;
-use super::{Chrome, FormState, Submitted, WebError, ago, render, see_other};
+use super::{Caches, Chrome, FormState, State, Submitted, WebError, ago, render, see_other};
 use crate::control::preview::{self as service, Preview, PreviewError};
 use crate::db;
 use crate::db::policies::{StoredPolicy, Write};
 use crate::domain::policy::PolicySpec;
 use crate::error::parse_json;
-use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 /// A policy row.
@@ -52,11 +51,7 @@ fn parse_id(s: &str) -> Result<Uuid, WebError> {
 
 /// `GET /policies`.
 #[get("/policies")]
-pub async fn list(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-) -> Result<HttpResponse, WebError> {
+pub async fn list(state: State, caches: Caches, user: WebUser) -> Result<HttpResponse, WebError> {
     let now = Utc::now();
     let rows = caches
         .policies
@@ -480,7 +475,7 @@ fn form_page(chrome: Chrome, id: Option<Uuid>, version: i32, form: FormState) ->
 
 /// `GET /policies/new`.
 #[get("/policies/new")]
-pub async fn new_form(state: web::Data<AppState>, user: WebUser) -> Result<HttpResponse, WebError> {
+pub async fn new_form(state: State, user: WebUser) -> Result<HttpResponse, WebError> {
     form_page(user.still_chrome(&state, "New policy", "policies"), None, 0, FormState::new(defaults()))
 }
 
@@ -522,7 +517,7 @@ async fn save(state: &AppState, form: Submitted, before: Option<StoredPolicy>) -
 
 /// `POST /policies`: creates a policy from the form (operators).
 #[post("/policies")]
-pub async fn create(state: web::Data<AppState>, form: Submitted) -> Result<HttpResponse, WebError> {
+pub async fn create(state: State, form: Submitted) -> Result<HttpResponse, WebError> {
     save(&state, form, None).await
 }
 
@@ -534,11 +529,7 @@ async fn policy(state: &AppState, id: &str) -> Result<StoredPolicy, WebError> {
 
 /// `GET /policies/{id}`: the edit form.
 #[get("/policies/{id}")]
-pub async fn edit_form(
-    state: web::Data<AppState>,
-    user: WebUser,
-    id: web::Path<String>,
-) -> Result<HttpResponse, WebError> {
+pub async fn edit_form(state: State, user: WebUser, id: web::Path<String>) -> Result<HttpResponse, WebError> {
     let p = policy(&state, &id).await?;
     let mut chrome = user.still_chrome(&state, format!("Policy {}", p.spec.name), "policies");
     let mut values = values_of(&serde_json::to_value(&p.spec).unwrap_or_default());
@@ -552,11 +543,7 @@ pub async fn edit_form(
 
 /// `POST /policies/{id}`: a new version from the form (operators).
 #[post("/policies/{id}")]
-pub async fn update(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    form: Submitted,
-) -> Result<HttpResponse, WebError> {
+pub async fn update(state: State, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
     let p = policy(&state, &id).await?;
     if let Some(owner) = &p.owner {
         return Err(WebError::Forbidden(format!(
@@ -593,11 +580,7 @@ pub struct PreviewTemplate {
 /// `GET /policies/{id}/preview`: the service [`service::preview`] (the last 24 hours replayed through the policy's
 /// scaling engine, next to what the control loop decided), drawn and in words.
 #[get("/policies/{id}/preview")]
-pub async fn preview(
-    state: web::Data<AppState>,
-    user: WebUser,
-    id: web::Path<String>,
-) -> Result<HttpResponse, WebError> {
+pub async fn preview(state: State, user: WebUser, id: web::Path<String>) -> Result<HttpResponse, WebError> {
     let id = parse_id(&id)?;
     let down_window = state.settings.control.scale_down_stabilization_secs;
     let p = service::preview(&state.pool, id, Utc::now(), down_window).await.map_err(|e| match e {

@@ -9,7 +9,7 @@ use rand::Rng as _;
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
-use super::{Chrome, Params, WebError, render};
+use super::{Chrome, Params, State, WebError, render};
 use crate::db::users::{self, Role};
 use crate::state::AppState;
 
@@ -190,7 +190,7 @@ struct NextQuery {
 
 /// `GET /login`.
 #[get("/login")]
-pub async fn login_page(state: web::Data<AppState>, q: web::Query<NextQuery>) -> Result<HttpResponse, WebError> {
+pub async fn login_page(state: State, q: web::Query<NextQuery>) -> Result<HttpResponse, WebError> {
     let token = random_hex(16);
     let t = LoginTemplate {
         chrome: login_chrome(&state),
@@ -216,11 +216,7 @@ struct LoginForm {
 
 /// `POST /login`: checks the password (argon2), starts a session and sets its cookie.
 #[post("/login")]
-pub async fn login(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    form: web::Form<LoginForm>,
-) -> Result<HttpResponse, WebError> {
+pub async fn login(state: State, req: HttpRequest, form: web::Form<LoginForm>) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
     let expected = req.cookie(LOGIN_CSRF_COOKIE).map(|c| c.value().to_string());
     let csrf_ok = matches!((&expected, &form.csrf), (Some(e), Some(g)) if bool::from(e.as_bytes().ct_eq(g.as_bytes())));
@@ -285,7 +281,7 @@ struct CsrfForm {
 /// `POST /logout`.
 #[post("/logout")]
 pub async fn logout(
-    state: web::Data<AppState>,
+    state: State,
     user: WebUser,
     req: HttpRequest,
     form: web::Form<CsrfForm>,

@@ -9,7 +9,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::session::WebUser;
-use super::{Chrome, FormState, Submitted, WebError, render, see_other};
+use super::{Chrome, FormState, Operator, State, Submitted, WebError, render, see_other};
 use crate::alerts::silence_from::{self as service, Request, Scope, SilenceError};
 use crate::db::alerts::{self as store, Incident};
 use crate::state::AppState;
@@ -60,12 +60,7 @@ async fn incident(state: &AppState, id: &str) -> Result<Incident, WebError> {
 
 /// `GET /alerts/{id}/silence`: the confirm page (operators).
 #[get("/alerts/{id}/silence")]
-pub async fn confirm(
-    state: web::Data<AppState>,
-    user: WebUser,
-    id: web::Path<String>,
-) -> Result<HttpResponse, WebError> {
-    user.require_operator()?;
+pub async fn confirm(state: State, user: Operator, id: web::Path<String>) -> Result<HttpResponse, WebError> {
     let inc = incident(&state, &id).await?;
     let start = service::default_request(&inc);
     let values = [("scope", start.scope), ("duration", start.duration)].map(|(k, v)| (k.to_string(), v));
@@ -75,11 +70,7 @@ pub async fn confirm(
 /// `POST /alerts/{id}/silence`: creates the silence (created by the logged-in user) and goes back to the
 /// alerts list, where the alert shows as silenced and the silence is listed.
 #[post("/alerts/{id}/silence")]
-pub async fn create(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    form: Submitted,
-) -> Result<HttpResponse, WebError> {
+pub async fn create(state: State, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
     let inc = incident(&state, &id).await?;
     let req = Request {
         scope: form.get("scope").into(),
@@ -99,11 +90,7 @@ pub async fn create(
 
 /// `POST /silences/{id}/expire`: ends a silence now (operators).
 #[post("/silences/{id}/expire")]
-pub async fn expire(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    form: Submitted,
-) -> Result<HttpResponse, WebError> {
+pub async fn expire(state: State, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
     let id = Uuid::parse_str(&id).map_err(|_| WebError::field("id", "must be a silence id (UUID)"))?;
     if !service::expire(&state.pool, id, &form.user.actor(), Utc::now()).await? {
         return Err(WebError::NotFound(format!("no silence {id} in force")));
