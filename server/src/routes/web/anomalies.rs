@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::chart::{Marker, Panel, Span, num};
 use super::session::WebUser;
-use super::{Chrome, Pager, Params, RANGES, State, WebError, ago, query_string, render, url_encode};
+use super::{Chrome, Listing, Params, RANGES, State, WebError, ago, query_string, render, url_encode};
 use crate::db::anomalies::{self as store, Filter, PageQuery, Sort, StoredAnomaly};
 
 const PER_PAGE: i64 = 50;
@@ -198,10 +198,8 @@ pub struct AnomaliesTemplate {
     deployment: String,
     severities: Vec<super::Opt>,
     states: Vec<super::Opt>,
-    sorts: Vec<super::Opt>,
     ranges: Vec<super::Opt>,
-    rows: Vec<AnomalyView>,
-    pager: Pager,
+    list: Listing<AnomalyView>,
 }
 
 /// `GET /anomalies?node=&gpu=&deployment=&severity=&state=&range=&sort=&page=` (default: the last 24 hours).
@@ -227,7 +225,7 @@ pub async fn list(state: State, user: WebUser, p: Params) -> Result<HttpResponse
     let open = p.choice("state", STATES)?;
     let range = p.range_or("24h")?;
     let sort = p.choice("sort", SORTS)?;
-    let page = p.page()?;
+    let paging = p.paging(PER_PAGE)?;
     let query = PageQuery {
         filter: Filter {
             node: node.clone(),
@@ -239,7 +237,7 @@ pub async fn list(state: State, user: WebUser, p: Params) -> Result<HttpResponse
                 _ => None,
             },
             limit: PER_PAGE,
-            offset: (page - 1) * PER_PAGE,
+            offset: paging.offset(),
         },
         target,
         from: range.from,
@@ -268,10 +266,13 @@ pub async fn list(state: State, user: WebUser, p: Params) -> Result<HttpResponse
         chrome,
         severities: super::options(SEVERITIES, severity),
         states: super::options(STATES, open),
-        sorts: super::options(SORTS, sort),
         ranges: super::options(RANGES, range.key),
-        pager: Pager::counted(page, PER_PAGE, total, base),
-        rows: rows.iter().map(|a| anomaly_view(now, a, range.key)).collect(),
+        list: paging.listing(
+            (SORTS, sort),
+            rows.iter().map(|a| anomaly_view(now, a, range.key)).collect(),
+            total,
+            base,
+        ),
         node,
         gpu,
         deployment,

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::dashboard::{outcome, target_link};
 use super::session::WebUser;
-use super::{Caches, Chrome, Pager, Params, State, WebError, ago, query_string, render};
+use super::{Caches, Chrome, Listing, Params, State, WebError, ago, query_string, render};
 use crate::alerts::rules::{Labels, MatchOp, Matcher};
 use crate::db::alerts::{self as alert_store, Silence};
 use crate::db::dashboard::{self as store, AlertQuery, AlertSort, DecisionQuery, OutcomeFilter};
@@ -38,9 +38,7 @@ pub struct DecisionsTemplate {
     chrome: Chrome,
     target: String,
     outcomes: Vec<super::Opt>,
-    sorts: Vec<super::Opt>,
-    rows: Vec<DecisionView>,
-    pager: Pager,
+    list: Listing<DecisionView>,
 }
 
 /// `GET /decisions?target=&outcome=&sort=&page=`.
@@ -50,7 +48,7 @@ pub async fn decisions(state: State, caches: Caches, user: WebUser, p: Params) -
     let target = p.text("target")?;
     let outcome_key = p.choice("outcome", OUTCOMES)?;
     let sort = p.choice("sort", SORTS)?;
-    let page = p.page()?;
+    let paging = p.paging(PER_PAGE)?;
     let query = DecisionQuery {
         target: target.clone(),
         outcome: match outcome_key {
@@ -62,7 +60,7 @@ pub async fn decisions(state: State, caches: Caches, user: WebUser, p: Params) -
         },
         oldest_first: sort == "oldest",
         limit: PER_PAGE,
-        offset: (page - 1) * PER_PAGE,
+        offset: paging.offset(),
     };
     // Rows and the filter's count (a count a few seconds old is fine; the rows are live).
     let count_key = format!(
@@ -81,23 +79,25 @@ pub async fn decisions(state: State, caches: Caches, user: WebUser, p: Params) -
     let t = DecisionsTemplate {
         chrome,
         outcomes: super::options(OUTCOMES, outcome_key),
-        sorts: super::options(SORTS, sort),
-        pager: Pager::counted(page, PER_PAGE, total, base),
-        rows: rows
-            .into_iter()
-            .map(|d| DecisionView {
-                id: d.id,
-                when: ago(now, d.decided_at),
-                at: d.decided_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                link: target_link(&d.target),
-                change: format!("{} → {}", d.current_replicas, d.desired_replicas),
-                outcome: outcome(&d.error, d.dry_run, d.applied),
-                failed: d.error.is_some(),
-                winner: d.winner,
-                target: d.target,
-                reason: d.reason,
-            })
-            .collect(),
+        list: paging.listing(
+            (SORTS, sort),
+            rows.into_iter()
+                .map(|d| DecisionView {
+                    id: d.id,
+                    when: ago(now, d.decided_at),
+                    at: d.decided_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    link: target_link(&d.target),
+                    change: format!("{} → {}", d.current_replicas, d.desired_replicas),
+                    outcome: outcome(&d.error, d.dry_run, d.applied),
+                    failed: d.error.is_some(),
+                    winner: d.winner,
+                    target: d.target,
+                    reason: d.reason,
+                })
+                .collect(),
+            total,
+            base,
+        ),
         target,
     };
     render(&t, StatusCode::OK)
@@ -146,9 +146,7 @@ pub struct AlertsTemplate {
     deployment: String,
     states: Vec<super::Opt>,
     severities: Vec<super::Opt>,
-    sorts: Vec<super::Opt>,
-    rows: Vec<AlertView>,
-    pager: Pager,
+    list: Listing<AlertView>,
     silences: Vec<SilenceView>,
 }
 
@@ -166,7 +164,7 @@ pub async fn alerts(state: State, user: WebUser, p: Params) -> Result<HttpRespon
     let node = p.text("node")?;
     let deployment = p.text("deployment")?;
     let sort = p.choice("sort", ALERT_SORTS)?;
-    let page = p.page()?;
+    let paging = p.paging(PER_PAGE)?;
     let fresh = p.text("silenced")?;
     let query = AlertQuery {
         state: (alert_state != "all").then(|| alert_state.to_string()),
@@ -181,7 +179,7 @@ pub async fn alerts(state: State, user: WebUser, p: Params) -> Result<HttpRespon
             _ => AlertSort::Newest,
         },
         limit: PER_PAGE,
-        offset: (page - 1) * PER_PAGE,
+        offset: paging.offset(),
     };
     let (rows, total) = store::alert_page(&state.pool, &query).await?;
     let now = Utc::now();
@@ -213,35 +211,36 @@ pub async fn alerts(state: State, user: WebUser, p: Params) -> Result<HttpRespon
         chrome,
         states: super::options(STATES, alert_state),
         severities: super::options(SEVERITIES, severity),
-        sorts: super::options(ALERT_SORTS, sort),
-        pager: Pager::counted(page, PER_PAGE, total, base),
-        rows: rows
-            .into_iter()
-            .map(|a| {
-                let firing = a.state == "firing";
-                let silenced_by = if firing {
-                    members
-                        .get(&a.group_name)
-                        .and_then(|m| silenced_by(m, &active))
-                        .map(|s| format!("until {} by {}: {}", s.ends_at.format("%H:%M UTC"), s.created_by, s.comment))
-                } else {
-                    None
-                };
-                AlertView {
-                    id: a.id,
-                    since: ago(now, a.started_at),
-                    at: a.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                    resolved: a.resolved_at.map(|r| ago(now, r)).unwrap_or_default(),
-                    severity: a.severity,
-                    rule: a.rule,
-                    source: a.source,
-                    summary: a.summary,
-                    state: a.state,
-                    firing,
-                    silenced_by,
-                }
-            })
-            .collect(),
+        list: paging.listing(
+            (ALERT_SORTS, sort),
+            rows.into_iter()
+                .map(|a| {
+                    let firing = a.state == "firing";
+                    let silenced_by = if firing {
+                        members.get(&a.group_name).and_then(|m| silenced_by(m, &active)).map(|s| {
+                            format!("until {} by {}: {}", s.ends_at.format("%H:%M UTC"), s.created_by, s.comment)
+                        })
+                    } else {
+                        None
+                    };
+                    AlertView {
+                        id: a.id,
+                        since: ago(now, a.started_at),
+                        at: a.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        resolved: a.resolved_at.map(|r| ago(now, r)).unwrap_or_default(),
+                        severity: a.severity,
+                        rule: a.rule,
+                        source: a.source,
+                        summary: a.summary,
+                        state: a.state,
+                        firing,
+                        silenced_by,
+                    }
+                })
+                .collect(),
+            total,
+            base,
+        ),
         silences: silences
             .iter()
             .map(|s| SilenceView {

@@ -255,7 +255,29 @@ pub struct Paging {
     pub per_page: i64,
 }
 
+/// What every filtered, paged list page shows besides its filters: the sort choices, the rows and the pager.
+pub struct Listing<R> {
+    /// The sort select.
+    pub sorts: Vec<Opt>,
+    /// This page's rows.
+    pub rows: Vec<R>,
+    /// The pager.
+    pub pager: Pager,
+}
+
 impl Paging {
+    /// This page's listing: `sort` marked among `sorts`, `rows` out of a capped `total`; `base` is the query
+    /// string of the other parameters.
+    pub fn listing<R>(
+        &self,
+        (sorts, sort): (&[&'static str], &str),
+        rows: Vec<R>,
+        total: crate::db::Total,
+        base: String,
+    ) -> Listing<R> {
+        Listing { sorts: options(sorts, sort), rows, pager: self.pager(total, base) }
+    }
+
     /// Rows to skip.
     pub fn offset(&self) -> i64 {
         (self.page - 1) * self.per_page

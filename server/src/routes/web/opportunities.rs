@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::session::WebUser;
 use super::{
-    Caches, Chrome, Operator, Pager, Params, State, Submitted, WebError, ago, query_string, render, see_other,
+    Caches, Chrome, Listing, Operator, Params, State, Submitted, WebError, ago, query_string, render, see_other,
     url_encode,
 };
 use crate::db;
@@ -188,9 +188,7 @@ pub struct ListTemplate {
     node: String,
     kinds: Vec<super::Opt>,
     statuses: Vec<super::Opt>,
-    sorts: Vec<super::Opt>,
-    rows: Vec<OpportunityView>,
-    pager: Pager,
+    list: Listing<OpportunityView>,
     /// This page's URL, where the dismiss forms come back to.
     back: String,
     /// "Opportunity N dismissed" after a dismissal.
@@ -239,7 +237,7 @@ pub async fn list(state: State, caches: Caches, user: WebUser, p: Params) -> Res
     let kind = p.choice("kind", &kinds)?;
     let status = p.choice("status", STATUSES)?;
     let sort = p.choice("sort", SORTS)?;
-    let page = p.page()?;
+    let paging = p.paging(PER_PAGE)?;
     let dismissed: Option<i64> = p.text("dismissed")?.and_then(|v| v.parse().ok());
     let query = PageQuery {
         filter: store::Filter {
@@ -248,7 +246,7 @@ pub async fn list(state: State, caches: Caches, user: WebUser, p: Params) -> Res
             kind: (kind != "any").then(|| kind.to_string()),
             status: (status != "all").then(|| status.to_string()),
             limit: PER_PAGE,
-            offset: (page - 1) * PER_PAGE,
+            offset: paging.offset(),
         },
         sort: match sort {
             "gpu_hours" => Sort::GpuHours,
@@ -271,7 +269,7 @@ pub async fn list(state: State, caches: Caches, user: WebUser, p: Params) -> Res
         ("status", status),
         ("sort", sort),
     ]);
-    let back = format!("/opportunities?{base}{}page={page}", if base.is_empty() { "" } else { "&" });
+    let back = format!("/opportunities?{base}{}page={}", paging.page, if base.is_empty() { "" } else { "&" });
     let mut chrome = user.list_chrome(&state, "Opportunities", "opportunities", &p);
     // No live refresh: it would swap the dismiss forms out from under a reason being typed (opportunities are
     // refreshed every few minutes anyway).
@@ -280,9 +278,7 @@ pub async fn list(state: State, caches: Caches, user: WebUser, p: Params) -> Res
         chrome,
         kinds: super::options(&kinds, kind),
         statuses: super::options(STATUSES, status),
-        sorts: super::options(SORTS, sort),
-        pager: Pager::counted(page, PER_PAGE, total, base),
-        rows: rows.into_iter().map(|l| view(now, l, &policies)).collect(),
+        list: paging.listing((SORTS, sort), rows.into_iter().map(|l| view(now, l, &policies)).collect(), total, base),
         back,
         notice: dismissed.map(|id| format!("Opportunity {id} dismissed.")).unwrap_or_default(),
         idle: idle.as_ref().map(idle_view),
