@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::chart::{Marker, Panel, Span, num};
 use super::session::WebUser;
-use super::{Chrome, Listing, Params, RANGES, State, WebError, ago, query_string, render, url_encode};
+use super::{Chrome, Listing, Params, RANGES, State, WebError, ago, render, url_encode};
 use crate::db::anomalies::{self as store, Filter, PageQuery, Sort, StoredAnomaly};
 
 const PER_PAGE: i64 = 50;
@@ -252,18 +252,16 @@ pub async fn list(state: State, user: WebUser, p: Params) -> Result<HttpResponse
     let now = Utc::now();
     let (node, deployment) = (node.unwrap_or_default(), deployment.unwrap_or_default());
     let gpu = gpu.map(|g| g.to_string()).unwrap_or_default();
-    let base = query_string(&[
+    let filters = [
         ("node", node.as_str()),
         ("gpu", gpu.as_str()),
         ("deployment", deployment.as_str()),
         ("severity", severity),
         ("state", open),
         ("range", range.key),
-        ("sort", sort),
-    ]);
-    let chrome = user.list_chrome(&state, "Anomalies", "anomalies", &p);
+    ];
     let t = AnomaliesTemplate {
-        chrome,
+        chrome: user.list_chrome(&state, "Anomalies", "anomalies", &p),
         severities: super::options(SEVERITIES, severity),
         states: super::options(STATES, open),
         ranges: super::options(RANGES, range.key),
@@ -271,7 +269,7 @@ pub async fn list(state: State, user: WebUser, p: Params) -> Result<HttpResponse
             (SORTS, sort),
             rows.iter().map(|a| anomaly_view(now, a, range.key)).collect(),
             total,
-            base,
+            &filters,
         ),
         node,
         gpu,

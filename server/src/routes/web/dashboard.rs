@@ -11,8 +11,7 @@ use chrono::Utc;
 use tokio::sync::Mutex;
 
 use super::chart::{self, Cell};
-use super::session::WebUser;
-use super::{Caches, Chrome, Pager, Params, State, WebError, ago, render};
+use super::{Chrome, Pager, Params, Viewer, WebError, ago, render};
 use crate::db;
 use crate::db::dashboard::{SlowTiles, Tiles};
 use crate::db::opportunities::{ListedOpportunity, OpenSummary};
@@ -212,7 +211,8 @@ pub fn target_link(target: &str) -> String {
 
 /// `GET /`: the fleet at a glance.
 #[get("/")]
-pub async fn index(state: State, caches: Caches, user: WebUser, params: Params) -> Result<HttpResponse, WebError> {
+pub async fn index(v: Viewer, params: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let page = params.page()?;
     let now = Utc::now();
     let data = caches.overview.page(&state.pool, state.settings.alerts.node_silent_secs, page).await?;

@@ -11,8 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::anomalies::{AnomalyView, MAX_MARKED, anomaly_view, evidence_words, mark};
 use super::chart::{self, Band, Marker, Panel, Series, Style};
 use super::dashboard::outcome;
-use super::session::WebUser;
-use super::{Caches, Chrome, Params, RANGES, State, TimeRange, WebError, ago, render};
+use super::{Chrome, Params, RANGES, TimeRange, Viewer, WebError, ago, render};
 use crate::db;
 use crate::db::anomalies::StoredAnomaly;
 use crate::db::policies::StoredPolicy;
@@ -42,7 +41,8 @@ pub struct DeploymentsTemplate {
 
 /// `GET /deployments`.
 #[get("/deployments")]
-pub async fn list(state: State, caches: Caches, user: WebUser, params: Params) -> Result<HttpResponse, WebError> {
+pub async fn list(v: Viewer, params: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let now = Utc::now();
     let (rows, policies) = tokio::try_join!(
         async { Ok::<_, WebError>(db::dashboard::deployments(&state.pool).await?) },
@@ -351,13 +351,8 @@ async fn load(
 
 /// `GET /deployments/{ns}/{name}?range=`.
 #[get("/deployments/{ns}/{name}")]
-pub async fn page(
-    state: State,
-    caches: Caches,
-    user: WebUser,
-    path: web::Path<(String, String)>,
-    params: Params,
-) -> Result<HttpResponse, WebError> {
+pub async fn page(v: Viewer, path: web::Path<(String, String)>, params: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let range = params.range()?;
     let (ns, name) = path.into_inner();
     let deployment = format!("{ns}/{name}");

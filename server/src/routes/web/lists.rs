@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::dashboard::{outcome, target_link};
 use super::session::WebUser;
-use super::{Caches, Chrome, Listing, Params, State, WebError, ago, query_string, render};
+use super::{Chrome, Listing, Params, State, Viewer, WebError, ago, render};
 use crate::alerts::rules::{Labels, MatchOp, Matcher};
 use crate::db::alerts::{self as alert_store, Silence};
 use crate::db::dashboard::{self as store, AlertQuery, AlertSort, DecisionQuery, OutcomeFilter};
@@ -43,7 +43,8 @@ pub struct DecisionsTemplate {
 
 /// `GET /decisions?target=&outcome=&sort=&page=`.
 #[get("/decisions")]
-pub async fn decisions(state: State, caches: Caches, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
+pub async fn decisions(v: Viewer, p: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     const OUTCOMES: &[&str] = &["all", "changed", "applied", "dry_run", "failed"];
     let target = p.text("target")?;
     let outcome_key = p.choice("outcome", OUTCOMES)?;
@@ -74,10 +75,9 @@ pub async fn decisions(state: State, caches: Caches, user: WebUser, p: Params) -
     )?;
     let now = Utc::now();
     let target = target.unwrap_or_default();
-    let base = query_string(&[("target", target.as_str()), ("outcome", outcome_key), ("sort", sort)]);
-    let chrome = user.list_chrome(&state, "Decisions", "decisions", &p);
+    let filters = [("target", target.as_str()), ("outcome", outcome_key)];
     let t = DecisionsTemplate {
-        chrome,
+        chrome: user.list_chrome(&state, "Decisions", "decisions", &p),
         outcomes: super::options(OUTCOMES, outcome_key),
         list: paging.listing(
             (SORTS, sort),
@@ -96,7 +96,7 @@ pub async fn decisions(state: State, caches: Caches, user: WebUser, p: Params) -
                 })
                 .collect(),
             total,
-            base,
+            &filters,
         ),
         target,
     };
@@ -197,18 +197,16 @@ pub async fn alerts(state: State, user: WebUser, p: Params) -> Result<HttpRespon
         node.unwrap_or_default(),
         deployment.unwrap_or_default(),
     );
-    let base = query_string(&[
+    let filters = [
         ("state", alert_state),
         ("severity", severity),
         ("rule", rule.as_str()),
         ("node", node.as_str()),
         ("deployment", deployment.as_str()),
         ("q", search.as_str()),
-        ("sort", sort),
-    ]);
-    let chrome = user.list_chrome(&state, "Alerts", "alerts", &p);
+    ];
     let t = AlertsTemplate {
-        chrome,
+        chrome: user.list_chrome(&state, "Alerts", "alerts", &p),
         states: super::options(STATES, alert_state),
         severities: super::options(SEVERITIES, severity),
         list: paging.listing(
@@ -239,7 +237,7 @@ pub async fn alerts(state: State, user: WebUser, p: Params) -> Result<HttpRespon
                 })
                 .collect(),
             total,
-            base,
+            &filters,
         ),
         silences: silences
             .iter()

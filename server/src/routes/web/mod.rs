@@ -52,6 +52,32 @@ pub type State = web::Data<crate::state::AppState>;
 /// The web layer's caches, as page handlers take them.
 pub type Caches = web::Data<cache::WebCaches>;
 
+/// What a page that reads the web layer's caches starts from: the shared state, the caches, and who is
+/// looking.
+pub struct Viewer {
+    /// The shared state.
+    pub state: State,
+    /// The web layer's caches.
+    pub caches: Caches,
+    /// Who is looking.
+    pub user: session::WebUser,
+}
+
+impl actix_web::FromRequest for Viewer {
+    type Error = WebError;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, WebError>>;
+    fn from_request(req: &actix_web::HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let data = (req.app_data::<State>().cloned(), req.app_data::<Caches>().cloned());
+        let user = session::WebUser::from_request(req, payload);
+        Box::pin(async move {
+            let (Some(state), Some(caches)) = data else {
+                return Err(WebError::Internal("app state or web caches missing".into()));
+            };
+            Ok(Viewer { state, caches, user: user.await? })
+        })
+    }
+}
+
 /// An operator looking at a page that offers to change something (a confirm page): 403 for a viewer.
 pub struct Operator(pub session::WebUser);
 
@@ -266,16 +292,18 @@ pub struct Listing<R> {
 }
 
 impl Paging {
-    /// This page's listing: `sort` marked among `sorts`, `rows` out of a capped `total`; `base` is the query
-    /// string of the other parameters.
+    /// This page's listing: `sort` marked among `sorts`, `rows` out of a capped `total`; the pager's links
+    /// carry `filters` (the empty ones left out) and the sort.
     pub fn listing<R>(
         &self,
         (sorts, sort): (&[&'static str], &str),
         rows: Vec<R>,
         total: crate::db::Total,
-        base: String,
+        filters: &[(&str, &str)],
     ) -> Listing<R> {
-        Listing { sorts: options(sorts, sort), rows, pager: self.pager(total, base) }
+        let mut pairs = filters.to_vec();
+        pairs.push(("sort", sort));
+        Listing { sorts: options(sorts, sort), rows, pager: self.pager(total, query_string(&pairs)) }
     }
 
     /// Rows to skip.

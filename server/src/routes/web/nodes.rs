@@ -7,8 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::anomalies::{AnomalyView, MAX_MARKED, anomaly_view, mark};
 use super::chart::{self, Panel, Series, Style};
-use super::session::WebUser;
-use super::{Caches, Chrome, Params, RANGES, State, WebError, ago, render};
+use super::{Chrome, Params, RANGES, Viewer, WebError, ago, render};
 use crate::db;
 
 /// How a reading the agent could not take is shown.
@@ -123,13 +122,8 @@ fn command_view(now: DateTime<Utc>, c: db::commands::CommandRecord) -> CommandVi
 
 /// `GET /nodes/{node}?range=`.
 #[get("/nodes/{node}")]
-pub async fn node_page(
-    state: State,
-    caches: Caches,
-    user: WebUser,
-    path: web::Path<String>,
-    params: Params,
-) -> Result<HttpResponse, WebError> {
+pub async fn node_page(v: Viewer, path: web::Path<String>, params: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let range = params.range()?;
     let node = path.into_inner();
     let now = Utc::now();
@@ -242,13 +236,8 @@ pub struct GpuTemplate {
 
 /// `GET /nodes/{node}/gpus/{i}?range=`: utilisation, memory, power, temperature, clocks.
 #[get("/nodes/{node}/gpus/{gpu}")]
-pub async fn gpu_page(
-    state: State,
-    caches: Caches,
-    user: WebUser,
-    path: web::Path<(String, String)>,
-    params: Params,
-) -> Result<HttpResponse, WebError> {
+pub async fn gpu_page(v: Viewer, path: web::Path<(String, String)>, params: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let range = params.range()?;
     let (node, gpu) = path.into_inner();
     let gpu: i32 = gpu

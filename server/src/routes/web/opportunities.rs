@@ -12,10 +12,8 @@ use chrono::{DateTime, Utc};
 use forecasting::opportunities::Kind;
 use serde_json::json;
 
-use super::session::WebUser;
 use super::{
-    Caches, Chrome, Listing, Operator, Params, State, Submitted, WebError, ago, query_string, render, see_other,
-    url_encode,
+    Chrome, Listing, Operator, Params, State, Submitted, Viewer, WebError, ago, render, see_other, url_encode,
 };
 use crate::db;
 use crate::db::opportunities::{self as store, ListedOpportunity, PageQuery, Sort, StoredOpportunity};
@@ -230,7 +228,8 @@ fn kinds() -> Vec<&'static str> {
 
 /// `GET /opportunities?deployment=&node=&kind=&status=&sort=&page=`.
 #[get("/opportunities")]
-pub async fn list(state: State, caches: Caches, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
+pub async fn list(v: Viewer, p: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let deployment = p.text("deployment")?;
     let node = p.text("node")?;
     let kinds = kinds();
@@ -262,24 +261,22 @@ pub async fn list(state: State, caches: Caches, user: WebUser, p: Params) -> Res
     )?;
     let now = Utc::now();
     let (deployment, node) = (deployment.unwrap_or_default(), node.unwrap_or_default());
-    let base = query_string(&[
-        ("deployment", deployment.as_str()),
-        ("node", node.as_str()),
-        ("kind", kind),
-        ("status", status),
-        ("sort", sort),
-    ]);
-    let back = format!("/opportunities?{base}{}page={}", paging.page, if base.is_empty() { "" } else { "&" });
+    let filters = [("deployment", deployment.as_str()), ("node", node.as_str()), ("kind", kind), ("status", status)];
     let mut chrome = user.list_chrome(&state, "Opportunities", "opportunities", &p);
     // No live refresh: it would swap the dismiss forms out from under a reason being typed (opportunities are
     // refreshed every few minutes anyway).
     chrome.refresh_secs = 0;
+    let list =
+        paging.listing((SORTS, sort), rows.into_iter().map(|l| view(now, l, &policies)).collect(), total, &filters);
+    // This page again (the dismiss forms come back to it): its filters, sort and page.
+    let sep = if list.pager.base_query.is_empty() { "" } else { "&" };
+    let back = format!("/opportunities?{}{sep}page={}", list.pager.base_query, paging.page);
     let t = ListTemplate {
         chrome,
         kinds: super::options(&kinds, kind),
         statuses: super::options(STATUSES, status),
-        list: paging.listing((SORTS, sort), rows.into_iter().map(|l| view(now, l, &policies)).collect(), total, base),
         back,
+        list,
         notice: dismissed.map(|id| format!("Opportunity {id} dismissed.")).unwrap_or_default(),
         idle: idle.as_ref().map(idle_view),
         deployment,
@@ -337,12 +334,8 @@ fn command_state(c: &db::commands::CommandRecord) -> &'static str {
 
 /// `GET /opportunities/{id}`: one opportunity, its forms and what was done about it.
 #[get("/opportunities/{id}")]
-pub async fn detail(
-    state: State,
-    caches: Caches,
-    user: WebUser,
-    id: web::Path<String>,
-) -> Result<HttpResponse, WebError> {
+pub async fn detail(v: Viewer, id: web::Path<String>) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let id = parse_id(&id)?;
     let (l, policies, actions) =
         tokio::try_join!(load(&state, id), caches.policies.list(&state.pool, state.policy_epoch()), async {

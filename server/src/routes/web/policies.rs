@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::chart::{self, Panel, Series, Style};
 use super::session::WebUser;
-use super::{Caches, Chrome, FormState, State, Submitted, WebError, ago, render, see_other};
+use super::{Chrome, FormState, State, Submitted, Viewer, WebError, ago, render, see_other};
 use crate::control::preview::{self as service, Preview, PreviewError};
 use crate::db;
 use crate::db::policies::{StoredPolicy, Write};
@@ -51,7 +51,8 @@ fn parse_id(s: &str) -> Result<Uuid, WebError> {
 
 /// `GET /policies`.
 #[get("/policies")]
-pub async fn list(state: State, caches: Caches, user: WebUser) -> Result<HttpResponse, WebError> {
+pub async fn list(v: Viewer) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let now = Utc::now();
     let rows = caches
         .policies
