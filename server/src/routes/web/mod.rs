@@ -262,13 +262,11 @@ pub const MAX_PAGE: i64 = 1000;
 
 impl actix_web::FromRequest for Params {
     type Error = actix_web::Error;
-    type Future = std::future::Ready<Result<Self, actix_web::Error>>;
-    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready(
-            web::Query::<HashMap<String, String>>::from_query(req.query_string())
-                .map(|q| Params(q.into_inner()))
-                .map_err(Into::into),
-        )
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
+    fn from_request(req: &actix_web::HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        // Through `web::Query`, so that the app's `QueryConfig` answers a malformed query string.
+        let query = web::Query::<HashMap<String, String>>::from_request(req, payload);
+        Box::pin(async move { Ok(Params(query.await?.into_inner())) })
     }
 }
 
