@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use super::dashboard::{outcome, target_link};
 use super::session::WebUser;
 use super::{Chrome, Listing, Params, State, Viewer, WebError, ago, render};
-use crate::alerts::rules::{Labels, MatchOp, Matcher};
+use crate::alerts::rules::Labels;
+use crate::alerts::silence_from::matchers_text;
 use crate::db::alerts::{self as alert_store, Silence};
 use crate::db::dashboard::{self as store, AlertQuery, AlertSort, DecisionQuery, OutcomeFilter};
 
@@ -276,21 +277,6 @@ fn silenced_by<'a>(members: &[Labels], active: &[&'a Silence]) -> Option<&'a Sil
         first.get_or_insert(*s);
     }
     first
-}
-
-/// `alertname=gpu-temperature, group=node/a`.
-pub fn matchers_text(ms: &[Matcher]) -> String {
-    ms.iter()
-        .map(|m| {
-            let op = match m.op {
-                MatchOp::Eq => "=",
-                MatchOp::Ne => "!=",
-                MatchOp::Glob => "=~",
-            };
-            format!("{}{op}{}", m.label, m.value)
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// "3h 20m", "45m", "2d 4h".
