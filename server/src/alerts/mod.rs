@@ -21,6 +21,7 @@
 //! long-open cost incident never absorbs a later page about the same node).
 pub mod outbox;
 pub mod rules;
+pub mod silence_from;
 pub mod targets;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

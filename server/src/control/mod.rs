@@ -26,6 +26,7 @@ pub mod crd;
 mod error;
 pub mod leadership;
 mod plan;
+pub mod preview;
 pub mod replay;
 pub mod shadow;
 pub mod snapshot;

@@ -8,27 +8,16 @@ use actix_web::{HttpResponse, get, web as aw};
 use crate::state::AppState;
 
 /// Liveness: the process serves HTTP.
-#[utoipa::path(
-    tag = "meta",
-    operation_id = "healthz",
-    responses(
-        (status = 200, description = "Alive", body = String, content_type = "text/plain")
-    )
-)]
+#[utoipa::path(tag = "meta", operation_id = "healthz",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
 /// Readiness: the database answers.
-#[utoipa::path(
-    tag = "meta",
-    operation_id = "readyz",
-    responses(
-        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
-        (status = 503, description = "The database does not answer", body = String, content_type = "text/plain")
-    )
-)]
+#[utoipa::path(tag = "meta", operation_id = "readyz",
+    responses((status = 200, description = "Ready", body = String, content_type = "text/plain"), (status = 503, description = "The database does not answer", body = String, content_type = "text/plain")))]
 #[get("/readyz")]
 pub async fn readyz(state: aw::Data<AppState>) -> HttpResponse {
     match crate::db::ping(&state.pool).await {
@@ -44,13 +33,8 @@ pub const FLEET_GAUGES_MAX_AGE: std::time::Duration = std::time::Duration::from_
 
 /// Prometheus exposition of the server's own metrics, with the fleet gauges read from the store (so every
 /// replica reports the same fleet; a store that does not answer leaves the last values, never fails the scrape).
-#[utoipa::path(
-    tag = "meta",
-    operation_id = "metrics",
-    responses(
-        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")
-    )
-)]
+#[utoipa::path(tag = "meta", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 #[get("/metrics")]
 pub async fn metrics(state: aw::Data<AppState>) -> HttpResponse {
     if state.metrics.fleet_due(FLEET_GAUGES_MAX_AGE) {
@@ -72,13 +56,8 @@ pub async fn metrics(state: aw::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /api/v1/openapi.json`: the OpenAPI 3.1 document generated from the API's types (see [`api::doc`]).
-#[utoipa::path(
-    tag = "meta",
-    operation_id = "openapi",
-    responses(
-        (status = 200, description = "This document (OpenAPI 3.1)", body = Object, content_type = "application/json")
-    )
-)]
+#[utoipa::path(tag = "meta", operation_id = "openapi",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object, content_type = "application/json")))]
 #[get("/api/v1/openapi.json")]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(api::doc::document())

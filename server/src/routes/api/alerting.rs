@@ -7,123 +7,94 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::crud::{self, Change, Resource, Written};
+use super::paging;
+use super::responses::{BadBody, BadPath, NameTaken, NotFound, TooLarge, Unauthorized};
 use crate::alerts::rules::{RuleSpec, SilenceSpec, WebhookSpec};
+use crate::alerts::silence_from;
 use crate::auth::ApiAuth;
-use crate::db::alerts::{self as store, RuleWrite};
+use crate::db::alerts::{self as store, RuleWrite, StoredRule};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::field("id", "must be a UUID"))
+/// User alert rules as a resource of the CRUD skeleton.
+pub struct Rules;
+
+impl Resource for Rules {
+    type Spec = RuleSpec;
+    type Stored = StoredRule;
+    const KIND: &'static str = "alert_rule";
+    const PATH: &'static str = "/api/v1/alert-rules";
+    const A: &'static str = "an alert rule";
+    const WHAT: &'static str = "alert rule";
+
+    fn parse(body: &[u8]) -> Result<RuleSpec, ApiError> {
+        let spec: RuleSpec = super::doc::parse_body(body)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+    fn name(spec: &RuleSpec) -> &str {
+        &spec.name
+    }
+    fn id(stored: &StoredRule) -> Uuid {
+        stored.id
+    }
+    async fn get(state: &AppState, id: Uuid) -> Result<Option<StoredRule>, sqlx::Error> {
+        store::rule(&state.pool, id).await
+    }
+    async fn create(state: &AppState, spec: &RuleSpec) -> Result<Written<StoredRule>, sqlx::Error> {
+        store::create_rule(&state.pool, spec).await.map(written)
+    }
+    async fn update(state: &AppState, id: Uuid, spec: &RuleSpec) -> Result<Written<StoredRule>, sqlx::Error> {
+        store::update_rule(&state.pool, id, spec).await.map(written)
+    }
+    async fn delete(state: &AppState, id: Uuid) -> Result<bool, sqlx::Error> {
+        store::delete_rule(&state.pool, id).await
+    }
 }
 
-fn parse_rule(body: &[u8]) -> Result<RuleSpec, ApiError> {
-    let spec: RuleSpec = super::doc::parse_body(body)?;
-    spec.validate()?;
-    Ok(spec)
-}
-
-fn limit(n: Option<i64>) -> Result<i64, ApiError> {
-    match n {
-        None => Ok(100),
-        Some(n) if (1..=1000).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::field("limit", "must be in 1..=1000")),
+fn written(w: RuleWrite) -> Written<StoredRule> {
+    match w {
+        RuleWrite::Ok(r) => Written::Ok(r),
+        RuleWrite::NameTaken => Written::NameTaken,
+        RuleWrite::NotFound => Written::NotFound,
     }
 }
 
 /// Creates a user rule (201).
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "create_alert_rule",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "create_alert_rule", security(("api" = [])),
     request_body(content = RuleSpec, content_type = "application/json"),
-    responses(
-        (status = 201, description = "Created", body = crate::db::alerts::StoredRule, headers(("Location" = String, description = "URL of the new resource"))),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 409, description = "The name is taken", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
-    )
-)]
+    responses((status = 201, description = "Created", body = crate::db::alerts::StoredRule, headers(("Location" = String, description = "URL of the new resource"))), BadBody, Unauthorized, NameTaken, TooLarge))]
 #[post("/api/v1/alert-rules")]
 pub async fn create_rule(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    let spec = parse_rule(&body)?;
-    match store::create_rule(&state.pool, &spec).await? {
-        RuleWrite::Ok(r) => {
-            crate::db::audit::record(
-                &state.pool,
-                &a.actor,
-                "create",
-                "alert_rule",
-                &r.id.to_string(),
-                None,
-                crate::db::audit::json(&r),
-            )
-            .await;
-            Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/alert-rules/{}", r.id))).json(r))
-        }
-        RuleWrite::NameTaken => Err(ApiError::conflict("name", format!("an alert rule named {:?} exists", spec.name))),
-        RuleWrite::NotFound => Err(ApiError::internal("created alert rule vanished")),
-    }
+    crud::create::<Rules>(a, state, body).await
 }
 
 /// Lists user rules.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "list_alert_rules",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "User alert rules", body = Vec<crate::db::alerts::StoredRule>),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+#[utoipa::path(tag = "alerting", operation_id = "list_alert_rules", security(("api" = [])),
+    responses((status = 200, description = "User alert rules", body = Vec<crate::db::alerts::StoredRule>), Unauthorized))]
 #[get("/api/v1/alert-rules")]
 pub async fn list_rules(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(store::rules(&state.pool).await?))
 }
 
 /// One user rule.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "get_alert_rule",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "get_alert_rule", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Rule id")),
-    responses(
-        (status = 200, description = "The rule", body = crate::db::alerts::StoredRule),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
-    )
-)]
+    responses((status = 200, description = "The rule", body = crate::db::alerts::StoredRule), BadPath, Unauthorized, NotFound))]
 #[get("/api/v1/alert-rules/{id}")]
 pub async fn get_rule(
     _a: ApiAuth,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    match store::rule(&state.pool, id).await? {
-        Some(r) => Ok(HttpResponse::Ok().json(r)),
-        None => Err(ApiError::not_found(format!("no alert rule {id}"))),
-    }
+    crud::get::<Rules>(state, id).await
 }
 
 /// Replaces a user rule.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "update_alert_rule",
-    security(("api" = [])),
-    params(("id" = uuid::Uuid, Path, description = "Rule id")),
-    request_body(content = RuleSpec, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Replaced", body = crate::db::alerts::StoredRule),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError),
-        (status = 409, description = "The name is taken", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
-    )
-)]
+#[utoipa::path(tag = "alerting", operation_id = "update_alert_rule", security(("api" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Rule id")), request_body(content = RuleSpec, content_type = "application/json"),
+    responses((status = 200, description = "Replaced", body = crate::db::alerts::StoredRule), BadBody, Unauthorized, NotFound, NameTaken, TooLarge))]
 #[put("/api/v1/alert-rules/{id}")]
 pub async fn update_rule(
     a: ApiAuth,
@@ -131,74 +102,26 @@ pub async fn update_rule(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    let spec = parse_rule(&body)?;
-    let before = store::rule(&state.pool, id).await?;
-    match store::update_rule(&state.pool, id, &spec).await? {
-        RuleWrite::Ok(r) => {
-            let b = before.as_ref().and_then(crate::db::audit::json);
-            crate::db::audit::record(
-                &state.pool,
-                &a.actor,
-                "update",
-                "alert_rule",
-                &id.to_string(),
-                b,
-                crate::db::audit::json(&r),
-            )
-            .await;
-            Ok(HttpResponse::Ok().json(r))
-        }
-        RuleWrite::NameTaken => Err(ApiError::conflict("name", format!("an alert rule named {:?} exists", spec.name))),
-        RuleWrite::NotFound => Err(ApiError::not_found(format!("no alert rule {id}"))),
-    }
+    crud::update::<Rules>(a, state, id, body).await
 }
 
 /// Deletes a user rule (204); its alerts resolve at the next evaluation.
-#[utoipa::path(
-    delete,
-    path = "/api/v1/alert-rules/{id}",
-    tag = "alerting",
-    operation_id = "delete_alert_rule",
-    security(("api" = [])),
+#[utoipa::path(delete, path = "/api/v1/alert-rules/{id}", tag = "alerting", operation_id = "delete_alert_rule", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Rule id")),
-    responses(
-        (status = 204, description = "Deleted; its alerts resolve at the next evaluation"),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
-    )
-)]
+    responses((status = 204, description = "Deleted; its alerts resolve at the next evaluation"), BadPath, Unauthorized, NotFound))]
 #[del("/api/v1/alert-rules/{id}")]
 pub async fn delete_rule(
     a: ApiAuth,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    let before = store::rule(&state.pool, id).await?;
-    if store::delete_rule(&state.pool, id).await? {
-        let b = before.as_ref().and_then(crate::db::audit::json);
-        crate::db::audit::record(&state.pool, &a.actor, "delete", "alert_rule", &id.to_string(), b, None).await;
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::not_found(format!("no alert rule {id}")))
-    }
+    crud::delete::<Rules>(a, state, id).await
 }
 
 /// Creates a silence (201).
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "create_silence",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "create_silence", security(("api" = [])),
     request_body(content = SilenceSpec, content_type = "application/json"),
-    responses(
-        (status = 201, description = "Created", body = crate::db::alerts::Silence, headers(("Location" = String, description = "URL of the new resource"))),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
-    )
-)]
+    responses((status = 201, description = "Created", body = crate::db::alerts::Silence, headers(("Location" = String, description = "URL of the new resource"))), BadBody, Unauthorized, TooLarge))]
 #[post("/api/v1/silences")]
 pub async fn create_silence(
     a: ApiAuth,
@@ -208,17 +131,7 @@ pub async fn create_silence(
     let spec: SilenceSpec = super::doc::parse_body(&body)?;
     let (start, end) = spec.validate(Utc::now())?;
     let by = spec.created_by.as_deref().unwrap_or("api");
-    let s = store::create_silence(&state.pool, &spec.matchers, spec.comment.trim(), by, start, end).await?;
-    crate::db::audit::record(
-        &state.pool,
-        &a.actor,
-        "create",
-        "silence",
-        &s.id.to_string(),
-        None,
-        crate::db::audit::json(&s),
-    )
-    .await;
+    let s = silence_from::record(&state.pool, &spec, by, &a.actor, (start, end)).await?;
     Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/silences/{}", s.id))).json(s))
 }
 
@@ -275,17 +188,9 @@ pub struct Receivers {
 }
 
 /// Silences in force or upcoming (all with `?all=true`).
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "list_silences",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "list_silences", security(("api" = [])),
     params(SilenceQuery),
-    responses(
-        (status = 200, description = "Silences in force or upcoming (all with all=true)", body = Vec<crate::db::alerts::Silence>),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "Silences in force or upcoming (all with all=true)", body = Vec<crate::db::alerts::Silence>), BadPath, Unauthorized))]
 #[get("/api/v1/silences")]
 pub async fn list_silences(
     _a: ApiAuth,
@@ -296,49 +201,24 @@ pub async fn list_silences(
 }
 
 /// Expires a silence now (204).
-#[utoipa::path(
-    delete,
-    path = "/api/v1/silences/{id}",
-    tag = "alerting",
-    operation_id = "expire_silence",
-    security(("api" = [])),
+#[utoipa::path(delete, path = "/api/v1/silences/{id}", tag = "alerting", operation_id = "expire_silence", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Silence id")),
-    responses(
-        (status = 204, description = "Expired now"),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such silence in force", body = ApiError)
-    )
-)]
+    responses((status = 204, description = "Expired now"), (status = 404, description = "No such silence in force", body = ApiError), BadPath, Unauthorized))]
 #[del("/api/v1/silences/{id}")]
 pub async fn expire_silence(
     a: ApiAuth,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    if store::expire_silence(&state.pool, id, Utc::now()).await? {
-        crate::db::audit::record(&state.pool, &a.actor, "expire", "silence", &id.to_string(), None, None).await;
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::not_found(format!("no silence {id} in force")))
-    }
+    let id = crud::parse_uuid(&id)?;
+    let expired = silence_from::expire(&state.pool, id, &a.actor, Utc::now()).await?;
+    crud::no_content(expired, || format!("no silence {id} in force"))
 }
 
 /// Adds a webhook receiver (201); the secret is stored to sign deliveries and never returned.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "create_webhook",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "create_webhook", security(("api" = [])),
     request_body(content = WebhookSpec, content_type = "application/json"),
-    responses(
-        (status = 201, description = "Created (the secret is never returned)", body = WebhookView, headers(("Location" = String, description = "URL of the new resource"))),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 409, description = "The name is taken", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
-    )
-)]
+    responses((status = 201, description = "Created (the secret is never returned)", body = WebhookView, headers(("Location" = String, description = "URL of the new resource"))), BadBody, Unauthorized, NameTaken, TooLarge))]
 #[post("/api/v1/webhooks")]
 pub async fn create_webhook(
     a: ApiAuth,
@@ -378,15 +258,8 @@ pub async fn create_webhook(
 }
 
 /// Receivers: PagerDuty (whether configured), the settings' webhooks and the API's (no secrets).
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "list_webhooks",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "Receivers: PagerDuty (whether configured) and webhooks (no secrets)", body = Receivers),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+#[utoipa::path(tag = "alerting", operation_id = "list_webhooks", security(("api" = [])),
+    responses((status = 200, description = "Receivers: PagerDuty (whether configured) and webhooks (no secrets)", body = Receivers), Unauthorized))]
 #[get("/api/v1/webhooks")]
 pub async fn list_webhooks(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut webhooks: Vec<WebhookView> = state
@@ -415,33 +288,19 @@ pub async fn list_webhooks(_a: ApiAuth, state: web::Data<AppState>) -> Result<Ht
 }
 
 /// Removes a webhook receiver added through the API (204).
-#[utoipa::path(
-    delete,
-    path = "/api/v1/webhooks/{id}",
-    tag = "alerting",
-    operation_id = "delete_webhook",
-    security(("api" = [])),
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "alerting", operation_id = "delete_webhook", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Webhook id")),
-    responses(
-        (status = 204, description = "Removed"),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
-    )
-)]
+    responses((status = 204, description = "Removed"), BadPath, Unauthorized, NotFound))]
 #[del("/api/v1/webhooks/{id}")]
 pub async fn delete_webhook(
     a: ApiAuth,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    if store::delete_webhook(&state.pool, id).await? {
-        crate::db::audit::record(&state.pool, &a.actor, "delete", "webhook", &id.to_string(), None, None).await;
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::not_found(format!("no webhook {id}")))
-    }
+    let id = crud::parse_uuid(&id)?;
+    let deleted = store::delete_webhook(&state.pool, id).await?;
+    let key = id.to_string();
+    crud::audited(&state, &a.actor, deleted, Change::of("delete", "webhook", &key), || format!("no webhook {id}")).await
 }
 
 /// `?state=pending|firing|resolved&limit=N`.
@@ -470,29 +329,17 @@ pub enum InstanceState {
 }
 
 /// Alert instances (default: pending and firing), newest first, with why each is suppressed.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "list_alert_instances",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "list_alert_instances", security(("api" = [])),
     params(InstanceQuery),
-    responses(
-        (status = 200, description = "Alert instances, newest first", body = Vec<crate::db::alerts::Instance>),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "Alert instances, newest first", body = Vec<crate::db::alerts::Instance>), BadPath, Unauthorized))]
 #[get("/api/v1/alert-instances")]
 pub async fn instances(
     _a: ApiAuth,
     state: web::Data<AppState>,
     q: web::Query<InstanceQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(s) = &q.state
-        && !matches!(s.as_str(), "pending" | "firing" | "resolved")
-    {
-        return Err(ApiError::field("state", "must be pending, firing or resolved"));
-    }
-    Ok(HttpResponse::Ok().json(store::instances(&state.pool, q.state.as_deref(), limit(q.limit)?).await?))
+    paging::one_of("state", q.state.as_deref(), &["pending", "firing", "resolved"])?;
+    Ok(HttpResponse::Ok().json(store::instances(&state.pool, q.state.as_deref(), paging::limit(q.limit)?).await?))
 }
 
 /// `?state=pending|delivered|failed&limit=N`.
@@ -521,27 +368,15 @@ pub enum DeliveryState {
 }
 
 /// Outbox rows, newest first: what was sent where, attempts, and permanent failures with their error.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "list_alert_deliveries",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "list_alert_deliveries", security(("api" = [])),
     params(DeliveryQuery),
-    responses(
-        (status = 200, description = "Outbox rows, newest first", body = Vec<crate::db::alerts::DeliveryRow>),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "Outbox rows, newest first", body = Vec<crate::db::alerts::DeliveryRow>), BadPath, Unauthorized))]
 #[get("/api/v1/alert-deliveries")]
 pub async fn deliveries(
     _a: ApiAuth,
     state: web::Data<AppState>,
     q: web::Query<DeliveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(s) = &q.state
-        && !matches!(s.as_str(), "pending" | "delivered" | "failed")
-    {
-        return Err(ApiError::field("state", "must be pending, delivered or failed"));
-    }
-    Ok(HttpResponse::Ok().json(store::deliveries(&state.pool, q.state.as_deref(), limit(q.limit)?).await?))
+    paging::one_of("state", q.state.as_deref(), &["pending", "delivered", "failed"])?;
+    Ok(HttpResponse::Ok().json(store::deliveries(&state.pool, q.state.as_deref(), paging::limit(q.limit)?).await?))
 }

@@ -7,6 +7,7 @@ use gpu_agent::protocol::{CommandAck, CommandAction, CommandPoll};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::responses::{AgentForbidden, BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 use crate::auth::{AgentAuth, ApiAuth};
 use crate::db;
 use crate::delivery::Wake;
@@ -51,18 +52,9 @@ fn check_node(auth: &AgentAuth, agent_id: &str) -> Result<(), ApiError> {
 
 /// `GET /api/v1/commands`: answers with the agent's due commands as soon as there are any, or with none
 /// after `wait_s` (default 25, at most 60) seconds.
-#[utoipa::path(
-    tag = "agents",
-    operation_id = "poll_commands",
-    security(("agent" = [])),
+#[utoipa::path(tag = "agents", operation_id = "poll_commands", security(("agent" = [])),
     params(PollQuery),
-    responses(
-        (status = 200, description = "Due commands as soon as there are any, else none after wait_s", body = gpu_agent::protocol::CommandPoll),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 403, description = "The credential may not act for this node or deployment, or the shared agent token may not write (agent_token_can_write off)", body = ApiError)
-    )
-)]
+    responses((status = 200, description = "Due commands as soon as there are any, else none after wait_s", body = gpu_agent::protocol::CommandPoll), BadPath, Unauthorized, AgentForbidden))]
 #[get("/api/v1/commands")]
 #[tracing::instrument(name = "command_poll", skip_all)]
 pub async fn poll(
@@ -100,19 +92,9 @@ pub async fn poll(
 }
 
 /// `POST /api/v1/commands/ack`: receipts and results from an agent.
-#[utoipa::path(
-    tag = "agents",
-    operation_id = "ack_commands",
-    security(("agent" = [])),
+#[utoipa::path(tag = "agents", operation_id = "ack_commands", security(("agent" = [])),
     request_body(content = gpu_agent::protocol::CommandAck, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Receipts and results recorded", body = AckCounts),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 403, description = "The credential may not act for this node or deployment, or the shared agent token may not write (agent_token_can_write off)", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
-    )
-)]
+    responses((status = 200, description = "Receipts and results recorded", body = AckCounts), BadBody, Unauthorized, AgentForbidden, TooLarge))]
 #[post("/api/v1/commands/ack")]
 #[tracing::instrument(name = "command_ack", skip_all)]
 pub async fn ack(auth: AgentAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
@@ -125,18 +107,9 @@ pub async fn ack(auth: AgentAuth, state: web::Data<AppState>, body: web::Bytes) 
 }
 
 /// `GET /api/v1/commands/{id}`: one command's life (queued, delivered, received, completed, result).
-#[utoipa::path(
-    tag = "commands",
-    operation_id = "get_command",
-    security(("api" = [])),
+#[utoipa::path(tag = "commands", operation_id = "get_command", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Command id")),
-    responses(
-        (status = 200, description = "The command's life", body = crate::db::commands::CommandRecord),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
-    )
-)]
+    responses((status = 200, description = "The command's life", body = crate::db::commands::CommandRecord), BadPath, Unauthorized, NotFound))]
 #[get("/api/v1/commands/{id}")]
 pub async fn get_one(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::field("id", "must be a UUID"))?;
@@ -147,16 +120,9 @@ pub async fn get_one(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<Stri
 }
 
 /// `GET /api/v1/nodes/{node}/commands`: a node's newest commands.
-#[utoipa::path(
-    tag = "commands",
-    operation_id = "node_commands",
-    security(("api" = [])),
+#[utoipa::path(tag = "commands", operation_id = "node_commands", security(("api" = [])),
     params(("node" = String, Path, description = "Node id")),
-    responses(
-        (status = 200, description = "The node's newest commands (at most 100)", body = Vec<crate::db::commands::CommandRecord>),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "The node's newest commands (at most 100)", body = Vec<crate::db::commands::CommandRecord>), Unauthorized))]
 #[get("/api/v1/nodes/{node}/commands")]
 pub async fn of_node(
     _a: ApiAuth,
@@ -168,17 +134,9 @@ pub async fn of_node(
 
 /// `POST /api/v1/nodes/{node}/probe`: runs the GPU health probe (memory bandwidth) on the node now; 202 with
 /// the command id. Results appear under `GET /api/v1/nodes/{node}/probes`.
-#[utoipa::path(
-    tag = "commands",
-    operation_id = "probe_node",
-    security(("api" = [])),
+#[utoipa::path(tag = "commands", operation_id = "probe_node", security(("api" = [])),
     params(("node" = String, Path, description = "Node id")),
-    responses(
-        (status = 202, description = "Queued", body = ProbeQueued),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
-    )
-)]
+    responses((status = 202, description = "Queued", body = ProbeQueued), Unauthorized, NotFound))]
 #[post("/api/v1/nodes/{node}/probe")]
 pub async fn probe(a: ApiAuth, state: web::Data<AppState>, node: web::Path<String>) -> Result<HttpResponse, ApiError> {
     if !db::commands::node_exists(&state.pool, &node).await? {
@@ -191,16 +149,9 @@ pub async fn probe(a: ApiAuth, state: web::Data<AppState>, node: web::Path<Strin
 }
 
 /// `GET /api/v1/nodes/{node}/probes`: the latest probe result of each of the node's GPUs.
-#[utoipa::path(
-    tag = "commands",
-    operation_id = "node_probes",
-    security(("api" = [])),
+#[utoipa::path(tag = "commands", operation_id = "node_probes", security(("api" = [])),
     params(("node" = String, Path, description = "Node id")),
-    responses(
-        (status = 200, description = "The latest probe result of each GPU", body = Vec<crate::db::commands::ProbeRecord>),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "The latest probe result of each GPU", body = Vec<crate::db::commands::ProbeRecord>), Unauthorized))]
 #[get("/api/v1/nodes/{node}/probes")]
 pub async fn probes(
     _a: ApiAuth,

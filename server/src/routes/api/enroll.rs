@@ -12,6 +12,7 @@ use chrono::{Duration, Utc};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
+use super::responses::{BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 use crate::auth::ApiAuth;
 use crate::db::enroll::{self as store, Enrolled, Refused};
 use crate::error::ApiError;
@@ -116,18 +117,9 @@ fn default_uses() -> u32 {
 }
 
 /// Creates an enrollment token (shown once) and the one-line install command that uses it.
-#[utoipa::path(
-    tag = "install",
-    operation_id = "create_enrollment_token",
-    security(("api" = [])),
+#[utoipa::path(tag = "install", operation_id = "create_enrollment_token", security(("api" = [])),
     request_body(content = NewToken, content_type = "application/json", description = "An empty body takes every default"),
-    responses(
-        (status = 201, description = "Created: the token (shown once) and the install command", body = NewTokenView),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
-    )
-)]
+    responses((status = 201, description = "Created: the token (shown once) and the install command", body = NewTokenView), BadBody, Unauthorized, TooLarge))]
 #[post("/api/v1/enrollment-tokens")]
 pub async fn create_token(
     a: ApiAuth,
@@ -231,19 +223,9 @@ fn valid_node_id(s: &str) -> bool {
 
 /// Exchanges an enrollment token for a per-node credential. Only a new node id is bound; an enrolled one
 /// needs an operator's grant (`POST /api/v1/enrollments/{node_id}/re-enroll`), else 409.
-#[utoipa::path(
-    tag = "install",
-    operation_id = "enroll",
+#[utoipa::path(tag = "install", operation_id = "enroll",
     request_body(content = Enroll, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Enrolled: the node's credential", body = EnrolledNode),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Enrollment token unknown, expired or used up", body = ApiError),
-        (status = 409, description = "The node id is enrolled already and no operator allowed a re-enrollment", body = ApiError),
-        (status = 413, description = "Body larger than ingest.small_body_bytes", body = ApiError),
-        (status = 429, description = "Too many failed enrollments from this address: retry after Retry-After", body = ApiError, headers(("Retry-After" = u32, description = "Seconds")))
-    )
-)]
+    responses((status = 200, description = "Enrolled: the node's credential", body = EnrolledNode), (status = 401, description = "Enrollment token unknown, expired or used up", body = ApiError), (status = 409, description = "The node id is enrolled already and no operator allowed a re-enrollment", body = ApiError), (status = 413, description = "Body larger than ingest.small_body_bytes", body = ApiError), (status = 429, description = "Too many failed enrollments from this address: retry after Retry-After", body = ApiError, headers(("Retry-After" = u32, description = "Seconds"))), BadBody))]
 #[post("/api/v1/enroll")]
 pub async fn enroll(
     state: web::Data<AppState>,
@@ -301,48 +283,25 @@ pub async fn enroll(
 }
 
 /// Enrolled nodes: id, when, revoked, assigned deployments, pending re-enrollment.
-#[utoipa::path(
-    tag = "install",
-    operation_id = "list_enrollments",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "Enrolled nodes", body = Vec<crate::db::enroll::Enrollment>),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+#[utoipa::path(tag = "install", operation_id = "list_enrollments", security(("api" = [])),
+    responses((status = 200, description = "Enrolled nodes", body = Vec<crate::db::enroll::Enrollment>), Unauthorized))]
 #[get("/api/v1/enrollments")]
 pub async fn enrollments(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(store::enrolled(&state.pool).await?))
 }
 
 /// Enrollment tokens (never the tokens themselves), newest first.
-#[utoipa::path(
-    tag = "install",
-    operation_id = "list_enrollment_tokens",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "Enrollment tokens (never the tokens), newest first", body = Vec<crate::db::enroll::TokenInfo>),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+#[utoipa::path(tag = "install", operation_id = "list_enrollment_tokens", security(("api" = [])),
+    responses((status = 200, description = "Enrollment tokens (never the tokens), newest first", body = Vec<crate::db::enroll::TokenInfo>), Unauthorized))]
 #[get("/api/v1/enrollment-tokens")]
 pub async fn list_tokens(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(store::tokens(&state.pool).await?))
 }
 
 /// Revokes an enrollment token: no further enrollment with it.
-#[utoipa::path(
-    tag = "install",
-    operation_id = "revoke_enrollment_token",
-    security(("api" = [])),
+#[utoipa::path(tag = "install", operation_id = "revoke_enrollment_token", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Token id")),
-    responses(
-        (status = 204, description = "Revoked"),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
-    )
-)]
+    responses((status = 204, description = "Revoked"), BadPath, Unauthorized, NotFound))]
 #[delete("/api/v1/enrollment-tokens/{id}")]
 pub async fn revoke_token(
     a: ApiAuth,
@@ -362,18 +321,9 @@ fn node_path(node: &str) -> Result<&str, ApiError> {
 }
 
 /// Revokes a node's credential: its uploads are refused (401) from now on (other replicas: within a minute).
-#[utoipa::path(
-    tag = "install",
-    operation_id = "revoke_node",
-    security(("api" = [])),
+#[utoipa::path(tag = "install", operation_id = "revoke_node", security(("api" = [])),
     params(("node_id" = String, Path, description = "Node id (1..=128 letters, digits, `.`, `-`, `_`)", pattern = r"^[A-Za-z0-9._-]{1,128}$")),
-    responses(
-        (status = 204, description = "Revoked: the node's uploads get 401"),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
-    )
-)]
+    responses((status = 204, description = "Revoked: the node's uploads get 401"), BadPath, Unauthorized, NotFound))]
 #[delete("/api/v1/enrollments/{node_id}")]
 pub async fn revoke_node(
     a: ApiAuth,
@@ -390,18 +340,9 @@ pub async fn revoke_node(
 }
 
 /// Allows the node's next enrollment (once, within an hour) to replace its credential.
-#[utoipa::path(
-    tag = "install",
-    operation_id = "allow_reenrollment",
-    security(("api" = [])),
+#[utoipa::path(tag = "install", operation_id = "allow_reenrollment", security(("api" = [])),
     params(("node_id" = String, Path, description = "Node id (1..=128 letters, digits, `.`, `-`, `_`)", pattern = r"^[A-Za-z0-9._-]{1,128}$")),
-    responses(
-        (status = 201, description = "Granted for an hour", body = ReenrollGrant),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
-    )
-)]
+    responses((status = 201, description = "Granted for an hour", body = ReenrollGrant), BadPath, Unauthorized, NotFound))]
 #[post("/api/v1/enrollments/{node_id}/re-enroll")]
 pub async fn reenroll(
     a: ApiAuth,
@@ -428,20 +369,9 @@ pub struct Deployments {
 }
 
 /// Replaces the deployments a node may report serving samples for.
-#[utoipa::path(
-    tag = "install",
-    operation_id = "set_node_deployments",
-    security(("api" = [])),
-    params(("node_id" = String, Path, description = "Node id (1..=128 letters, digits, `.`, `-`, `_`)", pattern = r"^[A-Za-z0-9._-]{1,128}$")),
-    request_body(content = Deployments, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Replaced", body = NodeDeployments),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
-    )
-)]
+#[utoipa::path(tag = "install", operation_id = "set_node_deployments", security(("api" = [])),
+    params(("node_id" = String, Path, description = "Node id (1..=128 letters, digits, `.`, `-`, `_`)", pattern = r"^[A-Za-z0-9._-]{1,128}$")), request_body(content = Deployments, content_type = "application/json"),
+    responses((status = 200, description = "Replaced", body = NodeDeployments), BadBody, Unauthorized, NotFound, TooLarge))]
 #[put("/api/v1/enrollments/{node_id}/deployments")]
 pub async fn set_deployments(
     a: ApiAuth,
@@ -463,15 +393,8 @@ pub async fn set_deployments(
 }
 
 /// The latest enrollment events (enrolled, re-enrolled, grants, revocations, refused takeovers).
-#[utoipa::path(
-    tag = "install",
-    operation_id = "list_enrollment_events",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "The latest 1000 enrollment events, newest first", body = Vec<crate::db::enroll::Event>),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+#[utoipa::path(tag = "install", operation_id = "list_enrollment_events", security(("api" = [])),
+    responses((status = 200, description = "The latest 1000 enrollment events, newest first", body = Vec<crate::db::enroll::Event>), Unauthorized))]
 #[get("/api/v1/enrollment-events")]
 pub async fn events(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(store::events(&state.pool, 1000).await?))

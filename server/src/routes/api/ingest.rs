@@ -3,27 +3,16 @@
 use actix_web::{HttpResponse, post, web};
 use gpu_agent::protocol::{Batch, BatchAck};
 
+use super::responses::{AgentForbidden, BadBody, NotStored, QueueFull, TooLarge, Unauthorized};
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, parse_json};
 use crate::ingest::{StoreFailure, SubmitError};
 use crate::state::AppState;
 
 /// Stores a batch once (idempotent on `(agent_id, seq)`) and answers only after it is committed.
-#[utoipa::path(
-    tag = "agents",
-    operation_id = "ingest",
-    security(("agent" = [])),
+#[utoipa::path(tag = "agents", operation_id = "ingest", security(("agent" = [])),
     request_body(content = gpu_agent::protocol::Batch, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Stored (or already stored) and committed; carries the agent's due commands", body = gpu_agent::protocol::BatchAck),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 403, description = "The credential may not act for this node or deployment, or the shared agent token may not write (agent_token_can_write off)", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError),
-        (status = 429, description = "Ingest queue full: retry after Retry-After", body = ApiError, headers(("Retry-After" = u32, description = "Seconds"))),
-        (status = 503, description = "Not stored: retry after Retry-After", body = ApiError, headers(("Retry-After" = u32, description = "Seconds")))
-    )
-)]
+    responses((status = 200, description = "Stored (or already stored) and committed; carries the agent's due commands", body = gpu_agent::protocol::BatchAck), BadBody, Unauthorized, AgentForbidden, TooLarge, QueueFull, NotStored))]
 #[post("/api/v1/ingest")]
 #[tracing::instrument(name = "ingest", skip_all)]
 pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
@@ -36,21 +25,9 @@ pub async fn ingest(auth: AgentAuth, state: web::Data<AppState>, body: web::Byte
 /// serving-engine series become agent batches (see [`crate::ingest::remote_write`]), checked and stored exactly
 /// as the agent's. 204 when stored; 400 for a request that can never be stored (Prometheus drops it); 429/503
 /// to be retried.
-#[utoipa::path(
-    tag = "agents",
-    operation_id = "remote_write",
-    security(("agent" = [])),
+#[utoipa::path(tag = "agents", operation_id = "remote_write", security(("agent" = [])),
     request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "snappy (block format) compressed prometheus.WriteRequest; send with Content-Encoding: snappy and X-Prometheus-Remote-Write-Version: 0.1.0"),
-    responses(
-        (status = 204, description = "Stored (or already stored: a retried request is idempotent)"),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 403, description = "The credential may not act for this node or deployment, or the shared agent token may not write (agent_token_can_write off)", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError),
-        (status = 429, description = "Ingest queue full: retry after Retry-After", body = ApiError, headers(("Retry-After" = u32, description = "Seconds"))),
-        (status = 503, description = "Not stored: retry after Retry-After", body = ApiError, headers(("Retry-After" = u32, description = "Seconds")))
-    )
-)]
+    responses((status = 204, description = "Stored (or already stored: a retried request is idempotent)"), BadBody, Unauthorized, AgentForbidden, TooLarge, QueueFull, NotStored))]
 #[post("/api/v1/write")]
 #[tracing::instrument(name = "remote_write", skip_all)]
 pub async fn remote_write(

@@ -2,12 +2,15 @@
 
 pub mod alerting;
 pub mod commands;
+pub mod crud;
 pub mod doc;
 pub mod enroll;
 pub mod ingest;
 pub mod opportunities;
+pub mod paging;
 pub mod policies;
 pub mod reads;
+pub mod responses;
 pub mod series;
 pub mod tokens;
 pub mod users;

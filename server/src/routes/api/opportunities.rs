@@ -5,6 +5,7 @@ use chrono::Utc;
 use forecasting::opportunities::Kind;
 use serde::{Deserialize, Serialize};
 
+use super::responses::{BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 use crate::auth::ApiAuth;
 use crate::db;
 use crate::error::ApiError;
@@ -115,17 +116,9 @@ pub struct OpportunityPage {
 }
 
 /// `GET /api/v1/opportunities`: highest expected value first, with the total matching.
-#[utoipa::path(
-    tag = "opportunities",
-    operation_id = "list_opportunities",
-    security(("api" = [])),
+#[utoipa::path(tag = "opportunities", operation_id = "list_opportunities", security(("api" = [])),
     params(ListQuery),
-    responses(
-        (status = 200, description = "Highest expected value first, with the total matching", body = OpportunityPage),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "Highest expected value first, with the total matching", body = OpportunityPage), BadPath, Unauthorized))]
 #[get("/api/v1/opportunities")]
 #[tracing::instrument(name = "opportunities_list", skip_all)]
 pub async fn list(_a: ApiAuth, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
@@ -159,18 +152,9 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /api/v1/opportunities/{id}`.
-#[utoipa::path(
-    tag = "opportunities",
-    operation_id = "get_opportunity",
-    security(("api" = [])),
+#[utoipa::path(tag = "opportunities", operation_id = "get_opportunity", security(("api" = [])),
     params(("id" = i64, Path, description = "Opportunity id", minimum = 1)),
-    responses(
-        (status = 200, description = "The opportunity with its evidence", body = crate::db::opportunities::StoredOpportunity),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
-    )
-)]
+    responses((status = 200, description = "The opportunity with its evidence", body = crate::db::opportunities::StoredOpportunity), BadPath, Unauthorized, NotFound))]
 #[get("/api/v1/opportunities/{id}")]
 pub async fn get_one(_a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
@@ -195,21 +179,9 @@ pub struct Dismissal {
 
 /// `POST /api/v1/opportunities/{id}/dismiss` with `{"reason": "..."}` (1..=500 characters): it stays
 /// dismissed while it persists; 409 if it is closed.
-#[utoipa::path(
-    tag = "opportunities",
-    operation_id = "dismiss_opportunity",
-    security(("api" = [])),
-    params(("id" = i64, Path, description = "Opportunity id", minimum = 1)),
-    request_body(content = Dismissal, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Dismissed", body = crate::db::opportunities::StoredOpportunity),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError),
-        (status = 409, description = "The opportunity is closed", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
-    )
-)]
+#[utoipa::path(tag = "opportunities", operation_id = "dismiss_opportunity", security(("api" = [])),
+    params(("id" = i64, Path, description = "Opportunity id", minimum = 1)), request_body(content = Dismissal, content_type = "application/json"),
+    responses((status = 200, description = "Dismissed", body = crate::db::opportunities::StoredOpportunity), (status = 409, description = "The opportunity is closed", body = ApiError), BadBody, Unauthorized, NotFound, TooLarge))]
 #[post("/api/v1/opportunities/{id}/dismiss")]
 #[tracing::instrument(name = "opportunity_dismiss", skip_all)]
 pub async fn dismiss(
@@ -250,16 +222,8 @@ pub async fn dismiss(
 /// `GET /api/v1/idle-capacity`: the fleet's idle capacity over the latest opportunities window (GPUs
 /// allocated with nothing loaded and no work, summed bucket by bucket), in GPU-hours and money per week;
 /// 404 before the first refresh.
-#[utoipa::path(
-    tag = "opportunities",
-    operation_id = "idle_capacity",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "The fleet's idle capacity over the latest window", body = crate::db::idle::IdleRow),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No figure yet: the opportunities refresher has not run", body = ApiError)
-    )
-)]
+#[utoipa::path(tag = "opportunities", operation_id = "idle_capacity", security(("api" = [])),
+    responses((status = 200, description = "The fleet's idle capacity over the latest window", body = crate::db::idle::IdleRow), (status = 404, description = "No figure yet: the opportunities refresher has not run", body = ApiError), Unauthorized))]
 #[get("/api/v1/idle-capacity")]
 pub async fn idle_capacity(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match db::idle::latest(&state.pool).await? {
@@ -334,17 +298,9 @@ pub struct NodeGroupsView {
 }
 
 /// `GET /api/v1/anomalies`: anomaly events, newest first.
-#[utoipa::path(
-    tag = "opportunities",
-    operation_id = "list_anomalies",
-    security(("api" = [])),
+#[utoipa::path(tag = "opportunities", operation_id = "list_anomalies", security(("api" = [])),
     params(AnomalyQuery),
-    responses(
-        (status = 200, description = "Anomaly events, newest first", body = Vec<crate::db::anomalies::StoredAnomaly>),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "Anomaly events, newest first", body = Vec<crate::db::anomalies::StoredAnomaly>), BadPath, Unauthorized))]
 #[get("/api/v1/anomalies")]
 #[tracing::instrument(name = "anomalies_list", skip_all)]
 pub async fn anomalies(
@@ -378,15 +334,8 @@ pub async fn anomalies(
 
 /// `GET /api/v1/node-groups`: the latest workload grouping of nodes (k-means over per-node profiles of the
 /// refresher's window): the groups with their label, centroid and nodes, and every node's own profile.
-#[utoipa::path(
-    tag = "opportunities",
-    operation_id = "node_groups",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "The latest workload grouping of nodes", body = NodeGroupsView),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+#[utoipa::path(tag = "opportunities", operation_id = "node_groups", security(("api" = [])),
+    responses((status = 200, description = "The latest workload grouping of nodes", body = NodeGroupsView), Unauthorized))]
 #[get("/api/v1/node-groups")]
 #[tracing::instrument(name = "node_groups", skip_all)]
 pub async fn node_groups(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

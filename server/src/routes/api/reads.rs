@@ -3,6 +3,7 @@
 use actix_web::{HttpResponse, get, web};
 use serde::{Deserialize, Serialize};
 
+use super::responses::{BadPath, Unauthorized};
 use crate::auth::ApiAuth;
 use crate::db;
 use crate::error::ApiError;
@@ -29,17 +30,9 @@ impl Limit {
 }
 
 /// Most recent decisions, newest first.
-#[utoipa::path(
-    tag = "policies",
-    operation_id = "list_decisions",
-    security(("api" = [])),
+#[utoipa::path(tag = "policies", operation_id = "list_decisions", security(("api" = [])),
     params(Limit),
-    responses(
-        (status = 200, description = "Decisions, newest first, with the winning proposal and the reason", body = Vec<crate::db::dashboard::DecisionRow>),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "Decisions, newest first, with the winning proposal and the reason", body = Vec<crate::db::dashboard::DecisionRow>), BadPath, Unauthorized))]
 #[get("/api/v1/decisions")]
 pub async fn decisions(
     _a: ApiAuth,
@@ -90,17 +83,9 @@ pub struct NodesView {
 }
 
 /// Incidents (one per alert group), newest first; open ones by default.
-#[utoipa::path(
-    tag = "alerting",
-    operation_id = "list_incidents",
-    security(("api" = [])),
+#[utoipa::path(tag = "alerting", operation_id = "list_incidents", security(("api" = [])),
     params(AlertQuery),
-    responses(
-        (status = 200, description = "Incidents (one per alert group), newest first", body = Vec<crate::db::alerts::Incident>),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "Incidents (one per alert group), newest first", body = Vec<crate::db::alerts::Incident>), BadPath, Unauthorized))]
 #[get("/api/v1/alerts")]
 pub async fn alerts(
     _a: ApiAuth,
@@ -133,15 +118,8 @@ pub async fn alerts(
 }
 
 /// Nodes and their GPUs' latest readings.
-#[utoipa::path(
-    tag = "fleet",
-    operation_id = "list_nodes",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "Nodes and their GPUs' latest readings", body = NodesView),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+#[utoipa::path(tag = "fleet", operation_id = "list_nodes", security(("api" = [])),
+    responses((status = 200, description = "Nodes and their GPUs' latest readings", body = NodesView), Unauthorized))]
 #[get("/api/v1/nodes")]
 pub async fn nodes(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let nodes = db::dashboard::nodes(&state.pool).await?;

@@ -5,6 +5,7 @@ use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
+use super::responses::{BadPath, Unauthorized};
 use crate::auth::ApiAuth;
 use crate::db::series;
 use crate::error::ApiError;
@@ -45,17 +46,9 @@ impl Range {
 }
 
 /// A GPU's series.
-#[utoipa::path(
-    tag = "fleet",
-    operation_id = "gpu_series",
-    security(("api" = [])),
+#[utoipa::path(tag = "fleet", operation_id = "gpu_series", security(("api" = [])),
     params(("node" = String, Path, description = "Node id"), ("gpu" = i32, Path, description = "GPU index"), Range),
-    responses(
-        (status = 200, description = "The GPU's series: raw up to 2 h, 1-minute rollups up to 3 days, hourly beyond", body = serde_json::Value),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "The GPU's series: raw up to 2 h, 1-minute rollups up to 3 days, hourly beyond", body = serde_json::Value), BadPath, Unauthorized))]
 #[get("/api/v1/gpus/{node}/{gpu}/series")]
 pub async fn gpu(
     _a: ApiAuth,
@@ -70,17 +63,9 @@ pub async fn gpu(
 }
 
 /// A deployment's series.
-#[utoipa::path(
-    tag = "fleet",
-    operation_id = "deployment_series",
-    security(("api" = [])),
+#[utoipa::path(tag = "fleet", operation_id = "deployment_series", security(("api" = [])),
     params(("namespace" = String, Path, description = "Namespace (a Kubernetes name)", pattern = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"), ("name" = String, Path, description = "Deployment name (a Kubernetes name)", pattern = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"), Range),
-    responses(
-        (status = 200, description = "The deployment's serving series", body = serde_json::Value),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "The deployment's serving series", body = serde_json::Value), BadPath, Unauthorized))]
 #[get("/api/v1/deployments/{namespace}/{name}/series")]
 pub async fn deployment(
     _a: ApiAuth,
@@ -121,17 +106,9 @@ pub struct MetricQuery {
 }
 
 /// What a scaling policy on this deployment sees: the metric summed over replicas per bucket.
-#[utoipa::path(
-    tag = "fleet",
-    operation_id = "deployment_metric",
-    security(("api" = [])),
+#[utoipa::path(tag = "fleet", operation_id = "deployment_metric", security(("api" = [])),
     params(("namespace" = String, Path, description = "Namespace (a Kubernetes name)", pattern = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"), ("name" = String, Path, description = "Deployment name (a Kubernetes name)", pattern = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"), MetricQuery),
-    responses(
-        (status = 200, description = "The metric summed over replicas per bucket", body = serde_json::Value),
-        (status = 400, description = "Bad path or query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "The metric summed over replicas per bucket", body = serde_json::Value), BadPath, Unauthorized))]
 #[get("/api/v1/deployments/{namespace}/{name}/metric")]
 pub async fn deployment_metric(
     _a: ApiAuth,
@@ -160,15 +137,8 @@ pub async fn deployment_metric(
 }
 
 /// The fleet at a glance.
-#[utoipa::path(
-    tag = "fleet",
-    operation_id = "fleet_overview",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "Fleet overview", body = crate::db::series::FleetOverview),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+#[utoipa::path(tag = "fleet", operation_id = "fleet_overview", security(("api" = [])),
+    responses((status = 200, description = "Fleet overview", body = crate::db::series::FleetOverview), Unauthorized))]
 #[get("/api/v1/fleet")]
 pub async fn fleet(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(series::fleet_overview(&state.pool, state.settings.alerts.node_silent_secs).await?))

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::responses::{BadBody, TooLarge, Unauthorized};
 use crate::auth::{ApiAuth, Scope};
 use crate::db;
 use crate::error::ApiError;
@@ -61,34 +62,17 @@ fn view(t: &db::api_tokens::ApiToken) -> Value {
 }
 
 /// Every API token (never a secret); `admin` scope.
-#[utoipa::path(
-    tag = "tokens",
-    operation_id = "list_api_tokens",
-    security(("api" = [])),
-    responses(
-        (status = 200, description = "Every token, live first", body = ApiTokenList),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+#[utoipa::path(tag = "tokens", operation_id = "list_api_tokens", security(("api" = [])),
+    responses((status = 200, description = "Every token, live first", body = ApiTokenList), Unauthorized))]
 #[get("/api/v1/tokens")]
 pub async fn list(_a: ApiAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(ApiTokenList { tokens: db::api_tokens::list(&state.pool).await? }))
 }
 
 /// Creates a named token with a scope; the answer carries its secret, shown this once. `admin` scope.
-#[utoipa::path(
-    tag = "tokens",
-    operation_id = "create_api_token",
-    security(("api" = [])),
+#[utoipa::path(tag = "tokens", operation_id = "create_api_token", security(("api" = [])),
     request_body(content = NewToken, content_type = "application/json"),
-    responses(
-        (status = 201, description = "Created, with its secret (shown once)", body = ApiTokenWithSecret),
-        (status = 400, description = "Bad input; `field` names the offending field", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 409, description = "A live token has that name", body = ApiError),
-        (status = 413, description = "Body larger than the server accepts", body = ApiError)
-    )
-)]
+    responses((status = 201, description = "Created, with its secret (shown once)", body = ApiTokenWithSecret), (status = 409, description = "A live token has that name", body = ApiError), BadBody, Unauthorized, TooLarge))]
 #[post("/api/v1/tokens")]
 pub async fn create(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let t: NewToken = super::doc::parse_body(&body)?;
@@ -113,18 +97,9 @@ pub async fn create(a: ApiAuth, state: web::Data<AppState>, body: web::Bytes) ->
 }
 
 /// A new secret for a live token; the old one stops working at once. `admin` scope.
-#[utoipa::path(
-    tag = "tokens",
-    operation_id = "rotate_api_token",
-    security(("api" = [])),
+#[utoipa::path(tag = "tokens", operation_id = "rotate_api_token", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Token id")),
-    responses(
-        (status = 200, description = "Rotated, with its new secret (shown once)", body = ApiTokenWithSecret),
-        (status = 400, description = "Bad path parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such live token", body = ApiError)
-    )
-)]
+    responses((status = 200, description = "Rotated, with its new secret (shown once)", body = ApiTokenWithSecret), (status = 400, description = "Bad path parameter; `field` names it", body = ApiError), (status = 404, description = "No such live token", body = ApiError), Unauthorized))]
 #[post("/api/v1/tokens/{id}/rotate")]
 pub async fn rotate(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
@@ -147,18 +122,9 @@ pub async fn rotate(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String
 }
 
 /// Revokes a token at once. `admin` scope.
-#[utoipa::path(
-    tag = "tokens",
-    operation_id = "revoke_api_token",
-    security(("api" = [])),
+#[utoipa::path(tag = "tokens", operation_id = "revoke_api_token", security(("api" = [])),
     params(("id" = uuid::Uuid, Path, description = "Token id")),
-    responses(
-        (status = 204, description = "Revoked"),
-        (status = 400, description = "Bad path parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such live token", body = ApiError)
-    )
-)]
+    responses((status = 204, description = "Revoked"), (status = 400, description = "Bad path parameter; `field` names it", body = ApiError), (status = 404, description = "No such live token", body = ApiError), Unauthorized))]
 #[delete("/api/v1/tokens/{id}")]
 pub async fn revoke(a: ApiAuth, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
@@ -201,17 +167,9 @@ pub struct AuditQuery {
 }
 
 /// The audit log, newest first: who changed what, when, with the object before and after. `admin` scope.
-#[utoipa::path(
-    tag = "tokens",
-    operation_id = "list_audit_log",
-    security(("api" = [])),
+#[utoipa::path(tag = "tokens", operation_id = "list_audit_log", security(("api" = [])),
     params(AuditQuery),
-    responses(
-        (status = 200, description = "Entries, newest first", body = AuditPage),
-        (status = 400, description = "Bad query parameter; `field` names it", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer")))
-    )
-)]
+    responses((status = 200, description = "Entries, newest first", body = AuditPage), (status = 400, description = "Bad query parameter; `field` names it", body = ApiError), Unauthorized))]
 #[get("/api/v1/audit")]
 pub async fn audit(
     _a: ApiAuth,

@@ -2,23 +2,16 @@
 
 use actix_web::{HttpResponse, delete, post, web};
 
+use super::responses::{NotFound, Unauthorized};
 use crate::auth::ApiAuth;
 use crate::db::users;
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// `POST /api/v1/users/{username}/disable`: the user can no longer log in; its sessions end now.
-#[utoipa::path(
-    tag = "users",
-    operation_id = "disable_user",
-    security(("api" = [])),
+#[utoipa::path(tag = "users", operation_id = "disable_user", security(("api" = [])),
     params(("username" = String, Path, description = "Dashboard user name")),
-    responses(
-        (status = 204, description = "Disabled; its sessions ended"),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
-    )
-)]
+    responses((status = 204, description = "Disabled; its sessions ended"), Unauthorized, NotFound))]
 #[post("/api/v1/users/{username}/disable")]
 pub async fn disable(
     a: ApiAuth,
@@ -34,17 +27,9 @@ pub async fn disable(
 }
 
 /// `DELETE /api/v1/users/{username}`: removes the user and its sessions.
-#[utoipa::path(
-    tag = "users",
-    operation_id = "delete_user",
-    security(("api" = [])),
+#[utoipa::path(tag = "users", operation_id = "delete_user", security(("api" = [])),
     params(("username" = String, Path, description = "Dashboard user name")),
-    responses(
-        (status = 204, description = "Deleted with its sessions"),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError, headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 404, description = "No such resource", body = ApiError)
-    )
-)]
+    responses((status = 204, description = "Deleted with its sessions"), Unauthorized, NotFound))]
 #[delete("/api/v1/users/{username}")]
 pub async fn remove(a: ApiAuth, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     if !users::delete(&state.pool, &name).await? {

@@ -1,18 +1,15 @@
 //! Anomaly events: the list (filters, time range, sorting, paging), and their words and links, which the
 //! node and GPU pages reuse for their chart markers.
 
-use std::collections::HashMap;
-
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, get};
 use askama::Template;
 use chrono::{DateTime, Utc};
 
 use super::chart::{Marker, Panel, Span, num};
 use super::session::WebUser;
-use super::{Chrome, Pager, Params, RANGES, WebError, ago, query_string, render, url_encode};
+use super::{Chrome, Listing, Params, RANGES, State, WebError, ago, render, url_encode};
 use crate::db::anomalies::{self as store, Filter, PageQuery, Sort, StoredAnomaly};
-use crate::state::AppState;
 
 const PER_PAGE: i64 = 50;
 const SORTS: &[&str] = &["newest", "oldest", "score"];
@@ -201,20 +198,13 @@ pub struct AnomaliesTemplate {
     deployment: String,
     severities: Vec<super::Opt>,
     states: Vec<super::Opt>,
-    sorts: Vec<super::Opt>,
     ranges: Vec<super::Opt>,
-    rows: Vec<AnomalyView>,
-    pager: Pager,
+    list: Listing<AnomalyView>,
 }
 
 /// `GET /anomalies?node=&gpu=&deployment=&severity=&state=&range=&sort=&page=` (default: the last 24 hours).
 #[get("/anomalies")]
-pub async fn list(
-    state: web::Data<AppState>,
-    user: WebUser,
-    q: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    let p = Params::new(q);
+pub async fn list(state: State, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
     let node = p.text("node")?;
     let gpu = match p.text("gpu")? {
         None => None,
@@ -235,7 +225,7 @@ pub async fn list(
     let open = p.choice("state", STATES)?;
     let range = p.range_or("24h")?;
     let sort = p.choice("sort", SORTS)?;
-    let page = p.page()?;
+    let paging = p.paging(PER_PAGE)?;
     let query = PageQuery {
         filter: Filter {
             node: node.clone(),
@@ -247,7 +237,7 @@ pub async fn list(
                 _ => None,
             },
             limit: PER_PAGE,
-            offset: (page - 1) * PER_PAGE,
+            offset: paging.offset(),
         },
         target,
         from: range.from,
@@ -262,25 +252,25 @@ pub async fn list(
     let now = Utc::now();
     let (node, deployment) = (node.unwrap_or_default(), deployment.unwrap_or_default());
     let gpu = gpu.map(|g| g.to_string()).unwrap_or_default();
-    let base = query_string(&[
+    let filters = [
         ("node", node.as_str()),
         ("gpu", gpu.as_str()),
         ("deployment", deployment.as_str()),
         ("severity", severity),
         ("state", open),
         ("range", range.key),
-        ("sort", sort),
-    ]);
-    let mut chrome = user.chrome(&state, "Anomalies", "anomalies");
-    chrome.fragment = p.fragment();
+    ];
     let t = AnomaliesTemplate {
-        chrome,
+        chrome: user.list_chrome(&state, "Anomalies", "anomalies", &p),
         severities: super::options(SEVERITIES, severity),
         states: super::options(STATES, open),
-        sorts: super::options(SORTS, sort),
         ranges: super::options(RANGES, range.key),
-        pager: Pager::counted(page, PER_PAGE, total, base),
-        rows: rows.iter().map(|a| anomaly_view(now, a, range.key)).collect(),
+        list: paging.listing(
+            (SORTS, sort),
+            rows.iter().map(|a| anomaly_view(now, a, range.key)).collect(),
+            total,
+            &filters,
+        ),
         node,
         gpu,
         deployment,

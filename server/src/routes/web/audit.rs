@@ -1,15 +1,12 @@
 //! The audit log page: who changed what, when, with the object before and after.
 
-use std::collections::HashMap;
-
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, get};
 use askama::Template;
 
 use super::session::WebUser;
-use super::{Chrome, Params, WebError, ago, query_string, render};
+use super::{Chrome, Params, State, WebError, ago, query_string, render};
 use crate::db;
-use crate::state::AppState;
 
 const PER_PAGE: i64 = 100;
 /// Longest JSON shown per cell (the whole entry is in `GET /api/v1/audit`).
@@ -45,12 +42,7 @@ fn shown(v: Option<&serde_json::Value>) -> String {
 
 /// `GET /audit?kind=&before=`: newest first, 100 per page.
 #[get("/audit")]
-pub async fn page(
-    state: web::Data<AppState>,
-    user: WebUser,
-    q: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    let p = Params::new(q);
+pub async fn page(state: State, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
     let kind = p.text("kind")?.unwrap_or_default();
     let before = match p.text("before")?.unwrap_or_default().as_str() {
         "" => None,

@@ -5,19 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, get};
 use askama::Template;
 use chrono::Utc;
 use tokio::sync::Mutex;
 
 use super::chart::{self, Cell};
-use super::session::WebUser;
-use super::{Chrome, Pager, Params, WebError, ago, render};
+use super::{Chrome, Pager, Params, Viewer, WebError, ago, render};
 use crate::db;
 use crate::db::dashboard::{SlowTiles, Tiles};
 use crate::db::opportunities::{ListedOpportunity, OpenSummary};
-use crate::routes::web::cache::WebCaches;
-use crate::state::AppState;
 
 /// Nodes per heatmap page.
 const HEATMAP_NODES: i64 = 64;
@@ -214,20 +211,14 @@ pub fn target_link(target: &str) -> String {
 
 /// `GET /`: the fleet at a glance.
 #[get("/")]
-pub async fn index(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-    q: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    let params = Params::new(q);
+pub async fn index(v: Viewer, params: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let page = params.page()?;
     let now = Utc::now();
     let data = caches.overview.page(&state.pool, state.settings.alerts.node_silent_secs, page).await?;
     let OverviewData { tiles, slow, node_total, .. } = &*data;
     let d = &state.settings.dashboard;
-    let mut chrome = user.chrome(&state, "Fleet", "fleet");
-    chrome.fragment = params.fragment();
+    let chrome = user.list_chrome(&state, "Fleet", "fleet", &params);
     let t = IndexTemplate {
         chrome,
         gpus_reporting: tiles.gpus_reporting,

@@ -11,8 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::anomalies::{AnomalyView, MAX_MARKED, anomaly_view, evidence_words, mark};
 use super::chart::{self, Band, Marker, Panel, Series, Style};
 use super::dashboard::outcome;
-use super::session::WebUser;
-use super::{Chrome, Params, RANGES, TimeRange, WebError, ago, render};
+use super::{Chrome, Params, RANGES, TimeRange, Viewer, WebError, ago, render};
 use crate::db;
 use crate::db::anomalies::StoredAnomaly;
 use crate::db::policies::StoredPolicy;
@@ -42,13 +41,8 @@ pub struct DeploymentsTemplate {
 
 /// `GET /deployments`.
 #[get("/deployments")]
-pub async fn list(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-    q: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    let params = Params::new(q);
+pub async fn list(v: Viewer, params: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let now = Utc::now();
     let (rows, policies) = tokio::try_join!(
         async { Ok::<_, WebError>(db::dashboard::deployments(&state.pool).await?) },
@@ -83,8 +77,7 @@ pub async fn list(
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut chrome = user.chrome(&state, "Deployments", "deployments");
-    chrome.fragment = params.fragment();
+    let chrome = user.list_chrome(&state, "Deployments", "deployments", &params);
     render(&DeploymentsTemplate { chrome, deployments: out }, StatusCode::OK)
 }
 
@@ -358,14 +351,8 @@ async fn load(
 
 /// `GET /deployments/{ns}/{name}?range=`.
 #[get("/deployments/{ns}/{name}")]
-pub async fn page(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-    path: web::Path<(String, String)>,
-    q: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    let params = Params::new(q);
+pub async fn page(v: Viewer, path: web::Path<(String, String)>, params: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let range = params.range()?;
     let (ns, name) = path.into_inner();
     let deployment = format!("{ns}/{name}");
@@ -579,8 +566,7 @@ pub async fn page(
     }
     let replicas = replica_views(&state, now, range.key, replicas, batching, events);
     let chart = chart::time_chart("deployment-chart", &[demand, latency, replicas_panel], ms(range.from), end_ms);
-    let mut chrome = user.chrome(&state, format!("Deployment {deployment}"), "deployments");
-    chrome.fragment = params.fragment();
+    let chrome = user.list_chrome(&state, format!("Deployment {deployment}"), "deployments", &params);
     let t = DeploymentTemplate {
         chrome,
         anomalies_link: format!(

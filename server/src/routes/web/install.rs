@@ -1,8 +1,6 @@
 //! The agent install: the install page (a fresh enrollment token and its one-line command, enrolled nodes),
 //! `/install.sh` (with this server's URL baked in) and the agent binary.
 
-use std::collections::HashMap;
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
@@ -10,7 +8,7 @@ use chrono::{Duration, Utc};
 use rand::Rng as _;
 
 use super::session::WebUser;
-use super::{Chrome, WebError, ago, render};
+use super::{Chrome, State, Submitted, WebError, ago, render};
 use crate::db;
 use crate::routes::api::enroll::public_url;
 use crate::state::AppState;
@@ -64,28 +62,22 @@ async fn install_page(
             (format!("curl -fsSL {url}/install.sh | sudo sh -s -- --token <enrollment token>"), String::new(), false)
         }
     };
-    let mut chrome = user.chrome(state, "Install an agent", "install");
-    chrome.refresh_secs = 0;
+    let chrome = user.still_chrome(state, "Install an agent", "install");
     render(&InstallTemplate { chrome, command, token_expires, fresh, enrolled }, StatusCode::OK)
 }
 
 /// `GET /install`: how to install an agent, and the enrolled nodes.
 #[get("/install")]
-pub async fn page(state: web::Data<AppState>, user: WebUser, req: HttpRequest) -> Result<HttpResponse, WebError> {
+pub async fn page(state: State, user: WebUser, req: HttpRequest) -> Result<HttpResponse, WebError> {
     install_page(&state, &user, &req, None).await
 }
 
 /// `POST /install/token`: a fresh enrollment token (1 hour, 50 nodes), shown once with its command.
 #[post("/install/token")]
-pub async fn create_token(
-    state: web::Data<AppState>,
-    user: WebUser,
-    req: HttpRequest,
-    form: web::Form<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    user.may_act(form.get("csrf").map(String::as_str))?;
+pub async fn create_token(state: State, req: HttpRequest, form: Submitted) -> Result<HttpResponse, WebError> {
+    let user = &form.user;
     let deployments = crate::routes::api::enroll::parse_deployment_patterns(
-        form.get("deployments").map(String::as_str).unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()),
+        form.get("deployments").split(',').map(str::trim).filter(|s| !s.is_empty()),
     )
     .map_err(|message| WebError::BadRequest { field: "deployments".into(), message })?;
     let bytes: [u8; 32] = rand::rng().random();
@@ -96,20 +88,19 @@ pub async fn create_token(
     tracing::info!(user = %user.name, "enrollment token created from the dashboard");
     let after = serde_json::json!({"expires_at": expires, "max_uses": 50, "deployments": deployments});
     db::audit::record(&state.pool, &user.actor(), "create", "enrollment_token", &token[..12], None, Some(after)).await;
-    install_page(&state, &user, &req, Some((token, expires.format("%Y-%m-%d %H:%M UTC").to_string()))).await
+    install_page(&state, user, &req, Some((token, expires.format("%Y-%m-%d %H:%M UTC").to_string()))).await
 }
 
 /// `POST /install/nodes/{node}/re-enroll`: an operator allows the node's next enrollment (one time, one
 /// hour) to replace its credential; recorded in the enrollment events.
 #[post("/install/nodes/{node}/re-enroll")]
 pub async fn reenroll(
-    state: web::Data<AppState>,
-    user: WebUser,
+    state: State,
     req: HttpRequest,
     node: web::Path<String>,
-    form: web::Form<HashMap<String, String>>,
+    form: Submitted,
 ) -> Result<HttpResponse, WebError> {
-    user.may_act(form.get("csrf").map(String::as_str))?;
+    let user = &form.user;
     let expires = Utc::now() + Duration::hours(1);
     if !db::enroll::grant_reenroll(&state.pool, &node, &format!("dashboard: {}", user.name), expires).await? {
         return Err(WebError::NotFound(format!("node {node:?} is not enrolled")));
@@ -117,7 +108,7 @@ pub async fn reenroll(
     tracing::info!(user = %user.name, node = %node, "re-enrollment granted from the dashboard");
     let after = serde_json::json!({"expires_at": expires});
     db::audit::record(&state.pool, &user.actor(), "grant-re-enroll", "node", &node, None, Some(after)).await;
-    install_page(&state, &user, &req, None).await
+    install_page(&state, user, &req, None).await
 }
 
 const SCRIPT: &str = include_str!("../../../../scripts/install-agent.sh");
@@ -153,7 +144,7 @@ async fn sha256_of(path: &std::path::Path) -> Option<String> {
 
 /// `GET /install.sh`: the installer with this server's URL and the agent binary's SHA-256 baked in.
 #[get("/install.sh")]
-pub async fn install_sh(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+pub async fn install_sh(state: State, req: HttpRequest) -> HttpResponse {
     let url = public_url(&state, &req);
     let sum = match agent_binary_path(&state) {
         Some(p) => sha256_of(&p).await.unwrap_or_default(),
@@ -173,7 +164,7 @@ fn no_binary(path: Option<&std::path::Path>, e: &str) -> HttpResponse {
 
 /// `GET /download/fleetpilot-agent`: the configured agent binary, else the one next to this executable.
 #[get("/download/fleetpilot-agent")]
-pub async fn agent_binary(state: web::Data<AppState>) -> HttpResponse {
+pub async fn agent_binary(state: State) -> HttpResponse {
     let Some(path) = agent_binary_path(&state) else { return no_binary(None, "no agent binary configured") };
     match tokio::fs::read(&path).await {
         Ok(bytes) => HttpResponse::Ok().content_type("application/octet-stream").body(bytes),
@@ -184,7 +175,7 @@ pub async fn agent_binary(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /download/fleetpilot-agent.sha256`: the binary's SHA-256 in `sha256sum` format, which the installer
 /// checks the download against.
 #[get("/download/fleetpilot-agent.sha256")]
-pub async fn agent_binary_sha256(state: web::Data<AppState>) -> HttpResponse {
+pub async fn agent_binary_sha256(state: State) -> HttpResponse {
     let Some(path) = agent_binary_path(&state) else { return no_binary(None, "no agent binary configured") };
     match sha256_of(&path).await {
         Some(sum) => {

@@ -3,18 +3,17 @@
 use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, get};
 use askama::Template;
 use chrono::{DateTime, Utc};
 
 use super::dashboard::{outcome, target_link};
 use super::session::WebUser;
-use super::{Chrome, Pager, Params, WebError, ago, query_string, render};
-use crate::alerts::rules::{Labels, MatchOp, Matcher};
+use super::{Chrome, Listing, Params, State, Viewer, WebError, ago, render};
+use crate::alerts::rules::Labels;
+use crate::alerts::silence_from::matchers_text;
 use crate::db::alerts::{self as alert_store, Silence};
 use crate::db::dashboard::{self as store, AlertQuery, AlertSort, DecisionQuery, OutcomeFilter};
-use crate::routes::web::cache::WebCaches;
-use crate::state::AppState;
 
 const PER_PAGE: i64 = 50;
 const SORTS: &[&str] = &["newest", "oldest"];
@@ -40,25 +39,18 @@ pub struct DecisionsTemplate {
     chrome: Chrome,
     target: String,
     outcomes: Vec<super::Opt>,
-    sorts: Vec<super::Opt>,
-    rows: Vec<DecisionView>,
-    pager: Pager,
+    list: Listing<DecisionView>,
 }
 
 /// `GET /decisions?target=&outcome=&sort=&page=`.
 #[get("/decisions")]
-pub async fn decisions(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-    q: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
+pub async fn decisions(v: Viewer, p: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     const OUTCOMES: &[&str] = &["all", "changed", "applied", "dry_run", "failed"];
-    let p = Params::new(q);
     let target = p.text("target")?;
     let outcome_key = p.choice("outcome", OUTCOMES)?;
     let sort = p.choice("sort", SORTS)?;
-    let page = p.page()?;
+    let paging = p.paging(PER_PAGE)?;
     let query = DecisionQuery {
         target: target.clone(),
         outcome: match outcome_key {
@@ -70,7 +62,7 @@ pub async fn decisions(
         },
         oldest_first: sort == "oldest",
         limit: PER_PAGE,
-        offset: (page - 1) * PER_PAGE,
+        offset: paging.offset(),
     };
     // Rows and the filter's count (a count a few seconds old is fine; the rows are live).
     let count_key = format!(
@@ -84,29 +76,29 @@ pub async fn decisions(
     )?;
     let now = Utc::now();
     let target = target.unwrap_or_default();
-    let base = query_string(&[("target", target.as_str()), ("outcome", outcome_key), ("sort", sort)]);
-    let mut chrome = user.chrome(&state, "Decisions", "decisions");
-    chrome.fragment = p.fragment();
+    let filters = [("target", target.as_str()), ("outcome", outcome_key)];
     let t = DecisionsTemplate {
-        chrome,
+        chrome: user.list_chrome(&state, "Decisions", "decisions", &p),
         outcomes: super::options(OUTCOMES, outcome_key),
-        sorts: super::options(SORTS, sort),
-        pager: Pager::counted(page, PER_PAGE, total, base),
-        rows: rows
-            .into_iter()
-            .map(|d| DecisionView {
-                id: d.id,
-                when: ago(now, d.decided_at),
-                at: d.decided_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                link: target_link(&d.target),
-                change: format!("{} → {}", d.current_replicas, d.desired_replicas),
-                outcome: outcome(&d.error, d.dry_run, d.applied),
-                failed: d.error.is_some(),
-                winner: d.winner,
-                target: d.target,
-                reason: d.reason,
-            })
-            .collect(),
+        list: paging.listing(
+            (SORTS, sort),
+            rows.into_iter()
+                .map(|d| DecisionView {
+                    id: d.id,
+                    when: ago(now, d.decided_at),
+                    at: d.decided_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    link: target_link(&d.target),
+                    change: format!("{} → {}", d.current_replicas, d.desired_replicas),
+                    outcome: outcome(&d.error, d.dry_run, d.applied),
+                    failed: d.error.is_some(),
+                    winner: d.winner,
+                    target: d.target,
+                    reason: d.reason,
+                })
+                .collect(),
+            total,
+            &filters,
+        ),
         target,
     };
     render(&t, StatusCode::OK)
@@ -155,24 +147,17 @@ pub struct AlertsTemplate {
     deployment: String,
     states: Vec<super::Opt>,
     severities: Vec<super::Opt>,
-    sorts: Vec<super::Opt>,
-    rows: Vec<AlertView>,
-    pager: Pager,
+    list: Listing<AlertView>,
     silences: Vec<SilenceView>,
 }
 
 /// `GET /alerts?state=&severity=&rule=&node=&deployment=&q=&sort=&page=` (`silenced=<id>` after a silence was
 /// created here, to point it out).
 #[get("/alerts")]
-pub async fn alerts(
-    state: web::Data<AppState>,
-    user: WebUser,
-    q: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
+pub async fn alerts(state: State, user: WebUser, p: Params) -> Result<HttpResponse, WebError> {
     const STATES: &[&str] = &["firing", "resolved", "all"];
     const SEVERITIES: &[&str] = &["any", "critical", "error", "warning", "info"];
     const ALERT_SORTS: &[&str] = &["newest", "oldest", "severity"];
-    let p = Params::new(q);
     let alert_state = p.choice("state", STATES)?;
     let severity = p.choice("severity", SEVERITIES)?;
     let search = p.text("q")?;
@@ -180,7 +165,7 @@ pub async fn alerts(
     let node = p.text("node")?;
     let deployment = p.text("deployment")?;
     let sort = p.choice("sort", ALERT_SORTS)?;
-    let page = p.page()?;
+    let paging = p.paging(PER_PAGE)?;
     let fresh = p.text("silenced")?;
     let query = AlertQuery {
         state: (alert_state != "all").then(|| alert_state.to_string()),
@@ -195,7 +180,7 @@ pub async fn alerts(
             _ => AlertSort::Newest,
         },
         limit: PER_PAGE,
-        offset: (page - 1) * PER_PAGE,
+        offset: paging.offset(),
     };
     let (rows, total) = store::alert_page(&state.pool, &query).await?;
     let now = Utc::now();
@@ -213,50 +198,48 @@ pub async fn alerts(
         node.unwrap_or_default(),
         deployment.unwrap_or_default(),
     );
-    let base = query_string(&[
+    let filters = [
         ("state", alert_state),
         ("severity", severity),
         ("rule", rule.as_str()),
         ("node", node.as_str()),
         ("deployment", deployment.as_str()),
         ("q", search.as_str()),
-        ("sort", sort),
-    ]);
-    let mut chrome = user.chrome(&state, "Alerts", "alerts");
-    chrome.fragment = p.fragment();
+    ];
     let t = AlertsTemplate {
-        chrome,
+        chrome: user.list_chrome(&state, "Alerts", "alerts", &p),
         states: super::options(STATES, alert_state),
         severities: super::options(SEVERITIES, severity),
-        sorts: super::options(ALERT_SORTS, sort),
-        pager: Pager::counted(page, PER_PAGE, total, base),
-        rows: rows
-            .into_iter()
-            .map(|a| {
-                let firing = a.state == "firing";
-                let silenced_by = if firing {
-                    members
-                        .get(&a.group_name)
-                        .and_then(|m| silenced_by(m, &active))
-                        .map(|s| format!("until {} by {}: {}", s.ends_at.format("%H:%M UTC"), s.created_by, s.comment))
-                } else {
-                    None
-                };
-                AlertView {
-                    id: a.id,
-                    since: ago(now, a.started_at),
-                    at: a.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                    resolved: a.resolved_at.map(|r| ago(now, r)).unwrap_or_default(),
-                    severity: a.severity,
-                    rule: a.rule,
-                    source: a.source,
-                    summary: a.summary,
-                    state: a.state,
-                    firing,
-                    silenced_by,
-                }
-            })
-            .collect(),
+        list: paging.listing(
+            (ALERT_SORTS, sort),
+            rows.into_iter()
+                .map(|a| {
+                    let firing = a.state == "firing";
+                    let silenced_by = if firing {
+                        members.get(&a.group_name).and_then(|m| silenced_by(m, &active)).map(|s| {
+                            format!("until {} by {}: {}", s.ends_at.format("%H:%M UTC"), s.created_by, s.comment)
+                        })
+                    } else {
+                        None
+                    };
+                    AlertView {
+                        id: a.id,
+                        since: ago(now, a.started_at),
+                        at: a.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        resolved: a.resolved_at.map(|r| ago(now, r)).unwrap_or_default(),
+                        severity: a.severity,
+                        rule: a.rule,
+                        source: a.source,
+                        summary: a.summary,
+                        state: a.state,
+                        firing,
+                        silenced_by,
+                    }
+                })
+                .collect(),
+            total,
+            &filters,
+        ),
         silences: silences
             .iter()
             .map(|s| SilenceView {
@@ -294,21 +277,6 @@ fn silenced_by<'a>(members: &[Labels], active: &[&'a Silence]) -> Option<&'a Sil
         first.get_or_insert(*s);
     }
     first
-}
-
-/// `alertname=gpu-temperature, group=node/a`.
-pub fn matchers_text(ms: &[Matcher]) -> String {
-    ms.iter()
-        .map(|m| {
-            let op = match m.op {
-                MatchOp::Eq => "=",
-                MatchOp::Ne => "!=",
-                MatchOp::Glob => "=~",
-            };
-            format!("{}{op}{}", m.label, m.value)
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// "3h 20m", "45m", "2d 4h".

@@ -47,6 +47,60 @@ pub async fn asset(file: web::Path<String>) -> HttpResponse {
     }
 }
 
+/// The shared state, as page handlers take it.
+pub type State = web::Data<crate::state::AppState>;
+/// The web layer's caches, as page handlers take them.
+pub type Caches = web::Data<cache::WebCaches>;
+
+/// What a page that reads the web layer's caches starts from: the shared state, the caches, and who is
+/// looking.
+pub struct Viewer {
+    /// The shared state.
+    pub state: State,
+    /// The web layer's caches.
+    pub caches: Caches,
+    /// Who is looking.
+    pub user: session::WebUser,
+}
+
+impl actix_web::FromRequest for Viewer {
+    type Error = WebError;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, WebError>>;
+    fn from_request(req: &actix_web::HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let data = (req.app_data::<State>().cloned(), req.app_data::<Caches>().cloned());
+        let user = session::WebUser::from_request(req, payload);
+        Box::pin(async move {
+            let (Some(state), Some(caches)) = data else {
+                return Err(WebError::Internal("app state or web caches missing".into()));
+            };
+            Ok(Viewer { state, caches, user: user.await? })
+        })
+    }
+}
+
+/// An operator looking at a page that offers to change something (a confirm page): 403 for a viewer.
+pub struct Operator(pub session::WebUser);
+
+impl std::ops::Deref for Operator {
+    type Target = session::WebUser;
+    fn deref(&self) -> &session::WebUser {
+        &self.0
+    }
+}
+
+impl actix_web::FromRequest for Operator {
+    type Error = WebError;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, WebError>>;
+    fn from_request(req: &actix_web::HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let user = session::WebUser::from_request(req, payload);
+        Box::pin(async move {
+            let user = user.await?;
+            user.require_operator()?;
+            Ok(Operator(user))
+        })
+    }
+}
+
 /// What `base.html` needs: title, navigation, the user, the CSRF token for forms, refresh.
 #[derive(Debug, Clone)]
 pub struct Chrome {
@@ -206,10 +260,64 @@ pub struct Params(HashMap<String, String>);
 /// Deepest page a list serves.
 pub const MAX_PAGE: i64 = 1000;
 
+impl actix_web::FromRequest for Params {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
+    fn from_request(req: &actix_web::HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        // Through `web::Query`, so that the app's `QueryConfig` answers a malformed query string.
+        let query = web::Query::<HashMap<String, String>>::from_request(req, payload);
+        Box::pin(async move { Ok(Params(query.await?.into_inner())) })
+    }
+}
+
+/// Where a list page is: the page asked for (1-based) and the page size.
+#[derive(Debug, Clone, Copy)]
+pub struct Paging {
+    /// Current page (1-based).
+    pub page: i64,
+    /// Rows per page.
+    pub per_page: i64,
+}
+
+/// What every filtered, paged list page shows besides its filters: the sort choices, the rows and the pager.
+pub struct Listing<R> {
+    /// The sort select.
+    pub sorts: Vec<Opt>,
+    /// This page's rows.
+    pub rows: Vec<R>,
+    /// The pager.
+    pub pager: Pager,
+}
+
+impl Paging {
+    /// This page's listing: `sort` marked among `sorts`, `rows` out of a capped `total`; the pager's links
+    /// carry `filters` (the empty ones left out) and the sort.
+    pub fn listing<R>(
+        &self,
+        (sorts, sort): (&[&'static str], &str),
+        rows: Vec<R>,
+        total: crate::db::Total,
+        filters: &[(&str, &str)],
+    ) -> Listing<R> {
+        let mut pairs = filters.to_vec();
+        pairs.push(("sort", sort));
+        Listing { sorts: options(sorts, sort), rows, pager: self.pager(total, query_string(&pairs)) }
+    }
+
+    /// Rows to skip.
+    pub fn offset(&self) -> i64 {
+        (self.page - 1) * self.per_page
+    }
+    /// The pager of a capped count; `base` is the query string of the other parameters.
+    pub fn pager(&self, total: crate::db::Total, base: String) -> Pager {
+        Pager::counted(self.page, self.per_page, total, base)
+    }
+}
+
 impl Params {
-    /// From the query string.
-    pub fn new(q: web::Query<HashMap<String, String>>) -> Self {
-        Params(q.into_inner())
+    /// The page asked for (`page`), `per_page` rows each.
+    pub fn paging(&self, per_page: i64) -> Result<Paging, WebError> {
+        Ok(Paging { page: self.page()?, per_page })
     }
 
     /// A non-empty trimmed text value, at most 200 characters, without control characters (Postgres refuses
@@ -294,27 +402,87 @@ pub struct TimeRange {
 /// The picker's choices, for templates.
 pub const RANGES: &[&str] = &["15m", "1h", "6h", "24h", "3d", "7d"];
 
-/// What a form page's template reads of the submitted (or stored) values and of the one error to show:
-/// `v("field")`, `is("field", "value")`, `err("field")`.
-pub trait FormValues {
+/// What a form page shows: the values submitted (or stored), and the one error with the field it is about
+/// (`form.v("field")`, `form.is("field", "value")`, `form.err("field")` in the templates).
+#[derive(Debug, Default)]
+pub struct FormState {
     /// The form's values by field name.
-    fn values(&self) -> &HashMap<String, String>;
-    /// The field the error is about (empty: none).
-    fn error_field(&self) -> &str;
-    /// The error message.
-    fn error(&self) -> &str;
-    /// The form value of `field`.
-    fn v(&self, field: &str) -> &str {
-        self.values().get(field).map(String::as_str).unwrap_or("")
+    pub values: HashMap<String, String>,
+    /// The field the error is about (empty: none, or the whole form).
+    pub error_field: String,
+    /// The error message (empty: none).
+    pub error: String,
+}
+
+impl FormState {
+    /// Values without an error.
+    pub fn new(values: HashMap<String, String>) -> Self {
+        FormState { values, ..FormState::default() }
+    }
+    /// Values shown again with `err` next to its field (a 400's field), or above the form.
+    pub fn refused(values: HashMap<String, String>, err: WebError) -> Self {
+        let (error_field, error) = match err {
+            WebError::BadRequest { field, message } => (field, message),
+            other => (String::new(), other.to_string()),
+        };
+        FormState { values, error_field, error }
+    }
+    /// Whether an error is shown.
+    pub fn failed(&self) -> bool {
+        !self.error.is_empty()
+    }
+    /// The status a page showing this form answers with: 400 when it shows an error.
+    pub fn status(&self) -> StatusCode {
+        if self.failed() { StatusCode::BAD_REQUEST } else { StatusCode::OK }
+    }
+    /// The value of `field`.
+    pub fn v(&self, field: &str) -> &str {
+        self.values.get(field).map(String::as_str).unwrap_or("")
     }
     /// Whether `field` holds `value` (selects, checkboxes).
-    fn is(&self, field: &str, value: &str) -> bool {
+    pub fn is(&self, field: &str, value: &str) -> bool {
         self.v(field) == value
     }
     /// The error of `field`, if it is the one to blame.
-    fn err(&self, field: &str) -> &str {
-        if self.error_field() == field { self.error() } else { "" }
+    pub fn err(&self, field: &str) -> &str {
+        if self.error_field == field { &self.error } else { "" }
     }
+}
+
+/// A form an operator POSTed: who (an operator whose CSRF token matched: checked before the handler runs,
+/// as every form POST must be) and the values, without the token.
+pub struct Submitted {
+    /// The operator.
+    pub user: session::WebUser,
+    /// The form's values by field name (`csrf` removed).
+    pub values: HashMap<String, String>,
+}
+
+impl Submitted {
+    /// The trimmed value of `field` (empty when absent).
+    pub fn get(&self, field: &str) -> &str {
+        self.values.get(field).map(|v| v.trim()).unwrap_or("")
+    }
+}
+
+impl actix_web::FromRequest for Submitted {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
+    fn from_request(req: &actix_web::HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let user = session::WebUser::from_request(req, payload);
+        let form = web::Form::<HashMap<String, String>>::from_request(req, payload);
+        Box::pin(async move {
+            let user = user.await?;
+            let mut values = form.await?.into_inner();
+            user.may_act(values.remove("csrf").as_deref())?;
+            Ok(Submitted { user, values })
+        })
+    }
+}
+
+/// 303 to `location` (after a form POST).
+pub fn see_other(location: impl Into<String>) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header(("Location", location.into())).finish()
 }
 
 /// One `<option>` of a select.

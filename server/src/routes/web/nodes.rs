@@ -1,7 +1,5 @@
 //! A node (its GPUs, agent status, probes, commands) and one GPU's series.
 
-use std::collections::HashMap;
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
 use askama::Template;
@@ -9,14 +7,12 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::anomalies::{AnomalyView, MAX_MARKED, anomaly_view, mark};
 use super::chart::{self, Panel, Series, Style};
-use super::session::WebUser;
-use super::{Chrome, Params, RANGES, WebError, ago, render};
+use super::{Chrome, Params, RANGES, Viewer, WebError, ago, render};
 use crate::db;
 
 /// How a reading the agent could not take is shown.
 const UNKNOWN: &str = "—";
 use crate::db::series::ChartPlan;
-use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 /// Agent status of a node.
@@ -126,14 +122,8 @@ fn command_view(now: DateTime<Utc>, c: db::commands::CommandRecord) -> CommandVi
 
 /// `GET /nodes/{node}?range=`.
 #[get("/nodes/{node}")]
-pub async fn node_page(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-    path: web::Path<String>,
-    q: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    let params = Params::new(q);
+pub async fn node_page(v: Viewer, path: web::Path<String>, params: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let range = params.range()?;
     let node = path.into_inner();
     let now = Utc::now();
@@ -177,8 +167,7 @@ pub async fn node_page(
         mark(&mut util, a, v, ms(range.to));
     }
     let chart = chart::time_chart("node-chart", &[util, power], ms(range.from), ms(range.to));
-    let mut chrome = user.chrome(&state, format!("Node {node}"), "fleet");
-    chrome.fragment = params.fragment();
+    let chrome = user.list_chrome(&state, format!("Node {node}"), "fleet", &params);
     let t = NodeTemplate {
         chrome,
         agent: agent_view(&state, now, detail),
@@ -247,14 +236,8 @@ pub struct GpuTemplate {
 
 /// `GET /nodes/{node}/gpus/{i}?range=`: utilisation, memory, power, temperature, clocks.
 #[get("/nodes/{node}/gpus/{gpu}")]
-pub async fn gpu_page(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-    path: web::Path<(String, String)>,
-    q: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    let params = Params::new(q);
+pub async fn gpu_page(v: Viewer, path: web::Path<(String, String)>, params: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let range = params.range()?;
     let (node, gpu) = path.into_inner();
     let gpu: i32 = gpu
@@ -318,8 +301,7 @@ pub async fn gpu_page(
         })
         .unwrap_or_else(|| "never probed".into());
     let anomalies_link = format!("/anomalies?node={}&gpu={gpu}&range={}", super::url_encode(&node), range.key);
-    let mut chrome = user.chrome(&state, format!("{node} GPU {gpu}"), "fleet");
-    chrome.fragment = params.fragment();
+    let chrome = user.list_chrome(&state, format!("{node} GPU {gpu}"), "fleet", &params);
     let t = GpuTemplate {
         chrome,
         node_link: format!("/nodes/{}", super::url_encode(&node)),

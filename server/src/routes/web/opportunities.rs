@@ -5,8 +5,6 @@
 //! the deployment's policy (winner `operator`) and applied through the same actuators; a rebatch or probe is
 //! queued as agent commands. Each is recorded in `opportunity_actions` with who clicked and what came of it.
 
-use std::collections::HashMap;
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
 use askama::Template;
@@ -14,13 +12,13 @@ use chrono::{DateTime, Utc};
 use forecasting::opportunities::Kind;
 use serde_json::json;
 
-use super::session::WebUser;
-use super::{Chrome, Pager, Params, WebError, ago, query_string, render, url_encode};
+use super::{
+    Chrome, Listing, Operator, Params, State, Submitted, Viewer, WebError, ago, render, see_other, url_encode,
+};
 use crate::db;
 use crate::db::opportunities::{self as store, ListedOpportunity, PageQuery, Sort, StoredOpportunity};
 use crate::db::policies::StoredPolicy;
 use crate::opportunities::act::{self as one_click, Plan};
-use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 const PER_PAGE: i64 = 50;
@@ -188,9 +186,7 @@ pub struct ListTemplate {
     node: String,
     kinds: Vec<super::Opt>,
     statuses: Vec<super::Opt>,
-    sorts: Vec<super::Opt>,
-    rows: Vec<OpportunityView>,
-    pager: Pager,
+    list: Listing<OpportunityView>,
     /// This page's URL, where the dismiss forms come back to.
     back: String,
     /// "Opportunity N dismissed" after a dismissal.
@@ -232,20 +228,15 @@ fn kinds() -> Vec<&'static str> {
 
 /// `GET /opportunities?deployment=&node=&kind=&status=&sort=&page=`.
 #[get("/opportunities")]
-pub async fn list(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-    q: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    let p = Params::new(q);
+pub async fn list(v: Viewer, p: Params) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let deployment = p.text("deployment")?;
     let node = p.text("node")?;
     let kinds = kinds();
     let kind = p.choice("kind", &kinds)?;
     let status = p.choice("status", STATUSES)?;
     let sort = p.choice("sort", SORTS)?;
-    let page = p.page()?;
+    let paging = p.paging(PER_PAGE)?;
     let dismissed: Option<i64> = p.text("dismissed")?.and_then(|v| v.parse().ok());
     let query = PageQuery {
         filter: store::Filter {
@@ -254,7 +245,7 @@ pub async fn list(
             kind: (kind != "any").then(|| kind.to_string()),
             status: (status != "all").then(|| status.to_string()),
             limit: PER_PAGE,
-            offset: (page - 1) * PER_PAGE,
+            offset: paging.offset(),
         },
         sort: match sort {
             "gpu_hours" => Sort::GpuHours,
@@ -270,27 +261,22 @@ pub async fn list(
     )?;
     let now = Utc::now();
     let (deployment, node) = (deployment.unwrap_or_default(), node.unwrap_or_default());
-    let base = query_string(&[
-        ("deployment", deployment.as_str()),
-        ("node", node.as_str()),
-        ("kind", kind),
-        ("status", status),
-        ("sort", sort),
-    ]);
-    let back = format!("/opportunities?{base}{}page={page}", if base.is_empty() { "" } else { "&" });
-    let mut chrome = user.chrome(&state, "Opportunities", "opportunities");
-    chrome.fragment = p.fragment();
+    let filters = [("deployment", deployment.as_str()), ("node", node.as_str()), ("kind", kind), ("status", status)];
+    let mut chrome = user.list_chrome(&state, "Opportunities", "opportunities", &p);
     // No live refresh: it would swap the dismiss forms out from under a reason being typed (opportunities are
     // refreshed every few minutes anyway).
     chrome.refresh_secs = 0;
+    let list =
+        paging.listing((SORTS, sort), rows.into_iter().map(|l| view(now, l, &policies)).collect(), total, &filters);
+    // This page again (the dismiss forms come back to it): its filters, sort and page.
+    let sep = if list.pager.base_query.is_empty() { "" } else { "&" };
+    let back = format!("/opportunities?{}{sep}page={}", list.pager.base_query, paging.page);
     let t = ListTemplate {
         chrome,
         kinds: super::options(&kinds, kind),
         statuses: super::options(STATUSES, status),
-        sorts: super::options(SORTS, sort),
-        pager: Pager::counted(page, PER_PAGE, total, base),
-        rows: rows.into_iter().map(|l| view(now, l, &policies)).collect(),
         back,
+        list,
         notice: dismissed.map(|id| format!("Opportunity {id} dismissed.")).unwrap_or_default(),
         idle: idle.as_ref().map(idle_view),
         deployment,
@@ -348,12 +334,8 @@ fn command_state(c: &db::commands::CommandRecord) -> &'static str {
 
 /// `GET /opportunities/{id}`: one opportunity, its forms and what was done about it.
 #[get("/opportunities/{id}")]
-pub async fn detail(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-    id: web::Path<String>,
-) -> Result<HttpResponse, WebError> {
+pub async fn detail(v: Viewer, id: web::Path<String>) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let id = parse_id(&id)?;
     let (l, policies, actions) =
         tokio::try_join!(load(&state, id), caches.policies.list(&state.pool, state.policy_epoch()), async {
@@ -385,8 +367,7 @@ pub async fn detail(
         });
     }
     let title = format!("Opportunity {id}");
-    let mut chrome = user.chrome(&state, title, "opportunities");
-    chrome.refresh_secs = 0;
+    let chrome = user.still_chrome(&state, title, "opportunities");
     let t = DetailTemplate { chrome, o: view(now, l, &policies), actions: shown, back: format!("/opportunities/{id}") };
     render(&t, StatusCode::OK)
 }
@@ -456,12 +437,7 @@ pub struct ConfirmTemplate {
 
 /// `GET /opportunities/{id}/act`: what the one-click action will do, and the button that does it (operators).
 #[get("/opportunities/{id}/act")]
-pub async fn confirm(
-    state: web::Data<AppState>,
-    user: WebUser,
-    id: web::Path<String>,
-) -> Result<HttpResponse, WebError> {
-    user.require_operator()?;
+pub async fn confirm(state: State, user: Operator, id: web::Path<String>) -> Result<HttpResponse, WebError> {
     let id = parse_id(&id)?;
     let l = load(&state, id).await?;
     let planned = one_click::plan(&state.pool, &l.o).await?;
@@ -470,8 +446,7 @@ pub async fn confirm(
         Ok(p) => (words(&p), String::new(), matches!(p, Plan::Scale { .. })),
         Err(why) => (Vec::new(), why, false),
     };
-    let mut chrome = user.chrome(&state, format!("Act on opportunity {id}"), "opportunities");
-    chrome.refresh_secs = 0;
+    let chrome = user.still_chrome(&state, format!("Act on opportunity {id}"), "opportunities");
     let t = ConfirmTemplate { chrome, o: view(Utc::now(), l, &policies), steps, blocked, holds };
     render(&t, StatusCode::OK)
 }
@@ -479,20 +454,15 @@ pub async fn confirm(
 /// `POST /opportunities/{id}/act` (operators, CSRF): carries out the one-click action, records who did it and
 /// what came of it, and shows the opportunity with the result.
 #[post("/opportunities/{id}/act")]
-pub async fn act(
-    state: web::Data<AppState>,
-    user: WebUser,
-    id: web::Path<String>,
-    form: web::Form<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    user.may_act(form.get("csrf").map(String::as_str))?;
+pub async fn act(state: State, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
+    let user = &form.user;
     let id = parse_id(&id)?;
     let l = load(&state, id).await?;
     let planned = match one_click::plan(&state.pool, &l.o).await? {
         Ok(p) => p,
         Err(why) => return Err(WebError::field("action", why)),
     };
-    let hold_minutes = match form.get("hold_minutes").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+    let hold_minutes = match Some(form.get("hold_minutes")).filter(|v| !v.is_empty()) {
         None => one_click::DEFAULT_HOLD_MINUTES,
         Some(v) => v.parse::<u32>().ok().filter(|m| *m <= one_click::MAX_HOLD_MINUTES).ok_or_else(|| {
             WebError::field("hold_minutes", format!("must be 0 to {} minutes", one_click::MAX_HOLD_MINUTES))
@@ -521,7 +491,7 @@ pub async fn act(
     let after =
         json!({"command": command, "ok": ok, "result": result, "decision_id": decision_id, "command_ids": command_ids});
     db::audit::record(&state.pool, &user.actor(), "act", "opportunity", &id.to_string(), None, Some(after)).await;
-    Ok(HttpResponse::SeeOther().insert_header(("Location", format!("/opportunities/{id}"))).finish())
+    Ok(see_other(format!("/opportunities/{id}")))
 }
 
 /// Only this page's own lists are redirected back to (no open redirect).
@@ -541,16 +511,10 @@ fn safe_back(back: Option<&String>, id: i64) -> String {
 /// `POST /opportunities/{id}/dismiss` with `reason` (1..=500 characters) and `back` (operators, CSRF): it stays
 /// dismissed while it persists; back to the list (or the opportunity's page) afterwards.
 #[post("/opportunities/{id}/dismiss")]
-pub async fn dismiss(
-    state: web::Data<AppState>,
-    user: WebUser,
-    id: web::Path<String>,
-    form: web::Form<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    let form = form.into_inner();
-    user.may_act(form.get("csrf").map(String::as_str))?;
+pub async fn dismiss(state: State, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
+    let user = &form.user;
     let id = parse_id(&id)?;
-    let reason = form.get("reason").map(|r| r.trim()).unwrap_or("");
+    let reason = form.get("reason");
     let chars = reason.chars().count();
     if chars == 0 || chars > MAX_REASON_CHARS {
         return Err(WebError::field("reason", format!("must be 1 to {MAX_REASON_CHARS} characters")));
@@ -572,13 +536,13 @@ pub async fn dismiss(
         Some(json!({"reason": reason})),
     )
     .await;
-    let back = safe_back(form.get("back"), id);
+    let back = safe_back(form.values.get("back"), id);
     let location = if back.starts_with("/opportunities?") || back == "/opportunities" {
         format!("{back}{}dismissed={id}", if back.contains('?') { "&" } else { "?" })
     } else {
         back
     };
-    Ok(HttpResponse::SeeOther().insert_header(("Location", location)).finish())
+    Ok(see_other(location))
 }
 
 #[cfg(test)]

@@ -7,20 +7,19 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
 use askama::Template;
 
-use super::FormValues as _;
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use forecasting::decision::PanicSettings;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::chart::{self, Panel, Series, Style};
 use super::session::WebUser;
-use super::{Chrome, WebError, ago, render};
-use crate::control::replay;
-use crate::db::{self, policies::Write};
+use super::{Chrome, FormState, State, Submitted, Viewer, WebError, ago, render, see_other};
+use crate::control::preview::{self as service, Preview, PreviewError};
+use crate::db;
+use crate::db::policies::{StoredPolicy, Write};
 use crate::domain::policy::PolicySpec;
 use crate::error::parse_json;
-use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 /// A policy row.
@@ -52,11 +51,8 @@ fn parse_id(s: &str) -> Result<Uuid, WebError> {
 
 /// `GET /policies`.
 #[get("/policies")]
-pub async fn list(
-    state: web::Data<AppState>,
-    caches: web::Data<WebCaches>,
-    user: WebUser,
-) -> Result<HttpResponse, WebError> {
+pub async fn list(v: Viewer) -> Result<HttpResponse, WebError> {
+    let Viewer { state, caches, user } = v;
     let now = Utc::now();
     let rows = caches
         .policies
@@ -86,8 +82,7 @@ pub async fn list(
             }
         })
         .collect();
-    let mut chrome = user.chrome(&state, "Policies", "policies");
-    chrome.refresh_secs = 0;
+    let chrome = user.still_chrome(&state, "Policies", "policies");
     render(&PoliciesTemplate { chrome, rows }, StatusCode::OK)
 }
 
@@ -119,23 +114,9 @@ pub struct PolicyFormTemplate {
     chrome: Chrome,
     id: Option<String>,
     version: i32,
-    values: HashMap<String, String>,
+    form: FormState,
     metric_rows: Vec<MetricRow>,
     directions: Vec<DirectionRows>,
-    error_field: String,
-    error: String,
-}
-
-impl super::FormValues for PolicyFormTemplate {
-    fn values(&self) -> &HashMap<String, String> {
-        &self.values
-    }
-    fn error_field(&self) -> &str {
-        &self.error_field
-    }
-    fn error(&self) -> &str {
-        &self.error
-    }
 }
 
 /// The scalar form fields, named after the API's JSON paths so `PolicySpec::validate`'s field names match
@@ -486,136 +467,93 @@ fn spec_from_form(base: Value, form: &HashMap<String, String>) -> Result<PolicyS
     })
 }
 
-fn form_page(
-    chrome: Chrome,
-    id: Option<String>,
-    version: i32,
-    values: HashMap<String, String>,
-    err: Option<WebError>,
-    status: StatusCode,
-) -> Result<HttpResponse, WebError> {
-    let (error_field, error) = match err {
-        Some(WebError::BadRequest { field, message }) => (field, message),
-        Some(other) => (String::new(), other.to_string()),
-        None => (String::new(), String::new()),
-    };
-    let mut chrome = chrome;
-    chrome.refresh_secs = 0;
-    let (metric_rows, directions) = (metric_rows(&values), direction_rows(&values));
-    render(&PolicyFormTemplate { chrome, id, version, values, metric_rows, directions, error_field, error }, status)
-}
-
-/// What was typed, to show the form again (the token is the page's own).
-fn typed(mut form: HashMap<String, String>) -> HashMap<String, String> {
-    form.remove("csrf");
-    form
+/// The form page of policy `id` (none: a new one) at `version`, showing `form`.
+fn form_page(chrome: Chrome, id: Option<Uuid>, version: i32, form: FormState) -> Result<HttpResponse, WebError> {
+    let (metric_rows, directions) = (metric_rows(&form.values), direction_rows(&form.values));
+    let status = form.status();
+    let t = PolicyFormTemplate { chrome, id: id.map(|i| i.to_string()), version, form, metric_rows, directions };
+    render(&t, status)
 }
 
 /// `GET /policies/new`.
 #[get("/policies/new")]
-pub async fn new_form(state: web::Data<AppState>, user: WebUser) -> Result<HttpResponse, WebError> {
-    form_page(user.chrome(&state, "New policy", "policies"), None, 0, defaults(), None, StatusCode::OK)
+pub async fn new_form(state: State, user: WebUser) -> Result<HttpResponse, WebError> {
+    form_page(user.still_chrome(&state, "New policy", "policies"), None, 0, FormState::new(defaults()))
+}
+
+/// Writes a policy from the form (created when `before` is none), records it, and answers with the policy's
+/// page; a refused form is shown again with the error next to its field.
+async fn save(state: &AppState, form: Submitted, before: Option<StoredPolicy>) -> Result<HttpResponse, WebError> {
+    let Submitted { user, values } = form;
+    let title = before.as_ref().map_or("New policy".to_string(), |p| format!("Policy {}", p.spec.name));
+    let (id, version) = before.as_ref().map_or((None, 0), |p| (Some(p.id), p.version));
+    let refused = |values, e| {
+        form_page(user.still_chrome(state, title.clone(), "policies"), id, version, FormState::refused(values, e))
+    };
+    let base = before.as_ref().map_or(json!({}), |p| serde_json::to_value(&p.spec).unwrap_or_default());
+    let spec = match spec_from_form(base, &values) {
+        Ok(s) => s,
+        Err(e @ WebError::BadRequest { .. }) => return refused(values, e),
+        Err(e) => return Err(e),
+    };
+    let written = match id {
+        Some(id) => db::policies::update(&state.pool, id, &spec).await?,
+        None => db::policies::create(&state.pool, &spec).await?,
+    };
+    state.policies_changed();
+    match written {
+        Write::Ok(after) => {
+            let action = if before.is_some() { "update" } else { "create" };
+            tracing::info!(policy = %after.spec.name, version = after.version, user = %user.name, action, "policy saved from the dashboard");
+            let (b, a) = (before.as_ref().and_then(db::audit::json), db::audit::json(&after));
+            db::audit::record(&state.pool, &user.actor(), action, "policy", &after.id.to_string(), b, a).await;
+            Ok(see_other(format!("/policies/{}", after.id)))
+        }
+        Write::NameTaken => refused(values, WebError::field("name", "is taken by another policy")),
+        Write::NotFound => Err(WebError::NotFound(match id {
+            Some(id) => format!("no policy {id}"),
+            None => "policy vanished".into(),
+        })),
+    }
 }
 
 /// `POST /policies`: creates a policy from the form (operators).
 #[post("/policies")]
-pub async fn create(
-    state: web::Data<AppState>,
-    user: WebUser,
-    form: web::Form<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    let form = form.into_inner();
-    user.may_act(form.get("csrf").map(String::as_str))?;
-    let chrome = user.chrome(&state, "New policy", "policies");
-    let spec = match spec_from_form(json!({}), &form) {
-        Ok(s) => s,
-        Err(e @ WebError::BadRequest { .. }) => {
-            return form_page(chrome, None, 0, typed(form), Some(e), StatusCode::BAD_REQUEST);
-        }
-        Err(e) => return Err(e),
-    };
-    let written = db::policies::create(&state.pool, &spec).await?;
-    state.policies_changed();
-    match written {
-        Write::Ok(p) => {
-            tracing::info!(policy = %p.spec.name, user = %user.name, "policy created from the dashboard");
-            let after = serde_json::to_value(&p).ok();
-            db::audit::record(&state.pool, &user.actor(), "create", "policy", &p.id.to_string(), None, after).await;
-            Ok(HttpResponse::SeeOther().insert_header(("Location", format!("/policies/{}", p.id))).finish())
-        }
-        Write::NameTaken => {
-            let e = WebError::field("name", "is taken by another policy");
-            form_page(chrome, None, 0, typed(form), Some(e), StatusCode::BAD_REQUEST)
-        }
-        Write::NotFound => Err(WebError::NotFound("policy vanished".into())),
-    }
+pub async fn create(state: State, form: Submitted) -> Result<HttpResponse, WebError> {
+    save(&state, form, None).await
+}
+
+/// The stored policy `id`, or 404.
+async fn policy(state: &AppState, id: &str) -> Result<StoredPolicy, WebError> {
+    let id = parse_id(id)?;
+    db::policies::get(&state.pool, id).await?.ok_or_else(|| WebError::NotFound(format!("no policy {id}")))
 }
 
 /// `GET /policies/{id}`: the edit form.
 #[get("/policies/{id}")]
-pub async fn edit_form(
-    state: web::Data<AppState>,
-    user: WebUser,
-    id: web::Path<String>,
-) -> Result<HttpResponse, WebError> {
-    let id = parse_id(&id)?;
-    let Some(p) = db::policies::get(&state.pool, id).await? else {
-        return Err(WebError::NotFound(format!("no policy {id}")));
-    };
-    let mut chrome = user.chrome(&state, format!("Policy {}", p.spec.name), "policies");
+pub async fn edit_form(state: State, user: WebUser, id: web::Path<String>) -> Result<HttpResponse, WebError> {
+    let p = policy(&state, &id).await?;
+    let mut chrome = user.still_chrome(&state, format!("Policy {}", p.spec.name), "policies");
     let mut values = values_of(&serde_json::to_value(&p.spec).unwrap_or_default());
     if let Some(owner) = &p.owner {
         // Managed in Kubernetes: shown read-only, whoever looks.
         chrome.is_operator = false;
         values.insert("owner".into(), owner.clone());
     }
-    form_page(chrome, Some(id.to_string()), p.version, values, None, StatusCode::OK)
+    form_page(chrome, Some(p.id), p.version, FormState::new(values))
 }
 
 /// `POST /policies/{id}`: a new version from the form (operators).
 #[post("/policies/{id}")]
-pub async fn update(
-    state: web::Data<AppState>,
-    user: WebUser,
-    id: web::Path<String>,
-    form: web::Form<HashMap<String, String>>,
-) -> Result<HttpResponse, WebError> {
-    let form = form.into_inner();
-    user.may_act(form.get("csrf").map(String::as_str))?;
-    let id = parse_id(&id)?;
-    let Some(p) = db::policies::get(&state.pool, id).await? else {
-        return Err(WebError::NotFound(format!("no policy {id}")));
-    };
+pub async fn update(state: State, id: web::Path<String>, form: Submitted) -> Result<HttpResponse, WebError> {
+    let p = policy(&state, &id).await?;
     if let Some(owner) = &p.owner {
         return Err(WebError::Forbidden(format!(
             "policy {} is managed by {owner}: change it with kubectl (or in Git), not here",
             p.spec.name
         )));
     }
-    let chrome = user.chrome(&state, format!("Policy {}", p.spec.name), "policies");
-    let base = serde_json::to_value(&p.spec).unwrap_or_default();
-    let spec = match spec_from_form(base, &form) {
-        Ok(s) => s,
-        Err(e @ WebError::BadRequest { .. }) => {
-            return form_page(chrome, Some(id.to_string()), p.version, typed(form), Some(e), StatusCode::BAD_REQUEST);
-        }
-        Err(e) => return Err(e),
-    };
-    let written = db::policies::update(&state.pool, id, &spec).await?;
-    state.policies_changed();
-    match written {
-        Write::Ok(after) => {
-            tracing::info!(policy = %after.spec.name, version = after.version, user = %user.name, "policy updated from the dashboard");
-            let (b, a) = (serde_json::to_value(&p).ok(), serde_json::to_value(&after).ok());
-            db::audit::record(&state.pool, &user.actor(), "update", "policy", &id.to_string(), b, a).await;
-            Ok(HttpResponse::SeeOther().insert_header(("Location", format!("/policies/{id}"))).finish())
-        }
-        Write::NameTaken => {
-            let e = WebError::field("name", "is taken by another policy");
-            form_page(chrome, Some(id.to_string()), p.version, typed(form), Some(e), StatusCode::BAD_REQUEST)
-        }
-        Write::NotFound => Err(WebError::NotFound(format!("no policy {id}"))),
-    }
+    save(&state, form, Some(p)).await
 }
 
 /// A simulated change of the preview.
@@ -641,104 +579,84 @@ pub struct PreviewTemplate {
     actual_changes: usize,
 }
 
-/// `GET /policies/{id}/preview`: the last 24 hours of stored data replayed minute by minute through the
-/// policy's scaling engine (`control::replay`: the engine the control loop runs, forecasts and anomaly gating
-/// included), next to what the control loop actually decided.
+/// `GET /policies/{id}/preview`: the service [`service::preview`] (the last 24 hours replayed through the policy's
+/// scaling engine, next to what the control loop decided), drawn and in words.
 #[get("/policies/{id}/preview")]
-pub async fn preview(
-    state: web::Data<AppState>,
-    user: WebUser,
-    id: web::Path<String>,
-) -> Result<HttpResponse, WebError> {
-    const BUCKET: u32 = 60;
+pub async fn preview(state: State, user: WebUser, id: web::Path<String>) -> Result<HttpResponse, WebError> {
     let id = parse_id(&id)?;
-    let pool = &state.pool;
-    let Some(p) = db::policies::get(pool, id).await? else {
-        return Err(WebError::NotFound(format!("no policy {id}")));
+    let down_window = state.settings.control.scale_down_stabilization_secs;
+    let p = service::preview(&state.pool, id, Utc::now(), down_window).await.map_err(|e| match e {
+        PreviewError::NotFound(_) => WebError::NotFound(e.to_string()),
+        PreviewError::Db(e) => e.into(),
+    })?;
+    let changes = p
+        .changes()
+        .take(200)
+        .map(|s| PreviewChange {
+            at: chrono::DateTime::from_timestamp(s.at_secs, 0).unwrap_or_default().format("%m-%d %H:%M").to_string(),
+            change: format!("{} → {}", s.current, s.desired),
+            reason: format!("{}: {}", s.winner, s.reason),
+        })
+        .collect();
+    let spec = &p.policy.spec;
+    let t = PreviewTemplate {
+        chrome: user.still_chrome(&state, format!("Preview {}", spec.name), "policies"),
+        id: id.to_string(),
+        name: spec.name.clone(),
+        deployment: spec.deployment(),
+        chart: preview_chart(&p),
+        buckets: p.replay.steps.len(),
+        change_count: p.changes().count(),
+        changes,
+        simulated_replica_hours: format!("{:.1}", p.replay.replica_hours),
+        actual_changes: p.actual_changes(),
     };
-    let spec = &p.spec;
-    let now = Utc::now();
-    let from = now - Duration::hours(24);
-    let deployment = spec.deployment();
-    let actual = db::dashboard::decisions_of(pool, &[id], from, 20_000).await?;
-    let start = actual.last().map(|d| d.current_replicas.max(0) as u32).unwrap_or(spec.min_replicas.max(1));
-    let r = replay::replay(pool, spec, from, now, BUCKET, start, state.settings.control.scale_down_stabilization_secs)
-        .await?;
-    let mut changes = Vec::new();
-    let mut change_count = 0;
-    for s in r.steps.iter().filter(|s| s.desired != s.current) {
-        change_count += 1;
-        if changes.len() < 200 {
-            changes.push(PreviewChange {
-                at: chrono::DateTime::from_timestamp(s.at_secs, 0)
-                    .unwrap_or_default()
-                    .format("%m-%d %H:%M")
-                    .to_string(),
-                change: format!("{} → {}", s.current, s.desired),
-                reason: format!("{}: {}", s.winner, s.reason),
-            });
-        }
-    }
-    let capacity = spec.capacity().is_some();
-    let title = if capacity {
+    render(&t, StatusCode::OK)
+}
+
+/// The preview's chart: demand with the forecast's upper bound and the capacity the preview would have run,
+/// and the replicas next to the recorded decisions.
+fn preview_chart(p: &Preview) -> String {
+    let spec = &p.policy.spec;
+    let steps = &p.replay.steps;
+    let title = if p.sized_by_capacity() {
         "Demand: busy replicas (estimated)".to_string()
     } else {
         format!("Demand: {}", spec.targets().first().map(|t| t.metric.name()).unwrap_or(""))
     };
-    let per_replica = if capacity {
-        spec.engine_spec(f64::from(BUCKET), 0).capacity.map_or(1.0, |c| c.busy_per_replica(f64::from(BUCKET)))
-    } else {
-        spec.targets().first().map_or(1.0, |t| t.target)
-    };
-    let ms = |t: i64| (t + i64::from(BUCKET)) * 1000;
+    let per_replica = p.per_replica();
+    let ms = |t: i64| (t + i64::from(service::BUCKET_SECS)) * 1000;
+    let series = |name: &str, class, style, points: Vec<(i64, f64)>| Series { name: name.into(), class, style, points };
     let mut demand = Panel { title, ..Panel::default() };
-    demand.series.push(Series {
-        name: "observed".into(),
-        class: "c0",
-        style: Style::Line,
-        points: r.steps.iter().filter_map(|s| Some((ms(s.at_secs), s.signal?))).collect(),
-    });
-    demand.series.push(Series {
-        name: "forecast upper bound".into(),
-        class: "c3",
-        style: Style::Line,
-        points: r.steps.iter().filter_map(|s| Some((ms(s.at_secs), s.forecast_upper?))).collect(),
-    });
-    demand.series.push(Series {
-        name: "preview capacity".into(),
-        class: "c1",
-        style: Style::Step,
-        points: r.steps.iter().map(|s| (ms(s.at_secs), f64::from(s.desired) * per_replica)).collect(),
-    });
+    demand.series.push(series(
+        "observed",
+        "c0",
+        Style::Line,
+        steps.iter().filter_map(|s| Some((ms(s.at_secs), s.signal?))).collect(),
+    ));
+    demand.series.push(series(
+        "forecast upper bound",
+        "c3",
+        Style::Line,
+        steps.iter().filter_map(|s| Some((ms(s.at_secs), s.forecast_upper?))).collect(),
+    ));
+    demand.series.push(series(
+        "preview capacity",
+        "c1",
+        Style::Step,
+        steps.iter().map(|s| (ms(s.at_secs), f64::from(s.desired) * per_replica)).collect(),
+    ));
     let mut reps = Panel { title: "Replicas".into(), ..Panel::default() };
-    reps.series.push(Series {
-        name: "preview".into(),
-        class: "c1",
-        style: Style::Step,
-        points: r.steps.iter().map(|s| (ms(s.at_secs), f64::from(s.desired))).collect(),
-    });
-    reps.series.push(Series {
-        name: "actual decisions".into(),
-        class: "c2",
-        style: Style::Step,
-        points: actual.iter().rev().map(|d| (d.decided_at.timestamp_millis(), f64::from(d.desired_replicas))).collect(),
-    });
-    let chart = chart::time_chart("preview-chart", &[demand, reps], from.timestamp_millis(), now.timestamp_millis());
-    let mut chrome = user.chrome(&state, format!("Preview {}", spec.name), "policies");
-    chrome.refresh_secs = 0;
-    let t = PreviewTemplate {
-        chrome,
-        id: id.to_string(),
-        name: spec.name.clone(),
-        deployment,
-        chart,
-        buckets: r.steps.len(),
-        change_count,
-        changes,
-        simulated_replica_hours: format!("{:.1}", r.replica_hours),
-        actual_changes: actual.iter().filter(|d| d.desired_replicas != d.current_replicas).count(),
-    };
-    render(&t, StatusCode::OK)
+    reps.series.push(series(
+        "preview",
+        "c1",
+        Style::Step,
+        steps.iter().map(|s| (ms(s.at_secs), f64::from(s.desired))).collect(),
+    ));
+    let actual =
+        p.actual.iter().rev().map(|d| (d.decided_at.timestamp_millis(), f64::from(d.desired_replicas))).collect();
+    reps.series.push(series("actual decisions", "c2", Style::Step, actual));
+    chart::time_chart("preview-chart", &[demand, reps], p.from.timestamp_millis(), p.to.timestamp_millis())
 }
 
 #[cfg(test)]

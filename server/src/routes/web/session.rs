@@ -9,7 +9,7 @@ use rand::Rng as _;
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
-use super::{Chrome, WebError, render};
+use super::{Chrome, Params, State, WebError, render};
 use crate::db::users::{self, Role};
 use crate::state::AppState;
 
@@ -99,6 +99,16 @@ impl WebUser {
             fragment: false,
         }
     }
+
+    /// The chrome of a page that does not refresh itself (a form: a refresh would lose what is typed).
+    pub fn still_chrome(&self, state: &AppState, title: impl Into<String>, nav: &'static str) -> Chrome {
+        Chrome { refresh_secs: 0, ..self.chrome(state, title, nav) }
+    }
+
+    /// The chrome of a list page: only its live part when polled (`?fragment=1`).
+    pub fn list_chrome(&self, state: &AppState, title: impl Into<String>, nav: &'static str, p: &Params) -> Chrome {
+        Chrome { fragment: p.fragment(), ..self.chrome(state, title, nav) }
+    }
 }
 
 impl FromRequest for WebUser {
@@ -180,7 +190,7 @@ struct NextQuery {
 
 /// `GET /login`.
 #[get("/login")]
-pub async fn login_page(state: web::Data<AppState>, q: web::Query<NextQuery>) -> Result<HttpResponse, WebError> {
+pub async fn login_page(state: State, q: web::Query<NextQuery>) -> Result<HttpResponse, WebError> {
     let token = random_hex(16);
     let t = LoginTemplate {
         chrome: login_chrome(&state),
@@ -206,11 +216,7 @@ struct LoginForm {
 
 /// `POST /login`: checks the password (argon2), starts a session and sets its cookie.
 #[post("/login")]
-pub async fn login(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    form: web::Form<LoginForm>,
-) -> Result<HttpResponse, WebError> {
+pub async fn login(state: State, req: HttpRequest, form: web::Form<LoginForm>) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
     let expected = req.cookie(LOGIN_CSRF_COOKIE).map(|c| c.value().to_string());
     let csrf_ok = matches!((&expected, &form.csrf), (Some(e), Some(g)) if bool::from(e.as_bytes().ct_eq(g.as_bytes())));
@@ -275,7 +281,7 @@ struct CsrfForm {
 /// `POST /logout`.
 #[post("/logout")]
 pub async fn logout(
-    state: web::Data<AppState>,
+    state: State,
     user: WebUser,
     req: HttpRequest,
     form: web::Form<CsrfForm>,
@@ -289,9 +295,26 @@ pub async fn logout(
     Ok(r)
 }
 
+/// Why the bootstrap operator could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The users table could not be read or written.
+    #[error("users table: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The blocking task that hashes or verifies the password did not finish.
+    #[error("password task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The password could not be hashed.
+    #[error("hashing the admin password: {0}")]
+    Hash(argon2::password_hash::Error),
+}
+
 /// Creates or resets the bootstrap operator from `dashboard.admin_user`/`admin_password` (if a password is
 /// set and the stored one differs).
-pub async fn bootstrap_admin(pool: &sqlx::PgPool, settings: &crate::config::DashboardSettings) -> anyhow::Result<()> {
+pub async fn bootstrap_admin(
+    pool: &sqlx::PgPool,
+    settings: &crate::config::DashboardSettings,
+) -> Result<(), BootstrapError> {
     if settings.admin_password.is_empty() {
         return Ok(());
     }
@@ -308,7 +331,7 @@ pub async fn bootstrap_admin(pool: &sqlx::PgPool, settings: &crate::config::Dash
     if !up_to_date {
         let hash = tokio::task::spawn_blocking(move || users::hash_password(&password))
             .await?
-            .map_err(|e| anyhow::anyhow!("hashing the admin password: {e}"))?;
+            .map_err(BootstrapError::Hash)?;
         users::upsert(pool, &user, &hash, Role::Operator).await?;
         tracing::info!(user = %user, "dashboard bootstrap operator set from configuration");
     }
