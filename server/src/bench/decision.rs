@@ -96,22 +96,10 @@ fn batch(node: usize, seq: u64, util: f64) -> Batch {
         },
         gpus: (0..2)
             .map(|g| GpuSample {
-                ts_ms: now,
-                gpu_index: g,
-                uuid: format!("GPU-dec-{node}-{g}"),
-                model: "NVIDIA H100 80GB HBM3".into(),
-                util_pct: Some(util),
                 mem_used_bytes: Some(50_000_000_000),
-                mem_total_bytes: Some(85_520_809_984),
                 power_w: Some(300.0 + 3.0 * util),
-                temp_c: Some(60.0),
-                sm_clock_mhz: Some(1980),
-                mem_clock_mhz: Some(2619),
-                throttle_reasons: Some(0),
-                ecc_dbe_total: Some(0),
-                xid_last: Some(0),
                 sm_active: None,
-                tensor_active: None,
+                ..GpuSample::h100(now, g, format!("GPU-dec-{node}-{g}"), util)
             })
             .collect(),
         serving: Vec::new(),

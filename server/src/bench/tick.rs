@@ -67,22 +67,11 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
             for g in 0..GPUS_PER_NODE {
                 let util = (55.0 + 25.0 * wave + ((n * 7 + g * 3 + b as usize) % 9) as f64).clamp(0.0, 100.0);
                 gpus.push(GpuSample {
-                    ts_ms,
-                    gpu_index: g as u32,
-                    uuid: format!("GPU-tick-{n:05}-{g}"),
-                    model: "NVIDIA H100 80GB HBM3".into(),
-                    util_pct: Some(util),
                     mem_used_bytes: Some(50_000_000_000),
-                    mem_total_bytes: Some(85_520_809_984),
                     power_w: Some(300.0 + 3.0 * util),
                     temp_c: Some(40.0 + 0.4 * util),
-                    sm_clock_mhz: Some(1980),
-                    mem_clock_mhz: Some(2619),
-                    throttle_reasons: Some(0),
-                    ecc_dbe_total: Some(0),
-                    xid_last: Some(0),
                     sm_active: None,
-                    tensor_active: None,
+                    ..GpuSample::h100(ts_ms, g as u32, format!("GPU-tick-{n:05}-{g}"), util)
                 });
             }
         }
