@@ -16,7 +16,6 @@ use rand::{Rng as _, SeedableRng as _};
 use uuid::Uuid;
 
 use super::quantile;
-use crate::config::{Secret, Settings};
 use crate::db;
 use crate::startup::Application;
 
@@ -60,15 +59,7 @@ pub async fn run(opts: CommandBenchOptions) -> anyhow::Result<(Distribution, Dis
     anyhow::ensure!(opts.agents >= 1, "--agents must be at least 1");
     anyhow::ensure!(opts.commands >= 1, "--commands must be at least 1");
     let (mut pg, url, pool) = super::fresh_database(&opts.data_dir, true).await?;
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".into(),
-        api_token: Secret::new("bench-api"),
-        agent_token: Secret::new("bench-agent"),
-        // One process simulates every node: the shared token is trusted, as in the demo.
-        agent_token_can_write: true,
-        database_url: Some(url),
-        ..Settings::default()
-    };
+    let mut settings = super::bench_settings(url);
     settings.control.enabled = false;
     let app = Application::build_with_pool(settings, pool.clone()).await?;
     let server_url = format!("http://127.0.0.1:{}", app.port());

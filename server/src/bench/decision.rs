@@ -17,10 +17,9 @@ use gpu_agent::fakes::{Handler, Request, serve};
 use gpu_agent::protocol::{Batch, GpuSample, NodeInfo, PROTOCOL_VERSION};
 
 use super::quantile;
-use crate::config::{Secret, Settings};
 use crate::db;
 use crate::domain::policy::{
-    BehaviorSpec, Metric, PolicySpec, PredictiveSpec, RulesSpec, SelectPolicySpec, Target, TargetKind,
+    BehaviorSpec, PolicySpec, PredictiveSpec, RulesSpec, SelectPolicySpec, Target, TargetKind,
 };
 use crate::startup::Application;
 use forecasting::decision::PredictiveMode;
@@ -125,15 +124,7 @@ async fn post_all(http: &reqwest::Client, url: &str, seq: &mut u64, util: f64) -
 
 /// One phase: a server with `min_gap` / `tick` on `url`, `steps` load steps; latencies in ms.
 async fn phase(url: &str, kube: &FakeKube, tick_secs: f64, min_gap: f64, steps: usize) -> anyhow::Result<Vec<f64>> {
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".into(),
-        api_token: Secret::new("bench-api"),
-        agent_token: Secret::new("bench-agent"),
-        // One process simulates every node: the shared token is trusted, as in the demo.
-        agent_token_can_write: true,
-        database_url: Some(url.to_string()),
-        ..Settings::default()
-    };
+    let mut settings = super::bench_settings(url.to_string());
     settings.control.bucket_secs = 1;
     settings.control.lookback_secs = 120;
     settings.control.tick_secs = tick_secs;
@@ -202,20 +193,13 @@ pub async fn run(opts: DecisionBenchOptions) -> anyhow::Result<(f64, f64)> {
     anyhow::ensure!(opts.steps >= 1 && opts.baseline_steps >= 1, "--steps and --baseline-steps must be at least 1");
     let (mut pg, url, pool) = super::fresh_database(&opts.data_dir, true).await?;
     let kube = FakeKube::start().await?;
-    let spec = PolicySpec {
+    let target = Target {
+        kind: TargetKind::Deployment,
+        namespace: Some("bench".into()),
         name: "llama".into(),
-        target: Target {
-            kind: TargetKind::Deployment,
-            namespace: Some("bench".into()),
-            name: "llama".into(),
-            deployment: None,
-        },
-        min_replicas: 1,
-        max_replicas: 64,
-        metric: Some(Metric::GpuUtilization),
-        target_value: Some(60.0),
-        metrics: Vec::new(),
-        slo: None,
+        deployment: None,
+    };
+    let spec = PolicySpec {
         // The reactive path is what a load step exercises; scale-down is disabled so that nothing but the steps
         // moves the (reset) replica count.
         behavior: BehaviorSpec {
@@ -227,14 +211,7 @@ pub async fn run(opts: DecisionBenchOptions) -> anyhow::Result<(f64, f64)> {
             }),
         },
         predictive: PredictiveSpec { mode: PredictiveMode::Off, ..PredictiveSpec::default() },
-        panic: Default::default(),
-        scale_to_zero_idle_secs: None,
-        tolerance: 0.1,
-        cold_start_secs: 120,
-        dry_run: false,
-        mode: Default::default(),
-        rebatch: None,
-        capacity: None,
+        ..super::utilization_policy("llama".into(), target)
     };
     db::policies::create(&pool, &spec).await?;
     let mut fp = phase(&url, &kube, 5.0, 0.5, opts.steps).await?;

@@ -157,17 +157,11 @@ pub(super) async fn phase(
                 }
                 seq += 1;
                 set_seq(&mut body, slot, seq);
-                let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await;
+                let json = [("content-type", "application/json")];
+                let (r, ms) = super::timed_post(&http, &url, &token, &json, body.clone()).await;
                 match r {
                     Ok(r) if r.status().is_success() => {
-                        local.push(t.elapsed().as_secs_f64() * 1000.0);
+                        local.push(ms);
                         samples.fetch_add(per_batch, Ordering::Relaxed);
                     }
                     Ok(r) if r.status().as_u16() == 429 => {

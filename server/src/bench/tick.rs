@@ -21,7 +21,7 @@ use crate::actuators::{Actuators, kube::KubeScaler};
 use crate::config::{ControlSettings, KubeSettings};
 use crate::control::ControlLoop;
 use crate::db;
-use crate::domain::policy::{Metric, PolicySpec, Target, TargetKind};
+use crate::domain::policy::{Target, TargetKind};
 use crate::telemetry::Metrics;
 
 /// Options of the tick benchmark.
@@ -134,26 +134,7 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
                 deployment: Some(format!("bench/model-{d:04}")),
             }
         };
-        let spec = PolicySpec {
-            name: format!("model-{d:04}"),
-            target,
-            min_replicas: 1,
-            max_replicas: 64,
-            metric: Some(Metric::GpuUtilization),
-            target_value: Some(60.0),
-            metrics: Vec::new(),
-            slo: None,
-            behavior: Default::default(),
-            predictive: Default::default(),
-            panic: Default::default(),
-            scale_to_zero_idle_secs: None,
-            tolerance: 0.1,
-            cold_start_secs: 120,
-            dry_run: false,
-            mode: Default::default(),
-            rebatch: None,
-            capacity: None,
-        };
+        let spec = super::utilization_policy(format!("model-{d:04}"), target);
         db::policies::create(&pool, &spec).await?;
     }
     let rows = nodes_total as i64 * GPUS_PER_NODE as i64 * buckets;

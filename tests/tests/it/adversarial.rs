@@ -517,31 +517,20 @@ async fn webhook_targets_on_internal_addresses_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_deliveries_do_not_follow_redirects() {
-    use actix_web::{App, HttpResponse, HttpServer, web};
     let pd = crate::fakes::receiver().await;
     let inner = crate::fakes::receiver().await;
     // A target that answers every delivery with a redirect to an internal service.
     let to = format!("{}/stolen", inner.url);
-    let redirector = HttpServer::new(move || {
+    let (redirector, handle) = crate::fakes::serve_any(1, move |_, _| {
         let to = to.clone();
-        App::new().default_service(web::to(move || {
-            let to = to.clone();
-            async move { HttpResponse::TemporaryRedirect().insert_header(("Location", to)).finish() }
-        }))
+        async move { actix_web::HttpResponse::TemporaryRedirect().insert_header(("Location", to)).finish() }
     })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
     .unwrap();
-    let port = redirector.addrs()[0].port();
-    let redirector = redirector.run();
-    let handle = redirector.handle();
-    tokio::spawn(redirector);
     let app = spawn_app(|s| {
         crate::alerting::alerting(s, &pd);
         s.webhooks.push(fleetpilot::config::WebhookSettings {
             name: "bouncer".into(),
-            url: format!("http://127.0.0.1:{port}/hook"),
+            url: format!("{redirector}/hook"),
             secret: fleetpilot::config::Secret::new("settings-secret-0123456789"),
         });
     })

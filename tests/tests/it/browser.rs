@@ -346,15 +346,13 @@ async fn silence_an_alert_and_set_hpa_behavior(c: &Client, app: &TestApp, base: 
         )
         .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let id: i64 = eventually(Duration::from_secs(30), "a firing browser-watch incident", || async {
-        sqlx::query_scalar(
+    let id: i64 = app
+        .eventually_scalar(
+            Duration::from_secs(30),
+            "a firing browser-watch incident",
             "SELECT id FROM alerts WHERE state = 'firing' AND 'browser-watch' = ANY (string_to_array(rule, ','))",
         )
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap()
-    })
-    .await;
+        .await;
     c.goto(&format!("{base}/alerts")).await.unwrap();
     c.wait().for_element(Locator::Id(&format!("silence-{id}"))).await.unwrap().click().await.unwrap();
     c.wait().for_element(Locator::Id("silence-form")).await.unwrap();

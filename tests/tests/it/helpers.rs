@@ -206,6 +206,14 @@ impl TestApp {
         req.body(body).send().await.unwrap()
     }
 
+    /// Polls `sql` (at most one row of one column) until it returns a row; its value.
+    pub async fn eventually_scalar<T>(&self, timeout: Duration, what: &str, sql: &'static str) -> T
+    where
+        T: sqlx::Type<sqlx::Postgres> + for<'r> sqlx::Decode<'r, sqlx::Postgres> + Send + Unpin,
+    {
+        eventually(timeout, what, || async { sqlx::query_scalar(sql).fetch_optional(&self.pool).await.unwrap() }).await
+    }
+
     /// A scalar query.
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
