@@ -3,9 +3,14 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_field_error, call, spawn_app, status_json};
+
+const GET: Method = Method::GET;
+const POST: Method = Method::POST;
+const PUT: Method = Method::PUT;
 
 /// (what, how to break a valid batch, the field the 400 must name)
 type Case = (&'static str, Box<dyn Fn(&mut Value)>, &'static str);
@@ -244,7 +249,7 @@ async fn credential_of(app: &TestApp, token: &str, node: &str) -> String {
 }
 
 async fn ingest_with(app: &TestApp, credential: &str, b: &Value) -> (u16, Value) {
-    call(app, credential, reqwest::Method::POST, "/api/v1/ingest", Some(b)).await
+    call(app, credential, POST, "/api/v1/ingest", Some(b)).await
 }
 
 fn serving(b: &mut Value, deployment: &str) {
@@ -300,36 +305,15 @@ async fn a_node_credential_writes_only_its_node_and_its_deployments() {
     let mut b = batch("node-a", 4);
     serving(&mut b, "ml/llama");
     assert_eq!(ingest_with(&app, &cred, &b).await.0, 200);
-    let r = app
-        .http
-        .put(format!("{}/api/v1/enrollments/node-a/deployments", app.address))
-        .bearer_auth(&app.api_token)
-        .json(&json!({"deployments": ["prod/*"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let assign = json!({"deployments": ["prod/*"]});
+    assert_eq!(app.api_call(PUT, "/api/v1/enrollments/node-a/deployments", Some(&assign)).await.0, 200);
     let mut b = batch("node-a", 5);
     serving(&mut b, "prod/checkout");
     assert_eq!(ingest_with(&app, &cred, &b).await.0, 200);
     // Commands: only its own.
-    let r = app
-        .http
-        .get(format!("{}/api/v1/commands?agent_id=node-b&wait_s=0", app.address))
-        .bearer_auth(&cred)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = app
-        .http
-        .post(format!("{}/api/v1/commands/ack", app.address))
-        .bearer_auth(&cred)
-        .json(&json!({"agent_id": "node-b", "received": ["x"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(call(&app, &cred, GET, "/api/v1/commands?agent_id=node-b&wait_s=0", None).await.0, 403);
+    let ack = json!({"agent_id": "node-b", "received": ["x"]});
+    assert_eq!(call(&app, &cred, POST, "/api/v1/commands/ack", Some(&ack)).await.0, 403);
     app.stop().await;
 }
 

@@ -1,5 +1,6 @@
 //! Bad input gets a 400 naming the field (or 401), stores nothing, and never takes the server down.
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_field_error, error_of, spawn_app};
@@ -175,15 +176,13 @@ async fn policies_reject_bad_specs_naming_the_field_and_keep_what_was_stored() {
     let created: Value = app.api_post("/api/v1/policies", &policy()).await.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["version"], 1);
-    let url = format!("{}/api/v1/policies/{id}", app.address);
+    let path = format!("/api/v1/policies/{id}");
     let mut bad = policy();
     bad["max_replicas"] = json!(0);
-    let r = app.http.put(&url).bearer_auth(&app.api_token).json(&bad).send().await.unwrap();
-    error_of(r, 400).await;
+    error_of(app.api_request(Method::PUT, &path).json(&bad).send().await.unwrap(), 400).await;
     let mut good = policy();
     good["max_replicas"] = json!(12);
-    let updated: Value =
-        app.http.put(&url).bearer_auth(&app.api_token).json(&good).send().await.unwrap().json().await.unwrap();
+    let (_, updated) = app.api_call(Method::PUT, &path, Some(&good)).await;
     assert_eq!(updated["version"], 2);
     assert_eq!(updated["max_replicas"], 12);
     assert_eq!(app.count("SELECT count(*) FROM policy_versions").await, 2);
@@ -196,10 +195,8 @@ async fn policies_reject_bad_specs_naming_the_field_and_keep_what_was_stored() {
 
     let list = app.api_json("/api/v1/policies").await;
     assert_eq!(list.as_array().unwrap().len(), 1);
-    let del = app.http.delete(&url).bearer_auth(&app.api_token).send().await.unwrap();
-    assert_eq!(del.status(), 204);
-    let gone = app.http.get(&url).bearer_auth(&app.api_token).send().await.unwrap();
-    assert_eq!(gone.status(), 404);
+    assert_eq!(app.api_call(Method::DELETE, &path, None).await.0, 204);
+    assert_eq!(app.api_get(&path).await.status(), 404);
     app.stop().await;
 }
 

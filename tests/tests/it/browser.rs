@@ -346,13 +346,8 @@ async fn silence_an_alert_and_set_hpa_behavior(c: &Client, app: &TestApp, base: 
         )
         .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let id: i64 = app
-        .eventually_scalar(
-            Duration::from_secs(30),
-            "a firing browser-watch incident",
-            "SELECT id FROM alerts WHERE state = 'firing' AND 'browser-watch' = ANY (string_to_array(rule, ','))",
-        )
-        .await;
+    let firing = "SELECT id FROM alerts WHERE state = 'firing' AND 'browser-watch' = ANY (string_to_array(rule, ','))";
+    let id: i64 = app.eventually_scalar(Duration::from_secs(30), "a firing browser-watch incident", firing).await;
     c.goto(&format!("{base}/alerts")).await.unwrap();
     c.wait().for_element(Locator::Id(&format!("silence-{id}"))).await.unwrap().click().await.unwrap();
     c.wait().for_element(Locator::Id("silence-form")).await.unwrap();

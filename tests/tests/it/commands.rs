@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, eventually, spawn_app};
+use crate::helpers::{TestApp, call, eventually, spawn_app};
 
 const GET: Method = Method::GET;
 const POST: Method = Method::POST;
@@ -116,7 +116,7 @@ async fn a_delivered_command_without_a_receipt_is_delivered_again() {
     let poll = |wait: u32| {
         let (app, path) = (&app, format!("/api/v1/commands?agent_id=node-lost&wait_s={wait}"));
         async move {
-            let (_, v) = app.agent_call(GET, &path, None).await;
+            let (_, v) = call(app, &app.agent_token, GET, &path, None).await;
             v["commands"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
         }
     };
@@ -127,15 +127,15 @@ async fn a_delivered_command_without_a_receipt_is_delivered_again() {
     tokio::time::sleep(Duration::from_secs_f64(db::commands::REDELIVER_UNACKED_SECS)).await;
     assert_eq!(poll(0).await, vec![id.to_string()]);
     let ack = serde_json::json!({"agent_id": "node-lost", "received": [id.to_string()]});
-    assert_eq!(app.agent_call(POST, "/api/v1/commands/ack", Some(&ack)).await.0, 200);
+    assert_eq!(call(&app, &app.agent_token, POST, "/api/v1/commands/ack", Some(&ack)).await.0, 200);
     tokio::time::sleep(Duration::from_secs_f64(db::commands::REDELIVER_UNACKED_SECS)).await;
     assert!(poll(0).await.is_empty(), "an acknowledged command is not redelivered before its result deadline");
 
     // Bad input: a named field, nothing recorded.
-    let (status, e) = app.agent_call(GET, "/api/v1/commands?agent_id=node-lost&wait_s=3600", None).await;
+    let (status, e) = call(&app, &app.agent_token, GET, "/api/v1/commands?agent_id=node-lost&wait_s=3600", None).await;
     assert_eq!((status, e["field"].as_str()), (400, Some("wait_s")), "{e}");
     let bad_ack = serde_json::json!({"agent_id": "node-lost", "received": [""]});
-    let (status, e) = app.agent_call(POST, "/api/v1/commands/ack", Some(&bad_ack)).await;
+    let (status, e) = call(&app, &app.agent_token, POST, "/api/v1/commands/ack", Some(&bad_ack)).await;
     assert_eq!((status, e["field"].as_str()), (400, Some("received[0]")), "{e}");
     app.stop().await;
 }

@@ -165,16 +165,6 @@ impl TestApp {
         call(self, &self.api_token, method, path, body).await
     }
 
-    /// `method path` with the agent token and an optional JSON body; the status and JSON body.
-    pub async fn agent_call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> (u16, serde_json::Value) {
-        call(self, &self.agent_token, method, path, body).await
-    }
-
     /// The server's own Prometheus exposition (`/metrics`, no token).
     pub async fn metrics(&self) -> String {
         self.http.get(format!("{}/metrics", self.address)).send().await.unwrap().text().await.unwrap()
@@ -212,6 +202,13 @@ impl TestApp {
         T: sqlx::Type<sqlx::Postgres> + for<'r> sqlx::Decode<'r, sqlx::Postgres> + Send + Unpin,
     {
         eventually(timeout, what, || async { sqlx::query_scalar(sql).fetch_optional(&self.pool).await.unwrap() }).await
+    }
+
+    /// GET from the API with the API token; the JSON body of a 200 (panics on any other status).
+    pub async fn api_ok_json(&self, path: &str) -> serde_json::Value {
+        let r = self.api_get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.unwrap()
     }
 
     /// A scalar query.

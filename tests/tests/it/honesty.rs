@@ -37,9 +37,7 @@ fn batch(t0: DateTime<Utc>) -> Value {
 }
 
 async fn get(app: &TestApp, path: &str) -> Value {
-    let r = app.api_get(path).await;
-    assert_eq!(r.status(), 200, "{path}");
-    r.json().await.unwrap()
+    app.api_ok_json(path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

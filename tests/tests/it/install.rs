@@ -168,13 +168,8 @@ async fn the_install_script_installs_enrolls_and_the_credential_writes_only_its_
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let source: String = app
-            .eventually_scalar(
-                Duration::from_secs(20),
-                "the installed agent to report",
-                "SELECT gpu_source FROM nodes WHERE node_id = 'installed-node-1' AND agent_version <> 't'",
-            )
-            .await;
+        let sql = "SELECT gpu_source FROM nodes WHERE node_id = 'installed-node-1' AND agent_version <> 't'";
+        let source: String = app.eventually_scalar(Duration::from_secs(20), "the installed agent to report", sql).await;
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(source, "none");
