@@ -42,6 +42,16 @@ fn start(cfg: AgentConfig, opts: AgentOptions) -> RunningAgent {
     RunningAgent::start_with(cfg, opts).unwrap()
 }
 
+/// A fake control plane and an agent `node` spooling up to `spool_bytes` in a fresh directory, once the
+/// first `batches` batches have arrived.
+async fn sending(node: &str, spool_bytes: u64, batches: usize) -> (FakeControlPlane, tempfile::TempDir, RunningAgent) {
+    let cp = FakeControlPlane::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start(config(&cp.url, node, INTERVAL), options(dir.path(), spool_bytes));
+    eventually("first batches", Duration::from_secs(5), || cp.batches().len() >= batches).await;
+    (cp, dir, agent)
+}
+
 async fn eventually(what: &str, limit: Duration, done: impl FnMut() -> bool) {
     wait_until(what, limit, Duration::from_millis(10), done).await;
 }
@@ -57,10 +67,7 @@ fn assert_in_order(cp: &FakeControlPlane) {
 }
 
 async fn outage_then_recovery(outage: Duration) {
-    let cp = FakeControlPlane::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let agent = start(config(&cp.url, "node-1", INTERVAL), options(dir.path(), 16 << 20));
-    eventually("first batches", Duration::from_secs(5), || cp.batches().len() >= 3).await;
+    let (cp, dir, agent) = sending("node-1", 16 << 20, 3).await;
 
     // A dead server, then one that answers 503, then 429, each with Retry-After.
     let third = outage / 3;
@@ -91,10 +98,7 @@ async fn no_sample_is_lost_or_duplicated_across_an_outage_of_a_dead_server_503_a
 
 #[tokio::test]
 async fn an_agent_restarted_during_an_outage_replays_its_predecessors_spool_first() {
-    let cp = FakeControlPlane::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let first = start(config(&cp.url, "node-2", INTERVAL), options(dir.path(), 16 << 20));
-    eventually("first batches", Duration::from_secs(5), || cp.batches().len() >= 3).await;
+    let (cp, dir, first) = sending("node-2", 16 << 20, 3).await;
     cp.set_mode(Mode::Down);
     tokio::time::sleep(OUTAGE / 2).await;
     let first = first.stop().await.unwrap();
@@ -118,11 +122,8 @@ async fn an_agent_restarted_during_an_outage_replays_its_predecessors_spool_firs
 
 #[tokio::test]
 async fn a_full_spool_drops_the_oldest_batches_first_and_counts_them() {
-    let cp = FakeControlPlane::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     // 16 KiB: about ten batches of two simulated GPUs and a serving sample.
-    let agent = start(config(&cp.url, "node-3", INTERVAL), options(dir.path(), 16 << 10));
-    eventually("first batches", Duration::from_secs(5), || cp.batches().len() >= 2).await;
+    let (cp, dir, agent) = sending("node-3", 16 << 10, 2).await;
     cp.set_mode(Mode::Down);
     // Whatever was in flight when the server went down has landed by now.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -171,10 +172,7 @@ fn records(data: &[u8]) -> Vec<(usize, u32)> {
 
 #[tokio::test]
 async fn a_torn_record_at_the_tail_of_the_spool_is_skipped_and_the_rest_replayed() {
-    let cp = FakeControlPlane::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let first = start(config(&cp.url, "node-4", INTERVAL), options(dir.path(), 16 << 20));
-    eventually("first batches", Duration::from_secs(5), || cp.batches().len() >= 2).await;
+    let (cp, dir, first) = sending("node-4", 16 << 20, 2).await;
     cp.set_mode(Mode::Down);
     tokio::time::sleep(OUTAGE / 2).await;
     let first = first.stop().await.unwrap();
