@@ -67,7 +67,7 @@ fn assert_in_order(cp: &FakeControlPlane) {
 }
 
 async fn outage_then_recovery(outage: Duration) {
-    let (cp, dir, agent) = sending("node-1", 16 << 20, 3).await;
+    let (cp, _dir, agent) = sending("node-1", 16 << 20, 3).await;
 
     // A dead server, then one that answers 503, then 429, each with Retry-After.
     let third = outage / 3;
@@ -123,7 +123,7 @@ async fn an_agent_restarted_during_an_outage_replays_its_predecessors_spool_firs
 #[tokio::test]
 async fn a_full_spool_drops_the_oldest_batches_first_and_counts_them() {
     // 16 KiB: about ten batches of two simulated GPUs and a serving sample.
-    let (cp, dir, agent) = sending("node-3", 16 << 10, 2).await;
+    let (cp, _dir, agent) = sending("node-3", 16 << 10, 2).await;
     cp.set_mode(Mode::Down);
     // Whatever was in flight when the server went down has landed by now.
     tokio::time::sleep(Duration::from_millis(100)).await;
