@@ -31,6 +31,8 @@ pub mod sim;
 #[cfg(feature = "agent")]
 pub mod spool;
 #[cfg(feature = "agent")]
+pub mod testkit;
+#[cfg(feature = "agent")]
 pub mod tls;
 #[cfg(feature = "agent")]
 pub mod triton;

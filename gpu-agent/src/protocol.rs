@@ -156,6 +156,31 @@ pub struct GpuSample {
     pub tensor_active: Option<f64>,
 }
 
+impl GpuSample {
+    /// A healthy, fully read H100 80GB at `util_pct` (40 GB in use, 400 W, 60 °C, nominal clocks, no
+    /// throttling, ECC or XID errors): the sample tests and benchmarks start from, setting what they vary.
+    pub fn h100(ts_ms: i64, gpu_index: u32, uuid: impl Into<String>, util_pct: f64) -> Self {
+        GpuSample {
+            ts_ms,
+            gpu_index,
+            uuid: uuid.into(),
+            model: "NVIDIA H100 80GB HBM3".into(),
+            util_pct: Some(util_pct),
+            mem_used_bytes: Some(40_000_000_000),
+            mem_total_bytes: Some(85_520_809_984),
+            power_w: Some(400.0),
+            temp_c: Some(60.0),
+            sm_clock_mhz: Some(1980),
+            mem_clock_mhz: Some(2619),
+            throttle_reasons: Some(0),
+            ecc_dbe_total: Some(0),
+            xid_last: Some(0),
+            sm_active: Some(0.5),
+            tensor_active: None,
+        }
+    }
+}
+
 /// One serving-engine replica over one sampling interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -600,22 +625,11 @@ mod tests {
                 deployment: Some("default/llama".into()),
             },
             gpus: vec![GpuSample {
-                ts_ms: 1_700_000_000_000,
-                gpu_index: 0,
-                uuid: "GPU-1".into(),
                 model: "H100".into(),
-                util_pct: Some(50.0),
                 mem_used_bytes: Some(1),
                 mem_total_bytes: Some(2),
                 power_w: Some(300.0),
-                temp_c: Some(60.0),
-                sm_clock_mhz: Some(1980),
-                mem_clock_mhz: Some(2619),
-                throttle_reasons: Some(0),
-                ecc_dbe_total: Some(0),
-                xid_last: Some(0),
-                sm_active: Some(0.5),
-                tensor_active: None,
+                ..GpuSample::h100(1_700_000_000_000, 0, "GPU-1", 50.0)
             }],
             serving: vec![],
             command_results: vec![],

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use gpu_agent::agent::{Agent, AgentConfig, AgentOptions, AgentStats, GpuSourceKind, SimSettings};
+use gpu_agent::agent::{AgentConfig, AgentOptions, AgentStats};
 use gpu_agent::fakes::{FakeControlPlane, Mode};
 use gpu_agent::protocol::{Command, CommandAction};
 use gpu_agent::sender::Backoff;
 use gpu_agent::spool::SpoolConfig;
+use gpu_agent::testkit::{RunningAgent, get, sim_config, wait_until};
 use tokio::sync::watch;
 
 const INTERVAL: Duration = Duration::from_millis(50);
@@ -24,31 +25,7 @@ const INTERVAL: Duration = Duration::from_millis(50);
 const OUTAGE: Duration = Duration::from_millis(1500);
 
 fn config(server: &str, agent_id: &str, interval: Duration) -> AgentConfig {
-    AgentConfig {
-        server_url: server.to_string(),
-        token: "t0ken".into(),
-        agent_id: agent_id.into(),
-        hostname: format!("{agent_id}.test"),
-        interval,
-        group: Some("sim-group".into()),
-        deployment: Some("ml/llama".into()),
-        gpu_source: GpuSourceKind::Sim,
-        sim: SimSettings {
-            gpus: 2,
-            trace: None,
-            speedup: 10.0,
-            node_index: 0,
-            nodes_total: 1,
-            initial_replicas: 2,
-            cold_start_secs: 120.0,
-            replica_speed: 1.0,
-            epoch_ms: None,
-            hot_gpu: None,
-        },
-        engine_urls: Vec::new(),
-        max_queued: 1000,
-        rebatch_hook: None,
-    }
+    AgentConfig { group: Some("sim-group".into()), ..sim_config(server, "t0ken", agent_id, interval) }
 }
 
 fn options(spool: &Path, max_bytes: u64) -> AgentOptions {
@@ -60,36 +37,23 @@ fn options(spool: &Path, max_bytes: u64) -> AgentOptions {
     }
 }
 
-struct Running {
-    stop: watch::Sender<bool>,
-    handle: tokio::task::JoinHandle<Arc<AgentStats>>,
-    stats: Arc<AgentStats>,
+/// Starts an agent; panics if it cannot be set up.
+fn start(cfg: AgentConfig, opts: AgentOptions) -> RunningAgent {
+    RunningAgent::start_with(cfg, opts).unwrap()
 }
 
-impl Running {
-    fn start(cfg: AgentConfig, opts: AgentOptions) -> Self {
-        let agent = Agent::with_options(cfg, opts).unwrap();
-        let stats = agent.stats();
-        let (stop, rx) = watch::channel(false);
-        Running { stop, handle: tokio::spawn(agent.run(rx)), stats }
-    }
-
-    async fn stop(self) -> Arc<AgentStats> {
-        self.stop.send(true).unwrap();
-        self.handle.await.unwrap()
-    }
+/// A fake control plane and an agent `node` spooling up to `spool_bytes` in a fresh directory, once the
+/// first `batches` batches have arrived.
+async fn sending(node: &str, spool_bytes: u64, batches: usize) -> (FakeControlPlane, tempfile::TempDir, RunningAgent) {
+    let cp = FakeControlPlane::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start(config(&cp.url, node, INTERVAL), options(dir.path(), spool_bytes));
+    eventually("first batches", Duration::from_secs(5), || cp.batches().len() >= batches).await;
+    (cp, dir, agent)
 }
 
-async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn get(a: &std::sync::atomic::AtomicU64) -> u64 {
-    a.load(Ordering::Relaxed)
+async fn eventually(what: &str, limit: Duration, done: impl FnMut() -> bool) {
+    wait_until(what, limit, Duration::from_millis(10), done).await;
 }
 
 /// Sequence numbers of each agent arrive strictly increasing: replay keeps order, and live sends wait for it.
@@ -103,10 +67,7 @@ fn assert_in_order(cp: &FakeControlPlane) {
 }
 
 async fn outage_then_recovery(outage: Duration) {
-    let cp = FakeControlPlane::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let agent = Running::start(config(&cp.url, "node-1", INTERVAL), options(dir.path(), 16 << 20));
-    eventually("first batches", Duration::from_secs(5), || cp.batches().len() >= 3).await;
+    let (cp, _dir, agent) = sending("node-1", 16 << 20, 3).await;
 
     // A dead server, then one that answers 503, then 429, each with Retry-After.
     let third = outage / 3;
@@ -121,7 +82,7 @@ async fn outage_then_recovery(outage: Duration) {
     cp.set_mode(Mode::Up);
 
     eventually("the spool to drain", Duration::from_secs(10), || get(&agent.stats.spool_batches) == 0).await;
-    let stats = agent.stop().await;
+    let stats = agent.stop().await.unwrap();
     assert_eq!(get(&stats.spool_batches), 0);
     assert_eq!(cp.stored_samples(), stats.samples_collected(), "samples lost or duplicated");
     assert_eq!(get(&stats.samples_sent), stats.samples_collected());
@@ -137,22 +98,19 @@ async fn no_sample_is_lost_or_duplicated_across_an_outage_of_a_dead_server_503_a
 
 #[tokio::test]
 async fn an_agent_restarted_during_an_outage_replays_its_predecessors_spool_first() {
-    let cp = FakeControlPlane::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let first = Running::start(config(&cp.url, "node-2", INTERVAL), options(dir.path(), 16 << 20));
-    eventually("first batches", Duration::from_secs(5), || cp.batches().len() >= 3).await;
+    let (cp, dir, first) = sending("node-2", 16 << 20, 3).await;
     cp.set_mode(Mode::Down);
     tokio::time::sleep(OUTAGE / 2).await;
-    let first = first.stop().await;
+    let first = first.stop().await.unwrap();
     let left = get(&first.spool_batches);
     assert!(left > 0, "the first agent left nothing in its spool");
 
-    let second = Running::start(config(&cp.url, "node-2", INTERVAL), options(dir.path(), 16 << 20));
+    let second = start(config(&cp.url, "node-2", INTERVAL), options(dir.path(), 16 << 20));
     tokio::time::sleep(OUTAGE / 2).await;
     assert!(get(&second.stats.spool_batches) > left, "the restarted agent did not pick up the spool");
     cp.set_mode(Mode::Up);
     eventually("the spool to drain", Duration::from_secs(10), || get(&second.stats.spool_batches) == 0).await;
-    let second = second.stop().await;
+    let second = second.stop().await.unwrap();
 
     assert_eq!(
         cp.stored_samples(),
@@ -164,11 +122,8 @@ async fn an_agent_restarted_during_an_outage_replays_its_predecessors_spool_firs
 
 #[tokio::test]
 async fn a_full_spool_drops_the_oldest_batches_first_and_counts_them() {
-    let cp = FakeControlPlane::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     // 16 KiB: about ten batches of two simulated GPUs and a serving sample.
-    let agent = Running::start(config(&cp.url, "node-3", INTERVAL), options(dir.path(), 16 << 10));
-    eventually("first batches", Duration::from_secs(5), || cp.batches().len() >= 2).await;
+    let (cp, _dir, agent) = sending("node-3", 16 << 10, 2).await;
     cp.set_mode(Mode::Down);
     // Whatever was in flight when the server went down has landed by now.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -178,7 +133,7 @@ async fn a_full_spool_drops_the_oldest_batches_first_and_counts_them() {
     assert!(get(&agent.stats.spool_bytes) <= 16 << 10);
     cp.set_mode(Mode::Up);
     eventually("the spool to drain", Duration::from_secs(10), || get(&agent.stats.spool_batches) == 0).await;
-    let stats = agent.stop().await;
+    let stats = agent.stop().await.unwrap();
 
     let dropped = get(&stats.samples_dropped_spool_full);
     assert!(dropped > 0);
@@ -217,13 +172,10 @@ fn records(data: &[u8]) -> Vec<(usize, u32)> {
 
 #[tokio::test]
 async fn a_torn_record_at_the_tail_of_the_spool_is_skipped_and_the_rest_replayed() {
-    let cp = FakeControlPlane::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let first = Running::start(config(&cp.url, "node-4", INTERVAL), options(dir.path(), 16 << 20));
-    eventually("first batches", Duration::from_secs(5), || cp.batches().len() >= 2).await;
+    let (cp, dir, first) = sending("node-4", 16 << 20, 2).await;
     cp.set_mode(Mode::Down);
     tokio::time::sleep(OUTAGE / 2).await;
-    let first = first.stop().await;
+    let first = first.stop().await.unwrap();
 
     // Tear the last record as a crash in the middle of its write would.
     let mut segments: Vec<_> = std::fs::read_dir(dir.path())
@@ -239,9 +191,9 @@ async fn a_torn_record_at_the_tail_of_the_spool_is_skipped_and_the_rest_replayed
     std::fs::OpenOptions::new().write(true).open(last).unwrap().set_len(cut as u64).unwrap();
 
     cp.set_mode(Mode::Up);
-    let second = Running::start(config(&cp.url, "node-4", INTERVAL), options(dir.path(), 16 << 20));
+    let second = start(config(&cp.url, "node-4", INTERVAL), options(dir.path(), 16 << 20));
     eventually("the spool to drain", Duration::from_secs(10), || get(&second.stats.spool_batches) == 0).await;
-    let second = second.stop().await;
+    let second = second.stop().await.unwrap();
     assert_eq!(get(&second.spool_torn_records), 1);
     assert_eq!(
         cp.stored_samples(),
@@ -256,11 +208,11 @@ async fn batches_the_server_refuses_are_dropped_and_never_retried() {
     let cp = FakeControlPlane::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     cp.set_mode(Mode::Refuse);
-    let agent = Running::start(config(&cp.url, "node-5", INTERVAL), options(dir.path(), 16 << 20));
+    let agent = start(config(&cp.url, "node-5", INTERVAL), options(dir.path(), 16 << 20));
     eventually("refusals", Duration::from_secs(5), || get(&agent.stats.batches_refused) >= 5).await;
     cp.set_mode(Mode::Up);
     eventually("stored batches", Duration::from_secs(5), || cp.batches().len() >= 3).await;
-    let stats = agent.stop().await;
+    let stats = agent.stop().await.unwrap();
 
     assert_eq!(cp.posts(), get(&stats.batches_refused) + get(&stats.batches_acked), "a refused batch was sent again");
     assert_eq!(get(&stats.spool_batches), 0);
@@ -270,7 +222,7 @@ async fn batches_the_server_refuses_are_dropped_and_never_retried() {
 #[tokio::test]
 async fn a_command_reaches_an_agent_at_the_default_interval_within_one_second() {
     let cp = FakeControlPlane::start().await.unwrap();
-    let agent = Running::start(config(&cp.url, "node-6", Duration::from_secs(1)), AgentOptions::default());
+    let agent = start(config(&cp.url, "node-6", Duration::from_secs(1)), AgentOptions::default());
     eventually("first batch", Duration::from_secs(5), || !cp.batches().is_empty()).await;
     let queued = Instant::now();
     cp.push_command(Command {
@@ -285,7 +237,7 @@ async fn a_command_reaches_an_agent_at_the_default_interval_within_one_second() 
         cp.batches().iter().any(|b| b.command_results.iter().any(|r| r.id == "cmd-1" && r.ok))
     })
     .await;
-    agent.stop().await;
+    agent.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -7,44 +7,23 @@
 // A failed setup step should fail the test on the spot.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use gpu_agent::agent::{Agent, AgentConfig, AgentOptions, AgentStats, GpuSourceKind, SimSettings};
+use gpu_agent::agent::{AgentConfig, AgentOptions, AgentStats};
 use gpu_agent::fakes::{FakeControlPlane, FakeEngine, Mode};
 use gpu_agent::spool::SpoolConfig;
-use tokio::sync::watch;
+use gpu_agent::testkit::{RunningAgent, get, sim_config, wait_until};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
 const OUTAGE: Duration = Duration::from_secs(300);
 
 fn config(server: &str, engines: Vec<String>) -> AgentConfig {
-    AgentConfig {
-        server_url: server.to_string(),
-        token: "t0ken".into(),
-        agent_id: "node-long".into(),
-        hostname: "node-long.test".into(),
-        interval: Duration::from_secs(1),
-        group: Some("sim-group".into()),
-        deployment: Some("ml/llama".into()),
-        gpu_source: GpuSourceKind::Sim,
-        sim: SimSettings {
-            gpus: 8,
-            trace: None,
-            speedup: 10.0,
-            node_index: 0,
-            nodes_total: 1,
-            initial_replicas: 8,
-            cold_start_secs: 120.0,
-            replica_speed: 1.0,
-            epoch_ms: None,
-            hot_gpu: None,
-        },
-        engine_urls: engines,
-        max_queued: 3600,
-        rebatch_hook: None,
-    }
+    let mut cfg = sim_config(server, "t0ken", "node-long", Duration::from_secs(1));
+    cfg.group = Some("sim-group".into());
+    (cfg.sim.gpus, cfg.sim.initial_replicas) = (8, 8);
+    cfg.engine_urls = engines;
+    cfg.max_queued = 3600;
+    cfg
 }
 
 /// What `fleetpilot-agent run --spool-dir DIR` uses: default size limit, upload timeout and backoff.
@@ -59,36 +38,8 @@ fn production_options(dir: &std::path::Path) -> AgentOptions {
     }
 }
 
-struct Running {
-    stop: watch::Sender<bool>,
-    handle: tokio::task::JoinHandle<Arc<AgentStats>>,
-    stats: Arc<AgentStats>,
-}
-
-impl Running {
-    fn start(cfg: AgentConfig, opts: AgentOptions) -> Self {
-        let agent = Agent::with_options(cfg, opts).unwrap();
-        let stats = agent.stats();
-        let (stop, rx) = watch::channel(false);
-        Running { stop, handle: tokio::spawn(agent.run(rx)), stats }
-    }
-
-    async fn stop(self) -> Arc<AgentStats> {
-        self.stop.send(true).unwrap();
-        self.handle.await.unwrap()
-    }
-}
-
-fn get(a: &std::sync::atomic::AtomicU64) -> u64 {
-    a.load(Ordering::Relaxed)
-}
-
-async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn eventually(what: &str, limit: Duration, done: impl FnMut() -> bool) {
+    wait_until(what, limit, Duration::from_millis(100), done).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +52,7 @@ async fn no_sample_is_lost_across_a_five_minute_outage_with_an_agent_restart_in_
     let cp = FakeControlPlane::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
 
-    let first = Running::start(config(&cp.url, engines.clone()), production_options(dir.path()));
+    let first = RunningAgent::start_with(config(&cp.url, engines.clone()), production_options(dir.path())).unwrap();
     eventually("first batches", Duration::from_secs(10), || cp.batches().len() >= 3).await;
     assert!(cp.batches().iter().any(|b| !b.serving.is_empty()), "engine scrapes produce serving samples");
 
@@ -109,9 +60,9 @@ async fn no_sample_is_lost_across_a_five_minute_outage_with_an_agent_restart_in_
     let outage_started = Instant::now();
     cp.set_mode(Mode::Down);
     tokio::time::sleep(OUTAGE / 6).await;
-    let first = first.stop().await;
+    let first = first.stop().await.unwrap();
     assert!(get(&first.spool_batches) >= 40, "the first run spooled {} batches", get(&first.spool_batches));
-    let second = Running::start(config(&cp.url, engines), production_options(dir.path()));
+    let second = RunningAgent::start_with(config(&cp.url, engines), production_options(dir.path())).unwrap();
     tokio::time::sleep(OUTAGE / 6).await;
     // Then a server that is up but overloaded: 503 for 100 s, 429 for 100 s, with Retry-After.
     cp.set_mode(Mode::Unavailable { retry_after_secs: 5.0 });
@@ -126,7 +77,7 @@ async fn no_sample_is_lost_across_a_five_minute_outage_with_an_agent_restart_in_
     let back = Instant::now();
     eventually("the spool to drain", Duration::from_secs(90), || get(&second.stats.spool_batches) == 0).await;
     let drain = back.elapsed();
-    let second = second.stop().await;
+    let second = second.stop().await.unwrap();
 
     let collected = first.samples_collected() + second.samples_collected();
     assert_eq!(cp.stored_samples(), collected, "samples lost or duplicated");

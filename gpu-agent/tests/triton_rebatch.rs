@@ -9,9 +9,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gpu_agent::agent::{Agent, AgentConfig, AgentOptions, GpuSourceKind, SimSettings};
+use gpu_agent::agent::{Agent, AgentConfig, AgentOptions, GpuSourceKind};
 use gpu_agent::fakes::{self, FakeControlPlane, Handler, Request};
 use gpu_agent::protocol::{Command, CommandAction, CommandResult};
+use gpu_agent::testkit::sim_config;
 use gpu_agent::triton::{TritonClient, TritonError};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -200,32 +201,13 @@ async fn an_unreachable_triton_is_an_error_not_a_panic() {
 }
 
 fn agent_config(server: &str) -> AgentConfig {
-    AgentConfig {
-        server_url: server.to_string(),
-        token: "t0ken".into(),
-        agent_id: "triton-node".into(),
-        hostname: "triton-node.test".into(),
-        interval: Duration::from_millis(50),
-        group: None,
-        deployment: Some("ml/llama".into()),
-        gpu_source: GpuSourceKind::None,
-        sim: SimSettings {
-            gpus: 0,
-            trace: None,
-            speedup: 1.0,
-            node_index: 0,
-            nodes_total: 1,
-            initial_replicas: 1,
-            cold_start_secs: 0.0,
-            replica_speed: 1.0,
-            epoch_ms: None,
-            hot_gpu: None,
-        },
-        engine_urls: Vec::new(),
-        max_queued: 100,
-        // Must not run: the Triton path takes precedence.
-        rebatch_hook: Some("exit 3".into()),
-    }
+    let mut cfg = sim_config(server, "t0ken", "triton-node", Duration::from_millis(50));
+    // No GPU telemetry: the node is only its Triton engine.
+    cfg.gpu_source = GpuSourceKind::None;
+    cfg.max_queued = 100;
+    // Must not run: the Triton path takes precedence.
+    cfg.rebatch_hook = Some("exit 3".into());
+    cfg
 }
 
 fn rebatch(id: &str, deployment: &str, max_batch_size: u32, max_queue_delay_us: u64) -> Command {

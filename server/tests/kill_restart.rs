@@ -8,67 +8,31 @@ use std::process::Child;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use fleetpilot::pg::{PgOptions, PrivatePostgres};
-use gpu_agent::agent::{Agent, AgentConfig, GpuSourceKind, SimSettings};
+use gpu_agent::testkit::{RunningAgent, sim_config};
+
+const INTERVAL: Duration = Duration::from_millis(50);
 
 fn start_server(db: &str, port: u16) -> Child {
     common::start_server(db, port, &[("FLEETPILOT_CONTROL__ENABLED", "false")])
 }
 
-async fn wait_ready(port: u16) {
-    let http = reqwest::Client::new();
-    let start = Instant::now();
-    while !http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(start.elapsed() < Duration::from_secs(60), "server did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn agent(port: u16, i: u32) -> Agent {
-    Agent::new(AgentConfig {
-        server_url: format!("http://127.0.0.1:{port}"),
-        token: "agent".into(),
-        agent_id: format!("kill-node-{i}"),
-        hostname: format!("kill-node-{i}"),
-        interval: Duration::from_millis(50),
-        group: None,
-        deployment: Some("ml/llama".into()),
-        gpu_source: GpuSourceKind::Sim,
-        sim: SimSettings {
-            gpus: 4,
-            trace: None,
-            speedup: 10.0,
-            node_index: 0,
-            nodes_total: 1,
-            initial_replicas: 2,
-            cold_start_secs: 120.0,
-            replica_speed: 1.0,
-            epoch_ms: None,
-            hot_gpu: None,
-        },
-        engine_urls: Vec::new(),
-        max_queued: 100_000,
-        rebatch_hook: None,
-    })
-    .unwrap()
+/// Simulated node `i` (4 GPUs, 50 ms interval) whose memory queue holds everything a dead server refuses.
+fn agent(port: u16, i: u32) -> RunningAgent {
+    let mut cfg = sim_config(&format!("http://127.0.0.1:{port}"), "agent", &format!("kill-node-{i}"), INTERVAL);
+    cfg.sim.gpus = 4;
+    cfg.max_queued = 100_000;
+    RunningAgent::start(cfg).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_sample_is_lost_or_duplicated_when_the_server_is_killed_mid_stream() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::Builder::new().prefix("fleetpilot-kill-").tempdir_in(std::env::temp_dir()).unwrap();
-    let opts = PgOptions { data_dir: dir.path().join("pg"), ephemeral: true };
-    let mut pg = tokio::task::spawn_blocking(move || PrivatePostgres::start(&opts)).await.unwrap().unwrap();
-    fleetpilot::pg::ensure_database(&pg.url_for("postgres"), "kill").await.unwrap();
-    let db = pg.url_for("kill");
+    let (_dir, mut pg, db) = common::private_database("fleetpilot-kill-", "kill").await;
     let port = fleetpilot::pg::free_port().unwrap();
 
     let mut server = start_server(&db, port);
-    wait_ready(port).await;
-    let (stop, rx) = tokio::sync::watch::channel(false);
+    common::wait_ready(port).await;
     let agents: Vec<_> = (0..3).map(|i| agent(port, i)).collect();
-    let stats: Vec<_> = agents.iter().map(Agent::stats).collect();
-    let handles: Vec<_> = agents.into_iter().map(|a| tokio::spawn(a.run(rx.clone()))).collect();
+    let stats: Vec<_> = agents.iter().map(|a| a.stats.clone()).collect();
 
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -76,7 +40,7 @@ async fn no_acknowledged_sample_is_lost_or_duplicated_when_the_server_is_killed_
         server.wait().unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await; // agents hit a dead server meanwhile
         server = start_server(&db, port);
-        wait_ready(port).await;
+        common::wait_ready(port).await;
     }
     // Let the agents replay what they held, then stop them.
     let start = Instant::now();
@@ -88,10 +52,7 @@ async fn no_acknowledged_sample_is_lost_or_duplicated_when_the_server_is_killed_
             break;
         }
     }
-    stop.send(true).unwrap();
-    for h in handles {
-        h.await.unwrap();
-    }
+    RunningAgent::stop_all(agents).await.unwrap();
     let acked: u64 = stats.iter().map(|s| s.samples_sent.load(Ordering::Relaxed)).sum();
     let failures: u64 = stats.iter().map(|s| s.send_failures.load(Ordering::Relaxed)).sum();
     let dropped: u64 = stats

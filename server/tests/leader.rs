@@ -7,8 +7,6 @@ mod common;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use fleetpilot::pg::{PgOptions, PrivatePostgres};
-
 fn start_server(db: &str, port: u16) -> Child {
     common::start_server(db, port, &[("FLEETPILOT_CONTROL__TICK_SECS", "0.5")])
 }
@@ -34,12 +32,7 @@ async fn wait_for<F: std::future::Future<Output = bool>>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_one_of_two_servers_leads_and_leadership_moves_when_the_leader_dies() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::Builder::new().prefix("fleetpilot-leader-").tempdir_in(std::env::temp_dir()).unwrap();
-    let opts = PgOptions { data_dir: dir.path().join("pg"), ephemeral: true };
-    let mut pg = tokio::task::spawn_blocking(move || PrivatePostgres::start(&opts)).await.unwrap().unwrap();
-    fleetpilot::pg::ensure_database(&pg.url_for("postgres"), "leader").await.unwrap();
-    let db = pg.url_for("leader");
+    let (_dir, mut pg, db) = common::private_database("fleetpilot-leader-", "leader").await;
     // Migrate once so the two servers do not race each other's first start.
     let pool = fleetpilot::db::connect(&db, 2).await.unwrap();
     fleetpilot::db::migrate(&pool).await.unwrap();

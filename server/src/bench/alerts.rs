@@ -13,7 +13,7 @@ use rand::{Rng as _, SeedableRng as _};
 use serde_json::{Value, json};
 
 use super::quantile;
-use crate::config::{Secret, Settings};
+use crate::config::Secret;
 use crate::startup::Application;
 
 /// Options of the alert benchmark.
@@ -79,15 +79,7 @@ pub async fn run(opts: AlertBenchOptions) -> anyhow::Result<()> {
     anyhow::ensure!(opts.alerts >= 1, "--alerts must be at least 1");
     let (mut pg, url, pool) = super::fresh_database(&opts.data_dir, true).await?;
     let (pd_url, arrivals, pd) = receiver()?;
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".into(),
-        api_token: Secret::new("bench-api"),
-        agent_token: Secret::new("bench-agent"),
-        // One process simulates every node: the shared token is trusted, as in the demo.
-        agent_token_can_write: true,
-        database_url: Some(url),
-        ..Settings::default()
-    };
+    let mut settings = super::bench_settings(url);
     settings.pagerduty.url = format!("{pd_url}/v2/enqueue");
     settings.pagerduty.routing_key = Secret::new("bench-routing-key");
     settings.alerts.eval_secs = opts.eval_secs;

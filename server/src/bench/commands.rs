@@ -8,14 +8,14 @@
 
 use std::time::Duration;
 
-use gpu_agent::agent::{Agent, AgentConfig, AgentOptions, GpuSourceKind, SimSettings};
+use gpu_agent::agent::AgentOptions;
 use gpu_agent::protocol::CommandAction;
+use gpu_agent::testkit::{RunningAgent, sim_config};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use uuid::Uuid;
 
 use super::quantile;
-use crate::config::{Secret, Settings};
 use crate::db;
 use crate::startup::Application;
 
@@ -59,15 +59,7 @@ pub async fn run(opts: CommandBenchOptions) -> anyhow::Result<(Distribution, Dis
     anyhow::ensure!(opts.agents >= 1, "--agents must be at least 1");
     anyhow::ensure!(opts.commands >= 1, "--commands must be at least 1");
     let (mut pg, url, pool) = super::fresh_database(&opts.data_dir, true).await?;
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".into(),
-        api_token: Secret::new("bench-api"),
-        agent_token: Secret::new("bench-agent"),
-        // One process simulates every node: the shared token is trusted, as in the demo.
-        agent_token_can_write: true,
-        database_url: Some(url),
-        ..Settings::default()
-    };
+    let mut settings = super::bench_settings(url);
     settings.control.enabled = false;
     let app = Application::build_with_pool(settings, pool.clone()).await?;
     let server_url = format!("http://127.0.0.1:{}", app.port());
@@ -112,36 +104,13 @@ async fn phase_run(
     long_poll: bool,
 ) -> anyhow::Result<Vec<f64>> {
     let tag = if long_poll { "lp" } else { "up" };
-    let (stop, rx) = tokio::sync::watch::channel(false);
     let mut agents = Vec::new();
     for i in 0..opts.agents {
-        let cfg = AgentConfig {
-            server_url: server_url.to_string(),
-            token: "bench-agent".into(),
-            agent_id: format!("bench-{tag}-{i:04}"),
-            hostname: format!("bench-{tag}-{i:04}"),
-            interval: Duration::from_secs(1),
-            group: None,
-            deployment: Some(format!("bench/model-{i}")),
-            gpu_source: GpuSourceKind::Sim,
-            sim: SimSettings {
-                gpus: 2,
-                trace: None,
-                speedup: 10.0,
-                node_index: 0,
-                nodes_total: 1,
-                initial_replicas: 2,
-                cold_start_secs: 120.0,
-                replica_speed: 1.0,
-                epoch_ms: None,
-                hot_gpu: None,
-            },
-            engine_urls: Vec::new(),
-            max_queued: 100,
-            rebatch_hook: None,
-        };
-        let agent = Agent::with_options(cfg, AgentOptions { no_long_poll: !long_poll, ..AgentOptions::default() })?;
-        agents.push(tokio::spawn(agent.run(rx.clone())));
+        let mut cfg = sim_config(server_url, "bench-agent", &format!("bench-{tag}-{i:04}"), Duration::from_secs(1));
+        cfg.deployment = Some(format!("bench/model-{i}"));
+        cfg.max_queued = 100;
+        let options = AgentOptions { no_long_poll: !long_poll, ..AgentOptions::default() };
+        agents.push(RunningAgent::start_with(cfg, options)?);
         // Spread the agents' upload phases over the interval, as a real fleet's are.
         tokio::time::sleep(Duration::from_micros(1_000_000 / opts.agents as u64)).await;
     }
@@ -196,9 +165,6 @@ async fn phase_run(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let _ = stop.send(true);
-    for a in agents {
-        let _ = a.await;
-    }
+    let _ = RunningAgent::stop_all(agents).await;
     Ok(latencies)
 }

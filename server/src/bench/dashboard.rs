@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Secret, Settings};
 use crate::db::{self, users::Role};
 use crate::domain::policy::PolicySpec;
 use crate::startup::Application;
@@ -197,15 +196,7 @@ pub async fn run(opts: DashboardBenchOptions) -> anyhow::Result<()> {
     load(&pool, nodes, opts.deployments).await?;
     println!("loaded in {:.1} s", t.elapsed().as_secs_f64());
 
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".into(),
-        api_token: Secret::new("bench-api"),
-        agent_token: Secret::new("bench-agent"),
-        // One process simulates every node: the shared token is trusted, as in the demo.
-        agent_token_can_write: true,
-        database_url: Some(url.clone()),
-        ..Settings::default()
-    };
+    let mut settings = super::bench_settings(url.clone());
     settings.control.enabled = false;
     settings.alerts.node_silent_secs = 3600;
     let app_pool = db::connect(&url, 20).await?;

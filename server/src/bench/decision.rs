@@ -17,10 +17,9 @@ use gpu_agent::fakes::{Handler, Request, serve};
 use gpu_agent::protocol::{Batch, GpuSample, NodeInfo, PROTOCOL_VERSION};
 
 use super::quantile;
-use crate::config::{Secret, Settings};
 use crate::db;
 use crate::domain::policy::{
-    BehaviorSpec, Metric, PolicySpec, PredictiveSpec, RulesSpec, SelectPolicySpec, Target, TargetKind,
+    BehaviorSpec, PolicySpec, PredictiveSpec, RulesSpec, SelectPolicySpec, Target, TargetKind,
 };
 use crate::startup::Application;
 use forecasting::decision::PredictiveMode;
@@ -96,22 +95,10 @@ fn batch(node: usize, seq: u64, util: f64) -> Batch {
         },
         gpus: (0..2)
             .map(|g| GpuSample {
-                ts_ms: now,
-                gpu_index: g,
-                uuid: format!("GPU-dec-{node}-{g}"),
-                model: "NVIDIA H100 80GB HBM3".into(),
-                util_pct: Some(util),
                 mem_used_bytes: Some(50_000_000_000),
-                mem_total_bytes: Some(85_520_809_984),
                 power_w: Some(300.0 + 3.0 * util),
-                temp_c: Some(60.0),
-                sm_clock_mhz: Some(1980),
-                mem_clock_mhz: Some(2619),
-                throttle_reasons: Some(0),
-                ecc_dbe_total: Some(0),
-                xid_last: Some(0),
                 sm_active: None,
-                tensor_active: None,
+                ..GpuSample::h100(now, g, format!("GPU-dec-{node}-{g}"), util)
             })
             .collect(),
         serving: Vec::new(),
@@ -137,15 +124,7 @@ async fn post_all(http: &reqwest::Client, url: &str, seq: &mut u64, util: f64) -
 
 /// One phase: a server with `min_gap` / `tick` on `url`, `steps` load steps; latencies in ms.
 async fn phase(url: &str, kube: &FakeKube, tick_secs: f64, min_gap: f64, steps: usize) -> anyhow::Result<Vec<f64>> {
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".into(),
-        api_token: Secret::new("bench-api"),
-        agent_token: Secret::new("bench-agent"),
-        // One process simulates every node: the shared token is trusted, as in the demo.
-        agent_token_can_write: true,
-        database_url: Some(url.to_string()),
-        ..Settings::default()
-    };
+    let mut settings = super::bench_settings(url.to_string());
     settings.control.bucket_secs = 1;
     settings.control.lookback_secs = 120;
     settings.control.tick_secs = tick_secs;
@@ -214,20 +193,13 @@ pub async fn run(opts: DecisionBenchOptions) -> anyhow::Result<(f64, f64)> {
     anyhow::ensure!(opts.steps >= 1 && opts.baseline_steps >= 1, "--steps and --baseline-steps must be at least 1");
     let (mut pg, url, pool) = super::fresh_database(&opts.data_dir, true).await?;
     let kube = FakeKube::start().await?;
-    let spec = PolicySpec {
+    let target = Target {
+        kind: TargetKind::Deployment,
+        namespace: Some("bench".into()),
         name: "llama".into(),
-        target: Target {
-            kind: TargetKind::Deployment,
-            namespace: Some("bench".into()),
-            name: "llama".into(),
-            deployment: None,
-        },
-        min_replicas: 1,
-        max_replicas: 64,
-        metric: Some(Metric::GpuUtilization),
-        target_value: Some(60.0),
-        metrics: Vec::new(),
-        slo: None,
+        deployment: None,
+    };
+    let spec = PolicySpec {
         // The reactive path is what a load step exercises; scale-down is disabled so that nothing but the steps
         // moves the (reset) replica count.
         behavior: BehaviorSpec {
@@ -239,14 +211,7 @@ pub async fn run(opts: DecisionBenchOptions) -> anyhow::Result<(f64, f64)> {
             }),
         },
         predictive: PredictiveSpec { mode: PredictiveMode::Off, ..PredictiveSpec::default() },
-        panic: Default::default(),
-        scale_to_zero_idle_secs: None,
-        tolerance: 0.1,
-        cold_start_secs: 120,
-        dry_run: false,
-        mode: Default::default(),
-        rebatch: None,
-        capacity: None,
+        ..super::utilization_policy("llama".into(), target)
     };
     db::policies::create(&pool, &spec).await?;
     let mut fp = phase(&url, &kube, 5.0, 0.5, opts.steps).await?;

@@ -31,6 +31,17 @@ pub struct KubeRequest {
 }
 
 impl KubeRequest {
+    /// The request as received: the parts the fakes record and answer from.
+    pub fn from_parts(req: &HttpRequest, body: &[u8]) -> Self {
+        KubeRequest {
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            query: req.query_string().to_string(),
+            content_type: req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
+            body: serde_json::from_slice(body).unwrap_or(Value::Null),
+        }
+    }
+
     /// Whether it is a `watch=true` request.
     pub fn is_watch(&self) -> bool {
         self.query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1")
@@ -334,41 +345,42 @@ fn handle(state: &Arc<Mutex<State>>, r: &KubeRequest) -> HttpResponse {
     }
 }
 
+/// Serves `handler` for every request on a free port of 127.0.0.1 with `workers` workers, in the background
+/// of the current Tokio runtime; the server's URL (`http://127.0.0.1:PORT`) and its handle. The fakes of the
+/// benchmarks and of the integration tests are all started this way.
+pub fn serve_any<F, Fut>(workers: usize, handler: F) -> std::io::Result<(String, actix_web::dev::ServerHandle)>
+where
+    F: Fn(HttpRequest, web::Bytes) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = HttpResponse> + 'static,
+{
+    let server = HttpServer::new(move || {
+        let handler = handler.clone();
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| handler(req, body)))
+    })
+    .workers(workers)
+    .disable_signals()
+    .bind("127.0.0.1:0")?;
+    let port = server.addrs().first().map(|a| a.port()).unwrap_or_default();
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok((format!("http://127.0.0.1:{port}"), handle))
+}
+
 impl FakeCluster {
     /// Starts an empty cluster on a free port of 127.0.0.1 (within a Tokio runtime).
     pub fn start() -> std::io::Result<Self> {
         let state: Arc<Mutex<State>> = Arc::default();
         let s = state.clone();
-        let server = HttpServer::new(move || {
+        let (url, handle) = serve_any(1, move |req, body| {
             let s = s.clone();
-            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let s = s.clone();
-                async move {
-                    let r = KubeRequest {
-                        method: req.method().to_string(),
-                        path: req.path().to_string(),
-                        query: req.query_string().to_string(),
-                        content_type: req
-                            .headers()
-                            .get("content-type")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string(),
-                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                    };
-                    s.lock().unwrap_or_else(|e| e.into_inner()).requests.push(r.clone());
-                    handle(&s, &r)
-                }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")?;
-        let port = server.addrs().first().map(|a| a.port()).unwrap_or_default();
-        let server = server.run();
-        let handle = server.handle();
-        tokio::spawn(server);
-        Ok(Self { url: format!("http://127.0.0.1:{port}"), state, handle })
+            async move {
+                let r = KubeRequest::from_parts(&req, &body);
+                s.lock().unwrap_or_else(|e| e.into_inner()).requests.push(r.clone());
+                handle(&s, &r)
+            }
+        })?;
+        Ok(Self { url, state, handle })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

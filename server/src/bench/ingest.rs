@@ -55,23 +55,13 @@ fn template(agent: usize, gpus: usize, readings: usize, base_ms: i64) -> (Vec<u8
     let mut samples = Vec::with_capacity(gpus * readings);
     for r in 0..readings {
         for g in 0..gpus {
+            let (ts_ms, util) = (base_ms + r as i64 * 1000, ((agent * 7 + g * 13 + r) % 100) as f64);
             samples.push(GpuSample {
-                ts_ms: base_ms + r as i64 * 1000,
-                gpu_index: g as u32,
-                uuid: format!("GPU-bench-{agent:05}-{g:02}"),
-                model: "NVIDIA H100 80GB HBM3".into(),
-                util_pct: Some(((agent * 7 + g * 13 + r) % 100) as f64),
                 mem_used_bytes: Some(40_000_000_000 + (r as u64) * 1_000_000),
-                mem_total_bytes: Some(85_520_809_984),
                 power_w: Some(350.0 + g as f64),
                 temp_c: Some(60.0 + (r % 10) as f64),
-                sm_clock_mhz: Some(1980),
-                mem_clock_mhz: Some(2619),
-                throttle_reasons: Some(0),
-                ecc_dbe_total: Some(0),
-                xid_last: Some(0),
-                sm_active: Some(0.5),
                 tensor_active: Some(0.25),
+                ..GpuSample::h100(ts_ms, g as u32, format!("GPU-bench-{agent:05}-{g:02}"), util)
             });
         }
     }
@@ -167,17 +157,11 @@ pub(super) async fn phase(
                 }
                 seq += 1;
                 set_seq(&mut body, slot, seq);
-                let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await;
+                let json = [("content-type", "application/json")];
+                let (r, ms) = super::timed_post(&http, &url, &token, &json, body.clone()).await;
                 match r {
                     Ok(r) if r.status().is_success() => {
-                        local.push(t.elapsed().as_secs_f64() * 1000.0);
+                        local.push(ms);
                         samples.fetch_add(per_batch, Ordering::Relaxed);
                     }
                     Ok(r) if r.status().as_u16() == 429 => {

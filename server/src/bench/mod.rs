@@ -28,6 +28,63 @@ pub async fn fresh_database(
     Ok((pg, url, pool))
 }
 
+/// Settings of a server a benchmark runs in its own process on port 0 against `database_url`, with the
+/// benchmarks' tokens; the benchmark sets what it measures on the result.
+pub fn bench_settings(database_url: String) -> crate::config::Settings {
+    crate::config::Settings {
+        listen: "127.0.0.1:0".into(),
+        api_token: crate::config::Secret::new("bench-api"),
+        agent_token: crate::config::Secret::new("bench-agent"),
+        // One process simulates every node: the shared token is trusted, as in the demo.
+        agent_token_can_write: true,
+        database_url: Some(database_url),
+        ..crate::config::Settings::default()
+    }
+}
+
+/// A policy holding the GPU utilisation of `target` at 60 % with 1..64 replicas, 10 % tolerance and a
+/// 120 s cold start, acting (not a dry run); the benchmark sets what it exercises on the result.
+pub fn utilization_policy(name: String, target: crate::domain::policy::Target) -> crate::domain::policy::PolicySpec {
+    crate::domain::policy::PolicySpec {
+        name,
+        target,
+        min_replicas: 1,
+        max_replicas: 64,
+        metric: Some(crate::domain::policy::Metric::GpuUtilization),
+        target_value: Some(60.0),
+        metrics: Vec::new(),
+        slo: None,
+        behavior: Default::default(),
+        predictive: Default::default(),
+        panic: Default::default(),
+        scale_to_zero_idle_secs: None,
+        tolerance: 0.1,
+        cold_start_secs: 120,
+        dry_run: false,
+        mode: Default::default(),
+        rebatch: None,
+        capacity: None,
+    }
+}
+
+/// Posts `body` to `url` as an agent (`token`) with `headers`; the answer and how long it took to come,
+/// milliseconds.
+pub async fn timed_post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> (reqwest::Result<reqwest::Response>, f64) {
+    let mut req = http.post(url).bearer_auth(token);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let t = std::time::Instant::now();
+    let r = req.body(body).send().await;
+    (r, t.elapsed().as_secs_f64() * 1000.0)
+}
+
 /// Peak resident set size of a process, MiB (`VmHWM` from /proc).
 pub fn peak_rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

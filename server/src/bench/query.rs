@@ -106,23 +106,9 @@ pub async fn run(opts: QueryBenchOptions) -> anyhow::Result<()> {
     // Raw samples: the last `raw_minutes` for every GPU, 24 h for the queried one.
     let mut raw_rows = 0u64;
     let target = (node(0), 0);
-    let sample = |g: usize, t_ms: i64| gpu_agent::protocol::GpuSample {
-        ts_ms: t_ms,
-        gpu_index: (g % GPUS_PER_NODE) as u32,
-        uuid: format!("GPU-{g:08}"),
-        model: "NVIDIA H100 80GB HBM3".into(),
-        util_pct: Some(((t_ms / 1000) % 100) as f64),
-        mem_used_bytes: Some(40_000_000_000),
-        mem_total_bytes: Some(85_520_809_984),
-        power_w: Some(400.0),
-        temp_c: Some(60.0),
-        sm_clock_mhz: Some(1980),
-        mem_clock_mhz: Some(2619),
-        throttle_reasons: Some(0),
-        ecc_dbe_total: Some(0),
-        xid_last: Some(0),
-        sm_active: Some(0.5),
-        tensor_active: None,
+    let sample = |g: usize, t_ms: i64| {
+        let util = ((t_ms / 1000) % 100) as f64;
+        gpu_agent::protocol::GpuSample::h100(t_ms, (g % GPUS_PER_NODE) as u32, format!("GPU-{g:08}"), util)
     };
     let now_ms = now.timestamp_millis();
     let raw_secs = opts.raw_minutes.max(0) * 60;

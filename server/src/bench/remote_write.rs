@@ -206,19 +206,15 @@ pub async fn run(opts: RemoteWriteBenchOptions) -> anyhow::Result<()> {
                 if Instant::now() >= deadline {
                     break;
                 }
-                let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .bearer_auth("bench-agent")
-                    .header("content-encoding", "snappy")
-                    .header("content-type", "application/x-protobuf")
-                    .header("x-prometheus-remote-write-version", "0.1.0")
-                    .body(body.clone())
-                    .send()
-                    .await;
+                let headers = [
+                    ("content-encoding", "snappy"),
+                    ("content-type", "application/x-protobuf"),
+                    ("x-prometheus-remote-write-version", "0.1.0"),
+                ];
+                let (r, ms) = super::timed_post(&http, &url, "bench-agent", &headers, body.clone()).await;
                 match r {
                     Ok(r) if r.status().is_success() => {
-                        local.push(t.elapsed().as_secs_f64() * 1000.0);
+                        local.push(ms);
                         samples.fetch_add(per_request, Ordering::Relaxed);
                     }
                     _ => {

@@ -21,7 +21,7 @@ use crate::actuators::{Actuators, kube::KubeScaler};
 use crate::config::{ControlSettings, KubeSettings};
 use crate::control::ControlLoop;
 use crate::db;
-use crate::domain::policy::{Metric, PolicySpec, Target, TargetKind};
+use crate::domain::policy::{Target, TargetKind};
 use crate::telemetry::Metrics;
 
 /// Options of the tick benchmark.
@@ -67,22 +67,11 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
             for g in 0..GPUS_PER_NODE {
                 let util = (55.0 + 25.0 * wave + ((n * 7 + g * 3 + b as usize) % 9) as f64).clamp(0.0, 100.0);
                 gpus.push(GpuSample {
-                    ts_ms,
-                    gpu_index: g as u32,
-                    uuid: format!("GPU-tick-{n:05}-{g}"),
-                    model: "NVIDIA H100 80GB HBM3".into(),
-                    util_pct: Some(util),
                     mem_used_bytes: Some(50_000_000_000),
-                    mem_total_bytes: Some(85_520_809_984),
                     power_w: Some(300.0 + 3.0 * util),
                     temp_c: Some(40.0 + 0.4 * util),
-                    sm_clock_mhz: Some(1980),
-                    mem_clock_mhz: Some(2619),
-                    throttle_reasons: Some(0),
-                    ecc_dbe_total: Some(0),
-                    xid_last: Some(0),
                     sm_active: None,
-                    tensor_active: None,
+                    ..GpuSample::h100(ts_ms, g as u32, format!("GPU-tick-{n:05}-{g}"), util)
                 });
             }
         }
@@ -145,26 +134,7 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
                 deployment: Some(format!("bench/model-{d:04}")),
             }
         };
-        let spec = PolicySpec {
-            name: format!("model-{d:04}"),
-            target,
-            min_replicas: 1,
-            max_replicas: 64,
-            metric: Some(Metric::GpuUtilization),
-            target_value: Some(60.0),
-            metrics: Vec::new(),
-            slo: None,
-            behavior: Default::default(),
-            predictive: Default::default(),
-            panic: Default::default(),
-            scale_to_zero_idle_secs: None,
-            tolerance: 0.1,
-            cold_start_secs: 120,
-            dry_run: false,
-            mode: Default::default(),
-            rebatch: None,
-            capacity: None,
-        };
+        let spec = super::utilization_policy(format!("model-{d:04}"), target);
         db::policies::create(&pool, &spec).await?;
     }
     let rows = nodes_total as i64 * GPUS_PER_NODE as i64 * buckets;

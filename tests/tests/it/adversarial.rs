@@ -3,9 +3,14 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, assert_field_error, call, spawn_app, status_json};
+
+const GET: Method = Method::GET;
+const POST: Method = Method::POST;
+const PUT: Method = Method::PUT;
 
 /// (what, how to break a valid batch, the field the 400 must name)
 type Case = (&'static str, Box<dyn Fn(&mut Value)>, &'static str);
@@ -27,10 +32,7 @@ fn batch(node: &str, seq: u64) -> Value {
 }
 
 async fn post_batch(app: &TestApp, b: &Value) -> (u16, Value) {
-    let r = app.ingest_raw(serde_json::to_vec(b).unwrap()).await;
-    let status = r.status().as_u16();
-    let body = r.json().await.unwrap_or(Value::Null);
-    (status, body)
+    status_json(app.ingest_raw(serde_json::to_vec(b).unwrap()).await).await
 }
 
 async fn partitions(app: &TestApp) -> i64 {
@@ -137,11 +139,9 @@ async fn in_one_group(app: &TestApp, batches: Vec<Value>) -> Vec<(u16, Value)> {
         .map(|b| {
             let (http, url, token) =
                 (app.http.clone(), format!("{}/api/v1/ingest", app.address), app.agent_token.clone());
-            tokio::spawn(async move {
-                let r = http.post(url).bearer_auth(token).json(&b).send().await.unwrap();
-                let status = r.status().as_u16();
-                (status, r.json::<Value>().await.unwrap_or(Value::Null))
-            })
+            tokio::spawn(
+                async move { status_json(http.post(url).bearer_auth(token).json(&b).send().await.unwrap()).await },
+            )
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -154,54 +154,54 @@ async fn in_one_group(app: &TestApp, batches: Vec<Value>) -> Vec<(u16, Value)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_bad_batch_does_not_fail_the_good_batches_of_its_group() {
-    let app = spawn_app(|s| {
+/// An app with one ingest writer, so that batches queued behind a blocked one are written as one group.
+async fn one_writer_app() -> TestApp {
+    spawn_app(|s| {
         s.control.enabled = false;
         s.ingest.writers = 1;
     })
-    .await;
+    .await
+}
+
+/// Sends `bad` at position `at` among four good batches, all in one write group: every good batch is
+/// answered 200 and stored; returns the bad batch's answer.
+async fn bad_among_good(app: &TestApp, bad: Value, at: usize) -> (u16, Value) {
     let mut batches: Vec<Value> = (1..=4).map(|i| batch(&format!("good-{i}"), 1)).collect();
-    let mut bad = batch("evil", 1);
-    bad["gpus"][0]["model"] = json!("H100\u{0}");
-    batches.insert(2, bad);
-    let answers = in_one_group(&app, batches).await;
+    batches.insert(at, bad);
+    let mut answers = in_one_group(app, batches).await;
+    let bad_answer = answers.remove(at);
     for (i, (status, body)) in answers.iter().enumerate() {
-        if i == 2 {
-            assert_eq!(*status, 400, "the bad batch: {body}");
-            assert_eq!(body["field"], "gpus[0].model");
-        } else {
-            assert_eq!(*status, 200, "good batch {i}: {body}");
-        }
+        assert_eq!(*status, 200, "good batch {i}: {body}");
     }
     assert_eq!(app.count("SELECT count(*) FROM gpu_samples WHERE node_id LIKE 'good-%'").await, 4);
+    bad_answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_batch_does_not_fail_the_good_batches_of_its_group() {
+    let app = one_writer_app().await;
+    let mut bad = batch("evil", 1);
+    bad["gpus"][0]["model"] = json!("H100\u{0}");
+    let (status, body) = bad_among_good(&app, bad, 2).await;
+    assert_eq!(status, 400, "the bad batch: {body}");
+    assert_eq!(body["field"], "gpus[0].model");
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_the_database_refuses_is_isolated_from_its_group_and_answered_400() {
-    let app = spawn_app(|s| {
-        s.control.enabled = false;
-        s.ingest.writers = 1;
-    })
-    .await;
+    let app = one_writer_app().await;
     // A refusal validation cannot foresee (standing in for any value the database rejects).
     sqlx::query("ALTER TABLE gpu_samples ADD CONSTRAINT adversarial_no_123_watts CHECK (power_w <> 123)")
         .execute(&app.pool)
         .await
         .unwrap();
-    let mut batches: Vec<Value> = (1..=4).map(|i| batch(&format!("good-{i}"), 1)).collect();
     let mut bad = batch("odd", 1);
     bad["gpus"][0]["power_w"] = json!(123.0);
-    batches.push(bad);
-    let answers = in_one_group(&app, batches).await;
-    for (i, (status, body)) in answers.iter().enumerate() {
-        let want = if i == 4 { 400 } else { 200 };
-        assert_eq!(*status, want, "batch {i}: {body}");
-    }
-    assert_eq!(app.count("SELECT count(*) FROM gpu_samples WHERE node_id LIKE 'good-%'").await, 4);
+    let (status, body) = bad_among_good(&app, bad, 4).await;
+    assert_eq!(status, 400, "batch 4: {body}");
     assert_eq!(app.count("SELECT count(*) FROM ingest_batches WHERE node_id = 'odd'").await, 0);
-    let metrics = app.http.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains(r#"fleetpilot_ingest_batches_total{outcome="isolated"}"#), "{metrics}");
     app.stop().await;
 }
@@ -249,10 +249,7 @@ async fn credential_of(app: &TestApp, token: &str, node: &str) -> String {
 }
 
 async fn ingest_with(app: &TestApp, credential: &str, b: &Value) -> (u16, Value) {
-    let r =
-        app.http.post(format!("{}/api/v1/ingest", app.address)).bearer_auth(credential).json(b).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    call(app, credential, POST, "/api/v1/ingest", Some(b)).await
 }
 
 fn serving(b: &mut Value, deployment: &str) {
@@ -266,9 +263,7 @@ async fn an_enrollment_token_cannot_take_over_an_enrolled_node() {
     let token = new_enrollment_token(&app, &[]).await;
     let original = credential_of(&app, &token, "node-a").await;
     // The attacker holds an enrollment token (from an install command) and names an existing node.
-    let r = enroll(&app, &token, "node-a").await;
-    assert_eq!(r.status(), 409);
-    assert_eq!(r.json::<Value>().await.unwrap()["field"], "node_id");
+    assert_field_error(enroll(&app, &token, "node-a").await, 409, "node_id").await;
     assert_eq!(ingest_with(&app, &original, &batch("node-a", 1)).await.0, 200, "the node keeps its credential");
     // An operator's explicit grant allows one re-enrollment, which replaces the credential.
     let g = app.api_post("/api/v1/enrollments/node-a/re-enroll", &json!({})).await;
@@ -277,16 +272,7 @@ async fn an_enrollment_token_cannot_take_over_an_enrolled_node() {
     assert_eq!(ingest_with(&app, &original, &batch("node-a", 2)).await.0, 401, "the old credential is dead");
     assert_eq!(ingest_with(&app, &renewed, &batch("node-a", 3)).await.0, 200);
     assert_eq!(enroll(&app, &token, "node-a").await.status(), 409, "the grant is spent");
-    let events: Value = app
-        .http
-        .get(format!("{}/api/v1/enrollment-events", app.address))
-        .bearer_auth(&app.api_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events = app.api_json("/api/v1/enrollment-events").await;
     let kinds: Vec<&str> = events.as_array().unwrap().iter().rev().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
@@ -319,36 +305,15 @@ async fn a_node_credential_writes_only_its_node_and_its_deployments() {
     let mut b = batch("node-a", 4);
     serving(&mut b, "ml/llama");
     assert_eq!(ingest_with(&app, &cred, &b).await.0, 200);
-    let r = app
-        .http
-        .put(format!("{}/api/v1/enrollments/node-a/deployments", app.address))
-        .bearer_auth(&app.api_token)
-        .json(&json!({"deployments": ["prod/*"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let assign = json!({"deployments": ["prod/*"]});
+    assert_eq!(app.api_call(PUT, "/api/v1/enrollments/node-a/deployments", Some(&assign)).await.0, 200);
     let mut b = batch("node-a", 5);
     serving(&mut b, "prod/checkout");
     assert_eq!(ingest_with(&app, &cred, &b).await.0, 200);
     // Commands: only its own.
-    let r = app
-        .http
-        .get(format!("{}/api/v1/commands?agent_id=node-b&wait_s=0", app.address))
-        .bearer_auth(&cred)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = app
-        .http
-        .post(format!("{}/api/v1/commands/ack", app.address))
-        .bearer_auth(&cred)
-        .json(&json!({"agent_id": "node-b", "received": ["x"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(call(&app, &cred, GET, "/api/v1/commands?agent_id=node-b&wait_s=0", None).await.0, 403);
+    let ack = json!({"agent_id": "node-b", "received": ["x"]});
+    assert_eq!(call(&app, &cred, POST, "/api/v1/commands/ack", Some(&ack)).await.0, 403);
     app.stop().await;
 }
 
@@ -457,18 +422,7 @@ async fn sigterm_during_ingest_loses_and_duplicates_no_acknowledged_sample() {
 
 /// Posts the login form once (fresh CSRF cookie each time); returns the status and the Retry-After header.
 async fn try_login(app: &TestApp, user: &str, password: &str) -> (u16, Option<String>) {
-    use crate::helpers::{form_body, set_cookie};
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let page = http.get(format!("{}/login", app.address)).send().await.unwrap();
-    let (csrf, _) = set_cookie(&page, "fp_login_csrf").unwrap();
-    let r = http
-        .post(format!("{}/login", app.address))
-        .header("cookie", format!("fp_login_csrf={csrf}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[("username", user), ("password", password), ("csrf", &csrf), ("next", "/")]))
-        .send()
-        .await
-        .unwrap();
+    let r = crate::helpers::post_login(&crate::helpers::no_redirects(), &app.address, user, password).await;
     let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
     (r.status().as_u16(), retry)
 }
@@ -547,31 +501,20 @@ async fn webhook_targets_on_internal_addresses_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_deliveries_do_not_follow_redirects() {
-    use actix_web::{App, HttpResponse, HttpServer, web};
     let pd = crate::fakes::receiver().await;
     let inner = crate::fakes::receiver().await;
     // A target that answers every delivery with a redirect to an internal service.
     let to = format!("{}/stolen", inner.url);
-    let redirector = HttpServer::new(move || {
+    let (redirector, handle) = crate::fakes::serve_any(1, move |_, _| {
         let to = to.clone();
-        App::new().default_service(web::to(move || {
-            let to = to.clone();
-            async move { HttpResponse::TemporaryRedirect().insert_header(("Location", to)).finish() }
-        }))
+        async move { actix_web::HttpResponse::TemporaryRedirect().insert_header(("Location", to)).finish() }
     })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
     .unwrap();
-    let port = redirector.addrs()[0].port();
-    let redirector = redirector.run();
-    let handle = redirector.handle();
-    tokio::spawn(redirector);
     let app = spawn_app(|s| {
         crate::alerting::alerting(s, &pd);
         s.webhooks.push(fleetpilot::config::WebhookSettings {
             name: "bouncer".into(),
-            url: format!("http://127.0.0.1:{port}/hook"),
+            url: format!("{redirector}/hook"),
             secret: fleetpilot::config::Secret::new("settings-secret-0123456789"),
         });
     })
@@ -579,16 +522,7 @@ async fn webhook_deliveries_do_not_follow_redirects() {
     crate::alerting::node(&app.pool, "node-r", 0.0, None).await;
     crate::alerting::gpu(&app.pool, "node-r", 0, 99.0, 10.0).await;
     let failed = crate::helpers::eventually(Duration::from_secs(15), "the redirected delivery to fail", || async {
-        let v: Value = app
-            .http
-            .get(format!("{}/api/v1/alert-deliveries?state=failed", app.address))
-            .bearer_auth(&app.api_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = app.api_json("/api/v1/alert-deliveries?state=failed").await;
         v.as_array().unwrap().iter().find(|d| d["receiver"] == "webhook:bouncer").cloned()
     })
     .await;
@@ -609,14 +543,7 @@ async fn every_writing_route_of_the_api_refuses_unauthenticated_calls() {
     let doc: Value = serde_json::from_str(fleetpilot::routes::api::doc::document()).unwrap();
     let mut checked = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {
-        let url = path
-            .replace("{id}", "00000000-0000-0000-0000-000000000000")
-            .replace("{node}", "node-x")
-            .replace("{node_id}", "node-x")
-            .replace("{username}", "nobody")
-            .replace("{gpu}", "0")
-            .replace("{namespace}", "ml")
-            .replace("{name}", "llama");
+        let url = crate::helpers::concrete_path(path);
         for (method, op) in ops.as_object().unwrap() {
             if !matches!(method.as_str(), "post" | "put" | "delete" | "patch") {
                 continue;

@@ -54,19 +54,11 @@ pub(crate) async fn gpu(pool: &PgPool, node: &str, index: i32, temp_c: f32, util
 }
 
 async fn get(app: &TestApp, path: &str) -> (u16, Value) {
-    let r = app.http.get(format!("{}{path}", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    app.api_call(reqwest::Method::GET, path, None).await
 }
 
 async fn send(app: &TestApp, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut req = app.http.request(method, format!("{}{path}", app.address)).bearer_auth(&app.api_token);
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    app.api_call(method, path, body).await
 }
 
 /// (what, how to break a valid body, the field the 400 must name)

@@ -1,8 +1,9 @@
 //! Bad input gets a 400 naming the field (or 401), stores nothing, and never takes the server down.
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, assert_field_error, error_of, spawn_app};
 
 /// (what, how to break a valid body, the field the 400 must name)
 type Case = (&'static str, Box<dyn Fn(&mut Value)>, &'static str);
@@ -23,12 +24,6 @@ fn batch(seq: u64) -> Value {
              "prompt_tokens_per_s": 1000.0, "generation_tokens_per_s": 200.0}
         ]
     })
-}
-
-async fn error_of(r: reqwest::Response, status: u16) -> Value {
-    assert_eq!(r.status().as_u16(), status);
-    assert!(r.headers().get("content-type").unwrap().to_str().unwrap().starts_with("application/json"));
-    r.json().await.unwrap()
 }
 
 async fn nothing_stored(app: &TestApp) {
@@ -86,16 +81,8 @@ async fn ingest_rejects_bad_batches_with_the_field_named_and_stores_nothing() {
     // A gzip-compressed body is accepted the same way.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &serde_json::to_vec(&batch(9)).unwrap()).unwrap();
-    let r = app
-        .http
-        .post(format!("{}/api/v1/ingest", app.address))
-        .bearer_auth(&app.agent_token)
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .body(gz.finish().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let headers = [("content-type", "application/json"), ("content-encoding", "gzip")];
+    let r = app.agent_post("/api/v1/ingest", &headers, gz.finish().unwrap()).await;
     assert_eq!(r.status(), 200);
     assert_eq!(app.count("SELECT count(*) FROM gpu_samples").await, 4);
     // ... and a bad batch after it loses nothing of what was accepted.
@@ -189,69 +176,27 @@ async fn policies_reject_bad_specs_naming_the_field_and_keep_what_was_stored() {
     let created: Value = app.api_post("/api/v1/policies", &policy()).await.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["version"], 1);
-    let url = format!("{}/api/v1/policies/{id}", app.address);
+    let path = format!("/api/v1/policies/{id}");
     let mut bad = policy();
     bad["max_replicas"] = json!(0);
-    let r = app.http.put(&url).bearer_auth(&app.api_token).json(&bad).send().await.unwrap();
-    error_of(r, 400).await;
+    error_of(app.api_request(Method::PUT, &path).json(&bad).send().await.unwrap(), 400).await;
     let mut good = policy();
     good["max_replicas"] = json!(12);
-    let updated: Value =
-        app.http.put(&url).bearer_auth(&app.api_token).json(&good).send().await.unwrap().json().await.unwrap();
+    let (_, updated) = app.api_call(Method::PUT, &path, Some(&good)).await;
     assert_eq!(updated["version"], 2);
     assert_eq!(updated["max_replicas"], 12);
     assert_eq!(app.count("SELECT count(*) FROM policy_versions").await, 2);
-    let dup = app.api_post("/api/v1/policies", &policy()).await;
-    assert_eq!(error_of(dup, 409).await["field"], "name");
+    assert_field_error(app.api_post("/api/v1/policies", &policy()).await, 409, "name").await;
 
-    let bad_id = app
-        .http
-        .get(format!("{}/api/v1/policies/not-a-uuid", app.address))
-        .bearer_auth(&app.api_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_of(bad_id, 400).await["field"], "id");
-    let missing = app
-        .http
-        .get(format!("{}/api/v1/policies/{}", app.address, uuid::Uuid::new_v4()))
-        .bearer_auth(&app.api_token)
-        .send()
-        .await
-        .unwrap();
-    error_of(missing, 404).await;
-    let bad_limit = app
-        .http
-        .get(format!("{}/api/v1/decisions?limit=0", app.address))
-        .bearer_auth(&app.api_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_of(bad_limit, 400).await["field"], "limit");
-    let bad_query = app
-        .http
-        .get(format!("{}/api/v1/decisions?limit=x", app.address))
-        .bearer_auth(&app.api_token)
-        .send()
-        .await
-        .unwrap();
-    error_of(bad_query, 400).await;
+    assert_field_error(app.api_get("/api/v1/policies/not-a-uuid").await, 400, "id").await;
+    error_of(app.api_get(&format!("/api/v1/policies/{}", uuid::Uuid::new_v4())).await, 404).await;
+    assert_field_error(app.api_get("/api/v1/decisions?limit=0").await, 400, "limit").await;
+    error_of(app.api_get("/api/v1/decisions?limit=x").await, 400).await;
 
-    let list: Value = app
-        .http
-        .get(format!("{}/api/v1/policies", app.address))
-        .bearer_auth(&app.api_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = app.api_json("/api/v1/policies").await;
     assert_eq!(list.as_array().unwrap().len(), 1);
-    let del = app.http.delete(&url).bearer_auth(&app.api_token).send().await.unwrap();
-    assert_eq!(del.status(), 204);
-    let gone = app.http.get(&url).bearer_auth(&app.api_token).send().await.unwrap();
-    assert_eq!(gone.status(), 404);
+    assert_eq!(app.api_call(Method::DELETE, &path, None).await.0, 204);
+    assert_eq!(app.api_get(&path).await.status(), 404);
     app.stop().await;
 }
 

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use gpu_agent::agent::{Agent, AgentConfig, GpuSourceKind, SimSettings};
+use gpu_agent::agent::SimSettings;
+use gpu_agent::testkit::{RunningAgent, sim_config};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::helpers::{TestApp, eventually, spawn_app};
 
@@ -51,44 +51,22 @@ fn trace() -> PathBuf {
     path
 }
 
-fn agent(server: &str, token: &str, i: u32, trace: &Path) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let cfg = AgentConfig {
-        server_url: server.to_string(),
-        token: token.to_string(),
-        agent_id: format!("node-{i}"),
-        hostname: format!("node-{i}.test"),
-        interval: Duration::from_millis(250),
-        group: Some("sim".into()),
-        deployment: Some("ml/llama".into()),
-        gpu_source: GpuSourceKind::Sim,
-        sim: SimSettings {
-            gpus: 4,
-            trace: Some(trace.to_path_buf()),
-            speedup: 10.0,
-            node_index: i,
-            nodes_total: 2,
-            initial_replicas: 4,
-            cold_start_secs: 5.0,
-            replica_speed: 1.0,
-            epoch_ms: None,
-            hot_gpu: (i == 1).then_some(3),
-        },
-        engine_urls: Vec::new(),
-        max_queued: 1000,
-        rebatch_hook: None,
+/// Node `i` of two in group `sim`, 4 GPUs and 4 replicas on `trace` (5 s cold start), uploading every
+/// 250 ms; node 1's GPU 3 runs hot now and then.
+fn agent(server: &str, token: &str, i: u32, trace: &Path) -> RunningAgent {
+    let mut cfg = sim_config(server, token, &format!("node-{i}"), Duration::from_millis(250));
+    cfg.group = Some("sim".into());
+    cfg.sim = SimSettings {
+        gpus: 4,
+        trace: Some(trace.to_path_buf()),
+        node_index: i,
+        nodes_total: 2,
+        initial_replicas: 4,
+        cold_start_secs: 5.0,
+        hot_gpu: (i == 1).then_some(3),
+        ..cfg.sim
     };
-    let (tx, rx) = watch::channel(false);
-    let agent = Agent::new(cfg).unwrap();
-    (
-        tx,
-        tokio::spawn(async move {
-            agent.run(rx).await;
-        }),
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    RunningAgent::start(cfg).unwrap()
 }
 
 /// Chromium's console messages since the last call (WebDriver log endpoint of chromedriver).
@@ -160,17 +138,12 @@ async fn every_dashboard_page_shows_data_in_headless_chromium_without_console_er
         s.ingest.rollup_secs = 1.0;
     })
     .await;
-    let r = app
-        .api_post(
-            "/api/v1/policies",
-            &json!({
-                "name": "llama", "target": {"kind": "agent_group", "name": "sim", "deployment": "ml/llama"},
-                "min_replicas": 1, "max_replicas": 8, "metric": "gpu_utilization", "target_value": 50,
-                "cold_start_secs": 5, "rebatch": {"min_batch_size": 4, "max_batch_size": 64, "itl_slo_ms": 60}
-            }),
-        )
-        .await;
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    app.create_policy(&json!({
+        "name": "llama", "target": {"kind": "agent_group", "name": "sim", "deployment": "ml/llama"},
+        "min_replicas": 1, "max_replicas": 8, "metric": "gpu_utilization", "target_value": 50,
+        "cold_start_secs": 5, "rebatch": {"min_batch_size": 4, "max_batch_size": 64, "itl_slo_ms": 60}
+    }))
+    .await;
     let trace = trace();
     let agents: Vec<_> = (0..2).map(|i| agent(&app.address, &app.agent_token, i, &trace)).collect();
     eventually(Duration::from_secs(200), "samples, decisions, a forecast and a rolled-up minute", || async {
@@ -191,7 +164,7 @@ async fn every_dashboard_page_shows_data_in_headless_chromium_without_console_er
     .await
     .unwrap();
 
-    let port = free_port();
+    let port = fleetpilot::pg::free_port().unwrap();
     let mut driver_proc = tokio::process::Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
         .stdout(std::process::Stdio::null())
@@ -356,10 +329,7 @@ async fn every_dashboard_page_shows_data_in_headless_chromium_without_console_er
 
     c.close().await.unwrap();
     let _ = driver_proc.kill().await;
-    for (tx, h) in agents {
-        let _ = tx.send(true);
-        let _ = h.await;
-    }
+    let _ = RunningAgent::stop_all(agents).await;
     app.stop().await;
 }
 
@@ -376,15 +346,8 @@ async fn silence_an_alert_and_set_hpa_behavior(c: &Client, app: &TestApp, base: 
         )
         .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let id: i64 = eventually(Duration::from_secs(30), "a firing browser-watch incident", || async {
-        sqlx::query_scalar(
-            "SELECT id FROM alerts WHERE state = 'firing' AND 'browser-watch' = ANY (string_to_array(rule, ','))",
-        )
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap()
-    })
-    .await;
+    let firing = "SELECT id FROM alerts WHERE state = 'firing' AND 'browser-watch' = ANY (string_to_array(rule, ','))";
+    let id: i64 = app.eventually_scalar(Duration::from_secs(30), "a firing browser-watch incident", firing).await;
     c.goto(&format!("{base}/alerts")).await.unwrap();
     c.wait().for_element(Locator::Id(&format!("silence-{id}"))).await.unwrap().click().await.unwrap();
     c.wait().for_element(Locator::Id("silence-form")).await.unwrap();

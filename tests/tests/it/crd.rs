@@ -77,34 +77,11 @@ async fn scaling_policy_resources_become_read_only_policies_with_status_through_
     assert_eq!(count("SELECT count(*) FROM policies WHERE name = 'broken'").await, 0);
 
     // Read-only in the API: 409 naming `owner`; the REST-made one stays editable.
-    let put = app
-        .http
-        .put(format!("{}/api/v1/policies/{}", app.address, llama.id))
-        .bearer_auth(&app.api_token)
-        .json(&spec("llama", 3))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 409);
-    assert_eq!(put.json::<Value>().await.unwrap()["field"], "owner");
-    let del = app
-        .http
-        .delete(format!("{}/api/v1/policies/{}", app.address, llama.id))
-        .bearer_auth(&app.api_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(del.status(), 409);
-    let got: Value = app
-        .http
-        .get(format!("{}/api/v1/policies/{}", app.address, llama.id))
-        .bearer_auth(&app.api_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let path = format!("/api/v1/policies/{}", llama.id);
+    let (status, e) = app.api_call(reqwest::Method::PUT, &path, Some(&spec("llama", 3))).await;
+    assert_eq!((status, e["field"].as_str()), (409, Some("owner")), "{e}");
+    assert_eq!(app.api_call(reqwest::Method::DELETE, &path, None).await.0, 409);
+    let got = app.api_json(&path).await;
     assert_eq!(got["owner"], "ScalingPolicy ml/llama");
 
     // kubectl apply of a new spec: a new version. Fixing the broken one stores it.

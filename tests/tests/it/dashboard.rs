@@ -7,9 +7,52 @@ use std::time::Duration;
 
 use crate::alerting::{alerting, gpu, node};
 use crate::fakes;
-use crate::helpers::{WebSession, add_user, eventually, set_cookie, spawn_app};
+use crate::helpers::{TestApp, WebSession, add_user, eventually, set_cookie, spawn_app};
 
 const ADMIN_PASSWORD: &str = "correct horse battery";
+
+/// An app (control loop off) whose bootstrap operator `admin` has [`ADMIN_PASSWORD`].
+async fn admin_app() -> TestApp {
+    spawn_app(|s| {
+        s.control.enabled = false;
+        s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
+    })
+    .await
+}
+
+/// A dashboard session of the bootstrap operator of [`admin_app`].
+async fn admin_session(app: &TestApp) -> WebSession {
+    WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await
+}
+
+/// The policy form for a Deployment `ml/llama` of 1..4 replicas at 60 % GPU utilisation (no CSRF token).
+fn llama_form() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("name", "llama"),
+        ("target.kind", "deployment"),
+        ("target.namespace", "ml"),
+        ("target.name", "llama"),
+        ("min_replicas", "1"),
+        ("max_replicas", "4"),
+        ("metric", "gpu_utilization"),
+        ("target_value", "60"),
+    ]
+}
+
+/// The same form with the session's CSRF token.
+fn llama_policy(csrf: &str) -> Vec<(&str, &str)> {
+    let mut form = vec![("csrf", csrf)];
+    form.extend(llama_form());
+    form
+}
+
+/// `path` (read with the API token) is a 400 page naming `field`.
+async fn assert_page_names_field(app: &TestApp, path: &str, field: &str) {
+    let r = app.api_get(path).await;
+    assert_eq!(r.status(), 400, "{path}");
+    let html = r.text().await.unwrap();
+    assert!(html.contains(&format!(r#"<strong id="error-field">{field}</strong>"#)), "{path}: {html}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_without_a_login_redirect_to_it_and_a_wrong_bearer_token_is_401() {
@@ -88,7 +131,7 @@ async fn the_session_cookie_is_secure_when_the_public_url_is_https() {
         s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
     })
     .await;
-    let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+    let s = admin_session(&app).await;
     assert!(s.set_cookie.to_lowercase().contains("secure"), "{}", s.set_cookie);
     app.stop().await;
 }
@@ -101,18 +144,8 @@ async fn a_viewer_reads_every_page_but_every_post_is_forbidden() {
     for path in ["/", "/deployments", "/decisions", "/alerts", "/policies", "/policies/new", "/install"] {
         assert_eq!(s.get(path).await.status(), 200, "{path}");
     }
-    let policy = [
-        ("csrf", s.csrf.as_str()),
-        ("name", "llama"),
-        ("target.kind", "deployment"),
-        ("target.namespace", "ml"),
-        ("target.name", "llama"),
-        ("min_replicas", "1"),
-        ("max_replicas", "4"),
-        ("metric", "gpu_utilization"),
-        ("target_value", "60"),
-        ("predictive.mode", "on"),
-    ];
+    let mut policy = llama_policy(&s.csrf);
+    policy.push(("predictive.mode", "on"));
     let r = s.post("/policies", &policy).await;
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("viewer"));
@@ -124,25 +157,16 @@ async fn a_viewer_reads_every_page_but_every_post_is_forbidden() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_forms_need_the_session_csrf_token_and_validate_like_the_api() {
-    let app = spawn_app(|s| {
-        s.control.enabled = false;
-        s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
-    })
-    .await;
-    let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
-    let mut form = vec![
-        ("name", "llama"),
-        ("target.kind", "deployment"),
-        ("target.namespace", "ml"),
-        ("target.name", "llama"),
-        ("min_replicas", "1"),
-        ("max_replicas", "4"),
-        ("metric", "gpu_utilization"),
+    let app = admin_app().await;
+    let s = admin_session(&app).await;
+    let mut form = llama_form();
+    form.retain(|(k, _)| *k != "target_value");
+    form.extend([
         ("target_value", "150"),
         ("predictive.mode", "on"),
         ("predictive.quantile", "0.9"),
         ("dry_run", "on"),
-    ];
+    ]);
     // No token, then a wrong one: 403, nothing stored.
     assert_eq!(s.post("/policies", &form).await.status(), 403);
     let mut wrong = form.clone();
@@ -185,7 +209,6 @@ async fn operator_forms_need_the_session_csrf_token_and_validate_like_the_api() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_query_values_on_pages_are_a_400_naming_the_field() {
     let app = spawn_app(|s| s.control.enabled = false).await;
-    let http = reqwest::Client::new();
     for (path, field) in [
         ("/?page=abc", "page"),
         ("/decisions?outcome=bogus", "outcome"),
@@ -195,13 +218,9 @@ async fn bad_query_values_on_pages_are_a_400_naming_the_field() {
         ("/nodes/node-a/gpus/abc", "gpu"),
         ("/policies/not-a-uuid", "id"),
     ] {
-        let r = http.get(format!("{}{path}", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
-        assert_eq!(r.status(), 400, "{path}");
-        let html = r.text().await.unwrap();
-        assert!(html.contains(&format!(r#"<strong id="error-field">{field}</strong>"#)), "{path}: {html}");
+        assert_page_names_field(&app, path, field).await;
     }
-    let r = http.get(format!("{}/nodes/nope", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(app.api_get("/nodes/nope").await.status(), 404);
     app.stop().await;
 }
 
@@ -211,13 +230,12 @@ mod insights {
     use std::collections::BTreeMap;
 
     use chrono::{Duration, Utc};
-    use fleetpilot::config::Secret;
     use fleetpilot::db::anomalies::SeriesId;
     use fleetpilot::db::users::Role;
     use forecasting::opportunities::{ActionPlan, Command, Evidence, Kind, LatencyEffect, Opportunity, Target};
     use serde_json::json;
 
-    use super::ADMIN_PASSWORD;
+    use super::{admin_app, admin_session, assert_page_names_field};
     use crate::helpers::{TestApp, WebSession, add_user, spawn_app};
 
     const NODE: &str = "node-a";
@@ -354,14 +372,10 @@ mod insights {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_opportunities_page_filters_sorts_and_offers_actions_only_where_fleetpilot_can_act() {
-        let app = spawn_app(|s| {
-            s.control.enabled = false;
-            s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
-        })
-        .await;
+        let app = admin_app().await;
         ingest_node(&app).await;
         seed(&app).await;
-        let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+        let s = admin_session(&app).await;
         let (scale, idle, batching, probe, drain) = (
             id_of(&app, "consolidation:ml/llama").await,
             id_of(&app, "idle_gpu:node-a:0").await,
@@ -412,15 +426,11 @@ mod insights {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_click_actions_confirm_first_then_scale_rebatch_or_probe_and_record_who_did_it() {
-        let app = spawn_app(|s| {
-            s.control.enabled = false;
-            s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
-        })
-        .await;
+        let app = admin_app().await;
         ingest_node(&app).await;
         seed(&app).await;
         add_user(&app.pool, "watcher", "viewer-password", Role::Viewer).await;
-        let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+        let s = admin_session(&app).await;
         let v = WebSession::login(&app.address, "watcher", "viewer-password").await;
         let (scale, idle, batching, probe) = (
             id_of(&app, "consolidation:ml/llama").await,
@@ -552,14 +562,10 @@ mod insights {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dismissing_from_the_page_needs_an_operator_a_csrf_token_and_a_reason() {
-        let app = spawn_app(|s| {
-            s.control.enabled = false;
-            s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
-        })
-        .await;
+        let app = admin_app().await;
         seed(&app).await;
         add_user(&app.pool, "watcher", "viewer-password", Role::Viewer).await;
-        let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+        let s = admin_session(&app).await;
         let v = WebSession::login(&app.address, "watcher", "viewer-password").await;
         let idle = id_of(&app, "idle_gpu:node-a:0").await;
         let path = format!("/opportunities/{idle}/dismiss");
@@ -654,11 +660,7 @@ mod insights {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_deployment_page_lists_replicas_with_their_batching_and_peer_outliers_and_shades_its_events() {
-        let app = spawn_app(|s| {
-            s.control.enabled = false;
-            s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
-        })
-        .await;
+        let app = admin_app().await;
         ingest_node(&app).await;
         ingest_replica(&app, NODE, "llama-a", 0.03).await;
         ingest_replica(&app, "node-b", "llama-b", 0.09).await;
@@ -717,11 +719,7 @@ mod insights {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_anomalies_page_filters_by_range_and_series_and_node_and_gpu_charts_shade_the_events() {
-        let app = spawn_app(|s| {
-            s.control.enabled = false;
-            s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
-        })
-        .await;
+        let app = admin_app().await;
         ingest_node(&app).await;
         let hot = json!({"peak": {"observed": 91.0, "expected": 70.0, "component": "OutOfRange", "tail": 0.001}});
         open_event(&app, "gpu:node-a:1", "temp_c", "warning", 0.8, hot, 5).await;
@@ -788,7 +786,6 @@ mod insights {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bad_filters_on_the_new_pages_are_a_400_naming_the_field_never_a_500() {
         let app = spawn_app(|s| s.control.enabled = false).await;
-        let http = reqwest::Client::new();
         for (path, field) in [
             ("/opportunities?kind=bogus", "kind"),
             ("/opportunities?status=maybe", "status"),
@@ -806,22 +803,16 @@ mod insights {
             ("/anomalies?node=%00weird", "node"),
             ("/opportunities?deployment=a%00b", "deployment"),
         ] {
-            let r = http.get(format!("{}{path}", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
-            assert_eq!(r.status(), 400, "{path}");
-            let html = r.text().await.unwrap();
-            assert!(html.contains(&format!(r#"<strong id="error-field">{field}</strong>"#)), "{path}: {html}");
+            assert_page_names_field(&app, path, field).await;
         }
         for path in [
             "/opportunities?node=%27%3B--&deployment=x",
             "/anomalies?node=%25&deployment=%25",
             "/opportunities?dismissed=abc",
         ] {
-            let r = http.get(format!("{}{path}", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
-            assert_eq!(r.status(), 200, "{path}");
+            assert_eq!(app.api_get(path).await.status(), 200, "{path}");
         }
-        let r =
-            http.get(format!("{}/opportunities/12345", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
-        assert_eq!(r.status(), 404);
+        assert_eq!(app.api_get("/opportunities/12345").await.status(), 404);
         app.stop().await;
     }
 }
@@ -892,11 +883,7 @@ async fn api_spec(app: &crate::helpers::TestApp, id: &str) -> serde_json::Value 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_made_through_the_api_with_behavior_and_several_metrics_round_trips_through_the_edit_form() {
-    let app = spawn_app(|s| {
-        s.control.enabled = false;
-        s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
-    })
-    .await;
+    let app = admin_app().await;
     let r = app
         .api_post(
             "/api/v1/policies",
@@ -923,7 +910,7 @@ async fn a_policy_made_through_the_api_with_behavior_and_several_metrics_round_t
     assert_eq!(r.status(), 201);
     let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     let before = api_spec(&app, &id).await;
-    let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+    let s = admin_session(&app).await;
     let page = format!("/policies/{id}");
     let html = s.get(&page).await.text().await.unwrap();
     let form = form_fields(&html, "policy-form");
@@ -985,12 +972,8 @@ async fn a_policy_made_through_the_api_with_behavior_and_several_metrics_round_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_policy_from_the_form_takes_metric_rows_ignoring_empty_ones() {
-    let app = spawn_app(|s| {
-        s.control.enabled = false;
-        s.dashboard.admin_password = Secret::new(ADMIN_PASSWORD);
-    })
-    .await;
-    let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+    let app = admin_app().await;
+    let s = admin_session(&app).await;
     let html = s.get("/policies/new").await.text().await.unwrap();
     let form = form_fields(&html, "policy-form");
     for row in 0..3 {
@@ -1103,18 +1086,11 @@ async fn an_operator_silences_a_firing_alert_from_the_alerts_page_and_it_pages_n
     gpu(&app.pool, "node-a", 0, 95.0, 50.0).await;
     let triggers = || app.count("SELECT count(*) FROM alert_deliveries WHERE action = 'trigger'");
     // Open, and triggered again every half second while nothing mutes it.
-    let id: i64 = eventually(Duration::from_secs(10), "an incident triggered twice", || async {
-        let id: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM alerts WHERE state = 'firing' AND group_name = 'node/node-a'")
-                .fetch_optional(&app.pool)
-                .await
-                .unwrap();
-        id
-    })
-    .await;
+    let firing = "SELECT id FROM alerts WHERE state = 'firing' AND group_name = 'node/node-a'";
+    let id: i64 = app.eventually_scalar(Duration::from_secs(10), "an incident triggered twice", firing).await;
     eventually(Duration::from_secs(10), "a repeat trigger", || async { (triggers().await >= 2).then_some(()) }).await;
 
-    let s = WebSession::login(&app.address, "admin", ADMIN_PASSWORD).await;
+    let s = admin_session(&app).await;
     let html = s.get("/alerts").await.text().await.unwrap();
     assert!(html.contains(&format!(r#"id="silence-{id}""#)), "a silence button on the firing row: {html}");
     let confirm = format!("/alerts/{id}/silence");
@@ -1222,20 +1198,6 @@ mod perf {
     use fleetpilot::routes::web::dashboard::OVERVIEW_TTL;
 
     const OPERATOR_PASSWORD: &str = "operator-password";
-
-    fn llama_policy(csrf: &str) -> Vec<(&str, &str)> {
-        vec![
-            ("csrf", csrf),
-            ("name", "llama"),
-            ("target.kind", "deployment"),
-            ("target.namespace", "ml"),
-            ("target.name", "llama"),
-            ("min_replicas", "1"),
-            ("max_replicas", "4"),
-            ("metric", "gpu_utilization"),
-            ("target_value", "60"),
-        ]
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_overview_shows_a_new_alert_within_its_cache_bound_and_every_user_gets_their_own_csrf_token() {

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use gpu_agent::agent::{Agent, AgentConfig, GpuSourceKind, SimSettings};
+use gpu_agent::agent::AgentConfig;
+use gpu_agent::testkit::{RunningAgent, sim_config};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::fakes;
 use crate::helpers::{eventually, spawn_app};
@@ -26,41 +26,12 @@ fn heavy_trace() -> std::path::PathBuf {
     path
 }
 
+/// Node `node-a` with 4 GPUs and 4 replicas saturated by [`heavy_trace`], uploading every 200 ms.
 fn agent_config(server: &str, token: &str) -> AgentConfig {
-    AgentConfig {
-        server_url: server.to_string(),
-        token: token.to_string(),
-        agent_id: "node-a".into(),
-        hostname: "node-a.test".into(),
-        interval: Duration::from_millis(200),
-        group: None,
-        deployment: Some("ml/llama".into()),
-        gpu_source: GpuSourceKind::Sim,
-        sim: SimSettings {
-            gpus: 4,
-            trace: Some(heavy_trace()),
-            speedup: 10.0,
-            node_index: 0,
-            nodes_total: 1,
-            initial_replicas: 4,
-            cold_start_secs: 120.0,
-            replica_speed: 1.0,
-            epoch_ms: None,
-            hot_gpu: None,
-        },
-        engine_urls: Vec::new(),
-        max_queued: 1000,
-        rebatch_hook: None,
-    }
-}
-
-fn start_agent(cfg: AgentConfig) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = watch::channel(false);
-    let agent = Agent::new(cfg).unwrap();
-    let h = tokio::spawn(async move {
-        agent.run(rx).await;
-    });
-    (tx, h)
+    let mut cfg = sim_config(server, token, "node-a", Duration::from_millis(200));
+    cfg.sim.trace = Some(heavy_trace());
+    (cfg.sim.gpus, cfg.sim.initial_replicas) = (4, 4);
+    cfg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,37 +46,28 @@ async fn the_flow_from_agent_to_kubernetes_pagerduty_and_dashboard_works_end_to_
     })
     .await;
 
-    let policy = app
-        .api_post(
-            "/api/v1/policies",
-            &json!({
-                "name": "llama",
-                "target": {"kind": "deployment", "namespace": "ml", "name": "llama"},
-                "min_replicas": 1, "max_replicas": 10,
-                "metric": "gpu_utilization", "target_value": 50,
-                "cold_start_secs": 5
-            }),
-        )
-        .await;
-    assert_eq!(policy.status(), 201, "{}", policy.text().await.unwrap());
+    app.create_policy(&json!({
+        "name": "llama",
+        "target": {"kind": "deployment", "namespace": "ml", "name": "llama"},
+        "min_replicas": 1, "max_replicas": 10,
+        "metric": "gpu_utilization", "target_value": 50,
+        "cold_start_secs": 5
+    }))
+    .await;
     // A shadow policy on the same Deployment that always wants 1 replica: decided and recorded every tick,
     // never sent to Kubernetes.
     let shadow = app
-        .api_post(
-            "/api/v1/policies",
-            &json!({
-                "name": "llama-one",
-                "target": {"kind": "deployment", "namespace": "ml", "name": "llama"},
-                "min_replicas": 1, "max_replicas": 1, "cold_start_secs": 5, "mode": "shadow"
-            }),
-        )
+        .create_policy(&json!({
+            "name": "llama-one",
+            "target": {"kind": "deployment", "namespace": "ml", "name": "llama"},
+            "min_replicas": 1, "max_replicas": 1, "cold_start_secs": 5, "mode": "shadow"
+        }))
         .await;
-    assert_eq!(shadow.status(), 201, "{}", shadow.text().await.unwrap());
-    let shadow_id = shadow.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let shadow_id = shadow["id"].as_str().unwrap().to_string();
 
     // The simulated node runs 4 saturated replicas of a deployment Kubernetes says has 2: per-replica
     // utilisation far above the 50 % target must scale it up.
-    let (stop_agent, agent) = start_agent(agent_config(&app.address, &app.agent_token));
+    let agent = RunningAgent::start(agent_config(&app.address, &app.agent_token)).unwrap();
 
     let samples = eventually(Duration::from_secs(20), "GPU samples stored", || async {
         let n = app.count("SELECT count(*) FROM gpu_samples").await;
@@ -147,21 +109,12 @@ async fn the_flow_from_agent_to_kubernetes_pagerduty_and_dashboard_works_end_to_
             .filter(|r| r.method == "PATCH")
             .all(|r| r.body.pointer("/spec/replicas") != Some(&json!(1)))
     );
-    let metrics = app.http.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("fleetpilot_policy_shadow_desired_replicas{policy=\"llama\",shadow=\"llama-one\"} 1"),
         "{metrics}"
     );
-    let report: Value = app
-        .http
-        .get(format!("{}/api/v1/policies/{shadow_id}/shadow-report", app.address))
-        .bearer_auth(&app.api_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = app.api_json(&format!("/api/v1/policies/{shadow_id}/shadow-report")).await;
     let names: Vec<&str> = report["policies"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
     assert_eq!(names, ["llama", "llama-one"], "{report}");
     // Once a few buckets of history exist, decisions are made with a stored forecast and an anomaly score.
@@ -174,15 +127,14 @@ async fn the_flow_from_agent_to_kubernetes_pagerduty_and_dashboard_works_end_to_
     .await;
 
     // The dashboard lists the node.
-    let page = app.http.get(format!("{}/", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
+    let page = app.api_get("/").await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("node-a"), "dashboard lists the node");
     assert!(html.contains("deployment ml/llama"), "dashboard lists the decision's target");
 
     // Silence the node: PagerDuty gets one trigger, then a resolve with the same dedup_key when it is back.
-    stop_agent.send(true).unwrap();
-    agent.await.unwrap();
+    agent.stop().await.unwrap();
     let trigger = eventually(Duration::from_secs(20), "a PagerDuty trigger", || async {
         pd.recorded().into_iter().find(|r| r.body["event_action"] == "trigger")
     })
@@ -198,7 +150,7 @@ async fn the_flow_from_agent_to_kubernetes_pagerduty_and_dashboard_works_end_to_
     assert_eq!(b["payload"]["severity"], "critical");
     assert!(b["links"][0]["href"].as_str().unwrap().starts_with("http://127.0.0.1:"));
 
-    let (stop_agent, agent) = start_agent(agent_config(&app.address, &app.agent_token));
+    let agent = RunningAgent::start(agent_config(&app.address, &app.agent_token)).unwrap();
     let resolve = eventually(Duration::from_secs(20), "a PagerDuty resolve", || async {
         pd.recorded().into_iter().find(|r| r.body["event_action"] == "resolve")
     })
@@ -212,8 +164,7 @@ async fn the_flow_from_agent_to_kubernetes_pagerduty_and_dashboard_works_end_to_
     let stored = app.count("SELECT count(*) FROM alert_deliveries WHERE payload::text LIKE '%R0UT1NGKEY%'").await;
     assert_eq!(stored, 0);
 
-    stop_agent.send(true).unwrap();
-    agent.await.unwrap();
+    agent.stop().await.unwrap();
     app.stop().await;
     kube.stop().await;
     pd.stop().await;
@@ -222,26 +173,21 @@ async fn the_flow_from_agent_to_kubernetes_pagerduty_and_dashboard_works_end_to_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_group_policy_scales_the_simulated_fleet_through_agent_commands() {
     let app = spawn_app(|_| {}).await;
-    let r = app
-        .api_post(
-            "/api/v1/policies",
-            &json!({
-                "name": "sim",
-                "target": {"kind": "agent_group", "name": "sim", "deployment": "demo/llama"},
-                "min_replicas": 1, "max_replicas": 4,
-                "metric": "gpu_utilization", "target_value": 60,
-                "cold_start_secs": 2,
-                "rebatch": {"min_batch_size": 4, "max_batch_size": 64, "itl_slo_ms": 50}
-            }),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
+    app.create_policy(&json!({
+        "name": "sim",
+        "target": {"kind": "agent_group", "name": "sim", "deployment": "demo/llama"},
+        "min_replicas": 1, "max_replicas": 4,
+        "metric": "gpu_utilization", "target_value": 60,
+        "cold_start_secs": 2,
+        "rebatch": {"min_batch_size": 4, "max_batch_size": 64, "itl_slo_ms": 50}
+    }))
+    .await;
     let mut cfg = agent_config(&app.address, &app.agent_token);
     cfg.agent_id = "sim-1".into();
     cfg.group = Some("sim".into());
     cfg.deployment = Some("demo/llama".into());
     cfg.sim.initial_replicas = 1;
-    let (stop, agent) = start_agent(cfg);
+    let agent = RunningAgent::start(cfg).unwrap();
     // The saturated single replica is scaled up by a set_replicas command the agent executes and reports.
     let (ok, result): (bool, String) = eventually(Duration::from_secs(30), "a completed set_replicas command", || async {
         sqlx::query_as("SELECT ok, result FROM commands WHERE action->>'kind' = 'set_replicas' AND completed_at IS NOT NULL LIMIT 1")
@@ -254,7 +200,6 @@ async fn an_agent_group_policy_scales_the_simulated_fleet_through_agent_commands
     assert!(result.contains("replicas"), "{result}");
     let rebatch = app.count("SELECT count(*) FROM commands WHERE action->>'kind' = 'rebatch'").await;
     assert!(rebatch >= 1, "a rebatch command is queued for the deployment's agents");
-    stop.send(true).unwrap();
-    agent.await.unwrap();
+    agent.stop().await.unwrap();
     app.stop().await;
 }

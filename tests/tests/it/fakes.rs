@@ -3,10 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 /// The fake Kubernetes API server with Deployments (watchable), their scale and Pods: the server crate's,
 /// which `fleetpilot bench tick` runs too, so the tests and the benchmark exercise one fake.
-pub use fleetpilot::bench::fake_kube::{FakeCluster, KubeRequest};
+pub use fleetpilot::bench::fake_kube::{FakeCluster, KubeRequest, serve_any};
 use serde_json::{Value, json};
 
 /// One recorded request.
@@ -48,39 +48,18 @@ type Responder = Arc<dyn Fn(&Recorded) -> HttpResponse + Send + Sync>;
 async fn serve(responder: Responder) -> Fake {
     let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
     let recorded = requests.clone();
-    let server = HttpServer::new(move || {
-        let recorded = recorded.clone();
-        let responder = responder.clone();
-        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-            let recorded = recorded.clone();
-            let responder = responder.clone();
-            async move {
-                let r = Recorded {
-                    method: req.method().to_string(),
-                    path: req.path().to_string(),
-                    content_type: req
-                        .headers()
-                        .get("content-type")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string(),
-                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                };
-                let resp = responder(&r);
-                recorded.lock().unwrap().push(r);
-                resp
-            }
-        }))
+    let (url, handle) = serve_any(1, move |req, body| {
+        let (recorded, responder) = (recorded.clone(), responder.clone());
+        async move {
+            let KubeRequest { method, path, content_type, body, .. } = KubeRequest::from_parts(&req, &body);
+            let r = Recorded { method, path, content_type, body };
+            let resp = responder(&r);
+            recorded.lock().unwrap().push(r);
+            resp
+        }
     })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
     .unwrap();
-    let port = server.addrs()[0].port();
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    Fake { url: format!("http://127.0.0.1:{port}"), requests, handle }
+    Fake { url, requests, handle }
 }
 
 /// A Kubernetes API server holding one Deployment's scale; GET and PATCH of
@@ -209,59 +188,50 @@ pub async fn receiver() -> Receiver {
     let script: Arc<Mutex<std::collections::VecDeque<Answer>>> = Arc::default();
     let fail_pct: Arc<Mutex<u32>> = Arc::default();
     let (l, s, f) = (log.clone(), script.clone(), fail_pct.clone());
-    let server = HttpServer::new(move || {
+    let (url, handle) = serve_any(2, move |req: HttpRequest, body: web::Bytes| {
         let (l, s, f) = (l.clone(), s.clone(), f.clone());
-        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-            let (l, s, f) = (l.clone(), s.clone(), f.clone());
-            async move {
-                let at = std::time::Instant::now();
-                let scripted = s.lock().unwrap().pop_front();
-                let answer = scripted.unwrap_or_else(|| {
-                    let pct = *f.lock().unwrap();
-                    if pct > 0 && (uuid::Uuid::new_v4().as_u128() % 100) < u128::from(pct) {
-                        Answer::Fail
-                    } else {
-                        Answer::Accept
-                    }
-                });
-                let mut r = Received {
-                    path: req.path().to_string(),
-                    headers: req
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                        .collect(),
-                    raw: body.to_vec(),
-                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                    status: 0,
-                    at,
-                };
-                let resp = match answer {
-                    Answer::Accept => HttpResponse::Accepted()
-                        .json(json!({"status": "success", "dedup_key": r.body.get("dedup_key")})),
-                    Answer::Fail => HttpResponse::InternalServerError().finish(),
-                    Answer::RateLimit(secs) => {
-                        HttpResponse::TooManyRequests().insert_header(("Retry-After", secs.to_string())).finish()
-                    }
-                    Answer::Refuse => HttpResponse::BadRequest().json(json!({"status": "invalid event"})),
-                    Answer::Hang(d) => {
-                        tokio::time::sleep(d).await;
-                        HttpResponse::ServiceUnavailable().finish()
-                    }
-                };
-                r.status = if matches!(answer, Answer::Hang(_)) { 0 } else { resp.status().as_u16() };
-                l.lock().unwrap().push(r);
-                resp
-            }
-        }))
+        async move {
+            let at = std::time::Instant::now();
+            let scripted = s.lock().unwrap().pop_front();
+            let answer = scripted.unwrap_or_else(|| {
+                let pct = *f.lock().unwrap();
+                if pct > 0 && (uuid::Uuid::new_v4().as_u128() % 100) < u128::from(pct) {
+                    Answer::Fail
+                } else {
+                    Answer::Accept
+                }
+            });
+            let mut r = Received {
+                path: req.path().to_string(),
+                headers: req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect(),
+                raw: body.to_vec(),
+                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                status: 0,
+                at,
+            };
+            let resp = match answer {
+                Answer::Accept => {
+                    HttpResponse::Accepted().json(json!({"status": "success", "dedup_key": r.body.get("dedup_key")}))
+                }
+                Answer::Fail => HttpResponse::InternalServerError().finish(),
+                Answer::RateLimit(secs) => {
+                    HttpResponse::TooManyRequests().insert_header(("Retry-After", secs.to_string())).finish()
+                }
+                Answer::Refuse => HttpResponse::BadRequest().json(json!({"status": "invalid event"})),
+                Answer::Hang(d) => {
+                    tokio::time::sleep(d).await;
+                    HttpResponse::ServiceUnavailable().finish()
+                }
+            };
+            r.status = if matches!(answer, Answer::Hang(_)) { 0 } else { resp.status().as_u16() };
+            l.lock().unwrap().push(r);
+            resp
+        }
     })
-    .workers(2)
-    .disable_signals()
-    .bind("127.0.0.1:0")
     .unwrap();
-    let port = server.addrs()[0].port();
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    Receiver { url: format!("http://127.0.0.1:{port}"), log, script, fail_pct, handle }
+    Receiver { url, log, script, fail_pct, handle }
 }

@@ -140,22 +140,116 @@ impl TestApp {
         self.http.post(format!("{}{path}", self.address)).bearer_auth(&self.api_token).json(body).send().await.unwrap()
     }
 
+    /// A request to `path` with the API token, to finish and send.
+    pub fn api_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.address)).bearer_auth(&self.api_token)
+    }
+
+    /// GET from the API with the API token.
+    pub async fn api_get(&self, path: &str) -> reqwest::Response {
+        self.api_request(reqwest::Method::GET, path).send().await.unwrap()
+    }
+
+    /// GET from the API with the API token and read the body as JSON (whatever the status).
+    pub async fn api_json(&self, path: &str) -> serde_json::Value {
+        self.api_get(path).await.json().await.unwrap()
+    }
+
+    /// `method path` with the API token and an optional JSON body; the status and JSON body.
+    pub async fn api_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        call(self, &self.api_token, method, path, body).await
+    }
+
+    /// The server's own Prometheus exposition (`/metrics`, no token).
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.address)).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// Creates a policy through the API; panics unless it is created (201). Its JSON.
+    pub async fn create_policy(&self, spec: &serde_json::Value) -> serde_json::Value {
+        let (status, body) = self.api_call(reqwest::Method::POST, "/api/v1/policies", Some(spec)).await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
     /// POST a raw body to ingest with the agent token.
     pub async fn ingest_raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        self.http
-            .post(format!("{}/api/v1/ingest", self.address))
-            .bearer_auth(&self.agent_token)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
+        self.agent_post("/api/v1/ingest", &[("content-type", "application/json")], body).await
+    }
+
+    /// POST a raw body with the agent token and the given headers.
+    pub async fn agent_post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut req = self.http.post(format!("{}{path}", self.address)).bearer_auth(&self.agent_token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(body).send().await.unwrap()
+    }
+
+    /// Polls `sql` (at most one row of one column) until it returns a row; its value.
+    pub async fn eventually_scalar<T>(&self, timeout: Duration, what: &str, sql: &'static str) -> T
+    where
+        T: sqlx::Type<sqlx::Postgres> + for<'r> sqlx::Decode<'r, sqlx::Postgres> + Send + Unpin,
+    {
+        eventually(timeout, what, || async { sqlx::query_scalar(sql).fetch_optional(&self.pool).await.unwrap() }).await
+    }
+
+    /// GET from the API with the API token; the JSON body of a 200 (panics on any other status).
+    pub async fn api_ok_json(&self, path: &str) -> serde_json::Value {
+        let r = self.api_get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.unwrap()
     }
 
     /// A scalar query.
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
+}
+
+/// The status and JSON body (`null` when there is none) of a response.
+pub async fn status_json(r: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Sends `method path` to `app` with `token` and an optional JSON body; returns the status and JSON body.
+pub async fn call(
+    app: &TestApp,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = app.http.request(method, format!("{}{path}", app.address)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    status_json(req.send().await.unwrap()).await
+}
+
+/// Asserts that `r` is a JSON error with `status` and returns its body.
+pub async fn error_of(r: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(r.status().as_u16(), status);
+    assert!(r.headers().get("content-type").unwrap().to_str().unwrap().starts_with("application/json"));
+    r.json().await.unwrap()
+}
+
+/// Asserts that `r` is a JSON error with `status` whose body names `field`; returns the body.
+pub async fn assert_field_error(r: reqwest::Response, status: u16, field: &str) -> serde_json::Value {
+    let e = error_of(r, status).await;
+    assert_eq!(e["field"], field, "{e}");
+    e
 }
 
 /// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
@@ -222,22 +316,44 @@ pub struct WebSession {
     pub address: String,
 }
 
+/// A client that does not follow redirects (to see the dashboard's 303s).
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// Fetches the login page (a fresh CSRF cookie, echoed in its form) and posts the login form with it.
+pub async fn post_login(http: &reqwest::Client, address: &str, user: &str, password: &str) -> reqwest::Response {
+    let page = http.get(format!("{address}/login")).send().await.unwrap();
+    let (login_csrf, _) = set_cookie(&page, "fp_login_csrf").expect("login page sets its CSRF cookie");
+    let html = page.text().await.unwrap();
+    assert_eq!(hidden_value(&html, "csrf").as_deref(), Some(login_csrf.as_str()));
+    http.post(format!("{address}/login"))
+        .header("cookie", format!("fp_login_csrf={login_csrf}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("username", user), ("password", password), ("csrf", &login_csrf), ("next", "/")]))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An OpenAPI path template with concrete values for its parameters (the resource may not exist; the route
+/// does).
+pub fn concrete_path(template: &str) -> String {
+    template
+        .replace("{id}", "00000000-0000-0000-0000-000000000000")
+        .replace("{node}", "node-x")
+        .replace("{node_id}", "node-x")
+        .replace("{username}", "nobody")
+        .replace("{gpu}", "0")
+        .replace("{namespace}", "ml")
+        .replace("{name}", "llama")
+}
+
 impl WebSession {
     /// Logs in through the login form; panics unless it works.
     pub async fn login(address: &str, user: &str, password: &str) -> WebSession {
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let page = http.get(format!("{address}/login")).send().await.unwrap();
-        let (login_csrf, _) = set_cookie(&page, "fp_login_csrf").expect("login page sets its CSRF cookie");
-        let html = page.text().await.unwrap();
-        assert_eq!(hidden_value(&html, "csrf").as_deref(), Some(login_csrf.as_str()));
-        let r = http
-            .post(format!("{address}/login"))
-            .header("cookie", format!("fp_login_csrf={login_csrf}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form_body(&[("username", user), ("password", password), ("csrf", &login_csrf), ("next", "/")]))
-            .send()
-            .await
-            .unwrap();
+        let http = no_redirects();
+        let r = post_login(&http, address, user, password).await;
         assert_eq!(r.status(), 303, "login of {user}: {}", r.text().await.unwrap());
         let (session, raw) = set_cookie(&r, "fp_session").expect("session cookie");
         let cookie = format!("fp_session={session}");

@@ -37,9 +37,7 @@ fn batch(t0: DateTime<Utc>) -> Value {
 }
 
 async fn get(app: &TestApp, path: &str) -> Value {
-    let r = app.http.get(format!("{}{path}", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
-    assert_eq!(r.status(), 200, "{path}");
-    r.json().await.unwrap()
+    app.api_ok_json(path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,17 +152,12 @@ async fn a_remote_write_without_power_usage_stores_null_power() {
     let app = spawn_app(|s| s.control.enabled = false).await;
     // `encode` is what Prometheus sends: protobuf, snappy block format.
     let body = encode(&dcgm_without_power("rw-node", Utc::now().timestamp_millis()));
-    let r = app
-        .http
-        .post(format!("{}/api/v1/write", app.address))
-        .bearer_auth(&app.agent_token)
-        .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "snappy")
-        .header("x-prometheus-remote-write-version", "0.1.0")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let headers = [
+        ("content-type", "application/x-protobuf"),
+        ("content-encoding", "snappy"),
+        ("x-prometheus-remote-write-version", "0.1.0"),
+    ];
+    let r = app.agent_post("/api/v1/write", &headers, body).await;
     assert_eq!(r.status(), 204, "{:?}", r.text().await);
     let (util, power_null): (Option<f32>, bool) =
         sqlx::query_as("SELECT util_pct, power_w IS NULL FROM gpu_latest WHERE node_id = 'rw-node' AND gpu_index = 0")

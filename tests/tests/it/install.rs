@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{eventually, spawn_app};
+use crate::helpers::spawn_app;
 
 /// The agent binary cargo built next to this test binary, if any.
 fn built_agent() -> Option<std::path::PathBuf> {
@@ -168,29 +168,13 @@ async fn the_install_script_installs_enrolls_and_the_credential_writes_only_its_
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let source: String = eventually(Duration::from_secs(20), "the installed agent to report", || async {
-            sqlx::query_scalar(
-                "SELECT gpu_source FROM nodes WHERE node_id = 'installed-node-1' AND agent_version <> 't'",
-            )
-            .fetch_optional(&app.pool)
-            .await
-            .unwrap()
-        })
-        .await;
+        let sql = "SELECT gpu_source FROM nodes WHERE node_id = 'installed-node-1' AND agent_version <> 't'";
+        let source: String = app.eventually_scalar(Duration::from_secs(20), "the installed agent to report", sql).await;
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(source, "none");
     }
-    let list: Value = app
-        .http
-        .get(format!("{}/api/v1/enrollments", app.address))
-        .bearer_auth(&app.api_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = app.api_json("/api/v1/enrollments").await;
     assert_eq!(list[0]["node_id"], "installed-node-1");
     app.stop().await;
 }

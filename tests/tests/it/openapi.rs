@@ -15,25 +15,11 @@ async fn every_path_in_the_openapi_document_is_a_route_of_the_server() {
     let mut checked = 0;
     for (path, ops) in paths {
         // Concrete values for path parameters; the handler may answer 404 for the resource, never the router.
-        let url = path
-            .replace("{id}", "00000000-0000-0000-0000-000000000000")
-            .replace("{node}", "node-x")
-            .replace("{node_id}", "node-x")
-            .replace("{username}", "nobody")
-            .replace("{gpu}", "0")
-            .replace("{namespace}", "ml")
-            .replace("{name}", "llama");
+        let url = crate::helpers::concrete_path(path);
         for method in ops.as_object().unwrap().keys() {
             let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let r = app
-                .http
-                .request(m, format!("{}{url}", app.address))
-                .bearer_auth(&app.api_token)
-                .header("content-type", "application/json")
-                .body("{}")
-                .send()
-                .await
-                .unwrap();
+            let r =
+                app.api_request(m, &url).header("content-type", "application/json").body("{}").send().await.unwrap();
             let status = r.status().as_u16();
             let body = r.text().await.unwrap_or_default();
             assert!(!body.contains("no such route") && status != 405, "{method} {path}: {status} {body}");
@@ -60,13 +46,7 @@ async fn an_undeclared_method_on_a_declared_path_is_a_405_with_allow() {
         (reqwest::Method::DELETE, "/api/v1/fleet", "GET"),
         (reqwest::Method::POST, "/healthz", "GET"),
     ] {
-        let r = app
-            .http
-            .request(method.clone(), format!("{}{path}", app.address))
-            .bearer_auth(&app.api_token)
-            .send()
-            .await
-            .unwrap();
+        let r = app.api_request(method.clone(), path).send().await.unwrap();
         assert_eq!(r.status(), 405, "{method} {path}");
         assert_eq!(r.headers()["allow"], allow, "{method} {path}");
         let body: Value = r.json().await.unwrap();

@@ -35,15 +35,11 @@ fn batch(seq: u64, t0: DateTime<Utc>, gpu0_util: f64) -> Value {
 }
 
 async fn get(app: &TestApp, path: &str) -> (u16, Value) {
-    let r = app.http.get(format!("{}{path}", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    app.api_call(reqwest::Method::GET, path, None).await
 }
 
 async fn post(app: &TestApp, path: &str, body: &Value) -> (u16, Value) {
-    let r = app.api_post(path, body).await;
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    app.api_call(reqwest::Method::POST, path, Some(body)).await
 }
 
 fn keys(list: &Value) -> Vec<String> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use gpu_agent::fakes::FakeEngine;
 use serde_json::{Value, json};
 
-use crate::helpers::{eventually, spawn_app};
+use crate::helpers::{assert_field_error, eventually, spawn_app};
 
 /// Kills Prometheus when the test ends, however it ends.
 struct Prometheus(Child);
@@ -18,10 +18,6 @@ impl Drop for Prometheus {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `host:port` and path of a URL like `http://127.0.0.1:1234/metrics`.
@@ -62,7 +58,7 @@ async fn a_real_prometheus_remote_writes_dcgm_and_vllm_series_into_the_fleet() {
         Command::new(bin)
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", fleetpilot::pg::free_port().unwrap()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -71,16 +67,7 @@ async fn a_real_prometheus_remote_writes_dcgm_and_vllm_series_into_the_fleet() {
 
     // The fixture's two GPUs of gpu-node-07 appear with its values.
     let nodes = eventually(Duration::from_secs(60), "the DCGM fixture's GPUs on /api/v1/nodes", || async {
-        let v: Value = app
-            .http
-            .get(format!("{}/api/v1/nodes", app.address))
-            .bearer_auth(&app.api_token)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let v: Value = app.api_get("/api/v1/nodes").await.json().await.ok()?;
         let gpus: Vec<Value> =
             v["gpus"].as_array()?.iter().filter(|g| g["node_id"] == "gpu-node-07").cloned().collect();
         (gpus.len() == 2).then_some(gpus)
@@ -111,23 +98,13 @@ async fn a_real_prometheus_remote_writes_dcgm_and_vllm_series_into_the_fleet() {
     })
     .await;
     // The dashboard's node page shows them too.
-    let page =
-        app.http.get(format!("{}/nodes/gpu-node-07", app.address)).bearer_auth(&app.api_token).send().await.unwrap();
+    let page = app.api_get("/nodes/gpu-node-07").await;
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("NVIDIA H100 80GB HBM3"));
 
     // A body that is not a remote-write request is a 400 naming it; without a token, 401.
-    let bad = app
-        .http
-        .post(format!("{}/api/v1/write", app.address))
-        .bearer_auth(&app.agent_token)
-        .header("content-encoding", "snappy")
-        .body("certainly not snappy")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
-    assert_eq!(bad.json::<Value>().await.unwrap()["field"], "body");
+    let bad = app.agent_post("/api/v1/write", &[("content-encoding", "snappy")], "certainly not snappy").await;
+    assert_field_error(bad, 400, "body").await;
     let anon = app.http.post(format!("{}/api/v1/write", app.address)).body("x").send().await.unwrap();
     assert_eq!(anon.status(), 401);
     app.stop().await;

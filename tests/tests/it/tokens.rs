@@ -2,17 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
-
-async fn call(app: &TestApp, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut r = app.http.request(method, format!("{}{path}", app.address)).bearer_auth(token);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let r = r.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
+use crate::helpers::{call, spawn_app};
 
 fn policy(name: &str) -> Value {
     json!({"name": name, "target": {"kind": "agent_group", "name": name, "deployment": "ml/llama"}, "min_replicas": 1, "max_replicas": 4,
@@ -27,7 +17,7 @@ async fn tokens_have_scopes_rotate_and_revoke_and_every_change_is_audited() {
     let mut secrets = std::collections::HashMap::new();
     let mut ids = std::collections::HashMap::new();
     for (name, scope) in [("dashboards", "read"), ("ci-deployer", "operate"), ("platform", "admin")] {
-        let (s, v) = call(&app, &admin, M::POST, "/api/v1/tokens", Some(json!({"name": name, "scope": scope}))).await;
+        let (s, v) = call(&app, &admin, M::POST, "/api/v1/tokens", Some(&json!({"name": name, "scope": scope}))).await;
         assert_eq!(s, 201, "{v}");
         let secret = v["secret"].as_str().unwrap().to_string();
         assert!(secret.starts_with("fpa_") && secret.len() == 68);
@@ -36,12 +26,12 @@ async fn tokens_have_scopes_rotate_and_revoke_and_every_change_is_audited() {
         ids.insert(scope, v["id"].as_str().unwrap().to_string());
     }
     // Bad input names the field; a live name is taken.
-    let (s, v) = call(&app, &admin, M::POST, "/api/v1/tokens", Some(json!({"name": "x", "scope": "root"}))).await;
+    let (s, v) = call(&app, &admin, M::POST, "/api/v1/tokens", Some(&json!({"name": "x", "scope": "root"}))).await;
     assert_eq!((s, v["field"].as_str()), (400, Some("scope")));
-    let (s, v) = call(&app, &admin, M::POST, "/api/v1/tokens", Some(json!({"name": "a b", "scope": "read"}))).await;
+    let (s, v) = call(&app, &admin, M::POST, "/api/v1/tokens", Some(&json!({"name": "a b", "scope": "read"}))).await;
     assert_eq!((s, v["field"].as_str()), (400, Some("name")));
     let (s, v) =
-        call(&app, &admin, M::POST, "/api/v1/tokens", Some(json!({"name": "platform", "scope": "read"}))).await;
+        call(&app, &admin, M::POST, "/api/v1/tokens", Some(&json!({"name": "platform", "scope": "read"}))).await;
     assert_eq!((s, v["field"].as_str()), (409, Some("name")));
     // The list never shows a secret or its digest.
     let (s, v) = call(&app, &admin, M::GET, "/api/v1/tokens", None).await;
@@ -53,21 +43,21 @@ async fn tokens_have_scopes_rotate_and_revoke_and_every_change_is_audited() {
     // read: reads only.
     let read = &secrets["read"];
     assert_eq!(call(&app, read, M::GET, "/api/v1/policies", None).await.0, 200);
-    let (s, v) = call(&app, read, M::POST, "/api/v1/policies", Some(policy("p-read"))).await;
+    let (s, v) = call(&app, read, M::POST, "/api/v1/policies", Some(&policy("p-read"))).await;
     assert_eq!((s, v["field"].as_str()), (403, Some("authorization")), "{v}");
     assert!(v["error"].as_str().unwrap().contains("needs operate"), "{v}");
     assert_eq!(call(&app, read, M::GET, "/api/v1/tokens", None).await.0, 403);
     assert_eq!(call(&app, read, M::GET, "/api/v1/audit", None).await.0, 403);
     // operate: runs the fleet, but does not manage identities or where alerts go.
     let operate = &secrets["operate"];
-    let (s, created) = call(&app, operate, M::POST, "/api/v1/policies", Some(policy("p-operate"))).await;
+    let (s, created) = call(&app, operate, M::POST, "/api/v1/policies", Some(&policy("p-operate"))).await;
     assert_eq!(s, 201, "{created}");
     assert_eq!(
-        call(&app, operate, M::POST, "/api/v1/tokens", Some(json!({"name": "n", "scope": "read"}))).await.0,
+        call(&app, operate, M::POST, "/api/v1/tokens", Some(&json!({"name": "n", "scope": "read"}))).await.0,
         403
     );
     let webhook = json!({"name": "w", "url": "https://hooks.example/x", "secret": "s3cret-s3cret"});
-    assert_eq!(call(&app, operate, M::POST, "/api/v1/webhooks", Some(webhook)).await.0, 403);
+    assert_eq!(call(&app, operate, M::POST, "/api/v1/webhooks", Some(&webhook)).await.0, 403);
     assert_eq!(call(&app, operate, M::DELETE, "/api/v1/users/someone", None).await.0, 403);
     // admin (named): everything.
     let platform = &secrets["admin"];
@@ -105,7 +95,7 @@ async fn tokens_have_scopes_rotate_and_revoke_and_every_change_is_audited() {
     let pid = created["id"].as_str().unwrap().to_string();
     let mut changed = policy("p-operate");
     changed["max_replicas"] = json!(6);
-    assert_eq!(call(&app, &rotated, M::PUT, &format!("/api/v1/policies/{pid}"), Some(changed)).await.0, 200);
+    assert_eq!(call(&app, &rotated, M::PUT, &format!("/api/v1/policies/{pid}"), Some(&changed)).await.0, 200);
     assert_eq!(call(&app, &admin, M::DELETE, &format!("/api/v1/policies/{pid}"), None).await.0, 204);
 
     // The audit log: who, what, when, before/after; never a secret.
