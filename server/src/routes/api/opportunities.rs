@@ -5,6 +5,7 @@ use chrono::Utc;
 use forecasting::opportunities::Kind;
 use serde::{Deserialize, Serialize};
 
+use super::paging;
 use super::responses::{BadBody, BadPath, NotFound, TooLarge, Unauthorized};
 use crate::auth::ApiAuth;
 use crate::db;
@@ -12,27 +13,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Largest page.
-pub const MAX_LIMIT: i64 = 1000;
+pub const MAX_LIMIT: i64 = paging::MAX_LIMIT;
 /// Longest dismissal reason, characters.
 pub const MAX_REASON_CHARS: usize = 500;
-
-/// Query values are taken as text and parsed here so that a bad one is named in the 400.
-fn page(limit: Option<String>, offset: Option<String>) -> Result<(i64, i64), ApiError> {
-    let int = |field: &str, v: Option<String>| -> Result<Option<i64>, ApiError> {
-        v.map(|s| s.parse::<i64>().map_err(|_| ApiError::field(field, "must be an integer"))).transpose()
-    };
-    let limit = match int("limit", limit)? {
-        None => 100,
-        Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => return Err(ApiError::field("limit", format!("must be in 1..={MAX_LIMIT}"))),
-    };
-    let offset = match int("offset", offset)? {
-        None => 0,
-        Some(n) if n >= 0 => n,
-        Some(_) => return Err(ApiError::field("offset", "must be >= 0")),
-    };
-    Ok((limit, offset))
-}
 
 fn name(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
     match v {
@@ -123,18 +106,14 @@ pub struct OpportunityPage {
 #[tracing::instrument(name = "opportunities_list", skip_all)]
 pub async fn list(_a: ApiAuth, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
-    let (limit, offset) = page(q.limit, q.offset)?;
+    let (limit, offset) = paging::page(q.limit, q.offset)?;
     if let Some(k) = &q.kind
         && Kind::parse(k).is_none()
     {
         let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
         return Err(ApiError::field("kind", format!("must be one of {}", kinds.join(", "))));
     }
-    if let Some(s) = &q.status
-        && !["open", "closed", "dismissed"].contains(&s.as_str())
-    {
-        return Err(ApiError::field("status", "must be open, closed or dismissed"));
-    }
+    paging::one_of("status", q.status.as_deref(), &["open", "closed", "dismissed"])?;
     let f = db::opportunities::Filter {
         deployment: name("deployment", q.deployment)?,
         node: name("node", q.node)?,
@@ -309,12 +288,8 @@ pub async fn anomalies(
     q: web::Query<AnomalyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
-    let (limit, offset) = page(q.limit, q.offset)?;
-    if let Some(s) = &q.severity
-        && !["info", "warning", "critical"].contains(&s.as_str())
-    {
-        return Err(ApiError::field("severity", "must be info, warning or critical"));
-    }
+    let (limit, offset) = paging::page(q.limit, q.offset)?;
+    paging::one_of("severity", q.severity.as_deref(), &["info", "warning", "critical"])?;
     let open = match q.open.as_deref() {
         None => None,
         Some("true") => Some(true),

@@ -3,6 +3,7 @@
 use actix_web::{HttpResponse, get, web};
 use serde::{Deserialize, Serialize};
 
+use super::paging;
 use super::responses::{BadPath, Unauthorized};
 use crate::auth::ApiAuth;
 use crate::db;
@@ -19,16 +20,6 @@ pub struct Limit {
     limit: Option<i64>,
 }
 
-impl Limit {
-    fn get(&self) -> Result<i64, ApiError> {
-        match self.limit {
-            None => Ok(100),
-            Some(n) if (1..=1000).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::field("limit", "must be in 1..=1000")),
-        }
-    }
-}
-
 /// Most recent decisions, newest first.
 #[utoipa::path(tag = "policies", operation_id = "list_decisions", security(("api" = [])),
     params(Limit),
@@ -39,7 +30,7 @@ pub async fn decisions(
     state: web::Data<AppState>,
     q: web::Query<Limit>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(db::dashboard::decisions(&state.pool, q.get()?).await?))
+    Ok(HttpResponse::Ok().json(db::dashboard::decisions(&state.pool, paging::limit(q.limit)?).await?))
 }
 
 /// `?state=firing|resolved|all&severity=...&group=...&limit=N`.
@@ -112,7 +103,7 @@ pub async fn alerts(
         state: st,
         severity: q.severity.clone(),
         group: q.group.clone(),
-        limit: Limit { limit: q.limit }.get()?,
+        limit: paging::limit(q.limit)?,
     };
     Ok(HttpResponse::Ok().json(db::alerts::incidents(&state.pool, &filter).await?))
 }
