@@ -363,7 +363,7 @@ fn http_server(
     let shutdown_secs = state.settings.shutdown_grace_secs.ceil() as u64;
     let data = web::Data::new(state);
     // The dashboard's caches belong to the web layer: their own app data, not part of the shared state.
-    let caches = web::Data::new(routes::web::cache::WebCaches::default());
+    let caches = web::Data::new(routes::web::WebCaches::default());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())

@@ -152,8 +152,7 @@ pub fn check(
         ends_at: None,
         duration_secs: Some(secs),
     };
-    let (start, end) =
-        spec.validate(now).map_err(|e| refuse(request_field(&e.field, custom), e.error))?;
+    let (start, end) = spec.validate(now).map_err(|e| refuse(request_field(&e.field, custom), e.error))?;
     Ok((spec, start, end))
 }
 

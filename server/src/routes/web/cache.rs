@@ -86,44 +86,24 @@ pub const DEPLOYMENT_TTL: Duration = Duration::from_secs(1);
 /// Deployment pages (deployment x range x policy version) whose data is kept.
 const DEPLOYMENTS_KEPT: u64 = 2_000;
 
-/// A deployment page's data, read once per [`DEPLOYMENT_TTL`] however many people watch it (concurrent misses
-/// wait for the one read): in an incident, everyone on call opens the same deployment with live refresh.
-/// Data only: each request renders its own page (user, CSRF token, "ago" times).
-pub struct DeploymentDataCache(moka::future::Cache<super::deployment::DataKey, Arc<super::deployment::Data>>);
+/// A page's data, read once per [`DEPLOYMENT_TTL`] however many people watch it (concurrent misses wait for
+/// the one read): in an incident, everyone on call opens the same deployment with live refresh. Data only:
+/// each request renders its own page (user, CSRF token, "ago" times). Generic, so the page that owns the data
+/// type names it and this module imports no page.
+pub struct SharedData<K, V>(moka::future::Cache<K, Arc<V>>);
 
-impl Default for DeploymentDataCache {
+impl<K: std::hash::Hash + Eq + Send + Sync + 'static, V: Send + Sync + 'static> Default for SharedData<K, V> {
     fn default() -> Self {
-        DeploymentDataCache(
-            moka::future::Cache::builder().max_capacity(DEPLOYMENTS_KEPT).time_to_live(DEPLOYMENT_TTL).build(),
-        )
+        SharedData(moka::future::Cache::builder().max_capacity(DEPLOYMENTS_KEPT).time_to_live(DEPLOYMENT_TTL).build())
     }
 }
 
-impl DeploymentDataCache {
+impl<K: std::hash::Hash + Eq + Send + Sync + 'static, V: Send + Sync + 'static> SharedData<K, V> {
     /// The data of `key`, from `load` when none is kept.
-    pub async fn get(
-        &self,
-        key: super::deployment::DataKey,
-        load: impl Future<Output = Result<super::deployment::Data, WebError>>,
-    ) -> Result<Arc<super::deployment::Data>, WebError> {
+    pub async fn get(&self, key: K, load: impl Future<Output = Result<V, WebError>>) -> Result<Arc<V>, WebError> {
         self.0.try_get_with(key, async { load.await.map(Arc::new) }).await.map_err(|e| match &*e {
             WebError::NotFound(m) => WebError::NotFound(m.clone()),
             other => WebError::Internal(other.to_string()),
         })
     }
-}
-
-/// The dashboard's caches, registered as their own app data (the web layer's, not the shared state's).
-#[derive(Default)]
-pub struct WebCaches {
-    /// Overview figures that scan history.
-    pub overview: Arc<super::dashboard::OverviewCache>,
-    /// The live policies as the pages read them, for a second.
-    pub policies: PolicyCache,
-    /// Where the minute rollups end, as the charts read it, for a second.
-    pub watermark: WatermarkCache,
-    /// Deployment pages' data, shared for a second.
-    pub deployment_data: DeploymentDataCache,
-    /// Counts of the lists, for two seconds.
-    pub counts: CountCache,
 }

@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, get, web};
 use askama::Template;
 use chrono::{DateTime, Duration, Utc};
 
+use super::WebCaches;
 use super::anomalies::{AnomalyView, MAX_MARKED, anomaly_view, evidence_words, mark};
 use super::chart::{self, Band, Marker, Panel, Series, Style};
 use super::dashboard::outcome;
@@ -17,7 +18,6 @@ use crate::db::anomalies::StoredAnomaly;
 use crate::db::policies::StoredPolicy;
 use crate::db::series::ChartPlan;
 use crate::domain::policy::{PolicyMode, TargetKind};
-use crate::routes::web::cache::WebCaches;
 use crate::state::AppState;
 
 /// A deployment row.
@@ -258,7 +258,7 @@ fn replica_views(
 }
 
 /// What a deployment page reads, shared between the requests of one second (see
-/// [`super::cache::DeploymentDataCache`]).
+/// [`super::cache::SharedData`]).
 pub struct Data {
     read: ChartPlan,
     points: Vec<db::series::DeploymentPoint>,

@@ -50,7 +50,24 @@ pub async fn asset(file: web::Path<String>) -> HttpResponse {
 /// The shared state, as page handlers take it.
 pub type State = web::Data<crate::state::AppState>;
 /// The web layer's caches, as page handlers take them.
-pub type Caches = web::Data<cache::WebCaches>;
+pub type Caches = web::Data<WebCaches>;
+
+// The composite of the pages' caches lives here, above both the generic caches (`cache`) and the pages that
+// own their data types, so neither imports the other.
+/// The dashboard's caches, registered as their own app data (the web layer's, not the shared state's).
+#[derive(Default)]
+pub struct WebCaches {
+    /// Overview figures that scan history.
+    pub overview: std::sync::Arc<dashboard::OverviewCache>,
+    /// The live policies as the pages read them, for a second.
+    pub policies: cache::PolicyCache,
+    /// Where the minute rollups end, as the charts read it, for a second.
+    pub watermark: cache::WatermarkCache,
+    /// Deployment pages' data, shared for a second.
+    pub deployment_data: cache::SharedData<deployment::DataKey, deployment::Data>,
+    /// Counts of the lists, for two seconds.
+    pub counts: cache::CountCache,
+}
 
 /// What a page that reads the web layer's caches starts from: the shared state, the caches, and who is
 /// looking.
