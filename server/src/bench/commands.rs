@@ -13,7 +13,6 @@ use gpu_agent::protocol::CommandAction;
 use gpu_agent::testkit::{RunningAgent, sim_config};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
-use uuid::Uuid;
 
 use super::quantile;
 use crate::db;
@@ -117,10 +116,7 @@ async fn phase_run(
     // Every agent has uploaded once (it is known) and, with the long poll, is waiting on the server.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let known: i64 = sqlx::query_scalar("SELECT count(*) FROM nodes WHERE node_id LIKE $1")
-            .bind(format!("bench-{tag}-%"))
-            .fetch_one(pool)
-            .await?;
+        let known = db::dashboard::nodes_named_like(pool, &format!("bench-{tag}-%")).await?;
         if known as usize >= opts.agents {
             break;
         }
@@ -148,12 +144,7 @@ async fn phase_run(
     // Wait for every receipt (a missing one is a failure of the benchmark, not a slow sample).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let latencies: Vec<f64> = loop {
-        let rows: Vec<(Uuid, Option<f64>)> = sqlx::query_as(
-            "SELECT id, (extract(epoch FROM acked_at - created_at) * 1000)::float8 FROM commands WHERE id = ANY($1)",
-        )
-        .bind(&ids)
-        .fetch_all(pool)
-        .await?;
+        let rows = db::commands::ack_latencies_ms(pool, &ids).await?;
         if rows.iter().all(|(_, l)| l.is_some()) {
             break rows.into_iter().filter_map(|(_, l)| l).collect();
         }

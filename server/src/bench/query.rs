@@ -46,10 +46,7 @@ pub async fn run(opts: QueryBenchOptions) -> anyhow::Result<()> {
 
     // Nodes and latest readings.
     let nodes: Vec<String> = (0..opts.gpus.div_ceil(GPUS_PER_NODE)).map(|n| format!("node-{n:05}")).collect();
-    sqlx::query("INSERT INTO nodes (node_id, hostname, agent_version, gpu_source, last_seen) SELECT n, n, 'bench', 'nvml', now() FROM UNNEST($1::text[]) n")
-        .bind(&nodes)
-        .execute(&mut conn)
-        .await?;
+    db::seed::nodes(&mut conn, &nodes).await?;
     let mut c = CopyBinary::with_capacity(opts.gpus * 120);
     for g in 0..opts.gpus {
         c.row(13);
@@ -67,7 +64,7 @@ pub async fn run(opts: QueryBenchOptions) -> anyhow::Result<()> {
         c.i64(if g % 97 == 0 { 32 } else { 0 });
         c.i32(0);
     }
-    copy(&mut conn, "COPY gpu_latest (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, power_w, temp_c, sm_clock_mhz, throttle_reasons, xid_last) FROM STDIN (FORMAT binary)", c).await?;
+    copy(&mut conn, db::seed::GPU_LATEST_COPY, c).await?;
 
     // 24 h of 1-minute rollups for every GPU, in chunks.
     let minutes = 24 * 60;
@@ -100,7 +97,7 @@ pub async fn run(opts: QueryBenchOptions) -> anyhow::Result<()> {
                 rollup_rows += 1;
             }
         }
-        copy(&mut conn, "COPY gpu_rollup_1m FROM STDIN (FORMAT binary)", c).await?;
+        copy(&mut conn, db::seed::GPU_ROLLUP_1M_COPY, c).await?;
     }
 
     // Raw samples: the last `raw_minutes` for every GPU, 24 h for the queried one.
@@ -130,10 +127,7 @@ pub async fn run(opts: QueryBenchOptions) -> anyhow::Result<()> {
     db::Partitions::default().ensure(&pool, [(now - Duration::days(1)).date_naive()]).await?;
     let payload = db::ingest::encode_gpu_rows(rows.iter().map(|s| (target.0.as_str(), s)), rows.len());
     db::ingest::copy_in(&mut conn, db::ingest::GPU_COPY, payload).await?;
-    sqlx::query("VACUUM ANALYZE").execute(&mut conn).await?;
-    let db_mb: f64 = sqlx::query_scalar("SELECT pg_database_size(current_database())::float8 / 1048576")
-        .fetch_one(&mut conn)
-        .await?;
+    let db_mb = db::seed::settle(&mut conn).await?;
     println!(
         "loaded {} GPUs: {rollup_rows} 1-minute rollup rows (24 h), {raw_rows} raw 1 s rows ({} min for every GPU, 24 h for {}/{}), database {db_mb:.0} MiB, in {:.0}s",
         opts.gpus,

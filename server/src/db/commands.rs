@@ -250,3 +250,13 @@ pub async fn nodes_of_group(pool: &PgPool, group: &str) -> Result<Vec<String>, s
         .fetch_all(pool)
         .await
 }
+
+/// How long each of `ids` took from enqueue to the agent's receipt, ms (`None`: no receipt yet).
+pub async fn ack_latencies_ms(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(Uuid, Option<f64>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, (extract(epoch FROM acked_at - created_at) * 1000)::float8 FROM commands WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}

@@ -635,3 +635,8 @@ pub async fn fleet_gauges(pool: &PgPool, fresh_secs: u32) -> Result<FleetGaugeRo
     )?;
     Ok(FleetGaugeRows { tiles, idle_gpu_equivalent: idle, opportunity_money: money, firing })
 }
+
+/// How many nodes have an id matching the `LIKE` pattern.
+pub async fn nodes_named_like(pool: &PgPool, pattern: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM nodes WHERE node_id LIKE $1").bind(pattern).fetch_one(pool).await
+}

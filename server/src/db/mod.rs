@@ -20,6 +20,7 @@ pub mod policies;
 pub mod replica_load;
 pub mod retention;
 pub mod rollups;
+pub mod seed;
 pub mod series;
 pub mod users;
 
