@@ -1,5 +1,5 @@
 //! The evaluation commands of ../shared/EVAL.md: `eval nab`, `eval forecast` and `backtest`. File reading
-//! and writing live here; all the arithmetic is in the pure `forecasting` crate.
+//! and writing live here; all the arithmetic is in the pure `forecasting` and `fleetpilot-eval` crates.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use forecasting::anomaly::selection;
-use forecasting::backtest::{
+use fleetpilot_eval::backtest::{
     self as bt, EnginePolicy, HpaPolicy, KpaPolicy, Policy, Profile, Summary, TraceStep, format_steps_csv,
     format_summary_csv, simulate,
 };
-use forecasting::mase::{IntervalForecast, MaseReport, RollingOrigin, evaluate};
+use fleetpilot_eval::mase::{IntervalForecast, MaseReport, RollingOrigin, evaluate};
 use forecasting::model::{Candidate, Fitted, ModelConfig};
-use forecasting::nab::{self, ScoredFile};
+use fleetpilot_eval::nab::{self, ScoredFile};
 use indicatif::{ProgressBar, ProgressStyle};
 
 fn read(path: &Path) -> anyhow::Result<String> {

@@ -1,10 +1,10 @@
 //! Test-only loading of the NAB development corpus (IO lives here, never in the library).
 #![allow(dead_code)]
 
-use forecasting::nab::{ScoredFile, parse_timestamp_micros, window_rows};
+use fleetpilot_eval::nab::{ScoredFile, parse_timestamp_micros, window_rows};
 use std::collections::BTreeMap;
 
-pub const NAB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/nab");
+pub const NAB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/nab");
 
 /// One NAB data file: `category/file.csv`, raw timestamp strings, parsed instants, values and windows.
 pub struct NabSeries {
@@ -12,7 +12,7 @@ pub struct NabSeries {
     pub timestamps: Vec<String>,
     pub micros: Vec<i64>,
     pub values: Vec<f64>,
-    pub windows: Vec<forecasting::nab::Window>,
+    pub windows: Vec<fleetpilot_eval::nab::Window>,
 }
 
 fn read(path: &str) -> String {

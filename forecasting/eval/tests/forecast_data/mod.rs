@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
+pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data");
 
 /// The EC2 CPU series of NAB (5-minute steps, daily season 288), sorted by name: (name, values).
 pub fn ec2_cpu() -> Vec<(String, Vec<f64>)> {
