@@ -4,9 +4,10 @@
 //! the group's replicas are spread round-robin over its nodes, so each node derives its share of the load
 //! from the group's replica count alone: when the control plane sends `set_replicas`, every node agrees on
 //! who serves what. New replicas take a cold start before they serve (their GPUs load the model meanwhile);
-//! the backlog is the fluid queue of ../shared/EVAL.md section 3, so fewer replicas visibly mean queueing
+//! the backlog is the fluid queue of ../shared/EVAL.md section 3 ([`FluidQueue`], the backtest's own), so fewer replicas visibly mean queueing
 //! and latency, more replicas lower utilisation, and larger batches raise throughput and inter-token latency.
 
+use fleetpilot_eval::queue::FluidQueue;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
@@ -170,8 +171,8 @@ pub struct NodeSim {
     ready: u32,
     /// Replicas starting: (trace time when ready, count).
     pending: Vec<(f64, u32)>,
-    /// Group backlog, replica-seconds of work.
-    backlog: f64,
+    /// The group's fluid queue (its backlog, replica-seconds of work).
+    queue: FluidQueue,
     last_trace_secs: Option<f64>,
     temps: Vec<f64>,
     batch: u32,
@@ -203,7 +204,7 @@ impl NodeSim {
             desired: initial,
             ready: initial,
             pending: Vec::new(),
-            backlog: 0.0,
+            queue: FluidQueue::new(),
             last_trace_secs: None,
             temps,
             batch: REFERENCE_BATCH as u32,
@@ -297,16 +298,18 @@ impl NodeSim {
         let work_rate = (row.prompt_tokens / self.cfg.prefill_tps + row.output_tokens / self.cfg.decode_tps) / step;
         let arrivals = work_rate * dt;
         let capacity = f64::from(self.ready) * dt * self.batch_efficiency();
+        let q = self.queue.step(arrivals, capacity);
+        // No time elapsed (the first sample, or two at one instant): there is no interval to measure, so the
+        // utilisation is the arrival rate over the serving rate instead of the queue's busy fraction.
         let util = if capacity > 0.0 {
-            ((self.backlog + arrivals) / capacity).min(1.0)
+            q.utilisation
         } else if work_rate > 0.0 {
             (work_rate / (f64::from(self.ready) * self.batch_efficiency())).min(1.0)
         } else {
             0.0
         };
-        self.backlog = (self.backlog + arrivals - capacity).max(0.0);
         let pending = self.pending.iter().map(|(_, n)| n).sum();
-        GroupState { ready: self.ready, pending, util, backlog: self.backlog, row }
+        GroupState { ready: self.ready, pending, util, backlog: q.backlog, row }
     }
 
     /// The health probe's answer for each simulated GPU: an H100's achievable copy bandwidth (about 2.9 TB/s)

@@ -6,14 +6,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use forecasting::anomaly::selection;
 use fleetpilot_eval::backtest::{
     self as bt, EnginePolicy, HpaPolicy, KpaPolicy, Policy, Profile, Summary, TraceStep, format_steps_csv,
     format_summary_csv, simulate,
 };
 use fleetpilot_eval::mase::{IntervalForecast, MaseReport, RollingOrigin, evaluate};
-use forecasting::model::{Candidate, Fitted, ModelConfig};
 use fleetpilot_eval::nab::{self, ScoredFile};
+use forecasting::anomaly::selection;
+use forecasting::model::{Candidate, Fitted, ModelConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
 fn read(path: &Path) -> anyhow::Result<String> {

@@ -1,10 +1,15 @@
 //! The deterministic fluid fleet model v1 of EVAL.md section 3.
 //!
+//! The queue itself is [`crate::queue::FluidQueue`], the one the agent's simulator steps too; this module adds
+//! the fleet around it (cold starts, cancellations), the observations and the results.
+//!
 //! Everything here is pure: the caller parses the trace (see [`parse_trace_csv`]) and receives per-step rows and a
 //! summary, which [`format_steps_csv`] / [`format_summary_csv`] turn into the CSV files the backtest command writes.
 
 use std::collections::VecDeque;
 use std::fmt;
+
+use crate::queue::{FluidQueue, queue_delay_s};
 
 /// Upper bound on the replica count of every reference policy (EVAL.md: "none goes ... above 100,000").
 pub const MAX_REPLICAS: u32 = 100_000;
@@ -427,7 +432,7 @@ fn run_model(
     let mut backlog_hist: Vec<f64> = Vec::with_capacity(n);
     let mut util_hist: Vec<f64> = Vec::with_capacity(n);
     let mut rows = Vec::with_capacity(n);
-    let mut prev_backlog = 0.0_f64;
+    let mut queue = FluidQueue::new();
     let mut replica_steps = 0.0_f64;
     let mut violating_work = 0.0_f64;
     let mut violating_steps = 0usize;
@@ -447,24 +452,16 @@ fn run_model(
             pending.pop_front();
         }
         let w = work[t];
-        let capacity = f64::from(ready) * profile.step_s;
-        let inflow = prev_backlog + w;
-        let backlog = (inflow - capacity).max(0.0);
-        let util = if capacity > 0.0 {
-            (inflow / capacity).min(1.0)
-        } else if inflow > 0.0 {
-            1.0
-        } else {
-            0.0
-        };
-        let violation = backlog > 0.0 && (ready == 0 || backlog / f64::from(ready) > profile.slo_s);
+        let q = queue.step(w, f64::from(ready) * profile.step_s);
+        let (backlog, util, served) = (q.backlog, q.utilisation, q.served_fraction);
+        let delay = queue_delay_s(backlog, ready);
+        let violation = delay > profile.slo_s;
         if violation {
             violating_work += w;
             violating_steps += 1;
         }
         backlog_hist.push(backlog);
         util_hist.push(util);
-        let served = if inflow > 0.0 { (capacity / inflow).min(1.0) } else { 1.0 };
         let step = &trace[t];
         let (in_req, in_prompt, in_out) = (
             q_req + step.requests.max(0.0),
@@ -472,13 +469,6 @@ fn run_model(
             q_out + step.output_tokens.max(0.0),
         );
         (q_req, q_prompt, q_out) = (in_req * (1.0 - served), in_prompt * (1.0 - served), in_out * (1.0 - served));
-        let delay = if backlog <= 0.0 {
-            0.0
-        } else if ready == 0 {
-            f64::INFINITY
-        } else {
-            backlog / f64::from(ready)
-        };
         let mean_prompt = if step.requests > 0.0 { step.prompt_tokens / step.requests } else { 0.0 };
         let telemetry = Telemetry {
             gpu_utilization_pct_total: util * 100.0 * f64::from(ready) * profile.gpus_per_replica,
@@ -539,7 +529,6 @@ fn run_model(
             }
             ready -= excess.min(ready);
         }
-        prev_backlog = backlog;
     }
 
     let total_work: f64 = work.iter().sum();
