@@ -19,6 +19,7 @@ pub mod model;
 pub mod openapi;
 pub mod opportunities;
 pub mod peers;
+pub mod pricing;
 pub mod season;
 
 pub use error::Error;

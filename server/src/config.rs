@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
+use forecasting::pricing::PriceTable;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::alert::AnomalyLevel;
@@ -376,7 +377,7 @@ pub struct AlertSettings {
     pub anomaly_min_severity: AnomalyLevel,
     /// Whether `opportunity-value` fires for open opportunities worth `opportunity_min_money_per_week`.
     pub opportunity_enabled: bool,
-    /// Saving per week (in `opportunities.currency`) from which an open opportunity fires
+    /// Saving per week (in `opportunities.prices.currency`) from which an open opportunity fires
     /// `opportunity-value` (severity `info`: PagerDuty's default routing makes it low urgency).
     pub opportunity_min_money_per_week: f64,
     /// A firing `opportunity-value` resolves below this fraction of `opportunity_min_money_per_week`
@@ -462,13 +463,10 @@ pub struct OpportunitySettings {
     pub default_itl_slo_ms: f64,
     /// Window length (seconds) from which evidence counts in full; shorter windows lower the confidence.
     pub full_confidence_secs: f64,
-    /// Price per GPU-hour for models no `price_per_gpu_hour` key matches.
-    pub default_price_per_gpu_hour: f64,
-    /// Price per GPU-hour by a case-insensitive substring of the GPU model name (the longest match wins),
-    /// e.g. `{ H100 = 4.0, A100 = 2.5 }`.
-    pub price_per_gpu_hour: std::collections::BTreeMap<String, f64>,
-    /// Currency of the prices.
-    pub currency: String,
+    /// What a GPU-hour costs (`[opportunities.prices]`): `default_per_gpu_hour` for models no key matches,
+    /// `per_gpu_hour` by a case-insensitive substring of the GPU model name (the longest match wins), e.g.
+    /// `{ H100 = 4.0, A100 = 2.5 }`, and the `currency` of both. Defaults: [`PriceTable::default`].
+    pub prices: PriceTable,
 }
 
 impl Default for OpportunitySettings {
@@ -482,9 +480,7 @@ impl Default for OpportunitySettings {
             idle_fraction: 0.9,
             default_itl_slo_ms: 0.0,
             full_confidence_secs: 6.0 * 3600.0,
-            default_price_per_gpu_hour: 2.5,
-            price_per_gpu_hour: forecasting::opportunities::default_prices(),
-            currency: "USD".into(),
+            prices: PriceTable::default(),
         }
     }
 }
@@ -613,8 +609,8 @@ impl Settings {
         if !(o.full_confidence_secs.is_finite() && o.full_confidence_secs > 0.0) {
             return bad("opportunities.full_confidence_secs", "must be > 0");
         }
-        if !nonneg(o.default_price_per_gpu_hour) || o.price_per_gpu_hour.values().any(|v| !nonneg(*v)) {
-            return bad("opportunities.price_per_gpu_hour", "prices must be finite and >= 0");
+        if o.prices.validate().is_err() {
+            return bad("opportunities.prices", "prices must be finite and >= 0");
         }
         let a = &self.alerts;
         for (f, v) in [
@@ -701,5 +697,30 @@ impl Settings {
             return bad("agent_token", "must be set when agent_token_can_write is on (FLEETPILOT_AGENT_TOKEN)");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[opportunities.prices]` overrides the default price table key by key, the way `Settings::load` layers a
+    /// file over the defaults.
+    #[test]
+    fn prices_come_from_the_config_file_over_the_defaults() {
+        let toml = "[opportunities.prices]\ncurrency = \"EUR\"\n[opportunities.prices.per_gpu_hour]\nH100 = 3.0\n";
+        let s: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .expect("valid configuration");
+        let p = &s.opportunities.prices;
+        assert_eq!(p.price("NVIDIA H100 80GB HBM3"), 3.0);
+        assert_eq!(p.price("NVIDIA L4"), 0.8, "keys not set keep their default");
+        assert_eq!((p.currency.as_str(), p.default_per_gpu_hour), ("EUR", 2.5));
+        assert_eq!(Settings::default().opportunities.prices, PriceTable::default());
+        let unknown = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string("[opportunities.prices]\nper_gpu = 1\n"))
+            .extract::<Settings>();
+        assert!(unknown.is_err(), "unknown price keys are refused");
     }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use fleetpilot_eval::backtest::{Profile, ReplicaPath, price_path};
-use forecasting::opportunities::Pricing;
+use forecasting::pricing::PriceTable;
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -122,7 +122,7 @@ pub async fn report(
     all: &[StoredPolicy],
     asked: &StoredPolicy,
     now: DateTime<Utc>,
-    pricing: &Pricing,
+    pricing: &PriceTable,
 ) -> Result<ShadowReport, ShadowError> {
     let members = members(all, asked);
     // The model's settings come from the policy that acts (the fleet's cold start and budget are the
