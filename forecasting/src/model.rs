@@ -27,7 +27,7 @@
 //! conformal inference ([`ModelConfig::aci_gamma`]) replayed over those errors, so coverage follows a change in
 //! the spread or a bias. A step-like series (set by another autoscaler) ends up on the last value, a smooth
 //! seasonal one on the seasonal level, with no per-series setting. Why this rule and its settings:
-//! `forecasting/tests/forecast_selection.rs`.
+//! `forecasting/eval/tests/forecast_selection.rs`.
 //!
 //! After a fit, [`Fitted::update`] absorbs new points in O(max_horizon) each, reusing the seasonal profile and the
 //! level parameters (warm start) and scoring every candidate on them, so the choice follows the data between
@@ -103,7 +103,7 @@ pub struct ModelConfig {
     /// Most recent points the level model (seasonal profile and smoothing) is not fitted on, so that its errors
     /// there are out-of-sample like the naive candidates' (at most `residual_window`; the fit keeps two seasons
     /// and 16 points at least). 0 = fitted on every point: a held-out fit is a stale one, which cost more than
-    /// the honest errors gained (forecasting/tests/forecast_selection.rs).
+    /// the honest errors gained (forecasting/eval/tests/forecast_selection.rs).
     pub holdout: usize,
     /// Most recent points whose errors of the level (and median) candidates come from a second fit that did not
     /// see them (at most a quarter of the series), while the forecasts come from the fit on every point: honest

@@ -7,7 +7,7 @@
 //!
 //! Every opportunity has a stable identity key (`idle_gpu:<node>:<gpu>`, `consolidate:<deployment>`, ...)
 //! so the server can upsert it across refreshes, evidence (series, time range, key numbers), an estimated
-//! saving in GPU-hours per week and money (priced per GPU model, [`Pricing`]), the latency/SLO effect in
+//! saving in GPU-hours per week and money (priced per GPU model by the [`PriceTable`] passed in [`Config::pricing`]), the latency/SLO effect in
 //! words and numbers, a confidence in `[0, 1]` and the concrete action (one click where fleetpilot can act:
 //! a replica change or a rebatch command; the bandwidth probe for stragglers).
 //!
@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::latency_model::{self, BatchObservation, LatencyModel};
 use crate::peers::{PeerConfig, score_peers};
+use crate::pricing::PriceTable;
 
 /// Hours in a week.
 pub const HOURS_PER_WEEK: f64 = 168.0;
@@ -40,52 +41,6 @@ pub const THROTTLE_THERMAL_MASK: u64 = 0x08 | 0x20 | 0x40;
 /// XIDs that mean hardware trouble (double-bit ECC, row remapping, NVLink, fell off the bus, ...), after
 /// NVIDIA's XID catalogue; others (13, 31, 43: application faults) are weaker evidence.
 pub const HARDWARE_XIDS: [u32; 12] = [48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120];
-
-/// Price per GPU-hour by GPU model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Pricing {
-    /// Price for models no entry matches, per GPU-hour.
-    pub default_per_gpu_hour: f64,
-    /// Price per GPU-hour by a case-insensitive substring of the model name (`"H100"`); the longest
-    /// matching key wins (`"A100"` over `"A10"`).
-    pub per_gpu_hour: BTreeMap<String, f64>,
-    /// Currency label, e.g. `USD`.
-    pub currency: String,
-}
-
-impl Default for Pricing {
-    fn default() -> Self {
-        Self { default_per_gpu_hour: 2.5, per_gpu_hour: default_prices(), currency: "USD".into() }
-    }
-}
-
-/// On-demand cloud list prices per GPU-hour, rounded (late 2025): the defaults of [`Pricing`].
-pub fn default_prices() -> BTreeMap<String, f64> {
-    [("H200", 5.0), ("H100", 4.0), ("A100", 2.5), ("L40S", 1.6), ("A10", 1.0), ("L4", 0.8), ("T4", 0.5)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
-}
-
-impl Pricing {
-    /// Price per GPU-hour of `model`.
-    pub fn price(&self, model: &str) -> f64 {
-        let m = model.to_ascii_uppercase();
-        self.per_gpu_hour
-            .iter()
-            .filter(|(k, v)| !k.is_empty() && m.contains(&k.to_ascii_uppercase()) && v.is_finite() && **v >= 0.0)
-            .max_by_key(|(k, _)| k.len())
-            .map_or(self.default_per_gpu_hour, |(_, v)| *v)
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        let ok = |v: f64| v.is_finite() && v >= 0.0;
-        if !ok(self.default_per_gpu_hour) || self.per_gpu_hour.values().any(|v| !ok(*v)) {
-            return Err(Error::InvalidArgument { name: "pricing", reason: "prices must be finite and >= 0".into() });
-        }
-        Ok(())
-    }
-}
 
 /// The share of a physical GPU a device of `model` is: 1 for a whole GPU; for a MIG slice (NVML names it
 /// `<parent> MIG <profile>`, e.g. `NVIDIA H100 80GB HBM3 MIG 1g.10gb` or `... MIG 1c.2g.20gb`) its GPU
@@ -131,8 +86,8 @@ pub struct Config {
     pub full_confidence_secs: f64,
     /// Peer-outlier settings for stragglers.
     pub peers: PeerConfig,
-    /// Prices.
-    pub pricing: Pricing,
+    /// Prices per GPU-hour (configuration: the server passes its own).
+    pub pricing: PriceTable,
 }
 
 impl Default for Config {
@@ -148,7 +103,7 @@ impl Default for Config {
             batch_hysteresis: 0.1,
             full_confidence_secs: 6.0 * 3600.0,
             peers: PeerConfig::default(),
-            pricing: Pricing::default(),
+            pricing: PriceTable::default(),
         }
     }
 }
@@ -1304,15 +1259,6 @@ mod tests {
             kv_cache_pct: vec![50.0; N],
             queue_depth: vec![0.0; N],
         }
-    }
-
-    #[test]
-    fn pricing_picks_the_longest_matching_model_and_falls_back_to_the_default() {
-        let p = Pricing::default();
-        assert_eq!(p.price("NVIDIA H100 80GB HBM3"), 4.0);
-        assert_eq!(p.price("NVIDIA A100-SXM4-80GB"), 2.5);
-        assert_eq!(p.price("NVIDIA A10G"), 1.0);
-        assert_eq!(p.price("Mystery GPU"), 2.5);
     }
 
     #[test]

@@ -15,9 +15,42 @@ use crate::protocol::{
 };
 use crate::scrape::{self, EngineTracker};
 use crate::sender::{Backoff, Sender, SenderConfig};
-use crate::sim::{NodeSim, SimConfig, Trace};
-use crate::spool::SpoolConfig;
-use crate::triton::TritonClient;
+use crate::sim::{NodeSim, SimConfig, Trace, TraceError};
+use crate::spool::{SpoolConfig, SpoolError};
+use crate::triton::{TritonClient, TritonError};
+
+/// Why the agent could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The simulator's trace file could not be read.
+    #[error("reading trace {path}: {source}")]
+    ReadTrace {
+        /// The trace file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The simulator's trace file is not a bucketed trace.
+    #[error("trace {path}: {source}")]
+    Trace {
+        /// The trace file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: TraceError,
+    },
+    /// NVML was asked for (`gpu_source = "nvml"`) and did not initialise.
+    #[error("{0}")]
+    Nvml(String),
+    /// The spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The Triton client could not be built.
+    #[error(transparent)]
+    Triton(#[from] TritonError),
+    /// Only one of `triton_url` and `triton_model` is set.
+    #[error("{0}")]
+    TritonIncomplete(&'static str),
+}
 
 /// Where GPU readings come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -158,20 +191,20 @@ fn now_ms() -> i64 {
 
 impl Agent {
     /// Sets the agent up with an in-memory spool of `cfg.max_queued` batches.
-    pub fn new(cfg: AgentConfig) -> anyhow::Result<Self> {
+    pub fn new(cfg: AgentConfig) -> Result<Self, AgentError> {
         Self::with_options(cfg, AgentOptions::default())
     }
 
     /// Sets the agent up: picks the GPU source (one clear log line when there is no GPU), loads the trace,
     /// opens the spool (indexing batches a previous run left there).
-    pub fn with_options(cfg: AgentConfig, opts: AgentOptions) -> anyhow::Result<Self> {
+    pub fn with_options(cfg: AgentConfig, opts: AgentOptions) -> Result<Self, AgentError> {
         let source = match cfg.gpu_source {
             GpuSourceKind::Sim => {
                 let trace = match &cfg.sim.trace {
                     Some(p) => {
                         let text = std::fs::read_to_string(p)
-                            .map_err(|e| anyhow::anyhow!("reading trace {}: {e}", p.display()))?;
-                        Trace::parse_csv(&text).map_err(|e| anyhow::anyhow!("trace {}: {e}", p.display()))?
+                            .map_err(|source| AgentError::ReadTrace { path: p.clone(), source })?;
+                        Trace::parse_csv(&text).map_err(|source| AgentError::Trace { path: p.clone(), source })?
                     }
                     None => Trace::synthetic(10.0, 360, 42),
                 };
@@ -195,7 +228,7 @@ impl Agent {
                     trace,
                 )))
             }
-            GpuSourceKind::Nvml => GpuSource::Nvml(Box::new(NvmlSource::init().map_err(|e| anyhow::anyhow!(e))?)),
+            GpuSourceKind::Nvml => GpuSource::Nvml(Box::new(NvmlSource::init().map_err(AgentError::Nvml)?)),
             GpuSourceKind::Auto => match NvmlSource::init() {
                 Ok(n) => {
                     tracing::info!(gpus = n.count(), driver = %n.driver_version(), "NVML GPU telemetry enabled");
@@ -258,7 +291,7 @@ impl Agent {
     /// Makes `rebatch` reload `triton_model` on the Triton at `triton_url` with new dynamic-batching settings
     /// (see [`crate::triton`]) instead of running `rebatch_hook`. Both `None`: no change; one without the
     /// other is an error naming the missing one.
-    pub fn with_triton(mut self, triton_url: Option<String>, triton_model: Option<String>) -> anyhow::Result<Self> {
+    pub fn with_triton(mut self, triton_url: Option<String>, triton_model: Option<String>) -> Result<Self, AgentError> {
         self.triton = match (triton_url, triton_model) {
             (None, None) => None,
             (Some(url), Some(model)) => {
@@ -266,8 +299,12 @@ impl Agent {
                 tracing::info!(url = %url, model = %model, "rebatch reloads the Triton model with new batching");
                 Some(client)
             }
-            (Some(_), None) => anyhow::bail!("triton_url is set but triton_model is not: both are needed"),
-            (None, Some(_)) => anyhow::bail!("triton_model is set but triton_url is not: both are needed"),
+            (Some(_), None) => {
+                return Err(AgentError::TritonIncomplete("triton_url is set but triton_model is not: both are needed"));
+            }
+            (None, Some(_)) => {
+                return Err(AgentError::TritonIncomplete("triton_model is set but triton_url is not: both are needed"));
+            }
         };
         Ok(self)
     }

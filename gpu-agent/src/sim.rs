@@ -4,9 +4,11 @@
 //! the group's replicas are spread round-robin over its nodes, so each node derives its share of the load
 //! from the group's replica count alone: when the control plane sends `set_replicas`, every node agrees on
 //! who serves what. New replicas take a cold start before they serve (their GPUs load the model meanwhile);
-//! the backlog is the fluid queue of ../shared/EVAL.md section 3, so fewer replicas visibly mean queueing
+//! the backlog is the fluid queue of ../shared/EVAL.md section 3 ([`FluidQueue`], the backtest's own), so fewer replicas visibly mean queueing
 //! and latency, more replicas lower utilisation, and larger batches raise throughput and inter-token latency.
 
+use fleetpilot_eval::queue::FluidQueue;
+use fleetpilot_eval::trace::{CsvError, parse_buckets, timestamp_secs};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
@@ -35,60 +37,32 @@ pub struct Trace {
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    /// Wrong header.
-    #[error("trace header must be `timestamp,requests,prompt_tokens,output_tokens`, got {0:?}")]
-    Header(String),
-    /// Bad row.
-    #[error("trace line {line}: {reason}")]
-    Row {
-        /// 1-based line.
-        line: usize,
-        /// Why.
-        reason: String,
-    },
+    /// Not a bucketed trace (the one reader's error: header, fields, counts).
+    #[error(transparent)]
+    Csv(#[from] CsvError),
     /// Nothing in it.
     #[error("trace has no rows")]
     Empty,
 }
 
 impl Trace {
-    /// Parses the bucketed trace format of `../shared/data/traces/*_10s.csv`; the step is taken from the
-    /// first two timestamps (`YYYY-MM-DD HH:MM:SS`), 10 s if there is only one row.
+    /// Parses the bucketed trace format of `../shared/data/traces/*_10s.csv` with the one trace reader
+    /// ([`fleetpilot_eval::trace::parse_buckets`]); the step is taken from the first two timestamps, 10 s if
+    /// there is only one row or they do not give a positive step.
     pub fn parse_csv(text: &str) -> Result<Trace, TraceError> {
-        let mut lines = text.lines().enumerate();
-        let header = lines.next().map(|(_, h)| h.trim()).unwrap_or_default();
-        if header != "timestamp,requests,prompt_tokens,output_tokens" {
-            return Err(TraceError::Header(header.to_string()));
-        }
-        let mut rows = Vec::new();
-        let mut stamps = Vec::new();
-        for (i, line) in lines {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            let f: Vec<&str> = line.split(',').collect();
-            if f.len() != 4 {
-                return Err(TraceError::Row { line: i + 1, reason: format!("expected 4 fields, got {}", f.len()) });
-            }
-            let num = |s: &str| -> Result<f64, TraceError> {
-                s.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| TraceError::Row {
-                    line: i + 1,
-                    reason: format!("{s:?} is not a non-negative number"),
-                })
-            };
-            rows.push(TraceRow { requests: num(f[1])?, prompt_tokens: num(f[2])?, output_tokens: num(f[3])? });
-            if stamps.len() < 2 {
-                stamps.push(secs_of_day(f[0]));
-            }
-        }
-        if rows.is_empty() {
+        let steps = parse_buckets(text)?;
+        if steps.is_empty() {
             return Err(TraceError::Empty);
         }
-        let step_secs = match (stamps.first().copied().flatten(), stamps.get(1).copied().flatten()) {
+        let stamp = |i: usize| steps.get(i).and_then(|s| timestamp_secs(&s.timestamp));
+        let step_secs = match (stamp(0), stamp(1)) {
             (Some(a), Some(b)) if b > a => b - a,
             _ => 10.0,
         };
+        let rows = steps
+            .iter()
+            .map(|s| TraceRow { requests: s.requests, prompt_tokens: s.prompt_tokens, output_tokens: s.output_tokens })
+            .collect();
         Ok(Trace { step_secs, rows })
     }
 
@@ -110,15 +84,6 @@ impl Trace {
     pub fn duration_secs(&self) -> f64 {
         self.step_secs * self.rows.len() as f64
     }
-}
-
-fn secs_of_day(ts: &str) -> Option<f64> {
-    let time = ts.trim().split(' ').nth(1)?;
-    let mut it = time.split(':');
-    let h: f64 = it.next()?.parse().ok()?;
-    let m: f64 = it.next()?.parse().ok()?;
-    let s: f64 = it.next()?.parse().ok()?;
-    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 /// Simulation settings.
@@ -170,8 +135,8 @@ pub struct NodeSim {
     ready: u32,
     /// Replicas starting: (trace time when ready, count).
     pending: Vec<(f64, u32)>,
-    /// Group backlog, replica-seconds of work.
-    backlog: f64,
+    /// The group's fluid queue (its backlog, replica-seconds of work).
+    queue: FluidQueue,
     last_trace_secs: Option<f64>,
     temps: Vec<f64>,
     batch: u32,
@@ -203,7 +168,7 @@ impl NodeSim {
             desired: initial,
             ready: initial,
             pending: Vec::new(),
-            backlog: 0.0,
+            queue: FluidQueue::new(),
             last_trace_secs: None,
             temps,
             batch: REFERENCE_BATCH as u32,
@@ -297,16 +262,18 @@ impl NodeSim {
         let work_rate = (row.prompt_tokens / self.cfg.prefill_tps + row.output_tokens / self.cfg.decode_tps) / step;
         let arrivals = work_rate * dt;
         let capacity = f64::from(self.ready) * dt * self.batch_efficiency();
+        let q = self.queue.step(arrivals, capacity);
+        // No time elapsed (the first sample, or two at one instant): there is no interval to measure, so the
+        // utilisation is the arrival rate over the serving rate instead of the queue's busy fraction.
         let util = if capacity > 0.0 {
-            ((self.backlog + arrivals) / capacity).min(1.0)
+            q.utilisation
         } else if work_rate > 0.0 {
             (work_rate / (f64::from(self.ready) * self.batch_efficiency())).min(1.0)
         } else {
             0.0
         };
-        self.backlog = (self.backlog + arrivals - capacity).max(0.0);
         let pending = self.pending.iter().map(|(_, n)| n).sum();
-        GroupState { ready: self.ready, pending, util, backlog: self.backlog, row }
+        GroupState { ready: self.ready, pending, util, backlog: q.backlog, row }
     }
 
     /// The health probe's answer for each simulated GPU: an H100's achievable copy bandwidth (about 2.9 TB/s)

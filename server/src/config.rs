@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
+use forecasting::pricing::PriceTable;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::alert::AnomalyLevel;
@@ -346,7 +347,7 @@ pub struct AlertSettings {
     pub anomaly_min_severity: AnomalyLevel,
     /// Whether `opportunity-value` fires for open opportunities worth `opportunity_min_money_per_week`.
     pub opportunity_enabled: bool,
-    /// Saving per week (in `opportunities.currency`) from which an open opportunity fires
+    /// Saving per week (in `opportunities.prices.currency`) from which an open opportunity fires
     /// `opportunity-value` (severity `info`: PagerDuty's default routing makes it low urgency).
     pub opportunity_min_money_per_week: f64,
     /// A firing `opportunity-value` resolves below this fraction of `opportunity_min_money_per_week`
@@ -432,13 +433,40 @@ pub struct OpportunitySettings {
     pub default_itl_slo_ms: f64,
     /// Window length (seconds) from which evidence counts in full; shorter windows lower the confidence.
     pub full_confidence_secs: f64,
-    /// Price per GPU-hour for models no `price_per_gpu_hour` key matches.
-    pub default_price_per_gpu_hour: f64,
-    /// Price per GPU-hour by a case-insensitive substring of the GPU model name (the longest match wins),
-    /// e.g. `{ H100 = 4.0, A100 = 2.5 }`.
-    pub price_per_gpu_hour: std::collections::BTreeMap<String, f64>,
-    /// Currency of the prices.
-    pub currency: String,
+    /// What a GPU-hour costs (`[opportunities.prices]`): `default_per_gpu_hour` for models no key matches,
+    /// `per_gpu_hour` by a case-insensitive substring of the GPU model name (the longest match wins), e.g.
+    /// `{ H100 = 4.0, A100 = 2.5 }`, and the `currency` of both. Defaults: [`PriceTable::default`].
+    pub prices: PriceTable,
+    /// Deprecated spelling of `prices.default_per_gpu_hour` (kept so older config files still load; it wins
+    /// over `prices` when both are set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_price_per_gpu_hour: Option<f64>,
+    /// Deprecated spelling of `prices.per_gpu_hour` (merged over it key by key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_per_gpu_hour: Option<std::collections::BTreeMap<String, f64>>,
+    /// Deprecated spelling of `prices.currency`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
+
+impl OpportunitySettings {
+    /// Folds the deprecated flat price keys into `prices`, saying which were used (for a warning).
+    fn fold_deprecated_prices(&mut self) -> Vec<&'static str> {
+        let mut used = Vec::new();
+        if let Some(v) = self.default_price_per_gpu_hour.take() {
+            self.prices.default_per_gpu_hour = v;
+            used.push("opportunities.default_price_per_gpu_hour");
+        }
+        if let Some(m) = self.price_per_gpu_hour.take() {
+            self.prices.per_gpu_hour.extend(m);
+            used.push("opportunities.price_per_gpu_hour");
+        }
+        if let Some(c) = self.currency.take() {
+            self.prices.currency = c;
+            used.push("opportunities.currency");
+        }
+        used
+    }
 }
 
 impl Default for OpportunitySettings {
@@ -452,9 +480,10 @@ impl Default for OpportunitySettings {
             idle_fraction: 0.9,
             default_itl_slo_ms: 0.0,
             full_confidence_secs: 6.0 * 3600.0,
-            default_price_per_gpu_hour: 2.5,
-            price_per_gpu_hour: forecasting::opportunities::default_prices(),
-            currency: "USD".into(),
+            prices: PriceTable::default(),
+            default_price_per_gpu_hour: None,
+            price_per_gpu_hour: None,
+            currency: None,
         }
     }
 }
@@ -521,7 +550,10 @@ impl Settings {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             fig = fig.merge(Serialized::default("database_url", url));
         }
-        let s: Settings = fig.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut s: Settings = fig.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for key in s.opportunities.fold_deprecated_prices() {
+            tracing::warn!(key, "deprecated configuration key; use [opportunities.prices] instead");
+        }
         s.validate()?;
         Ok(s)
     }
@@ -583,8 +615,8 @@ impl Settings {
         if !(o.full_confidence_secs.is_finite() && o.full_confidence_secs > 0.0) {
             return bad("opportunities.full_confidence_secs", "must be > 0");
         }
-        if !nonneg(o.default_price_per_gpu_hour) || o.price_per_gpu_hour.values().any(|v| !nonneg(*v)) {
-            return bad("opportunities.price_per_gpu_hour", "prices must be finite and >= 0");
+        if o.prices.validate().is_err() {
+            return bad("opportunities.prices", "prices must be finite and >= 0");
         }
         let a = &self.alerts;
         for (f, v) in [
@@ -671,5 +703,48 @@ impl Settings {
             return bad("agent_token", "must be set when agent_token_can_write is on (FLEETPILOT_AGENT_TOKEN)");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[opportunities.prices]` overrides the default price table key by key, the way `Settings::load` layers a
+    /// file over the defaults.
+    #[test]
+    fn prices_come_from_the_config_file_over_the_defaults() {
+        let toml = "[opportunities.prices]\ncurrency = \"EUR\"\n[opportunities.prices.per_gpu_hour]\nH100 = 3.0\n";
+        let s: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .expect("valid configuration");
+        let p = &s.opportunities.prices;
+        assert_eq!(p.price("NVIDIA H100 80GB HBM3"), 3.0);
+        assert_eq!(p.price("NVIDIA L4"), 0.8, "keys not set keep their default");
+        assert_eq!((p.currency.as_str(), p.default_per_gpu_hour), ("EUR", 2.5));
+        assert_eq!(Settings::default().opportunities.prices, PriceTable::default());
+        let unknown = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string("[opportunities.prices]\nper_gpu = 1\n"))
+            .extract::<Settings>();
+        assert!(unknown.is_err(), "unknown price keys are refused");
+    }
+
+    /// Config files written before `[opportunities.prices]` still load: the flat keys land in the table.
+    #[test]
+    fn the_older_flat_price_keys_still_load() {
+        let toml = "[opportunities]\ndefault_price_per_gpu_hour = 3.5\ncurrency = \"EUR\"\n\
+                    [opportunities.price_per_gpu_hour]\nH100 = 3.0\n";
+        let mut s: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .expect("an older configuration still parses");
+        let used = s.opportunities.fold_deprecated_prices();
+        assert_eq!(used.len(), 3, "{used:?}");
+        let p = &s.opportunities.prices;
+        assert_eq!(p.price("NVIDIA H100 80GB HBM3"), 3.0);
+        assert_eq!(p.price("NVIDIA L4"), 0.8, "the other defaults stay");
+        assert_eq!((p.currency.as_str(), p.default_per_gpu_hour), ("EUR", 3.5));
+        assert_eq!(p.price("Some Future GPU"), 3.5);
     }
 }

@@ -79,7 +79,7 @@ impl FleetSizing {
 /// Sizes a fleet of `gpus` GPUs for the trace at `path` (a bucketed `timestamp,requests,prompt_tokens,
 /// output_tokens` CSV) and runs the backtest's static-peak and fleetpilot policies over it.
 pub fn size_fleet(path: &std::path::Path, gpus: u32) -> anyhow::Result<FleetSizing> {
-    use forecasting::backtest::{self as bt, EnginePolicy, Profile};
+    use fleetpilot_eval::backtest::{self as bt, EnginePolicy, Profile};
     if gpus == 0 {
         anyhow::bail!("the fleet needs at least one GPU");
     }

@@ -1,19 +1,20 @@
 //! The evaluation commands of ../shared/EVAL.md: `eval nab`, `eval forecast` and `backtest`. File reading
-//! and writing live here; all the arithmetic is in the pure `forecasting` crate.
+//! and writing live here; all the arithmetic is in the pure `forecasting` and `fleetpilot-eval` crates.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
-use forecasting::anomaly::selection;
-use forecasting::backtest::{
+use anyhow::Context as _;
+use fleetpilot_eval::backtest::{
     self as bt, EnginePolicy, HpaPolicy, KpaPolicy, Policy, Profile, Summary, TraceStep, format_steps_csv,
     format_summary_csv, simulate,
 };
-use forecasting::mase::{IntervalForecast, MaseReport, RollingOrigin, evaluate};
+use fleetpilot_eval::mase::{IntervalForecast, MaseReport, RollingOrigin, evaluate};
+use fleetpilot_eval::nab::{self, ScoredFile};
+use fleetpilot_eval::trace;
+use forecasting::anomaly::selection;
 use forecasting::model::{Candidate, Fitted, ModelConfig};
-use forecasting::nab::{self, ScoredFile};
 use indicatif::{ProgressBar, ProgressStyle};
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -30,24 +31,11 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     b
 }
 
-/// Parses `timestamp,value,...`: (timestamps, values of column `col`). A bad line is an error naming it.
+/// Reads `timestamp,value,...` with the one trace reader: (timestamps, values of column `col`). A bad line is an
+/// error naming the file and the line.
 fn timestamp_value_csv(text: &str, col: usize, path: &Path) -> anyhow::Result<(Vec<String>, Vec<f64>)> {
-    let mut ts = Vec::new();
-    let mut vs = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split(',').collect();
-        let (Some(t), Some(v)) = (f.first(), f.get(col)) else {
-            bail!("{}:{}: expected at least {} columns", path.display(), i + 1, col + 1);
-        };
-        let v: f64 =
-            v.trim().parse().with_context(|| format!("{}:{}: {v:?} is not a number", path.display(), i + 1))?;
-        ts.push(t.trim().to_string());
-        vs.push(v);
-    }
-    Ok((ts, vs))
+    let s = trace::parse_series(text, col).with_context(|| path.display().to_string())?;
+    Ok((s.timestamps, s.values))
 }
 
 /// `fleetpilot eval nab --data DIR --out DIR [--cv]`: runs the detector on every file of a NAB-layout

@@ -405,7 +405,7 @@ async fn main() -> anyhow::Result<()> {
             fleetpilot::evaluate::forecast(&series, horizon, season, warmup, stride, column).map(|_| ())
         }
         Cmd::Backtest { trace, out, prefill_tps, decode_tps, cold_start_s, gpus_per_replica, slo_delay_s, step_s } => {
-            let profile = forecasting::backtest::Profile {
+            let profile = fleetpilot_eval::backtest::Profile {
                 prefill_rate: prefill_tps,
                 decode_rate: decode_tps,
                 cold_start_s,

@@ -3,7 +3,7 @@
 //! Leave-one-category-out cross-validation must re-make, on the other categories, every choice that was
 //! made by looking at scores rather than fixed in advance. The shipped configuration was chosen among
 //! these alternatives (each one tried on the development files and recorded in
-//! `forecasting/tests/nab_detector.rs`), so the grid lists them all and the cross-validation picks one
+//! `forecasting/eval/tests/nab_detector.rs`), so the grid lists them all and the cross-validation picks one
 //! per fold together with the threshold. The grid is fixed here, in code, before any fold is scored;
 //! adding a candidate because it wins a fold would defeat it.
 

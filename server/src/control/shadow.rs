@@ -5,15 +5,15 @@
 //! every tick on live data and its decisions are recorded, but nothing acts on them, so their cost cannot be
 //! observed. It is estimated instead: each policy's recorded replica path (the count in force at the end of
 //! every step) is replayed against the demand the fleet actually saw through the EVAL fluid model
-//! ([`forecasting::backtest::price_path`]), giving GPU-hours, money at the configured prices, an SLO attainment
+//! ([`fleetpilot_eval::backtest::price_path`]), giving GPU-hours, money at the configured prices, an SLO attainment
 //! estimate (the share of work that waited no longer than the delay budget) and actions per hour. The active
 //! policy goes through the same model with the same demand, so the rows compare like with like.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
-use forecasting::backtest::{Profile, ReplicaPath, price_path};
-use forecasting::opportunities::Pricing;
+use fleetpilot_eval::backtest::{Profile, ReplicaPath, price_path};
+use forecasting::pricing::PriceTable;
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -35,7 +35,7 @@ pub enum ShadowError {
     Db(#[from] sqlx::Error),
     /// The fluid model refused its input (never expected: every input is built here).
     #[error("counterfactual model: {0}")]
-    Model(#[from] forecasting::backtest::BacktestError),
+    Model(#[from] fleetpilot_eval::backtest::BacktestError),
 }
 
 /// What one policy's recorded decisions would have cost.
@@ -122,7 +122,7 @@ pub async fn report(
     all: &[StoredPolicy],
     asked: &StoredPolicy,
     now: DateTime<Utc>,
-    pricing: &Pricing,
+    pricing: &PriceTable,
 ) -> Result<ShadowReport, ShadowError> {
     let members = members(all, asked);
     // The model's settings come from the policy that acts (the fleet's cold start and budget are the

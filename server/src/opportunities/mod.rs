@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use forecasting::clustering::{GpuProfile, board_power_w, cluster_profiles, profile_from_series};
 use forecasting::forecast::{ForecastConfig, forecast};
-use forecasting::opportunities::{Config, DeploymentWindow, FleetWindow, GpuWindow, Pricing, detect};
+use forecasting::opportunities::{Config, DeploymentWindow, FleetWindow, GpuWindow, detect};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument as _;
@@ -43,11 +43,7 @@ pub fn detector_config(s: &OpportunitySettings) -> Config {
         idle_util_pct: s.idle_util_pct,
         idle_fraction: s.idle_fraction,
         full_confidence_secs: s.full_confidence_secs,
-        pricing: Pricing {
-            default_per_gpu_hour: s.default_price_per_gpu_hour,
-            per_gpu_hour: s.price_per_gpu_hour.clone(),
-            currency: s.currency.clone(),
-        },
+        pricing: s.prices.clone(),
         ..Config::default()
     }
 }

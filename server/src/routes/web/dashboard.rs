@@ -247,7 +247,7 @@ pub async fn index(v: Viewer, params: Params) -> Result<HttpResponse, WebError> 
             })
             .collect(),
         open_opportunities: data.summary.open,
-        savings: format!("{} {:.0}", state.settings.opportunities.currency, data.summary.saving_per_week),
+        savings: format!("{} {:.0}", state.settings.opportunities.prices.currency, data.summary.saving_per_week),
         savings_gpu_hours: format!("{:.0}", data.summary.gpu_hours_per_week),
         top: data
             .top

@@ -2,11 +2,13 @@
 //! shipped scaling engine driven through it ([`EnginePolicy`]).
 
 pub mod counterfactual;
+#[cfg(feature = "engine")]
 pub mod engine;
 pub mod model;
 pub mod policies;
 
 pub use counterfactual::{ReplicaPath, price_path};
+#[cfg(feature = "engine")]
 pub use engine::EnginePolicy;
 pub use model::{
     BacktestError, BacktestResult, Decision, MAX_REPLICAS, Observation, Policy, Profile, Proposal, StepRow, Summary,

@@ -5,7 +5,7 @@
 
 mod forecast_data;
 
-use forecasting::mase::{IntervalForecast, MaseReport, RollingOrigin, evaluate};
+use fleetpilot_eval::mase::{IntervalForecast, MaseReport, RollingOrigin, evaluate};
 use forecasting::model::{Fitted, ModelConfig};
 
 fn forecaster(train: &[f64], h: usize) -> IntervalForecast {

@@ -101,9 +101,9 @@
 
 mod common;
 
+use fleetpilot_eval::nab::{PROFILES, ScoredFile, leave_one_category_out, score_corpus};
 use forecasting::anomaly::selection::{grid, score_series};
 use forecasting::anomaly::{Config, Detector};
-use forecasting::nab::{PROFILES, ScoredFile, leave_one_category_out, score_corpus};
 
 /// Scores reached by the default configuration (standard, reward_low_FP_rate, reward_low_FN_rate).
 const REACHED: [f64; 3] = [75.79, 71.65, 79.04];

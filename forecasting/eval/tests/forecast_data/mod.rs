@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
+use fleetpilot_eval::trace::{parse_buckets, parse_series};
+
+pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data");
 
 /// The EC2 CPU series of NAB (5-minute steps, daily season 288), sorted by name: (name, values).
 pub fn ec2_cpu() -> Vec<(String, Vec<f64>)> {
@@ -18,7 +20,7 @@ pub fn ec2_cpu() -> Vec<(String, Vec<f64>)> {
         .into_iter()
         .map(|n| {
             let text = std::fs::read_to_string(dir.join(&n)).expect("read NAB csv");
-            let values = text.lines().skip(1).filter_map(|l| l.split(',').nth(1)?.trim().parse::<f64>().ok()).collect();
+            let values = parse_series(&text, 1).unwrap_or_else(|e| panic!("{n}: {e}")).values;
             (n.trim_end_matches(".csv").to_string(), values)
         })
         .collect()
@@ -28,15 +30,8 @@ pub fn ec2_cpu() -> Vec<(String, Vec<f64>)> {
 pub fn trace_work(name: &str) -> Vec<f64> {
     let path = Path::new(DATA).join("traces").join(format!("{name}.csv"));
     let text = std::fs::read_to_string(&path).expect("read trace csv");
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut f = l.split(',').skip(2);
-            let p: f64 = f.next()?.trim().parse().ok()?;
-            let o: f64 = f.next()?.trim().parse().ok()?;
-            Some(p / 1000.0 + o / 100.0)
-        })
-        .collect()
+    let steps = parse_buckets(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    steps.iter().map(|s| s.prompt_tokens / 1000.0 + s.output_tokens / 100.0).collect()
 }
 
 pub const TRACES: [&str; 3] = ["azure_conv_10s", "azure_code_10s", "mooncake_conversation_10s"];

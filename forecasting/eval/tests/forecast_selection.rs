@@ -33,7 +33,7 @@
 //! interval option by their mean coverage error (|cov80 - 80 %| + |cov95 - 95 %|); both are scored on the held
 //! series. Dev series: the 8 NAB EC2 CPU series (m = 288, h = 12, W = 576, s = 12), the work of the 3 10-second
 //! traces (m = 1, h = 12, W = 60, s = 12), and the 5 step-like series (14 days, m = 144, h = 6, W = 288, s = 6).
-//! Figures: `cargo test -p forecasting --test forecast_selection leave_one_series_out -- --ignored --nocapture`
+//! Figures: `cargo test -p fleetpilot-eval --test forecast_selection leave_one_series_out -- --ignored --nocapture`
 //! (about 90 s in debug; see [`leave_one_series_out`]; what it printed is in RESULTS below).
 //!
 //! RESULTS
@@ -135,7 +135,7 @@
 
 mod forecast_data;
 
-use forecasting::mase::{seasonal_naive, seasonal_scale};
+use fleetpilot_eval::mase::{seasonal_naive, seasonal_scale};
 use forecasting::model::{Candidate, Fitted, ModelConfig};
 
 /// One way to choose among the candidates.
@@ -559,7 +559,7 @@ fn step_like_series_meet_the_targets() {
 }
 
 /// Leave-one-series-out choice among [`OPTIONS`] over the 16 dev series (slow in debug):
-/// `cargo test --release -p forecasting --test forecast_selection -- --ignored --nocapture`.
+/// `cargo test --release -p fleetpilot-eval --test forecast_selection -- --ignored --nocapture`.
 #[test]
 #[ignore = "slow in debug; run with --release -- --ignored --nocapture"]
 fn leave_one_series_out() {
@@ -645,12 +645,12 @@ fn leave_one_series_out() {
 
 /// The shipped forecaster on the 31-day versions of the step-like series, as the issue runs its real series
 /// (`fleetpilot eval forecast --series S --horizon 6 --season 144 --stride 6` runs the same
-/// [`forecasting::mase::evaluate`] on the same `Fitted::fit` + `forecast`):
-/// `cargo test -p forecasting --test forecast_selection step_like_series_31_days -- --ignored --nocapture`.
+/// [`fleetpilot_eval::mase::evaluate`] on the same `Fitted::fit` + `forecast`):
+/// `cargo test -p fleetpilot-eval --test forecast_selection step_like_series_31_days -- --ignored --nocapture`.
 #[test]
 #[ignore = "about a minute in debug; run on demand"]
 fn step_like_series_31_days() {
-    use forecasting::mase::{IntervalForecast, RollingOrigin};
+    use fleetpilot_eval::mase::{IntervalForecast, RollingOrigin};
     // FORECAST_SWITCH_BLOCK=n and FORECAST_HONEST_ERRORS=n try another `switch_block` or `honest_errors`
     // (exploration only).
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
@@ -675,7 +675,7 @@ fn step_like_series_31_days() {
     for spec in &forecast_data::STEP_SPECS {
         let y = forecast_data::step_series(spec, 31);
         let ro = RollingOrigin { season: 144, horizon: 6, warmup: 288, stride: 6 };
-        let r = forecasting::mase::evaluate(&y, &ro, &mut forecaster).expect("evaluation");
+        let r = fleetpilot_eval::mase::evaluate(&y, &ro, &mut forecaster).expect("evaluation");
         let (model, naive, last) = (
             r.mase_model.unwrap_or(f64::NAN),
             r.mase_seasonal_naive.unwrap_or(f64::NAN),
@@ -693,7 +693,7 @@ fn step_like_series_31_days() {
 
 /// Writes the step-like series, 31 days each (as the issue's real series), as `timestamp,value` CSVs for
 /// `fleetpilot eval forecast --series DIR/NAME.csv --horizon 6 --season 144 --stride 6`:
-/// `STEP_SERIES_DIR=/tmp/step_series cargo test -p forecasting --test forecast_selection write_step_series --
+/// `STEP_SERIES_DIR=/tmp/step_series cargo test -p fleetpilot-eval --test forecast_selection write_step_series --
 /// --ignored`.
 #[test]
 #[ignore = "writes files; run on demand"]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use forecasting::nab::{PROFILES, score_corpus};
+use fleetpilot_eval::nab::{PROFILES, score_corpus};
 
 #[test]
 fn numenta_htm_scores_match_eval_md() {

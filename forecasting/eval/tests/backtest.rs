@@ -1,11 +1,11 @@
 //! Backtests on the real traces (`shared/data/traces`, standard profile).
 
-use forecasting::backtest::{
+use fleetpilot_eval::backtest::{
     Decision, EnginePolicy, HpaPolicy, KpaPolicy, Observation, Policy, Profile, StaticPolicy, Summary, Telemetry,
     TraceStep, format_steps_csv, parse_trace_csv, replay, simulate, static_best, static_peak, trace_work,
 };
 
-const TRACES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/traces");
+const TRACES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/traces");
 
 fn load(name: &str) -> Vec<TraceStep> {
     let text = std::fs::read_to_string(format!("{TRACES}/{name}.csv")).expect("trace file");
@@ -66,7 +66,7 @@ fn static_best_is_the_smallest_constant_fleet() {
     let trace = load("azure_conv_10s");
     let best = static_best(&trace, &p).expect("best");
     assert_eq!(best.replicas(), 26);
-    let below = run(&trace, &mut forecasting::backtest::StaticPolicy::new("x", best.replicas() - 1));
+    let below = run(&trace, &mut fleetpilot_eval::backtest::StaticPolicy::new("x", best.replicas() - 1));
     assert!(below.slo_attainment < 0.995);
     assert_eq!(static_peak(&trace, &p).expect("peak").replicas(), 44);
 }
@@ -206,7 +206,7 @@ fn fleetpilot_beats_static_best_on_a_daily_cycle() {
 /// A day at one-minute steps built from each dev trace's one-minute version (EVAL.md's other yardstick is long
 /// one-minute real-fleet traces; these stand in for them here, they are not tuned on): minute `t` is the
 /// trace's minute `t mod 60` scaled by `0.25 + 0.75 (1 - cos 2πt/1440) / 2`. Printed figures are the README's
-/// (`cargo test -p forecasting --release --test backtest day_long -- --nocapture`); the bounds are loose floors
+/// (`cargo test -p fleetpilot-eval --release --test backtest day_long -- --nocapture`); the bounds are loose floors
 /// (minute-scale bursts at a 120 s cold start cost attainment here: 98.30 % on azure_code, 98.87 % on mooncake).
 #[test]
 fn day_long_one_minute_cycles() {

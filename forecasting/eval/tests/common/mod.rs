@@ -1,10 +1,10 @@
 //! Test-only loading of the NAB development corpus (IO lives here, never in the library).
 #![allow(dead_code)]
 
-use forecasting::nab::{ScoredFile, parse_timestamp_micros, window_rows};
+use fleetpilot_eval::nab::{ScoredFile, parse_timestamp_micros, window_rows};
 use std::collections::BTreeMap;
 
-pub const NAB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/nab");
+pub const NAB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/nab");
 
 /// One NAB data file: `category/file.csv`, raw timestamp strings, parsed instants, values and windows.
 pub struct NabSeries {
@@ -12,26 +12,17 @@ pub struct NabSeries {
     pub timestamps: Vec<String>,
     pub micros: Vec<i64>,
     pub values: Vec<f64>,
-    pub windows: Vec<forecasting::nab::Window>,
+    pub windows: Vec<fleetpilot_eval::nab::Window>,
 }
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
-/// Parses a `timestamp,value[,...]` CSV into (timestamps, values of the column `col`).
+/// Parses a `timestamp,value[,...]` CSV into (timestamps, values of the column `col`) with the one trace reader.
 pub fn parse_csv(text: &str, col: usize) -> (Vec<String>, Vec<f64>) {
-    let mut ts = Vec::new();
-    let mut vs = Vec::new();
-    for line in text.lines().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split(',').collect();
-        ts.push(fields[0].to_string());
-        vs.push(fields[col].trim().parse::<f64>().unwrap_or(f64::NAN));
-    }
-    (ts, vs)
+    let s = fleetpilot_eval::trace::parse_series(text, col).unwrap_or_else(|e| panic!("NAB CSV: {e}"));
+    (s.timestamps, s.values)
 }
 
 /// Loads all files listed in `labels/combined_windows.json`, sorted by key.

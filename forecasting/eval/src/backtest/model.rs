@@ -1,10 +1,17 @@
 //! The deterministic fluid fleet model v1 of EVAL.md section 3.
 //!
-//! Everything here is pure: the caller parses the trace (see [`parse_trace_csv`]) and receives per-step rows and a
+//! The queue itself is [`crate::queue::FluidQueue`], the one the agent's simulator steps too; this module adds
+//! the fleet around it (cold starts, cancellations), the observations and the results.
+//!
+//! Everything here is pure: the caller reads the trace and parses it (see [`parse_trace_csv`]) and receives per-step rows and a
 //! summary, which [`format_steps_csv`] / [`format_summary_csv`] turn into the CSV files the backtest command writes.
 
 use std::collections::VecDeque;
 use std::fmt;
+
+use crate::queue::{FluidQueue, queue_delay_s};
+pub use crate::trace::TraceStep;
+use crate::trace::{CsvError, parse_buckets, timestamp_secs};
 
 /// Upper bound on the replica count of every reference policy (EVAL.md: "none goes ... above 100,000").
 pub const MAX_REPLICAS: u32 = 100_000;
@@ -16,8 +23,8 @@ pub enum BacktestError {
     InvalidProfile(&'static str),
     /// A trace value is negative or not finite.
     InvalidTrace { step: usize, field: &'static str },
-    /// The trace CSV could not be parsed.
-    Parse { line: usize, message: String },
+    /// The trace CSV could not be parsed ([`crate::trace::parse_buckets`]).
+    Csv(CsvError),
     /// A replayed `desired` column does not have one entry per trace step.
     LengthMismatch { trace: usize, desired: usize },
     /// The trace's timestamps do not give one step: unparsable, not increasing, or unevenly spaced
@@ -32,7 +39,7 @@ impl fmt::Display for BacktestError {
             Self::InvalidTrace { step, field } => {
                 write!(f, "invalid trace value at step {step}: {field} must be finite and >= 0")
             }
-            Self::Parse { line, message } => write!(f, "trace CSV line {line}: {message}"),
+            Self::Csv(e) => write!(f, "trace CSV {e}"),
             Self::LengthMismatch { trace, desired } => {
                 write!(f, "desired column has {desired} entries but the trace has {trace} steps")
             }
@@ -41,7 +48,20 @@ impl fmt::Display for BacktestError {
     }
 }
 
-impl std::error::Error for BacktestError {}
+impl std::error::Error for BacktestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Csv(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<CsvError> for BacktestError {
+    fn from(e: CsvError) -> Self {
+        Self::Csv(e)
+    }
+}
 
 /// Replica profile and SLO: P, D, C, g, L and the step Δ.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,63 +139,11 @@ pub(crate) fn steps_for(seconds: f64, step_s: f64) -> f64 {
     if q.is_finite() { q } else { 0.0 }
 }
 
-/// One step of a demand trace (`timestamp,requests,prompt_tokens,output_tokens`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TraceStep {
-    pub timestamp: String,
-    pub requests: f64,
-    pub prompt_tokens: f64,
-    pub output_tokens: f64,
-}
-
 /// Parses a bucketed trace CSV (`timestamp,requests,prompt_tokens,output_tokens`, header required, blank lines
-/// skipped). Pure: the caller reads the file.
+/// skipped, counts finite and non-negative) with the one trace reader, [`crate::trace::parse_buckets`]. Pure: the
+/// caller reads the file.
 pub fn parse_trace_csv(text: &str) -> Result<Vec<TraceStep>, BacktestError> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
-        return Err(BacktestError::Parse { line: 1, message: "empty input".into() });
-    };
-    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
-    if cols != ["timestamp", "requests", "prompt_tokens", "output_tokens"] {
-        return Err(BacktestError::Parse { line: 1, message: format!("unexpected header {header:?}") });
-    }
-    let mut out = Vec::new();
-    for (i, line) in lines {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if fields.len() != 4 {
-            return Err(BacktestError::Parse {
-                line: i + 1,
-                message: format!("expected 4 fields, got {}", fields.len()),
-            });
-        }
-        let num = |s: &str| {
-            s.parse::<f64>().map_err(|e| BacktestError::Parse { line: i + 1, message: format!("{s:?}: {e}") })
-        };
-        out.push(TraceStep {
-            timestamp: fields[0].to_string(),
-            requests: num(fields[1])?,
-            prompt_tokens: num(fields[2])?,
-            output_tokens: num(fields[3])?,
-        });
-    }
-    Ok(out)
-}
-
-/// Parses a trace timestamp: `YYYY-MM-DD HH:MM:SS[.frac]`, the same with `T`, RFC 3339, or Unix seconds.
-fn timestamp_secs(s: &str) -> Option<f64> {
-    let s = s.trim();
-    if let Ok(v) = s.parse::<f64>() {
-        return v.is_finite().then_some(v);
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Some(t.timestamp_micros() as f64 / 1e6);
-    }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
-            return Some(t.and_utc().timestamp_micros() as f64 / 1e6);
-        }
-    }
-    None
+    Ok(parse_buckets(text)?)
 }
 
 /// The trace's step Δ in seconds, read from its timestamps (EVAL.md: evenly spaced and increasing; a different
@@ -427,7 +395,7 @@ fn run_model(
     let mut backlog_hist: Vec<f64> = Vec::with_capacity(n);
     let mut util_hist: Vec<f64> = Vec::with_capacity(n);
     let mut rows = Vec::with_capacity(n);
-    let mut prev_backlog = 0.0_f64;
+    let mut queue = FluidQueue::new();
     let mut replica_steps = 0.0_f64;
     let mut violating_work = 0.0_f64;
     let mut violating_steps = 0usize;
@@ -447,24 +415,16 @@ fn run_model(
             pending.pop_front();
         }
         let w = work[t];
-        let capacity = f64::from(ready) * profile.step_s;
-        let inflow = prev_backlog + w;
-        let backlog = (inflow - capacity).max(0.0);
-        let util = if capacity > 0.0 {
-            (inflow / capacity).min(1.0)
-        } else if inflow > 0.0 {
-            1.0
-        } else {
-            0.0
-        };
-        let violation = backlog > 0.0 && (ready == 0 || backlog / f64::from(ready) > profile.slo_s);
+        let q = queue.step(w, f64::from(ready) * profile.step_s);
+        let (backlog, util, served) = (q.backlog, q.utilisation, q.served_fraction);
+        let delay = queue_delay_s(backlog, ready);
+        let violation = delay > profile.slo_s;
         if violation {
             violating_work += w;
             violating_steps += 1;
         }
         backlog_hist.push(backlog);
         util_hist.push(util);
-        let served = if inflow > 0.0 { (capacity / inflow).min(1.0) } else { 1.0 };
         let step = &trace[t];
         let (in_req, in_prompt, in_out) = (
             q_req + step.requests.max(0.0),
@@ -472,13 +432,6 @@ fn run_model(
             q_out + step.output_tokens.max(0.0),
         );
         (q_req, q_prompt, q_out) = (in_req * (1.0 - served), in_prompt * (1.0 - served), in_out * (1.0 - served));
-        let delay = if backlog <= 0.0 {
-            0.0
-        } else if ready == 0 {
-            f64::INFINITY
-        } else {
-            backlog / f64::from(ready)
-        };
         let mean_prompt = if step.requests > 0.0 { step.prompt_tokens / step.requests } else { 0.0 };
         let telemetry = Telemetry {
             gpu_utilization_pct_total: util * 100.0 * f64::from(ready) * profile.gpus_per_replica,
@@ -539,7 +492,6 @@ fn run_model(
             }
             ready -= excess.min(ready);
         }
-        prev_backlog = backlog;
     }
 
     let total_work: f64 = work.iter().sum();

@@ -1,9 +1,9 @@
 //! The shipped scaling engine as a backtest policy: each step's fluid-model [`super::model::Telemetry`] becomes the
-//! [`crate::engine::Observation`] the live loop would build from the agents' metrics, and the engine decides
+//! [`forecasting::engine::Observation`] the live loop would build from the agents' metrics, and the engine decides
 //! exactly as it does in the server (same spec, same code path, the clock simulated).
 
 use super::model::{Decision, MAX_REPLICAS, Observation, Policy, Profile, Proposal};
-use crate::engine::{EngineSpec, Load, Observation as EngineObservation, ScalingEngine};
+use forecasting::engine::{EngineSpec, Load, Observation as EngineObservation, ScalingEngine};
 
 /// The engine under a name, driven by the fluid model.
 #[derive(Debug, Clone)]
