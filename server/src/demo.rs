@@ -282,15 +282,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let pg_opts = PgOptions { data_dir: opts.data_dir.join("pgdata"), ephemeral: false };
     let mut pg = tokio::task::spawn_blocking(move || PrivatePostgres::start(&pg_opts)).await??;
     // A fresh database per run: the dashboard shows this run's fleet only.
-    {
-        use sqlx::Connection as _;
-        let mut admin = crate::pg::connect_retrying(&pg.url_for("postgres"), Duration::from_secs(30)).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {DEMO_DB} WITH (FORCE)")))
-            .execute(&mut admin)
-            .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {DEMO_DB}"))).execute(&mut admin).await?;
-        admin.close().await?;
-    }
+    crate::pg::recreate_database(&pg.url_for("postgres"), DEMO_DB).await?;
     let pool = db::connect(&pg.url_for(DEMO_DB), 20).await?;
     let api_token = token();
     let agent_token = token();

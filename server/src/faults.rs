@@ -35,9 +35,10 @@ use gpu_agent::protocol::{Batch, NodeInfo, PROTOCOL_VERSION};
 use gpu_agent::sim::{NodeSim, SimConfig, Trace};
 use sqlx::PgPool;
 
-use crate::alerts::{AlertEngine, Receivers};
+use crate::alerts::{AlertEngine, Receivers, rules};
 use crate::bench::quantile;
 use crate::config::{Secret, Settings};
+use crate::db;
 use crate::opportunities::Refresher;
 use crate::startup::Application;
 
@@ -172,11 +173,6 @@ fn replica_speed(trace: &Trace, gpus: u32) -> f64 {
     (peak / 0.7 / f64::from(gpus.max(1))).max(1e-3)
 }
 
-/// An alert instance: id, rule, node, GPU and deployment labels.
-type InstanceRow = (i64, String, Option<String>, Option<String>, Option<String>);
-/// An opportunity: kind, node, GPU, deployment.
-type OpportunityRow = (String, Option<String>, Option<i32>, Option<String>);
-
 /// Collects what the detection path emitted at `now_ms` since the previous call.
 struct Collector {
     seen_anomalies: HashSet<i64>,
@@ -186,13 +182,7 @@ struct Collector {
 
 impl Collector {
     async fn alerts(&mut self, pool: &PgPool, now_ms: i64) -> Result<(), sqlx::Error> {
-        let rows: Vec<InstanceRow> = sqlx::query_as(
-            "SELECT id, rule, labels->>'node', labels->>'gpu', labels->>'deployment' FROM alert_instances \
-             WHERE fired_at = $1 AND rule NOT IN ('anomaly-high', 'opportunity-value')",
-        )
-        .bind(ts(now_ms))
-        .fetch_all(pool)
-        .await?;
+        let rows = db::alerts::fired_at(pool, ts(now_ms), &[rules::ANOMALY_HIGH, rules::OPPORTUNITY_VALUE]).await?;
         for (id, rule, node, gpu, dep) in rows {
             if self.seen_instances.insert(id) {
                 self.events.push(Event {
@@ -210,13 +200,7 @@ impl Collector {
     }
 
     async fn sweep(&mut self, pool: &PgPool, now_ms: i64) -> Result<(), sqlx::Error> {
-        let rows: Vec<(i64, String, String, String, String, String)> = sqlx::query_as(
-            "SELECT id, node_id, deployment, target, metric, source FROM anomalies \
-             WHERE updated_at = $1 AND severity IN ('warning', 'critical')",
-        )
-        .bind(ts(now_ms))
-        .fetch_all(pool)
-        .await?;
+        let rows = db::anomalies::updated_at(pool, ts(now_ms), &["warning", "critical"]).await?;
         for (id, node, dep, target, metric, source) in rows {
             if self.seen_anomalies.insert(id) {
                 let gpu =
@@ -233,14 +217,7 @@ impl Collector {
                 });
             }
         }
-        let rows: Vec<OpportunityRow> = sqlx::query_as(
-            "SELECT kind, node_id, gpu_index, deployment FROM opportunities \
-             WHERE first_seen = $1 AND status = 'open' AND kind = ANY($2)",
-        )
-        .bind(ts(now_ms))
-        .bind(&FAULT_OPPORTUNITIES[..])
-        .fetch_all(pool)
-        .await?;
+        let rows = db::opportunities::opened_at(pool, ts(now_ms), &FAULT_OPPORTUNITIES).await?;
         for (kind, node, gpu, dep) in rows {
             self.events.push(Event {
                 at_ms: now_ms,

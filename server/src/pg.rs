@@ -390,6 +390,17 @@ pub async fn ensure_database(admin_url: &str, db: &str) -> Result<(), sqlx::Erro
     conn.close().await
 }
 
+/// Drops `db` (closing its sessions) and creates it empty, in the cluster at `admin_url`: a fresh database
+/// per demo run.
+pub async fn recreate_database(admin_url: &str, db: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection as _;
+    let mut conn = connect_retrying(admin_url, Duration::from_secs(30)).await?;
+    let name = format!("\"{}\"", db.replace('"', "\"\""));
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    conn.close().await
+}
+
 /// Connects, retrying while the server is still starting up.
 pub async fn connect_retrying(url: &str, timeout: Duration) -> Result<sqlx::PgConnection, sqlx::Error> {
     use sqlx::Connection as _;

@@ -284,3 +284,22 @@ pub async fn of_deployment(
     .fetch_all(pool)
     .await
 }
+
+/// An anomaly event as the fault benchmark scores it: id, node, deployment, target, metric, source.
+pub type UpdatedEvent = (i64, String, String, String, String, String);
+
+/// The anomaly events of the given severities last updated exactly at `at`.
+pub async fn updated_at(
+    pool: &PgPool,
+    at: DateTime<Utc>,
+    severities: &[&str],
+) -> Result<Vec<UpdatedEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, node_id, deployment, target, metric, source FROM anomalies \
+         WHERE updated_at = $1 AND severity = ANY($2)",
+    )
+    .bind(at)
+    .bind(severities)
+    .fetch_all(pool)
+    .await
+}

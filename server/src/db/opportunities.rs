@@ -568,3 +568,22 @@ pub async fn nodes_serving(pool: &PgPool, deployment: &str) -> Result<Vec<String
         .fetch_all(pool)
         .await
 }
+
+/// An opportunity as the fault benchmark scores it: kind, node, GPU, deployment.
+pub type OpenedOpportunity = (String, Option<String>, Option<i32>, Option<String>);
+
+/// The opportunities of the given kinds first seen exactly at `at` and still open.
+pub async fn opened_at(
+    pool: &PgPool,
+    at: DateTime<Utc>,
+    kinds: &[&str],
+) -> Result<Vec<OpenedOpportunity>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT kind, node_id, gpu_index, deployment FROM opportunities \
+         WHERE first_seen = $1 AND status = 'open' AND kind = ANY($2)",
+    )
+    .bind(at)
+    .bind(kinds)
+    .fetch_all(pool)
+    .await
+}

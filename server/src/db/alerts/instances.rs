@@ -188,3 +188,18 @@ pub async fn active_labels(pool: &PgPool, groups: &[String]) -> Result<Vec<(Stri
     .await?;
     Ok(rows.into_iter().map(|(g, l)| (g, l.0)).collect())
 }
+
+/// An alert instance as the fault benchmark scores it: id, rule, and its node, GPU and deployment labels.
+pub type FiredInstance = (i64, String, Option<String>, Option<String>, Option<String>);
+
+/// The alert instances that fired exactly at `at`, except those of the rules in `except`.
+pub async fn fired_at(pool: &PgPool, at: DateTime<Utc>, except: &[&str]) -> Result<Vec<FiredInstance>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, rule, labels->>'node', labels->>'gpu', labels->>'deployment' FROM alert_instances \
+         WHERE fired_at = $1 AND rule <> ALL($2)",
+    )
+    .bind(at)
+    .bind(except)
+    .fetch_all(pool)
+    .await
+}
