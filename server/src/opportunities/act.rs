@@ -130,9 +130,39 @@ pub async fn plan(pool: &PgPool, o: &StoredOpportunity) -> Result<Result<Plan, S
     })
 }
 
-/// Carries out a plan for `actor` (recording an override, or queueing agent commands).
+/// Carries out a plan for `actor` (recording an override, or queueing agent commands) and records on the
+/// opportunity who acted, when, and what came of it.
 #[allow(clippy::too_many_arguments)]
 pub async fn perform(
+    pool: &PgPool,
+    control_enabled: bool,
+    actor: &str,
+    o: &StoredOpportunity,
+    plan: Plan,
+    hold_minutes: u32,
+    now: DateTime<Utc>,
+) -> Result<Outcome, sqlx::Error> {
+    let outcome = carry_out(pool, control_enabled, actor, o, plan, hold_minutes, now).await?;
+    let command = o.action.get("command").cloned().unwrap_or_default();
+    db::opportunities::record_action(
+        pool,
+        &db::opportunities::NewAction {
+            opportunity_id: o.id,
+            acted_at: now,
+            acted_by: actor,
+            command: &command,
+            ok: outcome.ok,
+            result: &outcome.result,
+            decision_id: outcome.decision_id,
+            command_ids: &outcome.command_ids,
+        },
+    )
+    .await?;
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn carry_out(
     pool: &PgPool,
     control_enabled: bool,
     actor: &str,

@@ -474,20 +474,6 @@ pub async fn act(state: State, id: web::Path<String>, form: Submitted) -> Result
             .await?;
     tracing::info!(user = %user.name, opportunity = id, key = %l.o.key, ok, result = %result, "one-click action from the dashboard");
     let command = l.o.action.get("command").cloned().unwrap_or_default();
-    store::record_action(
-        &state.pool,
-        &store::NewAction {
-            opportunity_id: id,
-            acted_at: now,
-            acted_by: &user.name,
-            command: &command,
-            ok,
-            result: &result,
-            decision_id,
-            command_ids: &command_ids,
-        },
-    )
-    .await?;
     let after =
         json!({"command": command, "ok": ok, "result": result, "decision_id": decision_id, "command_ids": command_ids});
     db::audit::record(&state.pool, &user.actor(), "act", "opportunity", &id.to_string(), None, Some(after)).await;
