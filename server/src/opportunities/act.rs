@@ -142,36 +142,7 @@ pub async fn perform(
     hold_minutes: u32,
     now: DateTime<Utc>,
 ) -> Result<Outcome, sqlx::Error> {
-    let outcome = carry_out(pool, control_enabled, actor, o, plan, hold_minutes, now).await?;
-    let command = o.action.get("command").cloned().unwrap_or_default();
-    db::opportunities::record_action(
-        pool,
-        &db::opportunities::NewAction {
-            opportunity_id: o.id,
-            acted_at: now,
-            acted_by: actor,
-            command: &command,
-            ok: outcome.ok,
-            result: &outcome.result,
-            decision_id: outcome.decision_id,
-            command_ids: &outcome.command_ids,
-        },
-    )
-    .await?;
-    Ok(outcome)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn carry_out(
-    pool: &PgPool,
-    control_enabled: bool,
-    actor: &str,
-    o: &StoredOpportunity,
-    plan: Plan,
-    hold_minutes: u32,
-    now: DateTime<Utc>,
-) -> Result<Outcome, sqlx::Error> {
-    match plan {
+    let outcome = match plan {
         Plan::Scale { policy, current, replicas, .. } => {
             // Recorded for the leader, never actuated here: the control loop applies it on its next tick (fenced
             // by its term) and holds it, so its next decision cannot silently undo it.
@@ -194,7 +165,7 @@ async fn carry_out(
             let result = format!(
                 "override {id} recorded: {target} goes from {current} to {replicas} replicas {when} ({hold}){dry}"
             );
-            Ok(Outcome { ok: true, result, decision_id: None, command_ids: Vec::new() })
+            Outcome { ok: true, result, decision_id: None, command_ids: Vec::new() }
         }
         Plan::Rebatch { deployment, nodes, max_batch_size, max_queue_delay_us } => {
             let action = CommandAction::Rebatch { deployment: deployment.clone(), max_batch_size, max_queue_delay_us };
@@ -207,16 +178,32 @@ async fn carry_out(
                 ids.len(),
                 if ids.len() == 1 { "" } else { "s" }
             );
-            Ok(Outcome { ok: true, result, decision_id: None, command_ids: ids })
+            Outcome { ok: true, result, decision_id: None, command_ids: ids }
         }
         Plan::Probe { node } => {
             let id = db::commands::enqueue(pool, &node, &CommandAction::Probe {}, None).await?;
-            Ok(Outcome {
+            Outcome {
                 ok: true,
                 result: format!("bandwidth probe queued on {node}"),
                 decision_id: None,
                 command_ids: vec![id],
-            })
+            }
         }
-    }
+    };
+    let command = o.action.get("command").cloned().unwrap_or_default();
+    db::opportunities::record_action(
+        pool,
+        &db::opportunities::NewAction {
+            opportunity_id: o.id,
+            acted_at: now,
+            acted_by: actor,
+            command: &command,
+            ok: outcome.ok,
+            result: &outcome.result,
+            decision_id: outcome.decision_id,
+            command_ids: &outcome.command_ids,
+        },
+    )
+    .await?;
+    Ok(outcome)
 }
