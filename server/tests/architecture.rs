@@ -161,7 +161,7 @@ fn is_ident(c: char) -> bool {
 }
 
 /// Every path that starts with `crate::` or `super::` (including each member of a `use crate::{…}` group).
-fn paths(code: &str, module: &str, is_mod_rs: bool) -> Vec<Vec<String>> {
+fn paths(code: &str, module: &str) -> Vec<Vec<String>> {
     let mut found = Vec::new();
     for start in ["crate::", "super::"] {
         let mut from = 0;
@@ -177,7 +177,6 @@ fn paths(code: &str, module: &str, is_mod_rs: bool) -> Vec<Vec<String>> {
             } else {
                 let mut m: Vec<String> = module.split("::").filter(|s| !s.is_empty()).map(str::to_string).collect();
                 // In `a/b.rs` (module a::b), `super` is `a`; in `a/b/mod.rs` too.
-                let _ = is_mod_rs;
                 m.pop();
                 m
             };
@@ -229,10 +228,9 @@ fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (m, f) in &modules {
         let text = std::fs::read_to_string(f).expect("readable source");
-        let is_mod_rs = f.file_name().is_some_and(|n| n == "mod.rs");
         let code = production_code(&text);
         let edges = g.entry(m.clone()).or_default();
-        for p in paths(&code, m, is_mod_rs) {
+        for p in paths(&code, m) {
             let Some(target) = resolve(&p) else { continue };
             let ancestor = m == &target || m.starts_with(&format!("{target}::")) || target.is_empty();
             if !ancestor {
@@ -366,7 +364,7 @@ fn the_checker_sees_what_it_must() {
     let code = production_code(
         "use crate::db::x; // crate::routes::y\nlet s = \"crate::state\";\n#[cfg(test)]\nmod tests { use crate::bench::z; }\nuse crate::{alerts::rules::A, ingest};\nuse super::sibling::B;",
     );
-    let p = paths(&code, "control::snapshot", false);
+    let p = paths(&code, "control::snapshot");
     let names: Vec<String> = p.iter().map(|p| p.join("::")).collect();
     assert!(names.contains(&"db::x".to_string()), "{names:?}");
     assert!(names.contains(&"alerts::rules::A".to_string()), "{names:?}");
