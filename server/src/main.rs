@@ -258,6 +258,28 @@ enum BenchCmd {
         #[arg(long, default_value = ".fleetpilot/bench-query")]
         data_dir: PathBuf,
     },
+    /// Raw GPU telemetry at rest: a simulated day of 1 s samples through the ingest path with packing running;
+    /// bytes per metric value (and the ratio to the unpacked layout), ingest rows/s, chart read p99.
+    Storage {
+        /// GPUs in the fleet (8 per node).
+        #[arg(long, default_value_t = 1_000)]
+        gpus: usize,
+        /// Simulated hours of 1 s samples (time compressed).
+        #[arg(long, default_value_t = 24)]
+        hours: i64,
+        /// Seconds of readings per agent batch.
+        #[arg(long, default_value_t = 10)]
+        batch_secs: i64,
+        /// Minutes of the same samples written in the old layout for the ratio.
+        #[arg(long, default_value_t = 10)]
+        baseline_minutes: i64,
+        /// Timed runs per chart read.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Working directory (wiped).
+        #[arg(long, default_value = ".fleetpilot/bench-storage")]
+        data_dir: PathBuf,
+    },
     /// Every dashboard page at fleet scale (10,000 GPUs, 500 deployments) under concurrent clients.
     Dashboard {
         /// GPUs in the fleet (8 per node).
@@ -444,6 +466,18 @@ async fn main() -> anyhow::Result<()> {
                 data_dir,
             })
             .await
+        }
+        Cmd::Bench(BenchCmd::Storage { gpus, hours, batch_secs, baseline_minutes, runs, data_dir }) => {
+            fleetpilot::bench::storage::run(fleetpilot::bench::storage::StorageBenchOptions {
+                gpus,
+                hours,
+                batch_secs,
+                baseline_minutes,
+                runs,
+                data_dir,
+            })
+            .await
+            .map(drop)
         }
         Cmd::Bench(BenchCmd::Dashboard { gpus, deployments, clients, requests, think_ms, pages, data_dir }) => {
             let opts = fleetpilot::bench::dashboard::DashboardBenchOptions {

@@ -195,6 +195,7 @@ impl Application {
         let worker = OutboxWorker::new(pool.clone(), &settings, metrics, wake);
         tasks.push(tokio::spawn(worker.run_until_stopped(rx.clone())));
         tasks.push(tokio::spawn(rollups(state.pool.clone(), settings.ingest.rollup_secs, rx.clone())));
+        tasks.push(tokio::spawn(packing(state.pool.clone(), state.partitions.clone(), rx.clone())));
         tasks.push(tokio::spawn(maintenance(state.clone(), rx)));
         Ok(Self { port, server, state, shutdown, tasks, writers, pg: None })
     }
@@ -281,6 +282,23 @@ async fn rollups(pool: PgPool, secs: f64, mut rx: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
+            _ = rx.changed() => {}
+        }
+    }
+}
+
+/// Every minute: pack the hot GPU hours that are complete (one replica at a time).
+async fn packing(pool: PgPool, partitions: Arc<Partitions>, mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        match db::pack::run(&pool, chrono::Utc::now(), &partitions).await {
+            Ok(s) if s.partitions > 0 => {
+                tracing::info!(hours = s.partitions, chunks = s.chunks, samples = s.samples, "packed hot GPU hours")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "packing hot GPU rows failed; retrying next pass"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
             _ = rx.changed() => {}
         }
     }

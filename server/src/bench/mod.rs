@@ -9,6 +9,7 @@ pub mod forecast;
 pub mod ingest;
 pub mod query;
 pub mod remote_write;
+pub mod storage;
 pub mod tick;
 
 /// A fresh private cluster under `data_dir` (wiped first) with a migrated `bench` database whose partitions

@@ -109,6 +109,10 @@ pub async fn run(opts: QueryBenchOptions) -> anyhow::Result<()> {
     };
     let now_ms = now.timestamp_millis();
     let raw_secs = opts.raw_minutes.max(0) * 60;
+    let keys = db::ingest::GpuKeys::default();
+    let partitions = db::Partitions::default();
+    partitions.ensure(&pool, [(now - Duration::days(1)).date_naive(), now.date_naive()]).await?;
+    partitions.ensure_hours(&pool, (0..=25).map(|h| now - Duration::hours(h))).await?;
     for chunk in (0..opts.gpus).collect::<Vec<_>>().chunks(100) {
         let rows: Vec<(String, gpu_agent::protocol::GpuSample)> = chunk
             .iter()
@@ -116,7 +120,10 @@ pub async fn run(opts: QueryBenchOptions) -> anyhow::Result<()> {
             .collect();
         raw_rows += rows.len() as u64;
         if !rows.is_empty() {
-            let payload = db::ingest::encode_gpu_rows(rows.iter().map(|(n, s)| (n.as_str(), s)), rows.len());
+            let ids: Vec<(&str, &gpu_agent::protocol::GpuSample)> =
+                rows.iter().take(raw_secs.max(1) as usize * chunk.len()).map(|(n, s)| (n.as_str(), s)).collect();
+            keys.resolve(&pool, &ids).await?;
+            let payload = db::ingest::encode_gpu_rows(&keys, rows.iter().map(|(n, s)| (n.as_str(), s)), rows.len());
             db::ingest::copy_in(&mut conn, db::ingest::GPU_COPY, payload).await?;
         }
     }
@@ -124,9 +131,13 @@ pub async fn run(opts: QueryBenchOptions) -> anyhow::Result<()> {
     let rows: Vec<gpu_agent::protocol::GpuSample> =
         (0..day_secs).map(|s| sample(0, now_ms - (24 * 3600 - s) * 1000)).collect();
     raw_rows += rows.len() as u64;
-    db::Partitions::default().ensure(&pool, [(now - Duration::days(1)).date_naive()]).await?;
-    let payload = db::ingest::encode_gpu_rows(rows.iter().map(|s| (target.0.as_str(), s)), rows.len());
+    let ids: Vec<(&str, &gpu_agent::protocol::GpuSample)> = rows.iter().map(|s| (target.0.as_str(), s)).collect();
+    keys.resolve(&pool, &ids[..ids.len().min(1)]).await?;
+    let payload = db::ingest::encode_gpu_rows(&keys, rows.iter().map(|s| (target.0.as_str(), s)), rows.len());
     db::ingest::copy_in(&mut conn, db::ingest::GPU_COPY, payload).await?;
+    // As in production: every complete hour past the grace period is packed into chunks.
+    let packed = db::pack::run(&pool, now, &partitions).await?;
+    println!("packed {} hot hours into {} chunks ({} samples)", packed.partitions, packed.chunks, packed.samples);
     let db_mb = db::seed::settle(&mut conn).await?;
     println!(
         "loaded {} GPUs: {rollup_rows} 1-minute rollup rows (24 h), {raw_rows} raw 1 s rows ({} min for every GPU, 24 h for {}/{}), database {db_mb:.0} MiB, in {:.0}s",

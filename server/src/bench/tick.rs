@@ -56,6 +56,7 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
 
     // Samples through the real write path, one batch per node.
     let pb = indicatif::ProgressBar::new(nodes_total as u64);
+    let keys = db::ingest::GpuKeys::default();
     let mut batches = Vec::new();
     for n in 0..nodes_total {
         let dep = n % opts.deployments;
@@ -94,7 +95,7 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
         });
         if batches.len() == 50 || n + 1 == nodes_total {
             let refs: Vec<&Batch> = batches.iter().collect();
-            db::ingest::store_group(&pool, &refs).await?;
+            db::ingest::store_group(&pool, &keys, &refs).await?;
             pb.inc(batches.len() as u64);
             batches.clear();
         }

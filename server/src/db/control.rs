@@ -37,7 +37,7 @@ pub async fn gpu_buckets(
     sqlx::query_as(
         "SELECT node_id, b, sum(u)::float8, count(*) FROM ( \
            SELECT node_id, gpu_index, floor(date_part('epoch', ts) / $1)::bigint * $1 AS b, avg(util_pct) AS u \
-           FROM gpu_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t WHERE u IS NOT NULL GROUP BY 1, 2",
+           FROM gpu_samples_between($2, $3) WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t WHERE u IS NOT NULL GROUP BY 1, 2",
     )
     .bind(bucket_secs)
     .bind(from)

@@ -163,8 +163,8 @@ pub async fn slow_tiles(pool: &PgPool) -> Result<SlowTiles, sqlx::Error> {
                  WHERE bucket >= date_trunc('day', now()) AND bucket < date_trunc('hour', now())) \
               + (SELECT count(*) FILTER (WHERE util_mean < 5)::float8 / 60.0 FROM gpu_rollup_1m \
                  WHERE bucket >= greatest(date_trunc('hour', now()), date_trunc('day', now()))), \
-                (SELECT count(DISTINCT (node_id, gpu_index)) FROM gpu_samples \
-                 WHERE ts >= now() - interval '10 minutes' AND ecc_dbe_total > 0)",
+                (SELECT count(DISTINCT (node_id, gpu_index)) \
+                 FROM gpu_samples_between(now() - interval '10 minutes', 'infinity') WHERE ecc_dbe_total > 0)",
     )
     .fetch_one(pool)
     .await?;

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod node_groups;
 pub mod opportunities;
 pub mod overrides;
+pub mod pack;
 pub mod policies;
 pub mod replica_load;
 pub mod retention;
@@ -28,15 +29,19 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{Days, NaiveDate, Utc};
+use chrono::{DateTime, Days, NaiveDate, NaiveDateTime, Timelike, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 /// The embedded migrations (`migrations/` at the workspace root).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Tables partitioned by day on `ts`.
-pub const PARTITIONED_TABLES: [&str; 2] = ["gpu_samples", "serving_samples"];
+/// Tables partitioned by day (`ts`, or `chunk_start` for packed GPU history), dropped past the raw retention.
+pub const PARTITIONED_TABLES: [&str; 2] = ["serving_samples", "gpu_chunks"];
+
+/// The hot GPU sample table, partitioned by hour; [`pack`] folds each complete hour into `gpu_chunks` and drops
+/// its partition.
+pub const HOT_TABLE: &str = "gpu_samples_hot";
 
 /// Most rows a list page counts: past it the pager says "10000+ matching" instead of counting a large table
 /// on every request (history tables such as decisions grow without bound).
@@ -90,14 +95,16 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
 
-/// Creates daily partitions on demand and remembers which exist.
+/// Creates partitions on demand (daily ones for [`PARTITIONED_TABLES`], hourly ones for [`HOT_TABLE`]) and
+/// remembers which exist.
 #[derive(Debug, Default)]
 pub struct Partitions {
     known: Mutex<HashSet<NaiveDate>>,
+    hours: Mutex<HashSet<NaiveDateTime>>,
 }
 
 impl Partitions {
-    /// Makes sure every table has a partition for each of `days`.
+    /// Makes sure every daily table has a partition for each of `days`.
     pub async fn ensure(&self, pool: &PgPool, days: impl IntoIterator<Item = NaiveDate>) -> Result<(), sqlx::Error> {
         let missing: Vec<NaiveDate> = {
             let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
@@ -115,36 +122,89 @@ impl Partitions {
         Ok(())
     }
 
+    /// Makes sure the hot GPU table has a partition for the hour of each of `times`.
+    pub async fn ensure_hours(
+        &self,
+        pool: &PgPool,
+        times: impl IntoIterator<Item = DateTime<Utc>>,
+    ) -> Result<(), sqlx::Error> {
+        let missing: Vec<NaiveDateTime> = {
+            let known = self.hours.lock().unwrap_or_else(|p| p.into_inner());
+            let mut v: Vec<NaiveDateTime> = times.into_iter().map(hour_of).filter(|h| !known.contains(h)).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        for hour in missing {
+            create_hot_partition(pool, hour).await?;
+            self.hours.lock().unwrap_or_else(|p| p.into_inner()).insert(hour);
+        }
+        Ok(())
+    }
+
     /// Forgets every day before `day`: retention dropped their partitions, so a later sample for one of
     /// them must create it again (or be refused) instead of failing its whole group on a missing partition.
     pub fn forget_before(&self, day: NaiveDate) {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).retain(|d| *d >= day);
     }
 
-    /// Forgets every day: the next group re-checks (`CREATE ... IF NOT EXISTS`) the partitions it needs.
-    /// Used after a group failed, in case a partition was dropped behind this process's back.
-    pub fn forget_all(&self) {
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    /// Forgets an hour whose hot partition the packer dropped: a late sample for it creates it again.
+    pub fn forget_hour(&self, hour: NaiveDateTime) {
+        self.hours.lock().unwrap_or_else(|p| p.into_inner()).remove(&hour);
     }
 
-    /// Partitions for yesterday through the day after tomorrow (clock skew and midnight both covered).
+    /// Forgets every day and hour: the next group re-checks (`CREATE ... IF NOT EXISTS`) the partitions it
+    /// needs. Used after a group failed, in case a partition was dropped behind this process's back (by
+    /// retention, or by another replica's packer).
+    pub fn forget_all(&self) {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.hours.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Partitions for yesterday through the day after tomorrow (clock skew and midnight both covered), and hot
+    /// partitions for the past hour through the next two.
     pub async fn ensure_around_now(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let today = Utc::now().date_naive();
+        let now = Utc::now();
+        let today = now.date_naive();
         let days = [
             today.checked_sub_days(Days::new(1)),
             Some(today),
             today.succ_opt(),
             today.succ_opt().and_then(|d| d.succ_opt()),
         ];
-        self.ensure(pool, days.into_iter().flatten()).await
+        self.ensure(pool, days.into_iter().flatten()).await?;
+        self.ensure_hours(pool, (-1..=2).map(|h| now + chrono::Duration::hours(h))).await
     }
+}
+
+/// The start of the hour `t` falls in.
+pub fn hour_of(t: DateTime<Utc>) -> NaiveDateTime {
+    let n = t.naive_utc();
+    n.date().and_hms_opt(n.hour(), 0, 0).unwrap_or(n)
+}
+
+/// The name of the hot partition of `hour`.
+pub fn hot_partition_name(hour: NaiveDateTime) -> String {
+    format!("{HOT_TABLE}_{}", hour.format("%Y%m%d%H"))
+}
+
+async fn create_hot_partition(pool: &PgPool, hour: NaiveDateTime) -> Result<(), sqlx::Error> {
+    let next = hour + chrono::Duration::hours(1);
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {HOT_TABLE} FOR VALUES FROM ('{}+00') TO ('{}+00')",
+        hot_partition_name(hour),
+        hour.format("%Y-%m-%d %H:00:00"),
+        next.format("%Y-%m-%d %H:00:00"),
+    );
+    run_ddl(pool, sql).await
 }
 
 fn partition_name(table: &str, day: NaiveDate) -> String {
     format!("{table}_{}", day.format("%Y%m%d"))
 }
 
-async fn create_partition(pool: &PgPool, table: &str, day: NaiveDate) -> Result<(), sqlx::Error> {
+/// Creates the daily partition of `table` for `day`.
+pub async fn create_partition(pool: &PgPool, table: &str, day: NaiveDate) -> Result<(), sqlx::Error> {
     let Some(next) = day.succ_opt() else { return Ok(()) };
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS {} PARTITION OF {table} FOR VALUES FROM ('{} 00:00:00+00') TO ('{} 00:00:00+00')",
@@ -152,6 +212,10 @@ async fn create_partition(pool: &PgPool, table: &str, day: NaiveDate) -> Result<
         day.format("%Y-%m-%d"),
         next.format("%Y-%m-%d"),
     );
+    run_ddl(pool, sql).await
+}
+
+async fn run_ddl(pool: &PgPool, sql: String) -> Result<(), sqlx::Error> {
     match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await {
         Ok(_) => Ok(()),
         // Two server replicas creating the same partition at once: the loser's error is harmless.

@@ -49,7 +49,7 @@ pub async fn gpu_buckets(
                 max(mem_used_bytes)::float8 AS mem_used, max(mem_total_bytes)::float8 AS mem_total, \
                 avg(power_w)::float8 AS power, min(sm_clock_mhz)::float8 AS clock, \
                 bit_or(throttle_reasons) AS throttle, avg(temp_c)::float8 AS temp \
-         FROM gpu_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+         FROM gpu_samples_between($2, $3) WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     } else {
         "SELECT r.node_id, r.gpu_index, floor(date_part('epoch', r.bucket) / $1)::bigint * $1 AS b, \
                 coalesce(max(l.model), '') AS model, avg(r.util_mean)::float8 AS util, \
@@ -72,7 +72,7 @@ pub async fn gpu_errors(
     let from = from.max(to - Duration::hours(2));
     sqlx::query_as(
         "SELECT node_id, gpu_index, max(xid_last), (max(ecc_dbe_total) - min(ecc_dbe_total))::bigint \
-         FROM gpu_samples WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2 \
+         FROM gpu_samples_between($1, $2) WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2 \
          HAVING max(xid_last) <> 0 OR max(ecc_dbe_total) > min(ecc_dbe_total)",
     )
     .bind(from)

@@ -25,7 +25,7 @@ const GPU_1M: &str = "INSERT INTO gpu_rollup_1m SELECT node_id, gpu_index, date_
     min(util_pct), avg(util_pct), max(util_pct), percentile_cont(0.95) WITHIN GROUP (ORDER BY util_pct), \
     max(mem_used_bytes), max(mem_total_bytes), avg(power_w), max(power_w), avg(temp_c), max(temp_c), \
     min(sm_clock_mhz), bit_or(throttle_reasons), max(xid_last), avg(sm_active) \
-    FROM gpu_samples WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2, 3 \
+    FROM gpu_samples_between($1, $2) WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2, 3 \
     ON CONFLICT (node_id, gpu_index, bucket) DO UPDATE SET samples = excluded.samples, util_min = excluded.util_min, \
     util_mean = excluded.util_mean, util_max = excluded.util_max, util_p95 = excluded.util_p95, \
     mem_used_max = excluded.mem_used_max, mem_total_bytes = excluded.mem_total_bytes, power_mean = excluded.power_mean, \
@@ -111,10 +111,11 @@ pub async fn run(pool: &PgPool, now: DateTime<Utc>) -> Result<RollupStats, sqlx:
     let from = match wm {
         Some(w) => w,
         None => {
-            let first: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT min(ts) FROM gpu_samples WHERE ts >= $1")
-                .bind(upto - Duration::days(2))
-                .fetch_one(&mut *tx)
-                .await?;
+            let first: Option<DateTime<Utc>> =
+                sqlx::query_scalar("SELECT min(ts) FROM gpu_samples_between($1, 'infinity') WHERE ts >= $1")
+                    .bind(upto - Duration::days(2))
+                    .fetch_one(&mut *tx)
+                    .await?;
             first.map(minute).unwrap_or(upto)
         }
     };

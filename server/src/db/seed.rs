@@ -74,16 +74,20 @@ pub async fn dashboard_fleet(pool: &sqlx::PgPool, nodes: usize, deployments: usi
     exec(pool, "1-hour GPU rollups (last day)", &format!(
         "INSERT INTO gpu_rollup_1h ({rollup_cols}) SELECT {rollup_vals} FROM generate_series(0, {n_max}) n, generate_series(0, 7) g, \
          generate_series(1, 24) m, LATERAL (SELECT date_trunc('hour', now()) - m * interval '1 hour' AS b) t")).await?;
-    let raw_cols = "node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, power_w, temp_c, sm_clock_mhz, \
-                    mem_clock_mhz, throttle_reasons, ecc_dbe_total, xid_last";
-    let raw_vals = "'node-' || lpad(n::text, 5, '0'), g, t, 'GPU', 'NVIDIA H100 80GB HBM3', ((n + g + s) % 100)::real, 40000000000, \
-                    85520809984, 400, 60, 1980, 2619, 0, CASE WHEN n = 3 AND g = 1 THEN 2 ELSE 0 END, 0";
+    exec(pool, "GPU identities", &format!(
+        "INSERT INTO gpus (node_id, gpu_index, uuid, model) SELECT 'node-' || lpad(n::text, 5, '0'), g, 'GPU', 'NVIDIA H100 80GB HBM3' \
+         FROM generate_series(0, {n_max}) n, generate_series(0, 7) g ON CONFLICT DO NOTHING")).await?;
+    let raw_cols = "gpu_key, ts, util_pct, mem_used_bytes, mem_total_bytes, power_w, temp_c, sm_clock_mhz, mem_clock_mhz, \
+                    throttle_reasons, ecc_dbe_total, xid_last";
+    let raw_vals = "k.gpu_key, t, ((n + g + s) % 100)::real, 40000000000, 85520809984, 400, 60, 1980, 2619, 0, \
+                    CASE WHEN n = 3 AND g = 1 THEN 2 ELSE 0 END, 0";
+    let key = "JOIN gpus k ON k.node_id = 'node-' || lpad(n::text, 5, '0') AND k.gpu_index = g AND k.uuid = 'GPU'";
     exec(pool, "raw GPU samples: 1 h at 1 s for the hot nodes", &format!(
-        "INSERT INTO gpu_samples ({raw_cols}) SELECT {raw_vals} FROM generate_series(0, {}) n, generate_series(0, 7) g, \
-         generate_series(1, 3600) s, LATERAL (SELECT now() - s * interval '1 second' AS t) x", HOT_NODES - 1)).await?;
+        "INSERT INTO gpu_samples_hot ({raw_cols}) SELECT {raw_vals} FROM generate_series(0, {}) n CROSS JOIN generate_series(0, 7) g \
+         CROSS JOIN generate_series(1, 3600) s CROSS JOIN LATERAL (SELECT now() - s * interval '1 second' AS t) x {key}", HOT_NODES - 1)).await?;
     exec(pool, "raw GPU samples: 5 min at 10 s for every other node", &format!(
-        "INSERT INTO gpu_samples ({raw_cols}) SELECT {raw_vals} FROM generate_series({HOT_NODES}, {n_max}) n, generate_series(0, 7) g, \
-         generate_series(1, 30) s, LATERAL (SELECT now() - s * interval '10 seconds' AS t) x")).await?;
+        "INSERT INTO gpu_samples_hot ({raw_cols}) SELECT {raw_vals} FROM generate_series({HOT_NODES}, {n_max}) n CROSS JOIN generate_series(0, 7) g \
+         CROSS JOIN generate_series(1, 30) s CROSS JOIN LATERAL (SELECT now() - s * interval '10 seconds' AS t) x {key}")).await?;
     exec(pool, "raw serving samples: 1 h at 10 s, 2 replicas per deployment", &format!(
         "INSERT INTO serving_samples (node_id, deployment, replica, ts, engine, queue_depth, running, kv_cache_pct, ttft_p95_s, itl_p95_s, \
                                       requests_per_s, prompt_tokens_per_s, generation_tokens_per_s, batch_size_mean) \

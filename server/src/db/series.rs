@@ -65,7 +65,7 @@ pub async fn gpu_series(
     let sql = match res {
         Resolution::Raw => {
             "SELECT ts, util_pct, util_pct AS util_max, mem_used_bytes, power_w, temp_c, sm_clock_mhz, throttle_reasons \
-             FROM gpu_samples WHERE node_id = $1 AND gpu_index = $2 AND ts >= $3 AND ts < $4 ORDER BY ts"
+             FROM gpu_samples_between($3, $4) WHERE node_id = $1 AND gpu_index = $2 AND ts >= $3 AND ts < $4 ORDER BY ts"
         }
         Resolution::Minute => {
             "SELECT bucket AS ts, util_mean AS util_pct, util_max, mem_used_max AS mem_used_bytes, power_mean AS power_w, \
@@ -261,13 +261,14 @@ async fn metric_series(
     let (members, raw, rollup, tail) = match metric {
         Metric::GpuUtilization => (
             "node_id, gpu_index",
-            "SELECT ts AS t, node_id, gpu_index, util_pct AS v, 1 AS n FROM gpu_samples \
+            "SELECT ts AS t, node_id, gpu_index, util_pct AS v, 1 AS n FROM gpu_samples_between($4, $5) \
              WHERE node_id = ANY($1) AND ts >= $4 AND ts < $5"
                 .to_string(),
             "SELECT bucket AS t, node_id, gpu_index, util_mean AS v, samples AS n FROM {table} \
              WHERE node_id = ANY($1) AND bucket >= $4 AND bucket < {end}"
                 .to_string(),
-            "SELECT date_trunc('minute', ts), node_id, gpu_index, avg(util_pct), count(*) FROM gpu_samples \
+            "SELECT date_trunc('minute', ts), node_id, gpu_index, avg(util_pct), count(*) \
+             FROM gpu_samples_between(greatest($4, {UPTO}), $5) \
              WHERE node_id = ANY($1) AND ts >= greatest($4, {UPTO}) AND ts < $5 GROUP BY 1, 2, 3"
                 .to_string(),
         ),
@@ -341,11 +342,11 @@ async fn node_gpu_chart_once(
     plan: &ChartPlan,
 ) -> Result<Vec<NodeGpuPoint>, sqlx::Error> {
     const RAW: &str = "SELECT ts AS t, gpu_index, util_pct AS u, power_w AS p, 1 AS n \
-                       FROM gpu_samples WHERE node_id = $1 AND ts >= $2 AND ts < $3";
+                       FROM gpu_samples_between($2, $3) WHERE node_id = $1 AND ts >= $2 AND ts < $3";
     const ROLLUP: &str = "SELECT bucket AS t, gpu_index, util_mean AS u, power_mean AS p, samples AS n \
                           FROM {table} WHERE node_id = $1 AND bucket >= $2 AND bucket < {end}";
     const TAIL: &str = "SELECT date_trunc('minute', ts), gpu_index, avg(util_pct), avg(power_w), count(*) \
-                        FROM gpu_samples WHERE node_id = $1 AND ts >= greatest($2, {UPTO}) AND ts < $3 GROUP BY 1, 2";
+                        FROM gpu_samples_between(greatest($2, {UPTO}), $3) WHERE node_id = $1 AND ts >= greatest($2, {UPTO}) AND ts < $3 GROUP BY 1, 2";
     let inner = ChartRows { raw: RAW, rollup: ROLLUP, tail: TAIL, tables: ("gpu_rollup_1m", "gpu_rollup_1h") }
         .sql(plan, 2, 3, 5);
     let sql = format!(
@@ -491,14 +492,14 @@ async fn gpu_chart_once(
 ) -> Result<Vec<GpuPoint>, sqlx::Error> {
     const RAW: &str = "SELECT ts AS t, util_pct AS u, util_pct AS umax, mem_used_bytes AS mem, power_w AS p, temp_c AS tc, \
                        sm_clock_mhz AS clk, throttle_reasons AS thr, 1 AS n \
-                       FROM gpu_samples WHERE node_id = $1 AND gpu_index = $2 AND ts >= $3 AND ts < $4";
+                       FROM gpu_samples_between($3, $4) WHERE node_id = $1 AND gpu_index = $2 AND ts >= $3 AND ts < $4";
     const ROLLUP: &str = "SELECT bucket AS t, util_mean AS u, util_max AS umax, mem_used_max AS mem, power_mean AS p, \
                           temp_mean AS tc, sm_clock_min AS clk, throttle_any AS thr, samples AS n FROM {table} \
                           WHERE node_id = $1 AND gpu_index = $2 AND bucket >= $3 AND bucket < {end}";
     // The newest minutes, not rolled up yet, as minutes of raw samples.
     const TAIL: &str = "SELECT date_trunc('minute', ts), avg(util_pct), max(util_pct), max(mem_used_bytes), avg(power_w), \
                         avg(temp_c), min(sm_clock_mhz), bit_or(throttle_reasons), count(*) \
-                        FROM gpu_samples WHERE node_id = $1 AND gpu_index = $2 AND ts >= greatest($3, {UPTO}) AND ts < $4 GROUP BY 1";
+                        FROM gpu_samples_between(greatest($3, {UPTO}), $4) WHERE node_id = $1 AND gpu_index = $2 AND ts >= greatest($3, {UPTO}) AND ts < $4 GROUP BY 1";
     let inner = ChartRows { raw: RAW, rollup: ROLLUP, tail: TAIL, tables: ("gpu_rollup_1m", "gpu_rollup_1h") }
         .sql(plan, 3, 4, 6);
     // Table and column names are constants, never input. Means weigh only the rows that have the reading.

@@ -125,12 +125,15 @@ impl IngestQueue {
     ) -> (Self, Vec<JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel::<Job>(65_536);
         let rx = Arc::new(Mutex::new(rx));
+        // One identity cache for every writer: a GPU's key is resolved once per process.
+        let keys = Arc::new(db::ingest::GpuKeys::default());
         // Zero writers is refused by configuration validation; tests use it to hold the queue full.
         let writers = (0..limits.writers)
             .map(|_| {
                 let w = Writer {
                     pool: pool.clone(),
                     partitions: partitions.clone(),
+                    keys: keys.clone(),
                     metrics: metrics.clone(),
                     rx: rx.clone(),
                     max_group_rows: limits.max_group_rows.max(1),
@@ -167,6 +170,7 @@ impl IngestQueue {
 struct Writer {
     pool: PgPool,
     partitions: Arc<Partitions>,
+    keys: Arc<db::ingest::GpuKeys>,
     metrics: Metrics,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     max_group_rows: usize,
@@ -258,6 +262,7 @@ impl Writer {
     }
 
     async fn store(&self, group: &[Job]) -> Result<Vec<Stored>, sqlx::Error> {
+        // Serving rows and packed GPU chunks are partitioned by day, hot GPU rows by hour.
         let mut days: Vec<NaiveDate> = group
             .iter()
             .flat_map(|j| {
@@ -272,8 +277,13 @@ impl Writer {
         days.sort_unstable();
         days.dedup();
         self.partitions.ensure(&self.pool, days).await?;
+        let mut hours: Vec<i64> =
+            group.iter().flat_map(|j| j.batch.gpus.iter().map(|g| g.ts_ms.div_euclid(3_600_000))).collect();
+        hours.sort_unstable();
+        hours.dedup();
+        self.partitions.ensure_hours(&self.pool, hours.into_iter().map(|h| db::ingest::ts(h * 3_600_000))).await?;
         let batches: Vec<&Batch> = group.iter().map(|j| &j.batch).collect();
-        let outcomes = db::ingest::store_group(&self.pool, &batches).await?;
+        let outcomes = db::ingest::store_group(&self.pool, &self.keys, &batches).await?;
         let nodes: Vec<&str> = {
             // Batches converted from Prometheus remote-write have no agent to take commands: theirs wait.
             let mut n: Vec<&str> = batches

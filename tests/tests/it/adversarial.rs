@@ -38,7 +38,7 @@ async fn post_batch(app: &TestApp, b: &Value) -> (u16, Value) {
 async fn partitions(app: &TestApp) -> i64 {
     app.count(
         "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent \
-         WHERE p.relname IN ('gpu_samples', 'serving_samples')",
+         WHERE p.relname IN ('gpu_samples_hot', 'gpu_chunks', 'serving_samples')",
     )
     .await
 }
@@ -192,7 +192,7 @@ async fn one_bad_batch_does_not_fail_the_good_batches_of_its_group() {
 async fn a_batch_the_database_refuses_is_isolated_from_its_group_and_answered_400() {
     let app = one_writer_app().await;
     // A refusal validation cannot foresee (standing in for any value the database rejects).
-    sqlx::query("ALTER TABLE gpu_samples ADD CONSTRAINT adversarial_no_123_watts CHECK (power_w <> 123)")
+    sqlx::query("ALTER TABLE gpu_samples_hot ADD CONSTRAINT adversarial_no_123_watts CHECK (power_w <> 123)")
         .execute(&app.pool)
         .await
         .unwrap();

@@ -347,7 +347,10 @@ async fn nodes_with_two_clearly_different_workloads_form_two_labelled_groups_who
     assert!(flagged[0]["evidence"]["workload_group"].as_str().unwrap().starts_with("saturated"), "{peers}");
 
     // Recomputed on every refresh: a node that left the window leaves its group.
-    sqlx::query("DELETE FROM gpu_samples WHERE node_id = 'idle-2'").execute(&app.pool).await.unwrap();
+    sqlx::query("DELETE FROM gpu_samples_hot h USING gpus g WHERE g.gpu_key = h.gpu_key AND g.node_id = 'idle-2'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     refresher.tick(t0 + Duration::seconds(597)).await.unwrap();
     let (_, after) = get(&app, "/api/v1/node-groups").await;
     assert_eq!(after["nodes"].as_array().unwrap().len(), 4, "{after}");
