@@ -209,10 +209,10 @@ async fn ceiling(database_url: &str, opts: &IngestBenchOptions, rows: usize) -> 
         templates.push((format!("bench-node-{a:05}"), gpus));
     }
     // Identities are resolved once, untimed (ingest's cache does the same after the first batch of a GPU).
-    let keys = db::ingest::GpuKeys::default();
+    let keys = db::dimensions::GpuKeys::default();
     let pool = db::connect(database_url, 1).await?;
-    let identities: Vec<(&str, &GpuSample)> =
-        templates.iter().flat_map(|(n, gpus)| gpus.iter().map(move |g| (n.as_str(), g))).collect();
+    let identities: Vec<db::dimensions::GpuRef<'_>> =
+        templates.iter().flat_map(|(n, gpus)| gpus.iter().map(move |g| db::dimensions::GpuRef::of(n, g))).collect();
     keys.resolve(&pool, &identities).await?;
     pool.close().await;
     let mut payloads = Vec::new();

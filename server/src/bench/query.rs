@@ -109,7 +109,7 @@ pub async fn run(opts: QueryBenchOptions) -> anyhow::Result<()> {
     };
     let now_ms = now.timestamp_millis();
     let raw_secs = opts.raw_minutes.max(0) * 60;
-    let keys = db::ingest::GpuKeys::default();
+    let keys = db::dimensions::GpuKeys::default();
     let partitions = db::Partitions::default();
     partitions.ensure(&pool, [(now - Duration::days(1)).date_naive(), now.date_naive()]).await?;
     partitions.ensure_hours(&pool, (0..=25).map(|h| now - Duration::hours(h))).await?;
@@ -120,8 +120,8 @@ pub async fn run(opts: QueryBenchOptions) -> anyhow::Result<()> {
             .collect();
         raw_rows += rows.len() as u64;
         if !rows.is_empty() {
-            let ids: Vec<(&str, &gpu_agent::protocol::GpuSample)> =
-                rows.iter().take(raw_secs.max(1) as usize * chunk.len()).map(|(n, s)| (n.as_str(), s)).collect();
+            let ids: Vec<db::dimensions::GpuRef<'_>> =
+                rows.iter().map(|(n, s)| db::dimensions::GpuRef::of(n, s)).collect();
             keys.resolve(&pool, &ids).await?;
             let payload = db::ingest::encode_gpu_rows(&keys, rows.iter().map(|(n, s)| (n.as_str(), s)), rows.len());
             db::ingest::copy_in(&mut conn, db::ingest::GPU_COPY, payload).await?;
@@ -131,8 +131,9 @@ pub async fn run(opts: QueryBenchOptions) -> anyhow::Result<()> {
     let rows: Vec<gpu_agent::protocol::GpuSample> =
         (0..day_secs).map(|s| sample(0, now_ms - (24 * 3600 - s) * 1000)).collect();
     raw_rows += rows.len() as u64;
-    let ids: Vec<(&str, &gpu_agent::protocol::GpuSample)> = rows.iter().map(|s| (target.0.as_str(), s)).collect();
-    keys.resolve(&pool, &ids[..ids.len().min(1)]).await?;
+    let ids: Vec<db::dimensions::GpuRef<'_>> =
+        rows.iter().take(1).map(|s| db::dimensions::GpuRef::of(&target.0, s)).collect();
+    keys.resolve(&pool, &ids).await?;
     let payload = db::ingest::encode_gpu_rows(&keys, rows.iter().map(|s| (target.0.as_str(), s)), rows.len());
     db::ingest::copy_in(&mut conn, db::ingest::GPU_COPY, payload).await?;
     // As in production: every complete hour past the grace period is packed into chunks.

@@ -56,7 +56,7 @@ pub async fn run(opts: TickBenchOptions) -> anyhow::Result<f64> {
 
     // Samples through the real write path, one batch per node.
     let pb = indicatif::ProgressBar::new(nodes_total as u64);
-    let keys = db::ingest::GpuKeys::default();
+    let keys = db::dimensions::Dimensions::default();
     let mut batches = Vec::new();
     for n in 0..nodes_total {
         let dep = n % opts.deployments;

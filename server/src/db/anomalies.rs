@@ -81,7 +81,7 @@ pub async fn replica_latency_buckets(
     sqlx::query_as(
         "SELECT deployment, node_id, replica, floor(date_part('epoch', ts) / $1)::bigint * $1 AS b, \
                 avg(itl_p95_s)::float8, avg(ttft_p95_s)::float8 \
-         FROM serving_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+         FROM serving_samples_between($2, $3) WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
     )
     .bind(bucket_secs.max(1))
     .bind(from)

@@ -83,7 +83,7 @@ pub async fn serving_buckets(
              avg(queue_depth) AS q, avg(coalesce(kv_cache_pct, 0)) AS kv, avg(generation_tokens_per_s) AS tps, \
              max(ttft_p95_s) AS ttft, max(itl_p95_s) AS itl, avg(batch_size_mean) AS batch, \
              avg(requests_per_s) AS rps \
-           FROM serving_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t GROUP BY 1, 2",
+           FROM serving_samples_between($2, $3) WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t GROUP BY 1, 2",
     )
     .bind(bucket_secs)
     .bind(from)

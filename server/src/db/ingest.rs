@@ -7,6 +7,7 @@ use gpu_agent::protocol::{Batch, GpuSample, ProbeSample, ServingSample};
 use sqlx::PgPool;
 
 use super::copy::CopyBinary;
+use super::dimensions::{Dimensions, GpuKeys, GpuRef, ReplicaKeys, ReplicaRef};
 
 /// What happened to a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +22,7 @@ pub fn ts(ms: i64) -> DateTime<Utc> {
 }
 
 /// Stores a validated batch exactly once, plus node facts and command results.
-pub async fn store_batch(pool: &PgPool, keys: &GpuKeys, b: &Batch) -> Result<StoreOutcome, sqlx::Error> {
+pub async fn store_batch(pool: &PgPool, keys: &Dimensions, b: &Batch) -> Result<StoreOutcome, sqlx::Error> {
     let out = store_group(pool, keys, &[b]).await?;
     Ok(out.into_iter().next().unwrap_or(StoreOutcome { duplicate: true }))
 }
@@ -30,15 +31,22 @@ pub async fn store_batch(pool: &PgPool, keys: &GpuKeys, b: &Batch) -> Result<Sto
 /// `COPY` per table, one upsert of the latest readings. Returns one outcome per batch, in order; a batch
 /// whose `(agent_id, seq)` was stored before (or appears earlier in the group) is a duplicate and is not
 /// stored again.
-pub async fn store_group(pool: &PgPool, keys: &GpuKeys, batches: &[&Batch]) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+pub async fn store_group(
+    pool: &PgPool,
+    keys: &Dimensions,
+    batches: &[&Batch],
+) -> Result<Vec<StoreOutcome>, sqlx::Error> {
     if batches.is_empty() {
         return Ok(Vec::new());
     }
     // Identities are resolved before the transaction (a new GPU's key is committed even if the group fails,
     // so the cache never holds a key the table lacks).
-    let identities: Vec<(&str, &GpuSample)> =
-        batches.iter().flat_map(|b| b.gpus.iter().map(|g| (b.agent_id.as_str(), g))).collect();
-    keys.resolve(pool, &identities).await?;
+    let gpus: Vec<GpuRef<'_>> =
+        batches.iter().flat_map(|b| b.gpus.iter().map(|g| GpuRef::of(&b.agent_id, g))).collect();
+    keys.gpus.resolve(pool, &gpus).await?;
+    let replicas: Vec<ReplicaRef<'_>> =
+        batches.iter().flat_map(|b| b.serving.iter().map(|s| ReplicaRef::of(&b.agent_id, s))).collect();
+    keys.replicas.resolve(pool, &replicas).await?;
     let mut tx = pool.begin().await?;
     upsert_nodes(&mut tx, batches).await?;
 
@@ -64,7 +72,7 @@ pub async fn store_group(pool: &PgPool, keys: &GpuKeys, batches: &[&Batch]) -> R
     let gpu_rows: usize = stored.iter().map(|b| b.gpus.len()).sum();
     if gpu_rows > 0 {
         let payload = encode_gpu_rows(
-            keys,
+            &keys.gpus,
             stored.iter().flat_map(|b| b.gpus.iter().map(|g| (b.agent_id.as_str(), g))),
             gpu_rows,
         );
@@ -73,7 +81,7 @@ pub async fn store_group(pool: &PgPool, keys: &GpuKeys, batches: &[&Batch]) -> R
     }
     let serving_rows: usize = stored.iter().map(|b| b.serving.len()).sum();
     if serving_rows > 0 {
-        copy_in(&mut tx, SERVING_COPY, encode_serving_rows(&stored, serving_rows)).await?;
+        copy_in(&mut tx, SERVING_COPY, encode_serving_rows(&keys.replicas, &stored, serving_rows)).await?;
         upsert_serving_latest(&mut tx, &stored).await?;
     }
     // Late samples (replayed after an outage) land in minutes that may be rolled up already.
@@ -162,14 +170,14 @@ pub const GPU_COPY: &str = "COPY gpu_samples_hot (ts, mem_used_bytes, mem_total_
      tensor_active) FROM STDIN (FORMAT binary)";
 
 /// Encodes `(node, sample)` rows for [`GPU_COPY`]; every identity must have been resolved in `keys` (one that
-/// was not, which [`store_group`] never lets happen, is written as key 0, which no GPU has).
+/// was not, which [`store_group`] never lets happen, would be written as key 0, which no GPU has).
 pub fn encode_gpu_rows<'a>(
     keys: &GpuKeys,
     rows: impl Iterator<Item = (&'a str, &'a GpuSample)>,
     capacity_rows: usize,
 ) -> Vec<u8> {
     let mut c = CopyBinary::with_capacity(capacity_rows * 96);
-    let map = keys.map.lock().unwrap_or_else(|p| p.into_inner());
+    let map = keys.lock();
     for (node, g) in rows {
         c.row(14);
         c.ts_ms(g.ts_ms);
@@ -178,7 +186,7 @@ pub fn encode_gpu_rows<'a>(
         c.opt_i64(g.mem_total_bytes.map(clamp_i64));
         c.opt_i64(g.throttle_reasons.map(|v| v as i64));
         c.opt_i64(g.ecc_dbe_total.map(clamp_i64));
-        c.i32(map.get(node, clamp_i32(u64::from(g.gpu_index)), &g.uuid, &g.model).unwrap_or(0));
+        c.i32(map.get(&GpuRef::of(node, g)).unwrap_or(0));
         c.opt_f32(g.util_pct.map(|v| v as f32));
         c.opt_f32(g.power_w.map(|v| v as f32));
         c.opt_f32(g.temp_c.map(|v| v as f32));
@@ -191,149 +199,20 @@ pub fn encode_gpu_rows<'a>(
     c.finish()
 }
 
-/// Identities the cache holds at most; past it, it starts over (the table keeps them all, the cache reloads on
-/// demand). A fleet has a few GPUs per node; only churning identities could fill it.
-const MAX_CACHED_GPUS: usize = 500_000;
+/// Columns of `serving_rows`, in COPY order: the replica's key, not its identity strings.
+pub const SERVING_COPY: &str = "COPY serving_rows (ts, replica_key, queue_depth, running, kv_cache_pct, ttft_p50_s, \
+     ttft_p95_s, ttft_p99_s, itl_p50_s, itl_p95_s, itl_p99_s, requests_per_s, prompt_tokens_per_s, \
+     generation_tokens_per_s, batch_size_mean) FROM STDIN (FORMAT binary)";
 
-/// The `gpus` dimension in memory: (node, index, UUID, model) to `gpu_key`. Filled from the table on first
-/// use (so it survives restarts by reloading) and on each new identity; the COPY path only reads it.
-#[derive(Debug, Default)]
-pub struct GpuKeys {
-    map: std::sync::Mutex<KeyMap>,
-}
-
-/// node -> GPU index -> [(uuid, model, key)]: looked up with borrowed strings, no allocation per row.
-#[derive(Debug, Default)]
-struct KeyMap {
-    loaded: bool,
-    len: usize,
-    nodes: HashMap<String, HashMap<i32, Vec<Identity>>>,
-}
-
-/// (UUID, model, key) of one GPU index of a node.
-type Identity = (String, String, i32);
-
-impl KeyMap {
-    fn get(&self, node: &str, index: i32, uuid: &str, model: &str) -> Option<i32> {
-        self.nodes.get(node)?.get(&index)?.iter().find(|(u, m, _)| u == uuid && m == model).map(|(_, _, k)| *k)
-    }
-
-    fn insert(&mut self, node: String, index: i32, uuid: String, model: String, key: i32) {
-        if self.get(&node, index, &uuid, &model).is_some() {
-            return;
-        }
-        self.nodes.entry(node).or_default().entry(index).or_default().push((uuid, model, key));
-        self.len += 1;
-    }
-}
-
-type KeyRow = (i32, String, i32, String, String);
-
-impl GpuKeys {
-    /// How many identities are cached.
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len
-    }
-
-    /// Whether nothing is cached yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Makes sure every GPU of `rows` has a key in the cache, creating the missing identities in `gpus`.
-    pub async fn resolve(&self, pool: &PgPool, rows: &[(&str, &GpuSample)]) -> Result<(), sqlx::Error> {
-        let loaded = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            if map.len >= MAX_CACHED_GPUS {
-                // Start over between groups (never while a group's keys are in use).
-                map.nodes.clear();
-                map.len = 0;
-            }
-            map.loaded
-        };
-        if !loaded {
-            let all: Vec<KeyRow> = sqlx::query_as(
-                "SELECT gpu_key, node_id, gpu_index, uuid, model FROM gpus ORDER BY gpu_key DESC LIMIT $1",
-            )
-            .bind(MAX_CACHED_GPUS as i64)
-            .fetch_all(pool)
-            .await?;
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            for (key, node, index, uuid, model) in all {
-                map.insert(node, index, uuid, model, key);
-            }
-            map.loaded = true;
-        }
-        let missing: Vec<(&str, i32, &str, &str)> = {
-            let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            let mut v: Vec<(&str, i32, &str, &str)> = rows
-                .iter()
-                .map(|(n, g)| (*n, clamp_i32(u64::from(g.gpu_index)), g.uuid.as_str(), g.model.as_str()))
-                .filter(|(n, i, u, m)| map.get(n, *i, u, m).is_none())
-                .collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let (n, i, u, m) = (
-            missing.iter().map(|r| r.0).collect::<Vec<_>>(),
-            missing.iter().map(|r| r.1).collect::<Vec<_>>(),
-            missing.iter().map(|r| r.2).collect::<Vec<_>>(),
-            missing.iter().map(|r| r.3).collect::<Vec<_>>(),
-        );
-        sqlx::query(
-            "INSERT INTO gpus (node_id, gpu_index, uuid, model) SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[]) \
-             ON CONFLICT (node_id, gpu_index, uuid, model) DO NOTHING",
-        )
-        .bind(&n)
-        .bind(&i)
-        .bind(&u)
-        .bind(&m)
-        .execute(pool)
-        .await?;
-        // A second statement: its snapshot sees identities another writer committed meanwhile.
-        let found: Vec<KeyRow> = sqlx::query_as(
-            "SELECT g.gpu_key, g.node_id, g.gpu_index, g.uuid, g.model FROM gpus g \
-             JOIN UNNEST($1::text[], $2::int[], $3::text[], $4::text[]) AS w(n, i, u, m) \
-               ON g.node_id = w.n AND g.gpu_index = w.i AND g.uuid = w.u AND g.model = w.m",
-        )
-        .bind(&n)
-        .bind(&i)
-        .bind(&u)
-        .bind(&m)
-        .fetch_all(pool)
-        .await?;
-        if found.len() < missing.len() {
-            // Never write a row under an unknown key: fail the group (the agents retry).
-            return Err(sqlx::Error::RowNotFound);
-        }
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, node, index, uuid, model) in found {
-            map.insert(node, index, uuid, model, key);
-        }
-        Ok(())
-    }
-}
-
-/// Columns of `serving_samples`, in COPY order.
-pub const SERVING_COPY: &str = "COPY serving_samples (node_id, deployment, replica, ts, engine, queue_depth, running, \
-     kv_cache_pct, ttft_p50_s, ttft_p95_s, ttft_p99_s, itl_p50_s, itl_p95_s, itl_p99_s, requests_per_s, \
-     prompt_tokens_per_s, generation_tokens_per_s, batch_size_mean) FROM STDIN (FORMAT binary)";
-
-fn encode_serving_rows(batches: &[&Batch], rows: usize) -> Vec<u8> {
-    let mut c = CopyBinary::with_capacity(rows * 160);
+fn encode_serving_rows(keys: &ReplicaKeys, batches: &[&Batch], rows: usize) -> Vec<u8> {
+    let mut c = CopyBinary::with_capacity(rows * 80);
     let f = |v: Option<f64>| v.map(|v| v as f32);
+    let map = keys.lock();
     for b in batches {
         for s in &b.serving {
-            c.row(18);
-            c.text(&b.agent_id);
-            c.text(&s.deployment);
-            c.text(&s.replica);
+            c.row(15);
             c.ts_ms(s.ts_ms);
-            c.text(&s.engine);
+            c.i32(map.get(&ReplicaRef::of(&b.agent_id, s)).unwrap_or(0));
             c.f32(s.queue_depth as f32);
             c.f32(s.running as f32);
             c.opt_f32(f(s.kv_cache_pct));

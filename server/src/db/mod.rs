@@ -10,6 +10,7 @@ pub mod commands;
 pub mod control;
 pub mod copy;
 pub mod dashboard;
+pub mod dimensions;
 pub mod enroll;
 pub mod idle;
 pub mod ingest;
@@ -37,7 +38,7 @@ use sqlx::postgres::PgPoolOptions;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Tables partitioned by day (`ts`, or `chunk_start` for packed GPU history), dropped past the raw retention.
-pub const PARTITIONED_TABLES: [&str; 2] = ["serving_samples", "gpu_chunks"];
+pub const PARTITIONED_TABLES: [&str; 2] = ["serving_rows", "gpu_chunks"];
 
 /// The hot GPU sample table, partitioned by hour; [`pack`] folds each complete hour into `gpu_chunks` and drops
 /// its partition.

@@ -115,7 +115,7 @@ pub async fn deployment_buckets(
             SELECT deployment, replica, floor(date_part('epoch', ts) / $1)::bigint * $1 AS b, \
                    avg(generation_tokens_per_s) AS gen, max(itl_p95_s) AS itl, avg(batch_size_mean) AS batch, \
                    avg(kv_cache_pct) AS kv, avg(queue_depth) AS queue \
-            FROM serving_samples WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t \
+            FROM serving_samples_between($2, $3) WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3) t \
          GROUP BY 1, 2 ORDER BY 1, 2"
     } else {
         "SELECT deployment, b, count(*) AS replicas, sum(gen)::float8 AS demand, max(itl)::float8 AS itl, \

@@ -54,7 +54,7 @@ const SERVING_1M: &str = "INSERT INTO serving_rollup_1m SELECT deployment, repli
     max(node_id), count(*), avg(queue_depth), max(queue_depth), avg(running), avg(kv_cache_pct), max(kv_cache_pct), \
     max(ttft_p95_s), max(itl_p95_s), avg(requests_per_s), avg(prompt_tokens_per_s), avg(generation_tokens_per_s), \
     avg(batch_size_mean) \
-    FROM serving_samples WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2, 3 \
+    FROM serving_samples_between($1, $2) WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2, 3 \
     ON CONFLICT (deployment, replica, bucket) DO UPDATE SET node_id = excluded.node_id, samples = excluded.samples, \
     queue_mean = excluded.queue_mean, queue_max = excluded.queue_max, running_mean = excluded.running_mean, \
     kv_cache_mean = excluded.kv_cache_mean, kv_cache_max = excluded.kv_cache_max, ttft_p95_max = excluded.ttft_p95_max, \

@@ -88,18 +88,43 @@ pub async fn dashboard_fleet(pool: &sqlx::PgPool, nodes: usize, deployments: usi
     exec(pool, "raw GPU samples: 5 min at 10 s for every other node", &format!(
         "INSERT INTO gpu_samples_hot ({raw_cols}) SELECT {raw_vals} FROM generate_series({HOT_NODES}, {n_max}) n CROSS JOIN generate_series(0, 7) g \
          CROSS JOIN generate_series(1, 30) s CROSS JOIN LATERAL (SELECT now() - s * interval '10 seconds' AS t) x {key}")).await?;
-    exec(pool, "raw serving samples: 1 h at 10 s, 2 replicas per deployment", &format!(
-        "INSERT INTO serving_samples (node_id, deployment, replica, ts, engine, queue_depth, running, kv_cache_pct, ttft_p95_s, itl_p95_s, \
-                                      requests_per_s, prompt_tokens_per_s, generation_tokens_per_s, batch_size_mean) \
-         SELECT 'node-' || lpad(dd::text, 5, '0'), 'ns' || (dd % 50) || '/dep-' || dd, 'r' || r, now() - s * interval '10 seconds', 'vllm', \
-                (s % 7)::real, 8, 50, 0.2 + (s % 10) / 50.0, 0.03, 5 + (s % 30) / 3.0, 5000, 500, 8 \
-         FROM generate_series(0, {}) dd, generate_series(0, 1) r, generate_series(1, 360) s", d - 1)).await?;
+    exec(
+        pool,
+        "serving replica identities",
+        &format!(
+            "INSERT INTO serving_replicas (deployment, replica, node_id, engine) \
+         SELECT 'ns' || (dd % 50) || '/dep-' || dd, 'r' || r, 'node-' || lpad(dd::text, 5, '0'), 'vllm' \
+         FROM generate_series(0, {}) dd, generate_series(0, 1) r \
+         UNION ALL SELECT 'ns' || (dd % 50) || '/dep-' || dd, 'hot-r' || r, 'node-' || lpad(dd::text, 5, '0'), 'vllm' \
+         FROM generate_series(0, {}) dd, generate_series(0, 7) r ON CONFLICT DO NOTHING",
+            d - 1,
+            HOT_NODES.min(d) - 1
+        ),
+    )
+    .await?;
+    let serving_cols = "ts, replica_key, queue_depth, running, kv_cache_pct, ttft_p95_s, itl_p95_s, requests_per_s, \
+                        prompt_tokens_per_s, generation_tokens_per_s, batch_size_mean";
+    let replica = "JOIN serving_replicas k ON k.deployment = 'ns' || (dd % 50) || '/dep-' || dd AND k.replica = rn \
+                   AND k.node_id = 'node-' || lpad(dd::text, 5, '0') AND k.engine = 'vllm'";
+    exec(
+        pool,
+        "raw serving samples: 1 h at 10 s, 2 replicas per deployment",
+        &format!(
+            "INSERT INTO serving_rows ({serving_cols}) \
+         SELECT now() - s * interval '10 seconds', k.replica_key, (s % 7)::real, 8, 50, 0.2 + (s % 10) / 50.0, 0.03, \
+                5 + (s % 30) / 3.0, 5000, 500, 8 \
+         FROM generate_series(0, {}) dd CROSS JOIN generate_series(0, 1) r CROSS JOIN generate_series(1, 360) s \
+         CROSS JOIN LATERAL (SELECT 'r' || r AS rn) x {replica}",
+            d - 1
+        ),
+    )
+    .await?;
     exec(pool, "raw serving samples: 1 h at 1 s, 8 replicas, for the hot deployments", &format!(
-        "INSERT INTO serving_samples (node_id, deployment, replica, ts, engine, queue_depth, running, kv_cache_pct, ttft_p95_s, itl_p95_s, \
-                                      requests_per_s, prompt_tokens_per_s, generation_tokens_per_s, batch_size_mean) \
-         SELECT 'node-' || lpad(dd::text, 5, '0'), 'ns' || (dd % 50) || '/dep-' || dd, 'hot-r' || r, now() - s * interval '1 second', 'vllm', \
-                ((s + r) % 7)::real, 8, 50, 0.2 + (s % 10) / 50.0, 0.03, 5 + (s % 30) / 3.0, 5000, 500, 8 \
-         FROM generate_series(0, {}) dd, generate_series(0, 7) r, generate_series(1, 3600) s", HOT_NODES.min(d) - 1)).await?;
+        "INSERT INTO serving_rows ({serving_cols}) \
+         SELECT now() - s * interval '1 second', k.replica_key, ((s + r) % 7)::real, 8, 50, 0.2 + (s % 10) / 50.0, 0.03, \
+                5 + (s % 30) / 3.0, 5000, 500, 8 \
+         FROM generate_series(0, {}) dd CROSS JOIN generate_series(0, 7) r CROSS JOIN generate_series(1, 3600) s \
+         CROSS JOIN LATERAL (SELECT 'hot-r' || r AS rn) x {replica}", HOT_NODES.min(d) - 1)).await?;
     exec(pool, "latest serving readings", &format!(
         "INSERT INTO serving_latest (deployment, replica, node_id, ts, engine, queue_depth, running, kv_cache_pct, ttft_p95_s, itl_p95_s, \
                                      requests_per_s, generation_tokens_per_s, batch_size_mean) \

@@ -119,7 +119,7 @@ pub async fn deployment_series(
              sum(running)::float8 AS running, avg(kv_cache_pct)::float8 AS kv_cache_pct, max(ttft_p95_s)::float8 AS ttft_p95_s, \
              max(itl_p95_s)::float8 AS itl_p95_s, sum(requests_per_s)::float8 AS requests_per_s, \
              sum(generation_tokens_per_s)::float8 AS generation_tokens_per_s \
-             FROM serving_samples WHERE deployment = $1 AND ts >= $2 AND ts < $3 GROUP BY 1 ORDER BY 1"
+             FROM serving_samples_between($2, $3) WHERE deployment = $1 AND ts >= $2 AND ts < $3 GROUP BY 1 ORDER BY 1"
         }
         Resolution::Minute => {
             "SELECT bucket AS ts, count(*) AS replicas, sum(queue_mean)::float8 AS queue_depth, sum(running_mean)::float8 AS running, \
@@ -281,7 +281,7 @@ async fn metric_series(
             (
                 "replica",
                 format!(
-                    "SELECT ts AS t, replica, {column} AS v, 1 AS n FROM serving_samples \
+                    "SELECT ts AS t, replica, {column} AS v, 1 AS n FROM serving_samples_between($4, $5) \
                      WHERE deployment = $2 AND ts >= $4 AND ts < $5"
                 ),
                 format!(
@@ -289,7 +289,8 @@ async fn metric_series(
                      WHERE deployment = $2 AND bucket >= $4 AND bucket < {{end}}"
                 ),
                 format!(
-                    "SELECT date_trunc('minute', ts), replica, avg({column}), count(*) FROM serving_samples \
+                    "SELECT date_trunc('minute', ts), replica, avg({column}), count(*) \
+                     FROM serving_samples_between(greatest($4, {{UPTO}}), $5) \
                      WHERE deployment = $2 AND ts >= greatest($4, {{UPTO}}) AND ts < $5 GROUP BY 1, 2"
                 ),
             )
@@ -530,13 +531,13 @@ async fn deployment_chart_once(
 ) -> Result<Vec<DeploymentPoint>, sqlx::Error> {
     const RAW: &str = "SELECT ts AS t, replica, queue_depth AS q, running AS run, kv_cache_pct AS kv, ttft_p95_s AS ttft, \
                        itl_p95_s AS itl, requests_per_s AS rps, generation_tokens_per_s AS gen, 1 AS n \
-                       FROM serving_samples WHERE deployment = $1 AND ts >= $2 AND ts < $3";
+                       FROM serving_samples_between($2, $3) WHERE deployment = $1 AND ts >= $2 AND ts < $3";
     const ROLLUP: &str = "SELECT bucket AS t, replica, queue_mean AS q, running_mean AS run, kv_cache_mean AS kv, \
                           ttft_p95_max AS ttft, itl_p95_max AS itl, requests_per_s AS rps, generation_tps AS gen, samples AS n \
                           FROM {table} WHERE deployment = $1 AND bucket >= $2 AND bucket < {end}";
     const TAIL: &str = "SELECT date_trunc('minute', ts), replica, avg(queue_depth), avg(running), avg(kv_cache_pct), \
                         max(ttft_p95_s), max(itl_p95_s), avg(requests_per_s), avg(generation_tokens_per_s), count(*) \
-                        FROM serving_samples WHERE deployment = $1 AND ts >= greatest($2, {UPTO}) AND ts < $3 GROUP BY 1, 2";
+                        FROM serving_samples_between(greatest($2, {UPTO}), $3) WHERE deployment = $1 AND ts >= greatest($2, {UPTO}) AND ts < $3 GROUP BY 1, 2";
     let inner = ChartRows { raw: RAW, rollup: ROLLUP, tail: TAIL, tables: ("serving_rollup_1m", "serving_rollup_1h") }
         .sql(plan, 2, 3, 5);
     let sql = format!(

@@ -84,7 +84,7 @@ fn is_data_error(e: &sqlx::Error) -> bool {
 fn blamed_field(e: &sqlx::Error) -> String {
     let msg = e.to_string();
     if msg.contains("partition") {
-        if msg.contains("serving_samples") { "serving[].ts_ms" } else { "gpus[].ts_ms" }.to_string()
+        if msg.contains("serving_rows") { "serving[].ts_ms" } else { "gpus[].ts_ms" }.to_string()
     } else {
         "batch".to_string()
     }
@@ -125,8 +125,8 @@ impl IngestQueue {
     ) -> (Self, Vec<JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel::<Job>(65_536);
         let rx = Arc::new(Mutex::new(rx));
-        // One identity cache for every writer: a GPU's key is resolved once per process.
-        let keys = Arc::new(db::ingest::GpuKeys::default());
+        // One identity cache for every writer: a GPU's or a replica's key is resolved once per process.
+        let keys = Arc::new(db::dimensions::Dimensions::default());
         // Zero writers is refused by configuration validation; tests use it to hold the queue full.
         let writers = (0..limits.writers)
             .map(|_| {
@@ -170,7 +170,7 @@ impl IngestQueue {
 struct Writer {
     pool: PgPool,
     partitions: Arc<Partitions>,
-    keys: Arc<db::ingest::GpuKeys>,
+    keys: Arc<db::dimensions::Dimensions>,
     metrics: Metrics,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     max_group_rows: usize,

@@ -38,7 +38,7 @@ async fn post_batch(app: &TestApp, b: &Value) -> (u16, Value) {
 async fn partitions(app: &TestApp) -> i64 {
     app.count(
         "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent \
-         WHERE p.relname IN ('gpu_samples_hot', 'gpu_chunks', 'serving_samples')",
+         WHERE p.relname IN ('gpu_samples_hot', 'gpu_chunks', 'serving_rows')",
     )
     .await
 }
