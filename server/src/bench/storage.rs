@@ -124,16 +124,19 @@ pub async fn run(opts: StorageBenchOptions) -> anyhow::Result<StorageBenchResult
         let (pool, partitions, frontier, stop) = (pool.clone(), partitions.clone(), frontier.clone(), stop.clone());
         tokio::spawn(async move {
             let mut packed = db::pack::PackStats::default();
+            let mut pack_secs = 0.0;
             while !stop.load(Ordering::Relaxed) {
                 let now = db::ingest::ts(frontier.load(Ordering::Relaxed));
+                let t = Instant::now();
                 let s = db::pack::run(&pool, now, &partitions).await?;
+                pack_secs += t.elapsed().as_secs_f64();
                 packed.partitions += s.partitions;
                 packed.chunks += s.chunks;
                 packed.samples += s.samples;
                 db::rollups::run(&pool, now).await?;
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
-            Ok::<_, sqlx::Error>(packed)
+            Ok::<_, sqlx::Error>((packed, pack_secs))
         })
     };
 
@@ -190,7 +193,7 @@ pub async fn run(opts: StorageBenchOptions) -> anyhow::Result<StorageBenchResult
     let ingest_secs = ingest_started.elapsed().as_secs_f64();
     pb.finish_and_clear();
     stop.store(true, Ordering::Relaxed);
-    let mut packed = background.await??;
+    let (mut packed, pack_secs) = background.await??;
     drop(queue);
     for w in writers {
         w.await?;
@@ -202,6 +205,11 @@ pub async fn run(opts: StorageBenchOptions) -> anyhow::Result<StorageBenchResult
     packed.samples += last.samples;
     db::rollups::run(&pool, end).await?;
     let rows_per_s = total_rows as f64 / ingest_secs.max(1e-9);
+    println!(
+        "packing while ingesting: {} samples in {pack_secs:.1} s of pack passes ({:.0} samples/s packed)",
+        packed.samples,
+        packed.samples as f64 / pack_secs.max(1e-9)
+    );
     println!(
         "ingested {total_rows} GPU samples in {ingest_secs:.1} s: {rows_per_s:.0} rows/s ({:.0} metric values/s) while packing ran; \
          packed {} hours into {} chunks",

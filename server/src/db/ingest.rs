@@ -137,7 +137,9 @@ async fn upsert_nodes(tx: &mut sqlx::PgConnection, batches: &[&Batch]) -> Result
     for b in batches {
         latest.insert(b.agent_id.as_str(), b);
     }
-    let nodes: Vec<&Batch> = latest.into_values().collect();
+    // In key order: two groups upserting the same nodes lock their rows in the same order (no deadlock).
+    let mut nodes: Vec<&Batch> = latest.into_values().collect();
+    nodes.sort_unstable_by(|a, b| a.agent_id.cmp(&b.agent_id));
     sqlx::query(
         "INSERT INTO nodes (node_id, hostname, agent_version, gpu_source, agent_group, deployment, last_seen) \
          SELECT n, h, v, s, g, d, now() \
@@ -241,7 +243,9 @@ async fn upsert_serving_latest(tx: &mut sqlx::PgConnection, batches: &[&Batch]) 
             }
         }
     }
-    let rows: Vec<(&str, &ServingSample)> = newest.into_values().collect();
+    // In key order, so concurrent groups lock the same rows in the same order.
+    let mut rows: Vec<(&str, &ServingSample)> = newest.into_values().collect();
+    rows.sort_unstable_by(|a, b| (&a.1.deployment, &a.1.replica).cmp(&(&b.1.deployment, &b.1.replica)));
     let f = |get: fn(&ServingSample) -> f64| rows.iter().map(|(_, s)| get(s) as f32).collect::<Vec<f32>>();
     let o =
         |get: fn(&ServingSample) -> Option<f64>| rows.iter().map(|(_, s)| get(s).map(|v| v as f32)).collect::<Vec<_>>();
@@ -326,6 +330,9 @@ async fn upsert_gpu_latest(tx: &mut sqlx::PgConnection, batches: &[&Batch]) -> R
         throttle: Vec::with_capacity(n),
         xid: Vec::with_capacity(n),
     };
+    // In key order, so concurrent groups lock the same rows in the same order.
+    let mut newest: Vec<((&str, u32), &GpuSample)> = newest.into_iter().collect();
+    newest.sort_unstable_by_key(|(k, _)| *k);
     for ((node, _), g) in newest {
         c.node.push(node.to_string());
         c.gpu_index.push(clamp_i32(u64::from(g.gpu_index)));

@@ -85,7 +85,7 @@ pub async fn mark_dirty(conn: &mut sqlx::PgConnection, minutes: &[DateTime<Utc>]
     if minutes.is_empty() {
         return Ok(());
     }
-    sqlx::query("INSERT INTO rollup_dirty (bucket) SELECT DISTINCT date_trunc('minute', t) FROM UNNEST($1::timestamptz[]) t ON CONFLICT DO NOTHING")
+    sqlx::query("INSERT INTO rollup_dirty (bucket) SELECT DISTINCT date_trunc('minute', t) FROM UNNEST($1::timestamptz[]) t ORDER BY 1 ON CONFLICT DO NOTHING")
         .bind(minutes)
         .execute(conn)
         .await?;
