@@ -93,6 +93,13 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
       AND c.chunk_start + z.off * interval '1 millisecond' < t_to
 $$;
 
+-- How far the 1-minute rollups reach. The charts' "raw tail" passes it to the readers above as a function,
+-- not a sub-select: PostgreSQL does not inline a set-returning function whose arguments hold a sub-select,
+-- and a reader that is not inlined reads every series of the range before the caller's filter applies.
+CREATE FUNCTION rollup_upto_1m() RETURNS timestamptz LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT upto FROM rollup_watermark WHERE name = '1m'
+$$;
+
 -- The key of a GPU identity, created on first sight (for SQL writers; the server resolves keys in memory).
 CREATE FUNCTION gpu_key_of(p_node text, p_index integer, p_uuid text, p_model text) RETURNS integer
 LANGUAGE sql VOLATILE AS $$

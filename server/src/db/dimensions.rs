@@ -9,7 +9,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use gpu_agent::protocol::{GpuSample, ServingSample};
 use hashbrown::{Equivalent, HashMap};
-use sqlx::PgPool;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow as _, PgPool, Postgres};
 
 /// Identities one cache holds at most; past it, it starts over between groups (the table keeps them all). A
 /// fleet has a few GPUs and replicas per node; only churning identities could fill it.
@@ -138,110 +139,93 @@ pub struct Dimensions {
     pub replicas: ReplicaKeys,
 }
 
-type GpuRow = (i32, String, i32, String, String);
-type ReplicaRow = (i32, String, String, String, String);
+/// A statement whose parameters are bound.
+pub type Bound<'q> = sqlx::query::Query<'q, Postgres, <Postgres as sqlx::Database>::Arguments>;
 
-impl GpuKeys {
-    /// Makes sure every identity of `wanted` has a cached key, creating the missing ones in `gpus`.
-    pub async fn resolve(&self, pool: &PgPool, wanted: &[GpuRef<'_>]) -> Result<(), sqlx::Error> {
+/// What differs between the dimension tables: their statements and their four identity columns.
+pub trait Dimension: Hash + Eq + Sized {
+    /// A borrowed identity (hashes the same as the owned one).
+    type Ref<'a>: Hash + Equivalent<Self> + Ord + Copy;
+    /// A row of `LOAD` and `FIND`: the key, then the four identity columns.
+    type Row: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin;
+    /// Every identity (`$1`: how many at most), newest first.
+    const LOAD: &'static str;
+    /// Inserts the identities bound by [`Dimension::bind`], skipping the known ones.
+    const INSERT: &'static str;
+    /// The rows of the identities bound by [`Dimension::bind`].
+    const FIND: &'static str;
+    /// The identity and key of a row.
+    fn from_row(row: Self::Row) -> (Self, i32);
+    /// Binds `wanted` as four column arrays (`$1` to `$4`).
+    fn bind<'q>(q: Bound<'q>, wanted: &[Self::Ref<'_>]) -> Bound<'q>;
+}
+
+impl Dimension for GpuIdent {
+    type Ref<'a> = GpuRef<'a>;
+    type Row = (i32, String, i32, String, String);
+    const LOAD: &'static str =
+        "SELECT gpu_key, node_id, gpu_index, uuid, model FROM gpus ORDER BY gpu_key DESC LIMIT $1";
+    const INSERT: &'static str = "INSERT INTO gpus (node_id, gpu_index, uuid, model) \
+         SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING";
+    const FIND: &'static str = "SELECT g.gpu_key, g.node_id, g.gpu_index, g.uuid, g.model FROM gpus g \
+         JOIN UNNEST($1::text[], $2::int[], $3::text[], $4::text[]) AS w(n, i, u, m) \
+           ON g.node_id = w.n AND g.gpu_index = w.i AND g.uuid = w.u AND g.model = w.m";
+
+    fn from_row((key, node, index, uuid, model): Self::Row) -> (Self, i32) {
+        (GpuIdent(node, index, uuid, model), key)
+    }
+
+    fn bind<'q>(q: Bound<'q>, wanted: &[GpuRef<'_>]) -> Bound<'q> {
+        q.bind(wanted.iter().map(|r| r.0.to_owned()).collect::<Vec<_>>())
+            .bind(wanted.iter().map(|r| r.1).collect::<Vec<_>>())
+            .bind(wanted.iter().map(|r| r.2.to_owned()).collect::<Vec<_>>())
+            .bind(wanted.iter().map(|r| r.3.to_owned()).collect::<Vec<_>>())
+    }
+}
+
+impl Dimension for ReplicaIdent {
+    type Ref<'a> = ReplicaRef<'a>;
+    type Row = (i32, String, String, String, String);
+    const LOAD: &'static str = "SELECT replica_key, deployment, replica, node_id, engine FROM serving_replicas \
+         ORDER BY replica_key DESC LIMIT $1";
+    const INSERT: &'static str = "INSERT INTO serving_replicas (deployment, replica, node_id, engine) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING";
+    const FIND: &'static str = "SELECT s.replica_key, s.deployment, s.replica, s.node_id, s.engine \
+         FROM serving_replicas s JOIN UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS w(d, r, n, e) \
+           ON s.deployment = w.d AND s.replica = w.r AND s.node_id = w.n AND s.engine = w.e";
+
+    fn from_row((key, deployment, replica, node, engine): Self::Row) -> (Self, i32) {
+        (ReplicaIdent(deployment, replica, node, engine), key)
+    }
+
+    fn bind<'q>(q: Bound<'q>, wanted: &[ReplicaRef<'_>]) -> Bound<'q> {
+        q.bind(wanted.iter().map(|r| r.0.to_owned()).collect::<Vec<_>>())
+            .bind(wanted.iter().map(|r| r.1.to_owned()).collect::<Vec<_>>())
+            .bind(wanted.iter().map(|r| r.2.to_owned()).collect::<Vec<_>>())
+            .bind(wanted.iter().map(|r| r.3.to_owned()).collect::<Vec<_>>())
+    }
+}
+
+impl<K: Dimension> KeyCache<K> {
+    /// Makes sure every identity of `wanted` has a cached key, creating the missing ones in the table.
+    pub async fn resolve(&self, pool: &PgPool, wanted: &[K::Ref<'_>]) -> Result<(), sqlx::Error> {
         if self.needs_load() {
-            let all: Vec<GpuRow> = sqlx::query_as(
-                "SELECT gpu_key, node_id, gpu_index, uuid, model FROM gpus ORDER BY gpu_key DESC LIMIT $1",
-            )
-            .bind(MAX_CACHED as i64)
-            .fetch_all(pool)
-            .await?;
-            self.remember(all.into_iter().map(|(k, n, i, u, m)| (GpuIdent(n, i, u, m), k)), true);
+            let all: Vec<K::Row> = sqlx::query_as(K::LOAD).bind(MAX_CACHED as i64).fetch_all(pool).await?;
+            self.remember(all.into_iter().map(K::from_row), true);
         }
         let missing = self.missing(wanted.iter().copied());
         if missing.is_empty() {
             return Ok(());
         }
-        let cols = (
-            missing.iter().map(|r| r.0).collect::<Vec<_>>(),
-            missing.iter().map(|r| r.1).collect::<Vec<_>>(),
-            missing.iter().map(|r| r.2).collect::<Vec<_>>(),
-            missing.iter().map(|r| r.3).collect::<Vec<_>>(),
-        );
-        sqlx::query(
-            "INSERT INTO gpus (node_id, gpu_index, uuid, model) \
-             SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
-        )
-        .bind(&cols.0)
-        .bind(&cols.1)
-        .bind(&cols.2)
-        .bind(&cols.3)
-        .execute(pool)
-        .await?;
+        K::bind(sqlx::query(K::INSERT), &missing).execute(pool).await?;
         // A second statement: its snapshot sees identities another writer committed meanwhile.
-        let found: Vec<GpuRow> = sqlx::query_as(
-            "SELECT g.gpu_key, g.node_id, g.gpu_index, g.uuid, g.model FROM gpus g \
-             JOIN UNNEST($1::text[], $2::int[], $3::text[], $4::text[]) AS w(n, i, u, m) \
-               ON g.node_id = w.n AND g.gpu_index = w.i AND g.uuid = w.u AND g.model = w.m",
-        )
-        .bind(&cols.0)
-        .bind(&cols.1)
-        .bind(&cols.2)
-        .bind(&cols.3)
-        .fetch_all(pool)
-        .await?;
+        let rows = K::bind(sqlx::query(K::FIND), &missing).fetch_all(pool).await?;
+        let found = rows.iter().map(K::Row::from_row).collect::<Result<Vec<_>, _>>()?;
         if found.len() < missing.len() {
             // Never write a row under an unknown key: fail the group (the agents retry).
             return Err(sqlx::Error::RowNotFound);
         }
-        self.remember(found.into_iter().map(|(k, n, i, u, m)| (GpuIdent(n, i, u, m), k)), false);
-        Ok(())
-    }
-}
-
-impl ReplicaKeys {
-    /// Makes sure every identity of `wanted` has a cached key, creating the missing ones in `serving_replicas`.
-    pub async fn resolve(&self, pool: &PgPool, wanted: &[ReplicaRef<'_>]) -> Result<(), sqlx::Error> {
-        if self.needs_load() {
-            let all: Vec<ReplicaRow> = sqlx::query_as(
-                "SELECT replica_key, deployment, replica, node_id, engine FROM serving_replicas \
-                 ORDER BY replica_key DESC LIMIT $1",
-            )
-            .bind(MAX_CACHED as i64)
-            .fetch_all(pool)
-            .await?;
-            self.remember(all.into_iter().map(|(k, d, r, n, e)| (ReplicaIdent(d, r, n, e), k)), true);
-        }
-        let missing = self.missing(wanted.iter().copied());
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let cols = (
-            missing.iter().map(|r| r.0).collect::<Vec<_>>(),
-            missing.iter().map(|r| r.1).collect::<Vec<_>>(),
-            missing.iter().map(|r| r.2).collect::<Vec<_>>(),
-            missing.iter().map(|r| r.3).collect::<Vec<_>>(),
-        );
-        sqlx::query(
-            "INSERT INTO serving_replicas (deployment, replica, node_id, engine) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
-        )
-        .bind(&cols.0)
-        .bind(&cols.1)
-        .bind(&cols.2)
-        .bind(&cols.3)
-        .execute(pool)
-        .await?;
-        let found: Vec<ReplicaRow> = sqlx::query_as(
-            "SELECT s.replica_key, s.deployment, s.replica, s.node_id, s.engine FROM serving_replicas s \
-             JOIN UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS w(d, r, n, e) \
-               ON s.deployment = w.d AND s.replica = w.r AND s.node_id = w.n AND s.engine = w.e",
-        )
-        .bind(&cols.0)
-        .bind(&cols.1)
-        .bind(&cols.2)
-        .bind(&cols.3)
-        .fetch_all(pool)
-        .await?;
-        if found.len() < missing.len() {
-            return Err(sqlx::Error::RowNotFound);
-        }
-        self.remember(found.into_iter().map(|(k, d, r, n, e)| (ReplicaIdent(d, r, n, e), k)), false);
+        self.remember(found.into_iter().map(K::from_row), false);
         Ok(())
     }
 }

@@ -230,20 +230,24 @@ pub fn retention_cutoff(retention_days: u32) -> NaiveDate {
     Utc::now().date_naive() - chrono::Duration::days(i64::from(retention_days))
 }
 
+/// The names of the partitions of `table`.
+pub async fn partitions_of(pool: &PgPool, table: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+}
+
 /// Drops daily partitions entirely older than `retention_days`; returns the dropped table names. Callers
 /// holding a [`Partitions`] must call [`Partitions::forget_before`] with [`retention_cutoff`] afterwards.
 pub async fn drop_expired_partitions(pool: &PgPool, retention_days: u32) -> Result<Vec<String>, sqlx::Error> {
     let cutoff = retention_cutoff(retention_days);
     let mut dropped = Vec::new();
     for table in PARTITIONED_TABLES {
-        let children: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1",
-        )
-        .bind(table)
-        .fetch_all(pool)
-        .await?;
-        for child in children {
+        for child in partitions_of(pool, table).await? {
             let Some(day) = child.rsplit('_').next().and_then(|d| NaiveDate::parse_from_str(d, "%Y%m%d").ok()) else {
                 continue;
             };

@@ -39,13 +39,7 @@ fn hour_of_partition(name: &str) -> Option<NaiveDateTime> {
 
 /// Hot partitions whose hour ended more than [`GRACE`] before `now`, oldest first.
 pub async fn due(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<(String, NaiveDateTime)>, sqlx::Error> {
-    let children: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1",
-    )
-    .bind(HOT_TABLE)
-    .fetch_all(pool)
-    .await?;
+    let children = super::partitions_of(pool, HOT_TABLE).await?;
     let cutoff = (now - GRACE).naive_utc();
     let mut due: Vec<(String, NaiveDateTime)> = children
         .into_iter()

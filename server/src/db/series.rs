@@ -379,7 +379,8 @@ pub struct ChartPlan {
 
 /// `coalesce(upto, watermark, from)` for the SQL of a minute plan, `$upto` and `$from` being parameters.
 fn upto_sql(upto: u8, from: u8) -> String {
-    format!("coalesce(${upto}::timestamptz, (SELECT upto FROM rollup_watermark WHERE name = '1m'), ${from})")
+    // A function, not a sub-select: the raw readers are inlined only when their arguments hold no sub-select.
+    format!("coalesce(${upto}::timestamptz, rollup_upto_1m(), ${from})")
 }
 
 /// The SQL of a chart's rows under a [`ChartPlan`]: raw samples; minute rollups plus the minutes not rolled

@@ -142,20 +142,31 @@ async fn charts_from_rollups_plus_the_raw_tail_match_the_raw_samples() {
         .await
         .unwrap();
     // 40 minutes at 1 s up to now: two GPUs with a saw-tooth, a throttled stretch and a clock dip; two
-    // replicas with their own levels.
-    sqlx::query(
-        "INSERT INTO gpu_samples (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, power_w, temp_c, \
-                                  sm_clock_mhz, mem_clock_mhz, throttle_reasons, ecc_dbe_total, xid_last) \
-         SELECT 'node-c', g, $1 + s * interval '1 second', 'GPU-' || g, 'test', ((s * 7 + g * 13) % 100)::real, 1000 + s, 2000000, \
-                200 + s % 50, 50 + s % 20, CASE WHEN s % 600 = 17 THEN 900 ELSE 1980 END, 2619, \
-                CASE WHEN s BETWEEN 700 AND 760 THEN 4 ELSE 0 END, 0, 0 \
-         FROM generate_series(0, 1) g, generate_series(0, $2) s",
-    )
-    .bind(from)
-    .bind((now - from).num_seconds() as i32)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    // replicas with their own levels. Written with SQL, not through ingest, so the hour partitions are made
+    // here as ingest makes them: the app's packer may have dropped the past hour's already. A later pass packs
+    // these rows; the reads below see them in either layout.
+    let partitions = fleetpilot::db::Partitions::default();
+    let mut written = Err(sqlx::Error::RowNotFound);
+    for _ in 0..3 {
+        partitions.forget_all();
+        partitions.ensure_hours(&app.pool, [from, now]).await.unwrap();
+        written = sqlx::query(
+            "INSERT INTO gpu_samples (node_id, gpu_index, ts, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, power_w, temp_c, \
+                                      sm_clock_mhz, mem_clock_mhz, throttle_reasons, ecc_dbe_total, xid_last) \
+             SELECT 'node-c', g, $1 + s * interval '1 second', 'GPU-' || g, 'test', ((s * 7 + g * 13) % 100)::real, 1000 + s, 2000000, \
+                    200 + s % 50, 50 + s % 20, CASE WHEN s % 600 = 17 THEN 900 ELSE 1980 END, 2619, \
+                    CASE WHEN s BETWEEN 700 AND 760 THEN 4 ELSE 0 END, 0, 0 \
+             FROM generate_series(0, 1) g, generate_series(0, $2) s",
+        )
+        .bind(from)
+        .bind((now - from).num_seconds() as i32)
+        .execute(&app.pool)
+        .await;
+        if written.is_ok() {
+            break;
+        }
+    }
+    written.unwrap();
     sqlx::query(
         "INSERT INTO serving_samples (node_id, deployment, replica, ts, engine, queue_depth, running, kv_cache_pct, ttft_p95_s, itl_p95_s, \
                                       requests_per_s, prompt_tokens_per_s, generation_tokens_per_s, batch_size_mean) \
