@@ -117,7 +117,21 @@ async fn the_demo_fleets_idle_capacity_matches_the_backtest() {
         sizing.fleetpilot_gpu_hours
     );
     assert_eq!(row.gpus_observed, (AGENTS * GPUS) as i32);
-    assert!(scaled >= 2, "fleetpilot scaled the demo fleet ({scaled} changes)");
+    // Scaled, and down from the static-peak size it started at. (Whether a second change lands before the
+    // trace loop ends depends on timing: with 2 shared cores a run once held 7 replicas to the end.)
+    let last: Option<i32> = sqlx::query_scalar(
+        "SELECT desired_replicas FROM decisions WHERE applied AND desired_replicas <> current_replicas \
+         ORDER BY decided_at DESC LIMIT 1",
+    )
+    .fetch_optional(&app.pool)
+    .await
+    .unwrap();
+    assert!(scaled >= 1, "fleetpilot scaled the demo fleet ({scaled} changes)");
+    assert!(
+        last.is_some_and(|n| (n as u32) < sizing.initial_replicas),
+        "the fleet ended below its static-peak size {}: {last:?}",
+        sizing.initial_replicas
+    );
     assert!(on_time >= 0.99, "the demo fleet kept its SLO: {:.2} % on time", on_time * 100.0);
     assert!((0.8..=1.2).contains(&ratio), "idle capacity {:.2} GPUs vs {expected:.2} implied", row.idle_gpu_equivalent);
 
