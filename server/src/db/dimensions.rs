@@ -48,16 +48,6 @@ impl<K: Hash + Eq> KeyCache<K> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many identities are cached.
-    pub fn len(&self) -> usize {
-        self.lock().keys.len()
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Whether the table must be read first; starts over when the cache is full.
     fn needs_load(&self) -> bool {
         let mut c = self.lock();
