@@ -311,7 +311,7 @@ impl CommandAck {
             return Err(err("results", format!("at most {MAX_ACKS} results")));
         }
         for (i, id) in self.received.iter().enumerate() {
-            check_ident(&format!("received[{i}]"), id, 64)?;
+            check_ident(|| format!("received[{i}]"), id, 64)?;
         }
         check_results("results", &self.results)
     }
@@ -319,8 +319,8 @@ impl CommandAck {
 
 fn check_results(field: &str, results: &[CommandResult]) -> Result<(), FieldError> {
     for (i, r) in results.iter().enumerate() {
-        check_ident(&format!("{field}[{i}].id"), &r.id, 64)?;
-        check_message(&format!("{field}[{i}].message"), &r.message, 4096)?;
+        check_ident(|| format!("{field}[{i}].id"), &r.id, 64)?;
+        check_message(|| format!("{field}[{i}].message"), &r.message, 4096)?;
     }
     Ok(())
 }
@@ -388,6 +388,24 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
     FieldError { field: field.into(), reason: reason.into() }
 }
 
+/// A field's path, built only when a check fails (validation runs on every sample of every batch, and
+/// formatting `gpus[i].name` eagerly would cost more than the checks).
+trait FieldPath {
+    fn path(self) -> String;
+}
+
+impl FieldPath for &str {
+    fn path(self) -> String {
+        self.to_string()
+    }
+}
+
+impl<F: FnOnce() -> String> FieldPath for F {
+    fn path(self) -> String {
+        self()
+    }
+}
+
 fn check_range(field: impl FnOnce() -> String, v: f64, lo: f64, hi: f64) -> Result<(), FieldError> {
     if v.is_finite() && v >= lo && v <= hi {
         Ok(())
@@ -405,33 +423,33 @@ fn check_opt(field: impl FnOnce() -> String, v: Option<f64>, lo: f64, hi: f64) -
 
 /// Free text that may be empty: bounded, and no control characters (NUL cannot be stored in PostgreSQL
 /// `text`, and one such row would fail a whole group commit).
-fn check_text(field: &str, v: &str, max: usize) -> Result<(), FieldError> {
+fn check_text(field: impl FieldPath, v: &str, max: usize) -> Result<(), FieldError> {
     if v.len() > max {
-        return Err(err(field, format!("at most {max} characters")));
+        return Err(err(field.path(), format!("at most {max} characters")));
     }
     if v.chars().any(|c| c.is_control()) {
-        return Err(err(field, "must not contain control characters"));
+        return Err(err(field.path(), "must not contain control characters"));
     }
     Ok(())
 }
 
 /// A message for people: newlines and tabs are fine, NUL and other control characters are not.
-fn check_message(field: &str, v: &str, max: usize) -> Result<(), FieldError> {
+fn check_message(field: impl FieldPath, v: &str, max: usize) -> Result<(), FieldError> {
     if v.len() > max {
-        return Err(err(field, format!("at most {max} characters")));
+        return Err(err(field.path(), format!("at most {max} characters")));
     }
     if v.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-        return Err(err(field, "must not contain NUL or control characters other than newlines and tabs"));
+        return Err(err(field.path(), "must not contain NUL or control characters other than newlines and tabs"));
     }
     Ok(())
 }
 
-fn check_ident(field: &str, v: &str, max: usize) -> Result<(), FieldError> {
+fn check_ident(field: impl FieldPath, v: &str, max: usize) -> Result<(), FieldError> {
     if v.is_empty() || v.len() > max {
-        return Err(err(field, format!("must be 1..={max} characters")));
+        return Err(err(field.path(), format!("must be 1..={max} characters")));
     }
     if v.chars().any(|c| c.is_control()) {
-        return Err(err(field, "must not contain control characters"));
+        return Err(err(field.path(), "must not contain control characters"));
     }
     Ok(())
 }
@@ -480,8 +498,8 @@ impl Batch {
                     ),
                 ));
             }
-            check_ident(&f("uuid"), &g.uuid, 96)?;
-            check_text(&f("model"), &g.model, MAX_MODEL_LEN)?;
+            check_ident(|| f("uuid"), &g.uuid, 96)?;
+            check_text(|| f("model"), &g.model, MAX_MODEL_LEN)?;
             check_opt(|| f("util_pct"), g.util_pct, 0.0, 100.0)?;
             check_opt(|| f("power_w"), g.power_w, 0.0, 100_000.0)?;
             check_opt(|| f("temp_c"), g.temp_c, -50.0, 200.0)?;
@@ -499,8 +517,8 @@ impl Batch {
                 return Err(err(f("ts_ms"), "must be Unix milliseconds between 2000 and 2200"));
             }
             parse_deployment(&s.deployment).map_err(|r| err(f("deployment"), r))?;
-            check_ident(&f("replica"), &s.replica, 253)?;
-            check_ident(&f("engine"), &s.engine, 32)?;
+            check_ident(|| f("replica"), &s.replica, 253)?;
+            check_ident(|| f("engine"), &s.engine, 32)?;
             check_range(|| f("queue_depth"), s.queue_depth, 0.0, 1e9)?;
             check_range(|| f("running"), s.running, 0.0, 1e9)?;
             check_opt(|| f("kv_cache_pct"), s.kv_cache_pct, 0.0, 100.0)?;
@@ -532,11 +550,11 @@ impl Batch {
                 return Err(err(f("gpu_index"), format!("must be in 0..={MAX_GPU_INDEX}")));
             }
             if let Some(u) = &p.uuid {
-                check_ident(&f("uuid"), u, 96)?;
+                check_ident(|| f("uuid"), u, 96)?;
             }
             check_opt(|| f("bandwidth_gb_s"), p.bandwidth_gb_s, 0.0, 1e6)?;
             if let Some(e) = &p.error {
-                check_message(&f("error"), e, 1024)?;
+                check_message(|| f("error"), e, 1024)?;
             }
         }
         let series: std::collections::HashSet<(&str, &str)> =
@@ -554,23 +572,23 @@ impl Batch {
     /// older than raw retention, no further ahead than a few minutes of clock skew). A sample outside it
     /// would create partitions that are never dropped, or pin a "latest" row forever.
     pub fn validate_window(&self, min_ms: i64, max_ms: i64) -> Result<(), FieldError> {
-        let check = |field: String, ts: i64| {
+        let check = |field: &dyn Fn() -> String, ts: i64| {
             if ts < min_ms {
-                Err(err(field, format!("older than the server accepts ({ts} < {min_ms} ms)")))
+                Err(err(field(), format!("older than the server accepts ({ts} < {min_ms} ms)")))
             } else if ts > max_ms {
-                Err(err(field, format!("too far in the future ({ts} > {max_ms} ms; check the node's clock)")))
+                Err(err(field(), format!("too far in the future ({ts} > {max_ms} ms; check the node's clock)")))
             } else {
                 Ok(())
             }
         };
         for (i, g) in self.gpus.iter().enumerate() {
-            check(format!("gpus[{i}].ts_ms"), g.ts_ms)?;
+            check(&|| format!("gpus[{i}].ts_ms"), g.ts_ms)?;
         }
         for (i, s) in self.serving.iter().enumerate() {
-            check(format!("serving[{i}].ts_ms"), s.ts_ms)?;
+            check(&|| format!("serving[{i}].ts_ms"), s.ts_ms)?;
         }
         for (i, p) in self.probes.iter().enumerate() {
-            check(format!("probes[{i}].ts_ms"), p.ts_ms)?;
+            check(&|| format!("probes[{i}].ts_ms"), p.ts_ms)?;
         }
         Ok(())
     }

@@ -258,8 +258,9 @@ enum BenchCmd {
         #[arg(long, default_value = ".fleetpilot/bench-query")]
         data_dir: PathBuf,
     },
-    /// Raw GPU telemetry at rest: a simulated day of 1 s samples through the ingest path with packing running;
-    /// bytes per metric value (and the ratio to the unpacked layout), ingest rows/s, chart read p99.
+    /// Raw telemetry at rest: a simulated day of 1 s GPU and serving samples through the ingest path with
+    /// packing running; bytes per metric value (and the ratio to the unpacked GPU layout), ingest rows/s, chart
+    /// read p99.
     Storage {
         /// GPUs in the fleet (8 per node).
         #[arg(long, default_value_t = 1_000)]

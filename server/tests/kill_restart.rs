@@ -105,6 +105,12 @@ async fn no_acknowledged_sample_is_lost_or_duplicated_when_the_server_is_killed_
             .await
             .unwrap();
     let hot: i64 = sqlx::query_scalar("SELECT count(*) FROM gpu_samples_hot").fetch_one(&mut c).await.unwrap();
+    let hot_where: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT tableoid::regclass::text, count(*), min(ts)::text || ' .. ' || max(ts)::text FROM gpu_samples_hot GROUP BY 1",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
     c.close().await.unwrap();
     server.kill().unwrap();
     server.wait().unwrap();
@@ -116,7 +122,7 @@ async fn no_acknowledged_sample_is_lost_or_duplicated_when_the_server_is_killed_
         "the hour being written was packed repeatedly ({packed} + {})",
         last.partitions
     );
-    assert_eq!(hot, 0, "every row ended in a chunk");
+    assert_eq!(hot, 0, "every row ended in a chunk; left: {hot_where:?}, last pass {last:?}, now {}", chrono::Utc::now());
     assert_eq!(dropped, 0);
     assert_eq!(gpu, gpu_distinct, "no GPU sample stored twice");
     assert_eq!(srv, srv_distinct, "no serving sample stored twice");

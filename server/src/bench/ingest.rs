@@ -250,7 +250,19 @@ pub fn decode_rates(opts: &IngestBenchOptions) -> (f64, f64, usize, usize) {
     let (mut body, slot) = template(0, opts.gpus, opts.readings_per_batch, 1_700_000_000_000);
     set_seq(&mut body, slot, 1);
     let Ok(batch) = serde_json::from_slice::<gpu_agent::protocol::Batch>(&body) else { return (0.0, 0.0, 0, 0) };
-    let binary = postcard::to_allocvec(&batch).unwrap_or_default();
+    // postcard is positional: a field the JSON encoding skips when empty (`probes`) cannot round-trip, so
+    // the binary copy carries one probe result (one row against the batch's hundreds of GPU samples).
+    let mut with_probe = batch.clone();
+    if with_probe.probes.is_empty() {
+        with_probe.probes.push(gpu_agent::protocol::ProbeSample {
+            ts_ms: batch.sent_at_ms,
+            gpu_index: 0,
+            uuid: None,
+            bandwidth_gb_s: Some(1000.0),
+            error: None,
+        });
+    }
+    let binary = postcard::to_allocvec(&with_probe).unwrap_or_default();
     let samples = batch.metric_values() as f64;
     let rate = |f: &dyn Fn() -> bool| {
         let start = Instant::now();
@@ -340,6 +352,13 @@ pub async fn run(opts: IngestBenchOptions) -> anyhow::Result<IngestBenchResult> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_wire_encodings_of_the_template_decode() {
+        let opts = IngestBenchOptions { seconds: 1, agents: 1, gpus: 2, readings_per_batch: 2, data_dir: "/nonexistent".into() };
+        let (json, bin, _, _) = decode_rates(&opts);
+        assert!(json > 0.0 && bin > 0.0, "json {json} postcard {bin}");
+    }
 
     #[test]
     fn the_template_is_a_valid_batch_with_a_patchable_seq() {

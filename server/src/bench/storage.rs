@@ -7,7 +7,7 @@
 //!
 //! Then it reports:
 //! - bytes at rest per metric value of the raw data (hot partitions + chunks + the `gpus` dimension, with
-//!   their indexes and TOAST), and its ratio to the layout before packing (one row per GPU-second with the
+//!   their indexes and TOAST), the same for the serving samples the simulated replicas report, and its ratio to the layout before packing (one row per GPU-second with the
 //!   identity strings), measured in the same run on the first `--baseline-minutes` of the same samples;
 //! - ingest rows/s while packing and rollups run;
 //! - p50/p99 of one GPU's 1-hour chart (newest hour: hot rows and chunks), of a 1-hour chart of packed
@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, DurationRound as _, Utc};
-use gpu_agent::protocol::{Batch, GPU_METRICS_PER_SAMPLE, GpuSample, NodeInfo, PROTOCOL_VERSION};
+use gpu_agent::protocol::{
+    Batch, GPU_METRICS_PER_SAMPLE, GpuSample, NodeInfo, PROTOCOL_VERSION, SERVING_METRICS_PER_SAMPLE, ServingSample,
+};
 use gpu_agent::sim::{NodeSim, SimConfig, Trace};
 use tokio::sync::oneshot;
 
@@ -58,6 +60,8 @@ pub struct StorageBenchResult {
     pub rows_per_s: f64,
     /// Worst p99 of the chart reads, ms.
     pub chart_p99_ms: f64,
+    /// Bytes at rest per metric value of the raw serving samples (hot + packed + replica identities).
+    pub serving_bytes_per_sample: f64,
 }
 
 const GPUS_PER_NODE: u32 = 8;
@@ -146,17 +150,22 @@ pub async fn run(opts: StorageBenchOptions) -> anyhow::Result<StorageBenchResult
     let pb = indicatif::ProgressBar::new(total_rows);
     let ingest_started = Instant::now();
     let mut seq = 0u64;
+    let mut serving_total = 0u64;
     let mut t = start_ms;
     while t < end_ms {
         let window_end = (t + opts.batch_secs * 1000).min(end_ms);
         seq += 1;
         for (i, sim) in sims.iter_mut().enumerate() {
             let mut gpus_rows: Vec<GpuSample> = Vec::with_capacity(GPUS_PER_NODE as usize * opts.batch_secs as usize);
+            let mut serving_rows: Vec<ServingSample> = Vec::new();
             let mut s = t;
             while s < window_end {
-                gpus_rows.extend(sim.sample(s).0);
+                let (g, sv) = sim.sample(s);
+                gpus_rows.extend(g);
+                serving_rows.extend(sv);
                 s += 1000;
             }
+            serving_total += serving_rows.len() as u64;
             let rows = gpus_rows.len() as u64;
             let batch = Batch {
                 version: PROTOCOL_VERSION,
@@ -170,7 +179,7 @@ pub async fn run(opts: StorageBenchOptions) -> anyhow::Result<StorageBenchResult
                     deployment: Some("bench/storage".into()),
                 },
                 gpus: gpus_rows,
-                serving: Vec::new(),
+                serving: serving_rows,
                 command_results: Vec::new(),
                 probes: Vec::new(),
                 sent_at_ms: window_end,
@@ -220,6 +229,8 @@ pub async fn run(opts: StorageBenchOptions) -> anyhow::Result<StorageBenchResult
 
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM gpu_samples").fetch_one(&pool).await?;
     anyhow::ensure!(stored as u64 == total_rows, "{stored} samples readable, {total_rows} ingested");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM serving_samples").fetch_one(&pool).await?;
+    anyhow::ensure!(stored as u64 == serving_total, "{stored} serving samples readable, {serving_total} ingested");
     sqlx::query("VACUUM ANALYZE").execute(&pool).await?;
     let size = db::pack::raw_sizes(&pool).await?;
     let values = total_rows as f64 * GPU_METRICS_PER_SAMPLE as f64;
@@ -230,6 +241,16 @@ pub async fn run(opts: StorageBenchOptions) -> anyhow::Result<StorageBenchResult
         size.hot as f64 / 1_048_576.0,
         size.chunks as f64 / 1_048_576.0,
         size.dimensions as f64 / 1_048_576.0,
+    );
+    let serving_values = serving_total as f64 * SERVING_METRICS_PER_SAMPLE as f64;
+    let serving_bytes_per_sample = size.serving_total() as f64 / serving_values.max(1.0);
+    println!(
+        "serving samples at rest: {serving_total} samples, {:.1} MiB ({:.1} MiB hot rows, {:.1} MiB chunks, {:.2} MiB replica identities): \
+         {serving_bytes_per_sample:.2} bytes per metric value",
+        size.serving_total() as f64 / 1_048_576.0,
+        size.serving_hot as f64 / 1_048_576.0,
+        size.serving_chunks as f64 / 1_048_576.0,
+        size.serving_dimensions as f64 / 1_048_576.0,
     );
 
     let baseline_bytes_per_sample = baseline(&pool, nodes, start_ms, opts.baseline_minutes).await?;
@@ -269,10 +290,18 @@ pub async fn run(opts: StorageBenchOptions) -> anyhow::Result<StorageBenchResult
     let _ = std::fs::remove_dir_all(&opts.data_dir);
     println!(
         "bytes_per_sample={bytes_per_sample:.3} ratio={ratio:.3} rows_per_s={rows_per_s:.0} chart_p99_ms={chart_p99_ms:.2} \
-         baseline_bytes_per_sample={baseline_bytes_per_sample:.2} gpus={gpus} hours={}",
+         baseline_bytes_per_sample={baseline_bytes_per_sample:.2} gpus={gpus} hours={} \
+         serving_bytes_per_sample={serving_bytes_per_sample:.3}",
         opts.hours
     );
-    Ok(StorageBenchResult { bytes_per_sample, baseline_bytes_per_sample, ratio, rows_per_s, chart_p99_ms })
+    Ok(StorageBenchResult {
+        bytes_per_sample,
+        baseline_bytes_per_sample,
+        ratio,
+        rows_per_s,
+        chart_p99_ms,
+        serving_bytes_per_sample,
+    })
 }
 
 /// The layout before packing (migration `20261124000001_init`): one row per GPU-second carrying node, UUID and

@@ -48,6 +48,21 @@ pub async fn store_group(
         batches.iter().flat_map(|b| b.serving.iter().map(|s| ReplicaRef::of(&b.agent_id, s))).collect();
     keys.replicas.resolve(pool, &replicas).await?;
     let mut tx = pool.begin().await?;
+    // The hot tables' parents first (the order the packer locks in): once held, the packer cannot drop a
+    // partition this group is about to write into (it drops only empty ones, under the parent's lock).
+    let hot_tables: Vec<&str> = [
+        (batches.iter().any(|b| !b.gpus.is_empty()), super::pack::GPU.hot),
+        (batches.iter().any(|b| !b.serving.is_empty()), super::pack::SERVING.hot),
+    ]
+    .into_iter()
+    .filter_map(|(any, table)| any.then_some(table))
+    .collect();
+    if !hot_tables.is_empty() {
+        // `ONLY`: the parent alone, not every partition (one being packed holds a `SHARE` lock).
+        let only: Vec<String> = hot_tables.iter().map(|t| format!("ONLY {t}")).collect();
+        let sql = format!("LOCK TABLE {} IN ROW EXCLUSIVE MODE", only.join(", "));
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    }
     upsert_nodes(&mut tx, batches).await?;
 
     let fresh: Vec<(String, i64)> = sqlx::query_as(
@@ -201,8 +216,8 @@ pub fn encode_gpu_rows<'a>(
     c.finish()
 }
 
-/// Columns of `serving_rows`, in COPY order: the replica's key, not its identity strings.
-pub const SERVING_COPY: &str = "COPY serving_rows (ts, replica_key, queue_depth, running, kv_cache_pct, ttft_p50_s, \
+/// Columns of `serving_hot`, in COPY order: the replica's key, not its identity strings.
+pub const SERVING_COPY: &str = "COPY serving_hot (ts, replica_key, queue_depth, running, kv_cache_pct, ttft_p50_s, \
      ttft_p95_s, ttft_p99_s, itl_p50_s, itl_p95_s, itl_p99_s, requests_per_s, prompt_tokens_per_s, \
      generation_tokens_per_s, batch_size_mean) FROM STDIN (FORMAT binary)";
 

@@ -37,12 +37,12 @@ use sqlx::postgres::PgPoolOptions;
 /// The embedded migrations (`migrations/` at the workspace root).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Tables partitioned by day (`ts`, or `chunk_start` for packed GPU history), dropped past the raw retention.
-pub const PARTITIONED_TABLES: [&str; 2] = ["serving_rows", "gpu_chunks"];
+/// Tables partitioned by day (`chunk_start`: packed history), dropped past the raw retention.
+pub const PARTITIONED_TABLES: [&str; 2] = ["gpu_chunks", "serving_chunks"];
 
-/// The hot GPU sample table, partitioned by hour; [`pack`] folds each complete hour into `gpu_chunks` and drops
-/// its partition.
-pub const HOT_TABLE: &str = "gpu_samples_hot";
+/// The hot sample tables (GPU, serving), partitioned by hour; [`pack`] folds each complete hour into its
+/// chunks table and drops the partition.
+pub const HOT_TABLES: [&str; 2] = [pack::GPU.hot, pack::SERVING.hot];
 
 /// Most rows a list page counts: past it the pager says "10000+ matching" instead of counting a large table
 /// on every request (history tables such as decisions grow without bound).
@@ -96,7 +96,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
 
-/// Creates partitions on demand (daily ones for [`PARTITIONED_TABLES`], hourly ones for [`HOT_TABLE`]) and
+/// Creates partitions on demand (daily ones for [`PARTITIONED_TABLES`], hourly ones for [`HOT_TABLES`]) and
 /// remembers which exist.
 #[derive(Debug, Default)]
 pub struct Partitions {
@@ -123,7 +123,7 @@ impl Partitions {
         Ok(())
     }
 
-    /// Makes sure the hot GPU table has a partition for the hour of each of `times`.
+    /// Makes sure every hot table has a partition for the hour of each of `times`.
     pub async fn ensure_hours(
         &self,
         pool: &PgPool,
@@ -137,7 +137,9 @@ impl Partitions {
             v
         };
         for hour in missing {
-            create_hot_partition(pool, hour).await?;
+            for table in HOT_TABLES {
+                create_hot_partition(pool, table, hour).await?;
+            }
             self.hours.lock().unwrap_or_else(|p| p.into_inner()).insert(hour);
         }
         Ok(())
@@ -149,7 +151,8 @@ impl Partitions {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).retain(|d| *d >= day);
     }
 
-    /// Forgets an hour whose hot partition the packer dropped: a late sample for it creates it again.
+    /// Forgets an hour whose hot partition (of either table) the packer dropped: a late sample for it creates
+    /// it again.
     pub fn forget_hour(&self, hour: NaiveDateTime) {
         self.hours.lock().unwrap_or_else(|p| p.into_inner()).remove(&hour);
     }
@@ -184,16 +187,16 @@ pub fn hour_of(t: DateTime<Utc>) -> NaiveDateTime {
     n.date().and_hms_opt(n.hour(), 0, 0).unwrap_or(n)
 }
 
-/// The name of the hot partition of `hour`.
-pub fn hot_partition_name(hour: NaiveDateTime) -> String {
-    format!("{HOT_TABLE}_{}", hour.format("%Y%m%d%H"))
+/// The name of the partition of the hot `table` for `hour`.
+pub fn hot_partition_name(table: &str, hour: NaiveDateTime) -> String {
+    format!("{table}_{}", hour.format("%Y%m%d%H"))
 }
 
-async fn create_hot_partition(pool: &PgPool, hour: NaiveDateTime) -> Result<(), sqlx::Error> {
+async fn create_hot_partition(pool: &PgPool, table: &str, hour: NaiveDateTime) -> Result<(), sqlx::Error> {
     let next = hour + chrono::Duration::hours(1);
     let sql = format!(
-        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {HOT_TABLE} FOR VALUES FROM ('{}+00') TO ('{}+00')",
-        hot_partition_name(hour),
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {table} FOR VALUES FROM ('{}+00') TO ('{}+00')",
+        hot_partition_name(table, hour),
         hour.format("%Y-%m-%d %H:00:00"),
         next.format("%Y-%m-%d %H:00:00"),
     );

@@ -110,7 +110,7 @@ pub async fn dashboard_fleet(pool: &sqlx::PgPool, nodes: usize, deployments: usi
         pool,
         "raw serving samples: 1 h at 10 s, 2 replicas per deployment",
         &format!(
-            "INSERT INTO serving_rows ({serving_cols}) \
+            "INSERT INTO serving_hot ({serving_cols}) \
          SELECT now() - s * interval '10 seconds', k.replica_key, (s % 7)::real, 8, 50, 0.2 + (s % 10) / 50.0, 0.03, \
                 5 + (s % 30) / 3.0, 5000, 500, 8 \
          FROM generate_series(0, {}) dd CROSS JOIN generate_series(0, 1) r CROSS JOIN generate_series(1, 360) s \
@@ -120,7 +120,7 @@ pub async fn dashboard_fleet(pool: &sqlx::PgPool, nodes: usize, deployments: usi
     )
     .await?;
     exec(pool, "raw serving samples: 1 h at 1 s, 8 replicas, for the hot deployments", &format!(
-        "INSERT INTO serving_rows ({serving_cols}) \
+        "INSERT INTO serving_hot ({serving_cols}) \
          SELECT now() - s * interval '1 second', k.replica_key, ((s + r) % 7)::real, 8, 50, 0.2 + (s % 10) / 50.0, 0.03, \
                 5 + (s % 30) / 3.0, 5000, 500, 8 \
          FROM generate_series(0, {}) dd CROSS JOIN generate_series(0, 7) r CROSS JOIN generate_series(1, 3600) s \

@@ -80,11 +80,21 @@ fn is_data_error(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `e` is a row that found no partition (SQLSTATE 23514 from partition routing).
+fn is_missing_partition(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.code().as_deref() == Some("23514") && d.message().starts_with("no partition of relation")
+        }
+        _ => false,
+    }
+}
+
 /// The field a data error points at, as far as the message tells (the database does not name JSON paths).
 fn blamed_field(e: &sqlx::Error) -> String {
     let msg = e.to_string();
     if msg.contains("partition") {
-        if msg.contains("serving_rows") { "serving[].ts_ms" } else { "gpus[].ts_ms" }.to_string()
+        if msg.contains("serving_hot") || msg.contains("serving_chunks") { "serving[].ts_ms" } else { "gpus[].ts_ms" }.to_string()
     } else {
         "batch".to_string()
     }
@@ -215,10 +225,25 @@ impl Writer {
                 self.metrics.ingest_batches.with_label_values(&["isolated"]).inc_by(group.len() as u64);
                 self.partitions.forget_all();
                 for job in group {
-                    match self.store(std::slice::from_ref(&job)).await {
+                    let mut result = self.store(std::slice::from_ref(&job)).await;
+                    // A partition dropped between creating it and writing (the packer drops an emptied hour
+                    // partition; retention drops old days) is ours to fix, never the sender's fault: timestamps
+                    // were checked against the accepted window, so the partition is created again.
+                    for _ in 0..3 {
+                        match &result {
+                            Err(e) if is_missing_partition(e) => {
+                                self.partitions.forget_all();
+                                result = self.store(std::slice::from_ref(&job)).await;
+                            }
+                            _ => break,
+                        }
+                    }
+                    match result {
                         Ok(stored) => {
                             self.acknowledge(vec![job], stored);
                         }
+                        // Still racing: the sender retries later (503) rather than dropping its data (400).
+                        Err(e) if is_missing_partition(&e) => self.fail(vec![job], &e).await,
                         Err(e) if is_data_error(&e) => {
                             tracing::warn!(error = %e, node = %job.batch.agent_id, seq = job.batch.seq, "batch refused by the database");
                             self.metrics.ingest_batches.with_label_values(&["rejected"]).inc();
@@ -262,7 +287,7 @@ impl Writer {
     }
 
     async fn store(&self, group: &[Job]) -> Result<Vec<Stored>, sqlx::Error> {
-        // Serving rows and packed GPU chunks are partitioned by day, hot GPU rows by hour.
+        // Packed chunks are partitioned by day, hot rows (GPU and serving) by hour.
         let mut days: Vec<NaiveDate> = group
             .iter()
             .flat_map(|j| {
@@ -277,8 +302,13 @@ impl Writer {
         days.sort_unstable();
         days.dedup();
         self.partitions.ensure(&self.pool, days).await?;
-        let mut hours: Vec<i64> =
-            group.iter().flat_map(|j| j.batch.gpus.iter().map(|g| g.ts_ms.div_euclid(3_600_000))).collect();
+        let mut hours: Vec<i64> = group
+            .iter()
+            .flat_map(|j| {
+                j.batch.gpus.iter().map(|g| g.ts_ms).chain(j.batch.serving.iter().map(|s| s.ts_ms))
+            })
+            .map(|ms| ms.div_euclid(3_600_000))
+            .collect();
         hours.sort_unstable();
         hours.dedup();
         self.partitions.ensure_hours(&self.pool, hours.into_iter().map(|h| db::ingest::ts(h * 3_600_000))).await?;

@@ -65,6 +65,10 @@ pub async fn openapi() -> HttpResponse {
 
 /// Registers every route.
 pub fn configure(cfg: &mut aw::ServiceConfig) {
+    // The ingest endpoints first: every request is matched against the routes in order, and the 405 table
+    // below holds a pattern per declared path. Both are fixed paths, so nothing more specific can hide
+    // behind them, and a wrong method on them still falls through to the 405.
+    cfg.service(api::ingest::ingest).service(api::ingest::remote_write);
     api::doc::configure_method_not_allowed(cfg);
     cfg.service(healthz).service(readyz).service(metrics).service(openapi);
     api::configure(cfg);

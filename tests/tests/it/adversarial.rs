@@ -41,7 +41,7 @@ async fn partition_days(app: &TestApp) -> Vec<String> {
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent \
          JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE p.relname IN ('gpu_samples_hot', 'gpu_chunks', 'serving_rows')",
+         WHERE p.relname IN ('gpu_samples_hot', 'gpu_chunks', 'serving_hot', 'serving_chunks')",
     )
     .fetch_all(&app.pool)
     .await

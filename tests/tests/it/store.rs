@@ -318,7 +318,9 @@ async fn pack_all(app: &crate::helpers::TestApp) {
     let partitions = fleetpilot::db::Partitions::default();
     for _ in 0..100 {
         fleetpilot::db::pack::run(&app.pool, Utc::now(), &partitions).await.unwrap();
-        if app.count("SELECT count(*) FROM gpu_samples_hot WHERE ts < now() - interval '2 hours'").await == 0 {
+        if app.count("SELECT count(*) FROM gpu_samples_hot WHERE ts < now() - interval '2 hours'").await == 0
+            && app.count("SELECT count(*) FROM serving_hot WHERE ts < now() - interval '2 hours'").await == 0
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -344,15 +346,25 @@ async fn an_hour_is_packed_into_chunks_and_late_samples_are_merged_into_them_cou
             .await
             .unwrap();
     assert_eq!(before.len(), 4);
+    let serving = "SELECT ts, queue_depth, running, itl_p95_s, kv_cache_pct, generation_tokens_per_s FROM serving_samples \
+                   WHERE deployment = 'ml/llama' AND replica = 'r1' ORDER BY ts";
+    type ServingRow = (chrono::DateTime<Utc>, f32, f32, Option<f32>, Option<f32>, f32);
+    let serving_before: Vec<ServingRow> = sqlx::query_as(serving).fetch_all(&app.pool).await.unwrap();
+    assert_eq!(serving_before.len(), 2);
 
     pack_all(&app).await;
     assert_eq!(app.count("SELECT count(*) FROM gpu_chunks").await, 2, "one chunk per GPU per 10 minutes");
+    assert_eq!(app.count("SELECT count(*) FROM serving_chunks").await, 2, "one chunk per replica per 10 minutes");
+    assert_eq!(app.count("SELECT count(*) FROM gpu_samples_hot WHERE ts < now() - interval '2 hours'").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM serving_hot WHERE ts < now() - interval '2 hours'").await, 0);
     let after: Vec<(chrono::DateTime<Utc>, Option<f32>)> =
         sqlx::query_as("SELECT ts, util_pct FROM gpu_samples WHERE node_id = 'node-r' ORDER BY ts")
             .fetch_all(&app.pool)
             .await
             .unwrap();
     assert_eq!(after, before, "the same samples, read back from the chunks");
+    let serving_after: Vec<ServingRow> = sqlx::query_as(serving).fetch_all(&app.pool).await.unwrap();
+    assert_eq!(serving_after, serving_before, "the same serving samples (NULLs included), read back from the chunks");
 
     // Late samples (an agent replaying after an outage) for the packed chunk, interleaved with its samples,
     // and a replayed duplicate batch (same seq) that must not be stored again.
@@ -369,6 +381,18 @@ async fn an_hour_is_packed_into_chunks_and_late_samples_are_merged_into_them_cou
     .await
     .unwrap();
     assert_eq!((n, offsets), (4, vec![2_000, 3_000, 5_000, 6_000]), "in time order");
+    assert_eq!(app.count("SELECT count(*) FROM serving_chunks").await, 2, "the late serving sample merged too");
+    let (n, offsets): (i32, Vec<i32>) =
+        sqlx::query_as("SELECT samples, ts_off_ms FROM serving_chunks WHERE chunk_start = $1")
+            .bind(hour)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((n, offsets), (2, vec![2_000, 5_000]), "serving: in time order, the replayed batch counted once");
+    assert_eq!(
+        app.count("SELECT count(*) FROM serving_samples WHERE deployment = 'ml/llama' AND replica = 'r1'").await,
+        3
+    );
     let utils: Vec<Option<f32>> =
         sqlx::query_scalar("SELECT util_pct FROM gpu_samples_between($1, $2) WHERE node_id = 'node-r' ORDER BY ts")
             .bind(hour)

@@ -23,13 +23,11 @@ use crate::routes as root;
 
 /// Registers the API routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(ingest::ingest)
-        .service(tokens::list)
+    cfg.service(tokens::list)
         .service(tokens::create)
         .service(tokens::rotate)
         .service(tokens::revoke)
         .service(tokens::audit)
-        .service(ingest::remote_write)
         .service(commands::poll)
         .service(commands::ack)
         .service(commands::get_one)
