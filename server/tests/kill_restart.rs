@@ -122,7 +122,12 @@ async fn no_acknowledged_sample_is_lost_or_duplicated_when_the_server_is_killed_
         "the hour being written was packed repeatedly ({packed} + {})",
         last.partitions
     );
-    assert_eq!(hot, 0, "every row ended in a chunk; left: {hot_where:?}, last pass {last:?}, now {}", chrono::Utc::now());
+    assert_eq!(
+        hot,
+        0,
+        "every row ended in a chunk; left: {hot_where:?}, last pass {last:?}, now {}",
+        chrono::Utc::now()
+    );
     assert_eq!(dropped, 0);
     assert_eq!(gpu, gpu_distinct, "no GPU sample stored twice");
     assert_eq!(srv, srv_distinct, "no serving sample stored twice");

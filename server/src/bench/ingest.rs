@@ -355,7 +355,13 @@ mod tests {
 
     #[test]
     fn both_wire_encodings_of_the_template_decode() {
-        let opts = IngestBenchOptions { seconds: 1, agents: 1, gpus: 2, readings_per_batch: 2, data_dir: "/nonexistent".into() };
+        let opts = IngestBenchOptions {
+            seconds: 1,
+            agents: 1,
+            gpus: 2,
+            readings_per_batch: 2,
+            data_dir: "/nonexistent".into(),
+        };
         let (json, bin, _, _) = decode_rates(&opts);
         assert!(json > 0.0 && bin > 0.0, "json {json} postcard {bin}");
     }

@@ -94,7 +94,8 @@ fn is_missing_partition(e: &sqlx::Error) -> bool {
 fn blamed_field(e: &sqlx::Error) -> String {
     let msg = e.to_string();
     if msg.contains("partition") {
-        if msg.contains("serving_hot") || msg.contains("serving_chunks") { "serving[].ts_ms" } else { "gpus[].ts_ms" }.to_string()
+        if msg.contains("serving_hot") || msg.contains("serving_chunks") { "serving[].ts_ms" } else { "gpus[].ts_ms" }
+            .to_string()
     } else {
         "batch".to_string()
     }
@@ -304,9 +305,7 @@ impl Writer {
         self.partitions.ensure(&self.pool, days).await?;
         let mut hours: Vec<i64> = group
             .iter()
-            .flat_map(|j| {
-                j.batch.gpus.iter().map(|g| g.ts_ms).chain(j.batch.serving.iter().map(|s| s.ts_ms))
-            })
+            .flat_map(|j| j.batch.gpus.iter().map(|g| g.ts_ms).chain(j.batch.serving.iter().map(|s| s.ts_ms)))
             .map(|ms| ms.div_euclid(3_600_000))
             .collect();
         hours.sort_unstable();
