@@ -85,10 +85,14 @@ pub async fn mark_dirty(conn: &mut sqlx::PgConnection, minutes: &[DateTime<Utc>]
     if minutes.is_empty() {
         return Ok(());
     }
-    sqlx::query("INSERT INTO rollup_dirty (bucket) SELECT DISTINCT date_trunc('minute', t) FROM UNNEST($1::timestamptz[]) t ORDER BY 1 ON CONFLICT DO NOTHING")
-        .bind(minutes)
-        .execute(conn)
-        .await?;
+    // Appended, never upserted: an upsert on a minute the rollup job is recomputing would wait for its whole
+    // transaction (migration `20261206007002_rollup_dirty_log`).
+    sqlx::query(
+        "INSERT INTO rollup_dirty (bucket) SELECT DISTINCT date_trunc('minute', t) FROM UNNEST($1::timestamptz[]) t",
+    )
+    .bind(minutes)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -126,10 +130,15 @@ pub async fn run(pool: &PgPool, now: DateTime<Utc>) -> Result<RollupStats, sqlx:
         ranges.push((t, end));
         t = end;
     }
-    let dirty: Vec<DateTime<Utc>> = sqlx::query_scalar("DELETE FROM rollup_dirty WHERE bucket < $1 RETURNING bucket")
-        .bind(upto)
-        .fetch_all(&mut *tx)
-        .await?;
+    // The marks this statement's snapshot sees; one committed later stays for the next run. The same minute
+    // may be marked many times (one mark per ingest group).
+    let mut dirty: Vec<DateTime<Utc>> =
+        sqlx::query_scalar("DELETE FROM rollup_dirty WHERE bucket < $1 RETURNING bucket")
+            .bind(upto)
+            .fetch_all(&mut *tx)
+            .await?;
+    dirty.sort_unstable();
+    dirty.dedup();
     ranges.extend(dirty.into_iter().filter(|d| *d < from).map(|d| (d, d + Duration::minutes(1))));
     let mut stats = RollupStats { ranges: ranges.len(), minute_rows: 0 };
     let mut hours: Vec<DateTime<Utc>> = Vec::new();

@@ -431,3 +431,56 @@ async fn an_hour_is_packed_into_chunks_and_late_samples_are_merged_into_them_cou
 fn urlencoding(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).replace('+', "%2B")
 }
+
+/// A late batch for a minute the rollup job is recomputing is stored at once, not after the job's transaction
+/// (with a unique key on the dirty minutes, its upsert waited for the job, and every ingest group with it), and
+/// its mark survives the job, so the next run folds it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_batch_does_not_wait_for_a_rollup_recomputing_its_minute_and_is_folded_in_next() {
+    let app = spawn_app(|s| {
+        s.control.enabled = false;
+        s.ingest.rollup_secs = 3600.0; // driven by hand below
+    })
+    .await;
+    let minute = (Utc::now() - Duration::minutes(10)).duration_trunc(Duration::minutes(1)).unwrap();
+    let t0 = minute.timestamp_millis() + 5_000;
+    post(&app, 1, t0, 10.0).await;
+    fleetpilot::db::rollups::run(&app.pool, Utc::now()).await.unwrap();
+    post(&app, 2, t0 + 10_000, 50.0).await; // late: marks the minute dirty
+    // (Marked here too, in case the app's own startup rollup consumed that mark already.)
+    sqlx::query("INSERT INTO rollup_dirty (bucket) VALUES ($1)").bind(minute).execute(&app.pool).await.unwrap();
+
+    // A rollup job in the middle of recomputing that minute: it has claimed the marks and not committed.
+    let mut job = app.pool.begin().await.unwrap();
+    let claimed: Vec<chrono::DateTime<Utc>> =
+        sqlx::query_scalar("DELETE FROM rollup_dirty RETURNING bucket").fetch_all(&mut *job).await.unwrap();
+    assert!(claimed.contains(&minute), "{claimed:?}");
+    let late = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.ingest_raw(serde_json::to_vec(&batch(3, t0 + 20_000, 90.0)).unwrap()),
+    )
+    .await
+    .expect("a late batch waited for the rollup job's transaction");
+    assert_eq!(late.status(), 200);
+    job.commit().await.unwrap();
+
+    // The job's claim is gone; the late batch's mark is not.
+    assert_eq!(app.count("SELECT count(DISTINCT bucket) FROM rollup_dirty").await, 1);
+    // The app's own rollup task may hold the rollup lock at a given moment: run until the mark is consumed.
+    for _ in 0..50 {
+        fleetpilot::db::rollups::run(&app.pool, Utc::now()).await.unwrap();
+        if app.count("SELECT count(*) FROM rollup_dirty").await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (n, max): (i32, f32) =
+        sqlx::query_as("SELECT samples, util_max FROM gpu_rollup_1m WHERE node_id = 'node-r' AND bucket = $1")
+            .bind(minute)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((n, max), (6, 100.0), "all three batches' samples, two each");
+    assert_eq!(app.count("SELECT count(*) FROM rollup_dirty").await, 0);
+    app.stop().await;
+}
