@@ -10,7 +10,6 @@ pub mod remote_write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::NaiveDate;
 use gpu_agent::protocol::{Batch, IncomingCommand};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -94,8 +93,7 @@ fn is_missing_partition(e: &sqlx::Error) -> bool {
 fn blamed_field(e: &sqlx::Error) -> String {
     let msg = e.to_string();
     if msg.contains("partition") {
-        if msg.contains("serving_hot") || msg.contains("serving_chunks") { "serving[].ts_ms" } else { "gpus[].ts_ms" }
-            .to_string()
+        if msg.contains("serving_hot") { "serving[].ts_ms" } else { "gpus[].ts_ms" }.to_string()
     } else {
         "batch".to_string()
     }
@@ -288,21 +286,8 @@ impl Writer {
     }
 
     async fn store(&self, group: &[Job]) -> Result<Vec<Stored>, sqlx::Error> {
-        // Packed chunks are partitioned by day, hot rows (GPU and serving) by hour.
-        let mut days: Vec<NaiveDate> = group
-            .iter()
-            .flat_map(|j| {
-                j.batch
-                    .gpus
-                    .iter()
-                    .map(|g| g.ts_ms)
-                    .chain(j.batch.serving.iter().map(|s| s.ts_ms))
-                    .map(|ms| db::ingest::ts(ms).date_naive())
-            })
-            .collect();
-        days.sort_unstable();
-        days.dedup();
-        self.partitions.ensure(&self.pool, days).await?;
+        // Hot rows (GPU and serving) go to hourly partitions; the packer creates the daily chunk partitions
+        // it writes.
         let mut hours: Vec<i64> = group
             .iter()
             .flat_map(|j| j.batch.gpus.iter().map(|g| g.ts_ms).chain(j.batch.serving.iter().map(|s| s.ts_ms)))
